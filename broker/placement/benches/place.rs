@@ -1,0 +1,211 @@
+//! `cargo bench -p classgrid-placement`: 10,000 nodes with 1–4 T4-class or
+//! 910B-class devices, 100,000 existing reservations over one school day,
+//! then many 45-seat quarter-T4 lessons booked one after another (each
+//! admitted lesson is written into the calendar, as the broker does).
+//! Prints per-seat latency: the time of one `place` divided by its seats.
+
+use std::time::Instant;
+
+use classgrid_placement::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use uuid::Uuid;
+
+const NODES: usize = 10_000;
+const RESERVATIONS: usize = 100_000;
+const LESSONS: usize = 400;
+const SEATS: u32 = 45;
+const DISTRICTS: usize = 20;
+const SCHOOLS: usize = 400;
+const MIN: i64 = 60_000;
+/// Monday 2024-01-08 00:00 UTC.
+const DAY0: i64 = 1_704_672_000_000;
+
+fn uid(rng: &mut StdRng) -> Uuid {
+    Uuid::from_u128(rng.random())
+}
+
+fn device(rng: &mut StdRng, index: u32, ascend: bool) -> Device {
+    let _ = rng;
+    if ascend {
+        Device {
+            index,
+            vendor: "ascend".into(),
+            model: "Ascend 910B".into(),
+            memory_mib: 65536,
+            healthy: true,
+            max_slices: 8,
+            isolation: Isolation::Hard,
+        }
+    } else {
+        Device {
+            index,
+            vendor: "nvidia".into(),
+            model: "Tesla T4".into(),
+            memory_mib: 16384,
+            healthy: true,
+            max_slices: 8,
+            isolation: Isolation::Soft,
+        }
+    }
+}
+
+fn main() {
+    let mut rng = StdRng::seed_from_u64(42);
+    let mut sites = Vec::new();
+    for d in 0..DISTRICTS {
+        sites.push(Site {
+            id: uid(&mut rng),
+            name: format!("pop-{d}"),
+            kind: SiteKind::DistrictPop,
+            district: format!("d{d}"),
+        });
+    }
+    for s in 0..SCHOOLS {
+        sites.push(Site {
+            id: uid(&mut rng),
+            name: format!("school-{s}"),
+            kind: SiteKind::School,
+            district: format!("d{}", s % DISTRICTS),
+        });
+    }
+    let cloud = Site {
+        id: uid(&mut rng),
+        name: "cloud".into(),
+        kind: SiteKind::Cloud,
+        district: String::new(),
+    };
+    sites.push(cloud.clone());
+
+    let mut nodes = Vec::with_capacity(NODES);
+    for i in 0..NODES {
+        let site = &sites[rng.random_range(0..sites.len())];
+        let ascend = rng.random_bool(0.3);
+        let n_dev = rng.random_range(1..=4);
+        nodes.push(Node {
+            id: uid(&mut rng),
+            name: format!("node-{i}"),
+            site_id: site.id,
+            tier: if site.kind == SiteKind::Cloud {
+                Tier::Cloud
+            } else {
+                Tier::Edge
+            },
+            liveness: if rng.random_bool(0.97) {
+                Liveness::Connected
+            } else {
+                Liveness::Disconnected
+            },
+            healthy: true,
+            cordoned: false,
+            runtimes: vec!["jupyter".into(), "container".into()],
+            cpu_millis: 64_000,
+            memory_mib: 262_144,
+            devices: (0..n_dev).map(|d| device(&mut rng, d, ascend)).collect(),
+            cached: vec![],
+            staging_bytes_per_sec: Some(100e6),
+            lending: None,
+        });
+    }
+    let fleet = Fleet { sites, nodes };
+
+    // Existing load: lesson-length slices over an 8-hour day, a fifth of
+    // them preemptible jobs.
+    let mut rows = Vec::with_capacity(RESERVATIONS);
+    for _ in 0..RESERVATIONS {
+        let n = &fleet.nodes[rng.random_range(0..NODES)];
+        let d = rng.random_range(0..n.devices.len()) as u32;
+        let start = DAY0 + rng.random_range(0..96) * 5 * MIN;
+        let job = rng.random_bool(0.2);
+        rows.push(Reservation {
+            owner: if job {
+                Owner::Job(uid(&mut rng))
+            } else {
+                Owner::Lesson(uid(&mut rng))
+            },
+            node_id: n.id,
+            device_index: Some(d),
+            window: Window::new(start, start + 55 * MIN),
+            cpu_millis: 1000,
+            memory_mib: 2048,
+            gpu_memory_mib: 4096,
+            gpu_compute_percent: 25,
+            preemptible: job,
+        });
+    }
+    let mut calendar = Calendar::new(rows);
+
+    // Edge probes measured a few schools; the rest rely on topology classes.
+    let mut rtt = RttTable::new(Topology::default());
+    for s in fleet
+        .sites
+        .iter()
+        .filter(|s| s.kind == SiteKind::School)
+        .take(40)
+    {
+        for n in &fleet.nodes {
+            rtt.set_measured(s.id, n.id, rng.random_range(1.0..80.0));
+        }
+    }
+
+    let schools: Vec<&Site> = fleet
+        .sites
+        .iter()
+        .filter(|s| s.kind == SiteKind::School)
+        .collect();
+    let policy = Policy::default();
+    let mut per_seat_us = Vec::with_capacity(LESSONS);
+    let mut admitted = 0;
+    for _ in 0..LESSONS {
+        let school = schools[rng.random_range(0..schools.len())];
+        let start = DAY0 + rng.random_range(0..96) * 5 * MIN;
+        let req = Request {
+            school_site: school.id,
+            window: Window::new(start - 10 * MIN, start + 45 * MIN),
+            seats: SEATS,
+            min_seats: SEATS,
+            seat: SeatSpec {
+                cpu_millis: 1000,
+                memory_mib: 2048,
+                gpu: Some(GpuSpec {
+                    vendors: vec!["nvidia".into()],
+                    model: None,
+                    memory_mib: 4096,
+                    compute_percent: 25,
+                    count: 1,
+                    min_isolation: Isolation::Soft,
+                }),
+                runtime: "jupyter".into(),
+            },
+            max_rtt_ms: 30.0,
+            datasets: vec![],
+            staging_lead_ms: 10 * MIN,
+            may_preempt: true,
+        };
+        let t = Instant::now();
+        let d = place(&fleet, &calendar, &rtt, &req, &policy);
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        per_seat_us.push(us / SEATS as f64);
+        if let Decision::Admitted(a) = d {
+            admitted += 1;
+            let owner = Owner::Lesson(uid(&mut rng));
+            for o in &a.preempted {
+                calendar.remove_owner(*o);
+            }
+            for r in a.reservations(&req, owner) {
+                calendar.insert(r);
+            }
+        }
+    }
+    per_seat_us.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let q = |p: f64| per_seat_us[((per_seat_us.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "lessons={LESSONS} admitted={admitted} calendar_rows_after={}",
+        calendar.len()
+    );
+    println!(
+        "place nodes={NODES} reservations={RESERVATIONS} seats={SEATS} p50_us={:.1} p99_us={:.1} per_seat",
+        q(0.50),
+        q(0.99)
+    );
+}

@@ -1,0 +1,132 @@
+//! RTT from a school site to a node, with where the number came from.
+//! Edge probes give measurements; Vivaldi coordinates give estimates; the
+//! configured topology classes are the fallback so every node has a value.
+
+use crate::ids::IdMap;
+use crate::model::{Node, NodeId, Rtt, RttSource, Site, SiteId, SiteKind, Tier};
+
+/// Configured RTT per topology class, used when nothing better is known.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Topology {
+    pub same_site_ms: f64,
+    pub same_district_ms: f64,
+    pub cross_district_ms: f64,
+    pub cloud_ms: f64,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            same_site_ms: 2.0,
+            same_district_ms: 8.0,
+            cross_district_ms: 25.0,
+            cloud_ms: 60.0,
+        }
+    }
+}
+
+impl Topology {
+    /// The class RTT between a school and a node. A node whose site is not
+    /// known is treated as cross-district: too far to be preferred, not so
+    /// far that it is never used.
+    pub fn class_ms(&self, school: &Site, node: &Node, node_site: Option<&Site>) -> f64 {
+        if node.tier == Tier::Cloud || node_site.is_some_and(|s| s.kind == SiteKind::Cloud) {
+            return self.cloud_ms;
+        }
+        if node.site_id == school.id {
+            return self.same_site_ms;
+        }
+        match node_site {
+            Some(s) if s.district == school.district => self.same_district_ms,
+            _ => self.cross_district_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RttTable {
+    topology: Topology,
+    // Keyed by school site first: `place` asks about one school and many
+    // nodes, so it fetches the school's inner maps once per request.
+    measured: IdMap<SiteId, IdMap<NodeId, f64>>,
+    estimated: IdMap<SiteId, IdMap<NodeId, f64>>,
+}
+
+/// One school's view of the table, for the per-node loop in `place`.
+pub(crate) struct SchoolRtt<'a> {
+    topology: &'a Topology,
+    school: &'a Site,
+    measured: Option<&'a IdMap<NodeId, f64>>,
+    estimated: Option<&'a IdMap<NodeId, f64>>,
+}
+
+impl SchoolRtt<'_> {
+    pub fn lookup(&self, node: &Node, node_site: Option<&Site>) -> Rtt {
+        if let Some(&ms) = self.measured.and_then(|m| m.get(&node.id)) {
+            return Rtt {
+                ms,
+                source: RttSource::Measured,
+            };
+        }
+        if let Some(&ms) = self.estimated.and_then(|m| m.get(&node.id)) {
+            return Rtt {
+                ms,
+                source: RttSource::Estimated,
+            };
+        }
+        Rtt {
+            ms: self.topology.class_ms(self.school, node, node_site),
+            source: RttSource::Configured,
+        }
+    }
+}
+
+impl RttTable {
+    pub fn new(topology: Topology) -> Self {
+        RttTable {
+            topology,
+            ..Default::default()
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Non-finite or negative probe results are dropped rather than stored,
+    /// so a broken probe falls back to the next source instead of poisoning
+    /// placement.
+    pub fn set_measured(&mut self, site: SiteId, node: NodeId, ms: f64) {
+        if ms.is_finite() && ms >= 0.0 {
+            self.measured.entry(site).or_default().insert(node, ms);
+        }
+    }
+
+    pub fn set_estimated(&mut self, site: SiteId, node: NodeId, ms: f64) {
+        if ms.is_finite() && ms >= 0.0 {
+            self.estimated.entry(site).or_default().insert(node, ms);
+        }
+    }
+
+    pub(crate) fn for_school<'a>(&'a self, school: &'a Site) -> SchoolRtt<'a> {
+        SchoolRtt {
+            topology: &self.topology,
+            school,
+            measured: self.measured.get(&school.id),
+            estimated: self.estimated.get(&school.id),
+        }
+    }
+
+    /// measured > estimated > configured.
+    pub fn lookup(&self, school: &Site, node: &Node, node_site: Option<&Site>) -> Rtt {
+        self.for_school(school).lookup(node, node_site)
+    }
+}
+
+pub(crate) fn source_name(s: RttSource) -> &'static str {
+    match s {
+        RttSource::Measured => "measured",
+        RttSource::Estimated => "estimated",
+        RttSource::Configured => "configured",
+    }
+}

@@ -1,0 +1,124 @@
+//! `AgentService.Connect`: one bidirectional stream per node agent.
+
+use std::{pin::Pin, time::Duration};
+
+use classgrid_proto::v1::{
+    self as pb, agent_message::Msg, agent_service_server::AgentService, broker_message,
+};
+use futures::Stream;
+use tokio::{sync::mpsc, time::Instant};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use super::status;
+use crate::app::App;
+
+pub struct Agents(pub App);
+
+const HEARTBEAT_MS: i32 = 2000;
+/// An agent that says nothing for this long is cut off; it will reconnect.
+const IDLE_LIMIT: Duration = Duration::from_secs(30);
+/// More messages than this per second, sustained over a 5 s window, is a
+/// flood: the session is cut off without harm to other agents.
+const MAX_MSGS_PER_SEC: u32 = 200;
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<pb::BrokerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for Agents {
+    type ConnectStream = Outbound;
+
+    async fn connect(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Outbound>, Status> {
+        let app = self.0.clone();
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("register must arrive within 10 s"))??
+            .ok_or_else(|| Status::invalid_argument("stream ended before register"))?;
+        let Some(Msg::Register(reg)) = first.msg else {
+            app.metrics.agent_refused.inc();
+            return Err(Status::invalid_argument(
+                "register: the first message must be a register",
+            ));
+        };
+        let live = match app.register_node(&reg).await {
+            Ok(n) => n,
+            Err(e) => {
+                app.metrics.agent_refused.inc();
+                warn!(site = %reg.site.chars().take(64).collect::<String>(), name = %reg.name.chars().take(64).collect::<String>(), error = %e, "agent registration refused");
+                return Err(status(e));
+            }
+        };
+        let node_id = live.id;
+        let (tx, rx) = mpsc::channel(1024);
+        let _ = tx
+            .send(Ok(pb::BrokerMessage {
+                msg: Some(broker_message::Msg::Registered(pb::Registered {
+                    node_id: node_id.to_string(),
+                    heartbeat_interval_ms: HEARTBEAT_MS,
+                })),
+            }))
+            .await;
+        let sid = app.fleet.attach(live, tx);
+        app.metrics.agent_sessions.inc();
+        info!(node = %node_id, name = %reg.name, "agent connected");
+        if let Err(e) = app.reconcile(node_id, &reg.running).await {
+            warn!(node = %node_id, error = %e, "reconcile failed");
+        }
+        app.clock.notify_one();
+
+        tokio::spawn(async move {
+            let mut window_start = Instant::now();
+            let mut in_window = 0u32;
+            loop {
+                let msg = match tokio::time::timeout(IDLE_LIMIT, inbound.message()).await {
+                    Err(_) => {
+                        warn!(node = %node_id, "agent silent too long; closing its stream");
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        info!(node = %node_id, error = %e, "agent stream error");
+                        break;
+                    }
+                    Ok(Ok(None)) => break,
+                    Ok(Ok(Some(m))) => m,
+                };
+                in_window += 1;
+                if window_start.elapsed() >= Duration::from_secs(5) {
+                    window_start = Instant::now();
+                    in_window = 0;
+                } else if in_window > MAX_MSGS_PER_SEC * 5 {
+                    warn!(node = %node_id, "agent flooding the broker; cutting it off");
+                    break;
+                }
+                if app.fleet.touch(node_id, sid).is_some() {
+                    let _ = app.store.set_node_state(node_id, "connected").await;
+                }
+                let result = match msg.msg {
+                    Some(Msg::Heartbeat(hb)) => match hb.capacity {
+                        Some(cap) => app.update_capacity(node_id, &cap).await,
+                        None => Ok(()),
+                    },
+                    Some(Msg::Status(st)) => app.agent_status(node_id, &st).await,
+                    Some(Msg::Register(_)) | None => Err(crate::domain::ServiceError::field(
+                        "msg",
+                        "register only once, first",
+                    )),
+                };
+                if let Err(e) = result {
+                    warn!(node = %node_id, error = %e, "agent message refused");
+                }
+            }
+            app.metrics.agent_sessions.dec();
+            if app.fleet.detach(node_id, sid) {
+                app.node_disconnected(node_id).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

@@ -1,0 +1,191 @@
+use classgrid_proto::v1::{self as pb, fleet_service_server::FleetService};
+use tonic::{Request, Response, Status};
+
+use super::{convert, status};
+use crate::{app::App, domain::ServiceError, fleet::LiveNode};
+
+pub struct FleetApi(pub App);
+
+pub fn node(n: &LiveNode, site: &str, running: i32) -> pb::Node {
+    pb::Node {
+        id: n.id.to_string(),
+        site: site.to_string(),
+        name: n.name.clone(),
+        tier: n.tier.clone(),
+        state: n.state.to_string(),
+        last_seen: Some(convert::ts(n.last_seen_wall)),
+        capacity: Some(pb::NodeCapacity {
+            cpu_millis: n.cpu_millis,
+            memory_mib: n.memory_mib,
+            devices: n
+                .devices
+                .iter()
+                .map(|d| pb::DeviceInfo {
+                    index: d.idx,
+                    vendor: d.vendor.clone(),
+                    model: d.model.clone(),
+                    uuid: d.uuid.clone(),
+                    memory_mib: d.memory_mib,
+                    memory_used_mib: d.memory_used_mib,
+                    utilization_percent: d.utilization_percent,
+                    healthy: d.healthy,
+                    max_slices: d.max_slices,
+                    isolation: match d.isolation.as_str() {
+                        "hard" => pb::Isolation::Hard,
+                        "soft" => pb::Isolation::Soft,
+                        _ => pb::Isolation::None,
+                    } as i32,
+                })
+                .collect(),
+        }),
+        runtimes: n.runtimes.clone(),
+        warnings: n.warnings.clone(),
+        running_assignments: running,
+        cordoned: n.cordoned,
+    }
+}
+
+impl FleetApi {
+    async fn running_counts(&self) -> Result<std::collections::HashMap<uuid::Uuid, i64>, Status> {
+        let rows: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+            "SELECT node_id, count(*) FROM assignments WHERE state IN ('pending', 'starting', 'running') GROUP BY node_id",
+        )
+        .fetch_all(&self.0.store.pool)
+        .await
+        .map_err(|e| status(e.into()))?;
+        Ok(rows.into_iter().collect())
+    }
+}
+
+#[tonic::async_trait]
+impl FleetService for FleetApi {
+    async fn create_site(
+        &self,
+        req: Request<pb::CreateSiteRequest>,
+    ) -> Result<Response<pb::Site>, Status> {
+        let r = req.into_inner();
+        let s = self
+            .0
+            .create_site(&r.name, &r.kind, &r.district)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::Site {
+            id: s.id.to_string(),
+            name: s.name,
+            kind: s.kind,
+            district: s.district,
+            edges: vec![],
+        }))
+    }
+
+    async fn list_sites(
+        &self,
+        _: Request<pb::ListSitesRequest>,
+    ) -> Result<Response<pb::ListSitesResponse>, Status> {
+        let edges = self
+            .0
+            .store
+            .list_edges()
+            .await
+            .map_err(|e| status(e.into()))?;
+        let stale = chrono::Utc::now()
+            - chrono::Duration::from_std(self.0.cfg.disconnected_after).unwrap_or_default();
+        let sites = self
+            .0
+            .fleet
+            .sites()
+            .into_iter()
+            .map(|s| pb::Site {
+                id: s.id.to_string(),
+                edges: edges
+                    .iter()
+                    .filter(|e| e.site_id == s.id)
+                    .map(|e| pb::Edge {
+                        id: e.id.to_string(),
+                        name: e.name.clone(),
+                        state: if e.last_seen >= stale {
+                            "connected"
+                        } else {
+                            "disconnected"
+                        }
+                        .into(),
+                        last_seen: Some(convert::ts(e.last_seen)),
+                    })
+                    .collect(),
+                name: s.name,
+                kind: s.kind,
+                district: s.district,
+            })
+            .collect();
+        Ok(Response::new(pb::ListSitesResponse { sites }))
+    }
+
+    async fn list_nodes(
+        &self,
+        req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let site_filter = match req.get_ref().site.as_str() {
+            "" => None,
+            s => Some(
+                self.0
+                    .fleet
+                    .site(s)
+                    .ok_or_else(|| {
+                        status(ServiceError::field("site", format!("unknown site `{s}`")))
+                    })?
+                    .id,
+            ),
+        };
+        let counts = self.running_counts().await?;
+        let nodes = self
+            .0
+            .fleet
+            .nodes()
+            .iter()
+            .filter(|n| site_filter.is_none_or(|s| s == n.site_id))
+            .map(|n| {
+                let site = self
+                    .0
+                    .fleet
+                    .site_by_id(n.site_id)
+                    .map(|s| s.name)
+                    .unwrap_or_default();
+                node(n, &site, counts.get(&n.id).copied().unwrap_or(0) as i32)
+            })
+            .collect();
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn get_node(
+        &self,
+        req: Request<pb::GetNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let key = req.get_ref().id.as_str();
+        let found =
+            match key.parse::<uuid::Uuid>() {
+                Ok(id) => self.0.fleet.node(id),
+                Err(_) => match key.split_once('/') {
+                    Some((site, name)) => {
+                        let site = self.0.fleet.site(site);
+                        self.0.fleet.nodes().into_iter().find(|n| {
+                            Some(n.site_id) == site.as_ref().map(|s| s.id) && n.name == name
+                        })
+                    }
+                    None => None,
+                },
+            };
+        let n = found.ok_or_else(|| status(ServiceError::NotFound(format!("node {key}"))))?;
+        let counts = self.running_counts().await?;
+        let site = self
+            .0
+            .fleet
+            .site_by_id(n.site_id)
+            .map(|s| s.name)
+            .unwrap_or_default();
+        Ok(Response::new(node(
+            &n,
+            &site,
+            counts.get(&n.id).copied().unwrap_or(0) as i32,
+        )))
+    }
+}

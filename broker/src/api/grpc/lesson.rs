@@ -1,0 +1,239 @@
+use std::pin::Pin;
+
+use classgrid_proto::v1::{self as pb, lesson_service_server::LessonService};
+use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::{Request, Response, Status};
+
+use super::{convert, status};
+use crate::{
+    app::App,
+    domain::{lesson::RawBooking, states::lesson as ls},
+};
+
+pub struct Lessons(pub App);
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Lesson, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl LessonService for Lessons {
+    async fn book(
+        &self,
+        req: Request<pb::BookLessonRequest>,
+    ) -> Result<Response<pb::Lesson>, Status> {
+        let r = req.into_inner();
+        let raw = RawBooking {
+            request_id: r.request_id,
+            school_site: r.school_site,
+            title: r.title,
+            start: convert::from_ts("start", r.start.as_ref()).map_err(status)?,
+            duration_seconds: r.duration_seconds,
+            seats: r.seats as i64,
+            min_seats: r.min_seats as i64,
+            seat: r.seat.as_ref().map(convert::raw_seat),
+            workload: convert::workload(r.workload.as_ref()),
+            datasets: convert::raw_datasets(&r.datasets),
+            max_rtt_ms: r.max_rtt_ms as i64,
+        };
+        let v = self.0.book_lesson(raw).await.map_err(status)?;
+        Ok(Response::new(convert::lesson(&v)))
+    }
+
+    async fn get(
+        &self,
+        req: Request<pb::GetLessonRequest>,
+    ) -> Result<Response<pb::Lesson>, Status> {
+        let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
+        let v = self.0.lesson(id).await.map_err(status)?;
+        Ok(Response::new(convert::lesson(&v)))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListLessonsRequest>,
+    ) -> Result<Response<pb::ListLessonsResponse>, Status> {
+        let r = req.into_inner();
+        let from = convert::from_ts("from", r.from.as_ref()).map_err(status)?;
+        let to = convert::from_ts("to", r.to.as_ref()).map_err(status)?;
+        let size = if r.page_size == 0 {
+            50
+        } else {
+            r.page_size as i64
+        };
+        let offset: i64 = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token.parse().map_err(|_| {
+                status(crate::domain::ServiceError::field(
+                    "page_token",
+                    "is not a token from a previous page",
+                ))
+            })?
+        };
+        let rows = self
+            .0
+            .list_lessons(Some(&r.school_site), from, to, size, offset)
+            .await
+            .map_err(status)?;
+        let next = if rows.len() as i64 == size {
+            (offset + size).to_string()
+        } else {
+            String::new()
+        };
+        let mut lessons = Vec::with_capacity(rows.len());
+        for l in rows {
+            lessons.push(convert::lesson(&crate::service::lessons::LessonView {
+                lesson: l,
+                seats: Vec::new(),
+            }));
+        }
+        Ok(Response::new(pb::ListLessonsResponse {
+            lessons,
+            next_page_token: next,
+        }))
+    }
+
+    async fn cancel(
+        &self,
+        req: Request<pb::CancelLessonRequest>,
+    ) -> Result<Response<pb::Lesson>, Status> {
+        let r = req.into_inner();
+        let id = convert::parse_id("id", &r.id).map_err(status)?;
+        let v = self.0.cancel_lesson(id, &r.reason).await.map_err(status)?;
+        Ok(Response::new(convert::lesson(&v)))
+    }
+
+    async fn explain(
+        &self,
+        req: Request<pb::GetLessonRequest>,
+    ) -> Result<Response<pb::Explanation>, Status> {
+        let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
+        let v = self.0.lesson(id).await.map_err(status)?;
+        Ok(Response::new(explanation(&v)))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::GetLessonRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
+        let app = self.0.clone();
+        // Subscribe before the first read so that no change falls in between.
+        let mut events = app.lesson_events.subscribe();
+        let first = app.lesson(id).await.map_err(status)?;
+        let stream = async_stream(move |tx| async move {
+            let mut last = convert::lesson(&first);
+            if tx.send(Ok(last.clone())).await.is_err() {
+                return;
+            }
+            let mut done = ls::is_final(&last.state);
+            while !done {
+                match events.recv().await {
+                    Ok(changed) if changed != id => continue,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+                let Ok(v) = app.lesson(id).await else { return };
+                let next = convert::lesson(&v);
+                if next != last {
+                    done = ls::is_final(&next.state);
+                    last = next.clone();
+                    if tx.send(Ok(next)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// Runs `f` as a task that feeds a stream through a bounded channel.
+fn async_stream<F, Fut>(f: F) -> WatchStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::Lesson, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+pub fn explanation(v: &crate::service::lessons::LessonView) -> pb::Explanation {
+    let e = &v.lesson.explanation.0;
+    let adm = &e["admission"];
+    let ex = &adm["explanation"];
+    let filters = ex["filters"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| pb::FilterCount {
+                    filter: f["filter"].as_str().unwrap_or_default().into(),
+                    removed: f["removed"].as_u64().unwrap_or(0) as i32,
+                    detail: f["detail"].as_str().unwrap_or_default().into(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let names: std::collections::HashMap<String, String> = v
+        .seats
+        .iter()
+        .filter_map(|s| Some((s.node_id?.to_string(), s.node_name.clone()?)))
+        .collect();
+    let seats = adm["seats"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    let node_id = s["node_id"].as_str().unwrap_or_default().to_string();
+                    pb::SeatChoice {
+                        seat: s["seat"].as_i64().unwrap_or(0) as i32,
+                        node_name: names.get(&node_id).cloned().unwrap_or_default(),
+                        node_id,
+                        device_indexes: s["devices"]
+                            .as_array()
+                            .map(|d| {
+                                d.iter()
+                                    .map(|d| d["index"].as_i64().unwrap_or(0) as i32)
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        rtt: Some(pb::Rtt {
+                            ms: s["rtt"]["ms"].as_f64().unwrap_or(0.0),
+                            source: convert::rtt_source(
+                                s["rtt"]["source"]
+                                    .as_str()
+                                    .map(|x| x.to_ascii_lowercase())
+                                    .as_deref(),
+                            ),
+                        }),
+                        score: s["score"].as_f64().unwrap_or(0.0),
+                        scores: s["parts"]
+                            .as_array()
+                            .map(|p| {
+                                p.iter()
+                                    .map(|p| pb::ScorePart {
+                                        name: p["name"].as_str().unwrap_or_default().into(),
+                                        value: p["value"].as_f64().unwrap_or(0.0),
+                                        weight: p["weight"].as_f64().unwrap_or(0.0),
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        reason: s["reason"].as_str().unwrap_or_default().into(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pb::Explanation {
+        lesson_id: v.lesson.id.to_string(),
+        admitted: e["admitted"].as_bool().unwrap_or(false),
+        summary: ex["summary"].as_str().unwrap_or_default().into(),
+        filters,
+        seats,
+        nodes_considered: ex["nodes_considered"].as_u64().unwrap_or(0) as i32,
+    }
+}

@@ -1,0 +1,4 @@
+//! Thin transport adapters: decode → service call → encode.
+
+pub mod grpc;
+pub mod http;

@@ -1,0 +1,247 @@
+//! The lifecycle clock: moves lessons through booked → staging → ready → live
+//! → ended at their times, dispatches seats at the start, releases them at the
+//! end, runs the job queue, and turns node silence into node states.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use classgrid_placement::{Decision, Owner, Request};
+use tokio::sync::watch;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::{
+    app::{App, Broker},
+    domain::states::{lesson as ls, seat as ss},
+    fleet::liveness,
+    service::{grants, new_seat, window_ms},
+    store::{
+        self, assignments,
+        assignments::Payload,
+        lessons::{self as lesson_store, LessonRow, SeatRow},
+        reservations,
+    },
+};
+
+const TICK: Duration = Duration::from_millis(250);
+const JOB_TICK: Duration = Duration::from_secs(1);
+
+pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
+    let mut last_jobs = Instant::now() - JOB_TICK;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = app.clock.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = tick(&app).await {
+            warn!(error = %e, "lifecycle tick failed; retrying");
+        }
+        if last_jobs.elapsed() >= JOB_TICK {
+            last_jobs = Instant::now();
+            if let Err(e) = app.job_tick().await {
+                warn!(error = %e, "job queue tick failed; retrying");
+            }
+        }
+    }
+}
+
+async fn tick(app: &Broker) -> anyhow::Result<()> {
+    for (node, state) in liveness::sweep(
+        &app.fleet,
+        Instant::now(),
+        app.cfg.disconnected_after,
+        app.cfg.lost_after,
+    ) {
+        info!(%node, state, "node state changed");
+        app.store.set_node_state(node, state).await?;
+    }
+    let now = Utc::now();
+    for l in app.store.lessons_due(now).await? {
+        let r = if l.state == ls::LIVE {
+            app.end_lesson(&l).await
+        } else if l.start_at <= now {
+            app.start_lesson(&l).await
+        } else {
+            app.stage_lesson(&l).await
+        };
+        if let Err(e) = r {
+            warn!(lesson = %l.id, error = %e, "lesson step failed; will retry");
+        }
+    }
+    Ok(())
+}
+
+impl Broker {
+    /// From `start − lead`: datasets are staged near the chosen nodes. Until
+    /// the edge gateway stages content, seats count as staged as soon as the
+    /// window opens.
+    async fn stage_lesson(&self, l: &LessonRow) -> anyhow::Result<()> {
+        if l.state == ls::READY {
+            return Ok(());
+        }
+        let mut tx = self.store.pool.begin().await?;
+        lesson_store::set_lesson_state(&mut tx, l.id, &[ls::BOOKED], ls::STAGING, None).await?;
+        lesson_store::set_seats_state(&mut tx, l.id, &[ss::PLANNED], ss::STAGED).await?;
+        lesson_store::set_lesson_state(&mut tx, l.id, &[ls::STAGING], ls::READY, None).await?;
+        tx.commit().await?;
+        self.lesson_changed(l.id);
+        Ok(())
+    }
+
+    /// At the bell: bind every seat to its node, re-planning seats whose node
+    /// is not connected.
+    async fn start_lesson(&self, l: &LessonRow) -> anyhow::Result<()> {
+        let mut tx = self.store.pool.begin().await?;
+        lesson_store::set_seats_state(&mut tx, l.id, &[ss::PLANNED], ss::STAGED).await?;
+        lesson_store::set_lesson_state(
+            &mut tx,
+            l.id,
+            &[ls::BOOKED, ls::STAGING, ls::READY],
+            ls::LIVE,
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        info!(lesson = %l.id, "lesson live");
+        for seat in self.store.seats_of(l.id).await? {
+            if seat.state == ss::STAGED {
+                if let Err(e) = self.dispatch_seat(l, &seat).await {
+                    warn!(lesson = %l.id, seat = seat.number, error = %e, "seat dispatch failed");
+                }
+            }
+        }
+        self.lesson_changed(l.id);
+        Ok(())
+    }
+
+    pub async fn dispatch_seat(&self, l: &LessonRow, seat: &SeatRow) -> anyhow::Result<()> {
+        let connected = seat
+            .node_id
+            .and_then(|n| self.fleet.node(n))
+            .is_some_and(|n| n.is_connected());
+        let seat = if connected {
+            seat.clone()
+        } else {
+            match self.replan_seat(l, seat).await? {
+                Some(s) => s,
+                None => return Ok(()),
+            }
+        };
+        let Some(node_id) = seat.node_id else {
+            return Ok(());
+        };
+        let spec = &l.seat_spec.0;
+        let payload = Payload {
+            kind: "seat".into(),
+            owner_id: l.id,
+            workload: l.workload.0.clone(),
+            runtime: spec.runtime.clone(),
+            cpu_millis: spec.cpu_millis,
+            memory_mib: spec.memory_mib,
+            gpus: grants(
+                &seat.device_indexes,
+                seat.gpu_memory_mib,
+                seat.gpu_compute_pct,
+            ),
+            grace_seconds: self.cfg.grace.as_secs().min(600) as u32,
+        };
+        let mut tx = self.store.pool.begin().await?;
+        let id = self
+            .create_assignment(&mut tx, node_id, Some(seat.id), None, &payload, l.end_at())
+            .await?;
+        lesson_store::update_seat(&mut *tx, seat.id, ss::STARTING, None, None).await?;
+        tx.commit().await?;
+        self.send_assignment(id).await
+    }
+
+    /// Places one seat again under the lesson's own rules. On failure the
+    /// seat is marked failed with the reason, for the platform to see.
+    async fn replan_seat(&self, l: &LessonRow, seat: &SeatRow) -> anyhow::Result<Option<SeatRow>> {
+        let req = Request {
+            school_site: l.school_site_id,
+            window: window_ms(l.window_start, l.window_end),
+            seats: 1,
+            min_seats: 1,
+            seat: l.seat_spec.0.to_placement(),
+            max_rtt_ms: l.max_rtt_ms as f64,
+            datasets: Vec::new(),
+            staging_lead_ms: 0,
+            may_preempt: true,
+        };
+        for _ in 0..4 {
+            let (decision, _) = self.plan(&req).await?;
+            let a = match decision {
+                Decision::Refused(e) => {
+                    let msg = format!(
+                        "its node was not connected at start and re-planning failed: {}",
+                        e.summary
+                    );
+                    lesson_store::update_seat(
+                        &self.store.pool,
+                        seat.id,
+                        ss::FAILED,
+                        None,
+                        Some(&msg),
+                    )
+                    .await?;
+                    warn!(lesson = %l.id, seat = seat.number, %msg, "seat failed");
+                    return Ok(None);
+                }
+                Decision::Admitted(a) => a,
+            };
+            let Some(p) = a.seats.first() else {
+                return Ok(None);
+            };
+            let mut tx = self.store.pool.begin().await?;
+            reservations::delete_seat(&mut tx, seat.id).await?;
+            let mut placed = new_seat(seat.id, p);
+            placed.number = seat.number;
+            match reservations::insert(
+                &mut tx,
+                &p.reservations(&req, Owner::Lesson(l.id)),
+                Some(seat.id),
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(e) if store::is_capacity_conflict(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            lesson_store::move_seat(&mut tx, &placed).await?;
+            tx.commit().await?;
+            info!(lesson = %l.id, seat = seat.number, node = %p.node_id, "seat re-planned");
+            return Ok(self.store.get_seat(seat.id).await?);
+        }
+        Ok(None)
+    }
+
+    /// At the end: release every seat and free the capacity at once.
+    async fn end_lesson(&self, l: &LessonRow) -> anyhow::Result<()> {
+        let mut tx = self.store.pool.begin().await?;
+        let released = assignments::release_lesson(&mut tx, l.id).await?;
+        lesson_store::set_seats_state(
+            &mut tx,
+            l.id,
+            &[ss::PLANNED, ss::STAGED, ss::STARTING, ss::RUNNING],
+            ss::RELEASED,
+        )
+        .await?;
+        lesson_store::set_lesson_state(&mut tx, l.id, &[ls::LIVE], ls::ENDED, None).await?;
+        reservations::delete_owner(&mut tx, Owner::Lesson(l.id)).await?;
+        tx.commit().await?;
+        self.send_releases(&released, "lesson ended");
+        info!(lesson = %l.id, "lesson ended");
+        self.lesson_changed(l.id);
+        Ok(())
+    }
+
+    /// Re-sends what a reconnected node should be running.
+    pub async fn resend(&self, ids: &[Uuid]) -> anyhow::Result<()> {
+        for id in ids {
+            self.store.bump_generation(*id).await?;
+            self.send_assignment(*id).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! Broker configuration. Precedence: flag > `CLASSGRID_*` env > TOML file > default.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use classgrid_common::config::{load_file, pick};
+use classgrid_placement::{Topology, Weights};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file; its keys are the long flag names with `_` for `-`.
+    #[arg(long, env = "CLASSGRID_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/classgrid
+    #[arg(long, env = "CLASSGRID_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// gRPC listen address (agents, edges, platforms).
+    #[arg(long, env = "CLASSGRID_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address (REST, /healthz, /metrics, console).
+    #[arg(long, env = "CLASSGRID_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Seconds before a lesson's start from which its capacity is held and data staged.
+    #[arg(long, env = "CLASSGRID_STAGING_LEAD_S")]
+    pub staging_lead_s: Option<u64>,
+    /// Seconds after a lesson's end during which its capacity stays held.
+    #[arg(long, env = "CLASSGRID_GRACE_S")]
+    pub grace_s: Option<u64>,
+    /// Seconds of heartbeat silence after which a node is `disconnected`.
+    #[arg(long, env = "CLASSGRID_DISCONNECTED_AFTER_S")]
+    pub disconnected_after_s: Option<u64>,
+    /// Seconds of silence after which a node is `lost` and its planned seats re-planned.
+    #[arg(long, env = "CLASSGRID_LOST_AFTER_S")]
+    pub lost_after_s: Option<u64>,
+    /// RTT limit for lessons that do not give one, ms.
+    #[arg(long, env = "CLASSGRID_DEFAULT_MAX_RTT_MS")]
+    pub default_max_rtt_ms: Option<u32>,
+    /// Longest lesson or job window accepted, seconds.
+    #[arg(long, env = "CLASSGRID_MAX_WINDOW_S")]
+    pub max_window_s: Option<u64>,
+    /// `json` or `text`.
+    #[arg(long, env = "CLASSGRID_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// OTLP/gRPC endpoint for traces, e.g. http://127.0.0.1:4317
+    #[arg(long, env = "CLASSGRID_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// The TOML file. Unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub database_url: Option<String>,
+    pub grpc_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    pub staging_lead_s: Option<u64>,
+    pub grace_s: Option<u64>,
+    pub disconnected_after_s: Option<u64>,
+    pub lost_after_s: Option<u64>,
+    pub default_max_rtt_ms: Option<u32>,
+    pub max_window_s: Option<u64>,
+    pub log_format: Option<String>,
+    pub otlp_endpoint: Option<String>,
+    pub topology: Option<TopologyConfig>,
+    pub weights: Option<WeightsConfig>,
+}
+
+/// Configured RTT classes, used when no measurement or estimate exists.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyConfig {
+    pub same_site_ms: f64,
+    pub same_district_ms: f64,
+    pub cross_district_ms: f64,
+    pub cloud_ms: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsConfig {
+    pub rtt: f64,
+    pub cached: f64,
+    pub tier: f64,
+    pub packing: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub database_url: String,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub staging_lead: Duration,
+    pub grace: Duration,
+    pub disconnected_after: Duration,
+    pub lost_after: Duration,
+    pub default_max_rtt_ms: u32,
+    pub max_window: Duration,
+    pub log_format: String,
+    pub otlp_endpoint: Option<String>,
+    pub topology: Topology,
+    pub weights: Weights,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/classgrid";
+
+impl BrokerConfig {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
+        let file: FileConfig = load_file(args.config.as_deref())?;
+        let log_format = pick(args.log_format.clone(), file.log_format, "json".into());
+        log_format
+            .parse::<classgrid_common::telemetry::LogFormat>()
+            .map_err(|e| anyhow::anyhow!("log_format: {e}"))?;
+        let topology = match file.topology {
+            None => Topology::default(),
+            Some(t) => {
+                for (key, v) in [
+                    ("topology.same_site_ms", t.same_site_ms),
+                    ("topology.same_district_ms", t.same_district_ms),
+                    ("topology.cross_district_ms", t.cross_district_ms),
+                    ("topology.cloud_ms", t.cloud_ms),
+                ] {
+                    if !(v.is_finite() && (0.0..=60_000.0).contains(&v)) {
+                        anyhow::bail!(
+                            "config {key}: must be a number of ms between 0 and 60000, not {v}"
+                        );
+                    }
+                }
+                Topology {
+                    same_site_ms: t.same_site_ms,
+                    same_district_ms: t.same_district_ms,
+                    cross_district_ms: t.cross_district_ms,
+                    cloud_ms: t.cloud_ms,
+                }
+            }
+        };
+        let weights = match file.weights {
+            None => Weights::default(),
+            Some(w) => {
+                for (key, v) in [
+                    ("weights.rtt", w.rtt),
+                    ("weights.cached", w.cached),
+                    ("weights.tier", w.tier),
+                    ("weights.packing", w.packing),
+                ] {
+                    if !(v.is_finite() && v >= 0.0) {
+                        anyhow::bail!("config {key}: must be a non-negative number, not {v}");
+                    }
+                }
+                Weights {
+                    rtt: w.rtt,
+                    cached: w.cached,
+                    tier: w.tier,
+                    packing: w.packing,
+                }
+            }
+        };
+        let cfg = Self {
+            database_url: pick(
+                args.database_url.clone(),
+                file.database_url,
+                DEFAULT_DATABASE_URL.into(),
+            ),
+            grpc_addr: pick(args.grpc_addr, file.grpc_addr, "127.0.0.1:7443".parse()?),
+            http_addr: pick(args.http_addr, file.http_addr, "127.0.0.1:7080".parse()?),
+            staging_lead: Duration::from_secs(pick(args.staging_lead_s, file.staging_lead_s, 600)),
+            grace: Duration::from_secs(pick(args.grace_s, file.grace_s, 60)),
+            disconnected_after: Duration::from_secs(pick(
+                args.disconnected_after_s,
+                file.disconnected_after_s,
+                10,
+            )),
+            lost_after: Duration::from_secs(pick(args.lost_after_s, file.lost_after_s, 300)),
+            default_max_rtt_ms: pick(args.default_max_rtt_ms, file.default_max_rtt_ms, 50),
+            max_window: Duration::from_secs(pick(args.max_window_s, file.max_window_s, 12 * 3600)),
+            log_format,
+            otlp_endpoint: args.otlp_endpoint.clone().or(file.otlp_endpoint),
+            topology,
+            weights,
+        };
+        if cfg.lost_after < cfg.disconnected_after {
+            anyhow::bail!("lost_after_s: must not be shorter than disconnected_after_s");
+        }
+        if cfg.default_max_rtt_ms == 0 {
+            anyhow::bail!("default_max_rtt_ms: must be at least 1");
+        }
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,320 @@
+//! The live fleet view: every node, its capacity and its agent session, in
+//! memory and fed by agent streams. PostgreSQL holds the durable copy; this
+//! view answers placement and dispatch without a query.
+
+pub mod liveness;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use chrono::{DateTime, Utc};
+use classgrid_placement as placement;
+use classgrid_proto::v1::BrokerMessage;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::{
+    domain::states::node as node_state,
+    store::{
+        nodes::{DeviceRow, NodeRow},
+        sites::SiteRow,
+    },
+};
+
+pub type SessionTx = mpsc::Sender<Result<BrokerMessage, tonic::Status>>;
+
+#[derive(Debug, Clone)]
+pub struct LiveNode {
+    pub id: Uuid,
+    pub site_id: Uuid,
+    pub name: String,
+    pub tier: String,
+    pub state: &'static str,
+    pub cordoned: bool,
+    pub cpu_millis: i32,
+    pub memory_mib: i64,
+    pub runtimes: Vec<String>,
+    pub warnings: Vec<String>,
+    pub devices: Vec<DeviceRow>,
+    pub last_seen: Instant,
+    pub last_seen_wall: DateTime<Utc>,
+    session: Option<(u64, SessionTx)>,
+}
+
+impl LiveNode {
+    pub fn from_row(n: NodeRow, devices: Vec<DeviceRow>) -> Self {
+        Self {
+            id: n.id,
+            site_id: n.site_id,
+            name: n.name,
+            tier: n.tier,
+            state: match n.state.as_str() {
+                node_state::CONNECTED => node_state::CONNECTED,
+                node_state::LOST => node_state::LOST,
+                _ => node_state::DISCONNECTED,
+            },
+            cordoned: n.cordoned,
+            cpu_millis: n.cpu_millis,
+            memory_mib: n.memory_mib,
+            runtimes: n.runtimes,
+            warnings: n.warnings,
+            devices,
+            // A node that was connected before a broker restart gets the full
+            // silence window to reconnect before it is called disconnected.
+            last_seen: Instant::now(),
+            last_seen_wall: n.last_seen,
+            session: None,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state == node_state::CONNECTED
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    nodes: HashMap<Uuid, LiveNode>,
+    sites: HashMap<Uuid, SiteRow>,
+}
+
+#[derive(Default)]
+pub struct Fleet {
+    inner: RwLock<Inner>,
+    next_session: AtomicU64,
+}
+
+impl Fleet {
+    pub fn load(sites: Vec<SiteRow>, nodes: Vec<(NodeRow, Vec<DeviceRow>)>) -> Self {
+        let fleet = Self::default();
+        {
+            let mut g = fleet.inner.write().expect("fleet lock");
+            for s in sites {
+                g.sites.insert(s.id, s);
+            }
+            for (n, d) in nodes {
+                g.nodes.insert(n.id, LiveNode::from_row(n, d));
+            }
+        }
+        fleet
+    }
+
+    pub fn put_site(&self, s: SiteRow) {
+        self.inner
+            .write()
+            .expect("fleet lock")
+            .sites
+            .insert(s.id, s);
+    }
+
+    /// A site by id or by name.
+    pub fn site(&self, key: &str) -> Option<SiteRow> {
+        let g = self.inner.read().expect("fleet lock");
+        if let Ok(id) = key.parse::<Uuid>() {
+            if let Some(s) = g.sites.get(&id) {
+                return Some(s.clone());
+            }
+        }
+        g.sites.values().find(|s| s.name == key).cloned()
+    }
+
+    pub fn site_by_id(&self, id: Uuid) -> Option<SiteRow> {
+        self.inner
+            .read()
+            .expect("fleet lock")
+            .sites
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn sites(&self) -> Vec<SiteRow> {
+        let mut v: Vec<_> = self
+            .inner
+            .read()
+            .expect("fleet lock")
+            .sites
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Attaches a fresh agent session to a node, replacing any older one
+    /// (whose stream is then closed by dropping its sender).
+    pub fn attach(&self, mut node: LiveNode, tx: SessionTx) -> u64 {
+        let sid = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
+        node.session = Some((sid, tx));
+        node.state = node_state::CONNECTED;
+        node.last_seen = Instant::now();
+        node.last_seen_wall = Utc::now();
+        let mut g = self.inner.write().expect("fleet lock");
+        if let Some(old) = g.nodes.get(&node.id) {
+            node.cordoned = old.cordoned;
+        }
+        g.nodes.insert(node.id, node);
+        sid
+    }
+
+    /// Records a sign of life from the current session. Returns the previous
+    /// state when the node comes back from disconnected or lost.
+    pub fn touch(&self, node_id: Uuid, sid: u64) -> Option<&'static str> {
+        let mut g = self.inner.write().expect("fleet lock");
+        let n = g.nodes.get_mut(&node_id)?;
+        if n.session.as_ref().map(|s| s.0) != Some(sid) {
+            return None;
+        }
+        n.last_seen = Instant::now();
+        n.last_seen_wall = Utc::now();
+        if n.state != node_state::CONNECTED {
+            let prev = n.state;
+            n.state = node_state::CONNECTED;
+            return Some(prev);
+        }
+        None
+    }
+
+    pub fn update_devices(&self, node_id: Uuid, devices: Vec<DeviceRow>) {
+        if let Some(n) = self
+            .inner
+            .write()
+            .expect("fleet lock")
+            .nodes
+            .get_mut(&node_id)
+        {
+            n.devices = devices;
+        }
+    }
+
+    /// Detaches a session when its stream ends. The node turns disconnected at
+    /// once: its agent is gone from this broker, whatever its work is doing.
+    pub fn detach(&self, node_id: Uuid, sid: u64) -> bool {
+        let mut g = self.inner.write().expect("fleet lock");
+        match g.nodes.get_mut(&node_id) {
+            Some(n) if n.session.as_ref().map(|s| s.0) == Some(sid) => {
+                n.session = None;
+                n.state = node_state::DISCONNECTED;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends a message to a node's agent; false when it has no live session.
+    pub fn send(&self, node_id: Uuid, msg: BrokerMessage) -> bool {
+        let tx = {
+            let g = self.inner.read().expect("fleet lock");
+            g.nodes
+                .get(&node_id)
+                .and_then(|n| n.session.as_ref().map(|s| s.1.clone()))
+        };
+        match tx {
+            Some(tx) => tx.try_send(Ok(msg)).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn node(&self, id: Uuid) -> Option<LiveNode> {
+        self.inner
+            .read()
+            .expect("fleet lock")
+            .nodes
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn nodes(&self) -> Vec<LiveNode> {
+        let mut v: Vec<_> = self
+            .inner
+            .read()
+            .expect("fleet lock")
+            .nodes
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn set_state(&self, node_id: Uuid, state: &'static str) {
+        if let Some(n) = self
+            .inner
+            .write()
+            .expect("fleet lock")
+            .nodes
+            .get_mut(&node_id)
+        {
+            n.state = state;
+        }
+    }
+
+    /// The fleet as the placement core sees it at this instant.
+    pub fn snapshot(&self) -> placement::Fleet {
+        let g = self.inner.read().expect("fleet lock");
+        let sites = g
+            .sites
+            .values()
+            .map(|s| placement::Site {
+                id: s.id,
+                name: s.name.clone(),
+                kind: match s.kind.as_str() {
+                    "school" => placement::SiteKind::School,
+                    "district_pop" => placement::SiteKind::DistrictPop,
+                    _ => placement::SiteKind::Cloud,
+                },
+                district: s.district.clone(),
+            })
+            .collect();
+        let nodes = g.nodes.values().map(to_placement_node).collect();
+        placement::Fleet { sites, nodes }
+    }
+}
+
+fn to_placement_node(n: &LiveNode) -> placement::Node {
+    placement::Node {
+        id: n.id,
+        name: n.name.clone(),
+        site_id: n.site_id,
+        tier: if n.tier == "cloud" {
+            placement::Tier::Cloud
+        } else {
+            placement::Tier::Edge
+        },
+        liveness: match n.state {
+            node_state::CONNECTED => placement::Liveness::Connected,
+            node_state::LOST => placement::Liveness::Lost,
+            _ => placement::Liveness::Disconnected,
+        },
+        healthy: true,
+        cordoned: n.cordoned,
+        runtimes: n.runtimes.clone(),
+        cpu_millis: n.cpu_millis.max(0) as u32,
+        memory_mib: n.memory_mib.max(0) as u64,
+        devices: n
+            .devices
+            .iter()
+            .map(|d| placement::Device {
+                index: d.idx.max(0) as u32,
+                vendor: d.vendor.clone(),
+                model: d.model.clone(),
+                memory_mib: d.memory_mib.max(0) as u64,
+                healthy: d.healthy,
+                max_slices: d.max_slices.max(1) as u32,
+                isolation: match d.isolation.as_str() {
+                    "hard" => placement::Isolation::Hard,
+                    "soft" => placement::Isolation::Soft,
+                    _ => placement::Isolation::None,
+                },
+            })
+            .collect(),
+        cached: Vec::new(),
+        staging_bytes_per_sec: None,
+        lending: None,
+    }
+}

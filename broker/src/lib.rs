@@ -1,0 +1,15 @@
+//! The classgrid regional broker: gRPC and HTTP APIs, the placement adapter,
+//! the live fleet view, the lifecycle clock and the PostgreSQL store.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod dispatch;
+pub mod domain;
+pub mod fleet;
+pub mod metrics;
+pub mod planner;
+pub mod server;
+pub mod service;
+pub mod store;

@@ -1,0 +1,70 @@
+use clap::{Parser, Subcommand};
+use classgrid_broker::{
+    config::{BrokerConfig, ServeArgs},
+    server,
+    store::Store,
+};
+use classgrid_common::telemetry;
+
+/// The classgrid regional broker: matches lessons and jobs from course
+/// platforms to school, district and cloud nodes.
+///
+/// Configuration precedence: flag > CLASSGRID_* environment variable >
+/// TOML file (--config) > default.
+#[derive(Parser)]
+#[command(name = "classgrid-broker", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply migrations, then serve gRPC and HTTP until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Apply the SQL migrations in migrations/ and exit.
+    Migrate(ServeArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let (Command::Serve(args) | Command::Migrate(args)) = &cli.command;
+    let cfg = match BrokerConfig::resolve(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("classgrid-broker: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let _guard = telemetry::init(
+        "classgrid-broker",
+        cfg.log_format.parse().unwrap_or_default(),
+        cfg.otlp_endpoint.as_deref(),
+    );
+    let result = match cli.command {
+        Command::Serve(_) => {
+            async {
+                let started = server::start(cfg).await?;
+                server::run(started, server::shutdown_signal()).await
+            }
+            .await
+        }
+        Command::Migrate(_) => {
+            async {
+                Store::connect(&cfg.database_url).await?.migrate().await?;
+                tracing::info!("migrations applied");
+                Ok(())
+            }
+            .await
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "broker failed");
+            eprintln!("classgrid-broker: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

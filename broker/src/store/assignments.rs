@@ -1,0 +1,165 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, Postgres, Transaction, types::Json};
+use uuid::Uuid;
+
+use super::Store;
+use crate::domain::spec::Workload;
+
+/// What the agent is told to run; stored with the assignment so that it can
+/// be re-sent verbatim on reconnect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Payload {
+    pub kind: String,
+    pub owner_id: Uuid,
+    pub workload: Workload,
+    pub runtime: String,
+    pub cpu_millis: u32,
+    pub memory_mib: u64,
+    pub gpus: Vec<GpuGrant>,
+    pub grace_seconds: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GpuGrant {
+    pub device_index: u32,
+    pub memory_mib: u64,
+    pub compute_percent: u32,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AssignmentRow {
+    pub id: Uuid,
+    pub generation: i64,
+    pub kind: String,
+    pub seat_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub node_id: Uuid,
+    pub state: String,
+    pub payload: Json<Payload>,
+    pub endpoint: String,
+    pub ends_at: DateTime<Utc>,
+}
+
+/// States in which the broker expects the work to be running on its node.
+pub const ACTIVE: &[&str] = &["pending", "starting", "running"];
+
+const COLS: &str =
+    "id, generation, kind, seat_id, job_id, node_id, state, payload, endpoint, ends_at";
+
+impl Store {
+    pub async fn get_assignment(&self, id: Uuid) -> sqlx::Result<Option<AssignmentRow>> {
+        sqlx::query_as(sql!("SELECT {COLS} FROM assignments WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Work the broker believes should be running on `node_id`.
+    pub async fn active_assignments(&self, node_id: Uuid) -> sqlx::Result<Vec<AssignmentRow>> {
+        sqlx::query_as(sql!(
+            "SELECT {COLS} FROM assignments WHERE node_id = $1 AND state IN ('pending', 'starting', 'running')"
+        ))
+        .bind(node_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn bump_generation(&self, id: Uuid) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "UPDATE assignments SET generation = generation + 1, updated_at = now() WHERE id = $1 RETURNING generation",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Records what the agent reported, unless the report is for an older
+    /// generation or the assignment is already over.
+    pub async fn record_status(
+        &self,
+        id: Uuid,
+        generation: i64,
+        state: &str,
+        endpoint: &str,
+        exit_code: Option<i32>,
+        output_tail: &str,
+        slice_seconds: f64,
+    ) -> sqlx::Result<Option<AssignmentRow>> {
+        sqlx::query_as(sql!(
+            "UPDATE assignments SET state = CASE WHEN state = 'released' THEN state ELSE $3 END,
+                endpoint = CASE WHEN $4 = '' THEN endpoint ELSE $4 END,
+                exit_code = COALESCE($5, exit_code),
+                output_tail = CASE WHEN $6 = '' THEN output_tail ELSE $6 END,
+                slice_seconds = GREATEST(slice_seconds, $7), updated_at = now()
+             WHERE id = $1 AND generation = $2 RETURNING {COLS}"
+        ))
+        .bind(id)
+        .bind(generation)
+        .bind(state)
+        .bind(endpoint)
+        .bind(exit_code)
+        .bind(output_tail)
+        .bind(slice_seconds)
+        .fetch_optional(&self.pool)
+        .await
+    }
+}
+
+pub async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    node_id: Uuid,
+    seat_id: Option<Uuid>,
+    job_id: Option<Uuid>,
+    payload: &Payload,
+    ends_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO assignments (id, kind, seat_id, job_id, node_id, state, payload, ends_at)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
+    )
+    .bind(id)
+    .bind(&payload.kind)
+    .bind(seat_id)
+    .bind(job_id)
+    .bind(node_id)
+    .bind(Json(payload))
+    .bind(ends_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Marks the active assignments of a seat or job released; returns them so the
+/// caller can tell their agents.
+pub async fn release_for(
+    tx: &mut Transaction<'_, Postgres>,
+    seat_id: Option<Uuid>,
+    job_id: Option<Uuid>,
+) -> sqlx::Result<Vec<AssignmentRow>> {
+    sqlx::query_as(sql!(
+        "UPDATE assignments SET state = 'released', updated_at = now()
+         WHERE (seat_id = $1 OR job_id = $2) AND state IN ('pending', 'starting', 'running')
+         RETURNING {COLS}"
+    ))
+    .bind(seat_id)
+    .bind(job_id)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// Releases every active assignment of a lesson's seats.
+pub async fn release_lesson(
+    tx: &mut Transaction<'_, Postgres>,
+    lesson_id: Uuid,
+) -> sqlx::Result<Vec<AssignmentRow>> {
+    sqlx::query_as(sql!(
+        "UPDATE assignments SET state = 'released', updated_at = now()
+         WHERE seat_id IN (SELECT id FROM seats WHERE lesson_id = $1) AND state IN ('pending', 'starting', 'running')
+         RETURNING {COLS}"
+    ))
+    .bind(lesson_id)
+    .fetch_all(&mut **tx)
+    .await
+}

@@ -1,0 +1,298 @@
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, Postgres, Transaction, types::Json};
+use uuid::Uuid;
+
+use super::Store;
+use crate::domain::spec::{Dataset, SeatSpec, Workload};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct LessonRow {
+    pub id: Uuid,
+    pub request_id: Option<String>,
+    pub school_site_id: Uuid,
+    pub school_site: String,
+    pub title: String,
+    pub start_at: DateTime<Utc>,
+    pub duration_s: i32,
+    pub state: String,
+    pub seat_count: i32,
+    pub min_seats: i32,
+    pub seat_spec: Json<SeatSpec>,
+    pub workload: Json<Workload>,
+    pub datasets: Json<Vec<Dataset>>,
+    pub max_rtt_ms: i32,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub explanation: Json<serde_json::Value>,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl LessonRow {
+    pub fn end_at(&self) -> DateTime<Utc> {
+        self.start_at + chrono::Duration::seconds(self.duration_s as i64)
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct SeatRow {
+    pub id: Uuid,
+    pub lesson_id: Uuid,
+    pub number: i32,
+    pub state: String,
+    pub node_id: Option<Uuid>,
+    pub node_name: Option<String>,
+    pub device_indexes: Vec<i32>,
+    pub gpu_memory_mib: i64,
+    pub gpu_compute_pct: i32,
+    pub rtt_ms: Option<f64>,
+    pub rtt_source: Option<String>,
+    pub endpoint: String,
+    pub message: String,
+    pub assignment_id: Option<Uuid>,
+    pub generation: Option<i64>,
+}
+
+const LESSON_COLS: &str = "l.id, l.request_id, l.school_site_id, s.name AS school_site, l.title, l.start_at, l.duration_s,
+    l.state, l.seat_count, l.min_seats, l.seat_spec, l.workload, l.datasets, l.max_rtt_ms, l.window_start,
+    l.window_end, l.explanation, l.message, l.created_at";
+
+const SEAT_SELECT: &str = "SELECT st.id, st.lesson_id, st.number, st.state, st.node_id, n.name AS node_name,
+    st.device_indexes, st.gpu_memory_mib, st.gpu_compute_pct, st.rtt_ms, st.rtt_source, st.endpoint, st.message,
+    a.id AS assignment_id, a.generation
+    FROM seats st LEFT JOIN nodes n ON n.id = st.node_id
+    LEFT JOIN LATERAL (SELECT id, generation FROM assignments WHERE seat_id = st.id ORDER BY created_at DESC LIMIT 1) a ON true";
+
+/// A planned seat, as written at booking or re-planning.
+pub struct NewSeat {
+    pub id: Uuid,
+    pub number: i32,
+    pub node_id: Uuid,
+    pub device_indexes: Vec<i32>,
+    pub gpu_memory_mib: i64,
+    pub gpu_compute_pct: i32,
+    pub rtt_ms: f64,
+    pub rtt_source: &'static str,
+}
+
+pub struct NewLesson<'a> {
+    pub id: Uuid,
+    pub request_id: Option<&'a str>,
+    pub school_site_id: Uuid,
+    pub title: &'a str,
+    pub start_at: DateTime<Utc>,
+    pub duration_s: i32,
+    pub seat_count: i32,
+    pub min_seats: i32,
+    pub seat_spec: &'a SeatSpec,
+    pub workload: &'a Workload,
+    pub datasets: &'a [Dataset],
+    pub max_rtt_ms: i32,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub explanation: serde_json::Value,
+}
+
+impl Store {
+    pub async fn get_lesson(&self, id: Uuid) -> sqlx::Result<Option<LessonRow>> {
+        sqlx::query_as(sql!(
+            "SELECT {LESSON_COLS} FROM lessons l JOIN sites s ON s.id = l.school_site_id WHERE l.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn lesson_by_request_id(&self, request_id: &str) -> sqlx::Result<Option<Uuid>> {
+        sqlx::query_scalar("SELECT id FROM lessons WHERE request_id = $1")
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn seats_of(&self, lesson_id: Uuid) -> sqlx::Result<Vec<SeatRow>> {
+        sqlx::query_as(sql!(
+            "{SEAT_SELECT} WHERE st.lesson_id = $1 ORDER BY st.number"
+        ))
+        .bind(lesson_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn get_seat(&self, seat_id: Uuid) -> sqlx::Result<Option<SeatRow>> {
+        sqlx::query_as(sql!("{SEAT_SELECT} WHERE st.id = $1"))
+            .bind(seat_id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Lessons of a school (optional) whose start lies in `[from, to)`, by start, paged by offset.
+    pub async fn list_lessons(
+        &self,
+        school_site_id: Option<Uuid>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        limit: i64,
+        offset: i64,
+    ) -> sqlx::Result<Vec<LessonRow>> {
+        sqlx::query_as(sql!(
+            "SELECT {LESSON_COLS} FROM lessons l JOIN sites s ON s.id = l.school_site_id
+             WHERE ($1::uuid IS NULL OR l.school_site_id = $1)
+               AND ($2::timestamptz IS NULL OR l.start_at >= $2)
+               AND ($3::timestamptz IS NULL OR l.start_at < $3)
+             ORDER BY l.start_at, l.id LIMIT $4 OFFSET $5"
+        ))
+        .bind(school_site_id)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Active lessons whose next lifecycle step is due at `now`.
+    pub async fn lessons_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<LessonRow>> {
+        sqlx::query_as(sql!(
+            "SELECT {LESSON_COLS} FROM lessons l JOIN sites s ON s.id = l.school_site_id
+             WHERE (l.state IN ('booked', 'staging', 'ready') AND l.window_start <= $1)
+                OR (l.state = 'live' AND l.start_at + make_interval(secs => l.duration_s) <= $1)
+             ORDER BY l.start_at"
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn live_lessons(&self) -> sqlx::Result<Vec<Uuid>> {
+        sqlx::query_scalar("SELECT id FROM lessons WHERE state = 'live'")
+            .fetch_all(&self.pool)
+            .await
+    }
+}
+
+pub async fn insert_lesson(
+    tx: &mut Transaction<'_, Postgres>,
+    l: &NewLesson<'_>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO lessons (id, request_id, school_site_id, title, start_at, duration_s, state, seat_count, min_seats,
+            seat_spec, workload, datasets, max_rtt_ms, window_start, window_end, explanation)
+         VALUES ($1, $2, $3, $4, $5, $6, 'booked', $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(l.id)
+    .bind(l.request_id)
+    .bind(l.school_site_id)
+    .bind(l.title)
+    .bind(l.start_at)
+    .bind(l.duration_s)
+    .bind(l.seat_count)
+    .bind(l.min_seats)
+    .bind(Json(l.seat_spec))
+    .bind(Json(l.workload))
+    .bind(Json(l.datasets))
+    .bind(l.max_rtt_ms)
+    .bind(l.window_start)
+    .bind(l.window_end)
+    .bind(&l.explanation)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_seat(
+    tx: &mut Transaction<'_, Postgres>,
+    lesson_id: Uuid,
+    s: &NewSeat,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO seats (id, lesson_id, number, state, node_id, device_indexes, gpu_memory_mib, gpu_compute_pct, rtt_ms, rtt_source)
+         VALUES ($1, $2, $3, 'planned', $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(s.id)
+    .bind(lesson_id)
+    .bind(s.number)
+    .bind(s.node_id)
+    .bind(&s.device_indexes)
+    .bind(s.gpu_memory_mib)
+    .bind(s.gpu_compute_pct)
+    .bind(s.rtt_ms)
+    .bind(s.rtt_source)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves a planned seat to another node (re-planning at start).
+pub async fn move_seat(tx: &mut Transaction<'_, Postgres>, s: &NewSeat) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE seats SET node_id = $2, device_indexes = $3, gpu_memory_mib = $4, gpu_compute_pct = $5,
+            rtt_ms = $6, rtt_source = $7, message = 're-planned: its node was not connected at start'
+         WHERE id = $1",
+    )
+    .bind(s.id)
+    .bind(s.node_id)
+    .bind(&s.device_indexes)
+    .bind(s.gpu_memory_mib)
+    .bind(s.gpu_compute_pct)
+    .bind(s.rtt_ms)
+    .bind(s.rtt_source)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_lesson_state(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    from: &[&str],
+    to: &str,
+    message: Option<&str>,
+) -> sqlx::Result<bool> {
+    let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
+    let r = sqlx::query(
+        "UPDATE lessons SET state = $3, message = COALESCE($4, message) WHERE id = $1 AND state = ANY($2)",
+    )
+    .bind(id)
+    .bind(&from)
+    .bind(to)
+    .bind(message)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn set_seats_state(
+    tx: &mut Transaction<'_, Postgres>,
+    lesson_id: Uuid,
+    from: &[&str],
+    to: &str,
+) -> sqlx::Result<()> {
+    let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
+    sqlx::query("UPDATE seats SET state = $3 WHERE lesson_id = $1 AND state = ANY($2)")
+        .bind(lesson_id)
+        .bind(&from)
+        .bind(to)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn update_seat(
+    exec: impl sqlx::PgExecutor<'_>,
+    seat_id: Uuid,
+    state: &str,
+    endpoint: Option<&str>,
+    message: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE seats SET state = $2, endpoint = COALESCE($3, endpoint), message = COALESCE($4, message) WHERE id = $1",
+    )
+    .bind(seat_id)
+    .bind(state)
+    .bind(endpoint)
+    .bind(message)
+    .execute(exec)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! PostgreSQL, through sqlx, one module per aggregate. Transactions live here;
+//! callers get plain rows back.
+
+/// Queries assembled from constant column lists (never from input) are
+/// marked safe here, in one place.
+macro_rules! sql {
+    ($($t:tt)*) => {
+        sqlx::AssertSqlSafe(format!($($t)*))
+    };
+}
+
+pub mod assignments;
+pub mod jobs;
+pub mod lessons;
+pub mod nodes;
+pub mod reservations;
+pub mod sites;
+
+use sqlx::{
+    PgPool,
+    migrate::MigrateDatabase,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Clone)]
+pub struct Store {
+    pub pool: PgPool,
+}
+
+impl Store {
+    /// Connects, creating the database first when it does not exist yet, so a
+    /// fresh installation needs nothing but a running server.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let opts: PgConnectOptions = url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("database_url: not a PostgreSQL URL: {e}"))?;
+        if !sqlx::Postgres::database_exists(url)
+            .await
+            .map_err(|e| unreachable_db(url, e))?
+        {
+            sqlx::Postgres::create_database(url)
+                .await
+                .map_err(|e| unreachable_db(url, e))?;
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(|e| unreachable_db(url, e))?;
+        Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+}
+
+fn unreachable_db(url: &str, e: sqlx::Error) -> anyhow::Error {
+    let shown = match url.find('@') {
+        // Never print a password from the URL.
+        Some(at) => format!("postgres://…{}", &url[at..]),
+        None => url.to_string(),
+    };
+    anyhow::anyhow!(
+        "cannot reach PostgreSQL at {shown}: {e}. Is the server running? \
+         (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)"
+    )
+}
+
+/// True when the error is the capacity trigger refusing a reservation.
+pub fn is_capacity_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("CG001"))
+}

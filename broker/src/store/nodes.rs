@@ -1,0 +1,160 @@
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::Store;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct NodeRow {
+    pub id: Uuid,
+    pub site_id: Uuid,
+    pub name: String,
+    pub tier: String,
+    pub state: String,
+    pub cordoned: bool,
+    pub cpu_millis: i32,
+    pub memory_mib: i64,
+    pub runtimes: Vec<String>,
+    pub warnings: Vec<String>,
+    pub agent_version: String,
+    pub last_seen: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, FromRow, PartialEq)]
+pub struct DeviceRow {
+    pub idx: i32,
+    pub vendor: String,
+    pub model: String,
+    pub uuid: String,
+    pub memory_mib: i64,
+    pub memory_used_mib: i64,
+    pub utilization_percent: i32,
+    pub healthy: bool,
+    pub max_slices: i32,
+    pub isolation: String,
+}
+
+/// What an agent states about itself when it registers.
+pub struct Registration<'a> {
+    pub site_id: Uuid,
+    pub name: &'a str,
+    pub tier: &'a str,
+    pub cpu_millis: i32,
+    pub memory_mib: i64,
+    pub runtimes: &'a [String],
+    pub warnings: &'a [String],
+    pub agent_version: &'a str,
+    pub devices: &'a [DeviceRow],
+}
+
+const NODE_COLS: &str = "id, site_id, name, tier, state, cordoned, cpu_millis, memory_mib, runtimes, warnings, agent_version, last_seen";
+
+impl Store {
+    /// Records a (re-)registration in one transaction: the node row and its
+    /// full device list. Returns the node id, stable across reconnects.
+    pub async fn register_node(&self, r: &Registration<'_>) -> sqlx::Result<Uuid> {
+        let mut tx = self.pool.begin().await?;
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO nodes (id, site_id, name, tier, state, cpu_millis, memory_mib, runtimes, warnings, agent_version, last_seen)
+             VALUES ($1, $2, $3, $4, 'connected', $5, $6, $7, $8, $9, now())
+             ON CONFLICT (site_id, name) DO UPDATE SET tier = EXCLUDED.tier, state = 'connected',
+                cpu_millis = EXCLUDED.cpu_millis, memory_mib = EXCLUDED.memory_mib, runtimes = EXCLUDED.runtimes,
+                warnings = EXCLUDED.warnings, agent_version = EXCLUDED.agent_version, last_seen = now()
+             RETURNING id",
+        )
+        .bind(Uuid::now_v7())
+        .bind(r.site_id)
+        .bind(r.name)
+        .bind(r.tier)
+        .bind(r.cpu_millis)
+        .bind(r.memory_mib)
+        .bind(r.runtimes)
+        .bind(r.warnings)
+        .bind(r.agent_version)
+        .fetch_one(&mut *tx)
+        .await?;
+        replace_devices(&mut tx, id, r.devices).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn update_devices(&self, node_id: Uuid, devices: &[DeviceRow]) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        replace_devices(&mut tx, node_id, devices).await?;
+        tx.commit().await
+    }
+
+    pub async fn set_node_state(&self, node_id: Uuid, state: &str) -> sqlx::Result<()> {
+        sqlx::query("UPDATE nodes SET state = $2, last_seen = CASE WHEN $2 = 'connected' THEN now() ELSE last_seen END WHERE id = $1")
+            .bind(node_id)
+            .bind(state)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_nodes(&self) -> sqlx::Result<Vec<(NodeRow, Vec<DeviceRow>)>> {
+        let nodes: Vec<NodeRow> =
+            sqlx::query_as(sql!("SELECT {NODE_COLS} FROM nodes ORDER BY name"))
+                .fetch_all(&self.pool)
+                .await?;
+        let devs: Vec<(Uuid, DeviceRow)> = sqlx::query_as::<_, DeviceWithNode>(
+            "SELECT node_id, idx, vendor, model, uuid, memory_mib, memory_used_mib, utilization_percent, healthy, max_slices, isolation
+             FROM devices ORDER BY node_id, idx",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|d| (d.node_id, d.device))
+        .collect();
+        let mut by_node: std::collections::HashMap<Uuid, Vec<DeviceRow>> =
+            std::collections::HashMap::new();
+        for (n, d) in devs {
+            by_node.entry(n).or_default().push(d);
+        }
+        Ok(nodes
+            .into_iter()
+            .map(|n| {
+                let d = by_node.remove(&n.id).unwrap_or_default();
+                (n, d)
+            })
+            .collect())
+    }
+}
+
+#[derive(FromRow)]
+struct DeviceWithNode {
+    node_id: Uuid,
+    #[sqlx(flatten)]
+    device: DeviceRow,
+}
+
+async fn replace_devices(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    node_id: Uuid,
+    devices: &[DeviceRow],
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM devices WHERE node_id = $1")
+        .bind(node_id)
+        .execute(&mut **tx)
+        .await?;
+    for d in devices {
+        sqlx::query(
+            "INSERT INTO devices (node_id, idx, vendor, model, uuid, memory_mib, memory_used_mib, utilization_percent, healthy, max_slices, isolation)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(node_id)
+        .bind(d.idx)
+        .bind(&d.vendor)
+        .bind(&d.model)
+        .bind(&d.uuid)
+        .bind(d.memory_mib)
+        .bind(d.memory_used_mib)
+        .bind(d.utilization_percent)
+        .bind(d.healthy)
+        .bind(d.max_slices)
+        .bind(&d.isolation)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+use chrono::{DateTime, TimeZone, Utc};
+use classgrid_placement::{Owner, Reservation, Window};
+use sqlx::{FromRow, Postgres, Transaction, postgres::types::PgRange};
+use uuid::Uuid;
+
+use super::Store;
+
+pub fn to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn range(w: Window) -> PgRange<DateTime<Utc>> {
+    PgRange::from(to_time(w.start)..to_time(w.end))
+}
+
+#[derive(FromRow)]
+struct ReservationRow {
+    owner_kind: String,
+    owner_id: Uuid,
+    node_id: Uuid,
+    device_idx: Option<i32>,
+    start_at: DateTime<Utc>,
+    end_at: DateTime<Utc>,
+    cpu_millis: i32,
+    memory_mib: i64,
+    gpu_memory_mib: i64,
+    gpu_compute_pct: i32,
+    preemptible: bool,
+}
+
+impl Store {
+    /// Every reservation that overlaps `window`: what placement must respect.
+    pub async fn reservations_overlapping(&self, window: Window) -> sqlx::Result<Vec<Reservation>> {
+        let rows: Vec<ReservationRow> = sqlx::query_as(
+            "SELECT owner_kind, owner_id, node_id, device_idx, lower(during) AS start_at, upper(during) AS end_at,
+                    cpu_millis, memory_mib, gpu_memory_mib, gpu_compute_pct, preemptible
+             FROM reservations WHERE during && $1",
+        )
+        .bind(range(window))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Reservation {
+                owner: if r.owner_kind == "job" {
+                    Owner::Job(r.owner_id)
+                } else {
+                    Owner::Lesson(r.owner_id)
+                },
+                node_id: r.node_id,
+                device_index: r.device_idx.map(|i| i as u32),
+                window: Window::new(r.start_at.timestamp_millis(), r.end_at.timestamp_millis()),
+                cpu_millis: r.cpu_millis as u32,
+                memory_mib: r.memory_mib as u64,
+                gpu_memory_mib: r.gpu_memory_mib as u64,
+                gpu_compute_percent: r.gpu_compute_pct as u32,
+                preemptible: r.preemptible,
+            })
+            .collect())
+    }
+}
+
+/// Writes reservation rows; the capacity trigger refuses any over-commit
+/// (see `is_capacity_conflict`).
+pub async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[Reservation],
+    seat_id: Option<Uuid>,
+) -> sqlx::Result<()> {
+    for r in rows {
+        let (kind, id) = match r.owner {
+            Owner::Lesson(id) => ("lesson", id),
+            Owner::Job(id) => ("job", id),
+        };
+        sqlx::query(
+            "INSERT INTO reservations (owner_kind, owner_id, seat_id, node_id, device_idx, during,
+                cpu_millis, memory_mib, gpu_memory_mib, gpu_compute_pct, preemptible)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(seat_id)
+        .bind(r.node_id)
+        .bind(r.device_index.map(|i| i as i32))
+        .bind(range(r.window))
+        .bind(r.cpu_millis as i32)
+        .bind(r.memory_mib as i64)
+        .bind(r.gpu_memory_mib as i64)
+        .bind(r.gpu_compute_percent as i32)
+        .bind(r.preemptible)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn delete_owner(tx: &mut Transaction<'_, Postgres>, owner: Owner) -> sqlx::Result<()> {
+    let (kind, id) = match owner {
+        Owner::Lesson(id) => ("lesson", id),
+        Owner::Job(id) => ("job", id),
+    };
+    sqlx::query("DELETE FROM reservations WHERE owner_kind = $1 AND owner_id = $2")
+        .bind(kind)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete_seat(tx: &mut Transaction<'_, Postgres>, seat_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM reservations WHERE seat_id = $1")
+        .bind(seat_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
