@@ -1,1 +1,142 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use classgrid_agent::{
+    config::{AgentConfig, RunArgs},
+    host,
+};
+use classgrid_common::telemetry;
+
+/// The classgrid node agent. Install it on a school GPU server, a district
+/// edge box or a cloud machine; it reports the node's CPU, memory and
+/// accelerators to the regional broker and runs the seats it is given.
+///
+/// Configuration precedence: flag > CLASSGRID_* environment variable >
+/// TOML file (--config) > default.
+#[derive(Parser)]
+#[command(name = "classgrid-agent", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Connect to the broker and run assignments until SIGINT or SIGTERM.
+    /// Running seats are left running when the agent stops; a restarted agent
+    /// adopts them.
+    Run {
+        #[command(flatten)]
+        args: RunArgs,
+        /// Stop every running assignment when the agent exits.
+        #[arg(long)]
+        stop_work_on_exit: bool,
+    },
+    /// Discover this machine's accelerators and print them.
+    Devices {
+        /// Print JSON (the normalised device list and warnings).
+        #[arg(long)]
+        json: bool,
+        /// Override a device tool's path, e.g. `--tool nvidia-smi=/usr/bin/nvidia-smi`. Repeatable.
+        #[arg(long = "tool", value_name = "NAME=PATH")]
+        tools: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match cli.command {
+        Command::Devices { json, tools } => devices(json, tools),
+        Command::Run {
+            args,
+            stop_work_on_exit,
+        } => {
+            let cfg = match AgentConfig::resolve(&args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("classgrid-agent: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let _g = telemetry::init(
+                "classgrid-agent",
+                cfg.log_format.parse().unwrap_or_default(),
+                None,
+            );
+            let shutdown = rt.block_on(async { signal() });
+            match rt.block_on(classgrid_agent::run(cfg, stop_work_on_exit, shutdown)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("classgrid-agent: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn devices(json: bool, tools: Vec<String>) -> ExitCode {
+    let args = RunArgs {
+        config: None,
+        broker: None,
+        site: Some("-".into()),
+        name: Some("-".into()),
+        tier: None,
+        state_dir: Some(std::env::temp_dir()),
+        advertise_host: None,
+        tools,
+        discovery_interval_s: None,
+        log_format: None,
+    };
+    let opts = match AgentConfig::resolve(&args).and_then(|c| c.discover_options()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("classgrid-agent: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let d = classgrid_devices::discover(&opts);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+    } else {
+        println!(
+            "cpu_millis={} memory_mib={}",
+            host::cpu_millis(),
+            host::memory_mib()
+        );
+        for dev in &d.devices {
+            println!(
+                "{} #{} {} {} MiB (used {}) healthy={} sharing={:?}",
+                dev.vendor,
+                dev.index,
+                dev.model,
+                dev.memory_total_mib,
+                dev.memory_used_mib,
+                dev.healthy,
+                dev.sharing
+            );
+        }
+        if d.devices.is_empty() {
+            println!("no accelerators found");
+        }
+        for w in &d.warnings {
+            println!("warning: {w}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}

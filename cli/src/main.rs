@@ -1,1 +1,69 @@
-fn main() {}
+//! `classgrid`: the command-line client for district admins, school IT and
+//! course-platform developers, and `classgrid up` for a single-machine
+//! installation.
+
+mod client;
+mod commands;
+mod output;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// classgrid: AI compute for school lessons.
+///
+/// The client reads the broker address and token from the context file
+/// ($CLASSGRID_HOME/context.toml, written by `classgrid up`); flags and
+/// CLASSGRID_* environment variables override it.
+///
+/// Exit codes: 0 ok; 1 other error; 2 invalid input; 3 not found;
+/// 4 refused (cannot be placed, or wrong state); 5 broker unreachable.
+#[derive(Parser)]
+#[command(name = "classgrid", version)]
+struct Cli {
+    #[command(flatten)]
+    global: client::Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a single-machine installation: PostgreSQL database, broker, one
+    /// local agent and one edge, in the foreground until Ctrl-C.
+    Up(up::UpArgs),
+    /// Sites: schools, district points of presence, clouds.
+    #[command(subcommand)]
+    Sites(commands::Sites),
+    /// Nodes and their devices.
+    #[command(subcommand)]
+    Nodes(commands::Nodes),
+    /// Lessons: book, read, watch, explain, cancel.
+    #[command(subcommand)]
+    Lessons(commands::Lessons),
+    /// Ad-hoc jobs.
+    #[command(subcommand)]
+    Jobs(commands::Jobs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Up(a) => up::run(a).await,
+            Command::Sites(c) => commands::sites(&cli.global, c).await,
+            Command::Nodes(c) => commands::nodes(&cli.global, c).await,
+            Command::Lessons(c) => commands::lessons(&cli.global, c).await,
+            Command::Jobs(c) => commands::jobs(&cli.global, c).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("classgrid: {}", client::describe(&e));
+            ExitCode::from(client::exit_code(&e))
+        }
+    }
+}

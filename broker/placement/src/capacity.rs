@@ -306,3 +306,84 @@ pub(crate) fn consume(free: &mut [Amount], need: &SeatNeed, devices: &[usize]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Device, Isolation, Liveness, Owner, Tier};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use uuid::Uuid;
+
+    fn one_t4() -> Node {
+        Node {
+            id: Uuid::nil(),
+            name: "n".into(),
+            site_id: Uuid::nil(),
+            tier: Tier::Edge,
+            liveness: Liveness::Connected,
+            healthy: true,
+            cordoned: false,
+            runtimes: vec![],
+            cpu_millis: 8000,
+            memory_mib: 65536,
+            devices: vec![Device {
+                index: 0,
+                vendor: "nvidia".into(),
+                model: "T4".into(),
+                memory_mib: 16384,
+                healthy: true,
+                max_slices: 8,
+                isolation: Isolation::Soft,
+            }],
+            cached: vec![],
+            staging_bytes_per_sec: None,
+            lending: None,
+        }
+    }
+
+    #[test]
+    fn sweep_peak_matches_pointwise_maximum() {
+        let node = one_t4();
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut sweep = Sweep::default();
+        for _ in 0..500 {
+            let window = Window::new(100, 200);
+            let rows: Vec<Reservation> = (0..rng.random_range(0..8))
+                .map(|i| {
+                    let s = rng.random_range(50..220);
+                    Reservation {
+                        owner: Owner::Job(Uuid::from_u128(i)),
+                        node_id: node.id,
+                        device_index: Some(0),
+                        window: Window::new(s, s + rng.random_range(1..80)),
+                        cpu_millis: 10,
+                        memory_mib: 0,
+                        gpu_memory_mib: rng.random_range(1..4) * 1024,
+                        gpu_compute_percent: 10,
+                        preemptible: rng.random_bool(0.5),
+                    }
+                })
+                .collect();
+            let refs: Vec<&Reservation> = rows.iter().collect();
+            sweep.run(&node, &refs, window, |_| false);
+            let at = |t: i64, hard_only: bool| -> u64 {
+                rows.iter()
+                    .filter(|r| r.window.start <= t && t < r.window.end)
+                    .filter(|r| !hard_only || !r.preemptible)
+                    .map(|r| r.gpu_memory_mib)
+                    .sum()
+            };
+            let all = (window.start..window.end)
+                .map(|t| at(t, false))
+                .max()
+                .unwrap();
+            let hard = (window.start..window.end)
+                .map(|t| at(t, true))
+                .max()
+                .unwrap();
+            assert_eq!(sweep.peak_all[0].gmem, all, "{rows:?}");
+            assert_eq!(sweep.peak_hard[0].gmem, hard, "{rows:?}");
+        }
+    }
+}

@@ -12,6 +12,9 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// Free (gpu MiB, compute %, slices) per device, and free (cpu, mem) of the node.
+type NodeFree = (Vec<(u64, u32, u32)>, (u64, u64));
+
 struct Instance {
     fleet: Fleet,
     calendar: Calendar,
@@ -20,7 +23,7 @@ struct Instance {
     /// Per node: RTT, or None when a filter removes it.
     node_rtt: Vec<Option<f64>>,
     /// Per node: free (gpu MiB, compute %, slices) per device, and free (cpu, mem).
-    free: Vec<(Vec<(u64, u32, u32)>, (u64, u64))>,
+    free: Vec<NodeFree>,
 }
 
 fn instance(rng: &mut StdRng) -> Instance {
@@ -116,7 +119,7 @@ fn instance(rng: &mut StdRng) -> Instance {
 }
 
 /// Can `m` identical seats sit on this node? Tries every device choice.
-fn node_holds(free: &(Vec<(u64, u32, u32)>, (u64, u64)), spec: &SeatSpec, m: u32) -> bool {
+fn node_holds(free: &NodeFree, spec: &SeatSpec, m: u32) -> bool {
     let (devs, (cpu, mem)) = free;
     if (spec.cpu_millis as u64) * m as u64 > *cpu || spec.memory_mib * m as u64 > *mem {
         return false;

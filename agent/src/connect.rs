@@ -1,0 +1,167 @@
+//! The agent's one stream to the broker: register (with what runs here),
+//! heartbeat, report status, obey assign/release/drain, and reconnect with
+//! backoff for as long as it takes, never stopping local work for it.
+
+use std::{sync::Arc, time::Duration};
+
+use classgrid_devices::Discovery;
+use classgrid_proto::v1::{
+    self as pb, agent_message, agent_service_client::AgentServiceClient, broker_message,
+};
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::{config::AgentConfig, host, supervisor::Supervisor};
+
+const HEARTBEAT: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Shared between the discovery loop and the stream: the latest capacity, and
+/// whether the broker has seen it yet.
+pub struct Capacity {
+    pub current: std::sync::Mutex<(pb::NodeCapacity, Vec<String>)>,
+    pub dirty: std::sync::atomic::AtomicBool,
+}
+
+impl Capacity {
+    pub fn new(d: &Discovery) -> Arc<Self> {
+        Arc::new(Self {
+            current: std::sync::Mutex::new((host::capacity(d), d.warnings.clone())),
+            dirty: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+}
+
+pub async fn run(
+    cfg: AgentConfig,
+    sup: Arc<Supervisor>,
+    capacity: Arc<Capacity>,
+    mut events: mpsc::UnboundedReceiver<pb::AssignmentStatus>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let started = tokio::time::Instant::now();
+        match session(&cfg, &sup, &capacity, &mut events, &mut shutdown).await {
+            Ok(()) => return,
+            Err(e) => warn!(error = %e, broker = %cfg.broker, "broker connection lost; retrying"),
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(250);
+        }
+        let jitter = rand::rng().random_range(0.8..1.2);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn session(
+    cfg: &AgentConfig,
+    sup: &Arc<Supervisor>,
+    capacity: &Capacity,
+    events: &mut mpsc::UnboundedReceiver<pb::AssignmentStatus>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(cfg.broker.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    let mut client = AgentServiceClient::new(channel);
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1024);
+    let (cap, warnings) = capacity.current.lock().expect("lock").clone();
+    capacity
+        .dirty
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    tx.send(pb::AgentMessage {
+        msg: Some(agent_message::Msg::Register(pb::Register {
+            site: cfg.site.clone(),
+            name: cfg.name.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            capacity: Some(cap),
+            running: sup.statuses(),
+            runtimes: vec!["process".into()],
+            tier: cfg.tier.clone(),
+            warnings,
+        })),
+    })
+    .await?;
+    let mut inbound = client
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    let mut seq = 0i64;
+    loop {
+        tokio::select! {
+            msg = inbound.message() => {
+                let Some(msg) = msg? else { anyhow::bail!("the broker closed the stream") };
+                match msg.msg {
+                    Some(broker_message::Msg::Registered(r)) => info!(node = %r.node_id, "registered with the broker"),
+                    Some(broker_message::Msg::Assign(a)) => sup.assign(a),
+                    Some(broker_message::Msg::Release(r)) => sup.release(&r.assignment_id, r.generation, &r.reason),
+                    Some(broker_message::Msg::Drain(d)) => info!(reason = %d.reason, "drain requested; no new work will arrive"),
+                    Some(broker_message::Msg::Refused(r)) => anyhow::bail!("the broker refused this agent: {}", r.reason),
+                    None => {}
+                }
+            }
+            Some(ev) = events.recv() => {
+                tx.send(pb::AgentMessage { msg: Some(agent_message::Msg::Status(ev)) }).await?;
+            }
+            _ = beat.tick() => {
+                seq += 1;
+                let cap = capacity
+                    .dirty
+                    .swap(false, std::sync::atomic::Ordering::SeqCst)
+                    .then(|| capacity.current.lock().expect("lock").0.clone());
+                let sent_unix_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                tx.send(pb::AgentMessage {
+                    msg: Some(agent_message::Msg::Heartbeat(pb::Heartbeat { seq, sent_unix_ms, capacity: cap })),
+                })
+                .await?;
+            }
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+/// Re-discovers devices periodically and marks capacity for the next heartbeat
+/// when it changed (a device went unhealthy, appeared or vanished).
+pub async fn rediscover(
+    opts: classgrid_devices::DiscoverOptions,
+    every: Duration,
+    sup: Arc<Supervisor>,
+    capacity: Arc<Capacity>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let o = opts.clone();
+        let Ok(d) = tokio::task::spawn_blocking(move || classgrid_devices::discover(&o)).await
+        else {
+            continue;
+        };
+        let cap = host::capacity(&d);
+        let mut cur = capacity.current.lock().expect("lock");
+        if cur.0.devices != cap.devices {
+            for (old, new) in cur.0.devices.iter().zip(&cap.devices) {
+                if old.healthy && !new.healthy {
+                    warn!(device = new.index, model = %new.model, "device became unhealthy");
+                }
+            }
+            *cur = (cap, d.warnings.clone());
+            capacity
+                .dirty
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        drop(cur);
+        sup.set_devices(host::schedulable(&d).into_iter().cloned().collect());
+    }
+}

@@ -1,0 +1,3 @@
+//! Runtimes turn an assignment into running work.
+
+pub mod process;

@@ -1,0 +1,338 @@
+//! Tables for people, JSON for scripts. JSON field names follow the wire
+//! contract so that scripts can move between the CLI and the API.
+
+use chrono::{DateTime, Utc};
+use classgrid_proto::v1 as pb;
+use serde_json::{Value, json};
+
+use crate::client::Output;
+
+fn time(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+fn source(s: i32) -> &'static str {
+    match pb::RttSource::try_from(s).unwrap_or_default() {
+        pb::RttSource::Measured => "measured",
+        pb::RttSource::Estimated => "estimated",
+        pb::RttSource::Configured => "configured",
+        pb::RttSource::Unspecified => "",
+    }
+}
+
+fn isolation(i: i32) -> &'static str {
+    match pb::Isolation::try_from(i).unwrap_or_default() {
+        pb::Isolation::Hard => "hard",
+        pb::Isolation::Soft => "soft",
+        pb::Isolation::None => "none",
+        pb::Isolation::Unspecified => "",
+    }
+}
+
+/// Prints rows as aligned columns.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn print_json(v: Value) {
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+}
+
+pub fn site_json(s: &pb::Site) -> Value {
+    json!({
+        "id": s.id, "name": s.name, "kind": s.kind, "district": s.district,
+        "edges": s.edges.iter().map(|e| json!({"id": e.id, "name": e.name, "state": e.state, "last_seen": time(e.last_seen.as_ref())})).collect::<Vec<_>>(),
+    })
+}
+
+pub fn sites(o: Output, sites: &[pb::Site]) {
+    match o {
+        Output::Json => print_json(Value::Array(sites.iter().map(site_json).collect())),
+        Output::Table => table(
+            &["NAME", "KIND", "DISTRICT", "EDGES", "ID"],
+            sites
+                .iter()
+                .map(|s| {
+                    let edges = s
+                        .edges
+                        .iter()
+                        .map(|e| format!("{} ({})", e.name, e.state))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    vec![
+                        s.name.clone(),
+                        s.kind.clone(),
+                        s.district.clone(),
+                        edges,
+                        s.id.clone(),
+                    ]
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn device_json(d: &pb::DeviceInfo) -> Value {
+    json!({
+        "index": d.index, "vendor": d.vendor, "model": d.model, "uuid": d.uuid, "memory_mib": d.memory_mib,
+        "memory_used_mib": d.memory_used_mib, "utilization_percent": d.utilization_percent, "healthy": d.healthy,
+        "max_slices": d.max_slices, "isolation": isolation(d.isolation),
+    })
+}
+
+pub fn node_json(n: &pb::Node) -> Value {
+    let cap = n.capacity.clone().unwrap_or_default();
+    json!({
+        "id": n.id, "site": n.site, "name": n.name, "tier": n.tier, "state": n.state, "cordoned": n.cordoned,
+        "last_seen": time(n.last_seen.as_ref()), "cpu_millis": cap.cpu_millis, "memory_mib": cap.memory_mib,
+        "devices": cap.devices.iter().map(device_json).collect::<Vec<_>>(), "runtimes": n.runtimes,
+        "warnings": n.warnings, "running_assignments": n.running_assignments,
+    })
+}
+
+pub fn nodes(o: Output, nodes: &[pb::Node]) {
+    match o {
+        Output::Json => print_json(Value::Array(nodes.iter().map(node_json).collect())),
+        Output::Table => table(
+            &[
+                "SITE", "NAME", "STATE", "TIER", "CPU", "MEMORY", "DEVICES", "RUNNING", "ID",
+            ],
+            nodes
+                .iter()
+                .map(|n| {
+                    let cap = n.capacity.clone().unwrap_or_default();
+                    let devs = cap
+                        .devices
+                        .iter()
+                        .map(|d| d.model.clone())
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    vec![
+                        n.site.clone(),
+                        n.name.clone(),
+                        n.state.clone(),
+                        n.tier.clone(),
+                        format!("{:.1}", cap.cpu_millis as f64 / 1000.0),
+                        format!("{} MiB", cap.memory_mib),
+                        if devs.is_empty() { "-".into() } else { devs },
+                        n.running_assignments.to_string(),
+                        n.id.clone(),
+                    ]
+                })
+                .collect(),
+        ),
+    }
+}
+
+pub fn node_detail(o: Output, n: &pb::Node) {
+    if o == Output::Json {
+        return print_json(node_json(n));
+    }
+    nodes(o, std::slice::from_ref(n));
+    let cap = n.capacity.clone().unwrap_or_default();
+    if !cap.devices.is_empty() {
+        println!();
+        table(
+            &[
+                "DEVICE",
+                "VENDOR",
+                "MODEL",
+                "MEMORY",
+                "HEALTHY",
+                "ISOLATION",
+                "MAX SLICES",
+            ],
+            cap.devices
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.index.to_string(),
+                        d.vendor.clone(),
+                        d.model.clone(),
+                        format!("{} MiB", d.memory_mib),
+                        d.healthy.to_string(),
+                        isolation(d.isolation).into(),
+                        d.max_slices.to_string(),
+                    ]
+                })
+                .collect(),
+        );
+    }
+    for w in &n.warnings {
+        println!("warning: {w}");
+    }
+}
+
+pub fn seat_json(s: &pb::Seat) -> Value {
+    json!({
+        "id": s.id, "number": s.number, "state": s.state, "node_id": s.node_id, "node_name": s.node_name,
+        "device_indexes": s.device_indexes, "endpoint": s.endpoint,
+        "rtt": s.rtt.as_ref().map(|r| json!({"ms": r.ms, "source": source(r.source)})),
+        "message": s.message, "assignment_id": s.assignment_id, "generation": s.generation,
+    })
+}
+
+pub fn lesson_json(l: &pb::Lesson) -> Value {
+    json!({
+        "id": l.id, "school_site": l.school_site, "title": l.title, "start": time(l.start.as_ref()),
+        "duration_seconds": l.duration_seconds, "state": l.state, "seat_count": l.seat_count,
+        "min_seats": l.min_seats, "max_rtt_ms": l.max_rtt_ms, "message": l.message,
+        "created": time(l.created.as_ref()), "seats": l.seats.iter().map(seat_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn lesson(o: Output, l: &pb::Lesson) {
+    if o == Output::Json {
+        return print_json(lesson_json(l));
+    }
+    println!(
+        "lesson {}  {}  school={}  start={}  duration={}s  seats={}",
+        l.id,
+        l.state,
+        l.school_site,
+        time(l.start.as_ref()),
+        l.duration_seconds,
+        l.seat_count
+    );
+    if !l.message.is_empty() {
+        println!("message: {}", l.message);
+    }
+    seats(&l.seats);
+}
+
+fn seats(seats: &[pb::Seat]) {
+    if seats.is_empty() {
+        return;
+    }
+    table(
+        &[
+            "SEAT", "STATE", "NODE", "DEVICES", "RTT", "ENDPOINT", "MESSAGE",
+        ],
+        seats
+            .iter()
+            .map(|s| {
+                vec![
+                    s.number.to_string(),
+                    s.state.clone(),
+                    s.node_name.clone(),
+                    s.device_indexes
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    s.rtt
+                        .as_ref()
+                        .map(|r| format!("{:.1} ms ({})", r.ms, source(r.source)))
+                        .unwrap_or_default(),
+                    s.endpoint.clone(),
+                    s.message.clone(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn lessons(o: Output, ls: &[pb::Lesson]) {
+    match o {
+        Output::Json => print_json(Value::Array(ls.iter().map(lesson_json).collect())),
+        Output::Table => table(
+            &[
+                "ID", "SCHOOL", "START", "DURATION", "SEATS", "STATE", "TITLE",
+            ],
+            ls.iter()
+                .map(|l| {
+                    vec![
+                        l.id.clone(),
+                        l.school_site.clone(),
+                        time(l.start.as_ref()),
+                        format!("{}s", l.duration_seconds),
+                        l.seat_count.to_string(),
+                        l.state.clone(),
+                        l.title.clone(),
+                    ]
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// One line per update: the lesson state and how many seats are in each state.
+pub fn watch_update(o: Output, l: &pb::Lesson) {
+    if o == Output::Json {
+        println!("{}", lesson_json(l));
+        return;
+    }
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for s in &l.seats {
+        *counts.entry(s.state.as_str()).or_default() += 1;
+    }
+    let c: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!(
+        "{}  lesson {}  seats: {}",
+        Utc::now().format("%H:%M:%S"),
+        l.state,
+        c.join(", ")
+    );
+}
+
+pub fn explanation(o: Output, e: &pb::Explanation) {
+    if o == Output::Json {
+        return print_json(json!({
+            "lesson_id": e.lesson_id, "admitted": e.admitted, "summary": e.summary, "nodes_considered": e.nodes_considered,
+            "filters": e.filters.iter().map(|f| json!({"filter": f.filter, "removed": f.removed, "detail": f.detail})).collect::<Vec<_>>(),
+            "seats": e.seats.iter().map(|s| json!({
+                "seat": s.seat, "node_id": s.node_id, "node_name": s.node_name, "device_indexes": s.device_indexes,
+                "rtt": s.rtt.as_ref().map(|r| json!({"ms": r.ms, "source": source(r.source)})), "score": s.score,
+                "scores": s.scores.iter().map(|p| json!({"name": p.name, "value": p.value, "weight": p.weight})).collect::<Vec<_>>(),
+                "reason": s.reason,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    println!("{} ({} nodes considered)", e.summary, e.nodes_considered);
+    for f in &e.filters {
+        println!("  filtered: {} {}", f.removed, f.detail);
+    }
+    for s in &e.seats {
+        println!("  seat {}: {}", s.seat, s.reason);
+    }
+}
+
+pub fn job(o: Output, j: &pb::Job) {
+    if o == Output::Json {
+        return print_json(json!({
+            "id": j.id, "school_site": j.school_site, "name": j.name, "state": j.state, "priority": j.priority,
+            "preemptible": j.preemptible, "node_id": j.node_id, "node_name": j.node_name, "endpoint": j.endpoint,
+            "exit_code": j.has_exit_code.then_some(j.exit_code), "output_tail": j.output_tail, "message": j.message,
+            "created": time(j.created.as_ref()), "max_runtime_seconds": j.max_runtime_seconds,
+        }));
+    }
+    println!(
+        "job {}  {}  school={}  node={}  endpoint={}",
+        j.id, j.state, j.school_site, j.node_name, j.endpoint
+    );
+    if j.has_exit_code {
+        println!("exit code: {}", j.exit_code);
+    }
+    if !j.message.is_empty() {
+        println!("message: {}", j.message);
+    }
+}

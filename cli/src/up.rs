@@ -1,0 +1,119 @@
+//! `classgrid up`: a whole region on one machine, in the foreground. The
+//! broker, one agent and one edge run in this process; PostgreSQL is the
+//! machine's own server (scripts/up.sh installs and starts it when needed).
+
+use std::net::SocketAddr;
+
+use classgrid_broker::config::{BrokerConfig, DEFAULT_DATABASE_URL, ServeArgs};
+use classgrid_common::{context, telemetry};
+use tracing::info;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// PostgreSQL URL; the database is created when missing.
+    #[arg(long, env = "CLASSGRID_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// HTTP address (REST, console, /healthz, /metrics).
+    #[arg(long, env = "CLASSGRID_HTTP_ADDR", default_value = "127.0.0.1:7080")]
+    pub http_addr: SocketAddr,
+    /// gRPC address (agents, edges, platforms).
+    #[arg(long, env = "CLASSGRID_GRPC_ADDR", default_value = "127.0.0.1:7443")]
+    pub grpc_addr: SocketAddr,
+    /// The demo school site that the local agent and edge join.
+    #[arg(long, default_value = "demo-school")]
+    pub site: String,
+    #[arg(long, default_value = "demo-district")]
+    pub district: String,
+}
+
+pub async fn run(a: UpArgs) -> anyhow::Result<()> {
+    let home = context::home();
+    std::fs::create_dir_all(&home)?;
+    let _g = telemetry::init("classgrid", telemetry::LogFormat::Text, None);
+    let serve = ServeArgs {
+        config: None,
+        database_url: Some(a.database_url.clone()),
+        grpc_addr: Some(a.grpc_addr),
+        http_addr: Some(a.http_addr),
+        staging_lead_s: None,
+        grace_s: Some(10),
+        disconnected_after_s: None,
+        lost_after_s: None,
+        default_max_rtt_ms: None,
+        max_window_s: None,
+        log_format: Some("text".into()),
+        otlp_endpoint: None,
+    };
+    let cfg = BrokerConfig::resolve(&serve)?;
+    let started = classgrid_broker::server::start(cfg).await?;
+    let app = started.app.clone();
+    app.create_site(&a.site, "school", &a.district)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating site {}: {e}", a.site))?;
+    let grpc_url = format!("http://{}", started.grpc.local_addr()?);
+    let http_url = format!("http://{}", started.http.local_addr()?);
+
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let broker = tokio::spawn(classgrid_broker::server::run(started, stop.clone()));
+    let agent_cfg = classgrid_agent::config::AgentConfig {
+        broker: grpc_url.clone(),
+        site: a.site.clone(),
+        name: "local".into(),
+        tier: "edge".into(),
+        state_dir: home.join("agent-local"),
+        advertise_host: "127.0.0.1".into(),
+        tools: Vec::new(),
+        discovery_interval_s: 60,
+        log_format: "text".into(),
+    };
+    let agent = tokio::spawn(classgrid_agent::run(agent_cfg, true, stop.clone()));
+    let edge_cfg = classgrid_edge::EdgeConfig {
+        broker: grpc_url.clone(),
+        site: a.site.clone(),
+        name: "edge".into(),
+        log_format: "text".into(),
+    };
+    let edge = tokio::spawn(classgrid_edge::run(edge_cfg, stop.clone()));
+
+    let ctx = context::Context {
+        http_url: http_url.clone(),
+        grpc_url: grpc_url.clone(),
+        token: String::new(),
+        ca_file: String::new(),
+    };
+    let ctx_path = context::default_path();
+    ctx.save(&ctx_path)?;
+
+    println!();
+    println!("classgrid is up.");
+    println!("  gRPC API:   {grpc_url}");
+    println!("  HTTP:       {http_url}  (/healthz, /metrics)");
+    println!("  console:    {http_url}/console");
+    println!("  context:    {}", ctx_path.display());
+    println!(
+        "  site:       {} (school, {}), with one local agent `local` and one edge",
+        a.site, a.district
+    );
+    println!();
+    println!("Book a 4-seat lesson starting in 30 s, each seat a small web server:");
+    println!(
+        "  classgrid lessons book --school {} --start +30s --duration 5m --seats 4 -- python3 -m http.server '$(PORT)'",
+        a.site
+    );
+    println!("Then: classgrid lessons watch ID   |   classgrid nodes list");
+    println!("Press Ctrl-C to stop.");
+    println!();
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = agent.await;
+    let _ = edge.await;
+    broker.await??;
+    println!("classgrid stopped.");
+    Ok(())
+}
