@@ -186,3 +186,67 @@ impl BrokerConfig {
         Ok(cfg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: Option<PathBuf>) -> ServeArgs {
+        ServeArgs {
+            config,
+            database_url: None,
+            grpc_addr: None,
+            http_addr: None,
+            staging_lead_s: None,
+            grace_s: Some(5),
+            disconnected_after_s: None,
+            lost_after_s: None,
+            default_max_rtt_ms: None,
+            max_window_s: None,
+            log_format: None,
+            otlp_endpoint: None,
+        }
+    }
+
+    #[test]
+    fn example_config_in_deploy_parses_and_flags_win() {
+        let path = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/config/broker.toml"
+        ));
+        let cfg = BrokerConfig::resolve(&args(Some(path))).unwrap();
+        assert_eq!(cfg.grpc_addr.port(), 7443);
+        assert_eq!(cfg.topology.cloud_ms, 60.0);
+        assert_eq!(
+            cfg.grace,
+            Duration::from_secs(5),
+            "the flag wins over the file"
+        );
+    }
+
+    #[test]
+    fn malformed_topology_stops_start_with_line_and_key() {
+        let dir = std::env::temp_dir().join(format!("cg-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.toml");
+        std::fs::write(
+            &p,
+            "grpc_addr = \"127.0.0.1:1\"\n[topology]\nsame_site_ms = \"fast\"\n",
+        )
+        .unwrap();
+        let e = BrokerConfig::resolve(&args(Some(p.clone())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("same_site_ms"), "{e}");
+        std::fs::write(&p, "[topology]\nsame_site_ms = 2.0\nsame_district_ms = -1.0\ncross_district_ms = 1.0\ncloud_ms = 1.0\n").unwrap();
+        let e = BrokerConfig::resolve(&args(Some(p.clone())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("topology.same_district_ms"), "{e}");
+        std::fs::write(&p, "grcp_addr = \"127.0.0.1:1\"\n").unwrap();
+        let e = BrokerConfig::resolve(&args(Some(p)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("grcp_addr"), "unknown keys are named: {e}");
+    }
+}

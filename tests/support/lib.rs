@@ -1,1 +1,422 @@
+//! Harness for end-to-end tests: a fresh PostgreSQL database per test, and
+//! the real `classgrid-broker`, `classgrid-agent` and `classgrid-edge`
+//! binaries as child processes on loopback.
 
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use classgrid_proto::v1::{
+    self as pb, fleet_service_client::FleetServiceClient,
+    lesson_service_client::LessonServiceClient,
+};
+use tonic::transport::Channel;
+
+/// The PostgreSQL server tests use; `.ci/run` and `scripts/test.sh` make sure it runs.
+pub fn admin_url() -> String {
+    std::env::var("CLASSGRID_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test, dropped afterwards.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> anyhow::Result<Self> {
+        let name = format!("cg_e2e_{}", uuid::Uuid::new_v4().simple());
+        let admin = admin_url();
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("PostgreSQL at {admin} is needed for end-to-end tests: {e}")
+            })?;
+        sqlx::Executor::execute(
+            &mut conn,
+            sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+        )
+        .await?;
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin.clone());
+        Ok(Self {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Best effort, outside any runtime that may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url())
+                    .await
+                    .ok()?;
+                sqlx::Executor::execute(
+                    &mut conn,
+                    sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")),
+                )
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// target/debug (or release), where the workspace binaries are.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed (SIGKILL) when dropped, its output in a log file.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(program: &Path, args: &[String], log: PathBuf, env: &[(&str, &str)]) -> Self {
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn");
+        Self { child, log }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Broker {
+    pub proc: Proc,
+    pub grpc_url: String,
+    pub http_url: String,
+    grpc_port: u16,
+    http_port: u16,
+    db_url: String,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Broker {
+    pub async fn start(db: &TestDb, dir: &Path, extra: &[&str]) -> Self {
+        let (g, h) = (free_port(), free_port());
+        let mut b = Self {
+            proc: Proc::spawn(Path::new("/bin/true"), &[], dir.join("unused.log"), &[]),
+            grpc_url: format!("http://127.0.0.1:{g}"),
+            http_url: format!("http://127.0.0.1:{h}"),
+            grpc_port: g,
+            http_port: h,
+            db_url: db.url.clone(),
+            dir: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        b.restart().await;
+        b
+    }
+
+    /// (Re)starts the broker process on the same ports and database.
+    pub async fn restart(&mut self) {
+        self.proc.kill9();
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--database-url".into(),
+            self.db_url.clone(),
+            "--grpc-addr".into(),
+            format!("127.0.0.1:{}", self.grpc_port),
+            "--http-addr".into(),
+            format!("127.0.0.1:{}", self.http_port),
+            "--log-format".into(),
+            "text".into(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
+        self.proc = Proc::spawn(
+            &bin("classgrid-broker"),
+            &args,
+            self.dir.join(format!("broker-{n}.log")),
+            &[],
+        );
+        let url = format!("{}/healthz", self.http_url);
+        let ok = wait_for(Duration::from_secs(60), || async {
+            http_get(&url).await.map(|(c, _)| c == 200).unwrap_or(false)
+        })
+        .await;
+        assert!(
+            ok,
+            "broker did not become healthy; log:\n{}",
+            self.proc.log_text()
+        );
+    }
+
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(self.grpc_url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect broker")
+    }
+
+    pub async fn lessons(&self) -> LessonServiceClient<Channel> {
+        LessonServiceClient::new(self.channel().await)
+    }
+
+    pub async fn fleet(&self) -> FleetServiceClient<Channel> {
+        FleetServiceClient::new(self.channel().await)
+    }
+
+    pub async fn create_site(&self, name: &str) {
+        self.fleet()
+            .await
+            .create_site(pb::CreateSiteRequest {
+                name: name.into(),
+                kind: "school".into(),
+                district: "d1".into(),
+            })
+            .await
+            .expect("create site");
+    }
+
+    pub async fn node_state(&self, site: &str, name: &str) -> Option<String> {
+        let n = self
+            .fleet()
+            .await
+            .get_node(pb::GetNodeRequest {
+                id: format!("{site}/{name}"),
+            })
+            .await
+            .ok()?;
+        Some(n.into_inner().state)
+    }
+
+    pub async fn lesson(&self, id: &str) -> pb::Lesson {
+        self.lessons()
+            .await
+            .get(pb::GetLessonRequest { id: id.into() })
+            .await
+            .expect("get lesson")
+            .into_inner()
+    }
+}
+
+pub struct Agent {
+    pub proc: Proc,
+    pub name: String,
+    pub state_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Agent {
+    pub fn start(broker: &Broker, site: &str, name: &str, dir: &Path, extra: &[&str]) -> Self {
+        let state_dir = dir.join(format!("agent-{name}"));
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--broker".into(),
+            broker.grpc_url.clone(),
+            "--site".into(),
+            site.into(),
+            "--name".into(),
+            name.into(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "--log-format".into(),
+            "text".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut a = Self {
+            proc: Proc::spawn(Path::new("/bin/true"), &[], dir.join("unused.log"), &[]),
+            name: name.into(),
+            state_dir,
+            args,
+        };
+        a.restart();
+        a
+    }
+
+    pub fn restart(&mut self) {
+        self.proc.kill9();
+        let n = std::fs::read_dir(self.state_dir.parent().unwrap())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let log = self
+            .state_dir
+            .parent()
+            .unwrap()
+            .join(format!("agent-{}-{n}.log", self.name));
+        self.proc = Proc::spawn(&bin("classgrid-agent"), &self.args, log, &[]);
+    }
+
+    /// Pids of the seat processes this agent's state file lists.
+    pub fn seat_pids(&self) -> Vec<i32> {
+        let Ok(text) = std::fs::read_to_string(self.state_dir.join("assignments.json")) else {
+            return vec![];
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["pid"].as_i64().map(|p| p as i32))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.proc.kill9();
+        // Seats outlive their agent by design; the test cleans up after itself.
+        for pid in self.seat_pids() {
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub async fn wait_for<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// A minimal HTTP/1.0 GET over a TCP socket; returns the status and body.
+pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("not http"))?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(host))
+        .await??;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await??;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+pub fn ts_in(secs: f64) -> prost_types::Timestamp {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        + Duration::from_secs_f64(secs.max(0.0));
+    prost_types::Timestamp {
+        seconds: t.as_secs() as i64,
+        nanos: t.subsec_nanos() as i32,
+    }
+}
+
+/// A booking of `seats` small web servers starting in `start_in` seconds.
+pub fn web_lesson(site: &str, seats: i32, start_in: f64, duration_s: i64) -> pb::BookLessonRequest {
+    pb::BookLessonRequest {
+        school_site: site.into(),
+        title: "e2e".into(),
+        start: Some(ts_in(start_in)),
+        duration_seconds: duration_s,
+        seats,
+        seat: Some(pb::SeatSpec {
+            cpu_millis: 100,
+            memory_mib: 64,
+            gpu: None,
+            runtime: String::new(),
+        }),
+        workload: Some(pb::Workload {
+            command: "python3".into(),
+            args: vec![
+                "-m".into(),
+                "http.server".into(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "$(PORT)".into(),
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "classgrid-e2e-{name}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
