@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "classgrid/v1/job.proto",
         "classgrid/v1/fleet.proto",
         "classgrid/v1/edge.proto",
+        "classgrid/v1/voucher.proto",
+        "classgrid/v1/admin.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -50,3 +50,134 @@ ensure_cargo() {
 ensure_python() {
   command -v python3 >/dev/null || apt_install python3
 }
+
+# Podman's Docker-compatible API, for the agent's container runtime and its
+# tests: installed when missing, started on a socket under /tmp with runc and
+# explicit ulimits (what works on these machines), plus a small busybox image
+# built locally, since no image can be pulled. Exports
+# CLASSGRID_TEST_CONTAINER_SOCKET and CLASSGRID_TEST_CONTAINER_IMAGE.
+CLASSGRID_PODMAN_DIR=/tmp/classgrid-podman
+ensure_podman() {
+  if ! command -v podman >/dev/null || ! command -v runc >/dev/null || [ ! -x /bin/busybox ]; then
+    apt_install podman runc busybox-static
+  fi
+  local dir=$CLASSGRID_PODMAN_DIR image=localhost/classgrid-mini:1
+  mkdir -p "$dir"
+  cat > "$dir/containers.conf" <<'CONF'
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+CONF
+  export CONTAINERS_CONF="$dir/containers.conf"
+  if ! as_root podman image exists "$image"; then
+    echo "classgrid: building the test image $image from busybox" >&2
+    local rootfs="$dir/rootfs"
+    rm -rf "$rootfs" && mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/www"
+    cp /bin/busybox "$rootfs/bin/"
+    (cd "$rootfs/bin" && for a in sh sleep echo cat httpd nc ls; do ln -sf busybox "$a"; done)
+    echo "classgrid seat" > "$rootfs/www/index.html"
+    tar -C "$rootfs" -cf "$dir/rootfs.tar" .
+    as_root env CONTAINERS_CONF="$CONTAINERS_CONF" podman import --quiet "$dir/rootfs.tar" "$image" >/dev/null
+  fi
+  local sock="$dir/podman.sock"
+  if ! curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
+    echo "classgrid: starting Podman's Docker-compatible API on $sock" >&2
+    rm -f "$sock"
+    as_root env CONTAINERS_CONF="$CONTAINERS_CONF" nohup podman system service --time=0 "unix://$sock" \
+      >"$dir/service.log" 2>&1 &
+    echo $! > "$dir/service.pid"
+    local ok=0
+    for _ in $(seq 1 60); do
+      if curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then ok=1; break; fi
+      sleep 0.5
+    done
+    if [ "$ok" != 1 ]; then
+      echo "classgrid: Podman's API did not answer on $sock; see $dir/service.log" >&2
+      return 1
+    fi
+  fi
+  export CLASSGRID_TEST_CONTAINER_SOCKET="$sock" CLASSGRID_TEST_CONTAINER_IMAGE="$image"
+}
+
+# Stops the Podman service ensure_podman started (and only that one).
+stop_podman() {
+  local pidf="$CLASSGRID_PODMAN_DIR/service.pid"
+  [ -f "$pidf" ] || return 0
+  as_root kill "$(cat "$pidf")" 2>/dev/null || true
+  rm -f "$pidf"
+}
+
+# A one-machine Slurm cluster (slurmctld + slurmd, munge for auth) for the
+# agent's slurm runtime and its tests, configured under /tmp so that it never
+# touches a real /etc/slurm. The node declares many CPUs (config_overrides),
+# as TESTBEDS.md describes. Exports SLURM_CONF; needs root.
+CLASSGRID_SLURM_DIR=/tmp/classgrid-slurm
+ensure_slurm() {
+  if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+    apt_install slurm-wlm munge
+  fi
+  local dir=$CLASSGRID_SLURM_DIR host
+  host=$(hostname -s)
+  as_root mkdir -p "$dir/spool" "$dir/state" /run/munge
+  if [ ! -s /etc/munge/munge.key ]; then as_root mungekey --create >/dev/null 2>&1 || true; fi
+  as_root chown munge:munge /run/munge
+  if ! munge -n >/dev/null 2>&1; then
+    as_root runuser -u munge -- /usr/sbin/munged
+  fi
+  as_root tee "$dir/slurm.conf" >/dev/null <<CONF
+ClusterName=classgrid
+SlurmctldHost=$host
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SlurmdParameters=config_overrides
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+MpiDefault=none
+ReturnToService=2
+KillWait=5
+MinJobAge=600
+SlurmctldPidFile=$dir/slurmctld.pid
+SlurmdPidFile=$dir/slurmd.pid
+SlurmctldLogFile=$dir/slurmctld.log
+SlurmdLogFile=$dir/slurmd.log
+StateSaveLocation=$dir/state
+SlurmdSpoolDir=$dir/spool
+NodeName=$host CPUs=64 RealMemory=65536 State=UNKNOWN
+PartitionName=classgrid Nodes=$host Default=YES MaxTime=INFINITE State=UP
+CONF
+  export SLURM_CONF="$dir/slurm.conf"
+  if ! scontrol ping 2>/dev/null | grep -q UP; then
+    echo "classgrid: starting a one-machine Slurm (slurmctld, slurmd) under $dir" >&2
+    as_root env SLURM_CONF="$SLURM_CONF" slurmctld -c
+    as_root env SLURM_CONF="$SLURM_CONF" slurmd
+  fi
+  for _ in $(seq 1 60); do
+    if sinfo -h -o %t 2>/dev/null | grep -qx idle; then return 0; fi
+    sleep 1
+  done
+  echo "classgrid: Slurm did not become idle; see $dir/slurmctld.log and $dir/slurmd.log" >&2
+  return 1
+}
+
+# Cancels every job, waits until the queue is empty (otherwise job steps are
+# left running), then stops the daemons ensure_slurm started.
+stop_slurm() {
+  [ -f "$CLASSGRID_SLURM_DIR/slurm.conf" ] || return 0
+  export SLURM_CONF="$CLASSGRID_SLURM_DIR/slurm.conf"
+  scancel --full --quiet --user=root 2>/dev/null || true
+  for _ in $(seq 1 30); do
+    [ -z "$(squeue -h 2>/dev/null)" ] && break
+    sleep 1
+  done
+  for d in slurmd slurmctld; do
+    local pidf="$CLASSGRID_SLURM_DIR/$d.pid"
+    [ -f "$pidf" ] && as_root kill "$(cat "$pidf")" 2>/dev/null || true
+  done
+}

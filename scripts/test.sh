@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 ensure_cargo
 ensure_python
 ensure_postgres
+# The agent's container and slurm runtimes are tested against real peers:
+# Podman's Docker-compatible API and a one-machine Slurm, stopped afterwards.
+ensure_podman
+ensure_slurm
+trap 'stop_slurm; stop_podman' EXIT
 # Builds can be shared across clones.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/classgrid/target}"
 # End-to-end tests start the real binaries, so build them first.

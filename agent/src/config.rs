@@ -37,6 +37,34 @@ pub struct RunArgs {
     /// `json` or `text`.
     #[arg(long, env = "CLASSGRID_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Runtimes this node offers, comma-separated: `process` and/or
+    /// `container` on a server; `slurm` or `kubernetes` alone when the agent
+    /// stands for a whole cluster. Default: process.
+    #[arg(long, env = "CLASSGRID_RUNTIMES", value_name = "LIST")]
+    pub runtimes: Option<String>,
+    /// The Docker-Engine-compatible API socket for the container runtime
+    /// (Docker, or `podman system service`). Default: /var/run/docker.sock.
+    #[arg(long, env = "CLASSGRID_CONTAINER_SOCKET", value_name = "PATH")]
+    pub container_socket: Option<String>,
+    /// Folder of staged datasets, mounted read-only at /data in containers.
+    /// Default: STATE_DIR/data.
+    #[arg(long, env = "CLASSGRID_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// slurm runtime: the partition whose nodes this agent offers and uses.
+    /// Default: the cluster's default partition.
+    #[arg(long, env = "CLASSGRID_SLURM_PARTITION")]
+    pub slurm_partition: Option<String>,
+    /// slurm runtime: memory of one GPU (GRES gpu) in MiB, which Slurm does
+    /// not report; GPUs are offered only when it is set.
+    #[arg(long, env = "CLASSGRID_SLURM_GPU_MEMORY_MIB")]
+    pub slurm_gpu_memory_mib: Option<u64>,
+    /// kubernetes runtime: the API server's URL as reached through
+    /// `kubectl proxy` (which holds the credentials), e.g. http://127.0.0.1:8001
+    #[arg(long, env = "CLASSGRID_KUBE_API", value_name = "URL")]
+    pub kube_api: Option<String>,
+    /// kubernetes runtime: the namespace seats run in. Default: classgrid.
+    #[arg(long, env = "CLASSGRID_KUBE_NAMESPACE")]
+    pub kube_namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,7 +79,17 @@ pub struct FileConfig {
     pub tools: Option<Vec<String>>,
     pub discovery_interval_s: Option<u64>,
     pub log_format: Option<String>,
+    pub runtimes: Option<String>,
+    pub container_socket: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub slurm_partition: Option<String>,
+    pub slurm_gpu_memory_mib: Option<u64>,
+    pub kube_api: Option<String>,
+    pub kube_namespace: Option<String>,
 }
+
+/// The runtimes an agent can offer.
+pub const RUNTIMES: &[&str] = &["process", "container", "slurm", "kubernetes"];
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -64,21 +102,109 @@ pub struct AgentConfig {
     pub tools: Vec<(String, PathBuf)>,
     pub discovery_interval_s: u64,
     pub log_format: String,
+    pub runtimes: Vec<String>,
+    pub container_socket: String,
+    pub data_dir: PathBuf,
+    pub slurm_partition: Option<String>,
+    pub slurm_gpu_memory_mib: u64,
+    pub kube_api: Option<String>,
+    pub kube_namespace: String,
+}
+
+/// Parses `--runtimes`: known kinds, no repeats, and a cluster runtime
+/// (which stands for a whole cluster and reports its capacity) alone.
+pub fn parse_runtimes(list: &str) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for r in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        if !RUNTIMES.contains(&r) {
+            anyhow::bail!(
+                "--runtimes: unknown runtime `{r}`; known: {}",
+                RUNTIMES.join(", ")
+            );
+        }
+        if !out.iter().any(|x| x == r) {
+            out.push(r.to_string());
+        }
+    }
+    if out.is_empty() {
+        anyhow::bail!(
+            "--runtimes: must name at least one of {}",
+            RUNTIMES.join(", ")
+        );
+    }
+    let cluster: Vec<&String> = out
+        .iter()
+        .filter(|r| *r == "slurm" || *r == "kubernetes")
+        .collect();
+    if !cluster.is_empty() && out.len() > 1 {
+        anyhow::bail!(
+            "--runtimes: `{}` stands for a whole cluster and must be the only runtime of its agent (run one agent per cluster, and another for this host)",
+            cluster[0]
+        );
+    }
+    Ok(out)
 }
 
 impl AgentConfig {
+    /// Every default, for callers that build a config in code (`classgrid
+    /// up`) and set only what they need.
+    pub fn defaults(state_dir: PathBuf) -> Self {
+        Self {
+            broker: "http://127.0.0.1:7443".into(),
+            site: String::new(),
+            name: "local".into(),
+            tier: "edge".into(),
+            data_dir: state_dir.join("data"),
+            state_dir,
+            advertise_host: "127.0.0.1".into(),
+            tools: Vec::new(),
+            discovery_interval_s: 60,
+            log_format: "json".into(),
+            runtimes: vec!["process".into()],
+            container_socket: "/var/run/docker.sock".into(),
+            slurm_partition: None,
+            slurm_gpu_memory_mib: 0,
+            kube_api: None,
+            kube_namespace: "classgrid".into(),
+        }
+    }
+
     pub fn resolve(a: &RunArgs) -> anyhow::Result<Self> {
         let f: FileConfig = load_file(a.config.as_deref())?;
         let hostname = sysinfo::System::host_name().unwrap_or_else(|| "node".into());
-        let name = pick(a.name.clone(), f.name, hostname);
-        let site = a.site.clone().or(f.site).ok_or_else(|| {
-            anyhow::anyhow!("--site: is required (the site this node belongs to)")
+        // After `join`, the state folder remembers broker, site and name.
+        let probe_dir = a
+            .state_dir
+            .clone()
+            .or(f.state_dir.clone())
+            .unwrap_or_else(|| {
+                let n = a
+                    .name
+                    .clone()
+                    .or(f.name.clone())
+                    .unwrap_or_else(|| hostname.clone());
+                classgrid_common::context::home().join(format!("agent-{n}"))
+            });
+        let joined = classgrid_common::join::Joined::load(&probe_dir);
+        let name = a
+            .name
+            .clone()
+            .or(f.name)
+            .or(joined.as_ref().map(|j| j.name.clone()))
+            .unwrap_or(hostname);
+        let site = a.site.clone().or(f.site).or(joined.as_ref().map(|j| j.site.clone())).ok_or_else(|| {
+            anyhow::anyhow!("--site: is required (the site this node belongs to), unless the agent has joined with `classgrid-agent join`")
         })?;
         let tier = pick(a.tier.clone(), f.tier, "edge".into());
         if tier != "edge" && tier != "cloud" {
             anyhow::bail!("--tier: must be edge or cloud, not `{tier}`");
         }
-        let broker = pick(a.broker.clone(), f.broker, "http://127.0.0.1:7443".into());
+        let broker = a
+            .broker
+            .clone()
+            .or(f.broker)
+            .or(joined.as_ref().map(|j| j.broker.clone()))
+            .unwrap_or_else(|| "https://127.0.0.1:7443".into());
         if !(broker.starts_with("http://") || broker.starts_with("https://")) {
             anyhow::bail!("--broker: must be an http:// or https:// URL, not `{broker}`");
         }
@@ -99,7 +225,54 @@ impl AgentConfig {
             .clone()
             .or(f.state_dir)
             .unwrap_or_else(|| classgrid_common::context::home().join(format!("agent-{name}")));
+        let runtimes = parse_runtimes(&pick(a.runtimes.clone(), f.runtimes, "process".into()))?;
+        let kube_api = a.kube_api.clone().or(f.kube_api);
+        if let Some(u) = &kube_api
+            && !u.starts_with("http://")
+        {
+            anyhow::bail!(
+                "--kube-api: must be an http:// URL of `kubectl proxy` (which holds the cluster's credentials), not `{u}`"
+            );
+        }
+        if runtimes.iter().any(|r| r == "kubernetes") && kube_api.is_none() {
+            anyhow::bail!(
+                "--kube-api: is required for the kubernetes runtime (for example http://127.0.0.1:8001 from `kubectl proxy`)"
+            );
+        }
+        let kube_namespace = pick(
+            a.kube_namespace.clone(),
+            f.kube_namespace,
+            "classgrid".into(),
+        );
+        let dns_label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        if !dns_label(&kube_namespace) {
+            anyhow::bail!(
+                "--kube-namespace: must be a DNS label (lower-case letters, digits and '-', at most 63), not `{kube_namespace}`"
+            );
+        }
         Ok(Self {
+            data_dir: a
+                .data_dir
+                .clone()
+                .or(f.data_dir)
+                .unwrap_or_else(|| state_dir.join("data")),
+            runtimes,
+            container_socket: pick(
+                a.container_socket.clone(),
+                f.container_socket,
+                "/var/run/docker.sock".into(),
+            ),
+            slurm_partition: a.slurm_partition.clone().or(f.slurm_partition),
+            slurm_gpu_memory_mib: pick(a.slurm_gpu_memory_mib, f.slurm_gpu_memory_mib, 0),
+            kube_api,
+            kube_namespace,
             broker,
             site,
             tier,

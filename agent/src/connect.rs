@@ -25,9 +25,16 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    pub fn new(d: &Discovery) -> Arc<Self> {
+    /// The host's capacity; `extra` are warnings about its runtimes.
+    pub fn new(d: &Discovery, extra: &[String]) -> Arc<Self> {
+        let mut warnings = d.warnings.clone();
+        warnings.extend(extra.iter().cloned());
+        Self::from_parts(host::capacity(d), warnings)
+    }
+
+    pub fn from_parts(cap: pb::NodeCapacity, warnings: Vec<String>) -> Arc<Self> {
         Arc::new(Self {
-            current: std::sync::Mutex::new((host::capacity(d), d.warnings.clone())),
+            current: std::sync::Mutex::new((cap, warnings)),
             dirty: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -66,12 +73,9 @@ async fn session(
     events: &mut mpsc::UnboundedReceiver<pb::AssignmentStatus>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(cfg.broker.clone())?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
+    // Certificates are read at each connection, so a renewed one is used
+    // from the next reconnect on, without stopping anything.
+    let channel = classgrid_common::join::channel(&cfg.broker, &cfg.state_dir).await?;
     let mut client = AgentServiceClient::new(channel);
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1024);
     let (cap, warnings) = capacity.current.lock().expect("lock").clone();
@@ -85,7 +89,7 @@ async fn session(
             agent_version: env!("CARGO_PKG_VERSION").into(),
             capacity: Some(cap),
             running: sup.statuses(),
-            runtimes: vec!["process".into()],
+            runtimes: sup.runtime_kinds(),
             tier: cfg.tier.clone(),
             warnings,
         })),
@@ -140,6 +144,7 @@ pub async fn rediscover(
     every: Duration,
     sup: Arc<Supervisor>,
     capacity: Arc<Capacity>,
+    runtime_warnings: Vec<String>,
 ) {
     loop {
         tokio::time::sleep(every).await;
@@ -156,12 +161,41 @@ pub async fn rediscover(
                     warn!(device = new.index, model = %new.model, "device became unhealthy");
                 }
             }
-            *cur = (cap, d.warnings.clone());
+            let mut warnings = d.warnings.clone();
+            warnings.extend(runtime_warnings.iter().cloned());
+            *cur = (cap, warnings);
             capacity
                 .dirty
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
         drop(cur);
         sup.set_devices(host::schedulable(&d).into_iter().cloned().collect());
+    }
+}
+
+/// For an agent that stands for a cluster: re-reads the cluster's capacity
+/// periodically and marks it for the next heartbeat when it changed.
+pub async fn refresh_cluster(
+    rt: Arc<dyn crate::runtime::Runtime>,
+    every: Duration,
+    capacity: Arc<Capacity>,
+    runtime_warnings: Vec<String>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some((cap, mut warnings)) = rt.cluster_capacity().await else {
+            return;
+        };
+        warnings.extend(runtime_warnings.iter().cloned());
+        let mut cur = capacity.current.lock().expect("lock");
+        if cur.0 != cap {
+            for w in warnings.iter().filter(|w| !cur.1.contains(w)) {
+                warn!(warning = %w, "cluster capacity");
+            }
+            *cur = (cap, warnings);
+            capacity
+                .dirty
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 }

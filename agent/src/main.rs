@@ -11,6 +11,11 @@ use classgrid_common::telemetry;
 /// edge box or a cloud machine; it reports the node's CPU, memory and
 /// accelerators to the regional broker and runs the seats it is given.
 ///
+/// It runs seats as processes (with cgroup CPU and memory limits where the
+/// host allows), as containers through a Docker-compatible engine, or stands
+/// for a whole Slurm or Kubernetes cluster (`--runtimes`). How to install it
+/// on each kind of host: docs/agent-install.md.
+///
 /// Configuration precedence: flag > CLASSGRID_* environment variable >
 /// TOML file (--config) > default.
 #[derive(Parser)]
@@ -27,12 +32,31 @@ enum Command {
     /// adopts them.
     Run {
         #[command(flatten)]
-        args: RunArgs,
+        args: Box<RunArgs>,
         /// Stop every running assignment when the agent exits.
         #[arg(long)]
         stop_work_on_exit: bool,
     },
-    /// Discover this machine's accelerators and print them.
+    /// Join the region: get this node's client certificate with a join token
+    /// from a district admin (`classgrid join-tokens create --site SITE`).
+    /// Afterwards `classgrid-agent run --state-dir DIR` needs no other flags.
+    Join {
+        /// The broker's https:// gRPC address.
+        #[arg(long, env = "CLASSGRID_BROKER")]
+        broker: String,
+        /// The join token (cgjoin_…); it pins the broker's CA.
+        #[arg(long, env = "CLASSGRID_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// This node's name within its site. Default: the host name.
+        #[arg(long, env = "CLASSGRID_NAME")]
+        name: Option<String>,
+        /// Where the agent keeps its state (certificates go in its tls/ folder).
+        #[arg(long, env = "CLASSGRID_STATE_DIR")]
+        state_dir: Option<std::path::PathBuf>,
+    },
+    /// Discover this machine's accelerators and print them. On an NVIDIA
+    /// machine, `devices --json` is the manual check of discovery; its output
+    /// can be saved as a new test fixture (docs/agent-install.md).
     Devices {
         /// Print JSON (the normalised device list and warnings).
         #[arg(long)]
@@ -48,6 +72,31 @@ fn main() -> ExitCode {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match cli.command {
         Command::Devices { json, tools } => devices(json, tools),
+        Command::Join {
+            broker,
+            token,
+            name,
+            state_dir,
+        } => {
+            let name = name
+                .unwrap_or_else(|| sysinfo::System::host_name().unwrap_or_else(|| "node".into()));
+            let dir = state_dir
+                .unwrap_or_else(|| classgrid_common::context::home().join(format!("agent-{name}")));
+            match rt.block_on(classgrid_common::join::join(&broker, &token, &name, &dir)) {
+                Ok(j) => {
+                    println!(
+                        "joined site {} as {}; certificate valid until {}",
+                        j.site, j.name, j.not_after
+                    );
+                    println!("next: classgrid-agent run --state-dir {}", dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("classgrid-agent: join failed: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             args,
             stop_work_on_exit,
@@ -88,6 +137,13 @@ fn devices(json: bool, tools: Vec<String>) -> ExitCode {
         tools,
         discovery_interval_s: None,
         log_format: None,
+        runtimes: None,
+        container_socket: None,
+        data_dir: None,
+        slurm_partition: None,
+        slurm_gpu_memory_mib: None,
+        kube_api: None,
+        kube_namespace: None,
     };
     let opts = match AgentConfig::resolve(&args).and_then(|c| c.discover_options()) {
         Ok(o) => o,

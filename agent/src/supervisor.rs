@@ -1,6 +1,7 @@
-//! Keeps the node's assignments running: starts them, watches them, stops
-//! them on release or at their end time (even with no broker), and adopts
-//! those a previous agent process left running.
+//! Keeps the node's assignments running, whatever their runtime: starts them,
+//! probes them, stops them on release or at their end time (even with no
+//! broker), reports usage while they run, and adopts those a previous agent
+//! process left running.
 
 use std::{
     collections::HashMap,
@@ -15,9 +16,16 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
-    runtime::process,
+    runtime::{GrantedSlice, Probe, Runtime, Runtimes, StartSpec, process},
     state::{Record, StateFile},
 };
+
+/// How long a seat that runs but does not listen on its PORT stays
+/// `starting` before it is reported running anyway.
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+/// How often running work reports its usage (slice-seconds, utilisation).
+pub const USAGE_INTERVAL: Duration = Duration::from_secs(15);
 
 struct Item {
     rec: Record,
@@ -28,12 +36,15 @@ struct Item {
 
 pub struct Supervisor {
     items: Mutex<HashMap<String, Item>>,
+    /// Assignments whose start is in flight, with a stop asked for meanwhile.
+    starting: Mutex<HashMap<String, Option<String>>>,
     events: mpsc::UnboundedSender<pb::AssignmentStatus>,
     state: StateFile,
     work_root: PathBuf,
     advertise_host: String,
     devices: Mutex<Vec<Device>>,
     control_env: ControlEnv,
+    runtimes: Runtimes,
 }
 
 fn now_ms() -> i64 {
@@ -43,47 +54,75 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Runtimes that run on this host take the host's slice controls; cluster
+/// runtimes leave device choice to the cluster's scheduler.
+fn on_host(kind: &str) -> bool {
+    matches!(kind, "process" | "container")
+}
+
 impl Supervisor {
-    /// Loads the last run's records and adopts every process still alive.
-    pub fn start(
+    /// Loads the last run's records and adopts all work that its runtime
+    /// still runs.
+    pub async fn start(
         state_dir: PathBuf,
         advertise_host: String,
+        runtimes: Runtimes,
     ) -> anyhow::Result<(Arc<Self>, mpsc::UnboundedReceiver<pb::AssignmentStatus>)> {
         let state = StateFile::new(&state_dir)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let control_env = ControlEnv::probe(false, None, false);
         let sup = Arc::new(Self {
             items: Mutex::new(HashMap::new()),
+            starting: Mutex::new(HashMap::new()),
             events: tx,
             state,
             work_root: state_dir.join("work"),
             advertise_host,
             devices: Mutex::new(Vec::new()),
             control_env,
+            runtimes,
         });
         let (records, problem) = sup.state.load();
         if let Some(p) = problem {
             warn!(problem = %p, "agent state unreadable; the broker will re-send what should run");
         }
-        for rec in records {
-            if process::alive(rec.pid, rec.start_ticks) {
-                info!(assignment = %rec.id, pid = rec.pid, "adopted running assignment");
-                let id = rec.id.clone();
-                sup.items.lock().expect("lock").insert(
-                    id.clone(),
-                    Item {
-                        rec,
-                        state: AssignmentState::Running,
-                        stopping: false,
-                        message: "adopted after agent restart".into(),
-                    },
-                );
-                sup.watch_adopted(id.clone());
-                sup.schedule_end(id);
+        for mut rec in records {
+            let kind = rec.handle.kind();
+            let Some(rt) = sup.runtimes.get(kind) else {
+                warn!(assignment = %rec.id, runtime = kind, "recorded work's runtime is not offered any more; not adopted");
+                continue;
+            };
+            let state = match rt.probe(&rec.handle).await {
+                Probe::Running { .. } | Probe::Unknown(_) => AssignmentState::Running,
+                Probe::Pending => AssignmentState::Starting,
+                Probe::Exited(_) | Probe::Gone => {
+                    rt.cleanup(&rec.handle, &rec.id).await;
+                    continue;
+                }
+            };
+            if rec.work_dir.as_os_str().is_empty() {
+                rec.work_dir = sup.work_root.join(&rec.id);
             }
+            info!(assignment = %rec.id, runtime = kind, handle = ?rec.handle, "adopted running assignment");
+            let id = rec.id.clone();
+            sup.items.lock().expect("lock").insert(
+                id.clone(),
+                Item {
+                    rec,
+                    state,
+                    stopping: false,
+                    message: "adopted after agent restart".into(),
+                },
+            );
+            sup.watch(id.clone(), rt);
+            sup.schedule_end(id);
         }
         sup.persist();
         Ok((sup, rx))
+    }
+
+    pub fn runtime_kinds(&self) -> Vec<String> {
+        self.runtimes.kinds()
     }
 
     pub fn set_devices(&self, devices: Vec<Device>) {
@@ -103,7 +142,18 @@ impl Supervisor {
         }
     }
 
-    fn status_of(item: &Item, exit: Option<i32>) -> pb::AssignmentStatus {
+    /// Mean measured utilisation of the devices `slots`, where they report it.
+    fn utilization(&self, slots: &[usize]) -> Option<f64> {
+        let devices = self.devices.lock().expect("lock");
+        let known: Vec<f64> = slots
+            .iter()
+            .filter_map(|s| devices.get(*s)?.utilization_percent)
+            .map(|u| u.min(100) as f64)
+            .collect();
+        (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64)
+    }
+
+    fn status_of(&self, item: &Item, exit: Option<i32>, tail: String) -> pb::AssignmentStatus {
         let elapsed = (now_ms() - item.rec.started_unix_ms).max(0) as f64 / 1000.0;
         pb::AssignmentStatus {
             assignment_id: item.rec.id.clone(),
@@ -112,16 +162,10 @@ impl Supervisor {
             endpoint: item.rec.endpoint.clone(),
             exit_code: exit.unwrap_or(0),
             has_exit_code: exit.is_some(),
-            output_tail: if matches!(
-                item.state,
-                AssignmentState::Exited | AssignmentState::Failed
-            ) {
-                process::tail(&item.rec.log_path, 2048)
-            } else {
-                String::new()
-            },
+            output_tail: tail,
             message: item.message.clone(),
             slice_seconds: elapsed * item.rec.slice_fraction,
+            utilization_percent: self.utilization(&item.rec.slots),
         }
     }
 
@@ -129,14 +173,33 @@ impl Supervisor {
         let _ = self.events.send(s);
     }
 
-    /// Everything running now, for registration and reconciliation.
+    /// Everything running now, for registration, reconciliation and usage.
     pub fn statuses(&self) -> Vec<pb::AssignmentStatus> {
         self.items
             .lock()
             .expect("lock")
             .values()
-            .map(|i| Self::status_of(i, None))
+            .map(|i| self.status_of(i, None, String::new()))
             .collect()
+    }
+
+    /// Reports usage of every running assignment periodically, so that
+    /// slice-seconds reach the broker while the work runs, not only at its end.
+    pub async fn report_usage(self: Arc<Self>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            let running: Vec<pb::AssignmentStatus> = {
+                let items = self.items.lock().expect("lock");
+                items
+                    .values()
+                    .filter(|i| i.state == AssignmentState::Running && !i.stopping)
+                    .map(|i| self.status_of(i, None, String::new()))
+                    .collect()
+            };
+            for s in running {
+                self.emit(s);
+            }
+        }
     }
 
     pub fn assign(self: &Arc<Self>, a: pb::Assign) {
@@ -145,7 +208,7 @@ impl Supervisor {
             if let Some(existing) = items.get_mut(&a.assignment_id) {
                 // Already running: take the broker's generation and say so.
                 existing.rec.generation = existing.rec.generation.max(a.generation);
-                let s = Self::status_of(existing, None);
+                let s = self.status_of(existing, None, String::new());
                 drop(items);
                 self.persist();
                 self.emit(s);
@@ -162,58 +225,113 @@ impl Supervisor {
             });
             return;
         }
-        if !a.runtime.is_empty() && a.runtime != "process" {
+        let Some(rt) = self.runtimes.get(&a.runtime) else {
+            let kinds = self.runtimes.kinds().join(", ");
             self.fail(
                 &a,
-                format!("runtime `{}` is not available on this node", a.runtime),
+                format!(
+                    "runtime `{}` is not available on this node (it offers {kinds})",
+                    a.runtime
+                ),
             );
             return;
+        };
+        if self
+            .starting
+            .lock()
+            .expect("lock")
+            .insert(a.assignment_id.clone(), None)
+            .is_some()
+        {
+            return; // a start is already in flight
         }
-        let (gpu_env, fraction) = match self.gpu_env(&a) {
+        let sup = self.clone();
+        tokio::spawn(async move { sup.start_one(a, rt).await });
+    }
+
+    async fn start_one(self: Arc<Self>, a: pb::Assign, rt: Arc<dyn Runtime>) {
+        let id = a.assignment_id.clone();
+        let result = self.prepare(&a, rt.kind()).map_err(|e| anyhow::anyhow!(e));
+        let result = match result {
+            Ok((spec, fraction)) => {
+                let (port, work_dir, slots) = (
+                    spec.port,
+                    spec.work_dir.clone(),
+                    spec.slices.iter().map(|s| s.slot).collect::<Vec<_>>(),
+                );
+                rt.start(spec)
+                    .await
+                    .map(|h| (h, port, work_dir, slots, fraction))
+            }
+            Err(e) => Err(e),
+        };
+        let stop_asked = self.starting.lock().expect("lock").remove(&id).flatten();
+        let (handle, port, work_dir, slots, fraction) = match result {
             Ok(v) => v,
             Err(e) => {
-                self.fail(&a, e);
+                self.fail(&a, format!("{e:#}"));
                 return;
             }
         };
-        let work_dir = self.work_root.join(&a.assignment_id);
-        let spawned = match process::spawn(&a, &work_dir, &gpu_env) {
-            Ok(s) => s,
-            Err(e) => {
-                self.fail(&a, e.to_string());
-                return;
-            }
-        };
-        let endpoint = format!("http://{}:{}", self.advertise_host, spawned.port);
         let rec = Record {
-            id: a.assignment_id.clone(),
+            id: id.clone(),
             generation: a.generation,
             kind: a.kind.clone(),
-            pid: spawned.pid,
-            start_ticks: spawned.start_ticks,
-            port: spawned.port,
-            endpoint,
+            endpoint: if on_host(rt.kind()) {
+                format!("http://{}:{port}", self.advertise_host)
+            } else {
+                String::new()
+            },
+            handle,
+            port,
             ends_unix_ms: a.ends_unix_ms,
             grace_seconds: a.grace_seconds.clamp(1, 600),
-            log_path: spawned.log_path,
+            work_dir,
             started_unix_ms: now_ms(),
             slice_fraction: fraction,
+            slots,
         };
-        info!(assignment = %rec.id, pid = rec.pid, port = rec.port, "assignment started");
-        let id = rec.id.clone();
-        let port = rec.port;
+        info!(assignment = %id, runtime = rt.kind(), handle = ?rec.handle, port, "assignment started");
         let item = Item {
             rec,
             state: AssignmentState::Starting,
             stopping: false,
             message: String::new(),
         };
-        self.emit(Self::status_of(&item, None));
+        self.emit(self.status_of(&item, None, String::new()));
         self.items.lock().expect("lock").insert(id.clone(), item);
         self.persist();
-        self.watch_child(id.clone(), spawned.child);
-        self.await_listening(id.clone(), port);
-        self.schedule_end(id);
+        self.watch(id.clone(), rt);
+        self.schedule_end(id.clone());
+        if let Some(reason) = stop_asked {
+            self.stop(&id, &reason);
+        }
+    }
+
+    /// The seat's variables, port, work folder and slices.
+    fn prepare(&self, a: &pb::Assign, kind: &str) -> Result<(StartSpec, f64), String> {
+        let w = a.workload.as_ref().ok_or("workload: is required")?;
+        let (gpu_env, slices, fraction) = self.gpu_env(a, on_host(kind))?;
+        let port = process::free_port().map_err(|e| format!("no free port for the seat: {e}"))?;
+        let work_dir = self.work_root.join(&a.assignment_id);
+        std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
+        let mut env: Vec<(String, String)> =
+            w.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.sort();
+        env.extend(gpu_env);
+        env.push(("PORT".into(), port.to_string()));
+        env.push(("CLASSGRID_ASSIGNMENT_ID".into(), a.assignment_id.clone()));
+        env.push(("CLASSGRID_WORK_DIR".into(), work_dir.display().to_string()));
+        Ok((
+            StartSpec {
+                assign: a.clone(),
+                work_dir,
+                env,
+                port,
+                slices,
+            },
+            fraction,
+        ))
     }
 
     fn fail(&self, a: &pb::Assign, message: String) {
@@ -227,22 +345,37 @@ impl Supervisor {
         });
     }
 
-    /// The vendor controls that hold each granted slice, and the share of
-    /// accelerators held (for slice-seconds).
-    fn gpu_env(&self, a: &pb::Assign) -> Result<(Vec<(String, String)>, f64), String> {
+    /// The vendor controls that hold each granted slice (for runtimes on this
+    /// host), the slices, and the share of accelerators held (for
+    /// slice-seconds).
+    #[allow(clippy::type_complexity)]
+    fn gpu_env(
+        &self,
+        a: &pb::Assign,
+        host: bool,
+    ) -> Result<(Vec<(String, String)>, Vec<GrantedSlice>, f64), String> {
         let devices = self.devices.lock().expect("lock");
         let mut env: Vec<(String, String)> = Vec::new();
+        let mut slices = Vec::new();
         let mut fraction = 0.0;
         for g in &a.gpus {
-            let d = devices.get(g.device_index.max(0) as usize).ok_or_else(|| {
+            let slot = g.device_index.max(0) as usize;
+            let memory_mib = g.memory_mib.max(0) as u64;
+            let pct = g.compute_percent.clamp(0, 100) as u32;
+            fraction += pct as f64 / 100.0;
+            if !host {
+                slices.push(GrantedSlice {
+                    slot,
+                    device: None,
+                    memory_mib,
+                    compute_percent: pct,
+                });
+                continue;
+            }
+            let d = devices.get(slot).ok_or_else(|| {
                 format!("device slot {} does not exist on this node", g.device_index)
             })?;
-            let c = classgrid_devices::slice_controls(
-                d,
-                g.memory_mib.max(0) as u64,
-                g.compute_percent.clamp(0, 100) as u32,
-                &self.control_env,
-            );
+            let c = classgrid_devices::slice_controls(d, memory_mib, pct, &self.control_env);
             for (k, v) in c.env {
                 // Several devices of one vendor: visible-device lists are joined.
                 match env.iter_mut().find(|(ek, _)| *ek == k) {
@@ -254,76 +387,107 @@ impl Supervisor {
                     None => env.push((k, v)),
                 }
             }
-            fraction += g.compute_percent.clamp(0, 100) as f64 / 100.0;
+            slices.push(GrantedSlice {
+                slot,
+                device: Some(d.clone()),
+                memory_mib,
+                compute_percent: pct,
+            });
         }
-        Ok((env, fraction))
+        Ok((env, slices, fraction))
     }
 
-    fn watch_child(self: &Arc<Self>, id: String, mut child: tokio::process::Child) {
+    /// Probes the work until it ends: `starting` becomes `running` once the
+    /// seat listens on its PORT (or its runtime says it is ready, or after
+    /// [`LISTEN_WAIT`]); an exit is reported with its output.
+    fn watch(self: &Arc<Self>, id: String, rt: Arc<dyn Runtime>) {
         let sup = self.clone();
         tokio::spawn(async move {
-            let status = child.wait().await;
-            let code = status.ok().and_then(|s| s.code());
-            sup.finished(&id, code);
-        });
-    }
-
-    /// An adopted process is not our child: poll it.
-    fn watch_adopted(self: &Arc<Self>, id: String) {
-        let sup = self.clone();
-        tokio::spawn(async move {
+            let mut running_since: Option<tokio::time::Instant> = None;
+            let mut last_unknown = String::new();
             loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let Some((pid, ticks)) = sup
+                tokio::time::sleep(rt.poll_interval()).await;
+                let Some((handle, state, port)) = sup
                     .items
                     .lock()
                     .expect("lock")
                     .get(&id)
-                    .map(|i| (i.rec.pid, i.rec.start_ticks))
+                    .map(|i| (i.rec.handle.clone(), i.state, i.rec.port))
                 else {
                     return;
                 };
-                if !process::alive(pid, ticks) {
-                    sup.finished(&id, None);
-                    return;
+                match rt.probe(&handle).await {
+                    Probe::Pending => {}
+                    Probe::Unknown(e) => {
+                        if e != last_unknown {
+                            warn!(assignment = %id, error = %e, "cannot ask the runtime about the work; keeping its state");
+                            last_unknown = e;
+                        }
+                    }
+                    Probe::Running { host, ready } => {
+                        if state != AssignmentState::Starting {
+                            continue;
+                        }
+                        let since = *running_since.get_or_insert_with(tokio::time::Instant::now);
+                        let check = host.clone().unwrap_or_else(|| "127.0.0.1".into());
+                        let listening = ready
+                            || tokio::time::timeout(
+                                Duration::from_secs(1),
+                                tokio::net::TcpStream::connect((check.as_str(), port)),
+                            )
+                            .await
+                            .is_ok_and(|r| r.is_ok());
+                        if listening || since.elapsed() >= LISTEN_WAIT {
+                            sup.mark_running(&id, host, listening);
+                        }
+                    }
+                    Probe::Exited(code) => {
+                        let tail = rt.output_tail(&handle, &sup.work_dir(&id)).await;
+                        sup.finished(&id, code, tail);
+                        rt.cleanup(&handle, &id).await;
+                        return;
+                    }
+                    Probe::Gone => {
+                        let tail = rt.output_tail(&handle, &sup.work_dir(&id)).await;
+                        sup.finished(&id, None, tail);
+                        return;
+                    }
                 }
             }
         });
     }
 
-    /// Running once the seat accepts connections on its port; work that never
-    /// listens counts as running after a short wait.
-    fn await_listening(self: &Arc<Self>, id: String, port: u16) {
-        let sup = self.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            let mut listening = false;
-            while tokio::time::Instant::now() < deadline {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
-                    listening = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let s = {
-                let mut items = sup.items.lock().expect("lock");
-                let Some(item) = items.get_mut(&id) else {
-                    return;
-                };
-                if item.state != AssignmentState::Starting {
-                    return;
-                }
-                item.state = AssignmentState::Running;
-                if !listening {
-                    item.message = format!("not listening on PORT {port}");
-                }
-                Self::status_of(item, None)
+    fn work_dir(&self, id: &str) -> PathBuf {
+        self.items
+            .lock()
+            .expect("lock")
+            .get(id)
+            .map(|i| i.rec.work_dir.clone())
+            .unwrap_or_else(|| self.work_root.join(id))
+    }
+
+    fn mark_running(&self, id: &str, host: Option<String>, listening: bool) {
+        let s = {
+            let mut items = self.items.lock().expect("lock");
+            let Some(item) = items.get_mut(id) else {
+                return;
             };
-            sup.emit(s);
-        });
+            if item.state != AssignmentState::Starting {
+                return;
+            }
+            item.state = AssignmentState::Running;
+            if let Some(h) = host {
+                item.rec.endpoint = format!("http://{h}:{}", item.rec.port);
+            } else if item.rec.endpoint.is_empty() {
+                item.rec.endpoint = format!("http://{}:{}", self.advertise_host, item.rec.port);
+            }
+            if !listening {
+                item.message = format!("not listening on PORT {}", item.rec.port);
+            }
+            self.status_of(item, None, String::new())
+        };
+        self.persist();
+        self.emit(s);
     }
 
     fn schedule_end(self: &Arc<Self>, id: String) {
@@ -344,7 +508,7 @@ impl Supervisor {
         });
     }
 
-    fn finished(&self, id: &str, code: Option<i32>) {
+    fn finished(&self, id: &str, code: Option<i32>, tail: String) {
         let s = {
             let mut items = self.items.lock().expect("lock");
             let Some(mut item) = items.remove(id) else {
@@ -366,16 +530,28 @@ impl Supervisor {
                     }
                 };
             }
-            Self::status_of(&item, if item.stopping { None } else { code })
+            let show_tail = matches!(
+                item.state,
+                AssignmentState::Exited | AssignmentState::Failed
+            );
+            self.status_of(
+                &item,
+                if item.stopping { None } else { code },
+                if show_tail { tail } else { String::new() },
+            )
         };
         info!(assignment = %id, state = ?AssignmentState::try_from(s.state).unwrap_or_default(), "assignment finished");
         self.persist();
         self.emit(s);
     }
 
-    /// SIGTERM to the whole process group, then SIGKILL after the grace period.
+    /// Asks the work's runtime to stop it; it is killed after its grace period.
     pub fn stop(self: &Arc<Self>, id: &str, reason: &str) {
-        let (pid, grace) = {
+        if let Some(pending) = self.starting.lock().expect("lock").get_mut(id) {
+            *pending = Some(reason.to_string());
+            return;
+        }
+        let (handle, grace) = {
             let mut items = self.items.lock().expect("lock");
             let Some(item) = items.get_mut(id) else {
                 return;
@@ -385,16 +561,19 @@ impl Supervisor {
             }
             item.stopping = true;
             item.message = reason.to_string();
-            (item.rec.pid, item.rec.grace_seconds)
+            (item.rec.handle.clone(), item.rec.grace_seconds)
+        };
+        let Some(rt) = self.runtimes.get(handle.kind()) else {
+            return;
         };
         info!(assignment = %id, reason, "stopping assignment");
-        process::signal_group(pid, libc::SIGTERM);
-        let sup = self.clone();
         let id = id.to_string();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(grace.max(1) as u64)).await;
-            if sup.items.lock().expect("lock").contains_key(&id) {
-                process::signal_group(pid, libc::SIGKILL);
+            if let Err(e) = rt
+                .stop(&handle, Duration::from_secs(grace.max(1) as u64))
+                .await
+            {
+                warn!(assignment = %id, error = %format!("{e:#}"), "stop failed; the next probe decides");
             }
         });
     }
@@ -406,10 +585,12 @@ impl Supervisor {
             .expect("lock")
             .get(id)
             .map(|i| i.rec.generation);
+        let pending = self.starting.lock().expect("lock").contains_key(id);
         match known {
             // A release for an older generation does not stop newer work.
             Some(g) if g > generation => {}
             Some(_) => self.stop(id, reason),
+            None if pending => self.stop(id, reason),
             None => self.emit(pb::AssignmentStatus {
                 assignment_id: id.to_string(),
                 generation,
@@ -420,13 +601,14 @@ impl Supervisor {
         }
     }
 
-    /// Stops everything (used by `classgrid up` on shutdown).
+    /// Stops everything and waits for it to end (used by `classgrid up` on
+    /// shutdown, and by `--stop-work-on-exit`).
     pub async fn stop_all(self: &Arc<Self>, reason: &str) {
         let ids: Vec<String> = self.items.lock().expect("lock").keys().cloned().collect();
         for id in &ids {
             self.stop(id, reason);
         }
-        for _ in 0..100 {
+        for _ in 0..200 {
             if self.items.lock().expect("lock").is_empty() {
                 return;
             }

@@ -5,7 +5,16 @@ use std::sync::Arc;
 use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
-use crate::{config::BrokerConfig, fleet::Fleet, metrics::Metrics, store::Store};
+use crate::{
+    auth::{
+        authn::{Limiter, TokenCache},
+        tls::ServerTls,
+    },
+    config::BrokerConfig,
+    fleet::Fleet,
+    metrics::Metrics,
+    store::Store,
+};
 
 pub type App = Arc<Broker>;
 
@@ -18,12 +27,29 @@ pub struct Broker {
     pub lesson_events: broadcast::Sender<Uuid>,
     /// Wakes the lifecycle clock early (a booking, a cancel, a node back).
     pub clock: Notify,
+    /// Every current reservation, in memory; PostgreSQL enforces capacity.
+    pub calendar: crate::planner::LiveCalendar,
+    /// The region CA and server certificate; None under --insecure-dev.
+    pub tls: Option<ServerTls>,
+    pub token_cache: TokenCache,
+    pub limiter: Limiter,
 }
 
 impl Broker {
     pub async fn new(cfg: BrokerConfig, store: Store) -> anyhow::Result<App> {
         let fleet = Fleet::load(store.list_sites().await?, store.list_nodes().await?);
+        fleet.set_lending(cfg.lending.clone());
         let (lesson_events, _) = broadcast::channel(4096);
+        let sec = &cfg.security;
+        let tls = if sec.insecure_dev {
+            tracing::warn!(
+                "--insecure-dev: serving PLAIN TEXT and accepting agents without certificates; never do this outside development"
+            );
+            None
+        } else {
+            Some(crate::auth::tls::prepare(&sec.data_dir, sec.tls_cert.as_deref(), sec.tls_key.as_deref(), &sec.tls_san)?)
+        };
+        let limiter = crate::auth::authn::limiter(sec.rate_limit_per_s);
         Ok(Arc::new(Self {
             cfg,
             store,
@@ -31,6 +57,10 @@ impl Broker {
             metrics: Metrics::default(),
             lesson_events,
             clock: Notify::new(),
+            calendar: Default::default(),
+            tls,
+            token_cache: crate::auth::authn::token_cache(),
+            limiter,
         }))
     }
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use classgrid_placement::{Decision, Owner, Request};
+use classgrid_placement::{Decision, Fleet, Owner, Request};
 use tokio::sync::watch;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -14,10 +14,9 @@ use crate::{
     app::{App, Broker},
     domain::states::{lesson as ls, seat as ss},
     fleet::liveness,
-    service::{grants, new_seat, window_ms},
+    service::{new_seat, window_ms},
     store::{
         self, assignments,
-        assignments::Payload,
         lessons::{self as lesson_store, LessonRow, SeatRow},
         reservations,
     },
@@ -25,9 +24,13 @@ use crate::{
 
 const TICK: Duration = Duration::from_millis(250);
 const JOB_TICK: Duration = Duration::from_secs(1);
+/// Re-reads the calendar from PostgreSQL: drops rows whose window passed and
+/// picks up changes made by other writers (another broker, an operator).
+const CALENDAR_RESYNC: Duration = Duration::from_secs(15);
 
 pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut last_jobs = Instant::now() - JOB_TICK;
+    let mut last_resync = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
@@ -41,6 +44,15 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
             last_jobs = Instant::now();
             if let Err(e) = app.job_tick().await {
                 warn!(error = %e, "job queue tick failed; retrying");
+            }
+            if let Err(e) = app.voucher_tick().await {
+                warn!(error = %e, "voucher expiry/settlement tick failed; retrying");
+            }
+        }
+        if last_resync.elapsed() >= CALENDAR_RESYNC {
+            last_resync = Instant::now();
+            if let Err(e) = app.reload_calendar().await {
+                warn!(error = %e, "calendar resync failed; retrying");
             }
         }
     }
@@ -104,60 +116,41 @@ impl Broker {
         .await?;
         tx.commit().await?;
         info!(lesson = %l.id, "lesson live");
+        let fleet = self.fleet.snapshot();
+        let mut bind = Vec::new();
         for seat in self.store.seats_of(l.id).await? {
-            if seat.state == ss::STAGED {
-                if let Err(e) = self.dispatch_seat(l, &seat).await {
-                    warn!(lesson = %l.id, seat = seat.number, error = %e, "seat dispatch failed");
+            if seat.state != ss::STAGED {
+                continue;
+            }
+            let connected = seat
+                .node_id
+                .and_then(|n| self.fleet.node(n))
+                .is_some_and(|n| n.is_connected());
+            if connected {
+                bind.push(seat);
+                continue;
+            }
+            match self.replan_seat(&fleet, l, &seat).await {
+                Ok(Some(s)) => bind.push(s),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(lesson = %l.id, seat = seat.number, error = %e, "seat re-planning failed")
                 }
             }
         }
+        self.bind_seats(l, &bind).await?;
         self.lesson_changed(l.id);
         Ok(())
     }
 
-    pub async fn dispatch_seat(&self, l: &LessonRow, seat: &SeatRow) -> anyhow::Result<()> {
-        let connected = seat
-            .node_id
-            .and_then(|n| self.fleet.node(n))
-            .is_some_and(|n| n.is_connected());
-        let seat = if connected {
-            seat.clone()
-        } else {
-            match self.replan_seat(l, seat).await? {
-                Some(s) => s,
-                None => return Ok(()),
-            }
-        };
-        let Some(node_id) = seat.node_id else {
-            return Ok(());
-        };
-        let spec = &l.seat_spec.0;
-        let payload = Payload {
-            kind: "seat".into(),
-            owner_id: l.id,
-            workload: l.workload.0.clone(),
-            runtime: spec.runtime.clone(),
-            cpu_millis: spec.cpu_millis,
-            memory_mib: spec.memory_mib,
-            gpus: grants(
-                &seat.device_indexes,
-                seat.gpu_memory_mib,
-                seat.gpu_compute_pct,
-            ),
-            grace_seconds: self.cfg.grace.as_secs().min(600) as u32,
-        };
-        let mut tx = self.store.pool.begin().await?;
-        let id = self
-            .create_assignment(&mut tx, node_id, Some(seat.id), None, &payload, l.end_at())
-            .await?;
-        lesson_store::update_seat(&mut *tx, seat.id, ss::STARTING, None, None).await?;
-        tx.commit().await?;
-        self.send_assignment(id).await
-    }
-
     /// Places one seat again under the lesson's own rules. On failure the
     /// seat is marked failed with the reason, for the platform to see.
-    async fn replan_seat(&self, l: &LessonRow, seat: &SeatRow) -> anyhow::Result<Option<SeatRow>> {
+    async fn replan_seat(
+        &self,
+        fleet: &Fleet,
+        l: &LessonRow,
+        seat: &SeatRow,
+    ) -> anyhow::Result<Option<SeatRow>> {
         let req = Request {
             school_site: l.school_site_id,
             window: window_ms(l.window_start, l.window_end),
@@ -169,10 +162,12 @@ impl Broker {
             staging_lead_ms: 0,
             may_preempt: true,
         };
+        let owner = Owner::Lesson(l.id);
         for _ in 0..4 {
-            let (decision, _) = self.plan(&req).await?;
-            let a = match decision {
-                Decision::Refused(e) => {
+            let (decision, hold) = self.plan(fleet, &req, Some(owner)).await?;
+            let (a, hold) = match (decision, hold) {
+                (Decision::Admitted(a), Some(hold)) => (a, hold),
+                (Decision::Refused(e), _) => {
                     let msg = format!(
                         "its node was not connected at start and re-planning failed: {}",
                         e.summary
@@ -188,30 +183,45 @@ impl Broker {
                     warn!(lesson = %l.id, seat = seat.number, %msg, "seat failed");
                     return Ok(None);
                 }
-                Decision::Admitted(a) => a,
+                (Decision::Admitted(_), None) => return Ok(None),
             };
             let Some(p) = a.seats.first() else {
+                self.abort_hold(hold).await?;
                 return Ok(None);
             };
-            let mut tx = self.store.pool.begin().await?;
-            reservations::delete_seat(&mut tx, seat.id).await?;
             let mut placed = new_seat(seat.id, p);
             placed.number = seat.number;
-            match reservations::insert(
-                &mut tx,
-                &p.reservations(&req, Owner::Lesson(l.id)),
-                Some(seat.id),
-            )
-            .await
-            {
-                Ok(()) => {}
-                Err(e) if store::is_capacity_conflict(&e) => continue,
-                Err(e) => return Err(e.into()),
+            let moved = async {
+                let mut tx = self.store.pool.begin().await?;
+                reservations::delete_seat(&mut tx, seat.id).await?;
+                let cut = reservations::to_time(req.window.start);
+                self.preempt_jobs(&mut tx, &a.preempted, cut, l.id)
+                    .await?;
+                reservations::insert(&mut tx, &p.reservations(&req, owner), Some(seat.id)).await?;
+                lesson_store::move_seat(&mut tx, &placed).await?;
+                tx.commit().await
             }
-            lesson_store::move_seat(&mut tx, &placed).await?;
-            tx.commit().await?;
-            info!(lesson = %l.id, seat = seat.number, node = %p.node_id, "seat re-planned");
-            return Ok(self.store.get_seat(seat.id).await?);
+            .await;
+            match moved {
+                Ok(()) => {
+                    self.commit_hold(hold);
+                    // The seat's old rows are gone from the database; read
+                    // the lesson's (and any preempted job's) rows back.
+                    let mut owners = vec![owner];
+                    owners.extend(a.preempted.iter().copied());
+                    self.refresh_owners(&owners).await?;
+                    info!(lesson = %l.id, seat = seat.number, node = %p.node_id, "seat re-planned");
+                    return Ok(self.store.get_seat(seat.id).await?);
+                }
+                Err(e) => {
+                    self.abort_hold(hold).await?;
+                    if store::is_capacity_conflict(&e) {
+                        self.reload_calendar().await?;
+                        continue;
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         Ok(None)
     }
@@ -229,7 +239,9 @@ impl Broker {
         .await?;
         lesson_store::set_lesson_state(&mut tx, l.id, &[ls::LIVE], ls::ENDED, None).await?;
         reservations::delete_owner(&mut tx, Owner::Lesson(l.id)).await?;
+        self.settle_vouchers(&mut tx, Owner::Lesson(l.id), false).await?;
         tx.commit().await?;
+        self.refresh_owners(&[Owner::Lesson(l.id)]).await?;
         self.send_releases(&released, "lesson ended");
         info!(lesson = %l.id, "lesson ended");
         self.lesson_changed(l.id);

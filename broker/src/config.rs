@@ -6,7 +6,7 @@ use classgrid_common::config::{load_file, pick};
 use classgrid_placement::{Topology, Weights};
 use serde::Deserialize;
 
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
     /// TOML config file; its keys are the long flag names with `_` for `-`.
     #[arg(long, env = "CLASSGRID_CONFIG")]
@@ -44,6 +44,8 @@ pub struct ServeArgs {
     /// OTLP/gRPC endpoint for traces, e.g. http://127.0.0.1:4317
     #[arg(long, env = "CLASSGRID_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub security: crate::auth::config::SecurityArgs,
 }
 
 /// The TOML file. Unknown keys are refused.
@@ -63,6 +65,28 @@ pub struct FileConfig {
     pub otlp_endpoint: Option<String>,
     pub topology: Option<TopologyConfig>,
     pub weights: Option<WeightsConfig>,
+    pub security: Option<crate::auth::config::SecurityFile>,
+    /// Model substring → accelerator-hour weight (T4 = 1.0).
+    pub voucher_weights: Option<std::collections::BTreeMap<String, f64>>,
+    pub vouchers: Option<crate::vouchers::config::VoucherFile>,
+    /// `[[lending]]`: nodes a school keeps for its own classes in its hours.
+    pub lending: Option<Vec<crate::fleet::lending::LendingRule>>,
+    /// `[job_priority]`: weights of the named factors that order the job queue.
+    pub job_priority: Option<JobPriorityConfig>,
+}
+
+/// Job priority = Σ weight · factor over the factors the broker computes for
+/// each queued job (see `service::jobs::priority_factors`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobPriorityConfig {
+    /// The job's own `priority` field, -1000..1000.
+    pub priority: Option<f64>,
+    /// Minutes the job has waited in the queue, so nothing starves.
+    pub wait_minutes: Option<f64>,
+    /// The school's share (0..1) of the jobs running now; a negative weight
+    /// lets schools with fewer running jobs go first.
+    pub school_share: Option<f64>,
 }
 
 /// Configured RTT classes, used when no measurement or estimate exists.
@@ -99,6 +123,10 @@ pub struct BrokerConfig {
     pub otlp_endpoint: Option<String>,
     pub topology: Topology,
     pub weights: Weights,
+    pub security: crate::auth::config::SecurityConfig,
+    pub vouchers: crate::vouchers::VoucherConfig,
+    pub lending: Vec<crate::fleet::lending::LendingRule>,
+    pub job_priority: classgrid_placement::PriorityWeights,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/classgrid";
@@ -154,6 +182,7 @@ impl BrokerConfig {
                 }
             }
         };
+        let job_priority = job_priority_weights(file.job_priority.as_ref())?;
         let cfg = Self {
             database_url: pick(
                 args.database_url.clone(),
@@ -176,6 +205,13 @@ impl BrokerConfig {
             otlp_endpoint: args.otlp_endpoint.clone().or(file.otlp_endpoint),
             topology,
             weights,
+            security: crate::auth::config::SecurityConfig::resolve(&args.security, file.security.as_ref())?,
+            vouchers: crate::vouchers::VoucherConfig::from_file(
+                file.voucher_weights.as_ref(),
+                file.vouchers.as_ref(),
+            )?,
+            lending: file.lending.unwrap_or_default(),
+            job_priority,
         };
         if cfg.lost_after < cfg.disconnected_after {
             anyhow::bail!("lost_after_s: must not be shorter than disconnected_after_s");
@@ -185,6 +221,35 @@ impl BrokerConfig {
         }
         Ok(cfg)
     }
+}
+
+fn job_priority_weights(
+    c: Option<&JobPriorityConfig>,
+) -> anyhow::Result<classgrid_placement::PriorityWeights> {
+    // Without a section: the job's own priority first, then one point per
+    // ten minutes of waiting.
+    let (p, w, s) = match c {
+        None => (1.0, 0.1, 0.0),
+        Some(c) => (
+            c.priority.unwrap_or(0.0),
+            c.wait_minutes.unwrap_or(0.0),
+            c.school_share.unwrap_or(0.0),
+        ),
+    };
+    for (key, v) in [
+        ("job_priority.priority", p),
+        ("job_priority.wait_minutes", w),
+        ("job_priority.school_share", s),
+    ] {
+        if !(v.is_finite() && v.abs() <= 1e6) {
+            anyhow::bail!("config {key}: must be a number between -1000000 and 1000000, not {v}");
+        }
+    }
+    Ok(classgrid_placement::PriorityWeights(vec![
+        ("priority".into(), p),
+        ("wait_minutes".into(), w),
+        ("school_share".into(), s),
+    ]))
 }
 
 #[cfg(test)]
@@ -205,6 +270,7 @@ mod tests {
             max_window_s: None,
             log_format: None,
             otlp_endpoint: None,
+            security: Default::default(),
         }
     }
 

@@ -8,7 +8,12 @@ use uuid::Uuid;
 
 use crate::{
     app::Broker,
-    store::assignments::{self, AssignmentRow, Payload},
+    domain::states::seat as ss,
+    service::grants,
+    store::{
+        assignments::{self, AssignmentRow, Payload},
+        lessons::{self as lesson_store, LessonRow, SeatRow},
+    },
 };
 
 pub fn assign_message(a: &AssignmentRow) -> BrokerMessage {
@@ -66,6 +71,58 @@ impl Broker {
         };
         self.metrics.seats_dispatched.inc();
         self.fleet.send(a.node_id, assign_message(&a));
+        Ok(())
+    }
+
+    /// Binds a lesson's seats to their nodes: every assignment is written in
+    /// one transaction and then sent, so a class of 45 costs two statements,
+    /// not 45 transactions.
+    pub async fn bind_seats(&self, l: &LessonRow, seats: &[SeatRow]) -> anyhow::Result<()> {
+        let spec = &l.seat_spec.0;
+        let rows: Vec<AssignmentRow> = seats
+            .iter()
+            .filter_map(|seat| {
+                let node_id = seat.node_id?;
+                let payload = Payload {
+                    kind: "seat".into(),
+                    owner_id: l.id,
+                    workload: l.workload.0.clone(),
+                    runtime: spec.runtime.clone(),
+                    cpu_millis: spec.cpu_millis,
+                    memory_mib: spec.memory_mib,
+                    gpus: grants(
+                        &seat.device_indexes,
+                        seat.gpu_memory_mib,
+                        seat.gpu_compute_pct,
+                    ),
+                    grace_seconds: self.cfg.grace.as_secs().min(600) as u32,
+                };
+                Some(AssignmentRow {
+                    id: Uuid::now_v7(),
+                    generation: 1,
+                    kind: "seat".into(),
+                    seat_id: Some(seat.id),
+                    job_id: None,
+                    node_id,
+                    state: "pending".into(),
+                    payload: sqlx::types::Json(payload),
+                    endpoint: String::new(),
+                    ends_at: l.end_at(),
+                })
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let seat_ids: Vec<Uuid> = rows.iter().filter_map(|a| a.seat_id).collect();
+        let mut tx = self.store.pool.begin().await?;
+        assignments::insert_seats(&mut tx, &rows).await?;
+        lesson_store::set_seats(&mut tx, &seat_ids, ss::STARTING).await?;
+        tx.commit().await?;
+        for a in &rows {
+            self.metrics.seats_dispatched.inc();
+            self.fleet.send(a.node_id, assign_message(a));
+        }
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! the live fleet view, the lifecycle clock and the PostgreSQL store.
 
 pub mod api;
+pub mod auth;
 pub mod app;
 pub mod clock;
 pub mod config;
@@ -13,3 +14,4 @@ pub mod planner;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod vouchers;

@@ -24,12 +24,15 @@ enum Command {
     Serve(ServeArgs),
     /// Apply the SQL migrations in migrations/ and exit.
     Migrate(ServeArgs),
+    /// Print a new district-admin API token (for the first admin, run on
+    /// the server itself with database access). Audited as `bootstrap`.
+    AdminToken(ServeArgs),
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let (Command::Serve(args) | Command::Migrate(args)) = &cli.command;
+    let (Command::Serve(args) | Command::Migrate(args) | Command::AdminToken(args)) = &cli.command;
     let cfg = match BrokerConfig::resolve(args) {
         Ok(c) => c,
         Err(e) => {
@@ -47,6 +50,16 @@ async fn main() -> std::process::ExitCode {
             async {
                 let started = server::start(cfg).await?;
                 server::run(started, server::shutdown_signal()).await
+            }
+            .await
+        }
+        Command::AdminToken(_) => {
+            async {
+                let store = Store::connect(&cfg.database_url).await?;
+                store.migrate().await?;
+                let t = classgrid_broker::service::admin::bootstrap_admin_token(&store, "admin-token").await?;
+                println!("{t}");
+                Ok(())
             }
             .await
         }

@@ -1,6 +1,7 @@
 //! Start-up: connect, migrate, bind, serve, and stop cleanly.
 
 use classgrid_proto::v1::{
+    admin_service_server::AdminServiceServer, join_service_server::JoinServiceServer,
     FILE_DESCRIPTOR_SET, agent_service_server::AgentServiceServer,
     edge_service_server::EdgeServiceServer, fleet_service_server::FleetServiceServer,
     job_service_server::JobServiceServer, lesson_service_server::LessonServiceServer,
@@ -53,35 +54,37 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
     let http_addr = s.http.local_addr()?;
     info!(%grpc_addr, %http_addr, "broker serving");
 
-    let mut stop = shutdown.clone();
-    let grpc_server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .timeout(std::time::Duration::from_secs(60));
+    if let Some(tls) = &app.tls {
+        // Client certificates are optional at the TLS layer: platforms use
+        // bearer tokens, while agents and edges must present one (checked in
+        // their services).
+        builder = builder.tls_config(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+                .client_ca_root(tonic::transport::Certificate::from_pem(&tls.ca.cert_pem))
+                .client_auth_optional(true),
+        )?;
+    }
+    let mut stop = shutdown.clone();
+    let grpc_server = builder
+        .layer(crate::auth::gate::GateLayer { app: app.clone() })
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
-            AgentServiceServer::new(grpc::agent::Agents(app.clone()))
-                .max_decoding_message_size(4 << 20),
-        )
-        .add_service(
-            LessonServiceServer::new(grpc::lesson::Lessons(app.clone()))
-                .max_decoding_message_size(1 << 20),
-        )
-        .add_service(
-            JobServiceServer::new(grpc::job::Jobs(app.clone())).max_decoding_message_size(1 << 20),
-        )
-        .add_service(FleetServiceServer::new(grpc::fleet::FleetApi(app.clone())))
-        .add_service(EdgeServiceServer::new(grpc::edge::Edges(app.clone())))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(s.grpc),
-            async move {
-                let _ = stop.wait_for(|v| *v).await;
-            },
-        );
-    let mut stop = shutdown.clone();
-    let http_server =
-        axum::serve(s.http, http::router(app.clone())).with_graceful_shutdown(async move {
+        .add_service(AgentServiceServer::new(grpc::agent::Agents(app.clone())).max_decoding_message_size(4 << 20))
+        .add_service(LessonServiceServer::new(grpc::lesson::Lessons(app.clone())).max_decoding_message_size(1 << 20))
+        .add_service(JobServiceServer::new(grpc::job::Jobs(app.clone())).max_decoding_message_size(1 << 20))
+        .add_service(FleetServiceServer::new(grpc::fleet::FleetApi(app.clone())).max_decoding_message_size(1 << 20))
+        .add_service(EdgeServiceServer::new(grpc::edge::Edges(app.clone())).max_decoding_message_size(1 << 20))
+        .add_service(AdminServiceServer::new(grpc::admin::Admin(app.clone())).max_decoding_message_size(1 << 20))
+        .add_service(JoinServiceServer::new(grpc::admin::Join(app.clone())).max_decoding_message_size(1 << 20))
+        .add_service(classgrid_proto::v1::voucher_service_server::VoucherServiceServer::new(grpc::voucher::Vouchers(app.clone())).max_decoding_message_size(1 << 20))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(s.grpc), async move {
             let _ = stop.wait_for(|v| *v).await;
         });
+    let http_server = serve_http(app.clone(), s.http, shutdown.clone());
     let clock = tokio::spawn(clock::run(app.clone(), shutdown.clone()));
     let (g, h) = tokio::join!(grpc_server, http_server);
     clock.abort();
@@ -89,6 +92,35 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
     h?;
     info!("broker stopped");
     Ok(())
+}
+
+/// HTTP over TLS with the same server certificate, or plain under --insecure-dev.
+async fn serve_http(app: App, listener: TcpListener, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+    let router = http::router(app.clone());
+    let mut stop = shutdown;
+    match &app.tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                })
+                .await
+        }
+        Some(tls) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem(tls.cert_pem.clone().into_bytes(), tls.key_pem.clone().into_bytes()).await?;
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                let _ = stop.wait_for(|v| *v).await;
+                h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, config)?
+                .handle(handle)
+                .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .await
+        }
+    }
 }
 
 /// Resolves to true on SIGINT or SIGTERM.

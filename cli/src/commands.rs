@@ -37,6 +37,8 @@ pub enum Nodes {
     },
     /// Show one node (by id or SITE/NAME) with its devices and warnings.
     Get { id: String },
+    /// Revoke a node's certificates and disconnect its agent (district admins).
+    Revoke { id: String },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -312,6 +314,7 @@ pub async fn nodes(g: &Global, c: Nodes) -> anyhow::Result<()> {
                 .into_inner();
             output::node_detail(g.output, &n);
         }
+        Nodes::Revoke { id } => crate::admin::revoke_node(g, id).await?,
     }
     Ok(())
 }

@@ -2,10 +2,13 @@
 //! course-platform developers, and `classgrid up` for a single-machine
 //! installation.
 
+mod admin;
+mod bench;
 mod client;
 mod commands;
 mod output;
 mod up;
+mod vouchers;
 
 use std::process::ExitCode;
 
@@ -18,7 +21,8 @@ use clap::{Parser, Subcommand};
 /// CLASSGRID_* environment variables override it.
 ///
 /// Exit codes: 0 ok; 1 other error; 2 invalid input; 3 not found;
-/// 4 refused (cannot be placed, or wrong state); 5 broker unreachable.
+/// 4 refused (cannot be placed, or wrong state); 5 broker unreachable;
+/// 6 not authenticated or not allowed.
 #[derive(Parser)]
 #[command(name = "classgrid", version)]
 struct Cli {
@@ -45,9 +49,34 @@ enum Command {
     /// Ad-hoc jobs.
     #[command(subcommand)]
     Jobs(commands::Jobs),
+    /// Benchmarks against the real broker and PostgreSQL.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+    /// API tokens for platforms and admins (district admins).
+    #[command(subcommand)]
+    Tokens(admin::Tokens),
+    /// Join tokens with which agents and edges get their certificates.
+    #[command(subcommand, name = "join-tokens")]
+    JoinTokens(admin::JoinTokens),
+    /// Console users.
+    #[command(subcommand)]
+    Users(admin::Users),
+    /// Read the audit log, filtered.
+    Audit(admin::AuditArgs),
+    /// Compute vouchers: issue, list, balance, ledger, seat quotas.
+    #[command(subcommand)]
+    Vouchers(vouchers::Vouchers),
+    /// Charged accelerator-hours by school, voucher, month or node class.
+    Usage(vouchers::UsageArgs),
 }
 
 fn main() -> ExitCode {
+    // Like any Unix filter: a closed pipe (`classgrid … | head`) ends the
+    // program quietly instead of a panic on write.
+    // SAFETY: called before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = rt.block_on(async move {
@@ -57,6 +86,13 @@ fn main() -> ExitCode {
             Command::Nodes(c) => commands::nodes(&cli.global, c).await,
             Command::Lessons(c) => commands::lessons(&cli.global, c).await,
             Command::Jobs(c) => commands::jobs(&cli.global, c).await,
+            Command::Bench(b) => bench::run(&cli.global, b).await,
+            Command::Tokens(c) => admin::tokens(&cli.global, c).await,
+            Command::JoinTokens(c) => admin::join_tokens(&cli.global, c).await,
+            Command::Users(c) => admin::users(&cli.global, c).await,
+            Command::Audit(a) => admin::audit(&cli.global, a).await,
+            Command::Vouchers(c) => vouchers::vouchers(&cli.global, c).await,
+            Command::Usage(a) => vouchers::usage(&cli.global, a).await,
         }
     });
     match result {

@@ -19,6 +19,9 @@ pub struct UpArgs {
     /// gRPC address (agents, edges, platforms).
     #[arg(long, env = "CLASSGRID_GRPC_ADDR", default_value = "127.0.0.1:7443")]
     pub grpc_addr: SocketAddr,
+    /// Serve plain text without certificates (development only).
+    #[arg(long)]
+    pub insecure_dev: bool,
     /// The demo school site that the local agent and edge join.
     #[arg(long, default_value = "demo-school")]
     pub site: String,
@@ -31,30 +34,48 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&home)?;
     let _g = telemetry::init("classgrid", telemetry::LogFormat::Text, None);
     let serve = ServeArgs {
-        config: None,
         database_url: Some(a.database_url.clone()),
         grpc_addr: Some(a.grpc_addr),
         http_addr: Some(a.http_addr),
-        staging_lead_s: None,
         grace_s: Some(10),
-        disconnected_after_s: None,
-        lost_after_s: None,
-        default_max_rtt_ms: None,
-        max_window_s: None,
         log_format: Some("text".into()),
-        otlp_endpoint: None,
+        security: classgrid_broker::auth::config::SecurityArgs {
+            data_dir: Some(home.join("broker")),
+            insecure_dev: a.insecure_dev,
+            ..Default::default()
+        },
+        ..Default::default()
     };
     let cfg = BrokerConfig::resolve(&serve)?;
     let started = classgrid_broker::server::start(cfg).await?;
     let app = started.app.clone();
+    let system = classgrid_broker::auth::Caller::system();
     app.create_site(&a.site, "school", &a.district)
         .await
         .map_err(|e| anyhow::anyhow!("creating site {}: {e}", a.site))?;
-    let grpc_url = format!("http://{}", started.grpc.local_addr()?);
-    let http_url = format!("http://{}", started.http.local_addr()?);
+    let scheme = if app.tls.is_some() { "https" } else { "http" };
+    let grpc_url = format!("{scheme}://{}", started.grpc.local_addr()?);
+    let http_url = format!("{scheme}://{}", started.http.local_addr()?);
 
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let broker = tokio::spawn(classgrid_broker::server::run(started, stop.clone()));
+
+    // The local agent and edge join like any other: a join token, a CSR,
+    // a certificate. Earlier certificates of theirs are revoked first, so a
+    // re-run (or a fresh database) always gets a working pair.
+    if app.tls.is_some() {
+        for (kind, name, dir) in [("agent", "local", home.join("agent-local")), ("edge", "edge", home.join("edge"))] {
+            let site = app.fleet.site(&a.site).ok_or_else(|| anyhow::anyhow!("site {} vanished", a.site))?;
+            app.store.revoke_node_certs_of_kind(site.id, kind, name).await?;
+            let (_, token) = app
+                .create_join_token(&system, &a.site, kind, 600, 1)
+                .await
+                .map_err(|e| anyhow::anyhow!("join token for the local {kind}: {e}"))?;
+            classgrid_common::join::join(&grpc_url, &token, name, &dir).await?;
+        }
+    }
+    let token = local_admin_token(&app, &system).await?;
+
     let agent_cfg = classgrid_agent::config::AgentConfig {
         broker: grpc_url.clone(),
         site: a.site.clone(),
@@ -65,21 +86,28 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         tools: Vec::new(),
         discovery_interval_s: 60,
         log_format: "text".into(),
+        ..classgrid_agent::config::AgentConfig::defaults(home.join("agent-local"))
     };
     let agent = tokio::spawn(classgrid_agent::run(agent_cfg, true, stop.clone()));
     let edge_cfg = classgrid_edge::EdgeConfig {
         broker: grpc_url.clone(),
         site: a.site.clone(),
         name: "edge".into(),
+        state_dir: home.join("edge"),
         log_format: "text".into(),
     };
     let edge = tokio::spawn(classgrid_edge::run(edge_cfg, stop.clone()));
 
+    let ca_file = if app.tls.is_some() {
+        home.join("broker").join("ca.pem").display().to_string()
+    } else {
+        String::new()
+    };
     let ctx = context::Context {
         http_url: http_url.clone(),
         grpc_url: grpc_url.clone(),
-        token: String::new(),
-        ca_file: String::new(),
+        token: token.clone(),
+        ca_file: ca_file.clone(),
     };
     let ctx_path = context::default_path();
     ctx.save(&ctx_path)?;
@@ -89,7 +117,12 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     println!("  gRPC API:   {grpc_url}");
     println!("  HTTP:       {http_url}  (/healthz, /metrics)");
     println!("  console:    {http_url}/console");
-    println!("  context:    {}", ctx_path.display());
+    println!("  context:    {} (classgrid uses it by default)", ctx_path.display());
+    if !ca_file.is_empty() {
+        println!("  CA:         {ca_file}");
+    }
+    println!("  admin token (district admin, also in the context file):");
+    println!("    {token}");
     println!(
         "  site:       {} (school, {}), with one local agent `local` and one edge",
         a.site, a.district
@@ -116,4 +149,20 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     broker.await??;
     println!("classgrid stopped.");
     Ok(())
+}
+
+/// The district-admin token of this installation: the one in the context
+/// file while it still works, otherwise a new one.
+async fn local_admin_token(app: &classgrid_broker::app::App, system: &classgrid_broker::auth::Caller) -> anyhow::Result<String> {
+    if let Ok(ctx) = context::Context::load(&context::default_path())
+        && !ctx.token.is_empty()
+        && app.authenticate(Some(&format!("Bearer {}", ctx.token)), "local".into()).await.is_ok()
+    {
+        return Ok(ctx.token);
+    }
+    let (_, token) = app
+        .create_api_token(system, "classgrid up", "district_admin", &[], 0)
+        .await
+        .map_err(|e| anyhow::anyhow!("minting the local admin token: {e}"))?;
+    Ok(token)
 }

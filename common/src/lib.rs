@@ -3,4 +3,6 @@
 
 pub mod config;
 pub mod context;
+pub mod join;
 pub mod telemetry;
+pub mod tls;

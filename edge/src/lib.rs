@@ -22,6 +22,9 @@ pub struct RunArgs {
     /// This edge's name within its site. Default: the host name.
     #[arg(long, env = "CLASSGRID_NAME")]
     pub name: Option<String>,
+    /// Where the edge keeps its state (certificates from `join` go in its tls/ folder).
+    #[arg(long, env = "CLASSGRID_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
     /// `json` or `text`.
     #[arg(long, env = "CLASSGRID_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -33,6 +36,7 @@ struct FileConfig {
     broker: Option<String>,
     site: Option<String>,
     name: Option<String>,
+    state_dir: Option<std::path::PathBuf>,
     log_format: Option<String>,
 }
 
@@ -41,6 +45,7 @@ pub struct EdgeConfig {
     pub broker: String,
     pub site: String,
     pub name: String,
+    pub state_dir: std::path::PathBuf,
     pub log_format: String,
 }
 
@@ -49,16 +54,28 @@ impl EdgeConfig {
     pub fn resolve(a: &RunArgs) -> anyhow::Result<Self> {
         use classgrid_common::config::{load_file, pick};
         let f: FileConfig = load_file(a.config.as_deref())?;
-        let broker = pick(a.broker.clone(), f.broker, "http://127.0.0.1:7443".into());
+        let state_dir = a.state_dir.clone().or(f.state_dir).unwrap_or_else(|| classgrid_common::context::home().join("edge"));
+        // After `join`, the state folder remembers broker, site and name.
+        let joined = classgrid_common::join::Joined::load(&state_dir);
+        let broker = a
+            .broker
+            .clone()
+            .or(f.broker)
+            .or(joined.as_ref().map(|j| j.broker.clone()))
+            .unwrap_or_else(|| "https://127.0.0.1:7443".into());
         if !(broker.starts_with("http://") || broker.starts_with("https://")) {
             anyhow::bail!("--broker: must be an http:// or https:// URL, not `{broker}`");
         }
         Ok(Self {
             broker,
-            site: a.site.clone().or(f.site).ok_or_else(|| {
-                anyhow::anyhow!("--site: is required (the site this edge serves)")
-            })?,
-            name: pick(a.name.clone(), f.name, "edge".into()),
+            site: a
+                .site
+                .clone()
+                .or(f.site)
+                .or(joined.as_ref().map(|j| j.site.clone()))
+                .ok_or_else(|| anyhow::anyhow!("--site: is required (the site this edge serves), unless it has joined"))?,
+            name: a.name.clone().or(f.name).or(joined.map(|j| j.name)).unwrap_or_else(|| "edge".into()),
+            state_dir,
             log_format: pick(a.log_format.clone(), f.log_format, "json".into()),
         })
     }
@@ -81,10 +98,7 @@ pub async fn run(cfg: EdgeConfig, mut shutdown: watch::Receiver<bool>) -> anyhow
 }
 
 async fn session(cfg: &EdgeConfig, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(cfg.broker.clone())?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
+    let channel = classgrid_common::join::channel(&cfg.broker, &cfg.state_dir).await?;
     let mut client = EdgeServiceClient::new(channel);
     let reg = client
         .register(pb::RegisterEdgeRequest {

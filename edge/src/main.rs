@@ -20,11 +20,40 @@ struct Cli {
 enum Command {
     /// Register this site's edge with the broker and keep the link up.
     Run(RunArgs),
+    /// Get this edge's client certificate with a join token of kind `edge`
+    /// (`classgrid join-tokens create --site SITE --kind edge`).
+    Join {
+        /// The broker's https:// gRPC address.
+        #[arg(long, env = "CLASSGRID_BROKER")]
+        broker: String,
+        #[arg(long, env = "CLASSGRID_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long, env = "CLASSGRID_NAME", default_value = "edge")]
+        name: String,
+        #[arg(long, env = "CLASSGRID_STATE_DIR")]
+        state_dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Command::Run(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Run(a) => a,
+        Command::Join { broker, token, name, state_dir } => {
+            let dir = state_dir.unwrap_or_else(|| classgrid_common::context::home().join("edge"));
+            return match classgrid_common::join::join(&broker, &token, &name, &dir).await {
+                Ok(j) => {
+                    println!("joined site {} as edge {}; certificate valid until {}", j.site, j.name, j.not_after);
+                    println!("next: classgrid-edge run --state-dir {}", dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("classgrid-edge: join failed: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     let cfg = match EdgeConfig::resolve(&args) {
         Ok(c) => c,
         Err(e) => {

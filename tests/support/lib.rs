@@ -140,10 +140,28 @@ impl Drop for Proc {
     }
 }
 
+/// Adds the harness's district-admin token to every call.
+#[derive(Clone)]
+pub struct Bearer(pub Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel that authenticates as the harness's admin.
+pub type Ch = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
 pub struct Broker {
     pub proc: Proc,
     pub grpc_url: String,
     pub http_url: String,
+    /// A district-admin token minted with `classgrid-broker admin-token`.
+    pub token: String,
     grpc_port: u16,
     http_port: u16,
     db_url: String,
@@ -158,6 +176,7 @@ impl Broker {
             proc: Proc::spawn(Path::new("/bin/true"), &[], dir.join("unused.log"), &[]),
             grpc_url: format!("http://127.0.0.1:{g}"),
             http_url: format!("http://127.0.0.1:{h}"),
+            token: String::new(),
             grpc_port: g,
             http_port: h,
             db_url: db.url.clone(),
@@ -165,6 +184,7 @@ impl Broker {
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         b.restart().await;
+        b.token = mint_admin_token(&db.url);
         b
     }
 
@@ -181,6 +201,9 @@ impl Broker {
             format!("127.0.0.1:{}", self.http_port),
             "--log-format".into(),
             "text".into(),
+            // Most tests exercise scheduling, not TLS; tests/security.rs runs
+            // the broker with certificates.
+            "--insecure-dev".into(),
         ];
         args.extend(self.extra.iter().cloned());
         let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
@@ -202,7 +225,8 @@ impl Broker {
         );
     }
 
-    pub async fn channel(&self) -> Channel {
+    /// A plain channel without credentials.
+    pub async fn raw_channel(&self) -> Channel {
         tonic::transport::Endpoint::from_shared(self.grpc_url.clone())
             .unwrap()
             .connect()
@@ -210,11 +234,22 @@ impl Broker {
             .expect("connect broker")
     }
 
-    pub async fn lessons(&self) -> LessonServiceClient<Channel> {
+    /// A channel that carries `token`.
+    pub async fn channel_with(&self, token: &str) -> Ch {
+        let v = format!("Bearer {token}").parse().ok();
+        tonic::service::interceptor::InterceptedService::new(self.raw_channel().await, Bearer(v))
+    }
+
+    /// A channel that carries the harness's district-admin token.
+    pub async fn channel(&self) -> Ch {
+        self.channel_with(&self.token.clone()).await
+    }
+
+    pub async fn lessons(&self) -> LessonServiceClient<Ch> {
         LessonServiceClient::new(self.channel().await)
     }
 
-    pub async fn fleet(&self) -> FleetServiceClient<Channel> {
+    pub async fn fleet(&self) -> FleetServiceClient<Ch> {
         FleetServiceClient::new(self.channel().await)
     }
 
@@ -250,6 +285,16 @@ impl Broker {
             .expect("get lesson")
             .into_inner()
     }
+}
+
+/// Mints a district-admin token the way an operator does on the server.
+pub fn mint_admin_token(db_url: &str) -> String {
+    let out = Command::new(bin("classgrid-broker"))
+        .args(["admin-token", "--database-url", db_url, "--insecure-dev", "--log-format", "text"])
+        .output()
+        .expect("run classgrid-broker admin-token");
+    assert!(out.status.success(), "admin-token failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 pub struct Agent {

@@ -1,22 +1,20 @@
 //! The process runtime: a command with its env, a port passed as `PORT`, its
 //! output kept in a log file, in its own process group so it outlives the
-//! agent and can be stopped as a whole.
+//! agent and can be stopped as a whole; in its own cgroup with CPU and memory
+//! limits where the host allows it.
 
 use std::{
-    os::unix::process::CommandExt,
-    path::{Path, PathBuf},
+    collections::{HashMap, HashSet},
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::Path,
     process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use classgrid_proto::v1 as pb;
+use futures::future::BoxFuture;
 
-pub struct Spawned {
-    pub child: tokio::process::Child,
-    pub pid: i32,
-    pub start_ticks: u64,
-    pub port: u16,
-    pub log_path: PathBuf,
-}
+use super::{Handle, Probe, Runtime, StartSpec, cgroup::Cgroups};
 
 /// A free TCP port for the seat. There is a short race between this and the
 /// seat binding it; the seat's start-up is checked for it.
@@ -26,56 +24,165 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-pub fn spawn(
-    a: &pb::Assign,
-    work_dir: &Path,
-    extra_env: &[(String, String)],
-) -> anyhow::Result<Spawned> {
-    let w = a
-        .workload
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("assignment has no workload"))?;
-    if w.command.is_empty() {
-        anyhow::bail!("workload.command is empty");
+pub struct ProcessRuntime {
+    /// `None` when the host does not allow limits; seats then run without.
+    cgroups: Option<Cgroups>,
+    /// Pids we spawned (our children) and, once reaped, their exit codes:
+    /// a child's exit status is only observable through `wait`.
+    children: Arc<Mutex<HashSet<i32>>>,
+    exits: Arc<Mutex<HashMap<i32, Option<i32>>>>,
+}
+
+impl ProcessRuntime {
+    /// `cgroups` comes from [`Cgroups::probe`]; the caller reports why it is
+    /// missing, once, as a node warning.
+    pub fn new(cgroups: Option<Cgroups>) -> Self {
+        Self {
+            cgroups,
+            children: Arc::default(),
+            exits: Arc::default(),
+        }
     }
-    std::fs::create_dir_all(work_dir)?;
-    let port = free_port()?;
-    let log_path = work_dir.join("output.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)?;
-    let mut env: Vec<(String, String)> =
-        w.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    env.extend(extra_env.iter().cloned());
-    env.push(("PORT".into(), port.to_string()));
-    env.push(("CLASSGRID_ASSIGNMENT_ID".into(), a.assignment_id.clone()));
-    env.push(("CLASSGRID_WORK_DIR".into(), work_dir.display().to_string()));
-    let args: Vec<String> = w.args.iter().map(|arg| expand(arg, &env)).collect();
-    let mut cmd = std::process::Command::new(expand(&w.command, &env));
-    cmd.args(&args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(work_dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        // Its own group: a signal to the agent does not reach it, and a stop
-        // reaches all its children.
-        .process_group(0);
-    let child = tokio::process::Command::from(cmd)
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot start `{}`: {e}", w.command))?;
-    let pid = child
-        .id()
-        .ok_or_else(|| anyhow::anyhow!("process exited at once"))? as i32;
-    Ok(Spawned {
-        child,
-        pid,
-        start_ticks: start_ticks(pid).unwrap_or(0),
-        port,
-        log_path,
-    })
+
+    pub fn enforces_limits(&self) -> bool {
+        self.cgroups.is_some()
+    }
+
+    fn spawn(&self, spec: &StartSpec) -> anyhow::Result<Handle> {
+        let argv = spec.argv()?;
+        let Some((program, args)) = argv.split_first() else {
+            anyhow::bail!("workload.command: is required for the process runtime");
+        };
+        if spec.workload()?.command.is_empty() {
+            anyhow::bail!("workload.command: is required for the process runtime");
+        }
+        std::fs::create_dir_all(&spec.work_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(spec.work_dir.join("output.log"))?;
+        let seat_cg = match &self.cgroups {
+            Some(cg) => Some(
+                cg.create(
+                    &spec.assign.assignment_id,
+                    spec.assign.cpu_millis,
+                    spec.assign.memory_mib,
+                )
+                .map_err(|e| anyhow::anyhow!("cgroup limits: {e}"))?,
+            ),
+            None => None,
+        };
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&spec.work_dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own group: a signal to the agent does not reach it, and a stop
+            // reaches all its children.
+            .process_group(0);
+        if let Some(seat) = &seat_cg {
+            let fd = seat.procs.as_raw_fd();
+            // SAFETY: between fork and exec only async-signal-safe calls are
+            // allowed; write(2) is one. Writing "0" to cgroup.procs moves the
+            // calling process, so the seat is limited before its first
+            // instruction and every child it forks inherits the cgroup.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = tokio::process::Command::from(cmd)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start `{program}`: {e}"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("process exited at once"))? as i32;
+        self.children.lock().expect("lock").insert(pid);
+        let (children, exits) = (self.children.clone(), self.exits.clone());
+        tokio::spawn(async move {
+            let code = child.wait().await.ok().and_then(|s| s.code());
+            exits.lock().expect("lock").insert(pid, code);
+            children.lock().expect("lock").remove(&pid);
+        });
+        Ok(Handle::Process {
+            pid,
+            start_ticks: start_ticks(pid).unwrap_or(0),
+        })
+    }
+}
+
+impl Runtime for ProcessRuntime {
+    fn kind(&self) -> &'static str {
+        "process"
+    }
+
+    fn start(&self, spec: StartSpec) -> BoxFuture<'_, anyhow::Result<Handle>> {
+        Box::pin(async move { self.spawn(&spec) })
+    }
+
+    fn probe<'a>(&'a self, handle: &'a Handle) -> BoxFuture<'a, Probe> {
+        Box::pin(async move {
+            let Handle::Process { pid, start_ticks } = handle else {
+                return Probe::Gone;
+            };
+            if let Some(code) = self.exits.lock().expect("lock").remove(pid) {
+                return Probe::Exited(code);
+            }
+            // Our own child stays "running" until reaped, so its exit code is
+            // never lost to a zombie seen first.
+            if self.children.lock().expect("lock").contains(pid) || alive(*pid, *start_ticks) {
+                Probe::Running {
+                    host: None,
+                    ready: false,
+                }
+            } else {
+                Probe::Exited(None)
+            }
+        })
+    }
+
+    fn stop<'a>(
+        &'a self,
+        handle: &'a Handle,
+        grace: Duration,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let Handle::Process { pid, start_ticks } = handle.clone() else {
+                anyhow::bail!("not a process handle");
+            };
+            signal_group(pid, libc::SIGTERM);
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                if alive(pid, start_ticks) {
+                    signal_group(pid, libc::SIGKILL);
+                }
+            });
+            Ok(())
+        })
+    }
+
+    fn output_tail<'a>(&'a self, _h: &'a Handle, work_dir: &'a Path) -> BoxFuture<'a, String> {
+        Box::pin(async move { super::file_tail(&work_dir.join("output.log"), 2048) })
+    }
+
+    fn cleanup<'a>(&'a self, _h: &'a Handle, assignment_id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(cg) = &self.cgroups {
+                super::cgroup::remove(&cg.seat_dir(assignment_id));
+            }
+        })
+    }
+
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(250)
+    }
 }
 
 /// Replaces `$(NAME)` with the seat's variable NAME, as Kubernetes does for
@@ -140,15 +247,6 @@ pub fn signal_group(pid: i32, sig: i32) {
     unsafe {
         libc::kill(-pid, sig);
     }
-}
-
-/// The last `max` bytes of the seat's output, on a char boundary.
-pub fn tail(path: &Path, max: usize) -> String {
-    let Ok(bytes) = std::fs::read(path) else {
-        return String::new();
-    };
-    let start = bytes.len().saturating_sub(max);
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
 #[cfg(test)]

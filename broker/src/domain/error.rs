@@ -35,6 +35,12 @@ pub enum ServiceError {
     Refused(Box<Explanation>),
     #[error("{0}")]
     Conflict(String),
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The credentials are missing or not valid.
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
 }

@@ -2,6 +2,7 @@
 //! memory and fed by agent streams. PostgreSQL holds the durable copy; this
 //! view answers placement and dispatch without a query.
 
+pub mod lending;
 pub mod liveness;
 
 use std::{
@@ -82,6 +83,7 @@ impl LiveNode {
 struct Inner {
     nodes: HashMap<Uuid, LiveNode>,
     sites: HashMap<Uuid, SiteRow>,
+    lending: Vec<lending::LendingRule>,
 }
 
 #[derive(Default)]
@@ -103,6 +105,12 @@ impl Fleet {
             }
         }
         fleet
+    }
+
+    /// The lending policies from the broker config; nodes they name are kept
+    /// for their own school's classes in its hours.
+    pub fn set_lending(&self, rules: Vec<lending::LendingRule>) {
+        self.inner.write().expect("fleet lock").lending = rules;
     }
 
     pub fn put_site(&self, s: SiteRow) {
@@ -206,6 +214,20 @@ impl Fleet {
         }
     }
 
+    pub fn is_current(&self, node_id: Uuid, sid: u64) -> bool {
+        let g = self.inner.read().expect("fleet lock");
+        g.nodes.get(&node_id).and_then(|n| n.session.as_ref()).is_some_and(|s| s.0 == sid)
+    }
+
+    /// Drops a node's session: its outbound stream ends and the agent must
+    /// reconnect, proving itself again (used when its certificate is revoked).
+    pub fn kick(&self, node_id: Uuid) {
+        if let Some(n) = self.inner.write().expect("fleet lock").nodes.get_mut(&node_id) {
+            n.session = None;
+            n.state = node_state::DISCONNECTED;
+        }
+    }
+
     /// Sends a message to a node's agent; false when it has no live session.
     pub fn send(&self, node_id: Uuid, msg: BrokerMessage) -> bool {
         let tx = {
@@ -271,7 +293,18 @@ impl Fleet {
                 district: s.district.clone(),
             })
             .collect();
-        let nodes = g.nodes.values().map(to_placement_node).collect();
+        let nodes = g
+            .nodes
+            .values()
+            .map(|n| {
+                let mut p = to_placement_node(n);
+                if !g.lending.is_empty() {
+                    let site = g.sites.get(&n.site_id).map(|s| s.name.as_str());
+                    p.lending = lending::policy_for(&g.lending, n.site_id, site.unwrap_or(""), &n.name);
+                }
+                p
+            })
+            .collect();
         placement::Fleet { sites, nodes }
     }
 }

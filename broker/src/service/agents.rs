@@ -391,7 +391,10 @@ impl Broker {
                 } else {
                     st.message.clone()
                 };
-                job_store::set_state(&mut *tx, job_id, &[js::RUNNING], to, Some(&msg)).await?;
+                if job_store::set_state(&mut *tx, job_id, &[js::RUNNING], to, Some(&msg)).await? {
+                    // This report carries the run's final slice-seconds.
+                    self.settle_vouchers(&mut tx, Owner::Job(job_id), true).await?;
+                }
                 reservations::delete_owner(&mut tx, Owner::Job(job_id)).await?;
                 sqlx::query(
                     "UPDATE assignments SET state = $2 WHERE id = $1 AND state <> 'released'",

@@ -2,7 +2,7 @@
 //! yield to lessons when one needs their capacity.
 
 use chrono::Utc;
-use classgrid_placement::{Decision, Owner, Request, Reservation};
+use classgrid_placement::{Decision, Owner, Request, Reservation, SeatPlacement, job_priority};
 use tracing::info;
 use uuid::Uuid;
 
@@ -71,7 +71,7 @@ impl Broker {
         }
         tx.commit().await?;
         let job = self.job(id).await?;
-        self.try_start_job(&job).await?;
+        self.try_start_job(&job, true).await?;
         self.job(id).await
     }
 
@@ -106,14 +106,16 @@ impl Broker {
         }
         let released = assignments::release_for(&mut tx, None, Some(id)).await?;
         reservations::delete_owner(&mut tx, Owner::Job(id)).await?;
+        self.settle_vouchers(&mut tx, Owner::Job(id), false).await?;
         tx.commit().await?;
+        self.refresh_owners(&[Owner::Job(id)]).await?;
         self.send_releases(&released, "job cancelled");
         self.job(id).await
     }
 
     /// Places a queued job now, if capacity allows; otherwise it stays queued
     /// with the refusal as its message.
-    async fn try_start_job(&self, job: &JobRow) -> Result<bool, ServiceError> {
+    async fn try_start_job(&self, job: &JobRow, reload_on_refusal: bool) -> Result<bool, ServiceError> {
         let now = Utc::now();
         let end = now + chrono::Duration::seconds(job.max_runtime_s as i64);
         let req = Request {
@@ -127,10 +129,14 @@ impl Broker {
             staging_lead_ms: 0,
             may_preempt: false,
         };
+        let fleet = self.fleet.snapshot();
         for _ in 0..4 {
-            let (decision, _) = self.plan(&req).await?;
-            let a = match decision {
-                Decision::Refused(e) => {
+            let (decision, hold) = self
+                .plan_with(&fleet, &req, Some(Owner::Job(job.id)), reload_on_refusal)
+                .await?;
+            let (a, hold) = match (decision, hold) {
+                (Decision::Admitted(a), Some(hold)) => (a, hold),
+                (Decision::Refused(e), _) => {
                     job_store::set_message(
                         &self.store.pool,
                         job.id,
@@ -139,51 +145,86 @@ impl Broker {
                     .await?;
                     return Ok(false);
                 }
-                Decision::Admitted(a) => a,
+                (Decision::Admitted(_), None) => return Ok(false),
             };
             let Some(p) = a.seats.first() else {
+                self.abort_hold(hold).await?;
                 return Ok(false);
             };
-            let rows: Vec<Reservation> = p
-                .reservations(&req, Owner::Job(job.id))
-                .into_iter()
-                .map(|r| Reservation {
-                    preemptible: job.preemptible,
-                    ..r
-                })
-                .collect();
-            let mut tx = self.store.pool.begin().await?;
-            match reservations::insert(&mut tx, &rows, None).await {
-                Ok(()) => {}
-                Err(e) if store::is_capacity_conflict(&e) => continue,
-                Err(e) => return Err(e.into()),
+            let started = self.write_job_start(job, &req, p, end).await;
+            match started {
+                Ok(None) => {
+                    self.abort_hold(hold).await?;
+                    return Ok(false);
+                }
+                Ok(Some(aid)) => {
+                    self.commit_hold(hold);
+                    // The held rows assumed every job preemptible; read back
+                    // what was written.
+                    self.refresh_owners(&[Owner::Job(job.id)]).await?;
+                    info!(job = %job.id, node = %p.node_id, "job started");
+                    self.send_assignment(aid).await?;
+                    return Ok(true);
+                }
+                Err(e) => {
+                    self.abort_hold(hold).await?;
+                    if store::is_capacity_conflict(&e) {
+                        self.reload_calendar().await?;
+                        continue;
+                    }
+                    return Err(e.into());
+                }
             }
-            let devices: Vec<i32> = p.devices.iter().map(|d| d.index as i32).collect();
-            let first = p.devices.first();
-            let payload = Payload {
-                kind: "job".into(),
-                owner_id: job.id,
-                workload: job.workload.0.clone(),
-                runtime: job.spec.0.runtime.clone(),
-                cpu_millis: job.spec.0.cpu_millis,
-                memory_mib: job.spec.0.memory_mib,
-                gpus: grants(
-                    &devices,
-                    first.map(|d| d.memory_mib as i64).unwrap_or(0),
-                    first.map(|d| d.compute_percent as i32).unwrap_or(0),
-                ),
-                grace_seconds: job.grace_s.max(0) as u32,
-            };
-            job_store::set_placed(&mut tx, job.id, p.node_id, &devices).await?;
-            let aid = self
-                .create_assignment(&mut tx, p.node_id, None, Some(job.id), &payload, end)
-                .await?;
-            tx.commit().await?;
-            info!(job = %job.id, node = %p.node_id, "job started");
-            self.send_assignment(aid).await?;
-            return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Reserves the job's capacity, marks it running and writes its
+    /// assignment, in one transaction; the caller sends the assignment.
+    /// `None` when vouchers or quota refused (the job's message says why).
+    async fn write_job_start(
+        &self,
+        job: &JobRow,
+        req: &Request,
+        p: &SeatPlacement,
+        end: chrono::DateTime<Utc>,
+    ) -> sqlx::Result<Option<Uuid>> {
+        let rows: Vec<Reservation> = p
+            .reservations(req, Owner::Job(job.id))
+            .into_iter()
+            .map(|r| Reservation {
+                preemptible: job.preemptible,
+                ..r
+            })
+            .collect();
+        let mut tx = self.store.pool.begin().await?;
+        reservations::insert(&mut tx, &rows, None).await?;
+        let start = end - chrono::Duration::seconds(i64::from(job.max_runtime_s));
+        if !self.hold_for_job(&mut tx, job, (start, end), p).await? {
+            return Ok(None);
+        }
+        let devices: Vec<i32> = p.devices.iter().map(|d| d.index as i32).collect();
+        let first = p.devices.first();
+        let payload = Payload {
+            kind: "job".into(),
+            owner_id: job.id,
+            workload: job.workload.0.clone(),
+            runtime: job.spec.0.runtime.clone(),
+            cpu_millis: job.spec.0.cpu_millis,
+            memory_mib: job.spec.0.memory_mib,
+            gpus: grants(
+                &devices,
+                first.map(|d| d.memory_mib as i64).unwrap_or(0),
+                first.map(|d| d.compute_percent as i32).unwrap_or(0),
+            ),
+            grace_seconds: job.grace_s.max(0) as u32,
+        };
+        job_store::set_placed(&mut tx, job.id, p.node_id, &devices).await?;
+        let aid = self
+            .create_assignment(&mut tx, p.node_id, None, Some(job.id), &payload, end)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(aid))
     }
 
     /// One pass of the job queue: stop jobs whose capacity a lesson claimed
@@ -205,15 +246,81 @@ impl Broker {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+            self.settle_vouchers(&mut tx, Owner::Job(id), false).await?;
             tx.commit().await?;
+            self.refresh_owners(&[Owner::Job(id)]).await?;
             info!(job = %id, "job preempted");
             self.send_releases(&released, "preempted by a lesson");
         }
-        for job in self.store.queued_jobs(50).await? {
-            if let Err(e) = self.try_start_job(&job).await {
+        let queue = self.job_queue().await?;
+        if !queue.is_empty() {
+            // One fresh read of the calendar for the whole pass.
+            self.reload_calendar().await?;
+        }
+        for job in queue {
+            if let Err(e) = self.try_start_job(&job, false).await {
                 tracing::warn!(job = %job.id, error = %e, "starting queued job failed");
             }
         }
         Ok(())
     }
+
+    /// Queued jobs in the order they may start: by the configured weighted
+    /// sum of named factors (`[job_priority]`), oldest first on a tie.
+    pub async fn job_queue(&self) -> anyhow::Result<Vec<JobRow>> {
+        let queued = self.store.queued_jobs(QUEUE_WINDOW).await?;
+        if queued.is_empty() {
+            return Ok(queued);
+        }
+        let running: Vec<(Uuid, i64)> = sqlx::query_as(
+            "SELECT school_site_id, count(*) FROM jobs WHERE state = 'running' GROUP BY school_site_id",
+        )
+        .fetch_all(&self.store.pool)
+        .await?;
+        let now = Utc::now();
+        let mut ranked: Vec<(f64, JobRow)> = queued
+            .into_iter()
+            .map(|j| {
+                let f = priority_factors(&j, now, &running);
+                (job_priority(&self.cfg.job_priority, &f), j)
+            })
+            .collect();
+        ranked.sort_by(|(pa, a), (pb, b)| {
+            pb.total_cmp(pa)
+                .then(a.created_at.cmp(&b.created_at))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(ranked.into_iter().map(|(_, j)| j).collect())
+    }
+}
+
+/// How many queued jobs one pass considers; the store hands them out by
+/// their own priority, then age.
+const QUEUE_WINDOW: i64 = 200;
+
+/// The named factors of a queued job's priority: its own `priority`, the
+/// minutes it has waited, and its school's share of the jobs running now.
+pub fn priority_factors(
+    job: &JobRow,
+    now: chrono::DateTime<Utc>,
+    running_by_school: &[(Uuid, i64)],
+) -> Vec<(String, f64)> {
+    let total: i64 = running_by_school.iter().map(|(_, n)| n).sum();
+    let mine = running_by_school
+        .iter()
+        .find(|(s, _)| *s == job.school_site_id)
+        .map_or(0, |(_, n)| *n);
+    let share = if total == 0 {
+        0.0
+    } else {
+        mine as f64 / total as f64
+    };
+    vec![
+        ("priority".into(), job.priority as f64),
+        (
+            "wait_minutes".into(),
+            (now - job.created_at).num_milliseconds().max(0) as f64 / 60_000.0,
+        ),
+        ("school_share".into(), share),
+    ]
 }

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use classgrid_placement::{self as placement, DatasetRef, Decision, Owner, Request};
+use classgrid_placement::{self as placement, Admission, DatasetRef, Decision, Owner, Request};
 use uuid::Uuid;
 
 use super::{new_seat, window_ms};
@@ -11,7 +11,7 @@ use crate::{
     app::Broker,
     domain::{
         ServiceError,
-        lesson::{RawBooking, parse_booking},
+        lesson::{Booking, RawBooking, parse_booking},
         states::{lesson as ls, seat as ss},
     },
     store::{
@@ -57,7 +57,8 @@ impl Broker {
             ServiceError::field("school_site", format!("unknown site `{}`", b.school_site))
         })?;
         let seat = b.seat.to_placement();
-        placement::check_possible(&self.fleet.snapshot(), &seat).map_err(|e| {
+        let fleet = self.fleet.snapshot();
+        placement::check_possible(&fleet, &seat).map_err(|e| {
             ServiceError::field(
                 format!("seat.{}", e.field.trim_start_matches("seat.")),
                 e.rule,
@@ -90,86 +91,132 @@ impl Broker {
         let id = Uuid::now_v7();
         let owner = Owner::Lesson(id);
         for _ in 0..BOOK_ATTEMPTS {
-            let (decision, _) = self.plan(&req).await?;
-            let admission = match decision {
-                Decision::Refused(e) => return Err(ServiceError::Refused(Box::new(e))),
-                Decision::Admitted(a) => a,
+            let (decision, hold) = self.plan(&fleet, &req, Some(owner)).await?;
+            let (admission, hold) = match (decision, hold) {
+                (Decision::Admitted(a), Some(hold)) => (a, hold),
+                (Decision::Refused(e), _) => return Err(ServiceError::Refused(Box::new(e))),
+                (Decision::Admitted(_), None) => {
+                    return Err(ServiceError::Conflict("placement held nothing; retry".into()));
+                }
             };
-            let mut tx = self.store.pool.begin().await?;
-            let explanation = serde_json::json!({ "admitted": true, "admission": &admission });
-            let inserted = lesson_store::insert_lesson(
-                &mut tx,
-                &NewLesson {
-                    id,
-                    request_id: b.request_id.as_deref(),
-                    school_site_id: site.id,
-                    title: &b.title,
-                    start_at: b.start,
-                    duration_s: b.duration.num_seconds() as i32,
-                    seat_count: b.seats as i32,
-                    min_seats: b.min_seats as i32,
-                    seat_spec: &b.seat,
-                    workload: &b.workload,
-                    datasets: &b.datasets,
-                    max_rtt_ms: b.max_rtt_ms as i32,
-                    window_start,
-                    window_end,
-                    explanation,
-                },
-            )
-            .await;
-            match inserted {
-                Ok(()) => {}
-                // A concurrent retry with the same request_id won the race:
-                // answer with its lesson, as for any retry.
-                Err(e) if is_unique_violation(&e) && b.request_id.is_some() => {
-                    drop(tx);
-                    let rid = b.request_id.as_deref().unwrap_or_default();
-                    let existing = self.store.lesson_by_request_id(rid).await?;
-                    return match existing {
-                        Some(existing) => self.lesson(existing).await,
-                        None => Err(e.into()),
-                    };
+            let written = self
+                .write_booking(&b, &req, id, site.id, (window_start, window_end), &admission)
+                .await;
+            match written {
+                Ok(Some(refused)) => {
+                    self.abort_hold(hold).await?;
+                    return Err(refused);
                 }
-                Err(e) => return Err(e.into()),
-            }
-            let mut conflict = None;
-            for p in &admission.seats {
-                let seat_id = Uuid::now_v7();
-                lesson_store::insert_seat(&mut tx, id, &new_seat(seat_id, p)).await?;
-                if let Err(e) =
-                    reservations::insert(&mut tx, &p.reservations(&req, owner), Some(seat_id)).await
-                {
-                    conflict = Some(e);
-                    break;
+                Ok(None) => {
+                    self.commit_hold(hold);
+                    self.refresh_owners(&admission.preempted).await?;
+                    self.clock.notify_one();
+                    return self.lesson(id).await;
+                }
+                Err(e) => {
+                    self.abort_hold(hold).await?;
+                    // Someone else booked the same capacity since our
+                    // snapshot: the database refused and nothing was written.
+                    // Re-read the calendar and plan again.
+                    if store::is_capacity_conflict(&e) {
+                        self.reload_calendar().await?;
+                        continue;
+                    }
+                    if is_deadlock(&e) {
+                        continue;
+                    }
+                    // A concurrent retry with the same request_id won the
+                    // race: answer with its lesson, as for any retry.
+                    if let (true, Some(rid)) = (is_unique_violation(&e), b.request_id.as_deref()) {
+                        if let Some(existing) = self.store.lesson_by_request_id(rid).await? {
+                            return self.lesson(existing).await;
+                        }
+                    }
+                    return Err(e.into());
                 }
             }
-            let preempted = match conflict {
-                None => {
-                    self.preempt_jobs(&mut tx, &admission.preempted, window_start, id)
-                        .await
-                }
-                Some(e) => Err(e),
-            };
-            match preempted {
-                Ok(()) => {}
-                // Someone else booked the same capacity since our snapshot:
-                // the database refused, nothing was written; plan again.
-                Err(e) if store::is_capacity_conflict(&e) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            tx.commit().await?;
-            self.clock.notify_one();
-            return self.lesson(id).await;
         }
         Err(ServiceError::Conflict(
             "capacity kept changing under concurrent bookings; retry the booking".into(),
         ))
     }
 
+    /// Writes the lesson row, its seats, their reservations and any
+    /// preemption in one transaction of a few statements, whatever the class
+    /// size: all or nothing. A voucher or quota refusal comes back as
+    /// `Some`, with nothing written.
+    async fn write_booking(
+        &self,
+        b: &Booking,
+        req: &Request,
+        id: Uuid,
+        site_id: Uuid,
+        (window_start, window_end): (DateTime<Utc>, DateTime<Utc>),
+        admission: &Admission,
+    ) -> sqlx::Result<Option<ServiceError>> {
+        let mut tx = self.store.pool.begin().await?;
+        // The school's bookings queue here, before they lock any node.
+        self.lock_school_vouchers(&mut tx, site_id).await?;
+        let explanation = serde_json::json!({ "admitted": true, "admission": admission });
+        lesson_store::insert_lesson(
+            &mut tx,
+            &NewLesson {
+                id,
+                request_id: b.request_id.as_deref(),
+                school_site_id: site_id,
+                title: &b.title,
+                start_at: b.start,
+                duration_s: b.duration.num_seconds() as i32,
+                seat_count: b.seats as i32,
+                min_seats: b.min_seats as i32,
+                seat_spec: &b.seat,
+                workload: &b.workload,
+                datasets: &b.datasets,
+                max_rtt_ms: b.max_rtt_ms as i32,
+                window_start,
+                window_end,
+                explanation,
+            },
+        )
+        .await?;
+        let owner = Owner::Lesson(id);
+        let mut seats = Vec::with_capacity(admission.seats.len());
+        let mut rows = Vec::new();
+        let mut row_seats = Vec::new();
+        for p in &admission.seats {
+            let seat_id = Uuid::now_v7();
+            seats.push(new_seat(seat_id, p));
+            for r in p.reservations(req, owner) {
+                rows.push(r);
+                row_seats.push(Some(seat_id));
+            }
+        }
+        // Reservations first, node by node in one order: the capacity
+        // trigger locks each node row, and a seat's foreign key would take a
+        // weaker lock on it first, which two bookings could deadlock on.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| rows[i].node_id);
+        let rows: Vec<_> = order.iter().map(|&i| rows[i].clone()).collect();
+        let row_seats: Vec<_> = order.iter().map(|&i| row_seats[i]).collect();
+        // Jobs in the way give up their capacity first, or the trigger
+        // would count it against the new seats.
+        // The rows' windows are whole milliseconds; cut the jobs there.
+        let cut = reservations::to_time(req.window.start);
+        self.preempt_jobs(&mut tx, &admission.preempted, cut, id)
+            .await?;
+        reservations::insert_many(&mut tx, &rows, &row_seats).await?;
+        lesson_store::insert_seats(&mut tx, id, &seats).await?;
+        // Voucher hold and seat quota, locked in this same transaction.
+        let seats = &admission.seats;
+        if let Some(refused) = self.hold_for_lesson(&mut tx, id, site_id, (b.start, b.end()), seats).await? {
+            return Ok(Some(refused));
+        }
+        tx.commit().await.map(|()| None)
+    }
+
     /// Shortens the reservations of jobs a lesson needs so that they end when
     /// the lesson's window begins, and schedules their stop with their grace.
-    async fn preempt_jobs(
+    pub(crate) async fn preempt_jobs(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         owners: &[Owner],
@@ -283,12 +330,20 @@ impl Broker {
         )
         .await?;
         reservations::delete_owner(&mut tx, Owner::Lesson(id)).await?;
+        self.settle_vouchers(&mut tx, Owner::Lesson(id), false).await?;
         tx.commit().await?;
+        self.refresh_owners(&[Owner::Lesson(id)]).await?;
         self.send_releases(&released, "lesson cancelled");
         self.lesson_changed(id);
         self.clock.notify_one();
         self.lesson(id).await
     }
+}
+
+/// PostgreSQL broke a lock cycle by aborting this transaction; nothing was
+/// written, so trying again is safe.
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("40P01"))
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {

@@ -1,10 +1,12 @@
 //! The one domain layer that every transport calls: validated input in,
 //! views or `ServiceError` out. gRPC and REST are thin adapters over it.
 
+pub mod admin;
 pub mod agents;
 pub mod fleet;
 pub mod jobs;
 pub mod lessons;
+pub mod vouchers;
 
 use chrono::{DateTime, Utc};
 use classgrid_placement::{Owner, Reservation, SeatPlacement, Window};

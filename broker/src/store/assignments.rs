@@ -131,6 +131,27 @@ pub async fn insert(
     Ok(())
 }
 
+/// Writes many seat assignments, generation 1, in one statement.
+pub async fn insert_seats(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[AssignmentRow],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO assignments (id, kind, seat_id, node_id, state, payload, ends_at)
+         SELECT id, 'seat', seat_id, node_id, 'pending', payload, ends_at
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::timestamptz[])
+              AS t(id, seat_id, node_id, payload, ends_at)",
+    )
+    .bind(rows.iter().map(|a| a.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|a| a.seat_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|a| a.node_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|a| Json(&a.payload.0)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|a| a.ends_at).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Marks the active assignments of a seat or job released; returns them so the
 /// caller can tell their agents.
 pub async fn release_for(

@@ -223,6 +223,36 @@ pub async fn insert_seat(
     Ok(())
 }
 
+/// Writes a lesson's planned seats in one statement.
+pub async fn insert_seats(
+    tx: &mut Transaction<'_, Postgres>,
+    lesson_id: Uuid,
+    seats: &[NewSeat],
+) -> sqlx::Result<()> {
+    // Device lists differ in length, which a 2-D array cannot hold; they
+    // travel as JSON arrays and are unpacked in the statement.
+    let devices: Vec<Json<&Vec<i32>>> = seats.iter().map(|s| Json(&s.device_indexes)).collect();
+    sqlx::query(
+        "INSERT INTO seats (id, lesson_id, number, state, node_id, device_indexes, gpu_memory_mib, gpu_compute_pct, rtt_ms, rtt_source)
+         SELECT id, $1, number, 'planned', node_id,
+                ARRAY(SELECT jsonb_array_elements_text(devices)::int), gmem, gpct, rtt, src
+         FROM UNNEST($2::uuid[], $3::int[], $4::uuid[], $5::jsonb[], $6::int8[], $7::int[], $8::float8[], $9::text[])
+              AS t(id, number, node_id, devices, gmem, gpct, rtt, src)",
+    )
+    .bind(lesson_id)
+    .bind(seats.iter().map(|s| s.id).collect::<Vec<_>>())
+    .bind(seats.iter().map(|s| s.number).collect::<Vec<_>>())
+    .bind(seats.iter().map(|s| s.node_id).collect::<Vec<_>>())
+    .bind(devices)
+    .bind(seats.iter().map(|s| s.gpu_memory_mib).collect::<Vec<_>>())
+    .bind(seats.iter().map(|s| s.gpu_compute_pct).collect::<Vec<_>>())
+    .bind(seats.iter().map(|s| s.rtt_ms).collect::<Vec<_>>())
+    .bind(seats.iter().map(|s| s.rtt_source).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Moves a planned seat to another node (re-planning at start).
 pub async fn move_seat(tx: &mut Transaction<'_, Postgres>, s: &NewSeat) -> sqlx::Result<()> {
     sqlx::query(
@@ -273,6 +303,20 @@ pub async fn set_seats_state(
         .bind(lesson_id)
         .bind(&from)
         .bind(to)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Moves seats to `state` in one statement.
+pub async fn set_seats(
+    tx: &mut Transaction<'_, Postgres>,
+    seat_ids: &[Uuid],
+    state: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE seats SET state = $2 WHERE id = ANY($1)")
+        .bind(seat_ids)
+        .bind(state)
         .execute(&mut **tx)
         .await?;
     Ok(())

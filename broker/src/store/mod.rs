@@ -14,7 +14,9 @@ pub mod jobs;
 pub mod lessons;
 pub mod nodes;
 pub mod reservations;
+pub mod security;
 pub mod sites;
+pub mod vouchers;
 
 use sqlx::{
     PgPool,

@@ -28,19 +28,57 @@ struct ReservationRow {
     preemptible: bool,
 }
 
+const COLS: &str = "owner_kind, owner_id, node_id, device_idx, lower(during) AS start_at, upper(during) AS end_at,
+    cpu_millis, memory_mib, gpu_memory_mib, gpu_compute_pct, preemptible";
+
+fn owner_parts(owners: &[Owner]) -> (Vec<&'static str>, Vec<Uuid>) {
+    owners
+        .iter()
+        .map(|o| match o {
+            Owner::Lesson(id) => ("lesson", *id),
+            Owner::Job(id) => ("job", *id),
+        })
+        .unzip()
+}
+
 impl Store {
     /// Every reservation that overlaps `window`: what placement must respect.
     pub async fn reservations_overlapping(&self, window: Window) -> sqlx::Result<Vec<Reservation>> {
-        let rows: Vec<ReservationRow> = sqlx::query_as(
-            "SELECT owner_kind, owner_id, node_id, device_idx, lower(during) AS start_at, upper(during) AS end_at,
-                    cpu_millis, memory_mib, gpu_memory_mib, gpu_compute_pct, preemptible
-             FROM reservations WHERE during && $1",
-        )
-        .bind(range(window))
+        let rows: Vec<ReservationRow> =
+            sqlx::query_as(sql!("SELECT {COLS} FROM reservations WHERE during && $1"))
+                .bind(range(window))
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(to_model(rows))
+    }
+
+    /// Every reservation that has not ended yet: the broker's calendar.
+    pub async fn reservations_current(&self) -> sqlx::Result<Vec<Reservation>> {
+        let rows: Vec<ReservationRow> = sqlx::query_as(sql!(
+            "SELECT {COLS} FROM reservations WHERE upper(during) > now()"
+        ))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
+        Ok(to_model(rows))
+    }
+
+    /// Every reservation of `owners`.
+    pub async fn reservations_of(&self, owners: &[Owner]) -> sqlx::Result<Vec<Reservation>> {
+        let (kinds, ids) = owner_parts(owners);
+        let rows: Vec<ReservationRow> = sqlx::query_as(sql!(
+            "SELECT {COLS} FROM reservations
+             WHERE (owner_kind, owner_id) IN (SELECT * FROM UNNEST($1::text[], $2::uuid[]))"
+        ))
+        .bind(&kinds)
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(to_model(rows))
+    }
+}
+
+fn to_model(rows: Vec<ReservationRow>) -> Vec<Reservation> {
+    rows.into_iter()
             .map(|r| Reservation {
                 owner: if r.owner_kind == "job" {
                     Owner::Job(r.owner_id)
@@ -56,12 +94,57 @@ impl Store {
                 gpu_compute_percent: r.gpu_compute_pct as u32,
                 preemptible: r.preemptible,
             })
-            .collect())
-    }
+            .collect()
 }
 
 /// Writes reservation rows; the capacity trigger refuses any over-commit
 /// (see `is_capacity_conflict`).
+/// Writes many seats' rows in one statement; `seat_ids[i]` is the seat of
+/// `rows[i]`. The trigger still checks every row.
+pub async fn insert_many(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[Reservation],
+    seat_ids: &[Option<Uuid>],
+) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let owners: Vec<Owner> = rows.iter().map(|r| r.owner).collect();
+    let (kinds, ids) = owner_parts(&owners);
+    let col = |f: &dyn Fn(&Reservation) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+    sqlx::query(
+        "INSERT INTO reservations (owner_kind, owner_id, seat_id, node_id, device_idx, during,
+            cpu_millis, memory_mib, gpu_memory_mib, gpu_compute_pct, preemptible)
+         SELECT k, o, s, n, d, tstzrange(a, b), c, m, gm, gc, p
+         FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int[], $6::timestamptz[], $7::timestamptz[],
+                     $8::int[], $9::int8[], $10::int8[], $11::int[], $12::bool[])
+              AS t(k, o, s, n, d, a, b, c, m, gm, gc, p)",
+    )
+    .bind(&kinds)
+    .bind(&ids)
+    .bind(seat_ids)
+    .bind(rows.iter().map(|r| r.node_id).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.device_index.map(|i| i as i32))
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| to_time(r.window.start)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| to_time(r.window.end)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.cpu_millis as i32).collect::<Vec<_>>())
+    .bind(col(&|r| r.memory_mib as i64))
+    .bind(col(&|r| r.gpu_memory_mib as i64))
+    .bind(
+        rows.iter()
+            .map(|r| r.gpu_compute_percent as i32)
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.preemptible).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 pub async fn insert(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[Reservation],

@@ -33,6 +33,10 @@ impl AgentService for Agents {
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Outbound>, Status> {
         let app = self.0.clone();
+        // With TLS, only a node certificate from this region gets in, and it
+        // may only register as the node it names.
+        let peer = req.peer_certs().and_then(|c| c.first().map(|d| d.to_vec()));
+        let identity = app.node_identity(peer.as_deref(), "agent").await?;
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
             .await
@@ -44,6 +48,20 @@ impl AgentService for Agents {
                 "register: the first message must be a register",
             ));
         };
+        if let Some(id) = &identity {
+            let claimed = app.fleet.site(&reg.site).map(|s| s.name);
+            if claimed.as_deref() != Some(id.site.as_str()) || reg.name != id.name {
+                app.metrics.agent_refused.inc();
+                warn!(cert = %format!("{}/{}", id.site, id.name), claimed = %format!("{}/{}", reg.site.chars().take(64).collect::<String>(), reg.name.chars().take(64).collect::<String>()), "agent claimed another node's identity");
+                return Err(Status::permission_denied(format!(
+                    "this certificate belongs to node {}/{}; it cannot register as {}/{}",
+                    id.site,
+                    id.name,
+                    reg.site.chars().take(64).collect::<String>(),
+                    reg.name.chars().take(64).collect::<String>()
+                )));
+            }
+        }
         let live = match app.register_node(&reg).await {
             Ok(n) => n,
             Err(e) => {
@@ -92,6 +110,10 @@ impl AgentService for Agents {
                     in_window = 0;
                 } else if in_window > MAX_MSGS_PER_SEC * 5 {
                     warn!(node = %node_id, "agent flooding the broker; cutting it off");
+                    break;
+                }
+                if !app.fleet.is_current(node_id, sid) {
+                    info!(node = %node_id, "session replaced or revoked; closing it");
                     break;
                 }
                 if app.fleet.touch(node_id, sid).is_some() {

@@ -1,11 +1,13 @@
 //! gRPC services of `classgrid.v1`, plus reflection and `grpc.health.v1`.
 
+pub mod admin;
 pub mod agent;
 pub mod convert;
 pub mod edge;
 pub mod fleet;
 pub mod job;
 pub mod lesson;
+pub mod voucher;
 
 use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
@@ -44,6 +46,8 @@ pub fn status(e: ServiceError) -> Status {
             )
         }
         ServiceError::Conflict(msg) => Status::failed_precondition(msg),
+        ServiceError::Forbidden(msg) => Status::permission_denied(msg),
+        ServiceError::Unauthenticated(msg) => Status::unauthenticated(msg),
         ServiceError::Internal(e) => {
             tracing::error!(error = %e, "internal error");
             Status::internal("internal error; see the broker log")

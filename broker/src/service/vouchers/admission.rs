@@ -1,0 +1,185 @@
+//! Admission against balance and quota, inside the booking transaction: the
+//! school's quota row and live vouchers are locked, so concurrent bookings
+//! of one school serialise here and can never overspend or over-seat.
+
+use chrono::{DateTime, Utc};
+use classgrid_placement::{Explanation, FilterCount, Owner, SeatPlacement};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::{
+    app::Broker,
+    domain::ServiceError,
+    store::{
+        jobs::{self as job_store, JobRow},
+        vouchers::{self as store, NewEntry},
+    },
+    vouchers::{Need, SeatCost, allocate, hours, quota, worst_case_uah},
+};
+
+/// A refusal that reads like a placement refusal, with the numbers.
+fn refused(filter: &'static str, sentence: String) -> ServiceError {
+    ServiceError::Refused(Box::new(Explanation {
+        nodes_considered: 0,
+        filters: vec![FilterCount {
+            filter,
+            removed: 0,
+            detail: sentence.clone(),
+        }],
+        summary: sentence,
+    }))
+}
+
+impl Broker {
+    /// Booking hook, first in the transaction: locks the school's quota
+    /// row and live vouchers, so that one school's concurrent bookings queue
+    /// here rather than while holding node locks (whose order differs per
+    /// booking).
+    pub async fn lock_school_vouchers(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        school_site_id: Uuid,
+    ) -> sqlx::Result<()> {
+        store::lock_quota(tx, school_site_id).await?;
+        store::lock_live_vouchers(tx, school_site_id, Utc::now()).await?;
+        Ok(())
+    }
+
+    /// Booking hook: holds the lesson's worst-case cost, from its start to
+    /// its end plus grace, and checks the seat quota for `[start, end)`.
+    /// A refusal comes back as `Some`; the caller rolls back.
+    pub async fn hold_for_lesson(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        lesson_id: Uuid,
+        school_site_id: Uuid,
+        (start, end): (DateTime<Utc>, DateTime<Utc>),
+        seats: &[SeatPlacement],
+    ) -> sqlx::Result<Option<ServiceError>> {
+        let grace = chrono::Duration::from_std(self.cfg.grace).unwrap_or_default();
+        let owner = Owner::Lesson(lesson_id);
+        let verdict = self
+            .admit(tx, owner, school_site_id, (start, end), end + grace, seats)
+            .await?;
+        Ok(verdict.map(|(filter, sentence)| refused(filter, sentence)))
+    }
+
+    /// Job-start hook: the same for a job's run, to its end plus its grace.
+    /// On refusal the job stays queued with the reason as its message, like
+    /// a capacity refusal, and `false` comes back; the caller rolls back.
+    pub async fn hold_for_job(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        job: &JobRow,
+        (start, end): (DateTime<Utc>, DateTime<Utc>),
+        seat: &SeatPlacement,
+    ) -> sqlx::Result<bool> {
+        let stop = end + chrono::Duration::seconds(i64::from(job.grace_s.max(0)));
+        let seats = std::slice::from_ref(seat);
+        let owner = Owner::Job(job.id);
+        match self
+            .admit(tx, owner, job.school_site_id, (start, end), stop, seats)
+            .await?
+        {
+            None => Ok(true),
+            Some((_, sentence)) => {
+                let msg = format!("queued: {sentence}");
+                job_store::set_message(&self.store.pool, job.id, &msg).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Checks quota, then holds the cost; answers the refusal, if any, as
+    /// (filter, sentence).
+    async fn admit(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        owner: Owner,
+        school_site_id: Uuid,
+        (start, end): (DateTime<Utc>, DateTime<Utc>),
+        charge_end: DateTime<Utc>,
+        seats: &[SeatPlacement],
+    ) -> sqlx::Result<Option<(&'static str, String)>> {
+        let school = self
+            .fleet
+            .site_by_id(school_site_id)
+            .map(|s| s.name)
+            .unwrap_or_else(|| school_site_id.to_string());
+        if let Some(max) = store::lock_quota(tx, school_site_id).await? {
+            let busy = store::busy_seats(tx, school_site_id, start, end, owner).await?;
+            let peak = quota::peak(&busy, start, end);
+            if let Some(s) = quota::check(i64::from(max), peak, seats.len() as i64, &school) {
+                return Ok(Some(("quota", s)));
+            }
+        }
+
+        let costs: Vec<(SeatCost, &SeatPlacement)> =
+            seats.iter().map(|p| (self.seat_cost(p), p)).collect();
+        let priced: Vec<SeatCost> = costs.iter().map(|(c, _)| *c).collect();
+        let amount = worst_case_uah(&priced, (charge_end - start).num_seconds());
+        if amount == 0 {
+            return Ok(None);
+        }
+        let nodes = costs
+            .iter()
+            .filter(|(c, _)| !c.is_free())
+            .filter_map(|(_, p)| self.fleet.node(p.node_id))
+            .map(|n| (n.tier, n.site_id))
+            .collect();
+        let need = Need {
+            amount,
+            start,
+            end: charge_end,
+            nodes,
+        };
+        let vouchers = store::lock_live_vouchers(tx, school_site_id, Utc::now()).await?;
+        let holds = match allocate(&vouchers, &need) {
+            Ok(h) => h,
+            Err(short) => return Ok(Some(("voucher", short.sentence(&school)))),
+        };
+        let gpu_seats = priced.iter().filter(|c| !c.is_free()).count();
+        let note = format!(
+            "worst case {} accelerator-hours: {gpu_seats} accelerator seat(s) from {} to {}",
+            hours(amount),
+            start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            charge_end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        for (voucher_id, take) in holds {
+            store::append(
+                tx,
+                &NewEntry {
+                    voucher_id,
+                    school_site_id,
+                    kind: "hold",
+                    amount_uah: -take,
+                    owner: Some(owner),
+                    hold_id: None,
+                    node_class: None,
+                    metered_slice_seconds: None,
+                    note: &note,
+                },
+            )
+            .await?;
+        }
+        Ok(None)
+    }
+
+    /// A seat's fraction and model weight, from the live view of its node.
+    fn seat_cost(&self, p: &SeatPlacement) -> SeatCost {
+        let node = self.fleet.node(p.node_id);
+        let grants: Vec<(u32, String)> = p
+            .devices
+            .iter()
+            .map(|g| {
+                let model = node
+                    .as_ref()
+                    .and_then(|n| n.devices.iter().find(|d| d.idx as u32 == g.index))
+                    .map(|d| d.model.clone())
+                    .unwrap_or_default();
+                (g.compute_percent, model)
+            })
+            .collect();
+        SeatCost::of(&grants, &self.cfg.vouchers.weights)
+    }
+}

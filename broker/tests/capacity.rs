@@ -1,0 +1,378 @@
+//! PostgreSQL, not only the placement code, keeps capacity: many clients
+//! hammer one small node at once, through the service layer of two brokers
+//! (each with its own in-memory calendar) and straight through SQL, and no
+//! instant of any window is ever over-committed.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use classgrid_broker::{
+    app::{App, Broker},
+    config::{BrokerConfig, ServeArgs},
+    service::vouchers::RawVoucher,
+    domain::{
+        ServiceError,
+        lesson::RawBooking,
+        spec::{RawGpu, RawSeat, Workload},
+    },
+    store::Store,
+};
+use classgrid_proto::v1 as pb;
+use sqlx::{Connection, Executor, PgConnection};
+use uuid::Uuid;
+
+/// The small node: 4 CPUs, 8 GiB, two T4s shared by at most 4 slices each.
+const NODE_CPU: i32 = 4000;
+const NODE_MEM: i64 = 8192;
+const T4_MIB: i64 = 16384;
+const SLICES: i32 = 4;
+/// Every seat takes 500 millis and 1 GiB, so the node holds 8 seats.
+const FITS: usize = 8;
+/// GPU seats take 6 GiB and 30 % of a T4: two per device by memory.
+const GPU_FITS: usize = 4;
+
+fn admin_url() -> String {
+    std::env::var("CLASSGRID_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database, dropped afterwards.
+struct TestDb {
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn new() -> Self {
+        let name = format!("cg_cap_{}", Uuid::new_v4().simple());
+        let mut c = PgConnection::connect(&admin_url())
+            .await
+            .expect("PostgreSQL is needed for this test (scripts/test.sh starts it)");
+        c.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .unwrap();
+        let base = admin_url().rsplit_once('/').unwrap().0.to_string();
+        TestDb {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut c = PgConnection::connect(&admin_url()).await.ok()?;
+                c.execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+async fn broker(db: &TestDb) -> App {
+    let cfg = BrokerConfig::resolve(&ServeArgs {
+        database_url: Some(db.url.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let store = Store::connect(&cfg.database_url).await.unwrap();
+    store.migrate().await.unwrap();
+    Broker::new(cfg, store).await.unwrap()
+}
+
+/// Enough accelerator-hours that vouchers never refuse here.
+async fn grant_hours(app: &App, school: &str) {
+    app.issue_voucher(RawVoucher {
+        school_site: school.into(),
+        programme: "capacity-test".into(),
+        issued_by: "test".into(),
+        accelerator_hours: 1000.0,
+        valid_until: Some(Utc::now() + Duration::days(30)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+/// Registers the small node on `app` and keeps its session open.
+async fn small_node(app: &App, site: &str, name: &str) -> Uuid {
+    let t4 = |index| pb::DeviceInfo {
+        index,
+        vendor: "nvidia".into(),
+        model: "Tesla T4".into(),
+        memory_mib: T4_MIB,
+        healthy: true,
+        max_slices: SLICES,
+        isolation: pb::Isolation::Soft as i32,
+        ..Default::default()
+    };
+    let live = app
+        .register_node(&pb::Register {
+            site: site.into(),
+            name: name.into(),
+            capacity: Some(pb::NodeCapacity {
+                cpu_millis: NODE_CPU,
+                memory_mib: NODE_MEM,
+                devices: vec![t4(0), t4(1)],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = live.id;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    std::mem::forget(rx);
+    app.fleet.attach(live, tx);
+    id
+}
+
+/// Booking `i` of the storm: even ones want a GPU slice, odd ones CPU only.
+/// Starts step by one minute and every lesson lasts 40, so all windows share
+/// the instant T0 + 39 min: at most `FITS` can ever be admitted, in any order.
+fn booking(site: &str, i: usize, t0: chrono::DateTime<Utc>) -> RawBooking {
+    RawBooking {
+        school_site: site.into(),
+        title: format!("storm {i}"),
+        start: Some(t0 + Duration::minutes(i as i64)),
+        duration_seconds: 2400,
+        seats: 1,
+        seat: Some(RawSeat {
+            cpu_millis: 500,
+            memory_mib: 1024,
+            gpu: (i % 2 == 0).then(|| RawGpu {
+                vendors: vec!["nvidia".into()],
+                memory_mib: 6144,
+                compute_percent: 30,
+                count: 1,
+                ..Default::default()
+            }),
+            runtime: String::new(),
+        }),
+        workload: Workload {
+            command: "sleep".into(),
+            args: vec!["3600".into()],
+            ..Default::default()
+        },
+        max_rtt_ms: 1000,
+        ..Default::default()
+    }
+}
+
+/// The highest use of the node and of each device at any instant, computed
+/// from the rows alone. The peak over time is reached where some
+/// reservation starts.
+async fn peaks(pool: &sqlx::PgPool, node: Uuid) -> ((i64, i64), Vec<(i32, i64, i64, i64)>) {
+    let node_peak: (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT max(cpu), max(mem) FROM (
+            SELECT sum(r.cpu_millis)::int8 AS cpu, sum(r.memory_mib)::int8 AS mem
+            FROM (SELECT DISTINCT lower(during) AS t FROM reservations WHERE node_id = $1) p
+            JOIN reservations r ON r.node_id = $1 AND r.during @> p.t
+            GROUP BY p.t) s",
+    )
+    .bind(node)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let devices: Vec<(i32, i64, i64, i64)> = sqlx::query_as(
+        "SELECT d, max(mem)::int8, max(pct)::int8, max(n)::int8 FROM (
+            SELECT r.device_idx AS d, sum(r.gpu_memory_mib) AS mem, sum(r.gpu_compute_pct) AS pct, count(*) AS n
+            FROM (SELECT DISTINCT device_idx, lower(during) AS t FROM reservations
+                  WHERE node_id = $1 AND device_idx IS NOT NULL) p
+            JOIN reservations r ON r.node_id = $1 AND r.device_idx = p.device_idx AND r.during @> p.t
+            GROUP BY r.device_idx, p.t) s GROUP BY d ORDER BY d",
+    )
+    .bind(node)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (
+        (node_peak.0.unwrap_or(0), node_peak.1.unwrap_or(0)),
+        devices,
+    )
+}
+
+fn assert_within_capacity(peaks: &((i64, i64), Vec<(i32, i64, i64, i64)>)) {
+    let ((cpu, mem), devices) = peaks;
+    assert!(*cpu <= NODE_CPU as i64, "node cpu over-committed: {cpu}");
+    assert!(*mem <= NODE_MEM, "node memory over-committed: {mem}");
+    for (d, gmem, pct, n) in devices {
+        assert!(*gmem <= T4_MIB, "device {d} memory over-committed: {gmem}");
+        assert!(*pct <= 100, "device {d} compute over-committed: {pct}");
+        assert!(*n <= SLICES as i64, "device {d} slices over-committed: {n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forty_concurrent_bookings_on_one_small_node_admit_exactly_what_fits() {
+    let db = TestDb::new().await;
+    // Two brokers on one database, like two replicas: neither sees the
+    // other's in-memory calendar, so only PostgreSQL can stop an over-commit.
+    let a = broker(&db).await;
+    a.create_site("school-cap", "school", "d1").await.unwrap();
+    grant_hours(&a, "school-cap").await;
+    let node = small_node(&a, "school-cap", "small").await;
+    let b = broker(&db).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    std::mem::forget(rx);
+    b.fleet.attach(a.fleet.node(node).unwrap(), tx);
+
+    let t0 = Utc::now() + Duration::hours(2);
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let app = Arc::clone(if i % 2 == 0 { &a } else { &b });
+            tokio::spawn(async move { app.book_lesson(booking("school-cap", i, t0)).await })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(v) => admitted.push((i, v)),
+            Err(ServiceError::Refused(e)) => {
+                assert!(
+                    e.summary.contains("0/1 nodes"),
+                    "a refusal explains itself: {}",
+                    e.summary
+                );
+                refused += 1;
+            }
+            Err(e) => panic!("booking {i} failed instead of being admitted or refused: {e}"),
+        }
+    }
+    assert_eq!(admitted.len(), FITS, "exactly what fits is admitted");
+    assert_eq!(refused, 40 - FITS);
+    let gpu = admitted.iter().filter(|(i, _)| i % 2 == 0).count();
+    assert!(gpu <= GPU_FITS, "{gpu} GPU seats on room for {GPU_FITS}");
+
+    let pool = &a.store.pool;
+    assert_within_capacity(&peaks(pool, node).await);
+    // The database holds exactly the admitted lessons' seats and rows.
+    let (lessons, seats, owners): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM lessons), (SELECT count(*) FROM seats),
+                (SELECT count(DISTINCT owner_id) FROM reservations)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!((lessons, seats, owners), (FITS as i64, FITS as i64, FITS as i64));
+
+    // Cancelling one frees its capacity at once, for either broker.
+    let (_, first) = &admitted[0];
+    a.cancel_lesson(first.lesson.id, "test").await.unwrap();
+    let again = b.book_lesson(booking("school-cap", 1, t0)).await;
+    assert!(again.is_ok(), "freed capacity is bookable: {:?}", again.err());
+    assert_within_capacity(&peaks(pool, node).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forty_concurrent_sql_writers_cannot_over_commit_one_node() {
+    let db = TestDb::new().await;
+    let app = broker(&db).await;
+    app.create_site("school-sql", "school", "d1").await.unwrap();
+    let node = small_node(&app, "school-sql", "small").await;
+    let t0 = Utc::now() + Duration::hours(3);
+
+    // Forty writers on forty connections, each one GPU slice in an
+    // overlapping window; the trigger must serialise them on the node.
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let url = db.url.clone();
+            tokio::spawn(async move {
+                let mut c = PgConnection::connect(&url).await.unwrap();
+                let start = t0 + Duration::minutes(i as i64);
+                sqlx::query(
+                    "INSERT INTO reservations (owner_kind, owner_id, node_id, device_idx, during,
+                        cpu_millis, memory_mib, gpu_memory_mib, gpu_compute_pct)
+                     VALUES ('lesson', $1, $2, $3, tstzrange($4, $5), 250, 512, 4096, 25)",
+                )
+                .bind(Uuid::now_v7())
+                .bind(node)
+                .bind((i % 2) as i32)
+                .bind(start)
+                .bind(start + Duration::minutes(40))
+                .execute(&mut c)
+                .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(sqlx::Error::Database(d)) => {
+                assert_eq!(d.code().as_deref(), Some("CG001"), "{d}");
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    // Four slices per device, two devices: eight, whatever the order.
+    assert_eq!(ok, 2 * SLICES as usize);
+    assert_within_capacity(&peaks(&app.store.pool, node).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_over_committing_insert_is_refused_with_cg001() {
+    let db = TestDb::new().await;
+    let app = broker(&db).await;
+    app.create_site("school-direct", "school", "d1").await.unwrap();
+    let node = small_node(&app, "school-direct", "small").await;
+    let pool = &app.store.pool;
+    let t0 = Utc::now() + Duration::hours(1);
+    let insert = |dev: Option<i32>, cpu: i32, mem: i64, gmem: i64, pct: i32, from: i64, to: i64| {
+        sqlx::query(
+            "INSERT INTO reservations (owner_kind, owner_id, node_id, device_idx, during,
+                cpu_millis, memory_mib, gpu_memory_mib, gpu_compute_pct)
+             VALUES ('job', $1, $2, $3, tstzrange($4, $5), $6, $7, $8, $9)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(node)
+        .bind(dev)
+        .bind(t0 + Duration::minutes(from))
+        .bind(t0 + Duration::minutes(to))
+        .bind(cpu)
+        .bind(mem)
+        .bind(gmem)
+        .bind(pct)
+        .execute(pool)
+    };
+    let refused = |r: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, what: &str| match r {
+        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("CG001") => {
+            assert!(d.message().contains(what), "{what}: {}", d.message())
+        }
+        other => panic!("{what}: expected CG001, got {other:?}"),
+    };
+
+    insert(Some(0), 3000, 6000, 12000, 70, 0, 60).await.unwrap();
+    // Each dimension alone, overlapping only partly.
+    refused(insert(None, 1001, 0, 0, 0, 30, 90).await, "cpu over-committed");
+    refused(insert(None, 0, 2193, 0, 0, 59, 90).await, "memory over-committed");
+    refused(insert(Some(0), 0, 0, 4385, 0, 10, 20).await, "device");
+    refused(insert(Some(0), 0, 0, 0, 31, 10, 20).await, "compute over-committed");
+    // A window that only touches the end is free: ranges are half-open.
+    insert(Some(0), 4000, 8192, 16384, 100, 60, 90).await.unwrap();
+    // Slices: the other device takes four, not five.
+    for _ in 0..SLICES {
+        insert(Some(1), 0, 0, 1, 1, 100, 110).await.unwrap();
+    }
+    refused(insert(Some(1), 0, 0, 1, 1, 105, 106).await, "slice count");
+    // An update is checked like an insert.
+    let r = sqlx::query(
+        "UPDATE reservations SET cpu_millis = 4001 WHERE node_id = $1 AND cpu_millis = 4000",
+    )
+    .bind(node)
+    .execute(pool)
+    .await;
+    refused(r, "cpu over-committed");
+    assert_within_capacity(&peaks(pool, node).await);
+}

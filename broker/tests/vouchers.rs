@@ -1,0 +1,767 @@
+//! Compute vouchers against a real PostgreSQL: the broker's own service
+//! layer on a fresh database per test, with synthetic agents attached to the
+//! live fleet exactly as `AgentService.Connect` attaches them (register, a
+//! session channel for assignments, status reports with slice-seconds).
+
+use std::{collections::HashMap, path::PathBuf, time::Duration};
+
+use chrono::{DateTime, Utc};
+use classgrid_broker::{
+    app::App,
+    clock,
+    config::{BrokerConfig, ServeArgs},
+    domain::{
+        ServiceError,
+        lesson::RawBooking,
+        spec::{RawGpu, RawSeat, Workload},
+    },
+    service::vouchers::{RawLedgerQuery, RawVoucher},
+    store::Store,
+    vouchers::{
+        SeatCost, WeightTable, metered_uah,
+        report::{self, GroupBy},
+        worst_case_uah,
+    },
+};
+use classgrid_proto::v1::{self as pb, broker_message::Msg};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+const GRACE_S: i64 = 1;
+
+struct Harness {
+    app: App,
+    db: String,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        let db = self.db.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url())
+                    .await
+                    .ok()?;
+                sqlx::Executor::execute(
+                    &mut c,
+                    sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")),
+                )
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("CLASSGRID_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A broker on a fresh database: no staging lead, 1 s grace, settlement
+/// 1 s after the end. `with_clock` also runs the lifecycle clock.
+async fn broker(with_clock: bool) -> Harness {
+    let db = format!("cg_vouchers_{}", Uuid::new_v4().simple());
+    let admin = admin_url();
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432 is needed for these tests");
+    sqlx::Executor::execute(&mut c, sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .await
+        .unwrap();
+    let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
+    let dir = std::env::temp_dir().join(&db);
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = dir.join("broker.toml");
+    std::fs::write(
+        &toml,
+        "[vouchers]\nsettle_after_s = 1\n\n[voucher_weights]\n\"910B\" = 5.0\n",
+    )
+    .unwrap();
+    let mut args = ServeArgs {
+        config: Some(PathBuf::from(&toml)),
+        database_url: Some(url.clone()),
+        staging_lead_s: Some(0),
+        grace_s: Some(GRACE_S as u64),
+        log_format: Some("text".into()),
+        ..Default::default()
+    };
+    args.security.insecure_dev = true;
+    args.security.data_dir = Some(dir);
+    let cfg = BrokerConfig::resolve(&args).unwrap();
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let app = classgrid_broker::app::Broker::new(cfg, store)
+        .await
+        .unwrap();
+    let (shutdown, rx) = watch::channel(false);
+    if with_clock {
+        tokio::spawn(clock::run(app.clone(), rx));
+    }
+    Harness { app, db, shutdown }
+}
+
+/// Registers a node with the given device models and attaches a session;
+/// the receiver gets what the broker sends the "agent".
+async fn agent(
+    app: &App,
+    site: &str,
+    name: &str,
+    devices: &[(&str, &str)],
+) -> (
+    Uuid,
+    mpsc::Receiver<Result<pb::BrokerMessage, tonic::Status>>,
+) {
+    let reg = pb::Register {
+        site: site.into(),
+        name: name.into(),
+        tier: "edge".into(),
+        runtimes: vec!["process".into()],
+        capacity: Some(pb::NodeCapacity {
+            cpu_millis: 64_000,
+            memory_mib: 256 * 1024,
+            devices: devices
+                .iter()
+                .enumerate()
+                .map(|(i, (vendor, model))| pb::DeviceInfo {
+                    index: i as i32,
+                    vendor: vendor.to_string(),
+                    model: model.to_string(),
+                    memory_mib: 16 * 1024,
+                    healthy: true,
+                    max_slices: 64,
+                    isolation: pb::Isolation::Soft as i32,
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+        ..Default::default()
+    };
+    let live = app.register_node(&reg).await.unwrap();
+    let id = live.id;
+    let (tx, rx) = mpsc::channel(1024);
+    app.fleet.attach(live, tx);
+    (id, rx)
+}
+
+fn gpu_seat(vendor: &str, pct: i64) -> RawSeat {
+    RawSeat {
+        cpu_millis: 100,
+        memory_mib: 128,
+        gpu: Some(RawGpu {
+            vendors: vec![vendor.into()],
+            memory_mib: 1024,
+            compute_percent: pct,
+            count: 1,
+            ..Default::default()
+        }),
+        runtime: "process".into(),
+    }
+}
+
+fn booking(school: &str, start: DateTime<Utc>, secs: i64, seats: i64, seat: RawSeat) -> RawBooking {
+    RawBooking {
+        school_site: school.into(),
+        title: "vouchers test".into(),
+        start: Some(start),
+        duration_seconds: secs,
+        seats,
+        seat: Some(seat),
+        workload: Workload {
+            command: "sleep".into(),
+            args: vec!["600".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+async fn issue(app: &App, school: &str, uah: i64, until: DateTime<Utc>) -> Uuid {
+    app.issue_voucher(RawVoucher {
+        school_site: school.into(),
+        programme: "AI for every class".into(),
+        issued_by: "district-admin".into(),
+        accelerator_hours: uah as f64 / 1e6,
+        valid_until: Some(until),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .id
+}
+
+/// (kind, amount µAh, lesson, job) of every ledger row of a voucher, in order.
+async fn rows(app: &App, voucher: Uuid) -> Vec<(String, i64, Option<Uuid>, Option<Uuid>)> {
+    sqlx::query_as(
+        "SELECT kind, amount_uah, lesson_id, job_id FROM voucher_ledger WHERE voucher_id = $1 ORDER BY id",
+    )
+    .bind(voucher)
+    .fetch_all(&app.store.pool)
+    .await
+    .unwrap()
+}
+
+async fn balance(app: &App, voucher: Uuid) -> i64 {
+    app.voucher(voucher).await.unwrap().balance_uah
+}
+
+async fn wait_for<F, Fut>(secs: u64, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < until {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn school(app: &App, name: &str) {
+    app.create_site(name, "school", "d1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_bookings_against_a_voucher_for_ten_admit_exactly_ten() {
+    let h = broker(false).await;
+    school(&h.app, "north-school").await;
+    agent(&h.app, "north-school", "gpu-1", &[("nvidia", "Tesla T4")]).await;
+    let lesson_s = 2400;
+    let one = worst_case_uah(
+        &[SeatCost::of(&[(25, "Tesla T4")], &WeightTable::default())],
+        lesson_s + GRACE_S,
+    );
+    let voucher = issue(
+        &h.app,
+        "north-school",
+        10 * one,
+        Utc::now() + chrono::Duration::days(120),
+    )
+    .await;
+
+    // Fifty lessons in fifty separate hours: capacity never refuses, only
+    // the voucher can.
+    let base = Utc::now() + chrono::Duration::hours(1);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let app = h.app.clone();
+        let start = base + chrono::Duration::minutes(50 * i);
+        tasks.push(tokio::spawn(async move {
+            app.book_lesson(booking(
+                "north-school",
+                start,
+                lesson_s,
+                1,
+                gpu_seat("nvidia", 25),
+            ))
+            .await
+        }));
+    }
+    let mut admitted = Vec::new();
+    let mut refusals = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(v) => admitted.push(v.lesson.id),
+            Err(ServiceError::Refused(e)) => refusals.push(e.summary),
+            Err(e) => panic!("a booking failed other than by refusal: {e}"),
+        }
+    }
+    assert_eq!(admitted.len(), 10, "refusals: {refusals:?}");
+    assert_eq!(refusals.len(), 40);
+    assert!(
+        refusals[0].contains("accelerator-hours needed")
+            && refusals[0].contains("0.000000 available"),
+        "a refusal names needed and available: {}",
+        refusals[0]
+    );
+
+    let ledger = rows(&h.app, voucher).await;
+    assert_eq!(ledger[0], ("issue".into(), 10 * one, None, None));
+    let holds: Vec<_> = ledger.iter().filter(|r| r.0 == "hold").collect();
+    assert_eq!(holds.len(), 10, "one hold per admitted lesson");
+    assert!(holds.iter().all(|r| r.1 == -one));
+    let mut held_for: Vec<Uuid> = holds.iter().filter_map(|r| r.2).collect();
+    held_for.sort();
+    admitted.sort();
+    assert_eq!(held_for, admitted, "every hold is an admitted lesson's");
+    assert_eq!(balance(&h.app, voucher).await, 0);
+    let lessons: i64 = sqlx::query_scalar("SELECT count(*) FROM lessons")
+        .fetch_one(&h.app.store.pool)
+        .await
+        .unwrap();
+    assert_eq!(lessons, 10, "a refused booking writes nothing");
+}
+
+#[tokio::test]
+async fn the_ledger_refuses_updates_deletes_and_overspending() {
+    let h = broker(false).await;
+    school(&h.app, "north-school").await;
+    let voucher = issue(
+        &h.app,
+        "north-school",
+        1_000_000,
+        Utc::now() + chrono::Duration::days(1),
+    )
+    .await;
+    let pool = &h.app.store.pool;
+    let code = |e: sqlx::Error| match e {
+        sqlx::Error::Database(d) => d.code().unwrap_or_default().to_string(),
+        other => panic!("{other}"),
+    };
+    let e = sqlx::query("UPDATE voucher_ledger SET amount_uah = 5")
+        .execute(pool)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "CG002");
+    let e = sqlx::query("DELETE FROM voucher_ledger")
+        .execute(pool)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "CG002");
+    let e = sqlx::query("UPDATE vouchers SET amount_uah = 99")
+        .execute(pool)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), "CG002");
+    let school_id: Uuid = sqlx::query_scalar("SELECT id FROM sites WHERE name = 'north-school'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let e = sqlx::query(
+        "INSERT INTO voucher_ledger (voucher_id, school_site_id, kind, amount_uah) VALUES ($1, $2, 'expiry', -1000001)",
+    )
+    .bind(voucher)
+    .bind(school_id)
+    .execute(pool)
+    .await
+    .unwrap_err();
+    assert_eq!(
+        code(e),
+        "CG003",
+        "the database itself refuses a negative balance"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_lesson_releases_its_whole_hold() {
+    let h = broker(false).await;
+    school(&h.app, "north-school").await;
+    agent(&h.app, "north-school", "gpu-1", &[("nvidia", "Tesla T4")]).await;
+    let voucher = issue(
+        &h.app,
+        "north-school",
+        5_000_000,
+        Utc::now() + chrono::Duration::days(30),
+    )
+    .await;
+    let start = Utc::now() + chrono::Duration::hours(2);
+    let l = h
+        .app
+        .book_lesson(booking(
+            "north-school",
+            start,
+            2400,
+            4,
+            gpu_seat("nvidia", 25),
+        ))
+        .await
+        .unwrap();
+    let held = 5_000_000 - balance(&h.app, voucher).await;
+    assert!(held > 0);
+    h.app.cancel_lesson(l.lesson.id, "snow day").await.unwrap();
+    let ledger = rows(&h.app, voucher).await;
+    let kinds: Vec<&str> = ledger.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(kinds, ["issue", "hold", "release"]);
+    assert_eq!(ledger[1].1, -held);
+    assert_eq!(ledger[2].1, held, "the refund is the whole hold");
+    assert_eq!(ledger[2].2, Some(l.lesson.id));
+    assert_eq!(balance(&h.app, voucher).await, 5_000_000);
+}
+
+#[tokio::test]
+async fn a_voucher_expires_on_its_date_and_holds_released_later_expire_too() {
+    let h = broker(false).await;
+    school(&h.app, "north-school").await;
+    agent(&h.app, "north-school", "gpu-1", &[("nvidia", "Tesla T4")]).await;
+    let until = Utc::now() + chrono::Duration::seconds(4);
+    let voucher = issue(&h.app, "north-school", 2_000_000, until).await;
+    let l = h
+        .app
+        .book_lesson(booking(
+            "north-school",
+            Utc::now() + chrono::Duration::milliseconds(500),
+            1,
+            1,
+            gpu_seat("nvidia", 50),
+        ))
+        .await
+        .unwrap();
+    let held = 2_000_000 - balance(&h.app, voucher).await;
+    assert!(held > 0);
+
+    h.app.voucher_tick().await.unwrap();
+    assert!(
+        rows(&h.app, voucher).await.iter().all(|r| r.0 != "expiry"),
+        "nothing expires before its date"
+    );
+    tokio::time::sleep((until - Utc::now()).to_std().unwrap_or_default()).await;
+    h.app.voucher_tick().await.unwrap();
+    let (at, amount): (DateTime<Utc>, i64) = sqlx::query_as(
+        "SELECT at, amount_uah FROM voucher_ledger WHERE voucher_id = $1 AND kind = 'expiry'",
+    )
+    .bind(voucher)
+    .fetch_one(&h.app.store.pool)
+    .await
+    .unwrap();
+    assert!(
+        at >= until && at - until < chrono::Duration::seconds(5),
+        "expired at {at}, due {until}"
+    );
+    assert_eq!(
+        amount,
+        -(2_000_000 - held),
+        "only the free balance expires; the hold stays held"
+    );
+    assert_eq!(balance(&h.app, voucher).await, 0);
+
+    // The hold comes back after the date: it expires at once.
+    h.app.cancel_lesson(l.lesson.id, "").await.unwrap();
+    let kinds: Vec<String> = rows(&h.app, voucher)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(kinds, ["issue", "hold", "expiry", "release", "expiry"]);
+    assert_eq!(balance(&h.app, voucher).await, 0);
+    let refused = h
+        .app
+        .book_lesson(booking(
+            "north-school",
+            Utc::now() + chrono::Duration::minutes(5),
+            60,
+            1,
+            gpu_seat("nvidia", 10),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, ServiceError::Refused(_)), "{refused}");
+}
+
+/// Plays the agent for one assignment: waits for the Assign, reports it
+/// running, and once the broker releases it reports it stopped with
+/// `slice_seconds` (wall seconds × fraction, as the real agent computes).
+async fn run_seat(
+    app: &App,
+    node: Uuid,
+    rx: &mut mpsc::Receiver<Result<pb::BrokerMessage, tonic::Status>>,
+    slice_seconds: f64,
+    exit: Option<i32>,
+) {
+    let mut current: HashMap<String, i64> = HashMap::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("the broker sent nothing for 30 s")
+            .expect("session closed")
+            .unwrap();
+        match msg.msg {
+            Some(Msg::Assign(a)) => {
+                current.insert(a.assignment_id.clone(), a.generation);
+                let st = pb::AssignmentStatus {
+                    assignment_id: a.assignment_id.clone(),
+                    generation: a.generation,
+                    state: pb::AssignmentState::Running as i32,
+                    endpoint: "http://127.0.0.1:1".into(),
+                    slice_seconds: 0.1,
+                    ..Default::default()
+                };
+                app.agent_status(node, &st).await.unwrap();
+                if let Some(code) = exit {
+                    let st = pb::AssignmentStatus {
+                        state: pb::AssignmentState::Exited as i32,
+                        exit_code: code,
+                        has_exit_code: true,
+                        slice_seconds,
+                        ..st
+                    };
+                    app.agent_status(node, &st).await.unwrap();
+                    return;
+                }
+            }
+            Some(Msg::Release(r)) if current.contains_key(&r.assignment_id) => {
+                let st = pb::AssignmentStatus {
+                    assignment_id: r.assignment_id.clone(),
+                    generation: current[&r.assignment_id],
+                    state: pb::AssignmentState::Stopped as i32,
+                    slice_seconds,
+                    ..Default::default()
+                };
+                app.agent_status(node, &st).await.unwrap();
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charges_equal_metered_slice_seconds_times_weight_and_csv_totals_equal_the_ledger() {
+    let h = broker(true).await;
+    school(&h.app, "north-school").await;
+    let (node, mut rx) = agent(
+        &h.app,
+        "north-school",
+        "npu-1",
+        &[("ascend", "Ascend 910B2C")],
+    )
+    .await;
+    let voucher = issue(
+        &h.app,
+        "north-school",
+        3_000_000,
+        Utc::now() + chrono::Duration::days(30),
+    )
+    .await;
+
+    // A 3-second lesson on half a 910B (weight 5.0, from the config file).
+    let l = h
+        .app
+        .book_lesson(booking(
+            "north-school",
+            Utc::now() + chrono::Duration::seconds(1),
+            3,
+            1,
+            gpu_seat("ascend", 50),
+        ))
+        .await
+        .unwrap();
+    let lesson_slice = 1.4;
+    run_seat(&h.app, node, &mut rx, lesson_slice, None).await;
+
+    // A job on the same device that exits by itself.
+    let job = h
+        .app
+        .submit_job(classgrid_broker::domain::lesson::RawJob {
+            school_site: "north-school".into(),
+            name: "homework".into(),
+            spec: Some(gpu_seat("ascend", 50)),
+            workload: Workload {
+                command: "true".into(),
+                ..Default::default()
+            },
+            max_runtime_seconds: 600,
+            grace_seconds: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let job_slice = 212.5;
+    run_seat(&h.app, node, &mut rx, job_slice, Some(0)).await;
+
+    let pool = h.app.store.pool.clone();
+    let settled = wait_for(20, || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM voucher_ledger WHERE kind = 'release'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            n == 2
+        }
+    })
+    .await;
+    assert!(
+        settled,
+        "both holds settled: {:?}",
+        rows(&h.app, voucher).await
+    );
+
+    let charge = |owner: &'static str, id: Uuid| {
+        let pool = pool.clone();
+        async move {
+            let (uah, secs, class): (i64, f64, String) =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT -amount_uah, metered_slice_seconds, node_class FROM voucher_ledger
+                  WHERE kind = 'charge' AND {owner}_id = $1"
+                )))
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            (uah, secs, class)
+        }
+    };
+    let (uah, secs, class) = charge("lesson", l.lesson.id).await;
+    assert_eq!(uah, metered_uah(lesson_slice, 5.0));
+    assert_eq!(uah, 1944, "1.4 slice-seconds × 5.0 / 3600 h");
+    assert!((secs - lesson_slice).abs() < 1e-9);
+    assert_eq!(class, "edge");
+    let (uah, _, _) = charge("job", job.id).await;
+    assert_eq!(uah, metered_uah(job_slice, 5.0));
+    assert_eq!(uah, 295_139);
+
+    // Each hold was released whole; the balance is issue minus charges.
+    let ledger = rows(&h.app, voucher).await;
+    let held: i64 = ledger.iter().filter(|r| r.0 == "hold").map(|r| r.1).sum();
+    let released: i64 = ledger
+        .iter()
+        .filter(|r| r.0 == "release")
+        .map(|r| r.1)
+        .sum();
+    assert_eq!(held, -released);
+    assert_eq!(balance(&h.app, voucher).await, 3_000_000 - 1944 - 295_139);
+
+    let charged_in_ledger: i64 = sqlx::query_scalar(
+        "SELECT (-sum(amount_uah))::bigint FROM voucher_ledger WHERE kind = 'charge'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    for by in ["school", "voucher", "month", "node-class"] {
+        let (group, usage) = h.app.usage_report(by, "", None, None).await.unwrap();
+        let csv = report::csv(group, &usage);
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let col = header
+            .iter()
+            .position(|c| *c == "charged_micro_hours")
+            .unwrap();
+        let total: i64 = lines
+            .map(|l| l.split(',').nth(col).unwrap().parse::<i64>().unwrap())
+            .sum();
+        assert_eq!(
+            total, charged_in_ledger,
+            "CSV by {by} sums to the ledger:\n{csv}"
+        );
+        assert_eq!(group, GroupBy::parse(by).unwrap());
+    }
+    let entries = h
+        .app
+        .voucher_ledger(RawLedgerQuery {
+            lesson_id: l.lesson.id.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["hold", "release", "charge"]
+    );
+}
+
+#[tokio::test]
+async fn the_seat_quota_refuses_overlapping_seats_beyond_it() {
+    let h = broker(false).await;
+    school(&h.app, "north-school").await;
+    agent(&h.app, "north-school", "cpu-1", &[]).await;
+    h.app.set_quota("north-school", 3).await.unwrap();
+    let cpu = RawSeat {
+        cpu_millis: 100,
+        memory_mib: 64,
+        gpu: None,
+        runtime: "process".into(),
+    };
+    let t = Utc::now() + chrono::Duration::hours(1);
+    // CPU seats cost nothing, so no voucher is needed; the quota still counts them.
+    h.app
+        .book_lesson(booking("north-school", t, 2400, 2, cpu.clone()))
+        .await
+        .unwrap();
+    let e = h
+        .app
+        .book_lesson(booking(
+            "north-school",
+            t + chrono::Duration::minutes(20),
+            2400,
+            2,
+            cpu.clone(),
+        ))
+        .await
+        .unwrap_err();
+    match e {
+        ServiceError::Refused(x) => {
+            assert!(
+                x.summary.contains("at most 3 concurrent seats"),
+                "{}",
+                x.summary
+            );
+            assert_eq!(x.filters[0].filter, "quota");
+        }
+        other => panic!("{other}"),
+    }
+    h.app
+        .book_lesson(booking(
+            "north-school",
+            t + chrono::Duration::minutes(40),
+            2400,
+            3,
+            cpu,
+        ))
+        .await
+        .expect("back-to-back lessons do not add up");
+}
+
+#[tokio::test]
+async fn bad_voucher_input_names_every_field_and_rule() {
+    let h = broker(false).await;
+    school(&h.app, "north-school").await;
+    h.app
+        .create_site("district-pop", "district_pop", "d1")
+        .await
+        .unwrap();
+    let e = h
+        .app
+        .issue_voucher(RawVoucher {
+            school_site: "district-pop".into(),
+            programme: "".into(),
+            accelerator_hours: -2.0,
+            valid_until: Some(Utc::now() - chrono::Duration::days(1)),
+            tiers: vec!["fog".into()],
+            sites: vec!["nowhere".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let ServiceError::Invalid(fields) = e else {
+        panic!("{e}")
+    };
+    let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+    for f in [
+        "programme",
+        "school_site",
+        "accelerator_hours",
+        "valid_until",
+        "tiers[0]",
+        "sites[0]",
+    ] {
+        assert!(names.contains(&f), "{f} missing from {fields:?}");
+    }
+    let e = h
+        .app
+        .usage_report("week", "", None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("by: must be school, voucher, month or node_class"),
+        "{e}"
+    );
+    let e = h.app.set_quota("north-school", -1).await.unwrap_err();
+    assert!(e.to_string().contains("max_concurrent_seats"), "{e}");
+    let vs: i64 = sqlx::query_scalar("SELECT count(*) FROM vouchers")
+        .fetch_one(&h.app.store.pool)
+        .await
+        .unwrap();
+    assert_eq!(vs, 0, "nothing half-written");
+}

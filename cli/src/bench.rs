@@ -1,0 +1,439 @@
+//! `classgrid bench storm`: the bell rings for a whole district at once.
+//!
+//! Starts the real broker in this process (or uses `--grpc-url`), connects N
+//! simulated nodes as real `AgentService.Connect` streams with synthetic T4
+//! and 910B devices that answer every Assign with RUNNING and an endpoint,
+//! books every class concurrently through the real `LessonService.Book`, and
+//! reports how long placement and the start took. Its last line is
+//! `storm seats=N placed_s=X running_s=Y book_p50_ms=A book_p99_ms=B`.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use classgrid_broker::{
+    config::{BrokerConfig, ServeArgs},
+    server,
+    service::vouchers::RawVoucher,
+};
+use classgrid_proto::v1::{
+    self as pb, agent_message, agent_service_client::AgentServiceClient, broker_message,
+    fleet_service_client::FleetServiceClient, lesson_service_client::LessonServiceClient,
+};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use sqlx::{Connection, Executor};
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::client::Global;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Bench {
+    /// Book many classes at once on many simulated nodes and time it.
+    Storm(StormArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StormArgs {
+    /// Simulated nodes, each with 1–4 T4-class or 910B-class devices.
+    #[arg(long, default_value_t = 2000)]
+    pub nodes: u32,
+    /// Seats to book in all.
+    #[arg(long, default_value_t = 10_000)]
+    pub seats: u32,
+    /// Seats per class (one booking each).
+    #[arg(long, default_value_t = 45)]
+    pub class_size: u32,
+    /// PostgreSQL server; a fresh database is created on it (and dropped
+    /// after) unless --keep-database names one to use as is.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub database_url: String,
+    /// Use the database in --database-url as given, and keep it.
+    #[arg(long)]
+    pub keep_database: bool,
+    /// Seconds to wait for every seat to run before giving up.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_s: u64,
+}
+
+pub async fn run(global: &Global, b: Bench) -> anyhow::Result<()> {
+    match b {
+        Bench::Storm(a) => storm(global, a).await,
+    }
+}
+
+fn check(a: &StormArgs) -> anyhow::Result<()> {
+    if !(1..=100_000).contains(&a.nodes) {
+        anyhow::bail!("--nodes: must be between 1 and 100000, not {}", a.nodes);
+    }
+    if !(1..=1_000_000).contains(&a.seats) {
+        anyhow::bail!("--seats: must be between 1 and 1000000, not {}", a.seats);
+    }
+    if !(1..=1000).contains(&a.class_size) {
+        anyhow::bail!("--class-size: must be between 1 and 1000, not {}", a.class_size);
+    }
+    Ok(())
+}
+
+/// Schools in the storm; every class belongs to one, and nodes sit at the
+/// schools and at the district point of presence.
+const SCHOOLS: u32 = 50;
+/// Simulated agents per HTTP/2 connection: servers cap concurrent streams.
+const NODES_PER_CONNECTION: u32 = 100;
+
+async fn storm(global: &Global, a: StormArgs) -> anyhow::Result<()> {
+    check(&a)?;
+    let (tx_stop, rx_stop) = tokio::sync::watch::channel(false);
+    let mut fresh_db = None;
+    let (grpc_url, db_url, in_process) = match &global.grpc_url {
+        Some(url) => (url.clone(), a.database_url.clone(), None),
+        None => {
+            let db_url = if a.keep_database {
+                a.database_url.clone()
+            } else {
+                let (url, name) = create_database(&a.database_url).await?;
+                fresh_db = Some(name);
+                url
+            };
+            let cfg = BrokerConfig::resolve(&ServeArgs {
+                database_url: Some(db_url.clone()),
+                grpc_addr: Some("127.0.0.1:0".parse()?),
+                http_addr: Some("127.0.0.1:0".parse()?),
+                log_format: Some("text".into()),
+                security: classgrid_broker::auth::config::SecurityArgs {
+                    insecure_dev: true,
+                    rate_limit_per_s: Some(1_000_000),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })?;
+            let started = server::start(cfg).await?;
+            let addr = started.grpc.local_addr()?;
+            let app = started.app.clone();
+            tokio::spawn(server::run(started, rx_stop.clone()));
+            (format!("http://{addr}"), db_url, Some(app))
+        }
+    };
+    let result = storm_on(global, &a, &grpc_url, &db_url, in_process).await;
+    let _ = tx_stop.send(true);
+    if let Some(name) = fresh_db {
+        drop_database(&a.database_url, &name).await;
+    }
+    let line = result?;
+    println!("{line}");
+    Ok(())
+}
+
+async fn storm_on(
+    global: &Global,
+    a: &StormArgs,
+    grpc_url: &str,
+    db_url: &str,
+    app: Option<classgrid_broker::app::App>,
+) -> anyhow::Result<String> {
+    let channel = |url: String| async move {
+        Endpoint::from_shared(url.clone())?
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the broker at {url}: {e}"))
+    };
+    let ch = channel(grpc_url.to_string()).await?;
+    let token = global.token.clone();
+    let auth = move |mut r: tonic::Request<()>| {
+        if let Some(t) = &token {
+            if let Ok(v) = format!("Bearer {t}").parse() {
+                r.metadata_mut().insert("authorization", v);
+            }
+        }
+        Ok(r)
+    };
+
+    // Sites: one district point of presence and the schools.
+    let mut fleet = FleetServiceClient::with_interceptor(ch.clone(), auth.clone());
+    let site = |name: String, kind: &str| pb::CreateSiteRequest {
+        name,
+        kind: kind.into(),
+        district: "storm".into(),
+    };
+    fleet.create_site(site("storm-pop".into(), "district_pop")).await?;
+    for s in 0..SCHOOLS {
+        fleet.create_site(site(format!("storm-school-{s}"), "school")).await?;
+        if let Some(app) = &app {
+            // The storm measures placement, not budgets: every school can pay.
+            app.issue_voucher(RawVoucher {
+                school_site: format!("storm-school-{s}"),
+                programme: "storm".into(),
+                issued_by: "bench".into(),
+                accelerator_hours: 1_000_000.0,
+                valid_until: Some(chrono::Utc::now() + chrono::Duration::days(1)),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("issuing the storm's vouchers: {e}"))?;
+        }
+    }
+
+    // Nodes: real agent streams, grouped on a few connections.
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} {msg}")?
+        .progress_chars("=> ");
+    let node_bar = bars.add(ProgressBar::new(a.nodes as u64).with_style(style.clone()));
+    node_bar.set_prefix("nodes");
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut registered = Vec::new();
+    let mut agent_ch = ch.clone();
+    for i in 0..a.nodes {
+        if i > 0 && i % NODES_PER_CONNECTION == 0 {
+            agent_ch = channel(grpc_url.to_string()).await?;
+        }
+        let (tx_reg, rx_reg) = tokio::sync::oneshot::channel();
+        tokio::spawn(sim_node(agent_ch.clone(), i, acked.clone(), tx_reg));
+        registered.push(rx_reg);
+    }
+    for r in registered {
+        r.await
+            .map_err(|_| anyhow::anyhow!("a simulated node could not register"))??;
+        node_bar.inc(1);
+    }
+    node_bar.finish_with_message("connected");
+
+    // The storm: every class booked at once, starting now.
+    let classes = a.seats.div_ceil(a.class_size);
+    let seats_bar = bars.add(ProgressBar::new(a.seats as u64).with_style(style.clone()));
+    seats_bar.set_prefix("placed");
+    let run_bar = bars.add(ProgressBar::new(a.seats as u64).with_style(style));
+    run_bar.set_prefix("running");
+    let t0 = Instant::now();
+    let now = chrono::Utc::now();
+    let start = prost_types::Timestamp {
+        seconds: now.timestamp(),
+        nanos: now.timestamp_subsec_nanos() as i32,
+    };
+    let mut tasks = Vec::new();
+    for c in 0..classes {
+        let seats = a.class_size.min(a.seats - c * a.class_size);
+        let mut client = LessonServiceClient::with_interceptor(ch.clone(), auth.clone());
+        let req = class(c, seats, start.clone());
+        let bar = seats_bar.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = client.book(req).await;
+            if r.is_ok() {
+                bar.inc(seats as u64);
+            }
+            (t.elapsed(), r.map(|_| seats).map_err(|e| e.message().to_string()))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut placed = 0u64;
+    let mut refusals = Vec::new();
+    for t in tasks {
+        let (lat, r) = t.await?;
+        latencies.push(lat);
+        match r {
+            Ok(n) => placed += n as u64,
+            Err(e) => refusals.push(e),
+        }
+    }
+    let placed_s = t0.elapsed().as_secs_f64();
+    seats_bar.finish();
+    if !refusals.is_empty() {
+        bars.println(format!(
+            "{} of {classes} classes were not admitted; first: {}",
+            refusals.len(),
+            refusals[0]
+        ))?;
+    }
+
+    // Running: the broker has recorded every seat's RUNNING from its agent.
+    let mut db = sqlx::PgConnection::connect(db_url).await?;
+    let deadline = t0 + Duration::from_secs(a.timeout_s);
+    let running_s = loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM seats WHERE state = 'running'")
+            .fetch_one(&mut db)
+            .await?;
+        run_bar.set_position(n as u64);
+        if n as u64 >= placed {
+            break t0.elapsed().as_secs_f64();
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "only {n} of {placed} seats running after {} s (agents acknowledged {})",
+                a.timeout_s,
+                acked.load(Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    run_bar.finish();
+    latencies.sort();
+    let pct = |p: f64| {
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i].as_secs_f64() * 1000.0
+    };
+    Ok(format!(
+        "storm seats={placed} placed_s={placed_s:.3} running_s={running_s:.3} book_p50_ms={:.1} book_p99_ms={:.1}",
+        pct(0.50),
+        pct(0.99)
+    ))
+}
+
+/// Class `c`: a quarter of a T4 (or the same share of a 910B) per student.
+fn class(c: u32, seats: u32, start: prost_types::Timestamp) -> pb::BookLessonRequest {
+    pb::BookLessonRequest {
+        school_site: format!("storm-school-{}", c % SCHOOLS),
+        title: format!("storm class {c}"),
+        start: Some(start),
+        duration_seconds: 2400,
+        seats: seats as i32,
+        seat: Some(pb::SeatSpec {
+            cpu_millis: 500,
+            memory_mib: 2048,
+            gpu: Some(pb::GpuSpec {
+                memory_mib: 4096,
+                compute_percent: 25,
+                count: 1,
+                ..Default::default()
+            }),
+            runtime: String::new(),
+        }),
+        workload: Some(pb::Workload {
+            command: "jupyter".into(),
+            args: vec!["lab".into(), "--port=$(PORT)".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Node `i`'s devices: 1–4 of one kind, alternating T4 and 910B.
+fn devices(i: u32) -> Vec<pb::DeviceInfo> {
+    let (vendor, model, mib) = if i % 2 == 0 {
+        ("nvidia", "Tesla T4", 16_384)
+    } else {
+        ("ascend", "Ascend 910B", 65_536)
+    };
+    (0..(i % 4 + 1) as i32)
+        .map(|index| pb::DeviceInfo {
+            index,
+            vendor: vendor.into(),
+            model: model.into(),
+            uuid: format!("storm-{i}-{index}"),
+            memory_mib: mib,
+            healthy: true,
+            max_slices: 4,
+            isolation: pb::Isolation::Soft as i32,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// One simulated node: registers, heartbeats, and answers every Assign with
+/// RUNNING and an endpoint, as a real agent does once the seat is up.
+async fn sim_node(
+    ch: Channel,
+    i: u32,
+    acked: Arc<AtomicU64>,
+    registered: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
+) {
+    let (tx, rx) = mpsc::channel(256);
+    let site = if i % 5 == 0 {
+        "storm-pop".to_string()
+    } else {
+        format!("storm-school-{}", i % SCHOOLS)
+    };
+    let reg = pb::AgentMessage {
+        msg: Some(agent_message::Msg::Register(pb::Register {
+            site,
+            name: format!("sim-{i}"),
+            agent_version: "storm".into(),
+            capacity: Some(pb::NodeCapacity {
+                cpu_millis: 64_000,
+                memory_mib: 256 * 1024,
+                devices: devices(i),
+            }),
+            runtimes: vec!["process".into()],
+            tier: "edge".into(),
+            ..Default::default()
+        })),
+    };
+    let _ = tx.send(reg).await;
+    let mut client = AgentServiceClient::new(ch);
+    let mut inbound = match client
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(e) => {
+            let _ = registered.send(Err(anyhow::anyhow!("node sim-{i}: {}", e.message())));
+            return;
+        }
+    };
+    let mut registered = Some(registered);
+    let mut beat = tokio::time::interval(Duration::from_secs(2));
+    let mut seq = 0;
+    loop {
+        tokio::select! {
+            m = inbound.message() => {
+                let Ok(Some(m)) = m else { return };
+                match m.msg {
+                    Some(broker_message::Msg::Registered(_)) => {
+                        if let Some(r) = registered.take() {
+                            let _ = r.send(Ok(()));
+                        }
+                    }
+                    Some(broker_message::Msg::Assign(a)) => {
+                        let st = pb::AssignmentStatus {
+                            assignment_id: a.assignment_id,
+                            generation: a.generation,
+                            state: pb::AssignmentState::Running as i32,
+                            endpoint: format!("http://10.{}.{}.{}:8888", i / 65536, (i / 256) % 256, i % 256),
+                            ..Default::default()
+                        };
+                        let msg = pb::AgentMessage { msg: Some(agent_message::Msg::Status(st)) };
+                        if tx.send(msg).await.is_err() {
+                            return;
+                        }
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+            _ = beat.tick() => {
+                seq += 1;
+                let hb = pb::Heartbeat { seq, sent_unix_ms: chrono::Utc::now().timestamp_millis(), capacity: None };
+                if tx.send(pb::AgentMessage { msg: Some(agent_message::Msg::Heartbeat(hb)) }).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn create_database(server_url: &str) -> anyhow::Result<(String, String)> {
+    let name = format!("classgrid_storm_{}", uuid::Uuid::new_v4().simple());
+    let mut c = sqlx::PgConnection::connect(server_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("--database-url: cannot reach PostgreSQL: {e}"))?;
+    c.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await?;
+    let base = server_url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap_or_else(|| server_url.to_string());
+    Ok((format!("{base}/{name}"), name))
+}
+
+async fn drop_database(server_url: &str, name: &str) {
+    if let Ok(mut c) = sqlx::PgConnection::connect(server_url).await {
+        let _ = c
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .await;
+    }
+}
