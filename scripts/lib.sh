@@ -84,9 +84,11 @@ CONF
   if ! curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
     echo "classgrid: starting Podman's Docker-compatible API on $sock" >&2
     rm -f "$sock"
-    as_root env CONTAINERS_CONF="$CONTAINERS_CONF" nohup podman system service --time=0 "unix://$sock" \
-      >"$dir/service.log" 2>&1 &
-    echo $! > "$dir/service.pid"
+    # The shell writes its own pid and then becomes the service, so that
+    # stop_podman signals the service itself.
+    as_root env CONTAINERS_CONF="$CONTAINERS_CONF" sh -c \
+      'echo $$ > "$1"; exec podman system service --time=0 "unix://$2"' sh "$dir/service.pid" "$sock" \
+      >"$dir/service.log" 2>&1 </dev/null &
     local ok=0
     for _ in $(seq 1 60); do
       if curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then ok=1; break; fi
@@ -102,10 +104,15 @@ CONF
 
 # Stops the Podman service ensure_podman started (and only that one).
 stop_podman() {
-  local pidf="$CLASSGRID_PODMAN_DIR/service.pid"
+  local pidf="$CLASSGRID_PODMAN_DIR/service.pid" pid
   [ -f "$pidf" ] || return 0
-  as_root kill "$(cat "$pidf")" 2>/dev/null || true
-  rm -f "$pidf"
+  pid=$(cat "$pidf")
+  as_root kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 20); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  rm -f "$pidf" "$CLASSGRID_PODMAN_DIR/podman.sock"
 }
 
 # A one-machine Slurm cluster (slurmctld + slurmd, munge for auth) for the
@@ -180,4 +187,22 @@ stop_slurm() {
     local pidf="$CLASSGRID_SLURM_DIR/$d.pid"
     [ -f "$pidf" ] && as_root kill "$(cat "$pidf")" 2>/dev/null || true
   done
+}
+
+# Headless Chromium (Debian's package, never a downloaded browser), Node.js
+# and playwright-core for the console's browser tests (tests/console.rs).
+# CJK fonts let screenshots show the zh-CN console. playwright-core goes
+# into $1 (beside the build cache); exports CLASSGRID_CONSOLE_NODE_DIR.
+ensure_chromium() {
+  local dir=$1
+  if ! command -v chromium >/dev/null || ! command -v node >/dev/null || ! command -v npm >/dev/null \
+    || [ -z "$(ls /usr/share/fonts/opentype/noto/NotoSansCJK* 2>/dev/null)" ]; then
+    apt_install chromium nodejs npm fonts-noto-cjk
+  fi
+  if [ ! -f "$dir/node_modules/playwright-core/package.json" ]; then
+    echo "classgrid: installing playwright-core (npm) into $dir" >&2
+    mkdir -p "$dir"
+    (cd "$dir" && npm install --no-audit --no-fund --silent playwright-core@1 >/dev/null)
+  fi
+  export CLASSGRID_CONSOLE_NODE_DIR="$dir"
 }

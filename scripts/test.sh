@@ -14,6 +14,18 @@ ensure_slurm
 trap 'stop_slurm; stop_podman' EXIT
 # Builds can be shared across clones.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/classgrid/target}"
+# The Python platform clients (tests/clients) and Schemathesis run from a
+# virtual environment beside the build cache, installed quietly once.
+PYENV="$(dirname "$CARGO_TARGET_DIR")/pyenv"
+if ! "$PYENV/bin/python" -c 'import grpc_tools, schemathesis, openapi_spec_validator' 2>/dev/null; then
+  python3 -m venv "$PYENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$PYENV"; }
+  "$PYENV/bin/pip" install -q --disable-pip-version-check grpcio grpcio-tools schemathesis openapi-spec-validator
+fi
+export CLASSGRID_PYTHON="$PYENV/bin/python"
+# The console's browser tests: Debian's chromium driven by playwright-core.
+ensure_chromium "$(dirname "$CARGO_TARGET_DIR")/console-node"
 # End-to-end tests start the real binaries, so build them first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+# The REST API against its own OpenAPI document, on a live broker.
+scripts/schemathesis.sh

@@ -53,7 +53,7 @@ impl Drop for RemoveContainers {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn container_seat_serves_on_its_port_and_is_removed_at_the_end() {
+async fn container_seat_serves_on_its_port_is_adopted_after_agent_restart_and_removed_at_the_end() {
     let Some((socket, image)) = engine() else {
         eprintln!(
             "SKIPPED: CLASSGRID_TEST_CONTAINER_SOCKET is not set; scripts/test.sh starts Podman's Docker-compatible API and sets it"
@@ -65,7 +65,7 @@ async fn container_seat_serves_on_its_port_and_is_removed_at_the_end() {
     let dir = tempdir("container");
     let broker = Broker::start(&db, &dir, &["--grace-s", "2"]).await;
     broker.create_site("school-c").await;
-    let agent = Agent::start(
+    let mut agent = Agent::start(
         &broker,
         "school-c",
         "box",
@@ -160,6 +160,22 @@ async fn container_seat_serves_on_its_port_and_is_removed_at_the_end() {
     assert!(
         listed.contains(&assignment),
         "labelled with its assignment: {listed}"
+    );
+
+    // A restarted agent adopts the running container instead of starting
+    // another: same container id, the seat keeps serving.
+    let container_id = recs[0]["container_id"].as_str().unwrap().to_string();
+    agent.restart();
+    let adopted = wait_for(Duration::from_secs(20), || async {
+        agent.proc.log_text().contains("adopted running assignment")
+    })
+    .await;
+    assert!(adopted, "agent log:\n{}", agent.proc.log_text());
+    let state = std::fs::read_to_string(agent.state_dir.join("assignments.json")).unwrap();
+    assert!(state.contains(&container_id), "{state}");
+    assert_eq!(
+        http_get(&format!("{endpoint}/")).await.map(|r| r.0).ok(),
+        Some(200)
     );
 
     let ended = wait_for(Duration::from_secs(40), || async {

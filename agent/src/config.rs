@@ -65,6 +65,14 @@ pub struct RunArgs {
     /// kubernetes runtime: the namespace seats run in. Default: classgrid.
     #[arg(long, env = "CLASSGRID_KUBE_NAMESPACE")]
     pub kube_namespace: Option<String>,
+    /// Where the RTT probe responder (a TCP echo timed by site edges and
+    /// peers) listens; port 0 picks a free one. Default: 0.0.0.0:0.
+    #[arg(long, env = "CLASSGRID_PROBE_ADDR")]
+    pub probe_addr: Option<String>,
+    /// Milliseconds the probe responder waits before answering: injected
+    /// latency for tests, which have no `tc netem`. Default: 0.
+    #[arg(long, env = "CLASSGRID_PROBE_DELAY_MS")]
+    pub probe_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +94,8 @@ pub struct FileConfig {
     pub slurm_gpu_memory_mib: Option<u64>,
     pub kube_api: Option<String>,
     pub kube_namespace: Option<String>,
+    pub probe_addr: Option<String>,
+    pub probe_delay_ms: Option<u64>,
 }
 
 /// The runtimes an agent can offer.
@@ -109,6 +119,12 @@ pub struct AgentConfig {
     pub slurm_gpu_memory_mib: u64,
     pub kube_api: Option<String>,
     pub kube_namespace: String,
+    /// Where the probe responder listens; None runs none.
+    pub probe_addr: Option<std::net::SocketAddr>,
+    pub probe_delay_ms: u64,
+    /// host:port the broker hands to edges and peers; set once the
+    /// responder is bound.
+    pub probe_advertise: String,
 }
 
 /// Parses `--runtimes`: known kinds, no repeats, and a cluster runtime
@@ -166,6 +182,9 @@ impl AgentConfig {
             slurm_gpu_memory_mib: 0,
             kube_api: None,
             kube_namespace: "classgrid".into(),
+            probe_addr: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            probe_delay_ms: 0,
+            probe_advertise: String::new(),
         }
     }
 
@@ -257,7 +276,18 @@ impl AgentConfig {
                 "--kube-namespace: must be a DNS label (lower-case letters, digits and '-', at most 63), not `{kube_namespace}`"
             );
         }
+        let probe_s = pick(a.probe_addr.clone(), f.probe_addr, "0.0.0.0:0".into());
+        let probe_addr = Some(probe_s.parse().map_err(|_| {
+            anyhow::anyhow!("--probe-addr: must be an address and port such as 0.0.0.0:7481, not `{probe_s}`")
+        })?);
+        let probe_delay_ms = pick(a.probe_delay_ms, f.probe_delay_ms, 0);
+        if probe_delay_ms > 10_000 {
+            anyhow::bail!("--probe-delay-ms: must be between 0 and 10000, not {probe_delay_ms}");
+        }
         Ok(Self {
+            probe_addr,
+            probe_delay_ms,
+            probe_advertise: String::new(),
             data_dir: a
                 .data_dir
                 .clone()
@@ -312,5 +342,25 @@ impl AgentConfig {
             }
         }
         Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod runtime_list_tests {
+    use super::parse_runtimes;
+
+    #[test]
+    fn runtimes_list_refuses_unknown_kinds_and_mixed_cluster_runtimes() {
+        assert_eq!(
+            parse_runtimes("process, container,process").unwrap(),
+            vec!["process", "container"]
+        );
+        let e = parse_runtimes("process,docker").unwrap_err().to_string();
+        assert!(e.contains("--runtimes") && e.contains("`docker`"), "{e}");
+        let e = parse_runtimes("kubernetes,container")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("whole cluster"), "{e}");
+        assert!(parse_runtimes(" , ").is_err());
     }
 }

@@ -92,6 +92,10 @@ async fn session(
             runtimes: sup.runtime_kinds(),
             tier: cfg.tier.clone(),
             warnings,
+            probe_addr: cfg.probe_advertise.clone(),
+            // Fields added to Register by other issues keep their defaults
+            // until the agent fills them.
+            ..Default::default()
         })),
     })
     .await?;
@@ -101,18 +105,29 @@ async fn session(
         .into_inner();
     let mut beat = tokio::time::interval(HEARTBEAT);
     let mut seq = 0i64;
+    // Peer probes live as long as this session; the broker names the peers.
+    let (peer_tx, mut peer_rx) = mpsc::channel::<pb::PeerRtts>(4);
+    let mut peer_tx = Some(peer_tx);
     loop {
         tokio::select! {
             msg = inbound.message() => {
                 let Some(msg) = msg? else { anyhow::bail!("the broker closed the stream") };
                 match msg.msg {
-                    Some(broker_message::Msg::Registered(r)) => info!(node = %r.node_id, "registered with the broker"),
-                    Some(broker_message::Msg::Assign(a)) => sup.assign(a),
+                    Some(broker_message::Msg::Registered(r)) => {
+                        info!(node = %r.node_id, peers = r.probe_peers.len(), "registered with the broker");
+                        if let Some(out) = peer_tx.take() {
+                            tokio::spawn(crate::probe::probe_peers(r.probe_peers, out));
+                        }
+                    }
+                    Some(broker_message::Msg::Assign(a)) => crate::datasets::assign(sup.clone(), cfg.data_dir.clone(), a),
                     Some(broker_message::Msg::Release(r)) => sup.release(&r.assignment_id, r.generation, &r.reason),
                     Some(broker_message::Msg::Drain(d)) => info!(reason = %d.reason, "drain requested; no new work will arrive"),
                     Some(broker_message::Msg::Refused(r)) => anyhow::bail!("the broker refused this agent: {}", r.reason),
                     None => {}
                 }
+            }
+            Some(p) = peer_rx.recv() => {
+                tx.send(pb::AgentMessage { msg: Some(agent_message::Msg::PeerRtts(p)) }).await?;
             }
             Some(ev) = events.recv() => {
                 tx.send(pb::AgentMessage { msg: Some(agent_message::Msg::Status(ev)) }).await?;

@@ -3,7 +3,9 @@
 
 pub mod config;
 pub mod connect;
+pub mod datasets;
 pub mod host;
+pub mod probe;
 pub mod runtime;
 pub mod state;
 pub mod supervisor;
@@ -72,10 +74,15 @@ pub async fn build_runtimes(cfg: &config::AgentConfig) -> (Runtimes, Vec<String>
 /// Runs the agent until `shutdown` turns true. Shared by `classgrid-agent run`
 /// and `classgrid up`.
 pub async fn run(
-    cfg: config::AgentConfig,
+    mut cfg: config::AgentConfig,
     stop_work_on_exit: bool,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    if let Some(addr) = cfg.probe_addr {
+        let bound = probe::listen(addr, Duration::from_millis(cfg.probe_delay_ms)).await?;
+        cfg.probe_advertise = format!("{}:{}", cfg.advertise_host, bound.port());
+        tracing::info!(probe = %cfg.probe_advertise, delay_ms = cfg.probe_delay_ms, "probe responder listening");
+    }
     let (runtimes, runtime_warnings) = build_runtimes(&cfg).await;
     let cluster = runtimes.cluster();
     let (sup, events) =

@@ -144,6 +144,8 @@ fn devices(json: bool, tools: Vec<String>) -> ExitCode {
         slurm_gpu_memory_mib: None,
         kube_api: None,
         kube_namespace: None,
+        probe_addr: None,
+        probe_delay_ms: None,
     };
     let opts = match AgentConfig::resolve(&args).and_then(|c| c.discover_options()) {
         Ok(o) => o,

@@ -56,11 +56,15 @@ async fn seat_runs_in_its_own_cgroup_with_cpu_and_memory_limits() {
         "the seat joined its cgroup before exec: {membership}"
     );
     assert_eq!(
-        std::fs::read_to_string(seat.join("cpu.max")).unwrap().trim(),
+        std::fs::read_to_string(seat.join("cpu.max"))
+            .unwrap()
+            .trim(),
         "50000 100000"
     );
     assert_eq!(
-        std::fs::read_to_string(seat.join("memory.max")).unwrap().trim(),
+        std::fs::read_to_string(seat.join("memory.max"))
+            .unwrap()
+            .trim(),
         (64u64 * 1024 * 1024).to_string()
     );
     rt.stop(&h, Duration::from_secs(1)).await.unwrap();

@@ -52,7 +52,8 @@ async fn read_request(s: &mut TcpStream) -> Option<(String, String, String)> {
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
         })
         .unwrap_or(0);
     let mut body = vec![0u8; len];
@@ -253,8 +254,7 @@ async fn seat_runs_as_a_pod_with_hami_fractions_and_is_deleted_on_stop() {
     assert_eq!(c["ports"][0]["containerPort"], 8888);
     assert_eq!(posted["spec"]["restartPolicy"], "Never");
     assert_eq!(
-        posted["spec"]["nodeSelector"]["kubernetes.io/hostname"],
-        "gpu-node-1",
+        posted["spec"]["nodeSelector"]["kubernetes.io/hostname"], "gpu-node-1",
         "pinned to the node of the granted slot"
     );
     assert_eq!(
@@ -278,7 +278,9 @@ async fn seat_runs_as_a_pod_with_hami_fractions_and_is_deleted_on_stop() {
         }
     );
 
-    rt.stop(&h, Duration::from_secs(3)).await.expect("pod deleted");
+    rt.stop(&h, Duration::from_secs(3))
+        .await
+        .expect("pod deleted");
     let deleted = replay
         .requests
         .lock()

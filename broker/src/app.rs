@@ -33,6 +33,8 @@ pub struct Broker {
     pub tls: Option<ServerTls>,
     pub token_cache: TokenCache,
     pub limiter: Limiter,
+    /// Measured and estimated RTTs and each site's edge content.
+    pub edge: crate::service::edge::EdgeState,
 }
 
 impl Broker {
@@ -50,6 +52,7 @@ impl Broker {
             Some(crate::auth::tls::prepare(&sec.data_dir, sec.tls_cert.as_deref(), sec.tls_key.as_deref(), &sec.tls_san)?)
         };
         let limiter = crate::auth::authn::limiter(sec.rate_limit_per_s);
+        let edge = crate::service::edge::EdgeState::load(&store).await?;
         Ok(Arc::new(Self {
             cfg,
             store,
@@ -61,6 +64,7 @@ impl Broker {
             tls,
             token_cache: crate::auth::authn::token_cache(),
             limiter,
+            edge,
         }))
     }
 

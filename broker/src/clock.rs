@@ -85,12 +85,16 @@ async fn tick(app: &Broker) -> anyhow::Result<()> {
 }
 
 impl Broker {
-    /// From `start − lead`: datasets are staged near the chosen nodes. Until
-    /// the edge gateway stages content, seats count as staged as soon as the
-    /// window opens.
+    /// From `start − lead`: datasets are staged near the chosen nodes by
+    /// their sites' edges (`service::edge`); a lesson without datasets has
+    /// nothing to stage, so its seats count as staged when the window opens.
     async fn stage_lesson(&self, l: &LessonRow) -> anyhow::Result<()> {
         if l.state == ls::READY {
             return Ok(());
+        }
+        if !l.datasets.0.is_empty() {
+            // Seats wait for their site's edge to report the content cached.
+            return self.stage_datasets(l).await;
         }
         let mut tx = self.store.pool.begin().await?;
         lesson_store::set_lesson_state(&mut tx, l.id, &[ls::BOOKED], ls::STAGING, None).await?;
@@ -195,8 +199,7 @@ impl Broker {
                 let mut tx = self.store.pool.begin().await?;
                 reservations::delete_seat(&mut tx, seat.id).await?;
                 let cut = reservations::to_time(req.window.start);
-                self.preempt_jobs(&mut tx, &a.preempted, cut, l.id)
-                    .await?;
+                self.preempt_jobs(&mut tx, &a.preempted, cut, l.id).await?;
                 reservations::insert(&mut tx, &p.reservations(&req, owner), Some(seat.id)).await?;
                 lesson_store::move_seat(&mut tx, &placed).await?;
                 tx.commit().await
@@ -239,7 +242,8 @@ impl Broker {
         .await?;
         lesson_store::set_lesson_state(&mut tx, l.id, &[ls::LIVE], ls::ENDED, None).await?;
         reservations::delete_owner(&mut tx, Owner::Lesson(l.id)).await?;
-        self.settle_vouchers(&mut tx, Owner::Lesson(l.id), false).await?;
+        self.settle_vouchers(&mut tx, Owner::Lesson(l.id), false)
+            .await?;
         tx.commit().await?;
         self.refresh_owners(&[Owner::Lesson(l.id)]).await?;
         self.send_releases(&released, "lesson ended");

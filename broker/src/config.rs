@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// OTLP/gRPC endpoint for traces, e.g. http://127.0.0.1:4317
     #[arg(long, env = "CLASSGRID_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// The region's time zone (IANA name) for times shown to people; APIs
+    /// answer RFC 3339 with this zone's offset.
+    #[arg(long, env = "CLASSGRID_TIME_ZONE")]
+    pub time_zone: Option<String>,
     #[command(flatten)]
     pub security: crate::auth::config::SecurityArgs,
 }
@@ -63,6 +67,7 @@ pub struct FileConfig {
     pub max_window_s: Option<u64>,
     pub log_format: Option<String>,
     pub otlp_endpoint: Option<String>,
+    pub time_zone: Option<String>,
     pub topology: Option<TopologyConfig>,
     pub weights: Option<WeightsConfig>,
     pub security: Option<crate::auth::config::SecurityFile>,
@@ -111,6 +116,8 @@ pub struct WeightsConfig {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub database_url: String,
+    /// The region's time zone, default Asia/Shanghai.
+    pub time_zone: chrono_tz::Tz,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub staging_lead: Duration,
@@ -183,7 +190,12 @@ impl BrokerConfig {
             }
         };
         let job_priority = job_priority_weights(file.job_priority.as_ref())?;
+        let tz_name = pick(args.time_zone.clone(), file.time_zone, "Asia/Shanghai".into());
+        let time_zone: chrono_tz::Tz = tz_name
+            .parse()
+            .map_err(|_| anyhow::anyhow!("time_zone: `{tz_name}` is not an IANA time zone name such as Asia/Shanghai"))?;
         let cfg = Self {
+            time_zone,
             database_url: pick(
                 args.database_url.clone(),
                 file.database_url,
@@ -270,6 +282,7 @@ mod tests {
             max_window_s: None,
             log_format: None,
             otlp_endpoint: None,
+            time_zone: None,
             security: Default::default(),
         }
     }
@@ -288,6 +301,31 @@ mod tests {
             Duration::from_secs(5),
             "the flag wins over the file"
         );
+    }
+
+    #[test]
+    fn lending_and_job_priority_sections_are_read_and_checked() {
+        let dir = std::env::temp_dir().join(format!("cg-cfg-lend-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("lend.toml");
+        std::fs::write(
+            &p,
+            "[job_priority]\nschool_share = -50.0\n[[lending]]\nsite = \"school-a\"\nweekdays = [\"mon\"]\nhours = \"08:00-12:00\"\n",
+        )
+        .unwrap();
+        let cfg = BrokerConfig::resolve(&args(Some(p.clone()))).unwrap();
+        assert_eq!(cfg.lending.len(), 1);
+        assert!(cfg.job_priority.0.contains(&("school_share".into(), -50.0)));
+        std::fs::write(&p, "[job_priority]\nwait_minutes = inf\n").unwrap();
+        let e = BrokerConfig::resolve(&args(Some(p.clone())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("job_priority.wait_minutes"), "{e}");
+        std::fs::write(&p, "[[lending]]\nsite = \"s\"\nweekdays = []\nhours = \"08:00-12:00\"\n").unwrap();
+        let e = BrokerConfig::resolve(&args(Some(p)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("at least one day"), "{e}");
     }
 
     #[test]

@@ -44,7 +44,16 @@ pub fn assign_message(a: &AssignmentRow) -> BrokerMessage {
             ends_unix_ms: a.ends_at.timestamp_millis(),
             runtime: p.runtime.clone(),
             grace_seconds: p.grace_seconds as i32,
+            datasets: Vec::new(),
         })),
+    }
+}
+
+/// Names the lesson's content in an Assign, resolved at send time so that a
+/// re-sent assignment points at where the content is now.
+fn add_datasets(msg: &mut BrokerMessage, datasets: Vec<pb::StagedContent>) {
+    if let Some(Msg::Assign(a)) = &mut msg.msg {
+        a.datasets = datasets;
     }
 }
 
@@ -70,7 +79,13 @@ impl Broker {
             return Ok(());
         };
         self.metrics.seats_dispatched.inc();
-        self.fleet.send(a.node_id, assign_message(&a));
+        let mut msg = assign_message(&a);
+        if a.kind == "seat"
+            && let Some(l) = self.store.get_lesson(a.payload.0.owner_id).await?
+        {
+            add_datasets(&mut msg, self.staged_content(a.node_id, &l.datasets.0));
+        }
+        self.fleet.send(a.node_id, msg);
         Ok(())
     }
 
@@ -121,7 +136,9 @@ impl Broker {
         tx.commit().await?;
         for a in &rows {
             self.metrics.seats_dispatched.inc();
-            self.fleet.send(a.node_id, assign_message(a));
+            let mut msg = assign_message(a);
+            add_datasets(&mut msg, self.staged_content(a.node_id, &l.datasets.0));
+            self.fleet.send(a.node_id, msg);
         }
         Ok(())
     }

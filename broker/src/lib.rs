@@ -6,6 +6,7 @@ pub mod auth;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod dispatch;
 pub mod domain;
 pub mod fleet;

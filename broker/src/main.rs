@@ -27,12 +27,30 @@ enum Command {
     /// Print a new district-admin API token (for the first admin, run on
     /// the server itself with database access). Audited as `bootstrap`.
     AdminToken(ServeArgs),
+    /// Create the first console admin (a district admin), on the server
+    /// itself; the password is read from CLASSGRID_ADMIN_PASSWORD so it
+    /// never appears in the process list. Audited as `bootstrap`.
+    AdminUser(AdminUserArgs),
+}
+
+#[derive(clap::Args)]
+struct AdminUserArgs {
+    /// The console username.
+    name: String,
+    /// Set a new password for an existing user (and sign them out).
+    #[arg(long)]
+    reset: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let (Command::Serve(args) | Command::Migrate(args) | Command::AdminToken(args)) = &cli.command;
+    let args = match &cli.command {
+        Command::Serve(a) | Command::Migrate(a) | Command::AdminToken(a) => a,
+        Command::AdminUser(u) => &u.serve,
+    };
     let cfg = match BrokerConfig::resolve(args) {
         Ok(c) => c,
         Err(e) => {
@@ -59,6 +77,18 @@ async fn main() -> std::process::ExitCode {
                 store.migrate().await?;
                 let t = classgrid_broker::service::admin::bootstrap_admin_token(&store, "admin-token").await?;
                 println!("{t}");
+                Ok(())
+            }
+            .await
+        }
+        Command::AdminUser(u) => {
+            async {
+                use classgrid_broker::console::bootstrap::{PASSWORD_ENV, admin_user};
+                let password = std::env::var(PASSWORD_ENV).map_err(|_| anyhow::anyhow!("set {PASSWORD_ENV} to the new user's password"))?;
+                let store = Store::connect(&cfg.database_url).await?;
+                store.migrate().await?;
+                admin_user(&store, &u.name, &password, u.reset).await?;
+                println!("console user `{}` (district_admin) is ready; sign in at /console", u.name);
                 Ok(())
             }
             .await

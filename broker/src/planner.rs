@@ -106,8 +106,12 @@ impl Broker {
         }
     }
 
+    /// Configured topology, overlaid with what edges measured and what
+    /// network coordinates estimate.
     pub fn rtt_table(&self) -> RttTable {
-        RttTable::new(self.cfg.topology.clone())
+        let mut t = RttTable::new(self.cfg.topology.clone());
+        self.edge.fill(&mut t);
+        t
     }
 
     /// Places `req` against `fleet` and the in-memory calendar. With `hold`,

@@ -9,12 +9,12 @@ use chrono::{Duration, Utc};
 use classgrid_broker::{
     app::{App, Broker},
     config::{BrokerConfig, ServeArgs},
-    service::vouchers::RawVoucher,
     domain::{
         ServiceError,
         lesson::RawBooking,
         spec::{RawGpu, RawSeat, Workload},
     },
+    service::vouchers::RawVoucher,
     store::Store,
 };
 use classgrid_proto::v1 as pb;
@@ -265,13 +265,20 @@ async fn forty_concurrent_bookings_on_one_small_node_admit_exactly_what_fits() {
     .fetch_one(pool)
     .await
     .unwrap();
-    assert_eq!((lessons, seats, owners), (FITS as i64, FITS as i64, FITS as i64));
+    assert_eq!(
+        (lessons, seats, owners),
+        (FITS as i64, FITS as i64, FITS as i64)
+    );
 
     // Cancelling one frees its capacity at once, for either broker.
     let (_, first) = &admitted[0];
     a.cancel_lesson(first.lesson.id, "test").await.unwrap();
     let again = b.book_lesson(booking("school-cap", 1, t0)).await;
-    assert!(again.is_ok(), "freed capacity is bookable: {:?}", again.err());
+    assert!(
+        again.is_ok(),
+        "freed capacity is bookable: {:?}",
+        again.err()
+    );
     assert_within_capacity(&peaks(pool, node).await);
 }
 
@@ -325,7 +332,9 @@ async fn forty_concurrent_sql_writers_cannot_over_commit_one_node() {
 async fn direct_over_committing_insert_is_refused_with_cg001() {
     let db = TestDb::new().await;
     let app = broker(&db).await;
-    app.create_site("school-direct", "school", "d1").await.unwrap();
+    app.create_site("school-direct", "school", "d1")
+        .await
+        .unwrap();
     let node = small_node(&app, "school-direct", "small").await;
     let pool = &app.store.pool;
     let t0 = Utc::now() + Duration::hours(1);
@@ -355,12 +364,23 @@ async fn direct_over_committing_insert_is_refused_with_cg001() {
 
     insert(Some(0), 3000, 6000, 12000, 70, 0, 60).await.unwrap();
     // Each dimension alone, overlapping only partly.
-    refused(insert(None, 1001, 0, 0, 0, 30, 90).await, "cpu over-committed");
-    refused(insert(None, 0, 2193, 0, 0, 59, 90).await, "memory over-committed");
+    refused(
+        insert(None, 1001, 0, 0, 0, 30, 90).await,
+        "cpu over-committed",
+    );
+    refused(
+        insert(None, 0, 2193, 0, 0, 59, 90).await,
+        "memory over-committed",
+    );
     refused(insert(Some(0), 0, 0, 4385, 0, 10, 20).await, "device");
-    refused(insert(Some(0), 0, 0, 0, 31, 10, 20).await, "compute over-committed");
+    refused(
+        insert(Some(0), 0, 0, 0, 31, 10, 20).await,
+        "compute over-committed",
+    );
     // A window that only touches the end is free: ranges are half-open.
-    insert(Some(0), 4000, 8192, 16384, 100, 60, 90).await.unwrap();
+    insert(Some(0), 4000, 8192, 16384, 100, 60, 90)
+        .await
+        .unwrap();
     // Slices: the other device takes four, not five.
     for _ in 0..SLICES {
         insert(Some(1), 0, 0, 1, 1, 100, 110).await.unwrap();

@@ -83,9 +83,7 @@ fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
 }
 
 fn time(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t.seconds, 0))
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
+    crate::tz::show(t)
 }
 
 fn print_secret(o: Output, s: &pb::CreatedSecret, what: &str) {

@@ -74,7 +74,10 @@ fn check(a: &StormArgs) -> anyhow::Result<()> {
         anyhow::bail!("--seats: must be between 1 and 1000000, not {}", a.seats);
     }
     if !(1..=1000).contains(&a.class_size) {
-        anyhow::bail!("--class-size: must be between 1 and 1000, not {}", a.class_size);
+        anyhow::bail!(
+            "--class-size: must be between 1 and 1000, not {}",
+            a.class_size
+        );
     }
     Ok(())
 }
@@ -159,9 +162,13 @@ async fn storm_on(
         kind: kind.into(),
         district: "storm".into(),
     };
-    fleet.create_site(site("storm-pop".into(), "district_pop")).await?;
+    fleet
+        .create_site(site("storm-pop".into(), "district_pop"))
+        .await?;
     for s in 0..SCHOOLS {
-        fleet.create_site(site(format!("storm-school-{s}"), "school")).await?;
+        fleet
+            .create_site(site(format!("storm-school-{s}"), "school"))
+            .await?;
         if let Some(app) = &app {
             // The storm measures placement, not budgets: every school can pay.
             app.issue_voucher(RawVoucher {
@@ -225,7 +232,10 @@ async fn storm_on(
             if r.is_ok() {
                 bar.inc(seats as u64);
             }
-            (t.elapsed(), r.map(|_| seats).map_err(|e| e.message().to_string()))
+            (
+                t.elapsed(),
+                r.map(|_| seats).map_err(|e| e.message().to_string()),
+            )
         }));
     }
     let mut latencies = Vec::new();

@@ -23,6 +23,14 @@ pub struct Global {
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
     pub output: Output,
+    /// Time zone in which times are shown (IANA name); the region's.
+    #[arg(
+        long,
+        global = true,
+        env = "CLASSGRID_TIME_ZONE",
+        default_value = "Asia/Shanghai"
+    )]
+    pub time_zone: chrono_tz::Tz,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -382,15 +382,25 @@ pub async fn lessons(g: &Global, c: Lessons) -> anyhow::Result<()> {
                 .watch(pb::GetLessonRequest { id })
                 .await?
                 .into_inner();
+            let view = (g.output == crate::client::Output::Table).then(output::WatchView::new);
+            let mut last = None;
             while let Some(l) = stream.message().await? {
-                output::watch_update(g.output, &l);
+                match &view {
+                    Some(v) => v.update(&l),
+                    None => output::watch_update(g.output, &l),
+                }
                 let settled = !l.seats.is_empty()
                     && l.seats
                         .iter()
                         .all(|s| matches!(s.state.as_str(), "running" | "failed" | "released"));
-                if until_running && settled {
+                let stop = until_running && settled;
+                last = Some(l);
+                if stop {
                     break;
                 }
+            }
+            if let (Some(v), Some(l)) = (&view, &last) {
+                v.finish(l);
             }
         }
         Lessons::Explain { id } => {

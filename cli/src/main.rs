@@ -7,6 +7,7 @@ mod bench;
 mod client;
 mod commands;
 mod output;
+mod tz;
 mod up;
 mod vouchers;
 
@@ -68,6 +69,8 @@ enum Command {
     Vouchers(vouchers::Vouchers),
     /// Charged accelerator-hours by school, voucher, month or node class.
     Usage(vouchers::UsageArgs),
+    /// Print shell completions, e.g. `classgrid completions bash > /etc/bash_completion.d/classgrid`.
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +81,17 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    tz::set(cli.global.time_zone);
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "classgrid",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = rt.block_on(async move {
         match cli.command {
@@ -93,6 +107,7 @@ fn main() -> ExitCode {
             Command::Audit(a) => admin::audit(&cli.global, a).await,
             Command::Vouchers(c) => vouchers::vouchers(&cli.global, c).await,
             Command::Usage(a) => vouchers::usage(&cli.global, a).await,
+            Command::Completions { .. } => Ok(()),
         }
     });
     match result {

@@ -1,16 +1,14 @@
 //! Tables for people, JSON for scripts. JSON field names follow the wire
 //! contract so that scripts can move between the CLI and the API.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use classgrid_proto::v1 as pb;
 use serde_json::{Value, json};
 
 use crate::client::Output;
 
 fn time(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
+    crate::tz::show(t)
 }
 
 fn source(s: i32) -> &'static str {
@@ -288,7 +286,9 @@ pub fn watch_update(o: Output, l: &pb::Lesson) {
     let c: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
     println!(
         "{}  lesson {}  seats: {}",
-        Utc::now().format("%H:%M:%S"),
+        Utc::now()
+            .with_timezone(&crate::tz::zone())
+            .format("%H:%M:%S"),
         l.state,
         c.join(", ")
     );
@@ -334,5 +334,53 @@ pub fn job(o: Output, j: &pb::Job) {
     }
     if !j.message.is_empty() {
         println!("message: {}", j.message);
+    }
+}
+
+/// A live view of a lesson's seats for people: a bar of running seats and
+/// the count in each state; one line per update when not on a terminal.
+pub struct WatchView {
+    bar: indicatif::ProgressBar,
+}
+
+impl WatchView {
+    pub fn new() -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:.bold} [{bar:30.green/white}] {pos}/{len} running  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Self { bar }
+    }
+
+    pub fn update(&self, l: &pb::Lesson) {
+        if self.bar.is_hidden() {
+            return watch_update(Output::Table, l);
+        }
+        let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for s in &l.seats {
+            *counts.entry(s.state.as_str()).or_default() += 1;
+        }
+        self.bar.set_length(l.seats.len() as u64);
+        self.bar
+            .set_position(counts.get("running").copied().unwrap_or(0) as u64);
+        self.bar.set_prefix(format!("lesson {}", l.state));
+        self.bar.set_message(
+            counts
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+
+    /// Leaves the last state on screen and lists the endpoints.
+    pub fn finish(&self, l: &pb::Lesson) {
+        self.bar.finish();
+        if !self.bar.is_hidden() {
+            seats(&l.seats);
+        }
     }
 }

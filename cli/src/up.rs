@@ -75,6 +75,10 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         }
     }
     let token = local_admin_token(&app, &system).await?;
+    // A console login for this machine; a new password on every run, since
+    // only its hash is kept and the old one cannot be shown again.
+    let console_password = classgrid_broker::console::bootstrap::generate_password();
+    classgrid_broker::console::bootstrap::admin_user(&app.store, "admin", &console_password, true).await?;
 
     let agent_cfg = classgrid_agent::config::AgentConfig {
         broker: grpc_url.clone(),
@@ -95,6 +99,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         name: "edge".into(),
         state_dir: home.join("edge"),
         log_format: "text".into(),
+        ..classgrid_edge::EdgeConfig::defaults(home.join("edge"))
     };
     let edge = tokio::spawn(classgrid_edge::run(edge_cfg, stop.clone()));
 
@@ -116,7 +121,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     println!("classgrid is up.");
     println!("  gRPC API:   {grpc_url}");
     println!("  HTTP:       {http_url}  (/healthz, /metrics)");
-    println!("  console:    {http_url}/console");
+    println!("  console:    {http_url}/console  (user `admin`, password `{console_password}`)");
     println!("  context:    {} (classgrid uses it by default)", ctx_path.display());
     if !ca_file.is_empty() {
         println!("  CA:         {ca_file}");

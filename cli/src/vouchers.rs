@@ -104,9 +104,7 @@ pub struct UsageArgs {
 }
 
 fn time(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
+    crate::tz::show(t)
 }
 
 fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {

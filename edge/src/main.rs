@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 use classgrid_common::telemetry;
 use classgrid_edge::{EdgeConfig, RunArgs};
 
+mod stage;
+
 /// The classgrid site gateway, run at a school or a district point of
 /// presence.
 ///
@@ -33,17 +35,46 @@ enum Command {
         #[arg(long, env = "CLASSGRID_STATE_DIR")]
         state_dir: Option<std::path::PathBuf>,
     },
+    /// Show staging progress and the cache of a running edge.
+    Stage {
+        /// The edge's content server. Default: http://127.0.0.1:7480
+        #[arg(
+            long,
+            env = "CLASSGRID_ADVERTISE_URL",
+            default_value = "http://127.0.0.1:7480"
+        )]
+        edge_url: String,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        output: String,
+        /// Refresh every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = match Cli::parse().command {
         Command::Run(a) => a,
-        Command::Join { broker, token, name, state_dir } => {
+        Command::Stage {
+            edge_url,
+            output,
+            watch,
+        } => return stage::show(&edge_url, &output, watch).await,
+        Command::Join {
+            broker,
+            token,
+            name,
+            state_dir,
+        } => {
             let dir = state_dir.unwrap_or_else(|| classgrid_common::context::home().join("edge"));
             return match classgrid_common::join::join(&broker, &token, &name, &dir).await {
                 Ok(j) => {
-                    println!("joined site {} as edge {}; certificate valid until {}", j.site, j.name, j.not_after);
+                    println!(
+                        "joined site {} as edge {}; certificate valid until {}",
+                        j.site, j.name, j.not_after
+                    );
                     println!("next: classgrid-edge run --state-dir {}", dir.display());
                     ExitCode::SUCCESS
                 }

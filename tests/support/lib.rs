@@ -167,15 +167,28 @@ pub struct Broker {
     db_url: String,
     dir: PathBuf,
     extra: Vec<String>,
+    /// TLS with the broker's own CA (in `dir/broker`) instead of --insecure-dev.
+    pub secure: bool,
 }
 
 impl Broker {
     pub async fn start(db: &TestDb, dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with(db, dir, extra, false).await
+    }
+
+    /// A broker as deployed: TLS, node certificates, no plain text.
+    pub async fn start_secure(db: &TestDb, dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with(db, dir, extra, true).await
+    }
+
+    async fn start_with(db: &TestDb, dir: &Path, extra: &[&str], secure: bool) -> Self {
         let (g, h) = (free_port(), free_port());
+        let scheme = if secure { "https" } else { "http" };
         let mut b = Self {
             proc: Proc::spawn(Path::new("/bin/true"), &[], dir.join("unused.log"), &[]),
-            grpc_url: format!("http://127.0.0.1:{g}"),
-            http_url: format!("http://127.0.0.1:{h}"),
+            grpc_url: format!("{scheme}://127.0.0.1:{g}"),
+            http_url: format!("{scheme}://127.0.0.1:{h}"),
+            secure,
             token: String::new(),
             grpc_port: g,
             http_port: h,
@@ -201,10 +214,14 @@ impl Broker {
             format!("127.0.0.1:{}", self.http_port),
             "--log-format".into(),
             "text".into(),
+        ];
+        if self.secure {
+            args.extend(["--data-dir".into(), self.dir.join("broker").display().to_string()]);
+        } else {
             // Most tests exercise scheduling, not TLS; tests/security.rs runs
             // the broker with certificates.
-            "--insecure-dev".into(),
-        ];
+            args.push("--insecure-dev".into());
+        }
         args.extend(self.extra.iter().cloned());
         let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
         self.proc = Proc::spawn(
@@ -214,8 +231,18 @@ impl Broker {
             &[],
         );
         let url = format!("{}/healthz", self.http_url);
-        let ok = wait_for(Duration::from_secs(60), || async {
-            http_get(&url).await.map(|(c, _)| c == 200).unwrap_or(false)
+        let secure = self.secure;
+        let log = self.proc.log.clone();
+        let ok = wait_for(Duration::from_secs(60), || {
+            let (url, log) = (url.clone(), log.clone());
+            async move {
+                if secure {
+                    // Plain HTTP cannot reach a TLS broker; its log says when it serves.
+                    std::fs::read_to_string(&log).is_ok_and(|l| l.contains("broker serving"))
+                } else {
+                    http_get(&url).await.map(|(c, _)| c == 200).unwrap_or(false)
+                }
+            }
         })
         .await;
         assert!(
@@ -227,11 +254,18 @@ impl Broker {
 
     /// A plain channel without credentials.
     pub async fn raw_channel(&self) -> Channel {
-        tonic::transport::Endpoint::from_shared(self.grpc_url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect broker")
+        let mut ep = tonic::transport::Endpoint::from_shared(self.grpc_url.clone()).unwrap();
+        if self.secure {
+            let ca = std::fs::read_to_string(self.ca_file()).expect("broker CA");
+            ep = ep
+                .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca)).domain_name("localhost"))
+                .unwrap();
+        }
+        ep.connect().await.expect("connect broker")
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("broker").join("ca.pem")
     }
 
     /// A channel that carries `token`.
@@ -342,6 +376,34 @@ impl Agent {
             .unwrap()
             .join(format!("agent-{}-{n}.log", self.name));
         self.proc = Proc::spawn(&bin("classgrid-agent"), &self.args, log, &[]);
+    }
+
+    /// Joins a TLS broker with a join token, then runs with only --state-dir
+    /// (broker, site and name come from the join).
+    pub fn join_and_start(token: &str, broker: &Broker, name: &str, dir: &Path) -> anyhow::Result<Self> {
+        let state_dir = dir.join(format!("agent-{name}"));
+        let out = Command::new(bin("classgrid-agent"))
+            .args(["join", "--broker", &broker.grpc_url, "--token", token, "--name", name, "--state-dir"])
+            .arg(&state_dir)
+            .output()?;
+        if !out.status.success() {
+            anyhow::bail!("join failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        let args = vec![
+            "run".into(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "--log-format".into(),
+            "text".into(),
+        ];
+        let mut a = Self {
+            proc: Proc::spawn(Path::new("/bin/true"), &[], dir.join("unused.log"), &[]),
+            name: name.into(),
+            state_dir,
+            args,
+        };
+        a.restart();
+        Ok(a)
     }
 
     /// Pids of the seat processes this agent's state file lists.

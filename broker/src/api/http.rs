@@ -1,5 +1,5 @@
-//! The HTTP surface: `/healthz`, `/metrics`, and (in later steps) REST and
-//! the console.
+//! The HTTP surface: `/healthz`, `/metrics`, the REST API with
+//! `/openapi.json`, and the console; one `.merge` per area.
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 
@@ -9,6 +9,8 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::api::rest::router())
+        .merge(crate::console::router(&app))
         .with_state(app)
 }
 

@@ -5,6 +5,7 @@
 pub mod authn;
 pub mod config;
 pub mod gate;
+pub mod http;
 pub mod passwords;
 pub mod pki;
 pub mod tls;

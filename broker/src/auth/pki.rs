@@ -95,7 +95,10 @@ impl Ca {
     /// never from the CSR: whatever names the CSR asks for are replaced.
     pub fn sign_client(&self, csr_pem: &str, kind: &str, site: &str, name: &str, valid: Duration) -> anyhow::Result<(String, String, OffsetDateTime)> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| anyhow::anyhow!("csr: not a valid PEM certificate request: {e}"))?;
-        let serial: [u8; 16] = rand::random();
+        let mut serial: [u8; 16] = rand::random();
+        // Positive and without a leading zero byte, so the DER encoding and
+        // the stored hex agree byte for byte.
+        serial[0] = (serial[0] & 0x7f) | 0x01;
         let not_after = OffsetDateTime::now_utc() + valid;
         let p = &mut csr.params;
         p.distinguished_name = DistinguishedName::new();
@@ -115,7 +118,9 @@ impl Ca {
 /// Reads the identity from a verified client certificate (DER).
 pub fn client_identity(der: &[u8]) -> anyhow::Result<Identity> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| anyhow::anyhow!("client certificate: {e}"))?;
-    let serial = hex::encode(cert.raw_serial());
+    let raw = cert.raw_serial();
+    let first = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
+    let serial = hex::encode(&raw[first..]);
     let san = cert
         .subject_alternative_name()
         .ok()

@@ -60,7 +60,9 @@ impl TryFrom<Vec<String>> for Weekdays {
             let i = DAYS
                 .iter()
                 .position(|x| x.eq_ignore_ascii_case(d.trim()))
-                .ok_or_else(|| format!("`{d}` is not a day; use mon, tue, wed, thu, fri, sat, sun"))?;
+                .ok_or_else(|| {
+                    format!("`{d}` is not a day; use mon, tue, wed, thu, fri, sat, sun")
+                })?;
             bits |= 1 << i;
         }
         Ok(Weekdays(bits))
@@ -82,7 +84,10 @@ impl TryFrom<String> for Hours {
     fn try_from(s: String) -> Result<Self, String> {
         let bad = || format!("`{s}` must be HH:MM-HH:MM on a 24-hour clock, e.g. 08:00-17:00");
         let (a, b) = s.split_once('-').ok_or_else(bad)?;
-        let (start, end) = (minute_of_day(a).ok_or_else(bad)?, minute_of_day(b).ok_or_else(bad)?);
+        let (start, end) = (
+            minute_of_day(a).ok_or_else(bad)?,
+            minute_of_day(b).ok_or_else(bad)?,
+        );
         if start == end {
             return Err(format!("`{s}` is empty: start and end must differ"));
         }
@@ -173,7 +178,10 @@ hours = "22:00-06:00"
         );
         assert_eq!(p.utc_offset_minutes, 480);
         let p = policy_for(&rules, site, "school-a", "gpu-1").unwrap();
-        assert_eq!((p.weekdays, p.start_minute, p.end_minute), (0b010_0000, 1320, 360));
+        assert_eq!(
+            (p.weekdays, p.start_minute, p.end_minute),
+            (0b010_0000, 1320, 360)
+        );
         assert!(policy_for(&rules, site, "school-b", "gpu-1").is_none());
     }
 
@@ -250,9 +258,15 @@ hours = "22:00-06:00"
             Decision::Refused(e) => assert!(e.summary.contains("kept for owner"), "{}", e.summary),
             Decision::Admitted(_) => panic!("another school got the node in the owner's hours"),
         }
-        assert!(matches!(place(&req(owner.id, monday_10)), Decision::Admitted(_)));
+        assert!(matches!(
+            place(&req(owner.id, monday_10)),
+            Decision::Admitted(_)
+        ));
         let saturday_10 = monday_10 + 5 * 86_400_000;
-        assert!(matches!(place(&req(other.id, saturday_10)), Decision::Admitted(_)));
+        assert!(matches!(
+            place(&req(other.id, saturday_10)),
+            Decision::Admitted(_)
+        ));
     }
 
     #[test]
@@ -260,8 +274,9 @@ hours = "22:00-06:00"
         let e = parse("[[lending]]\nsite = \"s\"\nweekdays = [\"mon\"]\nhours = \"8-17\"\n")
             .unwrap_err();
         assert!(e.contains("line 4") && e.contains("HH:MM-HH:MM"), "{e}");
-        let e = parse("[[lending]]\nsite = \"s\"\nweekdays = [\"monday\"]\nhours = \"08:00-09:00\"\n")
-            .unwrap_err();
+        let e =
+            parse("[[lending]]\nsite = \"s\"\nweekdays = [\"monday\"]\nhours = \"08:00-09:00\"\n")
+                .unwrap_err();
         assert!(e.contains("line 3") && e.contains("not a day"), "{e}");
         let e = parse(
             "[[lending]]\nsite = \"s\"\nweekdays = [\"mon\"]\nhours = \"08:00-09:00\"\nutc_offset = \"+15:00\"\n",

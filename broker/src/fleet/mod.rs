@@ -84,6 +84,8 @@ struct Inner {
     nodes: HashMap<Uuid, LiveNode>,
     sites: HashMap<Uuid, SiteRow>,
     lending: Vec<lending::LendingRule>,
+    /// Per site, from its edge: cached digests and staging bytes/s.
+    content: HashMap<Uuid, (Vec<String>, Option<f64>)>,
 }
 
 #[derive(Default)]
@@ -111,6 +113,12 @@ impl Fleet {
     /// for their own school's classes in its hours.
     pub fn set_lending(&self, rules: Vec<lending::LendingRule>) {
         self.inner.write().expect("fleet lock").lending = rules;
+    }
+
+    /// What the site's edge has cached and how fast it stages; nodes at the
+    /// site count both as their own.
+    pub fn set_site_content(&self, site: Uuid, cached: Vec<String>, bytes_per_sec: Option<f64>) {
+        self.inner.write().expect("fleet lock").content.insert(site, (cached, bytes_per_sec));
     }
 
     pub fn put_site(&self, s: SiteRow) {
@@ -276,6 +284,14 @@ impl Fleet {
         }
     }
 
+    /// Placement reads `cordoned` from here, so a cordon takes effect on
+    /// the next placement without a reload.
+    pub fn set_cordoned(&self, node_id: Uuid, cordoned: bool) {
+        if let Some(n) = self.inner.write().expect("fleet lock").nodes.get_mut(&node_id) {
+            n.cordoned = cordoned;
+        }
+    }
+
     /// The fleet as the placement core sees it at this instant.
     pub fn snapshot(&self) -> placement::Fleet {
         let g = self.inner.read().expect("fleet lock");
@@ -298,6 +314,10 @@ impl Fleet {
             .values()
             .map(|n| {
                 let mut p = to_placement_node(n);
+                if let Some((cached, bps)) = g.content.get(&n.site_id) {
+                    p.cached = cached.clone();
+                    p.staging_bytes_per_sec = *bps;
+                }
                 if !g.lending.is_empty() {
                     let site = g.sites.get(&n.site_id).map(|s| s.name.as_str());
                     p.lending = lending::policy_for(&g.lending, n.site_id, site.unwrap_or(""), &n.name);

@@ -377,7 +377,9 @@ impl Broker {
             .await?;
             self.seat_changed(seat_id).await?;
         }
-        if let Some(job_id) = a.job_id {
+        // A released assignment's last words (a preempted or cancelled run)
+        // must not decide the fate of the job's later runs.
+        if let Some(job_id) = a.job_id.filter(|_| !released) {
             job_store::record_result(&self.store.pool, job_id, &st.endpoint, exit, &tail).await?;
             let finished = match state {
                 "exited" if exit == Some(0) => Some(js::SUCCEEDED),
@@ -393,7 +395,8 @@ impl Broker {
                 };
                 if job_store::set_state(&mut *tx, job_id, &[js::RUNNING], to, Some(&msg)).await? {
                     // This report carries the run's final slice-seconds.
-                    self.settle_vouchers(&mut tx, Owner::Job(job_id), true).await?;
+                    self.settle_vouchers(&mut tx, Owner::Job(job_id), true)
+                        .await?;
                 }
                 reservations::delete_owner(&mut tx, Owner::Job(job_id)).await?;
                 sqlx::query(

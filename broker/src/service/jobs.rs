@@ -115,7 +115,11 @@ impl Broker {
 
     /// Places a queued job now, if capacity allows; otherwise it stays queued
     /// with the refusal as its message.
-    async fn try_start_job(&self, job: &JobRow, reload_on_refusal: bool) -> Result<bool, ServiceError> {
+    async fn try_start_job(
+        &self,
+        job: &JobRow,
+        reload_on_refusal: bool,
+    ) -> Result<bool, ServiceError> {
         let now = Utc::now();
         let end = now + chrono::Duration::seconds(job.max_runtime_s as i64);
         let req = Request {

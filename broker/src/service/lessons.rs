@@ -96,11 +96,20 @@ impl Broker {
                 (Decision::Admitted(a), Some(hold)) => (a, hold),
                 (Decision::Refused(e), _) => return Err(ServiceError::Refused(Box::new(e))),
                 (Decision::Admitted(_), None) => {
-                    return Err(ServiceError::Conflict("placement held nothing; retry".into()));
+                    return Err(ServiceError::Conflict(
+                        "placement held nothing; retry".into(),
+                    ));
                 }
             };
             let written = self
-                .write_booking(&b, &req, id, site.id, (window_start, window_end), &admission)
+                .write_booking(
+                    &b,
+                    &req,
+                    id,
+                    site.id,
+                    (window_start, window_end),
+                    &admission,
+                )
                 .await;
             match written {
                 Ok(Some(refused)) => {
@@ -208,7 +217,10 @@ impl Broker {
         lesson_store::insert_seats(&mut tx, id, &seats).await?;
         // Voucher hold and seat quota, locked in this same transaction.
         let seats = &admission.seats;
-        if let Some(refused) = self.hold_for_lesson(&mut tx, id, site_id, (b.start, b.end()), seats).await? {
+        if let Some(refused) = self
+            .hold_for_lesson(&mut tx, id, site_id, (b.start, b.end()), seats)
+            .await?
+        {
             return Ok(Some(refused));
         }
         tx.commit().await.map(|()| None)
@@ -330,7 +342,8 @@ impl Broker {
         )
         .await?;
         reservations::delete_owner(&mut tx, Owner::Lesson(id)).await?;
-        self.settle_vouchers(&mut tx, Owner::Lesson(id), false).await?;
+        self.settle_vouchers(&mut tx, Owner::Lesson(id), false)
+            .await?;
         tx.commit().await?;
         self.refresh_owners(&[Owner::Lesson(id)]).await?;
         self.send_releases(&released, "lesson cancelled");

@@ -3,9 +3,11 @@
 
 pub mod admin;
 pub mod agents;
+pub mod edge;
 pub mod fleet;
 pub mod jobs;
 pub mod lessons;
+pub mod tenancy;
 pub mod vouchers;
 
 use chrono::{DateTime, Utc};

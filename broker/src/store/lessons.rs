@@ -53,7 +53,7 @@ pub struct SeatRow {
     pub generation: Option<i64>,
 }
 
-const LESSON_COLS: &str = "l.id, l.request_id, l.school_site_id, s.name AS school_site, l.title, l.start_at, l.duration_s,
+pub(crate) const LESSON_COLS: &str = "l.id, l.request_id, l.school_site_id, s.name AS school_site, l.title, l.start_at, l.duration_s,
     l.state, l.seat_count, l.min_seats, l.seat_spec, l.workload, l.datasets, l.max_rtt_ms, l.window_start,
     l.window_end, l.explanation, l.message, l.created_at";
 

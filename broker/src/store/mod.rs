@@ -14,6 +14,8 @@ pub mod jobs;
 pub mod lessons;
 pub mod nodes;
 pub mod reservations;
+pub mod rtt;
+pub mod scoped;
 pub mod security;
 pub mod sites;
 pub mod vouchers;

@@ -92,6 +92,16 @@ impl Store {
         Ok(())
     }
 
+    /// Cordons a node (no new work is placed on it) or lifts the cordon.
+    pub async fn set_node_cordoned(&self, node_id: Uuid, cordoned: bool) -> sqlx::Result<bool> {
+        let r = sqlx::query("UPDATE nodes SET cordoned = $2 WHERE id = $1")
+            .bind(node_id)
+            .bind(cordoned)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     pub async fn list_nodes(&self) -> sqlx::Result<Vec<(NodeRow, Vec<DeviceRow>)>> {
         let nodes: Vec<NodeRow> =
             sqlx::query_as(sql!("SELECT {NODE_COLS} FROM nodes ORDER BY name"))

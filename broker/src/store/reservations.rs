@@ -28,7 +28,8 @@ struct ReservationRow {
     preemptible: bool,
 }
 
-const COLS: &str = "owner_kind, owner_id, node_id, device_idx, lower(during) AS start_at, upper(during) AS end_at,
+const COLS: &str =
+    "owner_kind, owner_id, node_id, device_idx, lower(during) AS start_at, upper(during) AS end_at,
     cpu_millis, memory_mib, gpu_memory_mib, gpu_compute_pct, preemptible";
 
 fn owner_parts(owners: &[Owner]) -> (Vec<&'static str>, Vec<Uuid>) {
@@ -79,22 +80,22 @@ impl Store {
 
 fn to_model(rows: Vec<ReservationRow>) -> Vec<Reservation> {
     rows.into_iter()
-            .map(|r| Reservation {
-                owner: if r.owner_kind == "job" {
-                    Owner::Job(r.owner_id)
-                } else {
-                    Owner::Lesson(r.owner_id)
-                },
-                node_id: r.node_id,
-                device_index: r.device_idx.map(|i| i as u32),
-                window: Window::new(r.start_at.timestamp_millis(), r.end_at.timestamp_millis()),
-                cpu_millis: r.cpu_millis as u32,
-                memory_mib: r.memory_mib as u64,
-                gpu_memory_mib: r.gpu_memory_mib as u64,
-                gpu_compute_percent: r.gpu_compute_pct as u32,
-                preemptible: r.preemptible,
-            })
-            .collect()
+        .map(|r| Reservation {
+            owner: if r.owner_kind == "job" {
+                Owner::Job(r.owner_id)
+            } else {
+                Owner::Lesson(r.owner_id)
+            },
+            node_id: r.node_id,
+            device_index: r.device_idx.map(|i| i as u32),
+            window: Window::new(r.start_at.timestamp_millis(), r.end_at.timestamp_millis()),
+            cpu_millis: r.cpu_millis as u32,
+            memory_mib: r.memory_mib as u64,
+            gpu_memory_mib: r.gpu_memory_mib as u64,
+            gpu_compute_percent: r.gpu_compute_pct as u32,
+            preemptible: r.preemptible,
+        })
+        .collect()
 }
 
 /// Writes reservation rows; the capacity trigger refuses any over-commit

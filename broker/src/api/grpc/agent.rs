@@ -36,6 +36,7 @@ impl AgentService for Agents {
         // With TLS, only a node certificate from this region gets in, and it
         // may only register as the node it names.
         let peer = req.peer_certs().and_then(|c| c.first().map(|d| d.to_vec()));
+        let source = crate::auth::gate::source_of_request(&req);
         let identity = app.node_identity(peer.as_deref(), "agent").await?;
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
@@ -62,6 +63,10 @@ impl AgentService for Agents {
                 )));
             }
         }
+        if let Err(e) = crate::service::edge::check_probe_addr(&reg.probe_addr) {
+            app.metrics.agent_refused.inc();
+            return Err(status(e));
+        }
         let live = match app.register_node(&reg).await {
             Ok(n) => n,
             Err(e) => {
@@ -71,12 +76,25 @@ impl AgentService for Agents {
             }
         };
         let node_id = live.id;
+        let who = crate::auth::Caller {
+            actor: format!("node:{}/{}", reg.site.chars().take(64).collect::<String>(), reg.name),
+            role: crate::auth::Role::SchoolAdmin,
+            sites: vec![live.site_id],
+            source,
+            token_id: None,
+        };
+        app.audit(&who, "node.register", &format!("node:{node_id}"), &Ok(()), if identity.is_some() { "mTLS" } else { "insecure-dev" }).await;
+        if let Err(e) = app.store.set_probe_addr(node_id, &reg.probe_addr).await {
+            warn!(node = %node_id, error = %e, "probe address not recorded");
+        }
+        let probe_peers = app.probe_peers_for(node_id, live.site_id).await;
         let (tx, rx) = mpsc::channel(1024);
         let _ = tx
             .send(Ok(pb::BrokerMessage {
                 msg: Some(broker_message::Msg::Registered(pb::Registered {
                     node_id: node_id.to_string(),
                     heartbeat_interval_ms: HEARTBEAT_MS,
+                    probe_peers,
                 })),
             }))
             .await;
@@ -125,6 +143,7 @@ impl AgentService for Agents {
                         None => Ok(()),
                     },
                     Some(Msg::Status(st)) => app.agent_status(node_id, &st).await,
+                    Some(Msg::PeerRtts(p)) => app.peer_rtts(node_id, &p).await,
                     Some(Msg::Register(_)) | None => Err(crate::domain::ServiceError::field(
                         "msg",
                         "register only once, first",

@@ -1,10 +1,48 @@
+//! `EdgeService`: thin adapters over `service::edge`. With TLS every call
+//! must come from an edge certificate of this region, and a registered edge
+//! may only act as itself (the site and name its certificate names).
+
 use classgrid_proto::v1::{self as pb, edge_service_server::EdgeService};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use super::status;
-use crate::{app::App, domain::ServiceError};
+use crate::{app::App, auth::pki::Identity, domain::ServiceError};
 
 pub struct Edges(pub App);
+
+impl Edges {
+    async fn identity<T>(&self, req: &Request<T>) -> Result<Option<Identity>, Status> {
+        let peer = req.peer_certs().and_then(|c| c.first().map(|d| d.to_vec()));
+        self.0.node_identity(peer.as_deref(), "edge").await
+    }
+
+    /// The edge named by `edge_id`, checked against the caller's certificate.
+    async fn edge<T>(&self, req: &Request<T>, edge_id: &str) -> Result<(Uuid, Uuid), Status> {
+        let identity = self.identity(req).await?;
+        let (edge, site) = self.0.edge_site(edge_id).await.map_err(status)?;
+        if let Some(id) = identity {
+            let row = self
+                .0
+                .store
+                .list_edges()
+                .await
+                .map_err(|e| status(e.into()))?
+                .into_iter()
+                .find(|e| e.id == edge);
+            let site_name = self.0.fleet.site_by_id(site).map(|s| s.name);
+            if row.map(|r| r.name) != Some(id.name.clone())
+                || site_name.as_deref() != Some(id.site.as_str())
+            {
+                return Err(Status::permission_denied(format!(
+                    "this certificate belongs to edge {}/{}; it cannot act as edge {edge}",
+                    id.site, id.name
+                )));
+            }
+        }
+        Ok((edge, site))
+    }
+}
 
 #[tonic::async_trait]
 impl EdgeService for Edges {
@@ -12,6 +50,7 @@ impl EdgeService for Edges {
         &self,
         req: Request<pb::RegisterEdgeRequest>,
     ) -> Result<Response<pb::RegisterEdgeResponse>, Status> {
+        let identity = self.identity(&req).await?;
         let r = req.into_inner();
         let valid = !r.name.is_empty()
             && r.name.len() <= 128
@@ -33,6 +72,14 @@ impl EdgeService for Edges {
                 ),
             ))
         })?;
+        if let Some(id) = identity
+            && (id.site != site.name || id.name != r.name)
+        {
+            return Err(Status::permission_denied(format!(
+                "this certificate belongs to edge {}/{}; it cannot register as {}/{}",
+                id.site, id.name, site.name, r.name
+            )));
+        }
         let id = self
             .0
             .store
@@ -55,7 +102,7 @@ impl EdgeService for Edges {
         &self,
         req: Request<pb::EdgeHeartbeat>,
     ) -> Result<Response<pb::EdgeHeartbeatAck>, Status> {
-        let id = super::convert::parse_id("edge_id", &req.get_ref().edge_id).map_err(status)?;
+        let (id, _) = self.edge(&req, &req.get_ref().edge_id).await?;
         if !self
             .0
             .store
@@ -66,5 +113,39 @@ impl EdgeService for Edges {
             return Err(status(ServiceError::NotFound(format!("edge {id}"))));
         }
         Ok(Response::new(pb::EdgeHeartbeatAck {}))
+    }
+
+    async fn probe_targets(
+        &self,
+        req: Request<pb::ProbeTargetsRequest>,
+    ) -> Result<Response<pb::ProbeTargetsResponse>, Status> {
+        self.edge(&req, &req.get_ref().edge_id).await?;
+        Ok(Response::new(self.0.probe_targets().await.map_err(status)?))
+    }
+
+    async fn report_rtt(
+        &self,
+        req: Request<pb::RttReport>,
+    ) -> Result<Response<pb::RttReportAck>, Status> {
+        let (_, site) = self.edge(&req, &req.get_ref().edge_id).await?;
+        let n = self
+            .0
+            .report_rtt(site, req.get_ref())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RttReportAck { accepted: n as i32 }))
+    }
+
+    async fn sync(
+        &self,
+        req: Request<pb::EdgeSyncRequest>,
+    ) -> Result<Response<pb::EdgeSyncResponse>, Status> {
+        let (edge, site) = self.edge(&req, &req.get_ref().edge_id).await?;
+        Ok(Response::new(
+            self.0
+                .edge_sync(edge, site, req.get_ref())
+                .await
+                .map_err(status)?,
+        ))
     }
 }

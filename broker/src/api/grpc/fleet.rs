@@ -2,7 +2,8 @@ use classgrid_proto::v1::{self as pb, fleet_service_server::FleetService};
 use tonic::{Request, Response, Status};
 
 use super::{convert, status};
-use crate::{app::App, domain::ServiceError, fleet::LiveNode};
+use crate::auth::gate::caller;
+use crate::{app::App, fleet::LiveNode};
 
 pub struct FleetApi(pub App);
 
@@ -59,40 +60,20 @@ impl FleetApi {
 
 #[tonic::async_trait]
 impl FleetService for FleetApi {
-    async fn create_site(
-        &self,
-        req: Request<pb::CreateSiteRequest>,
-    ) -> Result<Response<pb::Site>, Status> {
+    async fn create_site(&self, req: Request<pb::CreateSiteRequest>) -> Result<Response<pb::Site>, Status> {
+        let c = caller(&req)?;
         let r = req.into_inner();
-        let s = self
-            .0
-            .create_site(&r.name, &r.kind, &r.district)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(pb::Site {
-            id: s.id.to_string(),
-            name: s.name,
-            kind: s.kind,
-            district: s.district,
-            edges: vec![],
-        }))
+        let s = self.0.scoped(&c).create_site(&r.name, &r.kind, &r.district).await.map_err(status)?;
+        Ok(Response::new(pb::Site { id: s.id.to_string(), name: s.name, kind: s.kind, district: s.district, edges: vec![] }))
     }
 
-    async fn list_sites(
-        &self,
-        _: Request<pb::ListSitesRequest>,
-    ) -> Result<Response<pb::ListSitesResponse>, Status> {
-        let edges = self
-            .0
-            .store
-            .list_edges()
-            .await
-            .map_err(|e| status(e.into()))?;
-        let stale = chrono::Utc::now()
-            - chrono::Duration::from_std(self.0.cfg.disconnected_after).unwrap_or_default();
+    async fn list_sites(&self, req: Request<pb::ListSitesRequest>) -> Result<Response<pb::ListSitesResponse>, Status> {
+        let c = caller(&req)?;
+        let edges = self.0.store.list_edges().await.map_err(|e| status(e.into()))?;
+        let stale = chrono::Utc::now() - chrono::Duration::from_std(self.0.cfg.disconnected_after).unwrap_or_default();
         let sites = self
             .0
-            .fleet
+            .scoped(&c)
             .sites()
             .into_iter()
             .map(|s| pb::Site {
@@ -103,12 +84,7 @@ impl FleetService for FleetApi {
                     .map(|e| pb::Edge {
                         id: e.id.to_string(),
                         name: e.name.clone(),
-                        state: if e.last_seen >= stale {
-                            "connected"
-                        } else {
-                            "disconnected"
-                        }
-                        .into(),
+                        state: if e.last_seen >= stale { "connected" } else { "disconnected" }.into(),
                         last_seen: Some(convert::ts(e.last_seen)),
                     })
                     .collect(),
@@ -120,72 +96,25 @@ impl FleetService for FleetApi {
         Ok(Response::new(pb::ListSitesResponse { sites }))
     }
 
-    async fn list_nodes(
-        &self,
-        req: Request<pb::ListNodesRequest>,
-    ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let site_filter = match req.get_ref().site.as_str() {
-            "" => None,
-            s => Some(
-                self.0
-                    .fleet
-                    .site(s)
-                    .ok_or_else(|| {
-                        status(ServiceError::field("site", format!("unknown site `{s}`")))
-                    })?
-                    .id,
-            ),
-        };
+    async fn list_nodes(&self, req: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let c = caller(&req)?;
+        let found = self.0.scoped(&c).nodes(Some(req.get_ref().site.as_str())).map_err(status)?;
         let counts = self.running_counts().await?;
-        let nodes = self
-            .0
-            .fleet
-            .nodes()
+        let nodes = found
             .iter()
-            .filter(|n| site_filter.is_none_or(|s| s == n.site_id))
             .map(|n| {
-                let site = self
-                    .0
-                    .fleet
-                    .site_by_id(n.site_id)
-                    .map(|s| s.name)
-                    .unwrap_or_default();
+                let site = self.0.fleet.site_by_id(n.site_id).map(|s| s.name).unwrap_or_default();
                 node(n, &site, counts.get(&n.id).copied().unwrap_or(0) as i32)
             })
             .collect();
         Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
 
-    async fn get_node(
-        &self,
-        req: Request<pb::GetNodeRequest>,
-    ) -> Result<Response<pb::Node>, Status> {
-        let key = req.get_ref().id.as_str();
-        let found =
-            match key.parse::<uuid::Uuid>() {
-                Ok(id) => self.0.fleet.node(id),
-                Err(_) => match key.split_once('/') {
-                    Some((site, name)) => {
-                        let site = self.0.fleet.site(site);
-                        self.0.fleet.nodes().into_iter().find(|n| {
-                            Some(n.site_id) == site.as_ref().map(|s| s.id) && n.name == name
-                        })
-                    }
-                    None => None,
-                },
-            };
-        let n = found.ok_or_else(|| status(ServiceError::NotFound(format!("node {key}"))))?;
+    async fn get_node(&self, req: Request<pb::GetNodeRequest>) -> Result<Response<pb::Node>, Status> {
+        let c = caller(&req)?;
+        let n = self.0.scoped(&c).node(&req.get_ref().id).map_err(status)?;
         let counts = self.running_counts().await?;
-        let site = self
-            .0
-            .fleet
-            .site_by_id(n.site_id)
-            .map(|s| s.name)
-            .unwrap_or_default();
-        Ok(Response::new(node(
-            &n,
-            &site,
-            counts.get(&n.id).copied().unwrap_or(0) as i32,
-        )))
+        let site = self.0.fleet.site_by_id(n.site_id).map(|s| s.name).unwrap_or_default();
+        Ok(Response::new(node(&n, &site, counts.get(&n.id).copied().unwrap_or(0) as i32)))
     }
 }

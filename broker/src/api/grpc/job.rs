@@ -2,16 +2,14 @@ use classgrid_proto::v1::{self as pb, job_service_server::JobService};
 use tonic::{Request, Response, Status};
 
 use super::{convert, status};
-use crate::{app::App, domain::lesson::RawJob};
+use crate::{app::App, auth::gate::caller, domain::lesson::RawJob};
 
 pub struct Jobs(pub App);
 
 #[tonic::async_trait]
 impl JobService for Jobs {
-    async fn submit(
-        &self,
-        req: Request<pb::SubmitJobRequest>,
-    ) -> Result<Response<pb::Job>, Status> {
+    async fn submit(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let c = caller(&req)?;
         let r = req.into_inner();
         let raw = RawJob {
             request_id: r.request_id,
@@ -24,24 +22,19 @@ impl JobService for Jobs {
             preemptible: r.preemptible,
             grace_seconds: r.grace_seconds as i64,
         };
-        let j = self.0.submit_job(raw).await.map_err(status)?;
+        let j = self.0.scoped(&c).submit_job(raw).await.map_err(status)?;
         Ok(Response::new(convert::job(&j)))
     }
 
     async fn get(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let c = caller(&req)?;
         let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
-        Ok(Response::new(convert::job(
-            &self.0.job(id).await.map_err(status)?,
-        )))
+        Ok(Response::new(convert::job(&self.0.scoped(&c).job(id).await.map_err(status)?)))
     }
 
-    async fn cancel(
-        &self,
-        req: Request<pb::CancelJobRequest>,
-    ) -> Result<Response<pb::Job>, Status> {
+    async fn cancel(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let c = caller(&req)?;
         let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
-        Ok(Response::new(convert::job(
-            &self.0.cancel_job(id).await.map_err(status)?,
-        )))
+        Ok(Response::new(convert::job(&self.0.scoped(&c).cancel_job(id).await.map_err(status)?)))
     }
 }

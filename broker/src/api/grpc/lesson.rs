@@ -6,6 +6,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
 use super::{convert, status};
+use crate::auth::gate::caller;
 use crate::{
     app::App,
     domain::{lesson::RawBooking, states::lesson as ls},
@@ -21,6 +22,7 @@ impl LessonService for Lessons {
         &self,
         req: Request<pb::BookLessonRequest>,
     ) -> Result<Response<pb::Lesson>, Status> {
+        let c = caller(&req)?;
         let r = req.into_inner();
         let raw = RawBooking {
             request_id: r.request_id,
@@ -35,7 +37,7 @@ impl LessonService for Lessons {
             datasets: convert::raw_datasets(&r.datasets),
             max_rtt_ms: r.max_rtt_ms as i64,
         };
-        let v = self.0.book_lesson(raw).await.map_err(status)?;
+        let v = self.0.scoped(&c).book_lesson(raw).await.map_err(status)?;
         Ok(Response::new(convert::lesson(&v)))
     }
 
@@ -43,8 +45,9 @@ impl LessonService for Lessons {
         &self,
         req: Request<pb::GetLessonRequest>,
     ) -> Result<Response<pb::Lesson>, Status> {
+        let c = caller(&req)?;
         let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
-        let v = self.0.lesson(id).await.map_err(status)?;
+        let v = self.0.scoped(&c).lesson(id).await.map_err(status)?;
         Ok(Response::new(convert::lesson(&v)))
     }
 
@@ -52,6 +55,7 @@ impl LessonService for Lessons {
         &self,
         req: Request<pb::ListLessonsRequest>,
     ) -> Result<Response<pb::ListLessonsResponse>, Status> {
+        let c = caller(&req)?;
         let r = req.into_inner();
         let from = convert::from_ts("from", r.from.as_ref()).map_err(status)?;
         let to = convert::from_ts("to", r.to.as_ref()).map_err(status)?;
@@ -72,6 +76,7 @@ impl LessonService for Lessons {
         };
         let rows = self
             .0
+            .scoped(&c)
             .list_lessons(Some(&r.school_site), from, to, size, offset)
             .await
             .map_err(status)?;
@@ -97,9 +102,10 @@ impl LessonService for Lessons {
         &self,
         req: Request<pb::CancelLessonRequest>,
     ) -> Result<Response<pb::Lesson>, Status> {
+        let c = caller(&req)?;
         let r = req.into_inner();
         let id = convert::parse_id("id", &r.id).map_err(status)?;
-        let v = self.0.cancel_lesson(id, &r.reason).await.map_err(status)?;
+        let v = self.0.scoped(&c).cancel_lesson(id, &r.reason).await.map_err(status)?;
         Ok(Response::new(convert::lesson(&v)))
     }
 
@@ -107,8 +113,9 @@ impl LessonService for Lessons {
         &self,
         req: Request<pb::GetLessonRequest>,
     ) -> Result<Response<pb::Explanation>, Status> {
+        let c = caller(&req)?;
         let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
-        let v = self.0.lesson(id).await.map_err(status)?;
+        let v = self.0.scoped(&c).lesson(id).await.map_err(status)?;
         Ok(Response::new(explanation(&v)))
     }
 
@@ -118,11 +125,12 @@ impl LessonService for Lessons {
         &self,
         req: Request<pb::GetLessonRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let c = caller(&req)?;
         let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
         let app = self.0.clone();
         // Subscribe before the first read so that no change falls in between.
         let mut events = app.lesson_events.subscribe();
-        let first = app.lesson(id).await.map_err(status)?;
+        let first = app.scoped(&c).lesson(id).await.map_err(status)?;
         let stream = async_stream(move |tx| async move {
             let mut last = convert::lesson(&first);
             if tx.send(Ok(last.clone())).await.is_err() {

@@ -1,4 +1,5 @@
-//! `VoucherService`: decode → service → encode.
+//! `VoucherService`: decode → scoped service → encode. Issuing and quotas
+//! are for district admins; reads cover the caller's schools.
 
 use classgrid_proto::v1::{self as pb, voucher_service_server::VoucherService};
 use tonic::{Request, Response, Status};
@@ -6,6 +7,7 @@ use tonic::{Request, Response, Status};
 use super::{convert, status};
 use crate::{
     app::App,
+    auth::gate::caller,
     service::vouchers::{RawLedgerQuery, RawVoucher, SchoolBalance},
     store::vouchers::{LedgerRow, VoucherRow},
     vouchers::{hours_f64, report},
@@ -73,19 +75,24 @@ impl VoucherService for Vouchers {
         &self,
         req: Request<pb::IssueVoucherRequest>,
     ) -> Result<Response<pb::Voucher>, Status> {
+        let c = caller(&req)?;
         let r = req.into_inner();
         let raw = RawVoucher {
             request_id: r.request_id,
             school_site: r.school_site,
             programme: r.programme,
-            issued_by: r.issued_by,
+            issued_by: if r.issued_by.trim().is_empty() {
+                c.actor.clone()
+            } else {
+                r.issued_by
+            },
             accelerator_hours: r.accelerator_hours,
             valid_from: convert::from_ts("valid_from", r.valid_from.as_ref()).map_err(status)?,
             valid_until: convert::from_ts("valid_until", r.valid_until.as_ref()).map_err(status)?,
             tiers: r.tiers,
             sites: r.sites,
         };
-        let v = self.0.issue_voucher(raw).await.map_err(status)?;
+        let v = self.0.scoped(&c).issue_voucher(raw).await.map_err(status)?;
         Ok(Response::new(voucher(&v)))
     }
 
@@ -93,9 +100,11 @@ impl VoucherService for Vouchers {
         &self,
         req: Request<pb::ListVouchersRequest>,
     ) -> Result<Response<pb::ListVouchersResponse>, Status> {
+        let c = caller(&req)?;
         let r = req.into_inner();
         let vs = self
             .0
+            .scoped(&c)
             .list_vouchers(&r.school_site, r.include_expired)
             .await
             .map_err(status)?;
@@ -108,8 +117,10 @@ impl VoucherService for Vouchers {
         &self,
         req: Request<pb::BalanceRequest>,
     ) -> Result<Response<pb::BalanceResponse>, Status> {
+        let c = caller(&req)?;
         let b = self
             .0
+            .scoped(&c)
             .voucher_balances(&req.get_ref().school_site)
             .await
             .map_err(status)?;
@@ -132,6 +143,7 @@ impl VoucherService for Vouchers {
         &self,
         req: Request<pb::LedgerRequest>,
     ) -> Result<Response<pb::LedgerResponse>, Status> {
+        let c = caller(&req)?;
         let r = req.into_inner();
         let page_size = i64::from(r.page_size);
         let q = RawLedgerQuery {
@@ -145,7 +157,7 @@ impl VoucherService for Vouchers {
             after_id: r.after_id,
             page_size,
         };
-        let rows = self.0.voucher_ledger(q).await.map_err(status)?;
+        let rows = self.0.scoped(&c).voucher_ledger(q).await.map_err(status)?;
         let full = rows.len() as i64 == if page_size == 0 { 100 } else { page_size };
         Ok(Response::new(pb::LedgerResponse {
             next_after_id: if full {
@@ -161,11 +173,13 @@ impl VoucherService for Vouchers {
         &self,
         req: Request<pb::UsageReportRequest>,
     ) -> Result<Response<pb::UsageReportResponse>, Status> {
+        let c = caller(&req)?;
         let r = req.into_inner();
         let from = convert::from_ts("from", r.from.as_ref()).map_err(status)?;
         let to = convert::from_ts("to", r.to.as_ref()).map_err(status)?;
         let (by, rows) = self
             .0
+            .scoped(&c)
             .usage_report(&r.by, &r.school_site, from, to)
             .await
             .map_err(status)?;
@@ -194,9 +208,11 @@ impl VoucherService for Vouchers {
         &self,
         req: Request<pb::SetQuotaRequest>,
     ) -> Result<Response<pb::Quota>, Status> {
+        let c = caller(&req)?;
         let r = req.into_inner();
         let max = self
             .0
+            .scoped(&c)
             .set_quota(&r.school_site, i64::from(r.max_concurrent_seats))
             .await
             .map_err(status)?;

@@ -1,0 +1,402 @@
+//! `/v1/lessons`: book, read, list, cancel and explain, through the same
+//! scoped service calls as gRPC's LessonService.
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    routing::get,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{
+    extract::{JsonBody, Params, idempotency_key, parse_id, parse_time},
+    model::{Dataset, SeatSpec, Workload, rfc3339},
+    problem::ApiResult,
+};
+use crate::{
+    app::App, auth::Caller, domain::lesson::RawBooking, service::lessons::LessonView,
+    store::lessons::SeatRow,
+};
+
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/v1/lessons", get(list).post(book))
+        .route("/v1/lessons/{id}", get(read).delete(cancel))
+        .route("/v1/lessons/{id}/explain", get(explain))
+        .route("/v1/lessons/{id}/events", get(super::events::events))
+}
+
+/// A lesson booking. Send `Idempotency-Key` so that a retry never books twice.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "school_site": "school-a",
+    "title": "AI 101, class 7-2",
+    "start": "2030-09-01T08:00:00+08:00",
+    "duration_seconds": 2400,
+    "seats": 45,
+    "seat": {"cpu_millis": 500, "memory_mib": 2048, "runtime": "process",
+             "gpu": {"vendors": ["nvidia"], "model": "T4", "memory_mib": 2048, "compute_percent": 10, "count": 1, "min_isolation": "soft"}},
+    "workload": {"command": "jupyter", "args": ["lab", "--ip", "0.0.0.0", "--port", "$(PORT)"]},
+    "max_rtt_ms": 30
+}))]
+pub struct BookLesson {
+    /// The school's site name or id.
+    #[serde(default)]
+    pub school_site: String,
+    #[serde(default)]
+    pub title: String,
+    /// RFC 3339 with an offset.
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(default)]
+    pub start: String,
+    /// 0 means 2400 (40 minutes).
+    #[serde(default)]
+    pub duration_seconds: i64,
+    #[serde(default)]
+    pub seats: i64,
+    /// Admit with at least this many seats; 0 means all or nothing.
+    #[serde(default)]
+    pub min_seats: i64,
+    #[schema(nullable)]
+    #[serde(default)]
+    pub seat: Option<SeatSpec>,
+    #[schema(nullable)]
+    #[serde(default)]
+    pub workload: Option<Workload>,
+    #[serde(default)]
+    pub datasets: Vec<Dataset>,
+    /// Largest acceptable school→node RTT; 0 means the region's default.
+    #[serde(default)]
+    pub max_rtt_ms: i64,
+}
+
+/// A round-trip time and where it came from: measured, estimated or configured.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Rtt {
+    pub ms: f64,
+    pub source: String,
+}
+
+/// One student's allocation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Seat {
+    pub id: Uuid,
+    pub number: i32,
+    /// planned, staged, starting, running, released, failed or replaced.
+    pub state: String,
+    #[schema(nullable)]
+    pub node_id: Option<Uuid>,
+    #[schema(nullable)]
+    pub node_name: Option<String>,
+    pub device_indexes: Vec<i32>,
+    /// Where the student connects, once the seat runs; else empty.
+    pub endpoint: String,
+    #[schema(nullable)]
+    pub rtt: Option<Rtt>,
+    pub message: String,
+}
+
+/// A lesson with its seats.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Lesson {
+    pub id: Uuid,
+    pub school_site: String,
+    pub title: String,
+    #[schema(value_type = String, format = DateTime, example = "2030-09-01T08:00:00+08:00")]
+    pub start: String,
+    #[schema(value_type = String, format = DateTime, example = "2030-09-01T08:40:00+08:00")]
+    pub end: String,
+    pub duration_seconds: i32,
+    /// booked, staging, ready, live, ended or cancelled.
+    pub state: String,
+    pub seat_count: i32,
+    pub min_seats: i32,
+    pub seat: SeatSpec,
+    pub workload: Workload,
+    pub datasets: Vec<Dataset>,
+    pub max_rtt_ms: i32,
+    /// Empty in listings; read one lesson for its seats.
+    pub seats: Vec<Seat>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LessonPage {
+    pub lessons: Vec<Lesson>,
+    /// Pass as `page_token` for the next page; empty on the last.
+    pub next_page_token: String,
+}
+
+pub fn seat(s: &SeatRow) -> Seat {
+    Seat {
+        id: s.id,
+        number: s.number,
+        state: s.state.clone(),
+        node_id: s.node_id,
+        node_name: s.node_name.clone(),
+        device_indexes: s.device_indexes.clone(),
+        endpoint: s.endpoint.clone(),
+        rtt: s.rtt_ms.map(|ms| Rtt {
+            ms,
+            source: s.rtt_source.clone().unwrap_or_default(),
+        }),
+        message: s.message.clone(),
+    }
+}
+
+pub fn lesson(app: &App, v: &LessonView) -> Lesson {
+    let l = &v.lesson;
+    let tz = app.cfg.time_zone;
+    Lesson {
+        id: l.id,
+        school_site: l.school_site.clone(),
+        title: l.title.clone(),
+        start: rfc3339(l.start_at, tz),
+        end: rfc3339(l.end_at(), tz),
+        duration_seconds: l.duration_s,
+        state: l.state.clone(),
+        seat_count: l.seat_count,
+        min_seats: l.min_seats,
+        seat: SeatSpec::of(&l.seat_spec.0),
+        workload: Workload::of(&l.workload.0),
+        datasets: l.datasets.0.iter().map(Dataset::of).collect(),
+        max_rtt_ms: l.max_rtt_ms,
+        seats: v.seats.iter().map(seat).collect(),
+        created: rfc3339(l.created_at, tz),
+        message: l.message.clone(),
+    }
+}
+
+/// Book a lesson: admitted whole (or by `min_seats`), or refused with the
+/// reason per placement filter.
+#[utoipa::path(post, operation_id = "book_lesson", path = "/v1/lessons", tag = "lessons", request_body = BookLesson,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first result")),
+    responses((status = 201, description = "Booked", body = Lesson)))]
+pub async fn book(
+    State(app): State<App>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(b): JsonBody<BookLesson>,
+) -> ApiResult<(StatusCode, Json<Lesson>)> {
+    let raw = RawBooking {
+        request_id: idempotency_key(&headers)?,
+        school_site: b.school_site,
+        title: b.title,
+        start: if b.start.is_empty() {
+            None
+        } else {
+            Some(parse_time("start", &b.start)?)
+        },
+        duration_seconds: b.duration_seconds,
+        seats: b.seats,
+        min_seats: b.min_seats,
+        seat: b.seat.as_ref().map(SeatSpec::raw),
+        workload: b.workload.as_ref().map(Workload::raw).unwrap_or_default(),
+        datasets: b.datasets.iter().map(Dataset::raw).collect(),
+        max_rtt_ms: b.max_rtt_ms,
+    };
+    let v = app.scoped(&caller).book_lesson(raw).await?;
+    Ok((StatusCode::CREATED, Json(lesson(&app, &v))))
+}
+
+/// Read one lesson with its seats and their endpoints.
+#[utoipa::path(get, operation_id = "get_lesson", path = "/v1/lessons/{id}", tag = "lessons",
+    params(("id" = Uuid, Path, description = "Lesson id")),
+    responses((status = 200, description = "The lesson", body = Lesson)))]
+pub async fn read(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Lesson>> {
+    let id = parse_id("id", &id)?;
+    let v = app.scoped(&caller).lesson(id).await?;
+    Ok(Json(lesson(&app, &v)))
+}
+
+/// List lessons by school and start time, a page at a time.
+#[utoipa::path(get, operation_id = "list_lessons", path = "/v1/lessons", tag = "lessons",
+    params(
+        ("school" = Option<String>, Query, description = "School site name or id"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Lessons starting at or after (RFC 3339)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "Lessons starting before (RFC 3339)"),
+        ("page_size" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Default 50"),
+        ("page_token" = Option<String>, Query, description = "From the previous page's next_page_token"),
+    ),
+    responses((status = 200, description = "A page of lessons", body = LessonPage)))]
+pub async fn list(
+    State(app): State<App>,
+    caller: Caller,
+    q: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<LessonPage>> {
+    let p = Params::from_query(q, &["school", "from", "to", "page_size", "page_token"])?;
+    let (from, to) = (p.time("from")?, p.time("to")?);
+    let size = p.int("page_size", 50)?;
+    let offset: i64 = match p.get("page_token") {
+        None => 0,
+        Some(t) => t.parse().map_err(|_| {
+            super::problem::Problem::field("page_token", "is not a token from a previous page")
+        })?,
+    };
+    let school = p.str("school");
+    let rows = app
+        .scoped(&caller)
+        .list_lessons(Some(&school), from, to, size, offset)
+        .await?;
+    let next = if rows.len() as i64 == size {
+        (offset + size).to_string()
+    } else {
+        String::new()
+    };
+    let lessons = rows
+        .into_iter()
+        .map(|l| {
+            lesson(
+                &app,
+                &LessonView {
+                    lesson: l,
+                    seats: Vec::new(),
+                },
+            )
+        })
+        .collect();
+    Ok(Json(LessonPage {
+        lessons,
+        next_page_token: next,
+    }))
+}
+
+/// Cancel a lesson: its seats are released and its capacity freed.
+#[utoipa::path(delete, operation_id = "cancel_lesson", path = "/v1/lessons/{id}", tag = "lessons",
+    params(("id" = Uuid, Path, description = "Lesson id"), ("reason" = Option<String>, Query, description = "Shown in the lesson's message")),
+    responses((status = 200, description = "The cancelled lesson", body = Lesson)))]
+pub async fn cancel(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+    q: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Lesson>> {
+    let id = parse_id("id", &id)?;
+    let p = Params::from_query(q, &["reason"])?;
+    let reason = p.str("reason");
+    if reason.len() > 500 {
+        return Err(super::problem::Problem::field(
+            "reason",
+            "must be at most 500 characters",
+        ));
+    }
+    let v = app.scoped(&caller).cancel_lesson(id, &reason).await?;
+    Ok(Json(lesson(&app, &v)))
+}
+
+/// Why a placement filter removed nodes.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FilterCount {
+    pub filter: String,
+    pub removed: i32,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScorePart {
+    pub name: String,
+    pub value: f64,
+    pub weight: f64,
+}
+
+/// Why a seat went where it went.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SeatChoice {
+    pub seat: i32,
+    pub node_id: String,
+    pub node_name: String,
+    pub device_indexes: Vec<i32>,
+    pub rtt: Rtt,
+    pub score: f64,
+    pub scores: Vec<ScorePart>,
+    pub reason: String,
+}
+
+/// How the lesson was placed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"lesson_id": "0190f0c2-7d1e-7c3a-9f0e-2b1d4c5e6f70", "admitted": true,
+    "summary": "45/45 seats on 2 nodes", "nodes_considered": 12,
+    "filters": [{"filter": "rtt", "removed": 8, "detail": "rtt > 30 ms (measured)"}], "seats": []}))]
+pub struct Explanation {
+    pub lesson_id: String,
+    pub admitted: bool,
+    pub summary: String,
+    pub nodes_considered: i32,
+    pub filters: Vec<FilterCount>,
+    pub seats: Vec<SeatChoice>,
+}
+
+/// Explain the lesson's placement: nodes removed by each filter, and why
+/// each seat's node was chosen.
+#[utoipa::path(get, operation_id = "explain_lesson", path = "/v1/lessons/{id}/explain", tag = "lessons",
+    params(("id" = Uuid, Path, description = "Lesson id")),
+    responses((status = 200, description = "The placement explanation", body = Explanation)))]
+pub async fn explain(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Explanation>> {
+    let id = parse_id("id", &id)?;
+    let v = app.scoped(&caller).lesson(id).await?;
+    // One reading of the stored explanation, shared with gRPC.
+    let e = crate::api::grpc::lesson::explanation(&v);
+    Ok(Json(Explanation {
+        lesson_id: e.lesson_id,
+        admitted: e.admitted,
+        summary: e.summary,
+        nodes_considered: e.nodes_considered,
+        filters: e
+            .filters
+            .into_iter()
+            .map(|f| FilterCount {
+                filter: f.filter,
+                removed: f.removed,
+                detail: f.detail,
+            })
+            .collect(),
+        seats: e
+            .seats
+            .into_iter()
+            .map(|s| {
+                let rtt = s.rtt.unwrap_or_default();
+                SeatChoice {
+                    seat: s.seat,
+                    node_id: s.node_id,
+                    node_name: s.node_name,
+                    device_indexes: s.device_indexes,
+                    rtt: Rtt {
+                        ms: rtt.ms,
+                        source: classgrid_proto::v1::RttSource::try_from(rtt.source)
+                            .map(|x| {
+                                x.as_str_name()
+                                    .trim_start_matches("RTT_SOURCE_")
+                                    .to_ascii_lowercase()
+                            })
+                            .unwrap_or_default(),
+                    },
+                    score: s.score,
+                    scores: s
+                        .scores
+                        .into_iter()
+                        .map(|p| ScorePart {
+                            name: p.name,
+                            value: p.value,
+                            weight: p.weight,
+                        })
+                        .collect(),
+                    reason: s.reason,
+                }
+            })
+            .collect(),
+    }))
+}

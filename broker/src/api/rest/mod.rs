@@ -1,0 +1,45 @@
+//! REST/JSON for course platforms that do not speak gRPC: the same
+//! operations and rules as the gRPC services, through the same scoped
+//! service calls. Thin adapters: decode → `Broker::scoped(&caller)` → encode.
+
+pub mod events;
+pub mod extract;
+pub mod fleet;
+pub mod jobs;
+pub mod lessons;
+pub mod model;
+pub mod openapi;
+pub mod problem;
+pub mod vouchers;
+
+use axum::{Router, extract::DefaultBodyLimit, http::StatusCode, routing::get};
+
+use crate::app::App;
+
+/// Every `/v1` route and `/openapi.json`.
+pub fn router() -> Router<App> {
+    Router::new()
+        .merge(lessons::router())
+        .merge(jobs::router())
+        .merge(fleet::router())
+        .merge(vouchers::router())
+        .route(
+            "/v1/{*rest}",
+            get(unknown)
+                .post(unknown)
+                .put(unknown)
+                .delete(unknown)
+                .patch(unknown),
+        )
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .route("/openapi.json", get(openapi::serve))
+}
+
+async fn unknown() -> problem::Problem {
+    problem::Problem::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "No such endpoint",
+        "no such endpoint; /openapi.json lists them all",
+    )
+}

@@ -1,0 +1,210 @@
+//! zh-CN (the region's default) and English. Every visible word of the
+//! console goes through [`t`], so a page never mixes languages.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lang {
+    #[default]
+    Zh,
+    En,
+}
+
+impl Lang {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "zh-CN" | "zh" => Some(Lang::Zh),
+            "en" => Some(Lang::En),
+            _ => None,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh-CN",
+            Lang::En => "en",
+        }
+    }
+
+    pub fn other(self) -> Self {
+        match self {
+            Lang::Zh => Lang::En,
+            Lang::En => Lang::Zh,
+        }
+    }
+}
+
+/// (key, zh-CN, en)
+const TEXT: &[(&str, &str, &str)] = &[
+    ("app", "classgrid 区域控制台", "classgrid region console"),
+    ("skip", "跳到正文", "Skip to content"),
+    ("nav", "主导航", "Main navigation"),
+    ("overview", "总览", "Overview"),
+    ("nodes", "节点", "Nodes"),
+    ("timetable", "课表", "Timetable"),
+    ("lessons", "课程", "Lessons"),
+    ("jobs", "作业", "Jobs"),
+    ("vouchers", "算力券与用量", "Vouchers and usage"),
+    ("tokens", "令牌", "Tokens"),
+    ("audit", "审计日志", "Audit log"),
+    ("logout", "退出登录", "Log out"),
+    ("login", "登录", "Log in"),
+    ("username", "用户名", "Username"),
+    ("password", "密码", "Password"),
+    ("login_failed", "用户名或密码错误。", "Wrong username or password."),
+    ("switch_lang", "English", "中文"),
+    ("times_in", "时间按区域时区显示", "Times in the region's time zone"),
+    ("live", "实时更新", "Live"),
+    ("sites", "站点", "Sites"),
+    ("site", "站点", "Site"),
+    ("kind", "类型", "Kind"),
+    ("district", "学区", "District"),
+    ("health", "健康", "Health"),
+    ("node", "节点", "Node"),
+    ("tier", "层级", "Tier"),
+    ("state", "状态", "State"),
+    ("devices", "设备", "Devices"),
+    ("device", "设备", "Device"),
+    ("vendor", "厂商", "Vendor"),
+    ("model", "型号", "Model"),
+    ("memory", "显存", "Memory"),
+    ("used", "已用", "Used"),
+    ("reserved", "已预留", "Reserved"),
+    ("capacity_by_vendor", "按厂商统计的容量与使用", "Capacity and use per vendor"),
+    ("seats_live", "正在上课的座位", "Seats live now"),
+    ("lessons_today", "今日课程", "Lessons today"),
+    ("staging_now", "正在预置", "Staging in progress"),
+    ("alerts", "告警", "Alerts"),
+    ("no_alerts", "没有告警。", "No alerts."),
+    ("alert_disconnected", "节点失联", "Node disconnected"),
+    ("alert_failed_seat", "座位失败", "Seat failed"),
+    ("alert_voucher", "算力券", "Voucher"),
+    ("none", "无", "None"),
+    ("filter", "筛选", "Filter"),
+    ("all", "全部", "All"),
+    ("search", "名称包含", "Name contains"),
+    ("apply", "应用", "Apply"),
+    ("cordoned", "已封锁", "Cordoned"),
+    ("cordon", "封锁", "Cordon"),
+    ("uncordon", "解除封锁", "Uncordon"),
+    ("drain", "排空", "Drain"),
+    ("actions", "操作", "Actions"),
+    ("slices", "切片", "Slices"),
+    ("isolation", "隔离", "Isolation"),
+    ("max_slices", "最多切片", "Max slices"),
+    ("assignments", "分配", "Assignments"),
+    ("utilisation", "利用率（最近 6 小时）", "Utilisation (last 6 hours)"),
+    ("no_samples", "尚无采样数据。", "No samples yet."),
+    ("rtt_from_sites", "各站点到本节点的 RTT", "RTT from each site"),
+    ("warnings", "发现警告", "Discovery warnings"),
+    ("runtimes", "运行时", "Runtimes"),
+    ("last_seen", "最近心跳", "Last seen"),
+    ("source", "来源", "Source"),
+    ("measured_at", "测量时间", "Measured at"),
+    ("day", "日", "Day"),
+    ("week", "周", "Week"),
+    ("prev", "上一段", "Previous"),
+    ("next", "下一段", "Next"),
+    ("by_school", "按学校", "Per school"),
+    ("by_node", "按节点", "Per node"),
+    ("legend_staging", "预置提前量", "Staging lead"),
+    ("legend_lesson", "上课时间", "Lesson"),
+    ("legend_grace", "宽限期", "Grace"),
+    ("no_lessons", "这段时间没有课程。", "No lessons in this period."),
+    ("lesson", "课程", "Lesson"),
+    ("school", "学校", "School"),
+    ("start", "开始", "Start"),
+    ("end", "结束", "End"),
+    ("seats", "座位", "Seats"),
+    ("seat_map", "座位图", "Seat map"),
+    ("seat", "座位", "Seat"),
+    ("rtt", "RTT", "RTT"),
+    ("endpoint", "访问地址", "Endpoint"),
+    ("message", "消息", "Message"),
+    ("explanation", "调度说明", "Placement explanation"),
+    ("window", "预留窗口", "Reserved window"),
+    ("max_rtt", "最大 RTT", "Max RTT"),
+    ("name", "名称", "Name"),
+    ("priority", "优先级", "Priority"),
+    ("created", "创建时间", "Created"),
+    ("no_jobs", "没有作业。", "No jobs."),
+    ("balances", "余额", "Balances"),
+    ("issued", "发放", "Issued"),
+    ("held", "冻结", "Held"),
+    ("charged", "已扣", "Charged"),
+    ("expired", "已过期", "Expired"),
+    ("balance", "余额", "Balance"),
+    ("hours", "卡时", "acc.-hours"),
+    ("ledger", "账本（最近 50 条）", "Ledger (latest 50)"),
+    ("amount", "数量", "Amount"),
+    ("at", "时间", "At"),
+    ("note", "备注", "Note"),
+    ("usage_by_month", "每月用量", "Usage per month"),
+    ("no_vouchers", "没有算力券。", "No vouchers."),
+    ("api_tokens", "API 令牌", "API tokens"),
+    ("join_tokens", "加入令牌", "Join tokens"),
+    ("create_api_token", "创建 API 令牌", "Create an API token"),
+    ("create_join_token", "创建加入令牌", "Create a join token"),
+    ("role", "角色", "Role"),
+    ("sites_comma", "站点（逗号分隔）", "Sites (comma-separated)"),
+    ("ttl_s", "有效期（秒，0 为默认）", "Lifetime (seconds, 0 = default)"),
+    ("uses", "可用次数", "Uses"),
+    ("create", "创建", "Create"),
+    ("revoke", "吊销", "Revoke"),
+    ("revoked", "已吊销", "Revoked"),
+    ("active", "有效", "Active"),
+    ("expires", "到期", "Expires"),
+    ("never", "永不", "Never"),
+    ("created_by", "创建者", "Created by"),
+    ("secret_once", "请立即复制此密钥：它只显示这一次。", "Copy this secret now: it is shown only once."),
+    ("actor", "操作者", "Actor"),
+    ("action", "动作", "Action"),
+    ("target", "对象", "Target"),
+    ("result", "结果", "Result"),
+    ("detail", "详情", "Detail"),
+    ("since", "起始时间（本地）", "Since (local time)"),
+    ("error", "出错了", "Something went wrong"),
+    ("not_found", "找不到该对象，或您无权查看。", "Not found, or not yours to see."),
+    ("forbidden", "您的角色不能执行此操作。", "Your role may not do this."),
+    ("invalid", "输入有误：", "Invalid input:"),
+    ("done", "已完成。", "Done."),
+    ("back", "返回", "Back"),
+    ("signed_in_as", "当前用户", "Signed in as"),
+    ("connected", "在线", "connected"),
+    ("disconnected", "失联", "disconnected"),
+    ("lost", "丢失", "lost"),
+    ("cpu", "CPU", "CPU"),
+    ("approve_hint", "节点凭加入令牌加入：签发加入令牌即批准该节点。", "Nodes join with a join token: issuing one approves the node."),
+];
+
+pub fn t(lang: Lang, key: &str) -> &'static str {
+    match TEXT.iter().find(|(k, _, _)| *k == key) {
+        Some((_, zh, en)) => match lang {
+            Lang::Zh => zh,
+            Lang::En => en,
+        },
+        None => {
+            debug_assert!(false, "console text `{key}` is missing");
+            "?"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_text_has_both_languages_and_keys_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for (k, zh, en) in TEXT {
+            assert!(seen.insert(*k), "duplicate key {k}");
+            assert!(!zh.is_empty() && !en.is_empty(), "{k}");
+        }
+    }
+
+    #[test]
+    fn chinese_is_the_default() {
+        assert_eq!(Lang::default(), Lang::Zh);
+        assert_eq!(t(Lang::default(), "overview"), "总览");
+        assert_eq!(t(Lang::En, "overview"), "Overview");
+    }
+}

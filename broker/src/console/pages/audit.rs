@@ -1,0 +1,83 @@
+//! The audit log, newest first, filtered by actor, action, target and time.
+
+use std::collections::HashMap;
+
+use axum::{
+    extract::{Query, State},
+    http::Uri,
+    response::Response,
+};
+use chrono::NaiveDateTime;
+
+use super::{
+    super::{
+        html::{Page, error, esc, render, state_badge},
+        i18n::t,
+        session::Session,
+        zone,
+    },
+    opt,
+};
+use crate::{app::App, domain::ServiceError};
+
+pub async fn page(State(app): State<App>, s: Session, uri: Uri, Query(q): Query<HashMap<String, String>>) -> Response {
+    let l = s.lang;
+    let z = zone();
+    let since = match opt(&q, "since") {
+        None => None,
+        Some(v) => match NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M").or_else(|_| NaiveDateTime::parse_from_str(v, "%Y-%m-%d %H:%M")) {
+            Ok(t) => Some(z.midnight(t.date()) + (t - t.date().and_hms_opt(0, 0, 0).unwrap_or(t))),
+            Err(_) => return error(&s, z, uri.path(), &ServiceError::field("since", "must be a local time like 2026-09-01T08:00")),
+        },
+    };
+    for k in ["actor", "action", "target"] {
+        if opt(&q, k).is_some_and(|v| v.chars().count() > 200) {
+            return error(&s, z, uri.path(), &ServiceError::field(k, "must be at most 200 characters"));
+        }
+    }
+    let rows = match app.list_audit(&s.caller, opt(&q, "actor"), opt(&q, "action"), opt(&q, "target"), since, 300).await {
+        Ok(r) => r,
+        Err(e) => return error(&s, z, uri.path(), &e),
+    };
+    let field = |k: &str, label: &str, kind: &str| {
+        format!(
+            r#"<label for="f-{k}">{label}<input id="f-{k}" name="{k}" type="{kind}" value="{}" maxlength="200"></label>"#,
+            esc(q.get(k).map(|s| s.as_str()).unwrap_or(""))
+        )
+    };
+    let mut o = format!(
+        r#"<form class="filters" method="get" action="/console/audit" role="search">{}{}{}{}<button type="submit">{}</button></form>"#,
+        field("actor", t(l, "actor"), "text"),
+        field("action", t(l, "action"), "text"),
+        field("target", t(l, "target"), "text"),
+        field("since", t(l, "since"), "datetime-local"),
+        t(l, "apply")
+    );
+    o += &format!(
+        "<table id=audit-table><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
+        t(l, "at"),
+        t(l, "actor"),
+        t(l, "role"),
+        t(l, "action"),
+        t(l, "target"),
+        t(l, "result"),
+        t(l, "detail")
+    );
+    for r in &rows {
+        o += &format!(
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>"#,
+            z.fmt(r.at),
+            esc(&r.actor),
+            esc(&r.role),
+            esc(&r.action),
+            esc(&r.target),
+            state_badge(l, &r.result),
+            esc(&format!("{} {}", r.source, r.detail))
+        );
+    }
+    if rows.is_empty() {
+        o += &format!(r#"<tr><td colspan="7" class="muted">{}</td></tr>"#, t(l, "none"));
+    }
+    o += "</tbody></table>";
+    render(&s, z, uri.path(), Page::new(t(l, "audit"), "audit", o))
+}

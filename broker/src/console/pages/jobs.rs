@@ -1,0 +1,70 @@
+//! Jobs: ad-hoc and batch work, filterable by state.
+
+use std::collections::HashMap;
+
+use axum::{
+    extract::{Query, State},
+    http::Uri,
+    response::Response,
+};
+
+use super::{
+    super::{
+        html::{Page, error, esc, render, state_badge},
+        i18n::t,
+        session::Session,
+        zone,
+    },
+    opt,
+};
+use crate::app::App;
+
+pub async fn page(State(app): State<App>, s: Session, uri: Uri, Query(q): Query<HashMap<String, String>>) -> Response {
+    let l = s.lang;
+    let z = zone();
+    let state = opt(&q, "state");
+    let jobs = match app.scoped(&s.caller).console_jobs(state).await {
+        Ok(j) => j,
+        Err(e) => return error(&s, z, uri.path(), &e),
+    };
+    let opts: String = ["queued", "running", "succeeded", "failed", "cancelled"]
+        .iter()
+        .map(|v| format!(r#"<option value="{v}"{}>{v}</option>"#, if state == Some(*v) { " selected" } else { "" }))
+        .collect();
+    let mut o = format!(
+        r#"<form class="filters" method="get" action="/console/jobs"><label for="f-state">{}<select id="f-state" name="state"><option value="">{}</option>{opts}</select></label><button type="submit">{}</button></form>"#,
+        t(l, "state"),
+        t(l, "all"),
+        t(l, "apply")
+    );
+    o += &format!(
+        "<table><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
+        t(l, "name"),
+        t(l, "school"),
+        t(l, "state"),
+        t(l, "priority"),
+        t(l, "node"),
+        t(l, "endpoint"),
+        t(l, "created"),
+        t(l, "message")
+    );
+    for j in &jobs {
+        let name = if j.name.is_empty() { j.id.to_string() } else { j.name.clone() };
+        o += &format!(
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>"#,
+            esc(&name),
+            esc(&j.school_site),
+            state_badge(l, &j.state),
+            j.priority,
+            j.node_id.map(|id| format!(r#"<a href="/console/nodes/{id}">{}</a>"#, esc(j.node_name.as_deref().unwrap_or("")))).unwrap_or_default(),
+            esc(&j.endpoint),
+            z.fmt(j.created_at),
+            esc(&j.message)
+        );
+    }
+    if jobs.is_empty() {
+        o += &format!(r#"<tr><td colspan="8" class="muted">{}</td></tr>"#, t(l, "no_jobs"));
+    }
+    o += "</tbody></table>";
+    render(&s, z, uri.path(), Page::new(t(l, "jobs"), "jobs", o))
+}

@@ -1,0 +1,212 @@
+//! Node detail (devices, slices, assignments, utilisation over time, RTT
+//! from each site, discovery warnings) and the cordon, uncordon and drain
+//! actions, each through `Scoped`, which audits them.
+
+use std::collections::HashMap;
+
+use axum::{
+    Form,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode, Uri},
+    response::{IntoResponse, Response},
+};
+use chrono::Utc;
+
+use super::super::{
+    html::{Page, error, esc, mib, render, see_other, state_badge},
+    i18n::t,
+    session::Session,
+    svg, zone,
+};
+use crate::{app::App, domain::ServiceError};
+
+const PLOT_HOURS: i64 = 6;
+
+pub async fn detail(State(app): State<App>, s: Session, uri: Uri, Path(id): Path<String>) -> Response {
+    match build(&app, &s, &id).await {
+        Ok((title, body)) => render(&s, zone(), uri.path(), Page::new(title, "nodes", body)),
+        Err(e) => error(&s, zone(), uri.path(), &e),
+    }
+}
+
+fn internal(e: sqlx::Error) -> ServiceError {
+    ServiceError::Internal(e.into())
+}
+
+async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), ServiceError> {
+    let l = s.lang;
+    let z = zone();
+    let scoped = app.scoped(&s.caller);
+    let n = scoped.node(id)?;
+    let site = app.fleet.site_by_id(n.site_id).map(|s| s.name).unwrap_or_default();
+    let held = app.store.held_now().await.map_err(internal)?;
+    let mut o = format!(
+        r#"<p>{}: <strong>{}</strong> · {}: {} · {}: {} {} · {}: {} · {}: {}</p>"#,
+        t(l, "site"),
+        esc(&site),
+        t(l, "tier"),
+        esc(&n.tier),
+        t(l, "state"),
+        state_badge(l, n.state),
+        if n.cordoned { format!(r#"<span class="badge s-cordoned" id="cordon-state">{}</span>"#, t(l, "cordoned")) } else { String::new() },
+        t(l, "runtimes"),
+        esc(&n.runtimes.join(", ")),
+        t(l, "last_seen"),
+        z.fmt(n.last_seen_wall)
+    );
+    if s.caller.is_district_admin() {
+        let form = |action: &str, label: &str, class: &str| {
+            format!(
+                r#"<form class="inline" method="post" action="/console/nodes/{}/{action}"><input type="hidden" name="_csrf" value="{}"><button type="submit" class="{class}">{label}</button></form> "#,
+                n.id,
+                esc(&s.csrf)
+            )
+        };
+        o += &format!(r#"<div role="group" aria-label="{}">"#, t(l, "actions"));
+        o += &if n.cordoned { form("uncordon", t(l, "uncordon"), "") } else { form("cordon", t(l, "cordon"), "danger") };
+        o += &form("drain", t(l, "drain"), "danger");
+        o += "</div>";
+    }
+
+    o += &format!(
+        "<h2>{}</h2><table><thead><tr><th scope=col>#</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col class=num>{}</th><th scope=col class=num>%</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th></tr></thead><tbody>",
+        t(l, "devices"),
+        t(l, "vendor"),
+        t(l, "model"),
+        t(l, "memory"),
+        t(l, "used"),
+        t(l, "health"),
+        t(l, "isolation"),
+        t(l, "slices"),
+        t(l, "reserved")
+    );
+    for d in &n.devices {
+        let h: Vec<_> = held.iter().filter(|h| h.node_id == n.id && h.device_idx == d.idx).collect();
+        let slices: i64 = h.iter().map(|h| h.slices).sum();
+        let hm: i64 = h.iter().map(|h| h.gpu_memory_mib).sum();
+        let hc: i64 = h.iter().map(|h| h.gpu_compute_pct).sum();
+        o += &format!(
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td><td><span class="badge">{}</span></td><td class="num">{slices}/{}</td><td class="num">{} · {hc}%</td></tr>"#,
+            d.idx,
+            esc(&d.vendor),
+            esc(&d.model),
+            mib(d.memory_mib),
+            mib(d.memory_used_mib),
+            d.utilization_percent,
+            if d.healthy { state_badge(l, "ok") } else { state_badge(l, "failed") },
+            esc(&d.isolation),
+            d.max_slices,
+            mib(hm)
+        );
+    }
+    if n.devices.is_empty() {
+        o += &format!(r#"<tr><td colspan="10" class="muted">{}</td></tr>"#, t(l, "none"));
+    }
+    o += "</tbody></table>";
+
+    let since = Utc::now() - chrono::Duration::hours(PLOT_HOURS);
+    let samples = app.store.device_samples(n.id, since).await.map_err(internal)?;
+    o += &format!(r#"<h2>{}</h2>"#, t(l, "utilisation"));
+    if samples.is_empty() {
+        o += &format!(r#"<p class="muted">{}</p>"#, t(l, "no_samples"));
+    } else {
+        let series: Vec<svg::Series> = n
+            .devices
+            .iter()
+            .map(|d| svg::Series {
+                label: format!("#{} {} {}", d.idx, d.vendor, d.model),
+                points: samples.iter().filter(|x| x.idx == d.idx).map(|x| (x.at.timestamp() as f64, x.utilization_percent as f64)).collect(),
+            })
+            .collect();
+        let (x0, x1) = (since.timestamp() as f64, Utc::now().timestamp() as f64);
+        let fmt = |x: f64| chrono::DateTime::from_timestamp(x as i64, 0).map(|t| z.hm(t)).unwrap_or_default();
+        o += &svg::lines(t(l, "utilisation"), &series, x0, x1, 100.0, "%", &fmt);
+    }
+
+    let assignments = app.store.node_assignments(n.id).await.map_err(internal)?;
+    o += &format!(
+        "<h2>{}</h2><table><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
+        t(l, "assignments"),
+        t(l, "kind"),
+        t(l, "state"),
+        t(l, "device"),
+        t(l, "slices"),
+        t(l, "endpoint"),
+        t(l, "end")
+    );
+    for a in &assignments {
+        let what = match (a.lesson_id, a.job_id) {
+            (Some(lid), _) => format!(r#"<a href="/console/lessons/{lid}">{} #{}</a>"#, t(l, "seat"), a.seat_number.unwrap_or(0)),
+            (_, Some(j)) => format!("{} {}", t(l, "jobs"), &j.to_string()[..8]),
+            _ => esc(&a.kind),
+        };
+        o += &format!(
+            r#"<tr><td>{what}</td><td>{}</td><td>{}</td><td>{} · {}%</td><td><code>{}</code></td><td>{}</td></tr>"#,
+            state_badge(l, &a.state),
+            esc(&a.device_indexes.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
+            mib(a.gpu_memory_mib),
+            a.gpu_compute_pct,
+            esc(&a.endpoint),
+            z.fmt(a.ends_at)
+        );
+    }
+    if assignments.is_empty() {
+        o += &format!(r#"<tr><td colspan="6" class="muted">{}</td></tr>"#, t(l, "none"));
+    }
+    o += "</tbody></table>";
+
+    let rtts = app.store.rtt_to_node(n.id).await.map_err(internal)?;
+    o += &format!(
+        "<h2>{}</h2><table><thead><tr><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
+        t(l, "rtt_from_sites"),
+        t(l, "site"),
+        t(l, "rtt"),
+        t(l, "source"),
+        t(l, "measured_at")
+    );
+    for r in rtts.iter().filter(|r| s.caller.is_district_admin() || scoped.site("site", &r.site).is_ok()) {
+        o += &format!(
+            r#"<tr><td>{}</td><td class="num">{:.1} ms</td><td>measured ({} samples)</td><td>{}</td></tr>"#,
+            esc(&r.site),
+            r.median_ms,
+            r.samples,
+            z.fmt(r.measured_at)
+        );
+    }
+    if rtts.is_empty() {
+        o += &format!(r#"<tr><td colspan="4" class="muted">{}</td></tr>"#, t(l, "none"));
+    }
+    o += "</tbody></table>";
+
+    o += &format!(r#"<h2>{}</h2>"#, t(l, "warnings"));
+    if n.warnings.is_empty() {
+        o += &format!(r#"<p class="muted">{}</p>"#, t(l, "none"));
+    } else {
+        o += &format!("<ul>{}</ul>", n.warnings.iter().map(|w| format!("<li>{}</li>", esc(w))).collect::<String>());
+    }
+    Ok((format!("{} {}", t(l, "node"), n.name), o))
+}
+
+pub async fn act(
+    State(app): State<App>,
+    s: Session,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((id, action)): Path<(String, String)>,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    if let Err(why) = s.check_form(&headers, f.get("_csrf").map(|v| v.as_str()).unwrap_or("")) {
+        return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
+    }
+    let scoped = app.scoped(&s.caller);
+    let r = match action.as_str() {
+        "cordon" => scoped.set_cordon(&id, true).await,
+        "uncordon" => scoped.set_cordon(&id, false).await,
+        "drain" => scoped.drain_node(&id, f.get("reason").map(|v| v.as_str()).unwrap_or("")).await,
+        _ => Err(ServiceError::field("action", "must be cordon, uncordon or drain")),
+    };
+    match r {
+        Ok(n) => see_other(&format!("/console/nodes/{}", n.id)),
+        Err(e) => error(&s, zone(), uri.path(), &e),
+    }
+}

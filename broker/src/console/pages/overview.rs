@@ -1,0 +1,197 @@
+//! Overview: sites and nodes with health, capacity and use per vendor,
+//! seats live now, lessons today, staging in progress, and alerts.
+
+use std::collections::BTreeMap;
+
+use axum::{extract::State, http::Uri, response::Response};
+use chrono::Utc;
+
+use super::super::{
+    html::{Page, esc, mib, render, state_badge},
+    i18n::t,
+    session::Session,
+    zone,
+};
+use crate::{app::App, domain::ServiceError};
+
+pub async fn page(State(app): State<App>, s: Session, uri: Uri) -> Response {
+    match build(&app, &s).await {
+        Ok(body) => render(&s, zone(), uri.path(), Page::new(t(s.lang, "overview"), "overview", body)),
+        Err(e) => super::super::html::error(&s, zone(), uri.path(), &e),
+    }
+}
+
+async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
+    let l = s.lang;
+    let z = zone();
+    let scoped = app.scoped(&s.caller);
+    let now = Utc::now();
+    let day0 = z.midnight(z.today(now));
+    let day1 = day0 + chrono::Duration::days(1);
+    let sites = scoped.sites();
+    let nodes = scoped.nodes(None)?;
+    let lessons = scoped.list_lessons(None, Some(day0), Some(day1), 500, 0).await?;
+    let filter = scoped.site_filter();
+    let counts = app.store.seat_counts(filter.as_deref(), day0).await.map_err(|e| ServiceError::Internal(e.into()))?;
+    let staging = lessons.iter().filter(|l| l.state == "staging").count();
+    let connected = nodes.iter().filter(|n| n.is_connected()).count();
+
+    let mut o = format!(
+        r#"<section class="cards" aria-label="{o}">
+<div class="card"><div>{sl}</div><div class="v" id="seats-live">{}</div></div>
+<div class="card"><div>{lt}</div><div class="v" id="lessons-today">{}</div></div>
+<div class="card"><div>{st}</div><div class="v" id="staging-now">{staging}</div></div>
+<div class="card"><div>{nd}</div><div class="v">{connected}/{}</div></div></section>"#,
+        counts.running,
+        lessons.len(),
+        nodes.len(),
+        o = t(l, "overview"),
+        sl = t(l, "seats_live"),
+        lt = t(l, "lessons_today"),
+        st = t(l, "staging_now"),
+        nd = t(l, "nodes"),
+    );
+
+    // Alerts first: they are what an admin acts on.
+    let mut alerts = Vec::new();
+    for n in nodes.iter().filter(|n| !n.is_connected()) {
+        alerts.push(format!(
+            r#"{}: <a href="/console/nodes/{}">{}</a> ({}, {} {})"#,
+            t(l, "alert_disconnected"),
+            n.id,
+            esc(&n.name),
+            t(l, n.state),
+            t(l, "last_seen"),
+            z.fmt(n.last_seen_wall)
+        ));
+    }
+    for (lesson, seat, node, msg) in app.store.failed_seats(filter.as_deref()).await.map_err(|e| ServiceError::Internal(e.into()))? {
+        alerts.push(format!(
+            r#"{}: <a href="/console/lessons/{lesson}">{} #{seat}</a> {} {}"#,
+            t(l, "alert_failed_seat"),
+            t(l, "lesson"),
+            esc(node.as_deref().unwrap_or("")),
+            esc(&msg)
+        ));
+    }
+    if let Ok(v) = scoped.voucher_view().await {
+        for a in v.alerts {
+            alerts.push(format!("{}: {} — {}", t(l, "alert_voucher"), esc(&a.school), esc(&a.message)));
+        }
+    }
+    o += &format!(r#"<h2 id="alerts">{}</h2>"#, t(l, "alerts"));
+    if alerts.is_empty() {
+        o += &format!(r#"<p class="muted">{}</p>"#, t(l, "no_alerts"));
+    } else {
+        o += &format!(r#"<ul class="alerts" role="list">{}</ul>"#, alerts.iter().map(|a| format!("<li>{a}</li>")).collect::<String>());
+    }
+
+    o += r#"<div class="grid2"><section>"#;
+    o += &format!(
+        "<h2>{}</h2><table><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th></tr></thead><tbody>",
+        t(l, "sites"),
+        t(l, "site"),
+        t(l, "kind"),
+        t(l, "district"),
+        t(l, "nodes"),
+        t(l, "health")
+    );
+    for site in &sites {
+        let of_site: Vec<_> = nodes.iter().filter(|n| n.site_id == site.id).collect();
+        let up = of_site.iter().filter(|n| n.is_connected()).count();
+        let health = if of_site.is_empty() {
+            "—".to_string()
+        } else if up == of_site.len() {
+            state_badge(l, "connected")
+        } else {
+            state_badge(l, "disconnected")
+        };
+        o += &format!(
+            r#"<tr><td><a href="/console/nodes?site={n}">{n}</a></td><td>{}</td><td>{}</td><td class="num">{up}/{}</td><td>{health}</td></tr>"#,
+            esc(&site.kind),
+            esc(&site.district),
+            of_site.len(),
+            n = esc(&site.name)
+        );
+    }
+    o += "</tbody></table></section><section>";
+
+    // Capacity per vendor: what the devices have, what live reservations
+    // hold now, and what the agents last measured.
+    let held = app.store.held_now().await.map_err(|e| ServiceError::Internal(e.into()))?;
+    #[derive(Default)]
+    struct V {
+        devices: usize,
+        mem: i64,
+        held: i64,
+        used: i64,
+        util: i64,
+    }
+    let mut by: BTreeMap<String, V> = BTreeMap::new();
+    for n in &nodes {
+        for d in &n.devices {
+            let v = by.entry(d.vendor.clone()).or_default();
+            v.devices += 1;
+            v.mem += d.memory_mib;
+            v.used += d.memory_used_mib;
+            v.util += d.utilization_percent as i64;
+            v.held += held.iter().filter(|h| h.node_id == n.id && h.device_idx == d.idx).map(|h| h.gpu_memory_mib).sum::<i64>();
+        }
+    }
+    let cpu_total: i64 = nodes.iter().map(|n| n.cpu_millis as i64).sum();
+    o += &format!(
+        "<h2>{}</h2><table><thead><tr><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col class=num>{}</th><th scope=col class=num>{}</th><th scope=col class=num>{}</th><th scope=col class=num>%</th></tr></thead><tbody>",
+        t(l, "capacity_by_vendor"),
+        t(l, "vendor"),
+        t(l, "devices"),
+        t(l, "memory"),
+        t(l, "reserved"),
+        t(l, "used")
+    );
+    for (vendor, v) in &by {
+        o += &format!(
+            r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+            esc(vendor),
+            v.devices,
+            mib(v.mem),
+            mib(v.held),
+            mib(v.used),
+            v.util / v.devices.max(1) as i64
+        );
+    }
+    o += &format!(
+        r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{:.1} cores</td><td></td><td></td><td></td></tr></tbody></table>"#,
+        t(l, "cpu"),
+        nodes.len(),
+        cpu_total as f64 / 1000.0
+    );
+    o += "</section></div>";
+
+    o += &format!(
+        "<h2>{}</h2><table><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th></tr></thead><tbody>",
+        t(l, "lessons_today"),
+        t(l, "lesson"),
+        t(l, "school"),
+        t(l, "start"),
+        t(l, "state"),
+        t(l, "seats")
+    );
+    for ls in &lessons {
+        let title = if ls.title.is_empty() { ls.id.to_string() } else { ls.title.clone() };
+        o += &format!(
+            r#"<tr><td><a href="/console/lessons/{}">{}</a></td><td>{}</td><td>{}–{}</td><td>{}</td><td class="num">{}</td></tr>"#,
+            ls.id,
+            esc(&title),
+            esc(&ls.school_site),
+            z.hm(ls.start_at),
+            z.hm(ls.end_at()),
+            state_badge(l, &ls.state),
+            ls.seat_count
+        );
+    }
+    if lessons.is_empty() {
+        o += &format!(r#"<tr><td colspan="5" class="muted">{}</td></tr>"#, t(l, "no_lessons"));
+    }
+    o += "</tbody></table>";
+    Ok(o)
+}

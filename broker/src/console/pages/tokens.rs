@@ -1,0 +1,221 @@
+//! Tokens: create join tokens (for nodes and edges) and API tokens (for
+//! platforms and admins), each secret shown once; revoke them. The service
+//! layer checks the role and audits every change.
+
+use std::collections::HashMap;
+
+use axum::{
+    Form,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode, Uri},
+    response::{IntoResponse, Response},
+};
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::super::{
+    html::{Page, error, esc, render, see_other, state_badge},
+    i18n::{Lang, t},
+    session::Session,
+    zone,
+};
+use crate::{app::App, domain::ServiceError};
+
+pub async fn page(State(app): State<App>, s: Session, uri: Uri) -> Response {
+    match build(&app, &s, None).await {
+        Ok(body) => render(&s, zone(), uri.path(), Page::new(t(s.lang, "tokens"), "tokens", body)),
+        Err(e) => error(&s, zone(), uri.path(), &e),
+    }
+}
+
+fn status(l: Lang, revoked: bool, expires: Option<chrono::DateTime<Utc>>) -> String {
+    if revoked {
+        state_badge(l, "revoked").replace(">revoked<", &format!(">{}<", t(l, "revoked")))
+    } else if expires.is_some_and(|e| e <= Utc::now()) {
+        state_badge(l, "failed").replace(">failed<", &format!(">{}<", t(l, "expired")))
+    } else {
+        state_badge(l, "active").replace(">active<", &format!(">{}<", t(l, "active")))
+    }
+}
+
+async fn build(app: &App, s: &Session, secret: Option<(&str, &str)>) -> Result<String, ServiceError> {
+    let l = s.lang;
+    let z = zone();
+    let api = app.list_api_tokens(&s.caller).await?;
+    let join = app.list_join_tokens(&s.caller).await?;
+    let csrf = esc(&s.csrf);
+    let mut o = String::new();
+    if let Some((what, secret)) = secret {
+        o += &format!(
+            r#"<div class="notice ok" role="status"><p><strong>{}</strong> — {}</p><p class="secret" id="new-secret">{}</p></div>"#,
+            esc(what),
+            t(l, "secret_once"),
+            esc(secret)
+        );
+    }
+    let sites: String = app.scoped(&s.caller).sites().iter().map(|x| format!(r#"<option value="{0}">{0}</option>"#, esc(&x.name))).collect();
+    o += &format!(
+        r#"<div class="grid2"><section><h2>{}</h2><form class="filters" method="post" action="/console/tokens/api"><input type="hidden" name="_csrf" value="{csrf}">
+<label for="api-name">{}<input id="api-name" name="name" maxlength="128" required></label>
+<label for="api-role">{}<select id="api-role" name="role"><option>platform</option><option>school_admin</option><option>district_admin</option></select></label>
+<label for="api-sites">{}<input id="api-sites" name="sites" maxlength="2000"></label>
+<label for="api-ttl">{}<input id="api-ttl" name="ttl_seconds" inputmode="numeric" value="0"></label>
+<button type="submit">{}</button></form></section>"#,
+        t(l, "create_api_token"),
+        t(l, "name"),
+        t(l, "role"),
+        t(l, "sites_comma"),
+        t(l, "ttl_s"),
+        t(l, "create"),
+    );
+    o += &format!(
+        r#"<section><h2>{}</h2><form class="filters" method="post" action="/console/tokens/join"><input type="hidden" name="_csrf" value="{csrf}">
+<label for="join-site">{}<select id="join-site" name="site">{sites}</select></label>
+<label for="join-kind">{}<select id="join-kind" name="kind"><option>agent</option><option>edge</option></select></label>
+<label for="join-ttl">{}<input id="join-ttl" name="ttl_seconds" inputmode="numeric" value="0"></label>
+<label for="join-uses">{}<input id="join-uses" name="uses" inputmode="numeric" value="1"></label>
+<button type="submit">{}</button></form><p class="muted">{}</p></section></div>"#,
+        t(l, "create_join_token"),
+        t(l, "site"),
+        t(l, "kind"),
+        t(l, "ttl_s"),
+        t(l, "uses"),
+        t(l, "create"),
+        t(l, "approve_hint"),
+    );
+    let revoke = |kind: &str, id: Uuid| {
+        format!(
+            r#"<form class="inline" method="post" action="/console/tokens/{kind}/{id}/revoke"><input type="hidden" name="_csrf" value="{csrf}"><button type="submit" class="danger" aria-label="{} {id}">{}</button></form>"#,
+            t(l, "revoke"),
+            t(l, "revoke")
+        )
+    };
+    o += &format!(
+        "<h2>{}</h2><table id=api-tokens><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
+        t(l, "api_tokens"),
+        t(l, "name"),
+        t(l, "role"),
+        t(l, "sites"),
+        t(l, "created_by"),
+        t(l, "created"),
+        t(l, "expires"),
+        t(l, "state"),
+        t(l, "actions")
+    );
+    for a in &api {
+        let sites: Vec<String> = a.sites.iter().filter_map(|id| app.fleet.site_by_id(*id).map(|s| s.name)).collect();
+        o += &format!(
+            r#"<tr data-token="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            a.id,
+            esc(&a.name),
+            esc(&a.role),
+            esc(&sites.join(", ")),
+            esc(&a.created_by),
+            z.fmt(a.created_at),
+            a.expires_at.map(|e| z.fmt(e)).unwrap_or_else(|| t(l, "never").into()),
+            status(l, a.revoked_at.is_some(), a.expires_at),
+            if a.revoked_at.is_none() { revoke("api", a.id) } else { String::new() }
+        );
+    }
+    o += "</tbody></table>";
+    o += &format!(
+        "<h2>{}</h2><table id=join-tokens><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
+        t(l, "join_tokens"),
+        t(l, "site"),
+        t(l, "kind"),
+        t(l, "uses"),
+        t(l, "created_by"),
+        t(l, "expires"),
+        t(l, "state"),
+        t(l, "actions")
+    );
+    for j in &join {
+        o += &format!(
+            r#"<tr data-token="{}"><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            j.id,
+            esc(&app.fleet.site_by_id(j.site_id).map(|s| s.name).unwrap_or_default()),
+            esc(&j.kind),
+            j.uses_left,
+            esc(&j.created_by),
+            z.fmt(j.expires_at),
+            status(l, j.revoked_at.is_some(), Some(j.expires_at)),
+            if j.revoked_at.is_none() && j.expires_at > Utc::now() { revoke("join", j.id) } else { String::new() }
+        );
+    }
+    o += "</tbody></table>";
+    Ok(o)
+}
+
+fn int(f: &HashMap<String, String>, field: &str, default: i64) -> Result<i64, ServiceError> {
+    match f.get(field).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| ServiceError::field(field, "must be a whole number")),
+    }
+}
+
+pub async fn create(
+    State(app): State<App>,
+    s: Session,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(kind): Path<String>,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    if let Err(why) = s.check_form(&headers, f.get("_csrf").map(|v| v.as_str()).unwrap_or("")) {
+        return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
+    }
+    let get = |k: &str| f.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+    let made = async {
+        match kind.as_str() {
+            "api" => {
+                let sites: Vec<String> = get("sites").split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect();
+                let (row, secret) = app.create_api_token(&s.caller, &get("name"), &get("role"), &sites, int(&f, "ttl_seconds", 0)?).await?;
+                Ok((format!("{} {} ({})", t(s.lang, "api_tokens"), row.name, row.role), secret))
+            }
+            "join" => {
+                let uses = i32::try_from(int(&f, "uses", 1)?).map_err(|_| ServiceError::field("uses", "must be between 1 and 10000 (0 means 1)"))?;
+                let (_, secret) = app.create_join_token(&s.caller, &get("site"), &get("kind"), int(&f, "ttl_seconds", 0)?, uses).await?;
+                Ok((format!("{} {} ({})", t(s.lang, "join_tokens"), get("site"), get("kind")), secret))
+            }
+            _ => Err(ServiceError::field("kind", "must be api or join")),
+        }
+    };
+    let made: Result<(String, String), ServiceError> = made.await;
+    match made {
+        // Shown in this response only: the page is not live, so a refresh
+        // cannot fetch it again, and the secret is never stored in clear.
+        Ok((what, secret)) => match build(&app, &s, Some((&what, &secret))).await {
+            Ok(body) => {
+                let page = Page { title: t(s.lang, "tokens").into(), nav: "tokens", body, live: false };
+                render(&s, zone(), "/console/tokens", page)
+            }
+            Err(e) => error(&s, zone(), uri.path(), &e),
+        },
+        Err(e) => error(&s, zone(), uri.path(), &e),
+    }
+}
+
+pub async fn revoke(
+    State(app): State<App>,
+    s: Session,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((kind, id)): Path<(String, String)>,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    if let Err(why) = s.check_form(&headers, f.get("_csrf").map(|v| v.as_str()).unwrap_or("")) {
+        return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
+    }
+    let Ok(id) = id.parse::<Uuid>() else {
+        return error(&s, zone(), uri.path(), &ServiceError::field("id", "must be a token id (a UUID)"));
+    };
+    let r = match kind.as_str() {
+        "api" => app.revoke_api_token(&s.caller, id).await.map(|_| ()),
+        "join" => app.revoke_join_token(&s.caller, id).await.map(|_| ()),
+        _ => Err(ServiceError::field("kind", "must be api or join")),
+    };
+    match r {
+        Ok(()) => see_other("/console/tokens"),
+        Err(e) => error(&s, zone(), uri.path(), &e),
+    }
+}

@@ -1,0 +1,550 @@
+//! What edges and agents tell the broker about the network and the content
+//! near each site, and what the broker asks of edges in return.
+//!
+//! RTTs: an edge's site → node table is stored and used by placement with
+//! source `measured`. Every measurement (and every agent's node → peer
+//! probe) also feeds Vivaldi coordinates; a site → node pair nobody measured
+//! gets an estimate from them with source `estimated` and an error bound.
+//!
+//! Content: an edge reports its cache and link rate; nodes at its site then
+//! count that content as cached and that rate as their staging bandwidth. A
+//! booked lesson's datasets are ordered from the edges of its seats' sites at
+//! `start − lead`, where the lead is the uncached bytes over the measured
+//! rate with a margin; seats turn `staged` when their site has every digest.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use chrono::{DateTime, Utc};
+use classgrid_edge::vivaldi::{Config, Space};
+use classgrid_placement::RttTable;
+use classgrid_proto::v1 as pb;
+use uuid::Uuid;
+
+use crate::{
+    app::Broker,
+    domain::{
+        ServiceError,
+        error::Checks,
+        states::{lesson as ls, seat as ss},
+    },
+    store::{
+        Store,
+        lessons::{self as lesson_store, LessonRow},
+        rtt::{RttRow, StagingRow},
+    },
+};
+
+/// Margin on the computed staging lead: the link may be shared, and a
+/// resumed download re-reads its prefix for the digest.
+const LEAD_FACTOR: f64 = 1.5;
+const LEAD_MARGIN_S: f64 = 10.0;
+const MAX_RTT_MS: f64 = 60_000.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Point {
+    Site(Uuid),
+    Node(Uuid),
+}
+
+/// One estimated site → node RTT.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub site: Uuid,
+    pub node: Uuid,
+    pub ms: f64,
+    pub error_bound_ms: f64,
+}
+
+#[derive(Default)]
+struct Book {
+    measured: HashMap<(Uuid, Uuid), f64>,
+    space: Option<Space<Point>>,
+    estimates: Vec<Estimate>,
+    /// Per site: cached digests and staging bytes/s, from its edge.
+    content: HashMap<Uuid, SiteContent>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SiteContent {
+    pub cached: Vec<String>,
+    pub bytes_per_sec: f64,
+    pub content_url: String,
+}
+
+/// The broker's in-memory RTT book and per-site content view, rebuilt from
+/// PostgreSQL at start.
+#[derive(Default)]
+pub struct EdgeState {
+    book: Mutex<Book>,
+}
+
+impl Book {
+    fn space(&mut self) -> &mut Space<Point> {
+        self.space
+            .get_or_insert_with(|| Space::new(Config::default()))
+    }
+
+    fn observe_site(&mut self, site: Uuid, node: Uuid, ms: f64) {
+        self.measured.insert((site, node), ms);
+        self.space()
+            .observe(&Point::Site(site), &Point::Node(node), ms);
+    }
+
+    /// Every site with a coordinate against every node with one, where no
+    /// measurement exists. Nodes seen only by peer agents count too.
+    fn reestimate(&mut self) {
+        let Some(space) = &self.space else { return };
+        let (mut sites, mut nodes) = (Vec::new(), Vec::new());
+        for p in space.participants() {
+            match p {
+                Point::Site(s) => sites.push(*s),
+                Point::Node(n) => nodes.push(*n),
+            }
+        }
+        let mut out = Vec::new();
+        for &s in &sites {
+            for &n in &nodes {
+                if self.measured.contains_key(&(s, n)) {
+                    continue;
+                }
+                if let Some((ms, bound)) = space.estimate(&Point::Site(s), &Point::Node(n)) {
+                    out.push(Estimate {
+                        site: s,
+                        node: n,
+                        ms,
+                        error_bound_ms: bound,
+                    });
+                }
+            }
+        }
+        self.estimates = out;
+    }
+}
+
+impl EdgeState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replays stored measurements into fresh coordinates.
+    pub async fn load(store: &Store) -> anyhow::Result<Self> {
+        let (site, peer) = store.all_rtts().await?;
+        let s = Self::default();
+        {
+            let mut b = s.lock();
+            // A few passes let coordinates settle as if probes had kept coming.
+            for _ in 0..8 {
+                for &(site, node, ms) in &site {
+                    b.observe_site(site, node, ms);
+                }
+                for &(a, p, ms) in &peer {
+                    b.space().observe(&Point::Node(a), &Point::Node(p), ms);
+                }
+            }
+            b.reestimate();
+        }
+        Ok(s)
+    }
+
+    /// Adds what is measured and estimated to a table that holds the
+    /// configured topology.
+    pub fn fill(&self, t: &mut RttTable) {
+        let b = self.lock();
+        for (&(site, node), &ms) in &b.measured {
+            t.set_measured(site, node, ms);
+        }
+        for e in &b.estimates {
+            t.set_estimated(e.site, e.node, e.ms);
+        }
+    }
+
+    pub fn estimates(&self) -> Vec<Estimate> {
+        self.lock().estimates.clone()
+    }
+
+    pub fn site_content(&self, site: Uuid) -> Option<SiteContent> {
+        self.lock().content.get(&site).cloned()
+    }
+
+    /// A content URL of another site's edge that has `sha` cached.
+    fn peer_with(&self, site: Uuid, sha: &str) -> Option<String> {
+        let b = self.lock();
+        b.content
+            .iter()
+            .find(|(s, c)| {
+                **s != site && !c.content_url.is_empty() && c.cached.iter().any(|d| d == sha)
+            })
+            .map(|(_, c)| format!("{}/content/{sha}", c.content_url))
+    }
+}
+
+fn valid_digest(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A node's probe responder address: `host:port`, nothing else.
+pub fn check_probe_addr(addr: &str) -> Result<(), ServiceError> {
+    let ok = addr.is_empty()
+        || (addr.len() <= 300
+            && addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+            && !addr.contains(['/', ' ']));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::field(
+            "probe_addr",
+            "must be host:port (at most 300 bytes)",
+        ))
+    }
+}
+
+impl Broker {
+    /// The edge named by `edge_id` and its site.
+    pub async fn edge_site(&self, edge_id: &str) -> Result<(Uuid, Uuid), ServiceError> {
+        let id: Uuid = edge_id
+            .parse()
+            .map_err(|_| ServiceError::field("edge_id", "must be the id Register returned"))?;
+        let e = self
+            .store
+            .list_edges()
+            .await?
+            .into_iter()
+            .find(|e| e.id == id);
+        let e = e.ok_or_else(|| ServiceError::NotFound(format!("edge {id} (register again)")))?;
+        Ok((e.id, e.site_id))
+    }
+
+    pub async fn probe_targets(&self) -> Result<pb::ProbeTargetsResponse, ServiceError> {
+        let targets = self
+            .store
+            .probe_targets()
+            .await?
+            .into_iter()
+            .map(|t| pb::ProbeTarget {
+                node_id: t.node_id.to_string(),
+                name: format!("{}/{}", t.site, t.name),
+                addr: t.addr,
+            })
+            .collect();
+        Ok(pb::ProbeTargetsResponse { targets })
+    }
+
+    /// A few other nodes for `node` to probe: its own site's first, then any.
+    pub async fn probe_peers_for(&self, node: Uuid, site: Uuid) -> Vec<pb::ProbePeer> {
+        let Ok(all) = self.store.probe_targets().await else {
+            return vec![];
+        };
+        let mut peers: Vec<(bool, pb::ProbePeer)> = all
+            .into_iter()
+            .filter(|t| t.node_id != node)
+            .map(|t| {
+                let same = self
+                    .fleet
+                    .node(t.node_id)
+                    .is_some_and(|n| n.site_id == site);
+                (
+                    !same,
+                    pb::ProbePeer {
+                        node_id: t.node_id.to_string(),
+                        addr: t.addr,
+                    },
+                )
+            })
+            .collect();
+        peers.sort_by_key(|p| p.0);
+        peers.into_iter().take(3).map(|p| p.1).collect()
+    }
+
+    pub async fn report_rtt(&self, site: Uuid, r: &pb::RttReport) -> Result<u64, ServiceError> {
+        let mut c = Checks::default();
+        if r.rtts.len() > 10_000 {
+            c.fail("rtts", "must have at most 10000 entries");
+        }
+        let mut rows = Vec::new();
+        for (i, x) in r.rtts.iter().enumerate() {
+            let f = |n: &str| format!("rtts[{i}].{n}");
+            let node = x.node_id.parse::<Uuid>();
+            if node.is_err() {
+                c.fail(f("node_id"), "must be a node id");
+            }
+            if !(x.median_ms.is_finite() && (0.0..MAX_RTT_MS).contains(&x.median_ms)) {
+                c.fail(f("median_ms"), "must be between 0 and 60000");
+            }
+            if !(x.variance_ms2.is_finite() && x.variance_ms2 >= 0.0) {
+                c.fail(f("variance_ms2"), "must be a finite number >= 0");
+            }
+            if x.samples < 1 {
+                c.fail(f("samples"), "must be at least 1");
+            }
+            if let Ok(node_id) = node {
+                rows.push(RttRow {
+                    node_id,
+                    median_ms: x.median_ms,
+                    variance_ms2: x.variance_ms2,
+                    samples: x.samples,
+                });
+            }
+        }
+        c.finish()?;
+        let n = self.store.save_site_rtts(site, &rows).await?;
+        let mut b = self.edge.lock();
+        for row in rows.iter().filter(|r| self.fleet.node(r.node_id).is_some()) {
+            b.observe_site(site, row.node_id, row.median_ms);
+        }
+        b.reestimate();
+        Ok(n)
+    }
+
+    pub async fn peer_rtts(&self, node: Uuid, p: &pb::PeerRtts) -> Result<(), ServiceError> {
+        let mut c = Checks::default();
+        let mut rows = Vec::new();
+        for (i, x) in p.peers.iter().take(64).enumerate() {
+            match x.node_id.parse::<Uuid>() {
+                Ok(peer) if x.median_ms.is_finite() && (0.0..MAX_RTT_MS).contains(&x.median_ms) => {
+                    rows.push((peer, x.median_ms))
+                }
+                Ok(_) => c.fail(
+                    format!("peers[{i}].median_ms"),
+                    "must be between 0 and 60000",
+                ),
+                Err(_) => c.fail(format!("peers[{i}].node_id"), "must be a node id"),
+            }
+        }
+        c.finish()?;
+        self.store.save_peer_rtts(node, &rows).await?;
+        let mut b = self.edge.lock();
+        for (peer, ms) in rows
+            .iter()
+            .filter(|(peer, _)| *peer != node && self.fleet.node(*peer).is_some())
+        {
+            b.space()
+                .observe(&Point::Node(node), &Point::Node(*peer), *ms);
+        }
+        b.reestimate();
+        Ok(())
+    }
+
+    /// An edge's cache and staging report in; staging orders, pins and the
+    /// site's seats out.
+    pub async fn edge_sync(
+        &self,
+        edge_id: Uuid,
+        site: Uuid,
+        r: &pb::EdgeSyncRequest,
+    ) -> Result<pb::EdgeSyncResponse, ServiceError> {
+        let mut c = Checks::default();
+        if r.cached.len() > 100_000 {
+            c.fail("cached", "must have at most 100000 entries");
+        }
+        for (i, x) in r.cached.iter().enumerate() {
+            c.check(
+                valid_digest(&x.sha256),
+                &format!("cached[{i}].sha256"),
+                "must be 64 lower-case hexadecimal digits",
+            );
+            c.check(
+                x.size_bytes >= 0,
+                &format!("cached[{i}].size_bytes"),
+                "must be >= 0",
+            );
+        }
+        for (i, x) in r.progress.iter().take(10_000).enumerate() {
+            c.check(
+                valid_digest(&x.sha256),
+                &format!("progress[{i}].sha256"),
+                "must be 64 lower-case hexadecimal digits",
+            );
+            c.check(
+                ["queued", "downloading", "cached", "failed"].contains(&x.state.as_str()),
+                &format!("progress[{i}].state"),
+                "must be queued, downloading, cached or failed",
+            );
+            c.check(
+                x.bytes_done >= 0 && x.size_bytes >= 0,
+                &format!("progress[{i}].bytes_done"),
+                "must be >= 0",
+            );
+        }
+        c.check(
+            r.bytes_per_sec.is_finite() && (0.0..1e13).contains(&r.bytes_per_sec),
+            "bytes_per_sec",
+            "must be between 0 and 1e13",
+        );
+        c.check(
+            r.content_url.is_empty()
+                || (r.content_url.starts_with("http://") && r.content_url.len() <= 300),
+            "content_url",
+            "must be an http:// URL of at most 300 bytes",
+        );
+        c.finish()?;
+        let cached: Vec<(String, i64)> = r
+            .cached
+            .iter()
+            .map(|x| (x.sha256.clone(), x.size_bytes))
+            .collect();
+        let staging: Vec<StagingRow> = r
+            .progress
+            .iter()
+            .take(10_000)
+            .map(|p| StagingRow {
+                sha256: p.sha256.clone(),
+                bytes_done: p.bytes_done,
+                size_bytes: p.size_bytes,
+                state: p.state.clone(),
+                message: p.message.chars().take(500).collect(),
+            })
+            .collect();
+        self.store
+            .save_edge_content(edge_id, &r.content_url, r.bytes_per_sec, &cached, &staging)
+            .await?;
+        let content = SiteContent {
+            cached: cached.into_iter().map(|c| c.0).collect(),
+            bytes_per_sec: r.bytes_per_sec,
+            content_url: r.content_url.trim_end_matches('/').to_string(),
+        };
+        self.fleet.set_site_content(
+            site,
+            content.cached.clone(),
+            (r.bytes_per_sec > 0.0).then_some(r.bytes_per_sec),
+        );
+        self.edge.lock().content.insert(site, content.clone());
+
+        let now = Utc::now();
+        let mut stage = Vec::new();
+        let mut pinned = Vec::new();
+        for l in self.store.lessons_needing_content_at(site).await? {
+            let missing: Vec<_> = l
+                .datasets
+                .0
+                .iter()
+                .filter(|d| !content.cached.contains(&d.sha256))
+                .collect();
+            pinned.extend(l.datasets.0.iter().map(|d| d.sha256.clone()));
+            if l.state == ls::LIVE || missing.is_empty() {
+                continue;
+            }
+            let bytes: u64 = missing.iter().map(|d| d.size_bytes).sum();
+            let bps = if r.bytes_per_sec > 0.0 {
+                r.bytes_per_sec
+            } else {
+                1e6
+            };
+            let lead_s = bytes as f64 / bps * LEAD_FACTOR + LEAD_MARGIN_S;
+            let order_at = l.start_at - chrono::Duration::milliseconds((lead_s * 1000.0) as i64);
+            if now < order_at.max(l.window_start) {
+                continue;
+            }
+            for d in missing {
+                stage.push(pb::StageOrder {
+                    lesson_id: l.id.to_string(),
+                    name: d.name.clone(),
+                    url: d.url.clone(),
+                    sha256: d.sha256.clone(),
+                    size_bytes: d.size_bytes as i64,
+                    needed_by: Some(ts(l.start_at)),
+                    peer_url: self.edge.peer_with(site, &d.sha256).unwrap_or_default(),
+                });
+            }
+        }
+        pinned.sort();
+        pinned.dedup();
+        let seats = self
+            .store
+            .site_seat_intents(site)
+            .await?
+            .into_iter()
+            .map(
+                |(id, generation, node, lesson, ends, state)| pb::SeatIntent {
+                    assignment_id: id.to_string(),
+                    generation,
+                    node_id: node.to_string(),
+                    lesson_id: lesson.to_string(),
+                    ends_unix_ms: ends.timestamp_millis(),
+                    state,
+                },
+            )
+            .collect();
+        Ok(pb::EdgeSyncResponse {
+            stage,
+            pinned,
+            seats,
+        })
+    }
+
+    /// The lesson clock's staging step for a lesson with datasets: seats
+    /// whose node's site has every digest cached turn `staged`; the lesson is
+    /// `ready` once no seat is left planned. Seats still planned at the bell
+    /// are started anyway and fetch at start (the clock's start step).
+    pub async fn stage_datasets(&self, l: &LessonRow) -> anyhow::Result<()> {
+        let digests: Vec<&str> = l.datasets.0.iter().map(|d| d.sha256.as_str()).collect();
+        let seats = self.store.seats_of(l.id).await?;
+        let staged: Vec<Uuid> = seats
+            .iter()
+            .filter(|s| s.state == ss::PLANNED)
+            .filter(|s| {
+                let site = s
+                    .node_id
+                    .and_then(|n| self.fleet.node(n))
+                    .map(|n| n.site_id);
+                site.and_then(|site| self.edge.site_content(site))
+                    .is_some_and(|c| digests.iter().all(|d| c.cached.iter().any(|x| x == d)))
+            })
+            .map(|s| s.id)
+            .collect();
+        let left = seats.iter().filter(|s| s.state == ss::PLANNED).count() - staged.len();
+        let mut tx = self.store.pool.begin().await?;
+        let mut changed =
+            lesson_store::set_lesson_state(&mut tx, l.id, &[ls::BOOKED], ls::STAGING, None).await?;
+        if !staged.is_empty() {
+            lesson_store::set_seats(&mut tx, &staged, ss::STAGED).await?;
+            changed = true;
+        }
+        if left == 0 {
+            changed |=
+                lesson_store::set_lesson_state(&mut tx, l.id, &[ls::STAGING], ls::READY, None)
+                    .await?;
+        }
+        tx.commit().await?;
+        if changed {
+            tracing::info!(lesson = %l.id, staged = staged.len(), left, "lesson content staging");
+            self.lesson_changed(l.id);
+        }
+        Ok(())
+    }
+
+    /// Where a seat on `node` fetches each dataset: its site's edge when the
+    /// edge has it, the origin otherwise.
+    pub fn staged_content(
+        &self,
+        node: Uuid,
+        datasets: &[crate::domain::spec::Dataset],
+    ) -> Vec<pb::StagedContent> {
+        let site = self.fleet.node(node).map(|n| n.site_id);
+        let content = site.and_then(|s| self.edge.site_content(s));
+        datasets
+            .iter()
+            .map(|d| pb::StagedContent {
+                name: d.name.clone(),
+                sha256: d.sha256.clone(),
+                size_bytes: d.size_bytes as i64,
+                edge_url: content
+                    .as_ref()
+                    .filter(|c| !c.content_url.is_empty() && c.cached.contains(&d.sha256))
+                    .map(|c| format!("{}/content/{}", c.content_url, d.sha256))
+                    .unwrap_or_default(),
+                origin_url: d.url.clone(),
+            })
+            .collect()
+    }
+}

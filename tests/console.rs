@@ -1,0 +1,133 @@
+//! The district admin console in a real browser: headless Chromium (Debian's
+//! `chromium`) driven by playwright-core, against a real broker with real
+//! agents and a live lesson. `tests/console/console.mjs` walks every page,
+//! checks what is visible, saves a screenshot of each under
+//! `$CARGO_TARGET_DIR/console-screenshots/`, and fails if any page asks a
+//! host other than the broker for anything.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use classgrid_e2e::*;
+use classgrid_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
+
+const ADMIN_PASSWORD: &str = "console-admin-pw-1";
+const SCHOOL_PASSWORD: &str = "school-admin-pw-1";
+
+fn node_dir() -> PathBuf {
+    std::env::var_os("CLASSGRID_CONSOLE_NODE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/classgrid/console-node")
+    })
+}
+
+/// A stand-in `nvidia-smi` that prints a real L40S's output, so the node
+/// has a GPU to show (and a discovery warning: `-q -x` fails).
+fn fake_nvidia_smi(dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/devices/fixtures");
+    let p = dir.join("nvidia-smi");
+    std::fs::write(
+        &p,
+        format!("#!/bin/sh\ncase \"$1\" in\n  --query-gpu=*) cat '{fx}/nvidia-smi-query.l40s.csv' ;;\n  -L) cat '{fx}/nvidia-smi-L.l40s.txt' ;;\n  *) exit 9 ;;\nesac\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
+    let modules = node_dir().join("node_modules/playwright-core");
+    assert!(
+        modules.exists() && std::path::Path::new("/usr/bin/chromium").exists(),
+        "the console tests need Debian's chromium and playwright-core in {}: run ./scripts/test.sh (ensure_chromium in scripts/lib.sh installs both)",
+        node_dir().display()
+    );
+    // One sample a second, so node detail has a utilisation plot at once.
+    // SAFETY: set before any thread of this test binary reads the environment.
+    unsafe { std::env::set_var("CLASSGRID_CONSOLE_SAMPLE_S", "1") };
+
+    let db = TestDb::new().await.unwrap();
+    let dir = tempdir("console");
+    let broker = Broker::start(&db, &dir, &["--grace-s", "60", "--staging-lead-s", "120"]).await;
+    broker.create_site("school-a").await;
+    broker.create_site("school-b").await;
+    let smi = fake_nvidia_smi(&dir);
+    let tool = format!("nvidia-smi={}", smi.display());
+    let _a = Agent::start(&broker, "school-a", "gpu-a1", &dir, &["--tool", &tool]);
+    let _b = Agent::start(&broker, "school-b", "cpu-b1", &dir, &[]);
+    assert!(
+        wait_for(Duration::from_secs(30), || async {
+            broker.node_state("school-a", "gpu-a1").await.as_deref() == Some("connected")
+                && broker.node_state("school-b", "cpu-b1").await.as_deref() == Some("connected")
+        })
+        .await,
+        "both agents should connect"
+    );
+
+    // The first console admin, the way an operator creates it.
+    let out = Command::new(bin("classgrid-broker"))
+        .args(["admin-user", "admin", "--database-url", &db.url, "--insecure-dev", "--log-format", "text"])
+        .env("CLASSGRID_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "admin-user: {}", String::from_utf8_lossy(&out.stderr));
+    AdminServiceClient::new(broker.channel().await)
+        .create_user(pb::CreateUserRequest { username: "teacher-b".into(), password: SCHOOL_PASSWORD.into(), role: "school_admin".into(), sites: vec!["school-b".into()] })
+        .await
+        .expect("school admin created");
+
+    let mut booking = web_lesson("school-a", 2, 1.0, 600);
+    booking.title = "Python 入门".into();
+    let lesson = broker.lessons().await.book(booking).await.expect("lesson booked").into_inner();
+    let id = lesson.id.clone();
+    assert!(
+        wait_for(Duration::from_secs(30), || async { broker.lesson(&id).await.seats.iter().all(|s| s.state == "running") }).await,
+        "the lesson's seats should run"
+    );
+
+    // Later lessons of both schools fill the timetable.
+    for (site, start_in, title) in [("school-b", 3600.0, "机器学习 (B)"), ("school-a", 7200.0, "图像识别")] {
+        let mut b = web_lesson(site, 1, start_in, 2400);
+        b.title = title.into();
+        broker.lessons().await.book(b).await.expect("later lesson booked");
+    }
+
+    let shots = bin_dir().parent().unwrap().join("console-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/console/console.mjs");
+    let out = tokio::task::spawn_blocking({
+        let (url, shots, id) = (broker.http_url.clone(), shots.clone(), id.clone());
+        move || {
+            Command::new("node")
+                .arg(script)
+                .env("CONSOLE_URL", url)
+                .env("CONSOLE_NODE_DIR", node_dir())
+                .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
+                .env("SCHOOL_PASSWORD", SCHOOL_PASSWORD)
+                .env("LESSON_ID", id)
+                .env("SHOT_DIR", shots)
+                .output()
+                .expect("run node")
+        }
+    })
+    .await
+    .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "browser test failed:\n{log}\nbroker log:\n{}", broker.proc.log_text());
+    println!("{log}");
+
+    // What the browser did is real: the node is cordoned for placement,
+    // and the audit log names the console user for it.
+    let node = broker.fleet().await.get_node(pb::GetNodeRequest { id: "school-a/gpu-a1".into() }).await.unwrap().into_inner();
+    assert!(node.cordoned, "the cordon clicked in the console should hold");
+    let audit = AdminServiceClient::new(broker.channel().await)
+        .list_audit(pb::ListAuditRequest { action: "node.cordon".into(), limit: 10, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(audit.entries.iter().any(|e| e.actor == "user:admin" && e.result == "ok"), "{audit:?}");
+    for name in ["login", "overview", "nodes", "node-cordoned", "timetable", "lesson", "jobs", "vouchers", "token-created", "token-revoked", "audit", "english", "school-admin"] {
+        assert!(shots.join(format!("{name}.png")).exists(), "screenshot {name}.png missing");
+    }
+}

@@ -1,0 +1,226 @@
+// Drives the console in headless Chromium (Debian's package) with
+// playwright-core. Every step checks visible content and saves a
+// screenshot; any request to a host other than the broker fails the run.
+import { createRequire } from "node:module";
+import path from "node:path";
+import assert from "node:assert/strict";
+
+const require = createRequire(path.join(process.env.CONSOLE_NODE_DIR, "package.json"));
+const { chromium } = require("playwright-core");
+
+const base = new URL(process.env.CONSOLE_URL);
+const shots = process.env.SHOT_DIR;
+const lessonId = process.env.LESSON_ID;
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const foreign = [];
+const failures = [];
+
+async function session() {
+  const ctx = await browser.newContext({ viewport: { width: 1366, height: 768 }, ignoreHTTPSErrors: true });
+  const page = await ctx.newPage();
+  current = page;
+  page.on("request", (r) => {
+    const u = new URL(r.url());
+    if ((u.protocol === "http:" || u.protocol === "https:") && u.host !== base.host) foreign.push(r.url());
+  });
+  page.on("response", (r) => { if (r.status() >= 500) failures.push(`${r.status()} ${r.url()}`); });
+  page.on("pageerror", (e) => failures.push(`script error: ${e.message}`));
+  return { ctx, page };
+}
+
+let current = null;
+process.on("unhandledRejection", () => {});
+async function failed(e) {
+  // The page as it was when a check failed: a screenshot and its text.
+  if (current) {
+    await current.screenshot({ path: path.join(shots, "FAILED.png") }).catch(() => {});
+    console.error(`at ${current.url()}:\n${await current.locator("body").innerText().catch(() => "")}`);
+  }
+  console.error(e);
+  process.exit(1);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: false });
+  console.log(`ok ${name}`);
+}
+
+async function text(page, sel) {
+  return (await page.locator(sel).first().innerText()).trim();
+}
+
+async function login(page, user, password) {
+  await page.goto(new URL("/console", base).href);
+  assert.match(page.url(), /\/console\/login$/, "an anonymous visit goes to the login form");
+  await page.getByLabel(/用户名|Username/).fill(user);
+  await page.getByLabel(/密码|Password/).fill(password);
+  await page.getByRole("button", { name: /登录|Log in/ }).click();
+  await page.waitForURL(/\/console$/);
+}
+
+try {
+// --- district admin -------------------------------------------------------
+{
+  const { ctx, page } = await session();
+  await page.goto(new URL("/console/login", base).href);
+  await page.getByLabel("用户名").fill("admin");
+  await page.getByLabel("密码").fill("wrong password!");
+  await page.getByRole("button", { name: "登录" }).click();
+  assert.match(await text(page, "[role=alert]"), /用户名或密码错误/);
+  await shot(page, "login");
+
+  await login(page, "admin", process.env.ADMIN_PASSWORD);
+  assert.equal(await page.getAttribute("html", "lang"), "zh-CN", "Chinese by default");
+  assert.equal(await text(page, "h1"), "总览");
+  await page.waitForFunction(() => Number(document.getElementById("seats-live")?.textContent) >= 2, null, { timeout: 20000 });
+  assert.match(await text(page, "main"), /school-a/);
+  assert.match(await text(page, "main"), /nvidia/i, "capacity per vendor lists the GPU");
+  assert.match(await text(page, "main"), /Python 入门/, "today's lesson is listed");
+  // The live channel (Server-Sent Events) is open.
+  await page.waitForFunction(() => document.getElementById("live-status")?.textContent.startsWith("●"), null, { timeout: 10000 });
+  await shot(page, "overview");
+
+  await page.getByRole("navigation").getByRole("link", { name: "节点" }).click();
+  await page.waitForURL(/\/console\/nodes$/);
+  const table = await text(page, "#nodes-table");
+  assert.match(table, /gpu-a1/);
+  assert.match(table, /cpu-b1/);
+  await page.getByLabel("站点").selectOption("school-b");
+  await page.getByRole("button", { name: "应用" }).click();
+  await page.waitForURL(/site=school-b/);
+  assert.doesNotMatch(await text(page, "#nodes-table"), /gpu-a1/, "the site filter hides other sites");
+  await shot(page, "nodes");
+
+  await page.goto(new URL("/console/nodes", base).href);
+  await page.getByRole("link", { name: "gpu-a1" }).click();
+  assert.match(await text(page, "h1"), /gpu-a1/);
+  const detail = await text(page, "main");
+  assert.match(detail, /L40S/);
+  assert.match(detail, /隔离/);
+  assert.match(detail, /hard|soft|none/);
+  assert.match(detail, /发现警告/);
+  await page.waitForSelector("svg.plot", { timeout: 20000 }).catch(async () => {
+    await page.reload();
+    await page.waitForSelector("svg.plot", { timeout: 10000 });
+  });
+  await page.getByRole("button", { name: "封锁" }).click();
+  await page.waitForSelector("#cordon-state");
+  assert.equal(await text(page, "#cordon-state"), "已封锁");
+  assert.ok(await page.getByRole("button", { name: "解除封锁" }).isVisible());
+  await shot(page, "node-cordoned");
+
+  await page.getByRole("navigation").getByRole("link", { name: "课表" }).click();
+  assert.ok(await page.locator("svg.gantt").isVisible(), "the Gantt chart is drawn");
+  assert.match(await text(page, "#timetable-lessons"), /Python 入门/);
+  await shot(page, "timetable");
+  await page.getByRole("link", { name: "周" }).click();
+  await page.waitForURL(/view=week/);
+  assert.match(await text(page, "#timetable-lessons"), /Python 入门/);
+  await page.getByRole("link", { name: "按节点" }).click();
+  await page.waitForURL(/by=node/);
+
+  await page.goto(new URL("/console/timetable", base).href);
+  await page.locator("#timetable-lessons").getByRole("link", { name: "Python 入门" }).click();
+  await page.waitForURL(new RegExp(`/console/lessons/${lessonId}$`));
+  const seats = await text(page, "#seat-map");
+  assert.match(seats, /座位 0/);
+  assert.match(seats, /座位 1/);
+  assert.match(seats, /running/);
+  assert.match(seats, /ms \((measured|estimated|configured)\)/, "RTT with its source");
+  assert.match(seats, /http:\/\/127\.0\.0\.1:\d+/, "each seat's endpoint");
+  assert.ok((await text(page, "#explanation-summary")).length > 0, "the placement explanation");
+  await shot(page, "lesson");
+
+  await page.getByRole("navigation").getByRole("link", { name: "作业" }).click();
+  assert.equal(await text(page, "h1"), "作业");
+  await shot(page, "jobs");
+  await page.getByRole("navigation").getByRole("link", { name: "算力券与用量" }).click();
+  assert.equal(await text(page, "h1"), "算力券与用量");
+  assert.ok(await page.locator("#balances").isVisible());
+  await shot(page, "vouchers");
+
+  await page.getByRole("navigation").getByRole("link", { name: "令牌" }).click();
+  await page.getByLabel("名称").fill("e2e-platform");
+  await page.getByLabel("角色").selectOption("platform");
+  await page.getByLabel("站点（逗号分隔）").fill("school-a");
+  await page.getByRole("button", { name: "创建" }).first().click();
+  const secret = await text(page, "#new-secret");
+  assert.match(secret, /^cg_[0-9a-f]{32}_/, "the API token's secret is shown once");
+  await shot(page, "token-created");
+  await page.goto(new URL("/console/tokens", base).href);
+  assert.doesNotMatch(await text(page, "main"), new RegExp(secret), "the secret is not shown again");
+  const row = page.locator("#api-tokens tr", { hasText: "e2e-platform" });
+  await row.getByRole("button", { name: /吊销/ }).click();
+  await page.waitForURL(/\/console\/tokens$/);
+  assert.match(await page.locator("#api-tokens tr", { hasText: "e2e-platform" }).innerText(), /已吊销/);
+  // Join tokens pin the region CA, so a broker without TLS says so plainly.
+  await page.locator("#join-site").selectOption("school-a");
+  const [joinResp] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith("/console/tokens/join")),
+    page.getByRole("button", { name: "创建" }).nth(1).click(),
+  ]);
+  if (base.protocol === "https:") {
+    assert.match(await text(page, "#new-secret"), /^cgjoin_/, "a join token is shown once");
+  } else {
+    assert.equal(joinResp.status(), 409);
+    assert.match(await text(page, "[role=alert]"), /TLS/);
+    await page.goto(new URL("/console/tokens", base).href);
+  }
+  await shot(page, "token-revoked");
+
+  await page.getByRole("navigation").getByRole("link", { name: "审计日志" }).click();
+  const audit = await text(page, "#audit-table");
+  for (const a of ["node.cordon", "token.create", "token.revoke", "console.login"]) assert.match(audit, new RegExp(a.replace(".", "\\.")));
+  await page.getByLabel("动作").fill("node.");
+  await page.getByRole("button", { name: "应用" }).click();
+  assert.doesNotMatch(await text(page, "#audit-table"), /token\.create/, "the action filter applies");
+  await shot(page, "audit");
+
+  await page.getByRole("link", { name: "English" }).click();
+  await page.waitForURL(/\/console\/audit/);
+  assert.equal(await page.getAttribute("html", "lang"), "en");
+  assert.equal(await text(page, "h1"), "Audit log");
+  await page.getByRole("navigation").getByRole("link", { name: "Overview" }).click();
+  assert.equal(await text(page, "h1"), "Overview");
+  await shot(page, "english");
+
+  // Keyboard: the skip link is the first stop and lands on the content.
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement?.className), "skip");
+
+  await page.getByRole("button", { name: "Log out" }).click();
+  await page.waitForURL(/\/console\/login$/);
+  await page.goto(new URL("/console/nodes", base).href);
+  assert.match(page.url(), /\/console\/login$/, "logged out means signed out");
+  await ctx.close();
+}
+
+// --- a school admin sees only their school ----------------------------------
+{
+  const { ctx, page } = await session();
+  await login(page, "teacher-b", process.env.SCHOOL_PASSWORD);
+  await page.goto(new URL("/console/nodes", base).href);
+  const table = await text(page, "#nodes-table");
+  assert.match(table, /cpu-b1/);
+  assert.doesNotMatch(table, /gpu-a1/, "another school's node is not shown");
+  const resp = await page.goto(new URL(`/console/lessons/${lessonId}`, base).href);
+  assert.equal(resp.status(), 404, "another school's lesson does not exist for them");
+  await page.goto(new URL("/console/nodes", base).href);
+  await page.getByRole("link", { name: "cpu-b1" }).click();
+  assert.equal(await page.getByRole("button", { name: "封锁" }).count(), 0, "read-only: no cordon button");
+  await shot(page, "school-admin");
+  await ctx.close();
+}
+
+} catch (e) {
+  await failed(e);
+}
+await browser.close();
+assert.deepEqual(foreign, [], "no request may go to a host other than the broker");
+assert.deepEqual(failures, [], "no server error or script error");
+console.log("console browser test: all steps passed");
