@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_postgres
+command -v curl >/dev/null || apt_install curl
 TARGET="${CARGO_TARGET_DIR:-$HOME/.cache/classgrid/target}"
 BIN_DIR="${BIN_DIR:-$TARGET/debug}"
 PY="${CLASSGRID_PYTHON:-python3}"

@@ -14,9 +14,12 @@ const ADMIN_PASSWORD: &str = "console-admin-pw-1";
 const SCHOOL_PASSWORD: &str = "school-admin-pw-1";
 
 fn node_dir() -> PathBuf {
-    std::env::var_os("CLASSGRID_CONSOLE_NODE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/classgrid/console-node")
-    })
+    std::env::var_os("CLASSGRID_CONSOLE_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/classgrid/console-node")
+        })
 }
 
 /// A stand-in `nvidia-smi` that prints a real L40S's output, so the node
@@ -66,30 +69,69 @@ async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
 
     // The first console admin, the way an operator creates it.
     let out = Command::new(bin("classgrid-broker"))
-        .args(["admin-user", "admin", "--database-url", &db.url, "--insecure-dev", "--log-format", "text"])
+        .args([
+            "admin-user",
+            "admin",
+            "--database-url",
+            &db.url,
+            "--insecure-dev",
+            "--log-format",
+            "text",
+        ])
         .env("CLASSGRID_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .output()
         .unwrap();
-    assert!(out.status.success(), "admin-user: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "admin-user: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     AdminServiceClient::new(broker.channel().await)
-        .create_user(pb::CreateUserRequest { username: "teacher-b".into(), password: SCHOOL_PASSWORD.into(), role: "school_admin".into(), sites: vec!["school-b".into()] })
+        .create_user(pb::CreateUserRequest {
+            username: "teacher-b".into(),
+            password: SCHOOL_PASSWORD.into(),
+            role: "school_admin".into(),
+            sites: vec!["school-b".into()],
+        })
         .await
         .expect("school admin created");
 
     let mut booking = web_lesson("school-a", 2, 1.0, 600);
     booking.title = "Python 入门".into();
-    let lesson = broker.lessons().await.book(booking).await.expect("lesson booked").into_inner();
+    let lesson = broker
+        .lessons()
+        .await
+        .book(booking)
+        .await
+        .expect("lesson booked")
+        .into_inner();
     let id = lesson.id.clone();
     assert!(
-        wait_for(Duration::from_secs(30), || async { broker.lesson(&id).await.seats.iter().all(|s| s.state == "running") }).await,
+        wait_for(Duration::from_secs(30), || async {
+            broker
+                .lesson(&id)
+                .await
+                .seats
+                .iter()
+                .all(|s| s.state == "running")
+        })
+        .await,
         "the lesson's seats should run"
     );
 
     // Later lessons of both schools fill the timetable.
-    for (site, start_in, title) in [("school-b", 3600.0, "机器学习 (B)"), ("school-a", 7200.0, "图像识别")] {
+    for (site, start_in, title) in [
+        ("school-b", 3600.0, "机器学习 (B)"),
+        ("school-a", 7200.0, "图像识别"),
+    ] {
         let mut b = web_lesson(site, 1, start_in, 2400);
         b.title = title.into();
-        broker.lessons().await.book(b).await.expect("later lesson booked");
+        broker
+            .lessons()
+            .await
+            .book(b)
+            .await
+            .expect("later lesson booked");
     }
 
     let shots = bin_dir().parent().unwrap().join("console-screenshots");
@@ -113,21 +155,67 @@ async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
     })
     .await
     .unwrap();
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "browser test failed:\n{log}\nbroker log:\n{}", broker.proc.log_text());
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{log}\nbroker log:\n{}",
+        broker.proc.log_text()
+    );
     println!("{log}");
 
     // What the browser did is real: the node is cordoned for placement,
     // and the audit log names the console user for it.
-    let node = broker.fleet().await.get_node(pb::GetNodeRequest { id: "school-a/gpu-a1".into() }).await.unwrap().into_inner();
-    assert!(node.cordoned, "the cordon clicked in the console should hold");
-    let audit = AdminServiceClient::new(broker.channel().await)
-        .list_audit(pb::ListAuditRequest { action: "node.cordon".into(), limit: 10, ..Default::default() })
+    let node = broker
+        .fleet()
+        .await
+        .get_node(pb::GetNodeRequest {
+            id: "school-a/gpu-a1".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert!(audit.entries.iter().any(|e| e.actor == "user:admin" && e.result == "ok"), "{audit:?}");
-    for name in ["login", "overview", "nodes", "node-cordoned", "timetable", "lesson", "jobs", "vouchers", "token-created", "token-revoked", "audit", "english", "school-admin"] {
-        assert!(shots.join(format!("{name}.png")).exists(), "screenshot {name}.png missing");
+    assert!(
+        node.cordoned,
+        "the cordon clicked in the console should hold"
+    );
+    let audit = AdminServiceClient::new(broker.channel().await)
+        .list_audit(pb::ListAuditRequest {
+            action: "node.cordon".into(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        audit
+            .entries
+            .iter()
+            .any(|e| e.actor == "user:admin" && e.result == "ok"),
+        "{audit:?}"
+    );
+    for name in [
+        "login",
+        "overview",
+        "nodes",
+        "node-cordoned",
+        "timetable",
+        "lesson",
+        "jobs",
+        "vouchers",
+        "token-created",
+        "token-revoked",
+        "audit",
+        "english",
+        "school-admin",
+    ] {
+        assert!(
+            shots.join(format!("{name}.png")).exists(),
+            "screenshot {name}.png missing"
+        );
     }
 }

@@ -278,7 +278,9 @@ impl AgentConfig {
         }
         let probe_s = pick(a.probe_addr.clone(), f.probe_addr, "0.0.0.0:0".into());
         let probe_addr = Some(probe_s.parse().map_err(|_| {
-            anyhow::anyhow!("--probe-addr: must be an address and port such as 0.0.0.0:7481, not `{probe_s}`")
+            anyhow::anyhow!(
+                "--probe-addr: must be an address and port such as 0.0.0.0:7481, not `{probe_s}`"
+            )
         })?);
         let probe_delay_ms = pick(a.probe_delay_ms, f.probe_delay_ms, 0);
         if probe_delay_ms > 10_000 {

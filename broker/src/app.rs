@@ -49,7 +49,12 @@ impl Broker {
             );
             None
         } else {
-            Some(crate::auth::tls::prepare(&sec.data_dir, sec.tls_cert.as_deref(), sec.tls_key.as_deref(), &sec.tls_san)?)
+            Some(crate::auth::tls::prepare(
+                &sec.data_dir,
+                sec.tls_cert.as_deref(),
+                sec.tls_key.as_deref(),
+                &sec.tls_san,
+            )?)
         };
         let limiter = crate::auth::authn::limiter(sec.rate_limit_per_s);
         let edge = crate::service::edge::EdgeState::load(&store).await?;

@@ -190,10 +190,16 @@ impl BrokerConfig {
             }
         };
         let job_priority = job_priority_weights(file.job_priority.as_ref())?;
-        let tz_name = pick(args.time_zone.clone(), file.time_zone, "Asia/Shanghai".into());
-        let time_zone: chrono_tz::Tz = tz_name
-            .parse()
-            .map_err(|_| anyhow::anyhow!("time_zone: `{tz_name}` is not an IANA time zone name such as Asia/Shanghai"))?;
+        let tz_name = pick(
+            args.time_zone.clone(),
+            file.time_zone,
+            "Asia/Shanghai".into(),
+        );
+        let time_zone: chrono_tz::Tz = tz_name.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "time_zone: `{tz_name}` is not an IANA time zone name such as Asia/Shanghai"
+            )
+        })?;
         let cfg = Self {
             time_zone,
             database_url: pick(
@@ -217,7 +223,10 @@ impl BrokerConfig {
             otlp_endpoint: args.otlp_endpoint.clone().or(file.otlp_endpoint),
             topology,
             weights,
-            security: crate::auth::config::SecurityConfig::resolve(&args.security, file.security.as_ref())?,
+            security: crate::auth::config::SecurityConfig::resolve(
+                &args.security,
+                file.security.as_ref(),
+            )?,
             vouchers: crate::vouchers::VoucherConfig::from_file(
                 file.voucher_weights.as_ref(),
                 file.vouchers.as_ref(),
@@ -321,11 +330,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("job_priority.wait_minutes"), "{e}");
-        std::fs::write(&p, "[[lending]]\nsite = \"s\"\nweekdays = []\nhours = \"08:00-12:00\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "[[lending]]\nsite = \"s\"\nweekdays = []\nhours = \"08:00-12:00\"\n",
+        )
+        .unwrap();
         let e = BrokerConfig::resolve(&args(Some(p)))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 3") && e.contains("at least one day"), "{e}");
+        assert!(
+            e.contains("line 3") && e.contains("at least one day"),
+            "{e}"
+        );
     }
 
     #[test]

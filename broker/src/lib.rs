@@ -2,8 +2,8 @@
 //! the live fleet view, the lifecycle clock and the PostgreSQL store.
 
 pub mod api;
-pub mod auth;
 pub mod app;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod console;

@@ -75,7 +75,9 @@ async fn main() -> std::process::ExitCode {
             async {
                 let store = Store::connect(&cfg.database_url).await?;
                 store.migrate().await?;
-                let t = classgrid_broker::service::admin::bootstrap_admin_token(&store, "admin-token").await?;
+                let t =
+                    classgrid_broker::service::admin::bootstrap_admin_token(&store, "admin-token")
+                        .await?;
                 println!("{t}");
                 Ok(())
             }
@@ -84,11 +86,16 @@ async fn main() -> std::process::ExitCode {
         Command::AdminUser(u) => {
             async {
                 use classgrid_broker::console::bootstrap::{PASSWORD_ENV, admin_user};
-                let password = std::env::var(PASSWORD_ENV).map_err(|_| anyhow::anyhow!("set {PASSWORD_ENV} to the new user's password"))?;
+                let password = std::env::var(PASSWORD_ENV).map_err(|_| {
+                    anyhow::anyhow!("set {PASSWORD_ENV} to the new user's password")
+                })?;
                 let store = Store::connect(&cfg.database_url).await?;
                 store.migrate().await?;
                 admin_user(&store, &u.name, &password, u.reset).await?;
-                println!("console user `{}` (district_admin) is ready; sign in at /console", u.name);
+                println!(
+                    "console user `{}` (district_admin) is ready; sign in at /console",
+                    u.name
+                );
                 Ok(())
             }
             .await

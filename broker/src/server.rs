@@ -1,10 +1,10 @@
 //! Start-up: connect, migrate, bind, serve, and stop cleanly.
 
 use classgrid_proto::v1::{
-    admin_service_server::AdminServiceServer, join_service_server::JoinServiceServer,
-    FILE_DESCRIPTOR_SET, agent_service_server::AgentServiceServer,
-    edge_service_server::EdgeServiceServer, fleet_service_server::FleetServiceServer,
-    job_service_server::JobServiceServer, lesson_service_server::LessonServiceServer,
+    FILE_DESCRIPTOR_SET, admin_service_server::AdminServiceServer,
+    agent_service_server::AgentServiceServer, edge_service_server::EdgeServiceServer,
+    fleet_service_server::FleetServiceServer, job_service_server::JobServiceServer,
+    join_service_server::JoinServiceServer, lesson_service_server::LessonServiceServer,
 };
 use tokio::{net::TcpListener, sync::watch};
 use tracing::info;
@@ -63,7 +63,10 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
         // their services).
         builder = builder.tls_config(
             tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+                .identity(tonic::transport::Identity::from_pem(
+                    &tls.cert_pem,
+                    &tls.key_pem,
+                ))
                 .client_ca_root(tonic::transport::Certificate::from_pem(&tls.ca.cert_pem))
                 .client_auth_optional(true),
         )?;
@@ -73,17 +76,45 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
         .layer(crate::auth::gate::GateLayer { app: app.clone() })
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(AgentServiceServer::new(grpc::agent::Agents(app.clone())).max_decoding_message_size(4 << 20))
-        .add_service(LessonServiceServer::new(grpc::lesson::Lessons(app.clone())).max_decoding_message_size(1 << 20))
-        .add_service(JobServiceServer::new(grpc::job::Jobs(app.clone())).max_decoding_message_size(1 << 20))
-        .add_service(FleetServiceServer::new(grpc::fleet::FleetApi(app.clone())).max_decoding_message_size(1 << 20))
-        .add_service(EdgeServiceServer::new(grpc::edge::Edges(app.clone())).max_decoding_message_size(1 << 20))
-        .add_service(AdminServiceServer::new(grpc::admin::Admin(app.clone())).max_decoding_message_size(1 << 20))
-        .add_service(JoinServiceServer::new(grpc::admin::Join(app.clone())).max_decoding_message_size(1 << 20))
-        .add_service(classgrid_proto::v1::voucher_service_server::VoucherServiceServer::new(grpc::voucher::Vouchers(app.clone())).max_decoding_message_size(1 << 20))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(s.grpc), async move {
-            let _ = stop.wait_for(|v| *v).await;
-        });
+        .add_service(
+            AgentServiceServer::new(grpc::agent::Agents(app.clone()))
+                .max_decoding_message_size(4 << 20),
+        )
+        .add_service(
+            LessonServiceServer::new(grpc::lesson::Lessons(app.clone()))
+                .max_decoding_message_size(1 << 20),
+        )
+        .add_service(
+            JobServiceServer::new(grpc::job::Jobs(app.clone())).max_decoding_message_size(1 << 20),
+        )
+        .add_service(
+            FleetServiceServer::new(grpc::fleet::FleetApi(app.clone()))
+                .max_decoding_message_size(1 << 20),
+        )
+        .add_service(
+            EdgeServiceServer::new(grpc::edge::Edges(app.clone()))
+                .max_decoding_message_size(1 << 20),
+        )
+        .add_service(
+            AdminServiceServer::new(grpc::admin::Admin(app.clone()))
+                .max_decoding_message_size(1 << 20),
+        )
+        .add_service(
+            JoinServiceServer::new(grpc::admin::Join(app.clone()))
+                .max_decoding_message_size(1 << 20),
+        )
+        .add_service(
+            classgrid_proto::v1::voucher_service_server::VoucherServiceServer::new(
+                grpc::voucher::Vouchers(app.clone()),
+            )
+            .max_decoding_message_size(1 << 20),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(s.grpc),
+            async move {
+                let _ = stop.wait_for(|v| *v).await;
+            },
+        );
     let http_server = serve_http(app.clone(), s.http, shutdown.clone());
     let clock = tokio::spawn(clock::run(app.clone(), shutdown.clone()));
     let (g, h) = tokio::join!(grpc_server, http_server);
@@ -95,7 +126,11 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
 }
 
 /// HTTP over TLS with the same server certificate, or plain under --insecure-dev.
-async fn serve_http(app: App, listener: TcpListener, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+async fn serve_http(
+    app: App,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let router = http::router(app.clone());
     let mut stop = shutdown;
     match &app.tls {
@@ -108,7 +143,11 @@ async fn serve_http(app: App, listener: TcpListener, shutdown: watch::Receiver<b
         }
         Some(tls) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem(tls.cert_pem.clone().into_bytes(), tls.key_pem.clone().into_bytes()).await?;
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+                tls.cert_pem.clone().into_bytes(),
+                tls.key_pem.clone().into_bytes(),
+            )
+            .await?;
             let handle = axum_server::Handle::new();
             let h = handle.clone();
             tokio::spawn(async move {

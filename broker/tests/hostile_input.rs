@@ -14,11 +14,14 @@ use classgrid_broker::{
     service::agents::parse_capacity,
 };
 use classgrid_proto::v1 as pb;
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
 fn limits() -> Limits {
-    Limits { default_max_rtt_ms: 50, max_window: std::time::Duration::from_secs(12 * 3600) }
+    Limits {
+        default_max_rtt_ms: 50,
+        max_window: std::time::Duration::from_secs(12 * 3600),
+    }
 }
 
 fn booking(r: pb::BookLessonRequest) -> RawBooking {

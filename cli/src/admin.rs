@@ -1,8 +1,8 @@
 //! District-admin commands: API and join tokens, node certificates, users,
 //! and the audit log.
 
-use classgrid_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
 use clap::Subcommand;
+use classgrid_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
 use serde_json::json;
 
 use crate::{
@@ -27,7 +27,9 @@ pub enum Tokens {
         ttl: String,
     },
     List,
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -46,7 +48,9 @@ pub enum JoinTokens {
         uses: i32,
     },
     List,
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -79,7 +83,10 @@ pub struct AuditArgs {
 }
 
 fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 }
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
 }
 
 fn time(t: Option<&prost_types::Timestamp>) -> String {
@@ -88,7 +95,10 @@ fn time(t: Option<&prost_types::Timestamp>) -> String {
 
 fn print_secret(o: Output, s: &pb::CreatedSecret, what: &str) {
     if o == Output::Json {
-        println!("{}", json!({"id": s.id, "secret": s.secret, "expires": time(s.expires.as_ref())}));
+        println!(
+            "{}",
+            json!({"id": s.id, "secret": s.secret, "expires": time(s.expires.as_ref())})
+        );
     } else {
         println!("{what} {} created; it is shown only now:", s.id);
         println!("{}", s.secret);
@@ -98,25 +108,59 @@ fn print_secret(o: Output, s: &pb::CreatedSecret, what: &str) {
 pub async fn tokens(g: &Global, c: Tokens) -> anyhow::Result<()> {
     let mut client = AdminServiceClient::new(g.channel().await?);
     match c {
-        Tokens::Create { role, sites, name, ttl } => {
+        Tokens::Create {
+            role,
+            sites,
+            name,
+            ttl,
+        } => {
             let ttl_seconds = parse_duration("--ttl", &ttl)?;
-            let s = client.create_api_token(pb::CreateApiTokenRequest { name, role, sites, ttl_seconds }).await?.into_inner();
+            let s = client
+                .create_api_token(pb::CreateApiTokenRequest {
+                    name,
+                    role,
+                    sites,
+                    ttl_seconds,
+                })
+                .await?
+                .into_inner();
             print_secret(g.output, &s, "token");
         }
         Tokens::List => {
-            let r = client.list_api_tokens(pb::ListApiTokensRequest {}).await?.into_inner();
+            let r = client
+                .list_api_tokens(pb::ListApiTokensRequest {})
+                .await?
+                .into_inner();
             for t in r.tokens {
                 if g.output == Output::Json {
-                    println!("{}", json!({"id": t.id, "name": t.name, "role": t.role, "sites": t.sites, "created_by": t.created_by,
-                        "created": time(t.created.as_ref()), "expires": time(t.expires.as_ref()), "revoked": time(t.revoked.as_ref())}));
+                    println!(
+                        "{}",
+                        json!({"id": t.id, "name": t.name, "role": t.role, "sites": t.sites, "created_by": t.created_by,
+                        "created": time(t.created.as_ref()), "expires": time(t.expires.as_ref()), "revoked": time(t.revoked.as_ref())})
+                    );
                 } else {
-                    let state = if t.revoked.is_some() { "revoked" } else { "active" };
-                    println!("{}  {:<14} {:<8} sites={} expires={} {}", t.id, t.role, state, t.sites.join(","), time(t.expires.as_ref()), t.name);
+                    let state = if t.revoked.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{}  {:<14} {:<8} sites={} expires={} {}",
+                        t.id,
+                        t.role,
+                        state,
+                        t.sites.join(","),
+                        time(t.expires.as_ref()),
+                        t.name
+                    );
                 }
             }
         }
         Tokens::Revoke { id } => {
-            let t = client.revoke_api_token(pb::RevokeRequest { id }).await?.into_inner();
+            let t = client
+                .revoke_api_token(pb::RevokeRequest { id })
+                .await?
+                .into_inner();
             println!("token {} revoked", t.id);
         }
     }
@@ -126,26 +170,58 @@ pub async fn tokens(g: &Global, c: Tokens) -> anyhow::Result<()> {
 pub async fn join_tokens(g: &Global, c: JoinTokens) -> anyhow::Result<()> {
     let mut client = AdminServiceClient::new(g.channel().await?);
     match c {
-        JoinTokens::Create { site, kind, ttl, uses } => {
+        JoinTokens::Create {
+            site,
+            kind,
+            ttl,
+            uses,
+        } => {
             let ttl_seconds = parse_duration("--ttl", &ttl)?;
-            let s = client.create_join_token(pb::CreateJoinTokenRequest { site, kind, ttl_seconds, uses }).await?.into_inner();
+            let s = client
+                .create_join_token(pb::CreateJoinTokenRequest {
+                    site,
+                    kind,
+                    ttl_seconds,
+                    uses,
+                })
+                .await?
+                .into_inner();
             print_secret(g.output, &s, "join token");
             if g.output == Output::Table {
-                println!("On the node: classgrid-agent join --broker https://BROKER:7443 --token <the token above>");
+                println!(
+                    "On the node: classgrid-agent join --broker https://BROKER:7443 --token <the token above>"
+                );
             }
         }
         JoinTokens::List => {
-            let r = client.list_join_tokens(pb::ListJoinTokensRequest {}).await?.into_inner();
+            let r = client
+                .list_join_tokens(pb::ListJoinTokensRequest {})
+                .await?
+                .into_inner();
             for t in r.tokens {
                 if g.output == Output::Json {
-                    println!("{}", json!({"id": t.id, "site": t.site, "kind": t.kind, "uses_left": t.uses_left, "expires": time(t.expires.as_ref()), "revoked": time(t.revoked.as_ref())}));
+                    println!(
+                        "{}",
+                        json!({"id": t.id, "site": t.site, "kind": t.kind, "uses_left": t.uses_left, "expires": time(t.expires.as_ref()), "revoked": time(t.revoked.as_ref())})
+                    );
                 } else {
-                    println!("{}  site={} kind={} uses_left={} expires={}{}", t.id, t.site, t.kind, t.uses_left, time(t.expires.as_ref()), if t.revoked.is_some() { " revoked" } else { "" });
+                    println!(
+                        "{}  site={} kind={} uses_left={} expires={}{}",
+                        t.id,
+                        t.site,
+                        t.kind,
+                        t.uses_left,
+                        time(t.expires.as_ref()),
+                        if t.revoked.is_some() { " revoked" } else { "" }
+                    );
                 }
             }
         }
         JoinTokens::Revoke { id } => {
-            let t = client.revoke_join_token(pb::RevokeRequest { id }).await?.into_inner();
+            let t = client
+                .revoke_join_token(pb::RevokeRequest { id })
+                .await?
+                .into_inner();
             println!("join token {} revoked", t.id);
         }
     }
@@ -154,17 +230,35 @@ pub async fn join_tokens(g: &Global, c: JoinTokens) -> anyhow::Result<()> {
 
 pub async fn revoke_node(g: &Global, node: String) -> anyhow::Result<()> {
     let mut client = AdminServiceClient::new(g.channel().await?);
-    let r = client.revoke_node(pb::RevokeNodeRequest { node: node.clone() }).await?.into_inner();
-    println!("node {node}: {} certificate(s) revoked; its agent was disconnected", r.certificates_revoked);
+    let r = client
+        .revoke_node(pb::RevokeNodeRequest { node: node.clone() })
+        .await?
+        .into_inner();
+    println!(
+        "node {node}: {} certificate(s) revoked; its agent was disconnected",
+        r.certificates_revoked
+    );
     Ok(())
 }
 
 pub async fn users(g: &Global, c: Users) -> anyhow::Result<()> {
     let mut client = AdminServiceClient::new(g.channel().await?);
-    let Users::Create { username, role, sites } = c;
+    let Users::Create {
+        username,
+        role,
+        sites,
+    } = c;
     let password = std::env::var("CLASSGRID_PASSWORD")
         .map_err(|_| crate::client::input("set the new user's password in CLASSGRID_PASSWORD"))?;
-    let u = client.create_user(pb::CreateUserRequest { username, password, role, sites }).await?.into_inner();
+    let u = client
+        .create_user(pb::CreateUserRequest {
+            username,
+            password,
+            role,
+            sites,
+        })
+        .await?
+        .into_inner();
     println!("user {} ({}) created", u.username, u.role);
     Ok(())
 }
@@ -174,7 +268,9 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<()> {
     let since = match a.since.as_deref() {
         None => None,
         Some(s) => Some(ts(match s.strip_prefix('-') {
-            Some(rel) => chrono::Utc::now() - chrono::Duration::seconds(parse_duration("--since", rel)?),
+            Some(rel) => {
+                chrono::Utc::now() - chrono::Duration::seconds(parse_duration("--since", rel)?)
+            }
             None => parse_time("--since", s)?,
         })),
     };
@@ -190,10 +286,22 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<()> {
         .into_inner();
     for e in r.entries {
         if g.output == Output::Json {
-            println!("{}", json!({"id": e.id, "at": time(e.at.as_ref()), "actor": e.actor, "role": e.role, "action": e.action,
-                "target": e.target, "source": e.source, "result": e.result, "detail": e.detail}));
+            println!(
+                "{}",
+                json!({"id": e.id, "at": time(e.at.as_ref()), "actor": e.actor, "role": e.role, "action": e.action,
+                "target": e.target, "source": e.source, "result": e.result, "detail": e.detail})
+            );
         } else {
-            println!("{}  {:<30} {:<18} {:<40} {:<6} {} {}", time(e.at.as_ref()), e.actor, e.action, e.target, e.result, e.source, e.detail);
+            println!(
+                "{}  {:<30} {:<18} {:<40} {:<6} {} {}",
+                time(e.at.as_ref()),
+                e.actor,
+                e.action,
+                e.target,
+                e.result,
+                e.source,
+                e.detail
+            );
         }
     }
     Ok(())

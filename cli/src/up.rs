@@ -64,9 +64,17 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     // a certificate. Earlier certificates of theirs are revoked first, so a
     // re-run (or a fresh database) always gets a working pair.
     if app.tls.is_some() {
-        for (kind, name, dir) in [("agent", "local", home.join("agent-local")), ("edge", "edge", home.join("edge"))] {
-            let site = app.fleet.site(&a.site).ok_or_else(|| anyhow::anyhow!("site {} vanished", a.site))?;
-            app.store.revoke_node_certs_of_kind(site.id, kind, name).await?;
+        for (kind, name, dir) in [
+            ("agent", "local", home.join("agent-local")),
+            ("edge", "edge", home.join("edge")),
+        ] {
+            let site = app
+                .fleet
+                .site(&a.site)
+                .ok_or_else(|| anyhow::anyhow!("site {} vanished", a.site))?;
+            app.store
+                .revoke_node_certs_of_kind(site.id, kind, name)
+                .await?;
             let (_, token) = app
                 .create_join_token(&system, &a.site, kind, 600, 1)
                 .await
@@ -78,7 +86,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     // A console login for this machine; a new password on every run, since
     // only its hash is kept and the old one cannot be shown again.
     let console_password = classgrid_broker::console::bootstrap::generate_password();
-    classgrid_broker::console::bootstrap::admin_user(&app.store, "admin", &console_password, true).await?;
+    classgrid_broker::console::bootstrap::admin_user(&app.store, "admin", &console_password, true)
+        .await?;
 
     let agent_cfg = classgrid_agent::config::AgentConfig {
         broker: grpc_url.clone(),
@@ -122,7 +131,10 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     println!("  gRPC API:   {grpc_url}");
     println!("  HTTP:       {http_url}  (/healthz, /metrics)");
     println!("  console:    {http_url}/console  (user `admin`, password `{console_password}`)");
-    println!("  context:    {} (classgrid uses it by default)", ctx_path.display());
+    println!(
+        "  context:    {} (classgrid uses it by default)",
+        ctx_path.display()
+    );
     if !ca_file.is_empty() {
         println!("  CA:         {ca_file}");
     }
@@ -158,10 +170,16 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
 
 /// The district-admin token of this installation: the one in the context
 /// file while it still works, otherwise a new one.
-async fn local_admin_token(app: &classgrid_broker::app::App, system: &classgrid_broker::auth::Caller) -> anyhow::Result<String> {
+async fn local_admin_token(
+    app: &classgrid_broker::app::App,
+    system: &classgrid_broker::auth::Caller,
+) -> anyhow::Result<String> {
     if let Ok(ctx) = context::Context::load(&context::default_path())
         && !ctx.token.is_empty()
-        && app.authenticate(Some(&format!("Bearer {}", ctx.token)), "local".into()).await.is_ok()
+        && app
+            .authenticate(Some(&format!("Bearer {}", ctx.token)), "local".into())
+            .await
+            .is_ok()
     {
         return Ok(ctx.token);
     }

@@ -30,7 +30,10 @@ impl Joined {
 
     fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(state_dir)?;
-        std::fs::write(state_dir.join("join.json"), serde_json::to_vec_pretty(self)?)?;
+        std::fs::write(
+            state_dir.join("join.json"),
+            serde_json::to_vec_pretty(self)?,
+        )?;
         Ok(())
     }
 
@@ -42,12 +45,18 @@ impl Joined {
 }
 
 fn ts(t: Option<&prost_types::Timestamp>) -> DateTime<Utc> {
-    t.and_then(|t| DateTime::from_timestamp(t.seconds, 0)).unwrap_or_else(Utc::now)
+    t.and_then(|t| DateTime::from_timestamp(t.seconds, 0))
+        .unwrap_or_else(Utc::now)
 }
 
 /// Joins with a join token: pins the broker's CA by the fingerprint the
 /// token carries, sends a certificate request, and stores the certificate.
-pub async fn join(broker: &str, token: &str, name: &str, state_dir: &Path) -> anyhow::Result<Joined> {
+pub async fn join(
+    broker: &str,
+    token: &str,
+    name: &str,
+    state_dir: &Path,
+) -> anyhow::Result<Joined> {
     if !broker.starts_with("https://") {
         anyhow::bail!("--broker: joining needs the broker's https:// address, not `{broker}`");
     }
@@ -63,12 +72,27 @@ pub async fn join(broker: &str, token: &str, name: &str, state_dir: &Path) -> an
         .connect()
         .await?;
     let r = JoinServiceClient::new(ch)
-        .join(pb::JoinRequest { token: token.to_string(), name: name.to_string(), csr })
+        .join(pb::JoinRequest {
+            token: token.to_string(),
+            name: name.to_string(),
+            csr,
+        })
         .await
         .map_err(|s| anyhow::anyhow!("the broker refused the join: {}", s.message()))?
         .into_inner();
-    NodeTls { ca_pem: r.ca, cert_pem: r.certificate, key_pem: key }.save(&tls_dir(state_dir))?;
-    let j = Joined { broker: broker.to_string(), site: r.site, name: r.name, issued: Utc::now(), not_after: ts(r.not_after.as_ref()) };
+    NodeTls {
+        ca_pem: r.ca,
+        cert_pem: r.certificate,
+        key_pem: key,
+    }
+    .save(&tls_dir(state_dir))?;
+    let j = Joined {
+        broker: broker.to_string(),
+        site: r.site,
+        name: r.name,
+        issued: Utc::now(),
+        not_after: ts(r.not_after.as_ref()),
+    };
     j.save(state_dir)?;
     Ok(j)
 }
@@ -76,15 +100,32 @@ pub async fn join(broker: &str, token: &str, name: &str, state_dir: &Path) -> an
 /// Gets a fresh certificate with the current one; the next connection uses it.
 pub async fn renew(state_dir: &Path) -> anyhow::Result<Joined> {
     let j = Joined::load(state_dir).ok_or_else(|| anyhow::anyhow!("not joined"))?;
-    let cur = NodeTls::load(&tls_dir(state_dir)).ok_or_else(|| anyhow::anyhow!("no certificate in {}", tls_dir(state_dir).display()))?;
+    let cur = NodeTls::load(&tls_dir(state_dir))
+        .ok_or_else(|| anyhow::anyhow!("no certificate in {}", tls_dir(state_dir).display()))?;
     let (key, csr) = tls::new_csr(&j.name)?;
     let ch = tonic::transport::Endpoint::from_shared(j.broker.clone())?
-        .tls_config(tls::client_config(&j.broker, &cur.ca_pem, Some((&cur.cert_pem, &cur.key_pem)))?)?
+        .tls_config(tls::client_config(
+            &j.broker,
+            &cur.ca_pem,
+            Some((&cur.cert_pem, &cur.key_pem)),
+        )?)?
         .connect()
         .await?;
-    let r = JoinServiceClient::new(ch).renew(pb::RenewRequest { csr }).await?.into_inner();
-    NodeTls { ca_pem: r.ca, cert_pem: r.certificate, key_pem: key }.save(&tls_dir(state_dir))?;
-    let j = Joined { issued: Utc::now(), not_after: ts(r.not_after.as_ref()), ..j };
+    let r = JoinServiceClient::new(ch)
+        .renew(pb::RenewRequest { csr })
+        .await?
+        .into_inner();
+    NodeTls {
+        ca_pem: r.ca,
+        cert_pem: r.certificate,
+        key_pem: key,
+    }
+    .save(&tls_dir(state_dir))?;
+    let j = Joined {
+        issued: Utc::now(),
+        not_after: ts(r.not_after.as_ref()),
+        ..j
+    };
     j.save(state_dir)?;
     Ok(j)
 }
@@ -98,9 +139,16 @@ pub async fn channel(broker: &str, state_dir: &Path) -> anyhow::Result<tonic::tr
         .keep_alive_timeout(std::time::Duration::from_secs(5));
     if broker.starts_with("https://") {
         let t = NodeTls::load(&tls_dir(state_dir)).ok_or_else(|| {
-            anyhow::anyhow!("no node certificate in {}: run `join` with a join token first", tls_dir(state_dir).display())
+            anyhow::anyhow!(
+                "no node certificate in {}: run `join` with a join token first",
+                tls_dir(state_dir).display()
+            )
         })?;
-        ep = ep.tls_config(tls::client_config(broker, &t.ca_pem, Some((&t.cert_pem, &t.key_pem)))?)?;
+        ep = ep.tls_config(tls::client_config(
+            broker,
+            &t.ca_pem,
+            Some((&t.cert_pem, &t.key_pem)),
+        )?)?;
     }
     Ok(ep.connect().await?)
 }

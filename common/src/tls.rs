@@ -27,14 +27,20 @@ pub fn new_csr(name: &str) -> anyhow::Result<(String, String)> {
 
 /// TLS settings for a gRPC channel: trust `ca_pem`, and present a client
 /// certificate when one is given.
-pub fn client_config(url: &str, ca_pem: &str, identity: Option<(&str, &str)>) -> anyhow::Result<ClientTlsConfig> {
+pub fn client_config(
+    url: &str,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> anyhow::Result<ClientTlsConfig> {
     let host = url
         .split("://")
         .nth(1)
         .and_then(|r| r.split(['/', ':']).next())
         .filter(|h| !h.is_empty())
         .ok_or_else(|| anyhow::anyhow!("broker URL `{url}` has no host"))?;
-    let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name(host);
+    let mut cfg = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name(host);
     if let Some((cert, key)) = identity {
         cfg = cfg.identity(Identity::from_pem(cert, key));
     }
@@ -46,10 +52,21 @@ pub fn client_config(url: &str, ca_pem: &str, identity: Option<(&str, &str)>) ->
 /// that CA really signed the server certificate. Returns the CA in PEM, to be
 /// trusted from then on (kubeadm's and k3s's CA-hash pinning).
 pub async fn fetch_pinned_ca(url: &str, expected_fingerprint: &str) -> anyhow::Result<String> {
-    let rest = url.split("://").nth(1).ok_or_else(|| anyhow::anyhow!("broker URL `{url}` has no scheme"))?;
+    let rest = url
+        .split("://")
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("broker URL `{url}` has no scheme"))?;
     let hostport = rest.split('/').next().unwrap_or(rest);
-    let host = hostport.rsplit_once(':').map(|(h, _)| h).unwrap_or(hostport).trim_matches(['[', ']']).to_string();
-    let verifier = Arc::new(PinnedCa { expected: expected_fingerprint.to_ascii_lowercase(), seen: Default::default() });
+    let host = hostport
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(hostport)
+        .trim_matches(['[', ']'])
+        .to_string();
+    let verifier = Arc::new(PinnedCa {
+        expected: expected_fingerprint.to_ascii_lowercase(),
+        seen: Default::default(),
+    });
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -57,10 +74,21 @@ pub async fn fetch_pinned_ca(url: &str, expected_fingerprint: &str) -> anyhow::R
         .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = tokio::net::TcpStream::connect(hostport).await.map_err(|e| anyhow::anyhow!("cannot reach {hostport}: {e}"))?;
-    let name = ServerName::try_from(host.clone()).map_err(|e| anyhow::anyhow!("broker host `{host}`: {e}"))?;
-    connector.connect(name, tcp).await.map_err(|e| anyhow::anyhow!("TLS to {hostport}: {e}"))?;
-    let der = verifier.seen.lock().expect("lock").clone().ok_or_else(|| anyhow::anyhow!("the broker sent no CA certificate"))?;
+    let tcp = tokio::net::TcpStream::connect(hostport)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {hostport}: {e}"))?;
+    let name = ServerName::try_from(host.clone())
+        .map_err(|e| anyhow::anyhow!("broker host `{host}`: {e}"))?;
+    connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| anyhow::anyhow!("TLS to {hostport}: {e}"))?;
+    let der = verifier
+        .seen
+        .lock()
+        .expect("lock")
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the broker sent no CA certificate"))?;
     Ok(pem::encode(&pem::Pem::new("CERTIFICATE", der)))
 }
 
@@ -79,9 +107,9 @@ impl ServerCertVerifier for PinnedCa {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ca = intermediates
-            .last()
-            .ok_or_else(|| rustls::Error::General("the broker's chain carries no CA certificate".into()))?;
+        let ca = intermediates.last().ok_or_else(|| {
+            rustls::Error::General("the broker's chain carries no CA certificate".into())
+        })?;
         if fingerprint(ca) != self.expected {
             return Err(rustls::Error::General(format!(
                 "the broker's CA fingerprint {} does not match the join token's {}",
@@ -91,28 +119,58 @@ impl ServerCertVerifier for PinnedCa {
         }
         // The pinned CA must really have issued the server certificate.
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.clone()).map_err(|e| rustls::Error::General(e.to_string()))?;
+        roots
+            .add(ca.clone())
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
         let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),
             Arc::new(rustls::crypto::ring::default_provider()),
         )
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, &intermediates[..intermediates.len() - 1], server_name, &[], now)?;
+        inner.verify_server_cert(
+            end_entity,
+            &intermediates[..intermediates.len() - 1],
+            server_name,
+            &[],
+            now,
+        )?;
         *self.seen.lock().expect("lock") = Some(ca.to_vec());
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &rustls::crypto::ring::default_provider().signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &rustls::crypto::ring::default_provider().signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -139,7 +197,12 @@ impl NodeTls {
         // The new certificate is written after the key, each atomically, so a
         // crash mid-rotation leaves a usable pair or the old one.
         let tmp = dir.join("node.key.tmp");
-        let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(self.key_pem.as_bytes())?;
         let tmp_cert = dir.join("node.pem.tmp");
         std::fs::write(&tmp_cert, &self.cert_pem)?;

@@ -216,7 +216,10 @@ impl Broker {
             "text".into(),
         ];
         if self.secure {
-            args.extend(["--data-dir".into(), self.dir.join("broker").display().to_string()]);
+            args.extend([
+                "--data-dir".into(),
+                self.dir.join("broker").display().to_string(),
+            ]);
         } else {
             // Most tests exercise scheduling, not TLS; tests/security.rs runs
             // the broker with certificates.
@@ -258,7 +261,11 @@ impl Broker {
         if self.secure {
             let ca = std::fs::read_to_string(self.ca_file()).expect("broker CA");
             ep = ep
-                .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca)).domain_name("localhost"))
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                        .domain_name("localhost"),
+                )
                 .unwrap();
         }
         ep.connect().await.expect("connect broker")
@@ -324,10 +331,21 @@ impl Broker {
 /// Mints a district-admin token the way an operator does on the server.
 pub fn mint_admin_token(db_url: &str) -> String {
     let out = Command::new(bin("classgrid-broker"))
-        .args(["admin-token", "--database-url", db_url, "--insecure-dev", "--log-format", "text"])
+        .args([
+            "admin-token",
+            "--database-url",
+            db_url,
+            "--insecure-dev",
+            "--log-format",
+            "text",
+        ])
         .output()
         .expect("run classgrid-broker admin-token");
-    assert!(out.status.success(), "admin-token failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "admin-token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -380,14 +398,32 @@ impl Agent {
 
     /// Joins a TLS broker with a join token, then runs with only --state-dir
     /// (broker, site and name come from the join).
-    pub fn join_and_start(token: &str, broker: &Broker, name: &str, dir: &Path) -> anyhow::Result<Self> {
+    pub fn join_and_start(
+        token: &str,
+        broker: &Broker,
+        name: &str,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
         let state_dir = dir.join(format!("agent-{name}"));
         let out = Command::new(bin("classgrid-agent"))
-            .args(["join", "--broker", &broker.grpc_url, "--token", token, "--name", name, "--state-dir"])
+            .args([
+                "join",
+                "--broker",
+                &broker.grpc_url,
+                "--token",
+                token,
+                "--name",
+                name,
+                "--state-dir",
+            ])
             .arg(&state_dir)
             .output()?;
         if !out.status.success() {
-            anyhow::bail!("join failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            anyhow::bail!(
+                "join failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let args = vec![
             "run".into(),

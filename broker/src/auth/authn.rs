@@ -26,11 +26,18 @@ pub fn limiter(per_second: u32) -> Limiter {
 pub type TokenCache = moka::future::Cache<Uuid, Option<TokenRecord>>;
 
 pub fn token_cache() -> TokenCache {
-    moka::future::Cache::builder().max_capacity(100_000).time_to_live(tokens::CACHE_TTL).build()
+    moka::future::Cache::builder()
+        .max_capacity(100_000)
+        .time_to_live(tokens::CACHE_TTL)
+        .build()
 }
 
 impl Broker {
-    pub async fn authenticate(&self, header: Option<&str>, source: String) -> Result<Caller, Status> {
+    pub async fn authenticate(
+        &self,
+        header: Option<&str>,
+        source: String,
+    ) -> Result<Caller, Status> {
         let unauth = |r: Rejection| Status::unauthenticated(r.message());
         let raw = header.ok_or(unauth(Rejection::Missing))?;
         let token = raw
@@ -74,7 +81,11 @@ impl Broker {
 
     /// Checks a node's client certificate: issued by this region, known,
     /// not revoked, not expired, and of the expected kind.
-    pub async fn node_identity(&self, peer_der: Option<&[u8]>, kind: &str) -> Result<Option<Identity>, Status> {
+    pub async fn node_identity(
+        &self,
+        peer_der: Option<&[u8]>,
+        kind: &str,
+    ) -> Result<Option<Identity>, Status> {
         let Some(der) = peer_der else {
             if self.tls.is_none() {
                 // --insecure-dev: no certificates exist to check.
@@ -90,15 +101,24 @@ impl Broker {
             .node_cert(&id.serial)
             .await
             .map_err(|_| Status::unavailable("cannot check the certificate right now; retry"))?
-            .ok_or_else(|| Status::unauthenticated("this certificate was not issued by this region"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("this certificate was not issued by this region")
+            })?;
         if row.revoked_at.is_some() {
-            return Err(Status::unauthenticated("this certificate was revoked; join again with a new token"));
+            return Err(Status::unauthenticated(
+                "this certificate was revoked; join again with a new token",
+            ));
         }
         if row.not_after <= Utc::now() {
-            return Err(Status::unauthenticated("this certificate has expired; join again with a new token"));
+            return Err(Status::unauthenticated(
+                "this certificate has expired; join again with a new token",
+            ));
         }
         if row.kind != kind || id.kind != kind {
-            return Err(Status::permission_denied(format!("this is a {} certificate, not a {kind} one", row.kind)));
+            return Err(Status::permission_denied(format!(
+                "this is a {} certificate, not a {kind} one",
+                row.kind
+            )));
         }
         Ok(Some(id))
     }

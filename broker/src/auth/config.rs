@@ -73,7 +73,11 @@ impl SecurityConfig {
                 .unwrap_or_else(|| classgrid_common::context::home().join("broker")),
             tls_cert: a.tls_cert.clone().or(f.tls_cert),
             tls_key: a.tls_key.clone().or(f.tls_key),
-            tls_san: if a.tls_san.is_empty() { f.tls_san.unwrap_or_default() } else { a.tls_san.clone() },
+            tls_san: if a.tls_san.is_empty() {
+                f.tls_san.unwrap_or_default()
+            } else {
+                a.tls_san.clone()
+            },
             insecure_dev: a.insecure_dev || f.insecure_dev.unwrap_or(false),
             rate_limit_per_s: rate,
             client_cert_days: days,

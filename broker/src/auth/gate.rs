@@ -18,9 +18,15 @@ use crate::app::App;
 /// public; agents, edges and joins prove themselves with certificates or
 /// join tokens, checked in their handlers.
 fn is_token_free(path: &str) -> bool {
-    ["/grpc.health.v1.Health/", "/grpc.reflection.", "/classgrid.v1.AgentService/", "/classgrid.v1.EdgeService/", "/classgrid.v1.JoinService/"]
-        .iter()
-        .any(|p| path.starts_with(p))
+    [
+        "/grpc.health.v1.Health/",
+        "/grpc.reflection.",
+        "/classgrid.v1.AgentService/",
+        "/classgrid.v1.EdgeService/",
+        "/classgrid.v1.JoinService/",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
 }
 
 pub fn source_of<B>(req: &http::Request<B>) -> String {
@@ -29,7 +35,11 @@ pub fn source_of<B>(req: &http::Request<B>) -> String {
         .extensions()
         .get::<TcpConnectInfo>()
         .and_then(|i| i.remote_addr())
-        .or_else(|| req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()));
+        .or_else(|| {
+            req.extensions()
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        });
     addr.map(|a| a.to_string()).unwrap_or_default()
 }
 
@@ -41,7 +51,10 @@ pub struct GateLayer {
 impl<S> Layer<S> for GateLayer {
     type Service = Gate<S>;
     fn layer(&self, inner: S) -> Gate<S> {
-        Gate { inner, app: self.app.clone() }
+        Gate {
+            inner,
+            app: self.app.clone(),
+        }
     }
 }
 
@@ -55,7 +68,10 @@ type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 impl<S, B> Service<http::Request<B>> for Gate<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
@@ -78,7 +94,11 @@ where
                 return inner.call(req).await;
             }
             let source = source_of(&req);
-            let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let header = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let caller = match app.authenticate(header.as_deref(), source).await {
                 Ok(c) => c,
                 Err(status) => return Ok(status.into_http()),
@@ -95,7 +115,10 @@ where
 /// The caller the gate attached; its absence is a wiring bug, answered as
 /// unauthenticated rather than trusted.
 pub fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, Status> {
-    req.extensions().get::<Caller>().cloned().ok_or_else(|| Status::unauthenticated("no credentials"))
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no credentials"))
 }
 
 /// Where a gRPC request came from, for the audit log.

@@ -58,7 +58,13 @@ pub struct Caller {
 impl Caller {
     /// The broker itself (start-up, the lifecycle clock, `classgrid up`).
     pub fn system() -> Self {
-        Self { actor: "system".into(), role: Role::DistrictAdmin, sites: Vec::new(), source: "local".into(), token_id: None }
+        Self {
+            actor: "system".into(),
+            role: Role::DistrictAdmin,
+            sites: Vec::new(),
+            source: "local".into(),
+            token_id: None,
+        }
     }
 
     pub fn sees_site(&self, site: Uuid) -> bool {

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
@@ -38,7 +38,9 @@ pub fn fingerprint(der: &[u8]) -> String {
 
 fn pem_to_der(pem: &str) -> anyhow::Result<Vec<u8>> {
     use rustls_pki_types::{CertificateDer, pem::PemObject};
-    Ok(CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| anyhow::anyhow!("not a PEM certificate: {e}"))?.to_vec())
+    Ok(CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("not a PEM certificate: {e}"))?
+        .to_vec())
 }
 
 impl Ca {
@@ -50,8 +52,13 @@ impl Ca {
             let cert_pem = std::fs::read_to_string(&cert_path)?;
             let key = KeyPair::from_pem(&std::fs::read_to_string(&key_path)?)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", key_path.display()))?;
-            let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| anyhow::anyhow!("{}: {e}", cert_path.display()))?;
-            return Ok(Self { cert_der: pem_to_der(&cert_pem)?, cert_pem, issuer });
+            let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cert_path.display()))?;
+            return Ok(Self {
+                cert_der: pem_to_der(&cert_pem)?,
+                cert_pem,
+                issuer,
+            });
         }
         let key = KeyPair::generate()?;
         let mut p = CertificateParams::default();
@@ -60,7 +67,11 @@ impl Ca {
         dn.push(DnType::OrganizationName, "classgrid");
         p.distinguished_name = dn;
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         p.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
         p.not_after = OffsetDateTime::now_utc() + Duration::days(3650);
         let cert = p.self_signed(&key)?;
@@ -68,7 +79,11 @@ impl Ca {
         std::fs::write(&cert_path, cert.pem())?;
         let cert_pem = cert.pem();
         let issuer = Issuer::new(p, key);
-        Ok(Self { cert_der: cert.der().to_vec(), cert_pem, issuer })
+        Ok(Self {
+            cert_der: cert.der().to_vec(),
+            cert_pem,
+            issuer,
+        })
     }
 
     pub fn fingerprint(&self) -> String {
@@ -79,7 +94,8 @@ impl Ca {
     pub fn server_cert(&self, dir: &Path, names: &[String]) -> anyhow::Result<(PathBuf, PathBuf)> {
         let key = KeyPair::generate()?;
         let mut p = CertificateParams::new(names.to_vec())?;
-        p.distinguished_name.push(DnType::CommonName, "classgrid broker");
+        p.distinguished_name
+            .push(DnType::CommonName, "classgrid broker");
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         p.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
         p.not_after = OffsetDateTime::now_utc() + Duration::days(825);
@@ -93,8 +109,16 @@ impl Ca {
 
     /// Signs a joining node's CSR. The identity comes from the join token,
     /// never from the CSR: whatever names the CSR asks for are replaced.
-    pub fn sign_client(&self, csr_pem: &str, kind: &str, site: &str, name: &str, valid: Duration) -> anyhow::Result<(String, String, OffsetDateTime)> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| anyhow::anyhow!("csr: not a valid PEM certificate request: {e}"))?;
+    pub fn sign_client(
+        &self,
+        csr_pem: &str,
+        kind: &str,
+        site: &str,
+        name: &str,
+        valid: Duration,
+    ) -> anyhow::Result<(String, String, OffsetDateTime)> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| anyhow::anyhow!("csr: not a valid PEM certificate request: {e}"))?;
         let mut serial: [u8; 16] = rand::random();
         // Positive and without a leading zero byte, so the DER encoding and
         // the stored hex agree byte for byte.
@@ -102,7 +126,8 @@ impl Ca {
         let not_after = OffsetDateTime::now_utc() + valid;
         let p = &mut csr.params;
         p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, format!("{kind}:{site}/{name}"));
+        p.distinguished_name
+            .push(DnType::CommonName, format!("{kind}:{site}/{name}"));
         p.subject_alt_names = vec![SanType::URI(identity_uri(kind, site, name).try_into()?)];
         p.is_ca = IsCa::NoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -117,7 +142,8 @@ impl Ca {
 
 /// Reads the identity from a verified client certificate (DER).
 pub fn client_identity(der: &[u8]) -> anyhow::Result<Identity> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| anyhow::anyhow!("client certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| anyhow::anyhow!("client certificate: {e}"))?;
     let raw = cert.raw_serial();
     let first = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
     let serial = hex::encode(&raw[first..]);
@@ -130,8 +156,15 @@ pub fn client_identity(der: &[u8]) -> anyhow::Result<Identity> {
         if let x509_parser::extensions::GeneralName::URI(uri) = n {
             if let Some(rest) = uri.strip_prefix("classgrid://") {
                 let mut parts = rest.splitn(3, '/');
-                if let (Some(kind), Some(site), Some(name)) = (parts.next(), parts.next(), parts.next()) {
-                    return Ok(Identity { kind: kind.into(), site: site.into(), name: name.into(), serial });
+                if let (Some(kind), Some(site), Some(name)) =
+                    (parts.next(), parts.next(), parts.next())
+                {
+                    return Ok(Identity {
+                        kind: kind.into(),
+                        site: site.into(),
+                        name: name.into(),
+                        serial,
+                    });
                 }
             }
         }
@@ -140,8 +173,13 @@ pub fn client_identity(der: &[u8]) -> anyhow::Result<Identity> {
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(text.as_bytes())
 }

@@ -15,7 +15,11 @@ pub struct ServerTls {
 
 /// Names the generated server certificate covers, besides `--tls-san`.
 fn default_names() -> Vec<String> {
-    let mut v = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut v = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         let h = h.trim();
         if !h.is_empty() {
@@ -25,12 +29,19 @@ fn default_names() -> Vec<String> {
     v
 }
 
-pub fn prepare(data_dir: &Path, tls_cert: Option<&Path>, tls_key: Option<&Path>, extra_names: &[String]) -> anyhow::Result<ServerTls> {
+pub fn prepare(
+    data_dir: &Path,
+    tls_cert: Option<&Path>,
+    tls_key: Option<&Path>,
+    extra_names: &[String],
+) -> anyhow::Result<ServerTls> {
     let ca = Ca::load_or_create(data_dir)?;
     let (cert_pem, key_pem) = match (tls_cert, tls_key) {
         (Some(c), Some(k)) => (
-            std::fs::read_to_string(c).map_err(|e| anyhow::anyhow!("tls_cert {}: {e}", c.display()))?,
-            std::fs::read_to_string(k).map_err(|e| anyhow::anyhow!("tls_key {}: {e}", k.display()))?,
+            std::fs::read_to_string(c)
+                .map_err(|e| anyhow::anyhow!("tls_cert {}: {e}", c.display()))?,
+            std::fs::read_to_string(k)
+                .map_err(|e| anyhow::anyhow!("tls_key {}: {e}", k.display()))?,
         ),
         (None, None) => {
             let mut names = default_names();
@@ -49,5 +60,9 @@ pub fn prepare(data_dir: &Path, tls_cert: Option<&Path>, tls_key: Option<&Path>,
         }
         _ => anyhow::bail!("tls_cert and tls_key: give both or neither"),
     };
-    Ok(ServerTls { ca, cert_pem, key_pem })
+    Ok(ServerTls {
+        ca,
+        cert_pem,
+        key_pem,
+    })
 }

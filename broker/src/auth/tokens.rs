@@ -50,7 +50,11 @@ pub fn parse_join(token: &str) -> Option<JoinTokenParts<'_>> {
     let rest = token.strip_prefix("cgjoin_")?;
     let mut it = rest.splitn(3, '_');
     let (fp, id, secret) = (it.next()?, it.next()?, it.next()?);
-    Some(JoinTokenParts { ca_fingerprint: fp, id: Uuid::parse_str(id).ok()?, secret })
+    Some(JoinTokenParts {
+        ca_fingerprint: fp,
+        id: Uuid::parse_str(id).ok()?,
+        secret,
+    })
 }
 
 /// What the cache remembers of a token.
@@ -85,9 +89,19 @@ impl Rejection {
 }
 
 /// Checks a presented secret against a record, in constant time.
-pub fn check(rec: &TokenRecord, id: Uuid, secret: &str, now: DateTime<Utc>, source: String) -> Result<Caller, Rejection> {
+pub fn check(
+    rec: &TokenRecord,
+    id: Uuid,
+    secret: &str,
+    now: DateTime<Utc>,
+    source: String,
+) -> Result<Caller, Rejection> {
     let d = digest(secret);
-    let same = d.len() == rec.secret_sha256.len() && d.iter().zip(&rec.secret_sha256).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+    let same = d.len() == rec.secret_sha256.len()
+        && d.iter()
+            .zip(&rec.secret_sha256)
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0;
     if !same {
         return Err(Rejection::Unknown);
     }
@@ -97,7 +111,13 @@ pub fn check(rec: &TokenRecord, id: Uuid, secret: &str, now: DateTime<Utc>, sour
     if rec.expires_at.is_some_and(|e| e <= now) {
         return Err(Rejection::Expired);
     }
-    Ok(Caller { actor: format!("token:{id}"), role: rec.role, sites: rec.sites.clone(), source, token_id: Some(id) })
+    Ok(Caller {
+        actor: format!("token:{id}"),
+        role: rec.role,
+        sites: rec.sites.clone(),
+        source,
+        token_id: Some(id),
+    })
 }
 
 #[cfg(test)]
@@ -105,7 +125,13 @@ mod tests {
     use super::*;
 
     fn rec(secret: &str) -> TokenRecord {
-        TokenRecord { role: Role::Platform, sites: vec![Uuid::nil()], secret_sha256: digest(secret), expires_at: None, revoked: false }
+        TokenRecord {
+            role: Role::Platform,
+            sites: vec![Uuid::nil()],
+            secret_sha256: digest(secret),
+            expires_at: None,
+            revoked: false,
+        }
     }
 
     #[test]
@@ -116,7 +142,10 @@ mod tests {
         let (pid, psecret) = parse_api(&t).unwrap();
         assert_eq!(pid, id);
         assert!(check(&rec(&s), pid, psecret, Utc::now(), String::new()).is_ok());
-        assert_eq!(check(&rec(&s), pid, "nope", Utc::now(), String::new()).unwrap_err(), Rejection::Unknown);
+        assert_eq!(
+            check(&rec(&s), pid, "nope", Utc::now(), String::new()).unwrap_err(),
+            Rejection::Unknown
+        );
         assert!(parse_api("cg_notauuid_x").is_none());
         assert!(parse_api("Bearer").is_none());
     }
@@ -125,10 +154,16 @@ mod tests {
     fn expired_and_revoked_tokens_are_refused() {
         let mut r = rec("s");
         r.expires_at = Some(Utc::now() - chrono::Duration::seconds(1));
-        assert_eq!(check(&r, Uuid::nil(), "s", Utc::now(), String::new()).unwrap_err(), Rejection::Expired);
+        assert_eq!(
+            check(&r, Uuid::nil(), "s", Utc::now(), String::new()).unwrap_err(),
+            Rejection::Expired
+        );
         let mut r = rec("s");
         r.revoked = true;
-        assert_eq!(check(&r, Uuid::nil(), "s", Utc::now(), String::new()).unwrap_err(), Rejection::Revoked);
+        assert_eq!(
+            check(&r, Uuid::nil(), "s", Utc::now(), String::new()).unwrap_err(),
+            Rejection::Revoked
+        );
     }
 
     #[test]

@@ -16,8 +16,17 @@ pub const PASSWORD_ENV: &str = "CLASSGRID_ADMIN_PASSWORD";
 
 /// Creates a district-admin console user, or with `reset` sets the password
 /// of an existing one. Refuses weak input with the field and the rule.
-pub async fn admin_user(store: &Store, username: &str, password: &str, reset: bool) -> anyhow::Result<()> {
-    let valid = !username.is_empty() && username.len() <= 64 && username.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-@".contains(ch));
+pub async fn admin_user(
+    store: &Store,
+    username: &str,
+    password: &str,
+    reset: bool,
+) -> anyhow::Result<()> {
+    let valid = !username.is_empty()
+        && username.len() <= 64
+        && username
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "._-@".contains(ch));
     if !valid {
         anyhow::bail!("username: must be 1 to 64 letters, digits, '.', '_', '-' or '@'");
     }
@@ -26,7 +35,9 @@ pub async fn admin_user(store: &Store, username: &str, password: &str, reset: bo
     }
     let hash = passwords::hash(password)?;
     let action = match store.user_by_name(username).await? {
-        Some(_) if !reset => anyhow::bail!("user `{username}` exists; pass --reset to set a new password"),
+        Some(_) if !reset => {
+            anyhow::bail!("user `{username}` exists; pass --reset to set a new password")
+        }
         Some(u) => {
             store.set_user_password(u.id, &hash).await?;
             "user.reset_password"
@@ -63,5 +74,7 @@ pub async fn admin_user(store: &Store, username: &str, password: &str, reset: bo
 /// alphabet without look-alikes (about 116 bits).
 pub fn generate_password() -> String {
     const A: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    (0..20).map(|_| A[rand::random_range(0..A.len())] as char).collect()
+    (0..20)
+        .map(|_| A[rand::random_range(0..A.len())] as char)
+        .collect()
 }

@@ -28,7 +28,10 @@ fn fleet_fingerprint(app: &App) -> u64 {
     h.finish()
 }
 
-pub async fn stream(State(app): State<App>, s: Session) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub async fn stream(
+    State(app): State<App>,
+    s: Session,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut lessons = app.lesson_events.subscribe();
     let sees_all = s.caller.is_district_admin();
     let caller = s.caller;
@@ -47,7 +50,12 @@ pub async fn stream(State(app): State<App>, s: Session) -> Sse<impl Stream<Item 
                     std::mem::replace(&mut last, now) != now
                 }
             };
-            if changed && tx.send(Ok(Event::default().event("changed").data(""))).await.is_err() {
+            if changed
+                && tx
+                    .send(Ok(Event::default().event("changed").data("")))
+                    .await
+                    .is_err()
+            {
                 return;
             }
         }

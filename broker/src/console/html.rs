@@ -63,11 +63,23 @@ pub struct Page {
 
 impl Page {
     pub fn new(title: impl Into<String>, nav: &'static str, body: String) -> Self {
-        Self { title: title.into(), nav, body, live: true }
+        Self {
+            title: title.into(),
+            nav,
+            body,
+            live: true,
+        }
     }
 }
 
-pub fn shell(lang: Lang, title: &str, header: &str, main: &str, footer: &str, live: bool) -> String {
+pub fn shell(
+    lang: Lang,
+    title: &str,
+    header: &str,
+    main: &str,
+    footer: &str,
+    live: bool,
+) -> String {
     format!(
         r##"<!doctype html>
 <html lang="{code}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -87,7 +99,11 @@ pub fn render(s: &Session, zone: &Zone, path: &str, p: Page) -> Response {
     let nav: String = NAV
         .iter()
         .map(|(k, href)| {
-            let cur = if *k == p.nav { r#" aria-current="page""# } else { "" };
+            let cur = if *k == p.nav {
+                r#" aria-current="page""#
+            } else {
+                ""
+            };
             format!(r#"<a href="{href}"{cur}>{}</a>"#, t(l, k))
         })
         .collect();
@@ -127,19 +143,47 @@ pub fn error(s: &Session, zone: &Zone, path: &str, e: &ServiceError) -> Response
             format!(
                 "<p>{}</p><ul>{}</ul>",
                 t(l, "invalid"),
-                fields.iter().map(|f| format!("<li><code>{}</code>: {}</li>", esc(&f.field), esc(&f.rule))).collect::<String>()
+                fields
+                    .iter()
+                    .map(|f| format!("<li><code>{}</code>: {}</li>", esc(&f.field), esc(&f.rule)))
+                    .collect::<String>()
             ),
         ),
-        ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, format!("<p>{}</p>", t(l, "not_found"))),
-        ServiceError::Forbidden(m) => (StatusCode::FORBIDDEN, format!("<p>{}</p><p>{}</p>", t(l, "forbidden"), esc(m))),
+        ServiceError::NotFound(_) => (
+            StatusCode::NOT_FOUND,
+            format!("<p>{}</p>", t(l, "not_found")),
+        ),
+        ServiceError::Forbidden(m) => (
+            StatusCode::FORBIDDEN,
+            format!("<p>{}</p><p>{}</p>", t(l, "forbidden"), esc(m)),
+        ),
         ServiceError::Internal(err) => {
             tracing::error!(error = %format!("{err:#}"), "console page failed");
-            (StatusCode::SERVICE_UNAVAILABLE, format!("<p>{}</p>", t(l, "error")))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("<p>{}</p>", t(l, "error")),
+            )
         }
-        other => (StatusCode::CONFLICT, format!("<p>{}</p>", esc(&other.to_string()))),
+        other => (
+            StatusCode::CONFLICT,
+            format!("<p>{}</p>", esc(&other.to_string())),
+        ),
     };
-    let body = format!(r#"<div class="notice error" role="alert">{msg}</div><p><a href="javascript:history.back()">{}</a></p>"#, t(l, "back"));
-    let mut r = render(s, zone, path, Page { title: t(l, "error").into(), nav: "", body, live: false });
+    let body = format!(
+        r#"<div class="notice error" role="alert">{msg}</div><p><a href="javascript:history.back()">{}</a></p>"#,
+        t(l, "back")
+    );
+    let mut r = render(
+        s,
+        zone,
+        path,
+        Page {
+            title: t(l, "error").into(),
+            nav: "",
+            body,
+            live: false,
+        },
+    );
     *r.status_mut() = code;
     r
 }
@@ -154,18 +198,32 @@ pub fn state_badge(l: Lang, state: &str) -> String {
         "connected" | "disconnected" | "lost" => t(l, state),
         other => other,
     };
-    format!(r#"<span class="badge s-{}">{}</span>"#, esc(state), esc(label))
+    format!(
+        r#"<span class="badge s-{}">{}</span>"#,
+        esc(state),
+        esc(label)
+    )
 }
 
 pub fn mib(v: i64) -> String {
-    if v >= 1024 { format!("{:.1} GiB", v as f64 / 1024.0) } else { format!("{v} MiB") }
+    if v >= 1024 {
+        format!("{:.1} GiB", v as f64 / 1024.0)
+    } else {
+        format!("{v} MiB")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn markup_in_values_is_escaped() {
-        assert_eq!(super::esc(r#"<script>"x"&'y'"#), "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;");
-        assert_eq!(super::qv("/console/nodes?site=a b"), "/console/nodes%3Fsite%3Da%20b");
+        assert_eq!(
+            super::esc(r#"<script>"x"&'y'"#),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;"
+        );
+        assert_eq!(
+            super::qv("/console/nodes?site=a b"),
+            "/console/nodes%3Fsite%3Da%20b"
+        );
     }
 }

@@ -12,7 +12,11 @@ use crate::{
 impl Scoped<'_> {
     /// The caller's sites for SQL filters; None means the whole region.
     pub fn site_filter(&self) -> Option<Vec<Uuid>> {
-        if self.caller.is_district_admin() { None } else { Some(self.caller.sites.clone()) }
+        if self.caller.is_district_admin() {
+            None
+        } else {
+            Some(self.caller.sites.clone())
+        }
     }
 
     pub async fn console_jobs(&self, state: Option<&str>) -> Result<Vec<JobRow>, ServiceError> {
@@ -20,9 +24,16 @@ impl Scoped<'_> {
         if let Some(s) = state
             && !STATES.contains(&s)
         {
-            return Err(ServiceError::field("state", format!("must be one of {}", STATES.join(", "))));
+            return Err(ServiceError::field(
+                "state",
+                format!("must be one of {}", STATES.join(", ")),
+            ));
         }
-        Ok(self.app.store.console_jobs(self.site_filter().as_deref(), state, 200).await?)
+        Ok(self
+            .app
+            .store
+            .console_jobs(self.site_filter().as_deref(), state, 200)
+            .await?)
     }
 
     /// Voucher balances and alerts of the schools the caller sees.

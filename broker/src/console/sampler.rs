@@ -10,7 +10,11 @@ use crate::app::App;
 pub const ENV: &str = "CLASSGRID_CONSOLE_SAMPLE_S";
 
 pub fn spawn(app: App) {
-    let every = std::env::var(ENV).ok().and_then(|v| v.parse::<u64>().ok()).filter(|s| (1..=3600).contains(s)).unwrap_or(60);
+    let every = std::env::var(ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| (1..=3600).contains(s))
+        .unwrap_or(60);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(every));
         loop {
@@ -20,12 +24,21 @@ pub fn spawn(app: App) {
                 .nodes()
                 .into_iter()
                 .filter(|n| n.is_connected())
-                .flat_map(|n| n.devices.iter().map(move |d| (n.id, d.idx, d.utilization_percent, d.memory_used_mib)).collect::<Vec<_>>())
+                .flat_map(|n| {
+                    n.devices
+                        .iter()
+                        .map(move |d| (n.id, d.idx, d.utilization_percent, d.memory_used_mib))
+                        .collect::<Vec<_>>()
+                })
                 .collect();
             if rows.is_empty() {
                 continue;
             }
-            if let Err(e) = app.store.record_device_samples(&rows, chrono::Duration::days(7)).await {
+            if let Err(e) = app
+                .store
+                .record_device_samples(&rows, chrono::Duration::days(7))
+                .await
+            {
                 tracing::warn!(error = %e, "recording device samples failed; the utilisation plot has a gap");
             }
         }

@@ -28,15 +28,26 @@ pub const TTL: chrono::Duration = chrono::Duration::hours(10);
 pub const LANG_COOKIE: &str = "cg_lang";
 
 pub fn cookie_name(app: &App) -> &'static str {
-    if app.tls.is_some() { "__Host-cg_session" } else { "cg_session" }
+    if app.tls.is_some() {
+        "__Host-cg_session"
+    } else {
+        "cg_session"
+    }
 }
 
 /// `Set-Cookie` for a new session, or (with `None`) one that clears it.
 pub fn set_cookie(app: &App, value: Option<&str>) -> String {
     let secure = if app.tls.is_some() { "; Secure" } else { "" };
     match value {
-        Some(v) => format!("{}={v}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", cookie_name(app), TTL.num_seconds()),
-        None => format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}", cookie_name(app)),
+        Some(v) => format!(
+            "{}={v}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            cookie_name(app),
+            TTL.num_seconds()
+        ),
+        None => format!(
+            "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
+            cookie_name(app)
+        ),
     }
 }
 
@@ -52,7 +63,9 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 pub fn lang_of(headers: &HeaderMap) -> Lang {
-    cookie(headers, LANG_COOKIE).and_then(Lang::parse).unwrap_or_default()
+    cookie(headers, LANG_COOKIE)
+        .and_then(Lang::parse)
+        .unwrap_or_default()
 }
 
 pub fn source_of(parts_ext: &axum::http::Extensions) -> String {
@@ -73,7 +86,15 @@ fn random_hex() -> String {
 /// Starts a session for a verified user; returns the cookie value.
 pub async fn create(app: &App, user: uuid::Uuid, source: &str) -> sqlx::Result<String> {
     let secret = random_hex();
-    app.store.insert_console_session(&digest(&secret), user, &random_hex(), Utc::now() + TTL, source).await?;
+    app.store
+        .insert_console_session(
+            &digest(&secret),
+            user,
+            &random_hex(),
+            Utc::now() + TTL,
+            source,
+        )
+        .await?;
     Ok(secret)
 }
 
@@ -103,7 +124,11 @@ impl Session {
         let a = Sha256::digest(self.csrf.as_bytes());
         let b = Sha256::digest(token.as_bytes());
         // Compared as digests so the time taken says nothing about the token.
-        if a == b { Ok(()) } else { Err("the form is stale; reload the page and try again") }
+        if a == b {
+            Ok(())
+        } else {
+            Err("the form is stale; reload the page and try again")
+        }
     }
 }
 
@@ -118,7 +143,10 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,
         Some(origin) => {
-            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             let o = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
             !host.is_empty() && o == host
         }
@@ -136,7 +164,11 @@ impl IntoResponse for NoSession {
         if self.to_login {
             Redirect::to("/console/login").into_response()
         } else {
-            (axum::http::StatusCode::UNAUTHORIZED, "sign in at /console/login\n").into_response()
+            (
+                axum::http::StatusCode::UNAUTHORIZED,
+                "sign in at /console/login\n",
+            )
+                .into_response()
         }
     }
 }
@@ -189,9 +221,18 @@ mod tests {
 
     #[test]
     fn cross_origin_posts_are_refused() {
-        assert!(same_origin(&h(&[("host", "b:7080"), ("origin", "https://b:7080")])));
-        assert!(!same_origin(&h(&[("host", "b:7080"), ("origin", "https://evil.example")])));
-        assert!(!same_origin(&h(&[("host", "b:7080"), ("sec-fetch-site", "cross-site")])));
+        assert!(same_origin(&h(&[
+            ("host", "b:7080"),
+            ("origin", "https://b:7080")
+        ])));
+        assert!(!same_origin(&h(&[
+            ("host", "b:7080"),
+            ("origin", "https://evil.example")
+        ])));
+        assert!(!same_origin(&h(&[
+            ("host", "b:7080"),
+            ("sec-fetch-site", "cross-site")
+        ])));
         assert!(same_origin(&h(&[("host", "b:7080")])));
     }
 

@@ -74,7 +74,9 @@ impl Store {
     ) -> sqlx::Result<()> {
         // Expired sessions go on each login, so the table stays small
         // without a separate sweeper.
-        sqlx::query("DELETE FROM console_sessions WHERE expires_at < now()").execute(&self.pool).await?;
+        sqlx::query("DELETE FROM console_sessions WHERE expires_at < now()")
+            .execute(&self.pool)
+            .await?;
         sqlx::query("INSERT INTO console_sessions (id_sha256, user_id, csrf, expires_at, source) VALUES ($1, $2, $3, $4, $5)")
             .bind(digest)
             .bind(user)
@@ -99,12 +101,19 @@ impl Store {
     }
 
     pub async fn delete_console_session(&self, digest: &[u8]) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM console_sessions WHERE id_sha256 = $1").bind(digest).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM console_sessions WHERE id_sha256 = $1")
+            .bind(digest)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// Records one sample per device of the given nodes and prunes old ones.
-    pub async fn record_device_samples(&self, rows: &[(Uuid, i32, i32, i64)], keep: chrono::Duration) -> sqlx::Result<()> {
+    pub async fn record_device_samples(
+        &self,
+        rows: &[(Uuid, i32, i32, i64)],
+        keep: chrono::Duration,
+    ) -> sqlx::Result<()> {
         let mut tx = self.pool.begin().await?;
         for (node, idx, util, mem) in rows {
             sqlx::query(
@@ -118,11 +127,18 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("DELETE FROM device_samples WHERE at < $1").bind(Utc::now() - keep).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM device_samples WHERE at < $1")
+            .bind(Utc::now() - keep)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await
     }
 
-    pub async fn device_samples(&self, node: Uuid, since: DateTime<Utc>) -> sqlx::Result<Vec<SampleRow>> {
+    pub async fn device_samples(
+        &self,
+        node: Uuid,
+        since: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<SampleRow>> {
         sqlx::query_as("SELECT idx, at, utilization_percent, memory_used_mib FROM device_samples WHERE node_id = $1 AND at >= $2 ORDER BY at")
             .bind(node)
             .bind(since)
@@ -167,7 +183,11 @@ impl Store {
         .await
     }
 
-    pub async fn seat_counts(&self, sites: Option<&[Uuid]>, day_start: DateTime<Utc>) -> sqlx::Result<SeatCounts> {
+    pub async fn seat_counts(
+        &self,
+        sites: Option<&[Uuid]>,
+        day_start: DateTime<Utc>,
+    ) -> sqlx::Result<SeatCounts> {
         sqlx::query_as(
             "SELECT count(*) FILTER (WHERE st.state = 'running') AS running,
                     count(*) FILTER (WHERE st.state = 'failed' AND l.start_at >= $2) AS failed_today
@@ -181,7 +201,10 @@ impl Store {
     }
 
     /// (lesson id, seat number, node name, message) of failed seats in open lessons.
-    pub async fn failed_seats(&self, sites: Option<&[Uuid]>) -> sqlx::Result<Vec<(Uuid, i32, Option<String>, String)>> {
+    pub async fn failed_seats(
+        &self,
+        sites: Option<&[Uuid]>,
+    ) -> sqlx::Result<Vec<(Uuid, i32, Option<String>, String)>> {
         sqlx::query_as(
             "SELECT st.lesson_id, st.number, n.name, st.message FROM seats st JOIN lessons l ON l.id = st.lesson_id
              LEFT JOIN nodes n ON n.id = st.node_id
@@ -194,7 +217,12 @@ impl Store {
         .await
     }
 
-    pub async fn console_jobs(&self, sites: Option<&[Uuid]>, state: Option<&str>, limit: i64) -> sqlx::Result<Vec<JobRow>> {
+    pub async fn console_jobs(
+        &self,
+        sites: Option<&[Uuid]>,
+        state: Option<&str>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<JobRow>> {
         sqlx::query_as(
             "SELECT j.id, j.request_id, j.school_site_id, s.name AS school_site, j.name, j.state, j.spec, j.workload,
                     j.priority, j.preemptible, j.grace_s, j.max_runtime_s, j.node_id, n.name AS node_name, j.endpoint, j.exit_code,
@@ -215,8 +243,15 @@ impl Store {
     /// Also ends the user's sessions: a new password signs everyone out.
     pub async fn set_user_password(&self, user: Uuid, hash: &str) -> sqlx::Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1").bind(user).bind(hash).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM console_sessions WHERE user_id = $1").bind(user).execute(&mut *tx).await?;
+        sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+            .bind(user)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM console_sessions WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await
     }
 }

@@ -4,7 +4,9 @@
 
 use super::html::esc;
 
-pub const COLOURS: &[&str] = &["#1f5fa8", "#b3471d", "#2e7d32", "#6a3d9a", "#8a6d00", "#00796b", "#ad1457", "#455a64"];
+pub const COLOURS: &[&str] = &[
+    "#1f5fa8", "#b3471d", "#2e7d32", "#6a3d9a", "#8a6d00", "#00796b", "#ad1457", "#455a64",
+];
 
 pub struct Series {
     pub label: String,
@@ -13,14 +15,26 @@ pub struct Series {
 }
 
 /// A line plot over `[x0, x1]` with y in `[0, y_max]`; `xfmt` labels ticks.
-pub fn lines(alt: &str, series: &[Series], x0: f64, x1: f64, y_max: f64, y_unit: &str, xfmt: &dyn Fn(f64) -> String) -> String {
+pub fn lines(
+    alt: &str,
+    series: &[Series],
+    x0: f64,
+    x1: f64,
+    y_max: f64,
+    y_unit: &str,
+    xfmt: &dyn Fn(f64) -> String,
+) -> String {
     let (w, h, left, bottom, top, right) = (720.0, 220.0, 44.0, 24.0, 10.0, 10.0);
     let pw = w - left - right;
     let ph = h - top - bottom;
     let span = (x1 - x0).max(1.0);
     let sx = |x: f64| left + (x - x0) / span * pw;
     let sy = |y: f64| top + ph - (y / y_max.max(1e-9)).clamp(0.0, 1.0) * ph;
-    let mut o = format!(r#"<svg class="plot" viewBox="0 0 {w} {h}" role="img" aria-label="{}"><title>{}</title>"#, esc(alt), esc(alt));
+    let mut o = format!(
+        r#"<svg class="plot" viewBox="0 0 {w} {h}" role="img" aria-label="{}"><title>{}</title>"#,
+        esc(alt),
+        esc(alt)
+    );
     for i in 0..=4 {
         let v = y_max * i as f64 / 4.0;
         let y = sy(v);
@@ -35,15 +49,31 @@ pub fn lines(alt: &str, series: &[Series], x0: f64, x1: f64, y_max: f64, y_unit:
     }
     for i in 0..=6 {
         let x = x0 + span * i as f64 / 6.0;
-        o += &format!(r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle" fill="#333">{}</text>"##, sx(x), h - 6.0, esc(&xfmt(x)));
+        o += &format!(
+            r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle" fill="#333">{}</text>"##,
+            sx(x),
+            h - 6.0,
+            esc(&xfmt(x))
+        );
     }
     for (i, s) in series.iter().enumerate() {
         let c = COLOURS[i % COLOURS.len()];
-        let pts: Vec<String> = s.points.iter().map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y))).collect();
+        let pts: Vec<String> = s
+            .points
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+            .collect();
         if pts.len() == 1 {
-            o += &format!(r#"<circle cx="{}" r="3" fill="{c}"/>"#, pts[0].replace(',', "\" cy=\""));
+            o += &format!(
+                r#"<circle cx="{}" r="3" fill="{c}"/>"#,
+                pts[0].replace(',', "\" cy=\"")
+            );
         } else {
-            o += &format!(r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"><title>{}</title></polyline>"#, pts.join(" "), esc(&s.label));
+            o += &format!(
+                r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"><title>{}</title></polyline>"#,
+                pts.join(" "),
+                esc(&s.label)
+            );
         }
     }
     o += "</svg>";
@@ -69,7 +99,11 @@ pub fn legend<'a>(labels: impl Iterator<Item = &'a str>) -> String {
 pub fn bars(alt: &str, rows: &[(String, f64)], unit: &str) -> String {
     let max = rows.iter().map(|r| r.1).fold(0.0, f64::max).max(1e-9);
     let h = 24.0 * rows.len().max(1) as f64 + 8.0;
-    let mut o = format!(r#"<svg class="plot" viewBox="0 0 720 {h}" role="img" aria-label="{}"><title>{}</title>"#, esc(alt), esc(alt));
+    let mut o = format!(
+        r#"<svg class="plot" viewBox="0 0 720 {h}" role="img" aria-label="{}"><title>{}</title>"#,
+        esc(alt),
+        esc(alt)
+    );
     for (i, (label, v)) in rows.iter().enumerate() {
         let y = 4.0 + 24.0 * i as f64;
         let bw = (v / max * 440.0).max(1.0);

@@ -39,7 +39,10 @@ impl Zone {
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if let Some((name, min)) = KNOWN.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)) {
-            return Ok(Self { name: (*name).to_string(), offset: FixedOffset::east_opt(min * 60).ok_or("offset")? });
+            return Ok(Self {
+                name: (*name).to_string(),
+                offset: FixedOffset::east_opt(min * 60).ok_or("offset")?,
+            });
         }
         let bad = || {
             format!(
@@ -59,7 +62,10 @@ impl Zone {
             return Err(bad());
         }
         let offset = FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)?;
-        Ok(Self { name: format!("UTC{s}"), offset })
+        Ok(Self {
+            name: format!("UTC{s}"),
+            offset,
+        })
     }
 
     /// From the environment; a bad value is refused at start, not guessed.
@@ -89,7 +95,11 @@ impl Zone {
     /// Midnight of a local date, as an instant.
     pub fn midnight(&self, d: NaiveDate) -> DateTime<Utc> {
         let naive = d.and_hms_opt(0, 0, 0).unwrap_or_default();
-        self.offset.from_local_datetime(&naive).single().map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+        self.offset
+            .from_local_datetime(&naive)
+            .single()
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
     }
 }
 
@@ -101,15 +111,26 @@ mod tests {
     fn shanghai_is_the_default_and_shows_local_time() {
         let z = Zone::default();
         assert_eq!(z.name, "Asia/Shanghai");
-        let t = DateTime::parse_from_rfc3339("2026-11-22T02:00:00Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-22T02:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(z.fmt(t), "2026-11-22 10:00:00");
-        assert_eq!(z.midnight(z.today(t)), DateTime::parse_from_rfc3339("2026-11-21T16:00:00Z").unwrap());
+        assert_eq!(
+            z.midnight(z.today(t)),
+            DateTime::parse_from_rfc3339("2026-11-21T16:00:00Z").unwrap()
+        );
     }
 
     #[test]
     fn offsets_parse_and_nonsense_is_refused_with_the_variable_name() {
-        assert_eq!(Zone::parse("+05:30").unwrap().offset.local_minus_utc(), 19800);
-        assert_eq!(Zone::parse("-03:00").unwrap().offset.local_minus_utc(), -10800);
+        assert_eq!(
+            Zone::parse("+05:30").unwrap().offset.local_minus_utc(),
+            19800
+        );
+        assert_eq!(
+            Zone::parse("-03:00").unwrap().offset.local_minus_utc(),
+            -10800
+        );
         for bad in ["Mars/Olympus", "+25:00", "08:00", "+8", ""] {
             let e = Zone::parse(bad).unwrap_err();
             assert!(e.contains(ENV), "{e}");

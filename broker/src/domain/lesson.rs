@@ -321,6 +321,19 @@ mod tests {
     }
 
     #[test]
+    fn nul_characters_are_refused_by_name() {
+        let now = Utc::now();
+        let mut r = good(now);
+        r.title = "a\0b".into();
+        r.workload.args = vec!["x\0".into()];
+        let f = fields(parse_booking(r, now, &limits()).unwrap_err());
+        assert!(
+            f.contains(&"title".to_string()) && f.contains(&"workload".to_string()),
+            "{f:?}"
+        );
+    }
+
+    #[test]
     fn oversize_fields_are_refused() {
         let now = Utc::now();
         let mut r = good(now);

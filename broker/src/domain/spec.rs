@@ -139,7 +139,7 @@ pub fn parse_seat(c: &mut Checks, prefix: &str, raw: &RawSeat) -> SeatSpec {
                 vendors.push(v);
             }
         }
-        if g.model.len() > MAX_NAME {
+        if g.model.len() > MAX_NAME || g.model.contains('\0') {
             c.fail(f("model"), format!("must be at most {MAX_NAME} characters"));
         }
         in_range(c, g.memory_mib, 0, MAX_DEVICE_MEMORY_MIB, &f("memory_mib"));
@@ -183,6 +183,15 @@ pub fn check_workload(c: &mut Checks, prefix: &str, runtime: &str, w: &Workload)
             format!("{prefix}.image"),
             "is required for the container runtime",
         );
+    }
+    let has_nul = w.command.contains('\0')
+        || w.image.contains('\0')
+        || w.args.iter().any(|a| a.contains('\0'))
+        || w.env
+            .iter()
+            .any(|(k, v)| k.contains('\0') || v.contains('\0'));
+    if has_nul {
+        c.fail(prefix, "must not contain NUL characters");
     }
     if w.command.len() > MAX_ARG {
         c.fail(
@@ -235,6 +244,9 @@ pub fn parse_datasets(c: &mut Checks, raw: &[RawDataset]) -> Vec<Dataset> {
         .enumerate()
         .map(|(i, d)| {
             let f = |n: &str| format!("datasets[{i}].{n}");
+            if d.name.contains('\0') || d.url.contains('\0') || d.sha256.contains('\0') {
+                c.fail(format!("datasets[{i}]"), "must not contain NUL characters");
+            }
             if d.name.is_empty() || d.name.len() > MAX_NAME {
                 c.fail(f("name"), format!("must be 1 to {MAX_NAME} characters"));
             }
@@ -263,7 +275,10 @@ pub fn parse_datasets(c: &mut Checks, raw: &[RawDataset]) -> Vec<Dataset> {
 }
 
 pub fn check_text(c: &mut Checks, field: &str, v: &str, max: usize, required: bool) {
-    if required && v.trim().is_empty() {
+    if v.contains('\0') {
+        // PostgreSQL text cannot hold NUL; refuse it here, by name.
+        c.fail(field, "must not contain NUL characters");
+    } else if required && v.trim().is_empty() {
         c.fail(field, "is required");
     } else if v.len() > max {
         c.fail(field, format!("must be at most {max} characters"));

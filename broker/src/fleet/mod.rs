@@ -118,7 +118,11 @@ impl Fleet {
     /// What the site's edge has cached and how fast it stages; nodes at the
     /// site count both as their own.
     pub fn set_site_content(&self, site: Uuid, cached: Vec<String>, bytes_per_sec: Option<f64>) {
-        self.inner.write().expect("fleet lock").content.insert(site, (cached, bytes_per_sec));
+        self.inner
+            .write()
+            .expect("fleet lock")
+            .content
+            .insert(site, (cached, bytes_per_sec));
     }
 
     pub fn put_site(&self, s: SiteRow) {
@@ -224,13 +228,22 @@ impl Fleet {
 
     pub fn is_current(&self, node_id: Uuid, sid: u64) -> bool {
         let g = self.inner.read().expect("fleet lock");
-        g.nodes.get(&node_id).and_then(|n| n.session.as_ref()).is_some_and(|s| s.0 == sid)
+        g.nodes
+            .get(&node_id)
+            .and_then(|n| n.session.as_ref())
+            .is_some_and(|s| s.0 == sid)
     }
 
     /// Drops a node's session: its outbound stream ends and the agent must
     /// reconnect, proving itself again (used when its certificate is revoked).
     pub fn kick(&self, node_id: Uuid) {
-        if let Some(n) = self.inner.write().expect("fleet lock").nodes.get_mut(&node_id) {
+        if let Some(n) = self
+            .inner
+            .write()
+            .expect("fleet lock")
+            .nodes
+            .get_mut(&node_id)
+        {
             n.session = None;
             n.state = node_state::DISCONNECTED;
         }
@@ -287,7 +300,13 @@ impl Fleet {
     /// Placement reads `cordoned` from here, so a cordon takes effect on
     /// the next placement without a reload.
     pub fn set_cordoned(&self, node_id: Uuid, cordoned: bool) {
-        if let Some(n) = self.inner.write().expect("fleet lock").nodes.get_mut(&node_id) {
+        if let Some(n) = self
+            .inner
+            .write()
+            .expect("fleet lock")
+            .nodes
+            .get_mut(&node_id)
+        {
             n.cordoned = cordoned;
         }
     }
@@ -320,7 +339,8 @@ impl Fleet {
                 }
                 if !g.lending.is_empty() {
                     let site = g.sites.get(&n.site_id).map(|s| s.name.as_str());
-                    p.lending = lending::policy_for(&g.lending, n.site_id, site.unwrap_or(""), &n.name);
+                    p.lending =
+                        lending::policy_for(&g.lending, n.site_id, site.unwrap_or(""), &n.name);
                 }
                 p
             })

@@ -15,10 +15,24 @@ const MAX_TTL_S: i64 = 5 * 365 * 24 * 3600;
 
 impl Broker {
     /// Appends one audit row; a failure to audit is logged, never hidden.
-    pub async fn audit(&self, caller: &Caller, action: &str, target: &str, result: &Result<(), String>, detail: &str) {
+    pub async fn audit(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        result: &Result<(), String>,
+        detail: &str,
+    ) {
         let (res, det) = match result {
             Ok(()) => ("ok".to_string(), detail.to_string()),
-            Err(e) => ("error".to_string(), if detail.is_empty() { e.clone() } else { format!("{detail}: {e}") }),
+            Err(e) => (
+                "error".to_string(),
+                if detail.is_empty() {
+                    e.clone()
+                } else {
+                    format!("{detail}: {e}")
+                },
+            ),
         };
         let entry = AuditEntry {
             actor: &caller.actor,
@@ -46,7 +60,10 @@ impl Broker {
         let r = op.await;
         match &r {
             Ok(v) => self.audit(caller, action, &target(v), &Ok(()), "").await,
-            Err(e) => self.audit(caller, action, fallback_target, &Err(e.to_string()), "").await,
+            Err(e) => {
+                self.audit(caller, action, fallback_target, &Err(e.to_string()), "")
+                    .await
+            }
         }
         r
     }
@@ -55,7 +72,9 @@ impl Broker {
         if caller.is_district_admin() {
             Ok(())
         } else {
-            Err(ServiceError::Forbidden("only a district admin may do this".into()))
+            Err(ServiceError::Forbidden(
+                "only a district admin may do this".into(),
+            ))
         }
     }
 
@@ -64,7 +83,10 @@ impl Broker {
         for (i, s) in sites.iter().enumerate() {
             match self.fleet.site(s) {
                 Some(site) => out.push(site.id),
-                None => c.fail(format!("{field}[{i}]"), format!("unknown site `{}`", s.chars().take(128).collect::<String>())),
+                None => c.fail(
+                    format!("{field}[{i}]"),
+                    format!("unknown site `{}`", s.chars().take(128).collect::<String>()),
+                ),
             }
         }
         out
@@ -82,7 +104,11 @@ impl Broker {
         let op = async {
             Self::require_admin(caller)?;
             let mut c = Checks::default();
-            c.check(name.len() <= 128, "name", "must be at most 128 characters");
+            c.check(
+                name.len() <= 128 && !name.contains('\0'),
+                "name",
+                "must be at most 128 characters, without NUL",
+            );
             let parsed = Role::parse(role);
             if parsed.is_none() {
                 c.fail("role", "must be platform, school_admin or district_admin");
@@ -92,7 +118,10 @@ impl Broker {
                 c.fail("sites", "is required for platform and school_admin tokens");
             }
             if !(0..=MAX_TTL_S).contains(&ttl_s) {
-                c.fail("ttl_seconds", format!("must be between 0 (never expires) and {MAX_TTL_S}"));
+                c.fail(
+                    "ttl_seconds",
+                    format!("must be between 0 (never expires) and {MAX_TTL_S}"),
+                );
             }
             c.finish()?;
             let id = Uuid::now_v7();
@@ -101,7 +130,11 @@ impl Broker {
                 id,
                 name: name.to_string(),
                 role: role.to_string(),
-                sites: if parsed == Some(Role::DistrictAdmin) { Vec::new() } else { site_ids },
+                sites: if parsed == Some(Role::DistrictAdmin) {
+                    Vec::new()
+                } else {
+                    site_ids
+                },
                 secret_sha256: tokens::digest(&secret),
                 created_by: caller.actor.clone(),
                 created_at: Utc::now(),
@@ -111,7 +144,14 @@ impl Broker {
             self.store.insert_api_token(&row).await?;
             Ok((row, tokens::format_api(id, &secret)))
         };
-        self.audited(caller, "token.create", |(r, _): &(ApiTokenRow, String)| format!("token:{}", r.id), "token", op).await
+        self.audited(
+            caller,
+            "token.create",
+            |(r, _): &(ApiTokenRow, String)| format!("token:{}", r.id),
+            "token",
+            op,
+        )
+        .await
     }
 
     pub async fn list_api_tokens(&self, caller: &Caller) -> Result<Vec<ApiTokenRow>, ServiceError> {
@@ -119,15 +159,30 @@ impl Broker {
         Ok(self.store.list_api_tokens().await?)
     }
 
-    pub async fn revoke_api_token(&self, caller: &Caller, id: Uuid) -> Result<ApiTokenRow, ServiceError> {
+    pub async fn revoke_api_token(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+    ) -> Result<ApiTokenRow, ServiceError> {
         let op = async {
             Self::require_admin(caller)?;
-            let row = self.store.revoke_api_token(id).await?.ok_or_else(|| ServiceError::NotFound(format!("token {id}")))?;
+            let row = self
+                .store
+                .revoke_api_token(id)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(format!("token {id}")))?;
             // This broker forgets it at once; other replicas within the cache TTL.
             self.token_cache.invalidate(&id).await;
             Ok(row)
         };
-        self.audited(caller, "token.revoke", |r: &ApiTokenRow| format!("token:{}", r.id), &format!("token:{id}"), op).await
+        self.audited(
+            caller,
+            "token.revoke",
+            |r: &ApiTokenRow| format!("token:{}", r.id),
+            &format!("token:{id}"),
+            op,
+        )
+        .await
     }
 
     pub async fn create_join_token(
@@ -143,23 +198,53 @@ impl Broker {
             let mut c = Checks::default();
             let site_row = self.fleet.site(site);
             if site_row.is_none() {
-                c.fail("site", format!("unknown site `{}`", site.chars().take(128).collect::<String>()));
+                c.fail(
+                    "site",
+                    format!(
+                        "unknown site `{}`",
+                        site.chars().take(128).collect::<String>()
+                    ),
+                );
             }
             let kind = if kind.is_empty() { "agent" } else { kind };
-            c.check(kind == "agent" || kind == "edge", "kind", "must be agent or edge");
+            c.check(
+                kind == "agent" || kind == "edge",
+                "kind",
+                "must be agent or edge",
+            );
             let ttl = if ttl_s == 0 { 24 * 3600 } else { ttl_s };
-            c.check((60..=30 * 24 * 3600).contains(&ttl), "ttl_seconds", "must be between 60 seconds and 30 days (0 means 24 hours)");
+            c.check(
+                (60..=30 * 24 * 3600).contains(&ttl),
+                "ttl_seconds",
+                "must be between 60 seconds and 30 days (0 means 24 hours)",
+            );
             let uses = if uses == 0 { 1 } else { uses };
-            c.check((1..=10_000).contains(&uses), "uses", "must be between 1 and 10000 (0 means 1)");
+            c.check(
+                (1..=10_000).contains(&uses),
+                "uses",
+                "must be between 1 and 10000 (0 means 1)",
+            );
             c.finish()?;
             let tls = self.tls.as_ref().ok_or_else(|| {
-                ServiceError::Conflict("join tokens need TLS; this broker runs with --insecure-dev".into())
+                ServiceError::Conflict(
+                    "join tokens need TLS; this broker runs with --insecure-dev".into(),
+                )
             })?;
             let site_row = site_row.ok_or_else(|| ServiceError::field("site", "unknown site"))?;
             let id = Uuid::now_v7();
             let secret = tokens::new_secret();
             let expires = Utc::now() + chrono::Duration::seconds(ttl);
-            self.store.insert_join_token(id, site_row.id, kind, &tokens::digest(&secret), uses, &caller.actor, expires).await?;
+            self.store
+                .insert_join_token(
+                    id,
+                    site_row.id,
+                    kind,
+                    &tokens::digest(&secret),
+                    uses,
+                    &caller.actor,
+                    expires,
+                )
+                .await?;
             let row = JoinTokenRow {
                 id,
                 site_id: site_row.id,
@@ -171,43 +256,96 @@ impl Broker {
             };
             Ok((row, tokens::format_join(&tls.ca.fingerprint(), id, &secret)))
         };
-        self.audited(caller, "join_token.create", |(r, _): &(JoinTokenRow, String)| format!("join_token:{}", r.id), site, op).await
+        self.audited(
+            caller,
+            "join_token.create",
+            |(r, _): &(JoinTokenRow, String)| format!("join_token:{}", r.id),
+            site,
+            op,
+        )
+        .await
     }
 
-    pub async fn list_join_tokens(&self, caller: &Caller) -> Result<Vec<JoinTokenRow>, ServiceError> {
+    pub async fn list_join_tokens(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<JoinTokenRow>, ServiceError> {
         Self::require_admin(caller)?;
         Ok(self.store.list_join_tokens().await?)
     }
 
-    pub async fn revoke_join_token(&self, caller: &Caller, id: Uuid) -> Result<JoinTokenRow, ServiceError> {
+    pub async fn revoke_join_token(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+    ) -> Result<JoinTokenRow, ServiceError> {
         let op = async {
             Self::require_admin(caller)?;
-            self.store.revoke_join_token(id).await?.ok_or_else(|| ServiceError::NotFound(format!("join token {id}")))
+            self.store
+                .revoke_join_token(id)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(format!("join token {id}")))
         };
-        self.audited(caller, "join_token.revoke", |r: &JoinTokenRow| format!("join_token:{}", r.id), &format!("join_token:{id}"), op).await
+        self.audited(
+            caller,
+            "join_token.revoke",
+            |r: &JoinTokenRow| format!("join_token:{}", r.id),
+            &format!("join_token:{id}"),
+            op,
+        )
+        .await
     }
 
     /// Revokes every certificate of a node and cuts its agent off.
     pub async fn revoke_node(&self, caller: &Caller, key: &str) -> Result<u64, ServiceError> {
         let op = async {
             Self::require_admin(caller)?;
-            let node = self.find_node(key).ok_or_else(|| ServiceError::NotFound(format!("node {key}")))?;
-            let n = self.store.revoke_node_certs(node.site_id, &node.name).await?;
+            let node = self
+                .find_node(key)
+                .ok_or_else(|| ServiceError::NotFound(format!("node {key}")))?;
+            let n = self
+                .store
+                .revoke_node_certs(node.site_id, &node.name)
+                .await?;
             self.fleet.kick(node.id);
             Ok(n)
         };
-        self.audited(caller, "node.revoke", |_| key.to_string(), key, op).await
+        self.audited(caller, "node.revoke", |_| key.to_string(), key, op)
+            .await
     }
 
-    pub async fn create_user(&self, caller: &Caller, username: &str, password: &str, role: &str, sites: &[String]) -> Result<UserRow, ServiceError> {
+    pub async fn create_user(
+        &self,
+        caller: &Caller,
+        username: &str,
+        password: &str,
+        role: &str,
+        sites: &[String],
+    ) -> Result<UserRow, ServiceError> {
         let op = async {
             Self::require_admin(caller)?;
             let mut c = Checks::default();
-            let valid = !username.is_empty() && username.len() <= 64 && username.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-@".contains(ch));
-            c.check(valid, "username", "must be 1 to 64 letters, digits, '.', '_', '-' or '@'");
-            c.check((10..=256).contains(&password.chars().count()), "password", "must be 10 to 256 characters");
+            let valid = !username.is_empty()
+                && username.len() <= 64
+                && username
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._-@".contains(ch));
+            c.check(
+                valid,
+                "username",
+                "must be 1 to 64 letters, digits, '.', '_', '-' or '@'",
+            );
+            c.check(
+                (10..=256).contains(&password.chars().count()),
+                "password",
+                "must be 10 to 256 characters",
+            );
             let parsed = Role::parse(role).filter(|r| *r != Role::Platform);
-            c.check(parsed.is_some(), "role", "must be school_admin or district_admin");
+            c.check(
+                parsed.is_some(),
+                "role",
+                "must be school_admin or district_admin",
+            );
             let site_ids = self.resolve_sites(&mut c, "sites", sites);
             if parsed == Some(Role::SchoolAdmin) && sites.is_empty() {
                 c.fail("sites", "is required for a school_admin");
@@ -221,13 +359,24 @@ impl Broker {
                 username: username.to_string(),
                 password_hash: passwords::hash(password)?,
                 role: role.to_string(),
-                sites: if parsed == Some(Role::DistrictAdmin) { Vec::new() } else { site_ids },
+                sites: if parsed == Some(Role::DistrictAdmin) {
+                    Vec::new()
+                } else {
+                    site_ids
+                },
                 disabled: false,
             };
             self.store.insert_user(&row).await?;
             Ok(row)
         };
-        self.audited(caller, "user.create", |u: &UserRow| format!("user:{}", u.username), username, op).await
+        self.audited(
+            caller,
+            "user.create",
+            |u: &UserRow| format!("user:{}", u.username),
+            username,
+            op,
+        )
+        .await
     }
 
     pub async fn list_audit(
@@ -243,55 +392,137 @@ impl Broker {
         if !(1..=1000).contains(&limit) {
             return Err(ServiceError::field("limit", "must be between 1 and 1000"));
         }
-        Ok(self.store.list_audit(actor, action, target, since, limit).await?)
+        Ok(self
+            .store
+            .list_audit(actor, action, target, since, limit)
+            .await?)
     }
 
     /// A node joins with a join token and a CSR; its certificate names the
     /// token's site and the requested node name, nothing the CSR says.
-    pub async fn join(&self, token: &str, name: &str, csr: &str, source: &str) -> Result<(String, String, String, DateTime<Utc>), ServiceError> {
-        let tls = self.tls.as_ref().ok_or_else(|| ServiceError::Conflict("this broker runs with --insecure-dev; there is nothing to join".into()))?;
+    pub async fn join(
+        &self,
+        token: &str,
+        name: &str,
+        csr: &str,
+        source: &str,
+    ) -> Result<(String, String, String, DateTime<Utc>), ServiceError> {
+        let tls = self.tls.as_ref().ok_or_else(|| {
+            ServiceError::Conflict(
+                "this broker runs with --insecure-dev; there is nothing to join".into(),
+            )
+        })?;
         let mut c = Checks::default();
-        let valid = !name.is_empty() && name.len() <= 128 && name.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch));
-        c.check(valid, "name", "must be 1 to 128 letters, digits, '.', '_' or '-'");
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch));
+        c.check(
+            valid,
+            "name",
+            "must be 1 to 128 letters, digits, '.', '_' or '-'",
+        );
         c.check(csr.len() <= 16 * 1024, "csr", "must be at most 16 KiB");
         c.finish()?;
-        let parts = tokens::parse_join(token).ok_or_else(|| ServiceError::Unauthenticated("the join token is malformed".into()))?;
-        let who = Caller { actor: format!("join_token:{}", parts.id), role: Role::SchoolAdmin, sites: Vec::new(), source: source.to_string(), token_id: None };
+        let parts = tokens::parse_join(token)
+            .ok_or_else(|| ServiceError::Unauthenticated("the join token is malformed".into()))?;
+        let who = Caller {
+            actor: format!("join_token:{}", parts.id),
+            role: Role::SchoolAdmin,
+            sites: Vec::new(),
+            source: source.to_string(),
+            token_id: None,
+        };
         let op = async {
             let jt = self
                 .store
                 .spend_join_token(parts.id, &tokens::digest(parts.secret))
                 .await?
-                .ok_or_else(|| ServiceError::Unauthenticated("the join token is unknown, used up, expired or revoked".into()))?;
-            let site = self.fleet.site_by_id(jt.site_id).ok_or_else(|| ServiceError::NotFound("the token's site".into()))?;
-            if self.store.active_cert_exists(site.id, &jt.kind, name).await? {
+                .ok_or_else(|| {
+                    ServiceError::Unauthenticated(
+                        "the join token is unknown, used up, expired or revoked".into(),
+                    )
+                })?;
+            let site = self
+                .fleet
+                .site_by_id(jt.site_id)
+                .ok_or_else(|| ServiceError::NotFound("the token's site".into()))?;
+            if self
+                .store
+                .active_cert_exists(site.id, &jt.kind, name)
+                .await?
+            {
                 return Err(ServiceError::Conflict(format!(
                     "{} {}/{name} already has a valid certificate; revoke it first (classgrid nodes revoke {}/{name}) to join again",
                     jt.kind, site.name, site.name
                 )));
             }
             let valid = time::Duration::days(self.cfg.security.client_cert_days as i64);
-            let (cert, serial, not_after) = tls.ca.sign_client(csr, &jt.kind, &site.name, name, valid).map_err(|e| ServiceError::field("csr", e.to_string()))?;
-            let not_after = DateTime::<Utc>::from_timestamp(not_after.unix_timestamp(), 0).unwrap_or_default();
-            self.store.insert_node_cert(&serial, &jt.kind, site.id, name, not_after, Some(jt.id)).await?;
+            let (cert, serial, not_after) = tls
+                .ca
+                .sign_client(csr, &jt.kind, &site.name, name, valid)
+                .map_err(|e| ServiceError::field("csr", e.to_string()))?;
+            let not_after =
+                DateTime::<Utc>::from_timestamp(not_after.unix_timestamp(), 0).unwrap_or_default();
+            self.store
+                .insert_node_cert(&serial, &jt.kind, site.id, name, not_after, Some(jt.id))
+                .await?;
             Ok((cert, tls.ca.cert_pem.clone(), site.name.clone(), not_after))
         };
-        self.audited(&who, "node.join", |r: &(String, String, String, DateTime<Utc>)| format!("{}/{name}", r.2), name, op).await
+        self.audited(
+            &who,
+            "node.join",
+            |r: &(String, String, String, DateTime<Utc>)| format!("{}/{name}", r.2),
+            name,
+            op,
+        )
+        .await
     }
 
     /// Issues a fresh certificate for the node presenting a valid one.
-    pub async fn renew(&self, id: &crate::auth::pki::Identity, csr: &str, source: &str) -> Result<(String, String, DateTime<Utc>), ServiceError> {
-        let tls = self.tls.as_ref().ok_or_else(|| ServiceError::Conflict("no TLS".into()))?;
-        let site = self.fleet.site(&id.site).ok_or_else(|| ServiceError::NotFound(format!("site {}", id.site)))?;
-        let who = Caller { actor: format!("node:{}/{}", id.site, id.name), role: Role::SchoolAdmin, sites: vec![site.id], source: source.to_string(), token_id: None };
+    pub async fn renew(
+        &self,
+        id: &crate::auth::pki::Identity,
+        csr: &str,
+        source: &str,
+    ) -> Result<(String, String, DateTime<Utc>), ServiceError> {
+        let tls = self
+            .tls
+            .as_ref()
+            .ok_or_else(|| ServiceError::Conflict("no TLS".into()))?;
+        let site = self
+            .fleet
+            .site(&id.site)
+            .ok_or_else(|| ServiceError::NotFound(format!("site {}", id.site)))?;
+        let who = Caller {
+            actor: format!("node:{}/{}", id.site, id.name),
+            role: Role::SchoolAdmin,
+            sites: vec![site.id],
+            source: source.to_string(),
+            token_id: None,
+        };
         let op = async {
             let valid = time::Duration::days(self.cfg.security.client_cert_days as i64);
-            let (cert, serial, not_after) = tls.ca.sign_client(csr, &id.kind, &id.site, &id.name, valid).map_err(|e| ServiceError::field("csr", e.to_string()))?;
-            let not_after = DateTime::<Utc>::from_timestamp(not_after.unix_timestamp(), 0).unwrap_or_default();
-            self.store.insert_node_cert(&serial, &id.kind, site.id, &id.name, not_after, None).await?;
+            let (cert, serial, not_after) = tls
+                .ca
+                .sign_client(csr, &id.kind, &id.site, &id.name, valid)
+                .map_err(|e| ServiceError::field("csr", e.to_string()))?;
+            let not_after =
+                DateTime::<Utc>::from_timestamp(not_after.unix_timestamp(), 0).unwrap_or_default();
+            self.store
+                .insert_node_cert(&serial, &id.kind, site.id, &id.name, not_after, None)
+                .await?;
             Ok((cert, tls.ca.cert_pem.clone(), not_after))
         };
-        self.audited(&who, "node.renew", |_| format!("{}/{}", id.site, id.name), &id.name, op).await
+        self.audited(
+            &who,
+            "node.renew",
+            |_| format!("{}/{}", id.site, id.name),
+            &id.name,
+            op,
+        )
+        .await
     }
 
     pub fn find_node(&self, key: &str) -> Option<crate::fleet::LiveNode> {
@@ -300,14 +531,20 @@ impl Broker {
         }
         let (site, name) = key.split_once('/')?;
         let site = self.fleet.site(site)?;
-        self.fleet.nodes().into_iter().find(|n| n.site_id == site.id && n.name == name)
+        self.fleet
+            .nodes()
+            .into_iter()
+            .find(|n| n.site_id == site.id && n.name == name)
     }
 }
 
 /// The first district-admin token of a region, minted from the server's own
 /// shell (`classgrid-broker admin-token`), where no token exists yet to
 /// authorise it. Audited as `bootstrap`.
-pub async fn bootstrap_admin_token(store: &crate::store::Store, name: &str) -> anyhow::Result<String> {
+pub async fn bootstrap_admin_token(
+    store: &crate::store::Store,
+    name: &str,
+) -> anyhow::Result<String> {
     let id = Uuid::now_v7();
     let secret = tokens::new_secret();
     store

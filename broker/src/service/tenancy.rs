@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::lessons::LessonView;
+use super::vouchers::{BalanceView, RawLedgerQuery, RawVoucher};
 use crate::{
     app::Broker,
     auth::Caller,
@@ -19,7 +20,6 @@ use crate::{
     fleet::LiveNode,
     store::{jobs::JobRow, lessons::LessonRow, sites::SiteRow},
 };
-use super::vouchers::{BalanceView, RawLedgerQuery, RawVoucher};
 use crate::{
     store::vouchers::{LedgerRow, VoucherRow},
     vouchers::report::{GroupBy, UsageRow},
@@ -41,7 +41,10 @@ impl Scoped<'_> {
         if self.caller.may_write() {
             Ok(())
         } else {
-            Err(ServiceError::Forbidden(format!("a {} token is read-only", self.caller.role.as_str())))
+            Err(ServiceError::Forbidden(format!(
+                "a {} token is read-only",
+                self.caller.role.as_str()
+            )))
         }
     }
 
@@ -51,7 +54,15 @@ impl Scoped<'_> {
             .fleet
             .site(key)
             .filter(|s| self.caller.sees_site(s.id))
-            .ok_or_else(|| ServiceError::field(field, format!("unknown site `{}`", key.chars().take(128).collect::<String>())))
+            .ok_or_else(|| {
+                ServiceError::field(
+                    field,
+                    format!(
+                        "unknown site `{}`",
+                        key.chars().take(128).collect::<String>()
+                    ),
+                )
+            })
     }
 
     async fn audited<T>(
@@ -61,24 +72,33 @@ impl Scoped<'_> {
         fallback: &str,
         op: impl std::future::Future<Output = Result<T, ServiceError>>,
     ) -> Result<T, ServiceError> {
-        self.app.audited(self.caller, action, target, fallback, op).await
+        self.app
+            .audited(self.caller, action, target, fallback, op)
+            .await
     }
 
     pub async fn book_lesson(&self, raw: RawBooking) -> Result<LessonView, ServiceError> {
         let school = raw.school_site.clone();
-        self.audited("lesson.book", |v: &LessonView| format!("lesson:{}", v.lesson.id), &format!("site:{school}"), async {
-            self.writer()?;
-            if !raw.school_site.trim().is_empty() {
-                self.site("school_site", raw.school_site.trim())?;
-            }
-            let v = self.app.book_lesson(raw).await?;
-            // A request_id another tenant already used answers with their
-            // lesson; never show it.
-            if !self.caller.sees_site(v.lesson.school_site_id) {
-                return Err(ServiceError::Conflict("this request_id (Idempotency-Key) is already used; choose another".into()));
-            }
-            Ok(v)
-        })
+        self.audited(
+            "lesson.book",
+            |v: &LessonView| format!("lesson:{}", v.lesson.id),
+            &format!("site:{school}"),
+            async {
+                self.writer()?;
+                if !raw.school_site.trim().is_empty() {
+                    self.site("school_site", raw.school_site.trim())?;
+                }
+                let v = self.app.book_lesson(raw).await?;
+                // A request_id another tenant already used answers with their
+                // lesson; never show it.
+                if !self.caller.sees_site(v.lesson.school_site_id) {
+                    return Err(ServiceError::Conflict(
+                        "this request_id (Idempotency-Key) is already used; choose another".into(),
+                    ));
+                }
+                Ok(v)
+            },
+        )
         .await
     }
 
@@ -100,41 +120,63 @@ impl Scoped<'_> {
         offset: i64,
     ) -> Result<Vec<LessonRow>, ServiceError> {
         if !(1..=500).contains(&page_size) {
-            return Err(ServiceError::field("page_size", "must be between 1 and 500"));
+            return Err(ServiceError::field(
+                "page_size",
+                "must be between 1 and 500",
+            ));
         }
         if offset < 0 {
-            return Err(ServiceError::field("page_token", "is not a token from a previous page"));
+            return Err(ServiceError::field(
+                "page_token",
+                "is not a token from a previous page",
+            ));
         }
         let sites: Option<Vec<Uuid>> = match school_site.filter(|s| !s.is_empty()) {
             Some(s) => Some(vec![self.site("school_site", s)?.id]),
             None if self.caller.is_district_admin() => None,
             None => Some(self.caller.sites.clone()),
         };
-        Ok(self.app.store.list_lessons_in(sites.as_deref(), from, to, page_size, offset).await?)
+        Ok(self
+            .app
+            .store
+            .list_lessons_in(sites.as_deref(), from, to, page_size, offset)
+            .await?)
     }
 
     pub async fn cancel_lesson(&self, id: Uuid, reason: &str) -> Result<LessonView, ServiceError> {
-        self.audited("lesson.cancel", |_| format!("lesson:{id}"), &format!("lesson:{id}"), async {
-            self.lesson(id).await?;
-            self.writer()?;
-            self.app.cancel_lesson(id, reason).await
-        })
+        self.audited(
+            "lesson.cancel",
+            |_| format!("lesson:{id}"),
+            &format!("lesson:{id}"),
+            async {
+                self.lesson(id).await?;
+                self.writer()?;
+                self.app.cancel_lesson(id, reason).await
+            },
+        )
         .await
     }
 
     pub async fn submit_job(&self, raw: RawJob) -> Result<JobRow, ServiceError> {
         let school = raw.school_site.clone();
-        self.audited("job.submit", |j: &JobRow| format!("job:{}", j.id), &format!("site:{school}"), async {
-            self.writer()?;
-            if !raw.school_site.trim().is_empty() {
-                self.site("school_site", raw.school_site.trim())?;
-            }
-            let j = self.app.submit_job(raw).await?;
-            if !self.caller.sees_site(j.school_site_id) {
-                return Err(ServiceError::Conflict("this request_id (Idempotency-Key) is already used; choose another".into()));
-            }
-            Ok(j)
-        })
+        self.audited(
+            "job.submit",
+            |j: &JobRow| format!("job:{}", j.id),
+            &format!("site:{school}"),
+            async {
+                self.writer()?;
+                if !raw.school_site.trim().is_empty() {
+                    self.site("school_site", raw.school_site.trim())?;
+                }
+                let j = self.app.submit_job(raw).await?;
+                if !self.caller.sees_site(j.school_site_id) {
+                    return Err(ServiceError::Conflict(
+                        "this request_id (Idempotency-Key) is already used; choose another".into(),
+                    ));
+                }
+                Ok(j)
+            },
+        )
         .await
     }
 
@@ -148,25 +190,47 @@ impl Scoped<'_> {
     }
 
     pub async fn cancel_job(&self, id: Uuid) -> Result<JobRow, ServiceError> {
-        self.audited("job.cancel", |_| format!("job:{id}"), &format!("job:{id}"), async {
-            self.job(id).await?;
-            self.writer()?;
-            self.app.cancel_job(id).await
-        })
+        self.audited(
+            "job.cancel",
+            |_| format!("job:{id}"),
+            &format!("job:{id}"),
+            async {
+                self.job(id).await?;
+                self.writer()?;
+                self.app.cancel_job(id).await
+            },
+        )
         .await
     }
 
     pub fn sites(&self) -> Vec<SiteRow> {
-        self.app.fleet.sites().into_iter().filter(|s| self.caller.sees_site(s.id)).collect()
+        self.app
+            .fleet
+            .sites()
+            .into_iter()
+            .filter(|s| self.caller.sees_site(s.id))
+            .collect()
     }
 
-    pub async fn create_site(&self, name: &str, kind: &str, district: &str) -> Result<SiteRow, ServiceError> {
-        self.audited("site.create", |s: &SiteRow| format!("site:{}", s.name), &format!("site:{name}"), async {
-            if !self.caller.is_district_admin() {
-                return Err(ServiceError::Forbidden("only a district admin may create sites".into()));
-            }
-            self.app.create_site(name, kind, district).await
-        })
+    pub async fn create_site(
+        &self,
+        name: &str,
+        kind: &str,
+        district: &str,
+    ) -> Result<SiteRow, ServiceError> {
+        self.audited(
+            "site.create",
+            |s: &SiteRow| format!("site:{}", s.name),
+            &format!("site:{name}"),
+            async {
+                if !self.caller.is_district_admin() {
+                    return Err(ServiceError::Forbidden(
+                        "only a district admin may create sites".into(),
+                    ));
+                }
+                self.app.create_site(name, kind, district).await
+            },
+        )
         .await
     }
 
@@ -189,19 +253,30 @@ impl Scoped<'_> {
         self.app
             .find_node(key)
             .filter(|n| self.caller.sees_site(n.site_id))
-            .ok_or_else(|| ServiceError::NotFound(format!("node {}", key.chars().take(128).collect::<String>())))
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "node {}",
+                    key.chars().take(128).collect::<String>()
+                ))
+            })
     }
 
     /// Cordons a node, or lifts its cordon: placement stops (or resumes)
     /// choosing it; what already runs there keeps running. District admins
     /// only; audited.
     pub async fn set_cordon(&self, key: &str, cordoned: bool) -> Result<LiveNode, ServiceError> {
-        let action = if cordoned { "node.cordon" } else { "node.uncordon" };
+        let action = if cordoned {
+            "node.cordon"
+        } else {
+            "node.uncordon"
+        };
         let fallback = format!("node:{}", key.chars().take(128).collect::<String>());
         self.audited(action, node_target, &fallback, async {
             let node = self.node(key)?;
             if !self.caller.is_district_admin() {
-                return Err(ServiceError::Forbidden("only a district admin may cordon nodes".into()));
+                return Err(ServiceError::Forbidden(
+                    "only a district admin may cordon nodes".into(),
+                ));
             }
             self.app.store.set_node_cordoned(node.id, cordoned).await?;
             self.app.fleet.set_cordoned(node.id, cordoned);
@@ -219,17 +294,31 @@ impl Scoped<'_> {
         let fallback = format!("node:{}", key.chars().take(128).collect::<String>());
         self.audited("node.drain", node_target, &fallback, async {
             if reason.chars().count() > 500 {
-                return Err(ServiceError::field("reason", "must be at most 500 characters"));
+                return Err(ServiceError::field(
+                    "reason",
+                    "must be at most 500 characters",
+                ));
             }
             let node = self.node(key)?;
             if !self.caller.is_district_admin() {
-                return Err(ServiceError::Forbidden("only a district admin may drain nodes".into()));
+                return Err(ServiceError::Forbidden(
+                    "only a district admin may drain nodes".into(),
+                ));
             }
             self.app.store.set_node_cordoned(node.id, true).await?;
             self.app.fleet.set_cordoned(node.id, true);
             use classgrid_proto::v1::{BrokerMessage, Drain, broker_message::Msg};
-            let reason = if reason.trim().is_empty() { format!("drained by {}", self.caller.actor) } else { reason.trim().to_string() };
-            self.app.fleet.send(node.id, BrokerMessage { msg: Some(Msg::Drain(Drain { reason })) });
+            let reason = if reason.trim().is_empty() {
+                format!("drained by {}", self.caller.actor)
+            } else {
+                reason.trim().to_string()
+            };
+            self.app.fleet.send(
+                node.id,
+                BrokerMessage {
+                    msg: Some(Msg::Drain(Drain { reason })),
+                },
+            );
             Ok(self.app.fleet.node(node.id).unwrap_or(node))
         })
         .await
@@ -248,7 +337,9 @@ impl Scoped<'_> {
         if self.caller.is_district_admin() {
             Ok(())
         } else {
-            Err(ServiceError::Forbidden(format!("only a district admin may {what}")))
+            Err(ServiceError::Forbidden(format!(
+                "only a district admin may {what}"
+            )))
         }
     }
 
@@ -261,19 +352,35 @@ impl Scoped<'_> {
         if self.caller.is_district_admin() {
             return Ok(None);
         }
-        Ok(Some(self.caller.sites.iter().filter_map(|id| self.app.fleet.site_by_id(*id)).filter(|s| s.kind == "school").collect()))
+        Ok(Some(
+            self.caller
+                .sites
+                .iter()
+                .filter_map(|id| self.app.fleet.site_by_id(*id))
+                .filter(|s| s.kind == "school")
+                .collect(),
+        ))
     }
 
     pub async fn issue_voucher(&self, raw: RawVoucher) -> Result<VoucherRow, ServiceError> {
         let school = raw.school_site.chars().take(128).collect::<String>();
-        self.audited("voucher.issue", |v: &VoucherRow| format!("voucher:{}", v.id), &format!("site:{school}"), async {
-            self.district_admin("issue vouchers")?;
-            self.app.issue_voucher(raw).await
-        })
+        self.audited(
+            "voucher.issue",
+            |v: &VoucherRow| format!("voucher:{}", v.id),
+            &format!("site:{school}"),
+            async {
+                self.district_admin("issue vouchers")?;
+                self.app.issue_voucher(raw).await
+            },
+        )
         .await
     }
 
-    pub async fn set_quota(&self, school_site: &str, max_concurrent_seats: i64) -> Result<Option<i32>, ServiceError> {
+    pub async fn set_quota(
+        &self,
+        school_site: &str,
+        max_concurrent_seats: i64,
+    ) -> Result<Option<i32>, ServiceError> {
         let target = format!("site:{}", school_site.chars().take(128).collect::<String>());
         self.audited("quota.set", |_| target.clone(), &target, async {
             self.district_admin("set seat quotas")?;
@@ -282,12 +389,19 @@ impl Scoped<'_> {
         .await
     }
 
-    pub async fn list_vouchers(&self, school_site: &str, include_expired: bool) -> Result<Vec<VoucherRow>, ServiceError> {
+    pub async fn list_vouchers(
+        &self,
+        school_site: &str,
+        include_expired: bool,
+    ) -> Result<Vec<VoucherRow>, ServiceError> {
         let scope = self.school_scope(school_site)?;
         let all = self.app.list_vouchers(school_site, include_expired).await?;
         Ok(match scope {
             None => all,
-            Some(schools) => all.into_iter().filter(|v| schools.iter().any(|s| s.id == v.school_site_id)).collect(),
+            Some(schools) => all
+                .into_iter()
+                .filter(|v| schools.iter().any(|s| s.id == v.school_site_id))
+                .collect(),
         })
     }
 
@@ -295,7 +409,10 @@ impl Scoped<'_> {
         let Some(schools) = self.school_scope(school_site)? else {
             return self.app.voucher_balances("").await;
         };
-        let mut view = BalanceView { schools: Vec::new(), alerts: Vec::new() };
+        let mut view = BalanceView {
+            schools: Vec::new(),
+            alerts: Vec::new(),
+        };
         for s in &schools {
             let b = self.app.voucher_balances(&s.id.to_string()).await?;
             view.schools.extend(b.schools);
@@ -313,11 +430,24 @@ impl Scoped<'_> {
         let limit = if q.page_size == 0 { 100 } else { q.page_size };
         let mut rows = Vec::new();
         for s in &schools {
-            rows.extend(self.app.voucher_ledger(RawLedgerQuery { school_site: s.id.to_string(), ..q.clone() }).await?);
+            rows.extend(
+                self.app
+                    .voucher_ledger(RawLedgerQuery {
+                        school_site: s.id.to_string(),
+                        ..q.clone()
+                    })
+                    .await?,
+            );
         }
         if schools.is_empty() {
             // Still validate the query, so that bad input is reported alike.
-            self.app.voucher_ledger(RawLedgerQuery { page_size: limit, ..q }).await.map(|_| ())?;
+            self.app
+                .voucher_ledger(RawLedgerQuery {
+                    page_size: limit,
+                    ..q
+                })
+                .await
+                .map(|_| ())?;
             return Ok(Vec::new());
         }
         rows.sort_by_key(|r| r.id);
@@ -336,7 +466,8 @@ impl Scoped<'_> {
             return self.app.usage_report(by, school_site, from, to).await;
         };
         // Checked here too, so that a caller without schools hears the same.
-        let group = GroupBy::parse(by).ok_or_else(|| ServiceError::field("by", format!("must be {}", GroupBy::NAMES)))?;
+        let group = GroupBy::parse(by)
+            .ok_or_else(|| ServiceError::field("by", format!("must be {}", GroupBy::NAMES)))?;
         if let (Some(f), Some(t)) = (from, to)
             && t <= f
         {
@@ -344,7 +475,10 @@ impl Scoped<'_> {
         }
         let mut merged: Vec<UsageRow> = Vec::new();
         for s in &schools {
-            let (_, rows) = self.app.usage_report(by, &s.id.to_string(), from, to).await?;
+            let (_, rows) = self
+                .app
+                .usage_report(by, &s.id.to_string(), from, to)
+                .await?;
             for r in rows {
                 match merged.iter_mut().find(|m| m.key == r.key) {
                     Some(m) => {
@@ -365,7 +499,11 @@ impl Scoped<'_> {
 impl Broker {
     /// A scoped watch: the lesson now, then again after every change to it,
     /// until it ends or is cancelled; the stream stops when dropped.
-    pub async fn watch_lesson(self: &std::sync::Arc<Self>, caller: &Caller, id: Uuid) -> Result<tokio_stream::wrappers::ReceiverStream<LessonView>, ServiceError> {
+    pub async fn watch_lesson(
+        self: &std::sync::Arc<Self>,
+        caller: &Caller,
+        id: Uuid,
+    ) -> Result<tokio_stream::wrappers::ReceiverStream<LessonView>, ServiceError> {
         // Subscribe before the first read so that no change falls in between.
         let mut events = self.lesson_events.subscribe();
         let first = self.scoped(caller).lesson(id).await?;

@@ -3,7 +3,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Store, lessons::{LESSON_COLS, LessonRow}};
+use super::{
+    Store,
+    lessons::{LESSON_COLS, LessonRow},
+};
 
 impl Store {
     /// Lessons at any of `sites` (all sites when None) whose start lies in `[from, to)`.

@@ -112,7 +112,16 @@ impl Store {
         .await
     }
 
-    pub async fn insert_join_token(&self, id: Uuid, site: Uuid, kind: &str, digest: &[u8], uses: i32, by: &str, expires: DateTime<Utc>) -> sqlx::Result<()> {
+    pub async fn insert_join_token(
+        &self,
+        id: Uuid,
+        site: Uuid,
+        kind: &str,
+        digest: &[u8],
+        uses: i32,
+        by: &str,
+        expires: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
         sqlx::query(
             "INSERT INTO join_tokens (id, site_id, kind, secret_sha256, uses_left, created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -146,7 +155,11 @@ impl Store {
 
     /// Spends one use of a join token, atomically; None when the token is
     /// unknown, wrong, spent, expired or revoked.
-    pub async fn spend_join_token(&self, id: Uuid, digest: &[u8]) -> sqlx::Result<Option<JoinTokenRow>> {
+    pub async fn spend_join_token(
+        &self,
+        id: Uuid,
+        digest: &[u8],
+    ) -> sqlx::Result<Option<JoinTokenRow>> {
         sqlx::query_as(
             "UPDATE join_tokens SET uses_left = uses_left - 1
              WHERE id = $1 AND secret_sha256 = $2 AND uses_left > 0 AND expires_at > now() AND revoked_at IS NULL
@@ -158,7 +171,15 @@ impl Store {
         .await
     }
 
-    pub async fn insert_node_cert(&self, serial: &str, kind: &str, site: Uuid, name: &str, not_after: DateTime<Utc>, join: Option<Uuid>) -> sqlx::Result<()> {
+    pub async fn insert_node_cert(
+        &self,
+        serial: &str,
+        kind: &str,
+        site: Uuid,
+        name: &str,
+        not_after: DateTime<Utc>,
+        join: Option<Uuid>,
+    ) -> sqlx::Result<()> {
         sqlx::query("INSERT INTO node_certs (serial, kind, site_id, name, not_after, join_token_id) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(serial)
             .bind(kind)
@@ -178,7 +199,12 @@ impl Store {
             .await
     }
 
-    pub async fn active_cert_exists(&self, site: Uuid, kind: &str, name: &str) -> sqlx::Result<bool> {
+    pub async fn active_cert_exists(
+        &self,
+        site: Uuid,
+        kind: &str,
+        name: &str,
+    ) -> sqlx::Result<bool> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM node_certs WHERE site_id = $1 AND kind = $2 AND name = $3
                 AND revoked_at IS NULL AND not_after > now())",
@@ -190,7 +216,12 @@ impl Store {
         .await
     }
 
-    pub async fn revoke_node_certs_of_kind(&self, site: Uuid, kind: &str, name: &str) -> sqlx::Result<u64> {
+    pub async fn revoke_node_certs_of_kind(
+        &self,
+        site: Uuid,
+        kind: &str,
+        name: &str,
+    ) -> sqlx::Result<u64> {
         let r = sqlx::query("UPDATE node_certs SET revoked_at = now() WHERE site_id = $1 AND kind = $2 AND name = $3 AND revoked_at IS NULL")
             .bind(site)
             .bind(kind)

@@ -1,6 +1,8 @@
 //! AdminService (district admins) and JoinService (nodes getting certificates).
 
-use classgrid_proto::v1::{self as pb, admin_service_server::AdminService, join_service_server::JoinService};
+use classgrid_proto::v1::{
+    self as pb, admin_service_server::AdminService, join_service_server::JoinService,
+};
 use tonic::{Request, Response, Status};
 
 use super::{convert, status};
@@ -14,7 +16,14 @@ pub struct Admin(pub App);
 pub struct Join(pub App);
 
 fn site_names(app: &App, ids: &[uuid::Uuid]) -> Vec<String> {
-    ids.iter().map(|id| app.fleet.site_by_id(*id).map(|s| s.name).unwrap_or_else(|| id.to_string())).collect()
+    ids.iter()
+        .map(|id| {
+            app.fleet
+                .site_by_id(*id)
+                .map(|s| s.name)
+                .unwrap_or_else(|| id.to_string())
+        })
+        .collect()
 }
 
 fn api_token(app: &App, t: &ApiTokenRow) -> pb::ApiToken {
@@ -44,60 +53,122 @@ fn join_token(app: &App, t: &JoinTokenRow) -> pb::JoinToken {
 
 #[tonic::async_trait]
 impl AdminService for Admin {
-    async fn create_api_token(&self, req: Request<pb::CreateApiTokenRequest>) -> Result<Response<pb::CreatedSecret>, Status> {
+    async fn create_api_token(
+        &self,
+        req: Request<pb::CreateApiTokenRequest>,
+    ) -> Result<Response<pb::CreatedSecret>, Status> {
         let c = caller(&req)?;
         let r = req.into_inner();
-        let (row, secret) = self.0.create_api_token(&c, &r.name, &r.role, &r.sites, r.ttl_seconds).await.map_err(status)?;
-        Ok(Response::new(pb::CreatedSecret { id: row.id.to_string(), secret, expires: row.expires_at.map(convert::ts) }))
+        let (row, secret) = self
+            .0
+            .create_api_token(&c, &r.name, &r.role, &r.sites, r.ttl_seconds)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CreatedSecret {
+            id: row.id.to_string(),
+            secret,
+            expires: row.expires_at.map(convert::ts),
+        }))
     }
 
-    async fn list_api_tokens(&self, req: Request<pb::ListApiTokensRequest>) -> Result<Response<pb::ListApiTokensResponse>, Status> {
+    async fn list_api_tokens(
+        &self,
+        req: Request<pb::ListApiTokensRequest>,
+    ) -> Result<Response<pb::ListApiTokensResponse>, Status> {
         let c = caller(&req)?;
         let rows = self.0.list_api_tokens(&c).await.map_err(status)?;
-        Ok(Response::new(pb::ListApiTokensResponse { tokens: rows.iter().map(|t| api_token(&self.0, t)).collect() }))
+        Ok(Response::new(pb::ListApiTokensResponse {
+            tokens: rows.iter().map(|t| api_token(&self.0, t)).collect(),
+        }))
     }
 
-    async fn revoke_api_token(&self, req: Request<pb::RevokeRequest>) -> Result<Response<pb::ApiToken>, Status> {
+    async fn revoke_api_token(
+        &self,
+        req: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::ApiToken>, Status> {
         let c = caller(&req)?;
         let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
         let row = self.0.revoke_api_token(&c, id).await.map_err(status)?;
         Ok(Response::new(api_token(&self.0, &row)))
     }
 
-    async fn create_join_token(&self, req: Request<pb::CreateJoinTokenRequest>) -> Result<Response<pb::CreatedSecret>, Status> {
+    async fn create_join_token(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::CreatedSecret>, Status> {
         let c = caller(&req)?;
         let r = req.into_inner();
-        let (row, secret) = self.0.create_join_token(&c, &r.site, &r.kind, r.ttl_seconds, r.uses).await.map_err(status)?;
-        Ok(Response::new(pb::CreatedSecret { id: row.id.to_string(), secret, expires: Some(convert::ts(row.expires_at)) }))
+        let (row, secret) = self
+            .0
+            .create_join_token(&c, &r.site, &r.kind, r.ttl_seconds, r.uses)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CreatedSecret {
+            id: row.id.to_string(),
+            secret,
+            expires: Some(convert::ts(row.expires_at)),
+        }))
     }
 
-    async fn list_join_tokens(&self, req: Request<pb::ListJoinTokensRequest>) -> Result<Response<pb::ListJoinTokensResponse>, Status> {
+    async fn list_join_tokens(
+        &self,
+        req: Request<pb::ListJoinTokensRequest>,
+    ) -> Result<Response<pb::ListJoinTokensResponse>, Status> {
         let c = caller(&req)?;
         let rows = self.0.list_join_tokens(&c).await.map_err(status)?;
-        Ok(Response::new(pb::ListJoinTokensResponse { tokens: rows.iter().map(|t| join_token(&self.0, t)).collect() }))
+        Ok(Response::new(pb::ListJoinTokensResponse {
+            tokens: rows.iter().map(|t| join_token(&self.0, t)).collect(),
+        }))
     }
 
-    async fn revoke_join_token(&self, req: Request<pb::RevokeRequest>) -> Result<Response<pb::JoinToken>, Status> {
+    async fn revoke_join_token(
+        &self,
+        req: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::JoinToken>, Status> {
         let c = caller(&req)?;
         let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
         let row = self.0.revoke_join_token(&c, id).await.map_err(status)?;
         Ok(Response::new(join_token(&self.0, &row)))
     }
 
-    async fn revoke_node(&self, req: Request<pb::RevokeNodeRequest>) -> Result<Response<pb::RevokeNodeResponse>, Status> {
+    async fn revoke_node(
+        &self,
+        req: Request<pb::RevokeNodeRequest>,
+    ) -> Result<Response<pb::RevokeNodeResponse>, Status> {
         let c = caller(&req)?;
-        let n = self.0.revoke_node(&c, &req.get_ref().node).await.map_err(status)?;
-        Ok(Response::new(pb::RevokeNodeResponse { certificates_revoked: n as i32 }))
+        let n = self
+            .0
+            .revoke_node(&c, &req.get_ref().node)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RevokeNodeResponse {
+            certificates_revoked: n as i32,
+        }))
     }
 
-    async fn create_user(&self, req: Request<pb::CreateUserRequest>) -> Result<Response<pb::User>, Status> {
+    async fn create_user(
+        &self,
+        req: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
         let c = caller(&req)?;
         let r = req.into_inner();
-        let u = self.0.create_user(&c, &r.username, &r.password, &r.role, &r.sites).await.map_err(status)?;
-        Ok(Response::new(pb::User { id: u.id.to_string(), username: u.username, role: u.role, sites: site_names(&self.0, &u.sites) }))
+        let u = self
+            .0
+            .create_user(&c, &r.username, &r.password, &r.role, &r.sites)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::User {
+            id: u.id.to_string(),
+            username: u.username,
+            role: u.role,
+            sites: site_names(&self.0, &u.sites),
+        }))
     }
 
-    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
         let c = caller(&req)?;
         let r = req.into_inner();
         let since = convert::from_ts("since", r.since.as_ref()).map_err(status)?;
@@ -105,7 +176,14 @@ impl AdminService for Admin {
         let limit = if r.limit == 0 { 100 } else { r.limit as i64 };
         let rows = self
             .0
-            .list_audit(&c, opt(&r.actor).as_deref(), opt(&r.action).as_deref(), opt(&r.target).as_deref(), since, limit)
+            .list_audit(
+                &c,
+                opt(&r.actor).as_deref(),
+                opt(&r.action).as_deref(),
+                opt(&r.target).as_deref(),
+                since,
+                limit,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListAuditResponse {
@@ -129,22 +207,56 @@ impl AdminService for Admin {
 
 #[tonic::async_trait]
 impl JoinService for Join {
-    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
         let source = source_of_request(&req);
         let r = req.into_inner();
-        let (cert, ca, site, not_after) = self.0.join(&r.token, &r.name, &r.csr, &source).await.map_err(status)?;
-        Ok(Response::new(pb::JoinResponse { certificate: cert, ca, site, name: r.name, not_after: Some(convert::ts(not_after)) }))
+        let (cert, ca, site, not_after) = self
+            .0
+            .join(&r.token, &r.name, &r.csr, &source)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::JoinResponse {
+            certificate: cert,
+            ca,
+            site,
+            name: r.name,
+            not_after: Some(convert::ts(not_after)),
+        }))
     }
 
-    async fn renew(&self, req: Request<pb::RenewRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+    async fn renew(
+        &self,
+        req: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
         let source = source_of_request(&req);
         let peer = req.peer_certs().and_then(|c| c.first().map(|d| d.to_vec()));
         let kind = match peer.as_deref().map(crate::auth::pki::client_identity) {
             Some(Ok(id)) => id.kind,
-            _ => return Err(Status::unauthenticated("renew needs the node's current client certificate")),
+            _ => {
+                return Err(Status::unauthenticated(
+                    "renew needs the node's current client certificate",
+                ));
+            }
         };
-        let id = self.0.node_identity(peer.as_deref(), &kind).await?.ok_or_else(|| Status::unauthenticated("renew needs TLS"))?;
-        let (cert, ca, not_after) = self.0.renew(&id, &req.get_ref().csr, &source).await.map_err(status)?;
-        Ok(Response::new(pb::JoinResponse { certificate: cert, ca, site: id.site, name: id.name, not_after: Some(convert::ts(not_after)) }))
+        let id = self
+            .0
+            .node_identity(peer.as_deref(), &kind)
+            .await?
+            .ok_or_else(|| Status::unauthenticated("renew needs TLS"))?;
+        let (cert, ca, not_after) = self
+            .0
+            .renew(&id, &req.get_ref().csr, &source)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::JoinResponse {
+            certificate: cert,
+            ca,
+            site: id.site,
+            name: id.name,
+            not_after: Some(convert::ts(not_after)),
+        }))
     }
 }

@@ -77,13 +77,28 @@ impl AgentService for Agents {
         };
         let node_id = live.id;
         let who = crate::auth::Caller {
-            actor: format!("node:{}/{}", reg.site.chars().take(64).collect::<String>(), reg.name),
+            actor: format!(
+                "node:{}/{}",
+                reg.site.chars().take(64).collect::<String>(),
+                reg.name
+            ),
             role: crate::auth::Role::SchoolAdmin,
             sites: vec![live.site_id],
             source,
             token_id: None,
         };
-        app.audit(&who, "node.register", &format!("node:{node_id}"), &Ok(()), if identity.is_some() { "mTLS" } else { "insecure-dev" }).await;
+        app.audit(
+            &who,
+            "node.register",
+            &format!("node:{node_id}"),
+            &Ok(()),
+            if identity.is_some() {
+                "mTLS"
+            } else {
+                "insecure-dev"
+            },
+        )
+        .await;
         if let Err(e) = app.store.set_probe_addr(node_id, &reg.probe_addr).await {
             warn!(node = %node_id, error = %e, "probe address not recorded");
         }

@@ -60,17 +60,40 @@ impl FleetApi {
 
 #[tonic::async_trait]
 impl FleetService for FleetApi {
-    async fn create_site(&self, req: Request<pb::CreateSiteRequest>) -> Result<Response<pb::Site>, Status> {
+    async fn create_site(
+        &self,
+        req: Request<pb::CreateSiteRequest>,
+    ) -> Result<Response<pb::Site>, Status> {
         let c = caller(&req)?;
         let r = req.into_inner();
-        let s = self.0.scoped(&c).create_site(&r.name, &r.kind, &r.district).await.map_err(status)?;
-        Ok(Response::new(pb::Site { id: s.id.to_string(), name: s.name, kind: s.kind, district: s.district, edges: vec![] }))
+        let s = self
+            .0
+            .scoped(&c)
+            .create_site(&r.name, &r.kind, &r.district)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::Site {
+            id: s.id.to_string(),
+            name: s.name,
+            kind: s.kind,
+            district: s.district,
+            edges: vec![],
+        }))
     }
 
-    async fn list_sites(&self, req: Request<pb::ListSitesRequest>) -> Result<Response<pb::ListSitesResponse>, Status> {
+    async fn list_sites(
+        &self,
+        req: Request<pb::ListSitesRequest>,
+    ) -> Result<Response<pb::ListSitesResponse>, Status> {
         let c = caller(&req)?;
-        let edges = self.0.store.list_edges().await.map_err(|e| status(e.into()))?;
-        let stale = chrono::Utc::now() - chrono::Duration::from_std(self.0.cfg.disconnected_after).unwrap_or_default();
+        let edges = self
+            .0
+            .store
+            .list_edges()
+            .await
+            .map_err(|e| status(e.into()))?;
+        let stale = chrono::Utc::now()
+            - chrono::Duration::from_std(self.0.cfg.disconnected_after).unwrap_or_default();
         let sites = self
             .0
             .scoped(&c)
@@ -84,7 +107,12 @@ impl FleetService for FleetApi {
                     .map(|e| pb::Edge {
                         id: e.id.to_string(),
                         name: e.name.clone(),
-                        state: if e.last_seen >= stale { "connected" } else { "disconnected" }.into(),
+                        state: if e.last_seen >= stale {
+                            "connected"
+                        } else {
+                            "disconnected"
+                        }
+                        .into(),
                         last_seen: Some(convert::ts(e.last_seen)),
                     })
                     .collect(),
@@ -96,25 +124,49 @@ impl FleetService for FleetApi {
         Ok(Response::new(pb::ListSitesResponse { sites }))
     }
 
-    async fn list_nodes(&self, req: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesResponse>, Status> {
+    async fn list_nodes(
+        &self,
+        req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
         let c = caller(&req)?;
-        let found = self.0.scoped(&c).nodes(Some(req.get_ref().site.as_str())).map_err(status)?;
+        let found = self
+            .0
+            .scoped(&c)
+            .nodes(Some(req.get_ref().site.as_str()))
+            .map_err(status)?;
         let counts = self.running_counts().await?;
         let nodes = found
             .iter()
             .map(|n| {
-                let site = self.0.fleet.site_by_id(n.site_id).map(|s| s.name).unwrap_or_default();
+                let site = self
+                    .0
+                    .fleet
+                    .site_by_id(n.site_id)
+                    .map(|s| s.name)
+                    .unwrap_or_default();
                 node(n, &site, counts.get(&n.id).copied().unwrap_or(0) as i32)
             })
             .collect();
         Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
 
-    async fn get_node(&self, req: Request<pb::GetNodeRequest>) -> Result<Response<pb::Node>, Status> {
+    async fn get_node(
+        &self,
+        req: Request<pb::GetNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
         let c = caller(&req)?;
         let n = self.0.scoped(&c).node(&req.get_ref().id).map_err(status)?;
         let counts = self.running_counts().await?;
-        let site = self.0.fleet.site_by_id(n.site_id).map(|s| s.name).unwrap_or_default();
-        Ok(Response::new(node(&n, &site, counts.get(&n.id).copied().unwrap_or(0) as i32)))
+        let site = self
+            .0
+            .fleet
+            .site_by_id(n.site_id)
+            .map(|s| s.name)
+            .unwrap_or_default();
+        Ok(Response::new(node(
+            &n,
+            &site,
+            counts.get(&n.id).copied().unwrap_or(0) as i32,
+        )))
     }
 }

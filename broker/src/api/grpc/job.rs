@@ -8,7 +8,10 @@ pub struct Jobs(pub App);
 
 #[tonic::async_trait]
 impl JobService for Jobs {
-    async fn submit(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn submit(
+        &self,
+        req: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let c = caller(&req)?;
         let r = req.into_inner();
         let raw = RawJob {
@@ -29,12 +32,19 @@ impl JobService for Jobs {
     async fn get(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
         let c = caller(&req)?;
         let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
-        Ok(Response::new(convert::job(&self.0.scoped(&c).job(id).await.map_err(status)?)))
+        Ok(Response::new(convert::job(
+            &self.0.scoped(&c).job(id).await.map_err(status)?,
+        )))
     }
 
-    async fn cancel(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn cancel(
+        &self,
+        req: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let c = caller(&req)?;
         let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
-        Ok(Response::new(convert::job(&self.0.scoped(&c).cancel_job(id).await.map_err(status)?)))
+        Ok(Response::new(convert::job(
+            &self.0.scoped(&c).cancel_job(id).await.map_err(status)?,
+        )))
     }
 }

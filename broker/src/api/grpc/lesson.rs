@@ -105,7 +105,12 @@ impl LessonService for Lessons {
         let c = caller(&req)?;
         let r = req.into_inner();
         let id = convert::parse_id("id", &r.id).map_err(status)?;
-        let v = self.0.scoped(&c).cancel_lesson(id, &r.reason).await.map_err(status)?;
+        let v = self
+            .0
+            .scoped(&c)
+            .cancel_lesson(id, &r.reason)
+            .await
+            .map_err(status)?;
         Ok(Response::new(convert::lesson(&v)))
     }
 

@@ -20,22 +20,51 @@ use super::{
 };
 use crate::{app::App, domain::ServiceError};
 
-pub async fn page(State(app): State<App>, s: Session, uri: Uri, Query(q): Query<HashMap<String, String>>) -> Response {
+pub async fn page(
+    State(app): State<App>,
+    s: Session,
+    uri: Uri,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let l = s.lang;
     let z = zone();
     let since = match opt(&q, "since") {
         None => None,
-        Some(v) => match NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M").or_else(|_| NaiveDateTime::parse_from_str(v, "%Y-%m-%d %H:%M")) {
+        Some(v) => match NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M")
+            .or_else(|_| NaiveDateTime::parse_from_str(v, "%Y-%m-%d %H:%M"))
+        {
             Ok(t) => Some(z.midnight(t.date()) + (t - t.date().and_hms_opt(0, 0, 0).unwrap_or(t))),
-            Err(_) => return error(&s, z, uri.path(), &ServiceError::field("since", "must be a local time like 2026-09-01T08:00")),
+            Err(_) => {
+                return error(
+                    &s,
+                    z,
+                    uri.path(),
+                    &ServiceError::field("since", "must be a local time like 2026-09-01T08:00"),
+                );
+            }
         },
     };
     for k in ["actor", "action", "target"] {
         if opt(&q, k).is_some_and(|v| v.chars().count() > 200) {
-            return error(&s, z, uri.path(), &ServiceError::field(k, "must be at most 200 characters"));
+            return error(
+                &s,
+                z,
+                uri.path(),
+                &ServiceError::field(k, "must be at most 200 characters"),
+            );
         }
     }
-    let rows = match app.list_audit(&s.caller, opt(&q, "actor"), opt(&q, "action"), opt(&q, "target"), since, 300).await {
+    let rows = match app
+        .list_audit(
+            &s.caller,
+            opt(&q, "actor"),
+            opt(&q, "action"),
+            opt(&q, "target"),
+            since,
+            300,
+        )
+        .await
+    {
         Ok(r) => r,
         Err(e) => return error(&s, z, uri.path(), &e),
     };
@@ -76,7 +105,10 @@ pub async fn page(State(app): State<App>, s: Session, uri: Uri, Query(q): Query<
         );
     }
     if rows.is_empty() {
-        o += &format!(r#"<tr><td colspan="7" class="muted">{}</td></tr>"#, t(l, "none"));
+        o += &format!(
+            r#"<tr><td colspan="7" class="muted">{}</td></tr>"#,
+            t(l, "none")
+        );
     }
     o += "</tbody></table>";
     render(&s, z, uri.path(), Page::new(t(l, "audit"), "audit", o))

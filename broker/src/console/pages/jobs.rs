@@ -19,7 +19,12 @@ use super::{
 };
 use crate::app::App;
 
-pub async fn page(State(app): State<App>, s: Session, uri: Uri, Query(q): Query<HashMap<String, String>>) -> Response {
+pub async fn page(
+    State(app): State<App>,
+    s: Session,
+    uri: Uri,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let l = s.lang;
     let z = zone();
     let state = opt(&q, "state");
@@ -29,7 +34,12 @@ pub async fn page(State(app): State<App>, s: Session, uri: Uri, Query(q): Query<
     };
     let opts: String = ["queued", "running", "succeeded", "failed", "cancelled"]
         .iter()
-        .map(|v| format!(r#"<option value="{v}"{}>{v}</option>"#, if state == Some(*v) { " selected" } else { "" }))
+        .map(|v| {
+            format!(
+                r#"<option value="{v}"{}>{v}</option>"#,
+                if state == Some(*v) { " selected" } else { "" }
+            )
+        })
         .collect();
     let mut o = format!(
         r#"<form class="filters" method="get" action="/console/jobs"><label for="f-state">{}<select id="f-state" name="state"><option value="">{}</option>{opts}</select></label><button type="submit">{}</button></form>"#,
@@ -49,21 +59,33 @@ pub async fn page(State(app): State<App>, s: Session, uri: Uri, Query(q): Query<
         t(l, "message")
     );
     for j in &jobs {
-        let name = if j.name.is_empty() { j.id.to_string() } else { j.name.clone() };
+        let name = if j.name.is_empty() {
+            j.id.to_string()
+        } else {
+            j.name.clone()
+        };
         o += &format!(
             r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>"#,
             esc(&name),
             esc(&j.school_site),
             state_badge(l, &j.state),
             j.priority,
-            j.node_id.map(|id| format!(r#"<a href="/console/nodes/{id}">{}</a>"#, esc(j.node_name.as_deref().unwrap_or("")))).unwrap_or_default(),
+            j.node_id
+                .map(|id| format!(
+                    r#"<a href="/console/nodes/{id}">{}</a>"#,
+                    esc(j.node_name.as_deref().unwrap_or(""))
+                ))
+                .unwrap_or_default(),
             esc(&j.endpoint),
             z.fmt(j.created_at),
             esc(&j.message)
         );
     }
     if jobs.is_empty() {
-        o += &format!(r#"<tr><td colspan="8" class="muted">{}</td></tr>"#, t(l, "no_jobs"));
+        o += &format!(
+            r#"<tr><td colspan="8" class="muted">{}</td></tr>"#,
+            t(l, "no_jobs")
+        );
     }
     o += "</tbody></table>";
     render(&s, z, uri.path(), Page::new(t(l, "jobs"), "jobs", o))

@@ -22,7 +22,12 @@ use crate::{app::App, domain::ServiceError};
 
 const PLOT_HOURS: i64 = 6;
 
-pub async fn detail(State(app): State<App>, s: Session, uri: Uri, Path(id): Path<String>) -> Response {
+pub async fn detail(
+    State(app): State<App>,
+    s: Session,
+    uri: Uri,
+    Path(id): Path<String>,
+) -> Response {
     match build(&app, &s, &id).await {
         Ok((title, body)) => render(&s, zone(), uri.path(), Page::new(title, "nodes", body)),
         Err(e) => error(&s, zone(), uri.path(), &e),
@@ -38,7 +43,11 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
     let z = zone();
     let scoped = app.scoped(&s.caller);
     let n = scoped.node(id)?;
-    let site = app.fleet.site_by_id(n.site_id).map(|s| s.name).unwrap_or_default();
+    let site = app
+        .fleet
+        .site_by_id(n.site_id)
+        .map(|s| s.name)
+        .unwrap_or_default();
     let held = app.store.held_now().await.map_err(internal)?;
     let mut o = format!(
         r#"<p>{}: <strong>{}</strong> · {}: {} · {}: {} {} · {}: {} · {}: {}</p>"#,
@@ -48,7 +57,14 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
         esc(&n.tier),
         t(l, "state"),
         state_badge(l, n.state),
-        if n.cordoned { format!(r#"<span class="badge s-cordoned" id="cordon-state">{}</span>"#, t(l, "cordoned")) } else { String::new() },
+        if n.cordoned {
+            format!(
+                r#"<span class="badge s-cordoned" id="cordon-state">{}</span>"#,
+                t(l, "cordoned")
+            )
+        } else {
+            String::new()
+        },
         t(l, "runtimes"),
         esc(&n.runtimes.join(", ")),
         t(l, "last_seen"),
@@ -63,7 +79,11 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
             )
         };
         o += &format!(r#"<div role="group" aria-label="{}">"#, t(l, "actions"));
-        o += &if n.cordoned { form("uncordon", t(l, "uncordon"), "") } else { form("cordon", t(l, "cordon"), "danger") };
+        o += &if n.cordoned {
+            form("uncordon", t(l, "uncordon"), "")
+        } else {
+            form("cordon", t(l, "cordon"), "danger")
+        };
         o += &form("drain", t(l, "drain"), "danger");
         o += "</div>";
     }
@@ -81,7 +101,10 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
         t(l, "reserved")
     );
     for d in &n.devices {
-        let h: Vec<_> = held.iter().filter(|h| h.node_id == n.id && h.device_idx == d.idx).collect();
+        let h: Vec<_> = held
+            .iter()
+            .filter(|h| h.node_id == n.id && h.device_idx == d.idx)
+            .collect();
         let slices: i64 = h.iter().map(|h| h.slices).sum();
         let hm: i64 = h.iter().map(|h| h.gpu_memory_mib).sum();
         let hc: i64 = h.iter().map(|h| h.gpu_compute_pct).sum();
@@ -93,19 +116,30 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
             mib(d.memory_mib),
             mib(d.memory_used_mib),
             d.utilization_percent,
-            if d.healthy { state_badge(l, "ok") } else { state_badge(l, "failed") },
+            if d.healthy {
+                state_badge(l, "ok")
+            } else {
+                state_badge(l, "failed")
+            },
             esc(&d.isolation),
             d.max_slices,
             mib(hm)
         );
     }
     if n.devices.is_empty() {
-        o += &format!(r#"<tr><td colspan="10" class="muted">{}</td></tr>"#, t(l, "none"));
+        o += &format!(
+            r#"<tr><td colspan="10" class="muted">{}</td></tr>"#,
+            t(l, "none")
+        );
     }
     o += "</tbody></table>";
 
     let since = Utc::now() - chrono::Duration::hours(PLOT_HOURS);
-    let samples = app.store.device_samples(n.id, since).await.map_err(internal)?;
+    let samples = app
+        .store
+        .device_samples(n.id, since)
+        .await
+        .map_err(internal)?;
     o += &format!(r#"<h2>{}</h2>"#, t(l, "utilisation"));
     if samples.is_empty() {
         o += &format!(r#"<p class="muted">{}</p>"#, t(l, "no_samples"));
@@ -115,11 +149,19 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
             .iter()
             .map(|d| svg::Series {
                 label: format!("#{} {} {}", d.idx, d.vendor, d.model),
-                points: samples.iter().filter(|x| x.idx == d.idx).map(|x| (x.at.timestamp() as f64, x.utilization_percent as f64)).collect(),
+                points: samples
+                    .iter()
+                    .filter(|x| x.idx == d.idx)
+                    .map(|x| (x.at.timestamp() as f64, x.utilization_percent as f64))
+                    .collect(),
             })
             .collect();
         let (x0, x1) = (since.timestamp() as f64, Utc::now().timestamp() as f64);
-        let fmt = |x: f64| chrono::DateTime::from_timestamp(x as i64, 0).map(|t| z.hm(t)).unwrap_or_default();
+        let fmt = |x: f64| {
+            chrono::DateTime::from_timestamp(x as i64, 0)
+                .map(|t| z.hm(t))
+                .unwrap_or_default()
+        };
         o += &svg::lines(t(l, "utilisation"), &series, x0, x1, 100.0, "%", &fmt);
     }
 
@@ -136,14 +178,23 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
     );
     for a in &assignments {
         let what = match (a.lesson_id, a.job_id) {
-            (Some(lid), _) => format!(r#"<a href="/console/lessons/{lid}">{} #{}</a>"#, t(l, "seat"), a.seat_number.unwrap_or(0)),
+            (Some(lid), _) => format!(
+                r#"<a href="/console/lessons/{lid}">{} #{}</a>"#,
+                t(l, "seat"),
+                a.seat_number.unwrap_or(0)
+            ),
             (_, Some(j)) => format!("{} {}", t(l, "jobs"), &j.to_string()[..8]),
             _ => esc(&a.kind),
         };
         o += &format!(
             r#"<tr><td>{what}</td><td>{}</td><td>{}</td><td>{} · {}%</td><td><code>{}</code></td><td>{}</td></tr>"#,
             state_badge(l, &a.state),
-            esc(&a.device_indexes.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
+            esc(&a
+                .device_indexes
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")),
             mib(a.gpu_memory_mib),
             a.gpu_compute_pct,
             esc(&a.endpoint),
@@ -151,7 +202,10 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
         );
     }
     if assignments.is_empty() {
-        o += &format!(r#"<tr><td colspan="6" class="muted">{}</td></tr>"#, t(l, "none"));
+        o += &format!(
+            r#"<tr><td colspan="6" class="muted">{}</td></tr>"#,
+            t(l, "none")
+        );
     }
     o += "</tbody></table>";
 
@@ -164,7 +218,10 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
         t(l, "source"),
         t(l, "measured_at")
     );
-    for r in rtts.iter().filter(|r| s.caller.is_district_admin() || scoped.site("site", &r.site).is_ok()) {
+    for r in rtts
+        .iter()
+        .filter(|r| s.caller.is_district_admin() || scoped.site("site", &r.site).is_ok())
+    {
         o += &format!(
             r#"<tr><td>{}</td><td class="num">{:.1} ms</td><td>measured ({} samples)</td><td>{}</td></tr>"#,
             esc(&r.site),
@@ -174,7 +231,10 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
         );
     }
     if rtts.is_empty() {
-        o += &format!(r#"<tr><td colspan="4" class="muted">{}</td></tr>"#, t(l, "none"));
+        o += &format!(
+            r#"<tr><td colspan="4" class="muted">{}</td></tr>"#,
+            t(l, "none")
+        );
     }
     o += "</tbody></table>";
 
@@ -182,7 +242,13 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
     if n.warnings.is_empty() {
         o += &format!(r#"<p class="muted">{}</p>"#, t(l, "none"));
     } else {
-        o += &format!("<ul>{}</ul>", n.warnings.iter().map(|w| format!("<li>{}</li>", esc(w))).collect::<String>());
+        o += &format!(
+            "<ul>{}</ul>",
+            n.warnings
+                .iter()
+                .map(|w| format!("<li>{}</li>", esc(w)))
+                .collect::<String>()
+        );
     }
     Ok((format!("{} {}", t(l, "node"), n.name), o))
 }
@@ -202,8 +268,15 @@ pub async fn act(
     let r = match action.as_str() {
         "cordon" => scoped.set_cordon(&id, true).await,
         "uncordon" => scoped.set_cordon(&id, false).await,
-        "drain" => scoped.drain_node(&id, f.get("reason").map(|v| v.as_str()).unwrap_or("")).await,
-        _ => Err(ServiceError::field("action", "must be cordon, uncordon or drain")),
+        "drain" => {
+            scoped
+                .drain_node(&id, f.get("reason").map(|v| v.as_str()).unwrap_or(""))
+                .await
+        }
+        _ => Err(ServiceError::field(
+            "action",
+            "must be cordon, uncordon or drain",
+        )),
     };
     match r {
         Ok(n) => see_other(&format!("/console/nodes/{}", n.id)),

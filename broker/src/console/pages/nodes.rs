@@ -21,7 +21,12 @@ use crate::app::App;
 
 const STATES: &[&str] = &["connected", "disconnected", "lost", "cordoned"];
 
-pub async fn list(State(app): State<App>, s: Session, uri: Uri, Query(q): Query<HashMap<String, String>>) -> Response {
+pub async fn list(
+    State(app): State<App>,
+    s: Session,
+    uri: Uri,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let l = s.lang;
     let z = zone();
     let scoped = app.scoped(&s.caller);
@@ -32,13 +37,24 @@ pub async fn list(State(app): State<App>, s: Session, uri: Uri, Query(q): Query<
     if let Some(st) = state
         && !STATES.contains(&st)
     {
-        return error(&s, z, uri.path(), &crate::domain::ServiceError::field("state", format!("must be one of {}", STATES.join(", "))));
+        return error(
+            &s,
+            z,
+            uri.path(),
+            &crate::domain::ServiceError::field(
+                "state",
+                format!("must be one of {}", STATES.join(", ")),
+            ),
+        );
     }
     let nodes = match scoped.nodes(site) {
         Ok(n) => n,
         Err(e) => return error(&s, z, uri.path(), &e),
     };
-    let mut vendors: Vec<String> = nodes.iter().flat_map(|n| n.devices.iter().map(|d| d.vendor.clone())).collect();
+    let mut vendors: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| n.devices.iter().map(|d| d.vendor.clone()))
+        .collect();
     vendors.sort();
     vendors.dedup();
     let shown: Vec<_> = nodes
@@ -55,14 +71,37 @@ pub async fn list(State(app): State<App>, s: Session, uri: Uri, Query(q): Query<
     let select = |id: &str, label: &str, all: &[String], cur: Option<&str>| {
         let opts: String = all
             .iter()
-            .map(|v| format!(r#"<option value="{v}"{}>{v}</option>"#, if cur == Some(v.as_str()) { " selected" } else { "" }, v = esc(v)))
+            .map(|v| {
+                format!(
+                    r#"<option value="{v}"{}>{v}</option>"#,
+                    if cur == Some(v.as_str()) {
+                        " selected"
+                    } else {
+                        ""
+                    },
+                    v = esc(v)
+                )
+            })
             .collect();
-        format!(r#"<label for="f-{id}">{label}<select id="f-{id}" name="{id}"><option value="">{}</option>{opts}</select></label>"#, t(l, "all"))
+        format!(
+            r#"<label for="f-{id}">{label}<select id="f-{id}" name="{id}"><option value="">{}</option>{opts}</select></label>"#,
+            t(l, "all")
+        )
     };
     let mut o = format!(
         r#"<form class="filters" method="get" action="/console/nodes" role="search" aria-label="{f}">{}{}{}<label for="f-q">{}<input id="f-q" name="q" value="{}" maxlength="128"></label><button type="submit">{}</button></form>"#,
-        select("site", t(l, "site"), &sites.iter().map(|s| s.name.clone()).collect::<Vec<_>>(), site),
-        select("state", t(l, "state"), &STATES.iter().map(|s| s.to_string()).collect::<Vec<_>>(), state),
+        select(
+            "site",
+            t(l, "site"),
+            &sites.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            site
+        ),
+        select(
+            "state",
+            t(l, "state"),
+            &STATES.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            state
+        ),
         select("vendor", t(l, "vendor"), &vendors, vendor),
         t(l, "search"),
         esc(name.unwrap_or("")),
@@ -80,9 +119,25 @@ pub async fn list(State(app): State<App>, s: Session, uri: Uri, Query(q): Query<
         t(l, "last_seen")
     );
     for n in &shown {
-        let site = app.fleet.site_by_id(n.site_id).map(|s| s.name).unwrap_or_default();
-        let devs: Vec<String> = n.devices.iter().map(|d| format!("{} {}", d.vendor, d.model)).collect();
-        let cordon = if n.cordoned { format!(" {}", state_badge(l, "cordoned").replace(">cordoned<", &format!(">{}<", t(l, "cordoned")))) } else { String::new() };
+        let site = app
+            .fleet
+            .site_by_id(n.site_id)
+            .map(|s| s.name)
+            .unwrap_or_default();
+        let devs: Vec<String> = n
+            .devices
+            .iter()
+            .map(|d| format!("{} {}", d.vendor, d.model))
+            .collect();
+        let cordon = if n.cordoned {
+            format!(
+                " {}",
+                state_badge(l, "cordoned")
+                    .replace(">cordoned<", &format!(">{}<", t(l, "cordoned")))
+            )
+        } else {
+            String::new()
+        };
         o += &format!(
             r#"<tr><td><a href="/console/nodes/{}">{}</a></td><td>{}</td><td>{}</td><td>{}{cordon}</td><td>{}</td><td class="num">{}</td><td>{}</td></tr>"#,
             n.id,
@@ -96,7 +151,10 @@ pub async fn list(State(app): State<App>, s: Session, uri: Uri, Query(q): Query<
         );
     }
     if shown.is_empty() {
-        o += &format!(r#"<tr><td colspan="7" class="muted">{}</td></tr>"#, t(l, "none"));
+        o += &format!(
+            r#"<tr><td colspan="7" class="muted">{}</td></tr>"#,
+            t(l, "none")
+        );
     }
     o += "</tbody></table>";
     o += &format!(r#"<p class="muted">{}</p>"#, t(l, "approve_hint"));

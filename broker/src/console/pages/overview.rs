@@ -16,7 +16,12 @@ use crate::{app::App, domain::ServiceError};
 
 pub async fn page(State(app): State<App>, s: Session, uri: Uri) -> Response {
     match build(&app, &s).await {
-        Ok(body) => render(&s, zone(), uri.path(), Page::new(t(s.lang, "overview"), "overview", body)),
+        Ok(body) => render(
+            &s,
+            zone(),
+            uri.path(),
+            Page::new(t(s.lang, "overview"), "overview", body),
+        ),
         Err(e) => super::super::html::error(&s, zone(), uri.path(), &e),
     }
 }
@@ -30,9 +35,15 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
     let day1 = day0 + chrono::Duration::days(1);
     let sites = scoped.sites();
     let nodes = scoped.nodes(None)?;
-    let lessons = scoped.list_lessons(None, Some(day0), Some(day1), 500, 0).await?;
+    let lessons = scoped
+        .list_lessons(None, Some(day0), Some(day1), 500, 0)
+        .await?;
     let filter = scoped.site_filter();
-    let counts = app.store.seat_counts(filter.as_deref(), day0).await.map_err(|e| ServiceError::Internal(e.into()))?;
+    let counts = app
+        .store
+        .seat_counts(filter.as_deref(), day0)
+        .await
+        .map_err(|e| ServiceError::Internal(e.into()))?;
     let staging = lessons.iter().filter(|l| l.state == "staging").count();
     let connected = nodes.iter().filter(|n| n.is_connected()).count();
 
@@ -65,7 +76,12 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
             z.fmt(n.last_seen_wall)
         ));
     }
-    for (lesson, seat, node, msg) in app.store.failed_seats(filter.as_deref()).await.map_err(|e| ServiceError::Internal(e.into()))? {
+    for (lesson, seat, node, msg) in app
+        .store
+        .failed_seats(filter.as_deref())
+        .await
+        .map_err(|e| ServiceError::Internal(e.into()))?
+    {
         alerts.push(format!(
             r#"{}: <a href="/console/lessons/{lesson}">{} #{seat}</a> {} {}"#,
             t(l, "alert_failed_seat"),
@@ -76,14 +92,25 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
     }
     if let Ok(v) = scoped.voucher_view().await {
         for a in v.alerts {
-            alerts.push(format!("{}: {} — {}", t(l, "alert_voucher"), esc(&a.school), esc(&a.message)));
+            alerts.push(format!(
+                "{}: {} — {}",
+                t(l, "alert_voucher"),
+                esc(&a.school),
+                esc(&a.message)
+            ));
         }
     }
     o += &format!(r#"<h2 id="alerts">{}</h2>"#, t(l, "alerts"));
     if alerts.is_empty() {
         o += &format!(r#"<p class="muted">{}</p>"#, t(l, "no_alerts"));
     } else {
-        o += &format!(r#"<ul class="alerts" role="list">{}</ul>"#, alerts.iter().map(|a| format!("<li>{a}</li>")).collect::<String>());
+        o += &format!(
+            r#"<ul class="alerts" role="list">{}</ul>"#,
+            alerts
+                .iter()
+                .map(|a| format!("<li>{a}</li>"))
+                .collect::<String>()
+        );
     }
 
     o += r#"<div class="grid2"><section>"#;
@@ -118,7 +145,11 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
 
     // Capacity per vendor: what the devices have, what live reservations
     // hold now, and what the agents last measured.
-    let held = app.store.held_now().await.map_err(|e| ServiceError::Internal(e.into()))?;
+    let held = app
+        .store
+        .held_now()
+        .await
+        .map_err(|e| ServiceError::Internal(e.into()))?;
     #[derive(Default)]
     struct V {
         devices: usize,
@@ -135,7 +166,11 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
             v.mem += d.memory_mib;
             v.used += d.memory_used_mib;
             v.util += d.utilization_percent as i64;
-            v.held += held.iter().filter(|h| h.node_id == n.id && h.device_idx == d.idx).map(|h| h.gpu_memory_mib).sum::<i64>();
+            v.held += held
+                .iter()
+                .filter(|h| h.node_id == n.id && h.device_idx == d.idx)
+                .map(|h| h.gpu_memory_mib)
+                .sum::<i64>();
         }
     }
     let cpu_total: i64 = nodes.iter().map(|n| n.cpu_millis as i64).sum();
@@ -177,7 +212,11 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
         t(l, "seats")
     );
     for ls in &lessons {
-        let title = if ls.title.is_empty() { ls.id.to_string() } else { ls.title.clone() };
+        let title = if ls.title.is_empty() {
+            ls.id.to_string()
+        } else {
+            ls.title.clone()
+        };
         o += &format!(
             r#"<tr><td><a href="/console/lessons/{}">{}</a></td><td>{}</td><td>{}–{}</td><td>{}</td><td class="num">{}</td></tr>"#,
             ls.id,
@@ -190,7 +229,10 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
         );
     }
     if lessons.is_empty() {
-        o += &format!(r#"<tr><td colspan="5" class="muted">{}</td></tr>"#, t(l, "no_lessons"));
+        o += &format!(
+            r#"<tr><td colspan="5" class="muted">{}</td></tr>"#,
+            t(l, "no_lessons")
+        );
     }
     o += "</tbody></table>";
     Ok(o)

@@ -32,14 +32,28 @@ struct Bar<'a> {
     label: String,
 }
 
-pub async fn page(State(app): State<App>, s: Session, uri: Uri, Query(q): Query<HashMap<String, String>>) -> Response {
+pub async fn page(
+    State(app): State<App>,
+    s: Session,
+    uri: Uri,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     match build(&app, &s, &q).await {
-        Ok(body) => render(&s, zone(), uri.path(), Page::new(t(s.lang, "timetable"), "timetable", body)),
+        Ok(body) => render(
+            &s,
+            zone(),
+            uri.path(),
+            Page::new(t(s.lang, "timetable"), "timetable", body),
+        ),
         Err(e) => error(&s, zone(), uri.path(), &e),
     }
 }
 
-async fn build(app: &App, s: &Session, q: &HashMap<String, String>) -> Result<String, ServiceError> {
+async fn build(
+    app: &App,
+    s: &Session,
+    q: &HashMap<String, String>,
+) -> Result<String, ServiceError> {
     let l = s.lang;
     let z = zone();
     let week = match opt(q, "view") {
@@ -54,31 +68,55 @@ async fn build(app: &App, s: &Session, q: &HashMap<String, String>) -> Result<St
     };
     let date = match opt(q, "date") {
         None => z.today(Utc::now()),
-        Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| ServiceError::field("date", "must be a date like 2026-09-01"))?,
+        Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map_err(|_| ServiceError::field("date", "must be a date like 2026-09-01"))?,
     };
     let days = if week { 7 } else { 1 };
     let from = z.midnight(date);
     let to = from + Duration::days(days);
     let scoped = app.scoped(&s.caller);
-    let mut lessons = scoped.list_lessons(None, Some(from - Duration::hours(2)), Some(to + Duration::hours(2)), 500, 0).await?;
+    let mut lessons = scoped
+        .list_lessons(
+            None,
+            Some(from - Duration::hours(2)),
+            Some(to + Duration::hours(2)),
+            500,
+            0,
+        )
+        .await?;
     lessons.retain(|x| x.window_end > from && x.window_start < to && x.state != "cancelled");
     lessons.sort_by_key(|x| x.start_at);
 
     // Rows: schools, or the nodes the lessons' seats are on.
     let mut rows: BTreeMap<String, Vec<Bar>> = BTreeMap::new();
     for ls in &lessons {
-        let title = if ls.title.is_empty() { ls.school_site.clone() } else { ls.title.clone() };
+        let title = if ls.title.is_empty() {
+            ls.school_site.clone()
+        } else {
+            ls.title.clone()
+        };
         if by_node {
-            let seats = app.store.seats_of(ls.id).await.map_err(|e| ServiceError::Internal(e.into()))?;
+            let seats = app
+                .store
+                .seats_of(ls.id)
+                .await
+                .map_err(|e| ServiceError::Internal(e.into()))?;
             let mut per: BTreeMap<String, usize> = BTreeMap::new();
             for st in seats.iter().filter(|st| st.state != "replaced") {
-                *per.entry(st.node_name.clone().unwrap_or_else(|| "—".into())).or_default() += 1;
+                *per.entry(st.node_name.clone().unwrap_or_else(|| "—".into()))
+                    .or_default() += 1;
             }
             for (node, n) in per {
-                rows.entry(node).or_default().push(Bar { lesson: ls, label: format!("{title} ×{n}") });
+                rows.entry(node).or_default().push(Bar {
+                    lesson: ls,
+                    label: format!("{title} ×{n}"),
+                });
             }
         } else {
-            rows.entry(ls.school_site.clone()).or_default().push(Bar { lesson: ls, label: title });
+            rows.entry(ls.school_site.clone()).or_default().push(Bar {
+                lesson: ls,
+                label: title,
+            });
         }
     }
 
@@ -118,8 +156,18 @@ async fn build(app: &App, s: &Session, q: &HashMap<String, String>) -> Result<St
     let (g0, g1) = if week {
         (from, to)
     } else {
-        let (d0, d1) = (from + Duration::hours(DAY_FROM_H), from + Duration::hours(DAY_TO_H));
-        if lessons.iter().all(|x| x.window_start >= d0 && x.window_end <= d1) { (d0, d1) } else { (from, to) }
+        let (d0, d1) = (
+            from + Duration::hours(DAY_FROM_H),
+            from + Duration::hours(DAY_TO_H),
+        );
+        if lessons
+            .iter()
+            .all(|x| x.window_start >= d0 && x.window_end <= d1)
+        {
+            (d0, d1)
+        } else {
+            (from, to)
+        }
     };
     o += &gantt(l, &rows, g0, g1, days);
     o += &format!(
@@ -141,7 +189,11 @@ async fn build(app: &App, s: &Session, q: &HashMap<String, String>) -> Result<St
         t(l, "seats")
     );
     for ls in &lessons {
-        let title = if ls.title.is_empty() { ls.id.to_string() } else { ls.title.clone() };
+        let title = if ls.title.is_empty() {
+            ls.id.to_string()
+        } else {
+            ls.title.clone()
+        };
         o += &format!(
             r#"<tr><td><a href="/console/lessons/{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td></tr>"#,
             ls.id,
@@ -155,7 +207,10 @@ async fn build(app: &App, s: &Session, q: &HashMap<String, String>) -> Result<St
         );
     }
     if lessons.is_empty() {
-        o += &format!(r#"<tr><td colspan="7" class="muted">{}</td></tr>"#, t(l, "no_lessons"));
+        o += &format!(
+            r#"<tr><td colspan="7" class="muted">{}</td></tr>"#,
+            t(l, "no_lessons")
+        );
     }
     o += "</tbody></table>";
     Ok(o)
@@ -165,34 +220,70 @@ fn cur(on: bool) -> &'static str {
     if on { r#" aria-current="true""# } else { "" }
 }
 
-fn gantt(l: Lang, rows: &BTreeMap<String, Vec<Bar>>, from: DateTime<Utc>, to: DateTime<Utc>, days: i64) -> String {
+fn gantt(
+    l: Lang,
+    rows: &BTreeMap<String, Vec<Bar>>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    days: i64,
+) -> String {
     let z = zone();
     let (w, left, row_h, top) = (1300.0, 170.0, 28.0, 22.0);
     let h = top + row_h * rows.len().max(1) as f64 + 6.0;
     let span = (to - from).num_seconds().max(1) as f64;
-    let x = |t: DateTime<Utc>| left + ((t - from).num_seconds() as f64 / span).clamp(0.0, 1.0) * (w - left - 8.0);
-    let mut o = format!(r#"<svg class="gantt" viewBox="0 0 {w} {h}" role="img" aria-label="{}"><title>{}</title>"#, t(l, "timetable"), t(l, "timetable"));
-    let ticks = if days == 1 { (span / 3600.0).round().max(1.0) as i64 } else { days };
+    let x = |t: DateTime<Utc>| {
+        left + ((t - from).num_seconds() as f64 / span).clamp(0.0, 1.0) * (w - left - 8.0)
+    };
+    let mut o = format!(
+        r#"<svg class="gantt" viewBox="0 0 {w} {h}" role="img" aria-label="{}"><title>{}</title>"#,
+        t(l, "timetable"),
+        t(l, "timetable")
+    );
+    let ticks = if days == 1 {
+        (span / 3600.0).round().max(1.0) as i64
+    } else {
+        days
+    };
     for i in 0..=ticks {
         let tt = from + Duration::seconds((span as i64) * i / ticks);
-        let label = if days == 1 { z.hm(tt) } else { z.local(tt).format("%m-%d %a").to_string() };
+        let label = if days == 1 {
+            z.hm(tt)
+        } else {
+            z.local(tt).format("%m-%d %a").to_string()
+        };
         let xx = x(tt);
         o += &format!(r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{top}" y2="{h}" stroke="#dde"/>"##);
         if days > 1 || ticks <= 12 || i % 2 == 0 {
-            o += &format!(r##"<text x="{xx:.1}" y="14" font-size="11" text-anchor="middle" fill="#333">{}</text>"##, esc(&label));
+            o += &format!(
+                r##"<text x="{xx:.1}" y="14" font-size="11" text-anchor="middle" fill="#333">{}</text>"##,
+                esc(&label)
+            );
         }
     }
     let now = Utc::now();
     if now > from && now < to {
-        o += &format!(r##"<line x1="{0:.1}" x2="{0:.1}" y1="{top}" y2="{h}" stroke="#b3471d" stroke-width="2"/>"##, x(now));
+        o += &format!(
+            r##"<line x1="{0:.1}" x2="{0:.1}" y1="{top}" y2="{h}" stroke="#b3471d" stroke-width="2"/>"##,
+            x(now)
+        );
     }
     for (i, (row, bars)) in rows.iter().enumerate() {
         let y = top + row_h * i as f64;
-        o += &format!(r##"<text x="{}" y="{:.1}" font-size="12" text-anchor="end" fill="#222">{}</text>"##, left - 6.0, y + 17.0, esc(row));
+        o += &format!(
+            r##"<text x="{}" y="{:.1}" font-size="12" text-anchor="end" fill="#222">{}</text>"##,
+            left - 6.0,
+            y + 17.0,
+            esc(row)
+        );
         for (j, b) in bars.iter().enumerate() {
             let ls = b.lesson;
             let c = COLOURS[j % COLOURS.len()];
-            let (ws, s0, e0, we) = (x(ls.window_start), x(ls.start_at), x(ls.end_at()), x(ls.window_end));
+            let (ws, s0, e0, we) = (
+                x(ls.window_start),
+                x(ls.start_at),
+                x(ls.end_at()),
+                x(ls.window_end),
+            );
             let tip = format!(
                 "{} · {}–{} ({} {}, {} {})",
                 b.label,
@@ -215,7 +306,11 @@ fn gantt(l: Lang, rows: &BTreeMap<String, Vec<Bar>>, from: DateTime<Utc>, to: Da
                 (we - e0).max(0.5),
                 s0 + 3.0,
                 y + 17.0,
-                esc(&b.label.chars().take(((e0 - s0) / 6.5).max(0.0) as usize).collect::<String>())
+                esc(&b
+                    .label
+                    .chars()
+                    .take(((e0 - s0) / 6.5).max(0.0) as usize)
+                    .collect::<String>())
             );
         }
     }

@@ -23,7 +23,12 @@ use crate::{app::App, domain::ServiceError};
 
 pub async fn page(State(app): State<App>, s: Session, uri: Uri) -> Response {
     match build(&app, &s, None).await {
-        Ok(body) => render(&s, zone(), uri.path(), Page::new(t(s.lang, "tokens"), "tokens", body)),
+        Ok(body) => render(
+            &s,
+            zone(),
+            uri.path(),
+            Page::new(t(s.lang, "tokens"), "tokens", body),
+        ),
         Err(e) => error(&s, zone(), uri.path(), &e),
     }
 }
@@ -38,7 +43,11 @@ fn status(l: Lang, revoked: bool, expires: Option<chrono::DateTime<Utc>>) -> Str
     }
 }
 
-async fn build(app: &App, s: &Session, secret: Option<(&str, &str)>) -> Result<String, ServiceError> {
+async fn build(
+    app: &App,
+    s: &Session,
+    secret: Option<(&str, &str)>,
+) -> Result<String, ServiceError> {
     let l = s.lang;
     let z = zone();
     let api = app.list_api_tokens(&s.caller).await?;
@@ -53,7 +62,12 @@ async fn build(app: &App, s: &Session, secret: Option<(&str, &str)>) -> Result<S
             esc(secret)
         );
     }
-    let sites: String = app.scoped(&s.caller).sites().iter().map(|x| format!(r#"<option value="{0}">{0}</option>"#, esc(&x.name))).collect();
+    let sites: String = app
+        .scoped(&s.caller)
+        .sites()
+        .iter()
+        .map(|x| format!(r#"<option value="{0}">{0}</option>"#, esc(&x.name)))
+        .collect();
     o += &format!(
         r#"<div class="grid2"><section><h2>{}</h2><form class="filters" method="post" action="/console/tokens/api"><input type="hidden" name="_csrf" value="{csrf}">
 <label for="api-name">{}<input id="api-name" name="name" maxlength="128" required></label>
@@ -103,7 +117,11 @@ async fn build(app: &App, s: &Session, secret: Option<(&str, &str)>) -> Result<S
         t(l, "actions")
     );
     for a in &api {
-        let sites: Vec<String> = a.sites.iter().filter_map(|id| app.fleet.site_by_id(*id).map(|s| s.name)).collect();
+        let sites: Vec<String> = a
+            .sites
+            .iter()
+            .filter_map(|id| app.fleet.site_by_id(*id).map(|s| s.name))
+            .collect();
         o += &format!(
             r#"<tr data-token="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             a.id,
@@ -112,9 +130,15 @@ async fn build(app: &App, s: &Session, secret: Option<(&str, &str)>) -> Result<S
             esc(&sites.join(", ")),
             esc(&a.created_by),
             z.fmt(a.created_at),
-            a.expires_at.map(|e| z.fmt(e)).unwrap_or_else(|| t(l, "never").into()),
+            a.expires_at
+                .map(|e| z.fmt(e))
+                .unwrap_or_else(|| t(l, "never").into()),
             status(l, a.revoked_at.is_some(), a.expires_at),
-            if a.revoked_at.is_none() { revoke("api", a.id) } else { String::new() }
+            if a.revoked_at.is_none() {
+                revoke("api", a.id)
+            } else {
+                String::new()
+            }
         );
     }
     o += "</tbody></table>";
@@ -133,13 +157,21 @@ async fn build(app: &App, s: &Session, secret: Option<(&str, &str)>) -> Result<S
         o += &format!(
             r#"<tr data-token="{}"><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             j.id,
-            esc(&app.fleet.site_by_id(j.site_id).map(|s| s.name).unwrap_or_default()),
+            esc(&app
+                .fleet
+                .site_by_id(j.site_id)
+                .map(|s| s.name)
+                .unwrap_or_default()),
             esc(&j.kind),
             j.uses_left,
             esc(&j.created_by),
             z.fmt(j.expires_at),
             status(l, j.revoked_at.is_some(), Some(j.expires_at)),
-            if j.revoked_at.is_none() && j.expires_at > Utc::now() { revoke("join", j.id) } else { String::new() }
+            if j.revoked_at.is_none() && j.expires_at > Utc::now() {
+                revoke("join", j.id)
+            } else {
+                String::new()
+            }
         );
     }
     o += "</tbody></table>";
@@ -149,7 +181,9 @@ async fn build(app: &App, s: &Session, secret: Option<(&str, &str)>) -> Result<S
 fn int(f: &HashMap<String, String>, field: &str, default: i64) -> Result<i64, ServiceError> {
     match f.get(field).map(|v| v.trim()).filter(|v| !v.is_empty()) {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|_| ServiceError::field(field, "must be a whole number")),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ServiceError::field(field, "must be a whole number")),
     }
 }
 
@@ -168,14 +202,47 @@ pub async fn create(
     let made = async {
         match kind.as_str() {
             "api" => {
-                let sites: Vec<String> = get("sites").split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect();
-                let (row, secret) = app.create_api_token(&s.caller, &get("name"), &get("role"), &sites, int(&f, "ttl_seconds", 0)?).await?;
-                Ok((format!("{} {} ({})", t(s.lang, "api_tokens"), row.name, row.role), secret))
+                let sites: Vec<String> = get("sites")
+                    .split(',')
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect();
+                let (row, secret) = app
+                    .create_api_token(
+                        &s.caller,
+                        &get("name"),
+                        &get("role"),
+                        &sites,
+                        int(&f, "ttl_seconds", 0)?,
+                    )
+                    .await?;
+                Ok((
+                    format!("{} {} ({})", t(s.lang, "api_tokens"), row.name, row.role),
+                    secret,
+                ))
             }
             "join" => {
-                let uses = i32::try_from(int(&f, "uses", 1)?).map_err(|_| ServiceError::field("uses", "must be between 1 and 10000 (0 means 1)"))?;
-                let (_, secret) = app.create_join_token(&s.caller, &get("site"), &get("kind"), int(&f, "ttl_seconds", 0)?, uses).await?;
-                Ok((format!("{} {} ({})", t(s.lang, "join_tokens"), get("site"), get("kind")), secret))
+                let uses = i32::try_from(int(&f, "uses", 1)?).map_err(|_| {
+                    ServiceError::field("uses", "must be between 1 and 10000 (0 means 1)")
+                })?;
+                let (_, secret) = app
+                    .create_join_token(
+                        &s.caller,
+                        &get("site"),
+                        &get("kind"),
+                        int(&f, "ttl_seconds", 0)?,
+                        uses,
+                    )
+                    .await?;
+                Ok((
+                    format!(
+                        "{} {} ({})",
+                        t(s.lang, "join_tokens"),
+                        get("site"),
+                        get("kind")
+                    ),
+                    secret,
+                ))
             }
             _ => Err(ServiceError::field("kind", "must be api or join")),
         }
@@ -186,7 +253,12 @@ pub async fn create(
         // cannot fetch it again, and the secret is never stored in clear.
         Ok((what, secret)) => match build(&app, &s, Some((&what, &secret))).await {
             Ok(body) => {
-                let page = Page { title: t(s.lang, "tokens").into(), nav: "tokens", body, live: false };
+                let page = Page {
+                    title: t(s.lang, "tokens").into(),
+                    nav: "tokens",
+                    body,
+                    live: false,
+                };
                 render(&s, zone(), "/console/tokens", page)
             }
             Err(e) => error(&s, zone(), uri.path(), &e),
@@ -207,7 +279,12 @@ pub async fn revoke(
         return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
     }
     let Ok(id) = id.parse::<Uuid>() else {
-        return error(&s, zone(), uri.path(), &ServiceError::field("id", "must be a token id (a UUID)"));
+        return error(
+            &s,
+            zone(),
+            uri.path(),
+            &ServiceError::field("id", "must be a token id (a UUID)"),
+        );
     };
     let r = match kind.as_str() {
         "api" => app.revoke_api_token(&s.caller, id).await.map(|_| ()),

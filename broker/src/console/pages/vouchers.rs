@@ -19,7 +19,12 @@ use crate::{
 
 pub async fn page(State(app): State<App>, s: Session, uri: Uri) -> Response {
     match build(&app, &s).await {
-        Ok(body) => render(&s, zone(), uri.path(), Page::new(t(s.lang, "vouchers"), "vouchers", body)),
+        Ok(body) => render(
+            &s,
+            zone(),
+            uri.path(),
+            Page::new(t(s.lang, "vouchers"), "vouchers", body),
+        ),
         Err(e) => error(&s, zone(), uri.path(), &e),
     }
 }
@@ -34,7 +39,10 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
         o += &format!(
             r#"<div class="notice error" role="status"><strong>{}</strong><ul>{}</ul></div>"#,
             t(l, "alerts"),
-            view.alerts.iter().map(|a| format!("<li>{}: {}</li>", esc(&a.school), esc(&a.message))).collect::<String>()
+            view.alerts
+                .iter()
+                .map(|a| format!("<li>{}: {}</li>", esc(&a.school), esc(&a.message)))
+                .collect::<String>()
         );
     }
     o += &format!(
@@ -61,12 +69,23 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
         );
     }
     if view.schools.is_empty() {
-        o += &format!(r#"<tr><td colspan="7" class="muted">{}</td></tr>"#, t(l, "no_vouchers"));
+        o += &format!(
+            r#"<tr><td colspan="7" class="muted">{}</td></tr>"#,
+            t(l, "no_vouchers")
+        );
     }
-    o += &format!("</tbody></table><p class=muted>{}: {}</p>", t(l, "hours"), t(l, "balance"));
+    o += &format!(
+        "</tbody></table><p class=muted>{}: {}</p>",
+        t(l, "hours"),
+        t(l, "balance")
+    );
 
     // Usage per month, per school the caller sees, from the report.
-    let schools: Vec<String> = if s.caller.is_district_admin() { vec![String::new()] } else { view.schools.iter().map(|b| b.school.name.clone()).collect() };
+    let schools: Vec<String> = if s.caller.is_district_admin() {
+        vec![String::new()]
+    } else {
+        view.schools.iter().map(|b| b.school.name.clone()).collect()
+    };
     let mut months: std::collections::BTreeMap<String, f64> = Default::default();
     let mut ledger: Vec<LedgerRow> = Vec::new();
     for school in &schools {
@@ -74,7 +93,14 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
         for r in rows {
             *months.entry(r.label.clone()).or_default() += hours_f64(r.charged_uah);
         }
-        ledger.extend(app.voucher_ledger(RawLedgerQuery { school_site: school.clone(), page_size: 1000, ..Default::default() }).await?);
+        ledger.extend(
+            app.voucher_ledger(RawLedgerQuery {
+                school_site: school.clone(),
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await?,
+        );
     }
     o += &format!("<h2>{}</h2>", t(l, "usage_by_month"));
     if months.is_empty() {
@@ -83,7 +109,7 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
         let rows: Vec<(String, f64)> = months.into_iter().collect();
         o += &svg::bars(t(l, "usage_by_month"), &rows, t(l, "hours"));
     }
-    ledger.sort_by(|a, b| b.id.cmp(&a.id));
+    ledger.sort_by_key(|r| std::cmp::Reverse(r.id));
     ledger.truncate(50);
     o += &format!(
         "<h2>{}</h2><table><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
@@ -102,12 +128,20 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
             esc(&r.school_site),
             esc(&r.kind),
             hours(r.amount_uah),
-            r.lesson_id.map(|id| format!(r#"<a href="/console/lessons/{id}">{}</a>"#, &id.to_string()[..8])).unwrap_or_default(),
+            r.lesson_id
+                .map(|id| format!(
+                    r#"<a href="/console/lessons/{id}">{}</a>"#,
+                    &id.to_string()[..8]
+                ))
+                .unwrap_or_default(),
             esc(&r.note)
         );
     }
     if ledger.is_empty() {
-        o += &format!(r#"<tr><td colspan="6" class="muted">{}</td></tr>"#, t(l, "none"));
+        o += &format!(
+            r#"<tr><td colspan="6" class="muted">{}</td></tr>"#,
+            t(l, "none")
+        );
     }
     o += "</tbody></table>";
     Ok(o)
