@@ -74,13 +74,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // Like any Unix filter: a closed pipe (`classgrid … | head`) ends the
-    // program quietly instead of a panic on write.
-    // SAFETY: called before any other thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // Like any Unix filter, a client command ends quietly on a closed pipe
+    // (`classgrid … | head`). Not `up`: it hosts servers, whose writes to a
+    // vanished peer must fail with EPIPE, not kill the whole process.
+    if !matches!(cli.command, Command::Up(_)) {
+        // SAFETY: called before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tz::set(cli.global.time_zone);
     if let Command::Completions { shell } = cli.command {
         use clap::CommandFactory;
