@@ -26,6 +26,6 @@ export CLASSGRID_PYTHON="$PYENV/bin/python"
 ensure_chromium "$(dirname "$CARGO_TARGET_DIR")/console-node"
 # End-to-end tests start the real binaries, so build them first.
 cargo build --workspace --bins --locked
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 # The REST API against its own OpenAPI document, on a live broker.
 scripts/schemathesis.sh

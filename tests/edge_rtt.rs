@@ -109,7 +109,12 @@ async fn probed_rtt_with_injected_delay_moves_a_seat_and_is_explained_as_measure
                 ..Default::default()
             })
             .await;
+        // Both nodes' probes must have arrived: the delayed one excluded and
+        // the far one chosen on a measured value, not its configured class.
         l.seats[0].node_name == "far"
+            && l.seats[0]
+                .rtt
+                .is_some_and(|r| r.source == pb::RttSource::Measured as i32)
     })
     .await;
     assert!(

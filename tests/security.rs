@@ -318,7 +318,7 @@ async fn agents_need_their_own_certificate_and_plain_text_is_refused() {
 
     // Join with a token, then connect with mTLS only.
     let t = join(1).await;
-    let mut a1 = Agent::join_and_start(&t, &broker, "n1", &dir).expect("join");
+    let a1 = Agent::join_and_start(&t, &broker, "n1", &dir).expect("join");
     assert!(
         wait_for(Duration::from_secs(20), || async {
             broker.node_state("school-t", "n1").await.as_deref() == Some("connected")

@@ -145,7 +145,15 @@ async fn storm_on(
             .map_err(|e| anyhow::anyhow!("cannot reach the broker at {url}: {e}"))
     };
     let ch = channel(grpc_url.to_string()).await?;
-    let token = global.token.clone();
+    // In process, the bench is the district admin of its own broker.
+    let token = match (&global.token, &app) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(app)) => Some(
+            classgrid_broker::service::admin::bootstrap_admin_token(&app.store, "storm-bench")
+                .await?,
+        ),
+        (None, None) => None,
+    };
     let auth = move |mut r: tonic::Request<()>| {
         if let Some(t) = &token {
             if let Ok(v) = format!("Bearer {t}").parse() {
