@@ -100,7 +100,7 @@ impl LiveCalendar {
 impl Broker {
     pub fn policy(&self) -> Policy {
         Policy {
-            weights: self.cfg.weights.clone(),
+            weights: self.cfg.weights,
             max_window_ms: self.cfg.max_window.as_millis() as i64,
             ..Policy::default()
         }
@@ -109,7 +109,7 @@ impl Broker {
     /// Configured topology, overlaid with what edges measured and what
     /// network coordinates estimate.
     pub fn rtt_table(&self) -> RttTable {
-        let mut t = RttTable::new(self.cfg.topology.clone());
+        let mut t = RttTable::new(self.cfg.topology);
         self.edge.fill(&mut t);
         t
     }

@@ -202,7 +202,7 @@ async fn storm_on(
     let mut registered = Vec::new();
     let mut agent_ch = ch.clone();
     for i in 0..a.nodes {
-        if i > 0 && i % NODES_PER_CONNECTION == 0 {
+        if i > 0 && i.is_multiple_of(NODES_PER_CONNECTION) {
             agent_ch = channel(grpc_url.to_string()).await?;
         }
         let (tx_reg, rx_reg) = tokio::sync::oneshot::channel();

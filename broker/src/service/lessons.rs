@@ -136,10 +136,10 @@ impl Broker {
                     }
                     // A concurrent retry with the same request_id won the
                     // race: answer with its lesson, as for any retry.
-                    if let (true, Some(rid)) = (is_unique_violation(&e), b.request_id.as_deref()) {
-                        if let Some(existing) = self.store.lesson_by_request_id(rid).await? {
-                            return self.lesson(existing).await;
-                        }
+                    if let (true, Some(rid)) = (is_unique_violation(&e), b.request_id.as_deref())
+                        && let Some(existing) = self.store.lesson_by_request_id(rid).await?
+                    {
+                        return self.lesson(existing).await;
                     }
                     return Err(e.into());
                 }
