@@ -1,16 +1,12 @@
 use std::pin::Pin;
 
 use classgrid_proto::v1::{self as pb, lesson_service_server::LessonService};
-use futures::Stream;
-use tokio::sync::broadcast::error::RecvError;
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{convert, status};
 use crate::auth::gate::caller;
-use crate::{
-    app::App,
-    domain::{lesson::RawBooking, states::lesson as ls},
-};
+use crate::{app::App, domain::lesson::RawBooking};
 
 pub struct Lessons(pub App);
 
@@ -132,46 +128,22 @@ impl LessonService for Lessons {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let c = caller(&req)?;
         let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
-        let app = self.0.clone();
-        // Subscribe before the first read so that no change falls in between.
-        let mut events = app.lesson_events.subscribe();
-        let first = app.scoped(&c).lesson(id).await.map_err(status)?;
-        let stream = async_stream(move |tx| async move {
-            let mut last = convert::lesson(&first);
-            if tx.send(Ok(last.clone())).await.is_err() {
-                return;
-            }
-            let mut done = ls::is_final(&last.state);
-            while !done {
-                match events.recv().await {
-                    Ok(changed) if changed != id => continue,
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return,
-                }
-                let Ok(v) = app.lesson(id).await else { return };
-                let next = convert::lesson(&v);
-                if next != last {
-                    done = ls::is_final(&next.state);
-                    last = next.clone();
-                    if tx.send(Ok(next)).await.is_err() {
-                        return;
-                    }
-                }
-            }
+        // The same scoped watch REST's event stream uses; gRPC only drops
+        // updates that look the same on the wire.
+        let views = self.0.watch_lesson(&c, id).await.map_err(status)?;
+        let mut last: Option<pb::Lesson> = None;
+        let stream = views.filter_map(move |v| {
+            let next = convert::lesson(&v);
+            let out = if last.as_ref() == Some(&next) {
+                None
+            } else {
+                last = Some(next.clone());
+                Some(Ok(next))
+            };
+            futures::future::ready(out)
         });
-        Ok(Response::new(stream))
+        Ok(Response::new(Box::pin(stream)))
     }
-}
-
-/// Runs `f` as a task that feeds a stream through a bounded channel.
-fn async_stream<F, Fut>(f: F) -> WatchStream
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::Lesson, Status>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(f(tx));
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 pub fn explanation(v: &crate::service::lessons::LessonView) -> pb::Explanation {
