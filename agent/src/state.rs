@@ -28,6 +28,11 @@ pub struct Record {
     /// The capacity slots of the devices held, for measured utilisation.
     #[serde(default)]
     pub slots: Vec<usize>,
+    /// The broker's `Assign`, protobuf-encoded, so that a seat whose process
+    /// dies can be started again the same way even while the broker is away
+    /// and after this agent restarted.
+    #[serde(default)]
+    pub assign: Vec<u8>,
 }
 
 pub struct StateFile {
@@ -138,6 +143,7 @@ mod tests {
                 work_dir: PathBuf::new(),
                 started_unix_ms: 0,
                 slice_fraction: 0.0,
+                assign: Vec::new(),
                 slots: vec![0],
             })
             .collect();

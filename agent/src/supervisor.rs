@@ -27,11 +27,36 @@ const LISTEN_WAIT: Duration = Duration::from_secs(10);
 /// How often running work reports its usage (slice-seconds, utilisation).
 pub const USAGE_INTERVAL: Duration = Duration::from_secs(15);
 
+/// A seat that dies this many times in a row, each within
+/// [`STEADY_RUN`] of its start, is crash-looping: it is reported failed
+/// instead of being started again.
+const MAX_QUICK_RESTARTS: u32 = 5;
+/// A run at least this long counts as healthy and resets the restart count.
+const STEADY_RUN: Duration = Duration::from_secs(60);
+/// A seat is not restarted when its reservation ends sooner than this.
+const RESTART_MARGIN_MS: i64 = 2_000;
+
 struct Item {
     rec: Record,
     state: AssignmentState,
     stopping: bool,
     message: String,
+    /// Restarts since the seat last ran steadily.
+    restarts: u32,
+    run_since: tokio::time::Instant,
+}
+
+impl Item {
+    fn new(rec: Record, state: AssignmentState, message: String) -> Self {
+        Self {
+            rec,
+            state,
+            stopping: false,
+            message,
+            restarts: 0,
+            run_since: tokio::time::Instant::now(),
+        }
+    }
 }
 
 pub struct Supervisor {
@@ -107,12 +132,7 @@ impl Supervisor {
             let id = rec.id.clone();
             sup.items.lock().expect("lock").insert(
                 id.clone(),
-                Item {
-                    rec,
-                    state,
-                    stopping: false,
-                    message: "adopted after agent restart".into(),
-                },
+                Item::new(rec, state, "adopted after agent restart".into()),
             );
             sup.watch(id.clone(), rt);
             sup.schedule_end(id);
@@ -251,7 +271,9 @@ impl Supervisor {
 
     async fn start_one(self: Arc<Self>, a: pb::Assign, rt: Arc<dyn Runtime>) {
         let id = a.assignment_id.clone();
-        let result = self.prepare(&a, rt.kind()).map_err(|e| anyhow::anyhow!(e));
+        let result = self
+            .prepare(&a, rt.kind(), None)
+            .map_err(|e| anyhow::anyhow!(e));
         let result = match result {
             Ok((spec, fraction)) => {
                 let (port, work_dir, slots) = (
@@ -290,14 +312,10 @@ impl Supervisor {
             started_unix_ms: now_ms(),
             slice_fraction: fraction,
             slots,
+            assign: prost::Message::encode_to_vec(&a),
         };
         info!(assignment = %id, runtime = rt.kind(), handle = ?rec.handle, port, "assignment started");
-        let item = Item {
-            rec,
-            state: AssignmentState::Starting,
-            stopping: false,
-            message: String::new(),
-        };
+        let item = Item::new(rec, AssignmentState::Starting, String::new());
         self.emit(self.status_of(&item, None, String::new()));
         self.items.lock().expect("lock").insert(id.clone(), item);
         self.persist();
@@ -308,11 +326,20 @@ impl Supervisor {
         }
     }
 
-    /// The seat's variables, port, work folder and slices.
-    fn prepare(&self, a: &pb::Assign, kind: &str) -> Result<(StartSpec, f64), String> {
+    /// The seat's variables, port, work folder and slices. A restarted seat
+    /// keeps its `port`, so the endpoint the platform was given stays valid.
+    fn prepare(
+        &self,
+        a: &pb::Assign,
+        kind: &str,
+        port: Option<u16>,
+    ) -> Result<(StartSpec, f64), String> {
         let w = a.workload.as_ref().ok_or("workload: is required")?;
         let (gpu_env, slices, fraction) = self.gpu_env(a, on_host(kind))?;
-        let port = process::free_port().map_err(|e| format!("no free port for the seat: {e}"))?;
+        let port = match port {
+            Some(p) => p,
+            None => process::free_port().map_err(|e| format!("no free port for the seat: {e}"))?,
+        };
         let work_dir = self.work_root.join(&a.assignment_id);
         std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
         let mut env: Vec<(String, String)> =
@@ -443,18 +470,119 @@ impl Supervisor {
                     }
                     Probe::Exited(code) => {
                         let tail = rt.output_tail(&handle, &sup.work_dir(&id)).await;
-                        sup.finished(&id, code, tail);
                         rt.cleanup(&handle, &id).await;
+                        sup.ended(id, rt, code, tail).await;
                         return;
                     }
                     Probe::Gone => {
                         let tail = rt.output_tail(&handle, &sup.work_dir(&id)).await;
-                        sup.finished(&id, None, tail);
+                        sup.ended(id, rt, None, tail).await;
                         return;
                     }
                 }
             }
         });
+    }
+
+    /// The work's process ended. A lesson seat that was not asked to stop is
+    /// started again on this node, with the same slice and port, while its
+    /// reservation lasts: this needs no broker, so a class keeps working when
+    /// the region is unreachable (and a student's crashed notebook comes
+    /// back). Jobs end with their exit, which is their result.
+    async fn ended(
+        self: Arc<Self>,
+        id: String,
+        rt: Arc<dyn Runtime>,
+        code: Option<i32>,
+        tail: String,
+    ) {
+        let Some(delay) = self.restart_delay(&id, code) else {
+            self.finished(&id, code, tail);
+            return;
+        };
+        warn!(assignment = %id, ?code, delay_ms = delay.as_millis() as u64, "seat process ended before its end time; restarting it");
+        tokio::time::sleep(delay).await;
+        let planned = {
+            let items = self.items.lock().expect("lock");
+            items.get(&id).and_then(|i| {
+                let live = !i.stopping && i.rec.ends_unix_ms - now_ms() > RESTART_MARGIN_MS;
+                live.then(|| (i.rec.assign.clone(), i.rec.port))
+            })
+        };
+        // A release or the end time came while waiting.
+        let Some((assign, port)) = planned else {
+            self.finished(&id, code, tail);
+            return;
+        };
+        let started = match <pb::Assign as prost::Message>::decode(assign.as_slice()) {
+            Ok(a) => match self.prepare(&a, rt.kind(), Some(port)) {
+                Ok((spec, _)) => rt.start(spec).await.map_err(|e| format!("{e:#}")),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(format!("its recorded assignment is unreadable: {e}")),
+        };
+        let s = {
+            let mut items = self.items.lock().expect("lock");
+            let Some(item) = items.get_mut(&id) else {
+                return;
+            };
+            match started {
+                Ok(handle) => {
+                    info!(assignment = %id, handle = ?handle, restarts = item.restarts, "seat restarted");
+                    item.rec.handle = handle;
+                    item.state = AssignmentState::Starting;
+                    item.run_since = tokio::time::Instant::now();
+                    Some(self.status_of(item, None, String::new()))
+                }
+                Err(e) => {
+                    item.message = format!("{}; restarting it failed: {e}", item.message);
+                    None
+                }
+            }
+        };
+        match s {
+            Some(s) => {
+                self.persist();
+                self.emit(s);
+                self.watch(id, rt);
+            }
+            None => self.finished(&id, code, tail),
+        }
+    }
+
+    /// How long to wait before restarting `id`, or None when it must not be:
+    /// not a seat, asked to stop, at its end, recorded before restarts
+    /// existed, or crash-looping.
+    fn restart_delay(&self, id: &str, code: Option<i32>) -> Option<Duration> {
+        let mut items = self.items.lock().expect("lock");
+        let item = items.get_mut(id)?;
+        if item.rec.kind != "seat"
+            || item.stopping
+            || item.rec.assign.is_empty()
+            || item.rec.ends_unix_ms - now_ms() <= RESTART_MARGIN_MS
+        {
+            return None;
+        }
+        if item.run_since.elapsed() >= STEADY_RUN {
+            item.restarts = 0;
+        }
+        let how = code
+            .map(|c| format!("exit code {c}"))
+            .unwrap_or_else(|| "killed by a signal".into());
+        if item.restarts >= MAX_QUICK_RESTARTS {
+            item.message = format!(
+                "ended ({how}) {} times in a row within {} s of starting; not restarted again",
+                item.restarts + 1,
+                STEADY_RUN.as_secs()
+            );
+            return None;
+        }
+        item.restarts += 1;
+        item.message = format!(
+            "restarted on this node after its process ended ({how}); restart {} of at most {MAX_QUICK_RESTARTS} in a row",
+            item.restarts
+        );
+        Some(Duration::from_millis(500 << item.restarts.min(5)))
     }
 
     fn work_dir(&self, id: &str) -> PathBuf {
