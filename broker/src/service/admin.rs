@@ -185,6 +185,8 @@ impl Broker {
         .await
     }
 
+    /// Creates a join token; the secret is returned once and stored hashed.
+    /// `require_approval` unset takes the broker's `[join] require_approval`.
     pub async fn create_join_token(
         &self,
         caller: &Caller,
@@ -192,6 +194,7 @@ impl Broker {
         kind: &str,
         ttl_s: i64,
         uses: i32,
+        require_approval: Option<bool>,
     ) -> Result<(JoinTokenRow, String), ServiceError> {
         let op = async {
             Self::require_admin(caller)?;
@@ -231,30 +234,22 @@ impl Broker {
                 )
             })?;
             let site_row = site_row.ok_or_else(|| ServiceError::field("site", "unknown site"))?;
-            let id = Uuid::now_v7();
             let secret = tokens::new_secret();
-            let expires = Utc::now() + chrono::Duration::seconds(ttl);
-            self.store
-                .insert_join_token(
-                    id,
-                    site_row.id,
-                    kind,
-                    &tokens::digest(&secret),
-                    uses,
-                    &caller.actor,
-                    expires,
-                )
-                .await?;
             let row = JoinTokenRow {
-                id,
+                id: Uuid::now_v7(),
                 site_id: site_row.id,
                 kind: kind.to_string(),
                 uses_left: uses,
+                require_approval: require_approval.unwrap_or(self.cfg.join.require_approval),
                 created_by: caller.actor.clone(),
-                expires_at: expires,
+                expires_at: Utc::now() + chrono::Duration::seconds(ttl),
                 revoked_at: None,
             };
-            Ok((row, tokens::format_join(&tls.ca.fingerprint(), id, &secret)))
+            self.store
+                .insert_join_token(&row, &tokens::digest(&secret))
+                .await?;
+            let token = tokens::format_join(&tls.ca.fingerprint(), row.id, &secret);
+            Ok((row, token))
         };
         self.audited(
             caller,
@@ -468,6 +463,15 @@ impl Broker {
             self.store
                 .insert_node_cert(&serial, &jt.kind, site.id, name, not_after, Some(jt.id))
                 .await?;
+            // A node that registers for the first time inherits the token's
+            // rule from its certificate; one already known must wait again,
+            // as it may be another machine under the same name.
+            if jt.require_approval
+                && jt.kind == "agent"
+                && let Some(node) = self.store.unapprove_node(site.id, name).await?
+            {
+                self.fleet.set_approved(node, false);
+            }
             Ok((cert, tls.ca.cert_pem.clone(), site.name.clone(), not_after))
         };
         self.audited(

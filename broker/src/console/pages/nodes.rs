@@ -1,4 +1,6 @@
-//! Nodes: a table with filters (site, state, vendor, name).
+//! Nodes: a table with filters (site, state, vendor, name). Cordoned nodes
+//! and nodes awaiting approval are states to filter by too, since they are
+//! what keeps placement away from a connected node.
 
 use std::collections::HashMap;
 
@@ -19,7 +21,13 @@ use super::{
 };
 use crate::app::App;
 
-const STATES: &[&str] = &["connected", "disconnected", "lost", "cordoned"];
+const STATES: &[&str] = &[
+    "connected",
+    "disconnected",
+    "lost",
+    "cordoned",
+    "awaiting_approval",
+];
 
 pub async fn list(
     State(app): State<App>,
@@ -61,6 +69,7 @@ pub async fn list(
         .iter()
         .filter(|n| match state {
             Some("cordoned") => n.cordoned,
+            Some("awaiting_approval") => !n.approved,
             Some(st) => n.state == st,
             None => true,
         })
@@ -129,17 +138,13 @@ pub async fn list(
             .iter()
             .map(|d| format!("{} {}", d.vendor, d.model))
             .collect();
-        let cordon = if n.cordoned {
-            format!(
-                " {}",
-                state_badge(l, "cordoned")
-                    .replace(">cordoned<", &format!(">{}<", t(l, "cordoned")))
-            )
-        } else {
-            String::new()
-        };
+        let flags: String = [(!n.approved, "awaiting_approval"), (n.cordoned, "cordoned")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, f)| format!(" {}", state_badge(l, f)))
+            .collect();
         o += &format!(
-            r#"<tr><td><a href="/console/nodes/{}">{}</a></td><td>{}</td><td>{}</td><td>{}{cordon}</td><td>{}</td><td class="num">{}</td><td>{}</td></tr>"#,
+            r#"<tr><td><a href="/console/nodes/{}">{}</a></td><td>{}</td><td>{}</td><td>{}{flags}</td><td>{}</td><td class="num">{}</td><td>{}</td></tr>"#,
             n.id,
             esc(&n.name),
             esc(&site),
