@@ -404,6 +404,17 @@ impl Agent {
         name: &str,
         dir: &Path,
     ) -> anyhow::Result<Self> {
+        Self::join_and_start_with(token, broker, name, dir, &[])
+    }
+
+    /// [`Agent::join_and_start`], with `extra` arguments for `run`.
+    pub fn join_and_start_with(
+        token: &str,
+        broker: &Broker,
+        name: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let state_dir = dir.join(format!("agent-{name}"));
         let out = Command::new(bin("classgrid-agent"))
             .args([
@@ -425,13 +436,14 @@ impl Agent {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let args = vec![
+        let mut args: Vec<String> = vec![
             "run".into(),
             "--state-dir".into(),
             state_dir.display().to_string(),
             "--log-format".into(),
             "text".into(),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         let mut a = Self {
             proc: Proc::spawn(Path::new("/bin/true"), &[], dir.join("unused.log"), &[]),
             name: name.into(),
