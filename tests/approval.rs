@@ -237,4 +237,38 @@ async fn node_awaiting_approval_gets_no_work_until_a_district_admin_approves_it(
         ("booked", 1),
         "{lesson:?}"
     );
+
+    // Approval is for agents; an edge token asking for it is refused by field.
+    let join_token = |kind: &str| pb::CreateJoinTokenRequest {
+        site: "school-p".into(),
+        kind: kind.into(),
+        ttl_seconds: 600,
+        uses: 1,
+        require_approval: Some(true),
+    };
+    let mut admin = admin_as(&broker, &broker.token).await;
+    let e = admin
+        .create_join_token(join_token("edge"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("require_approval"), "{}", e.message());
+
+    // Another machine joining under the approved node's name (after its
+    // certificate was revoked) waits for approval again.
+    drop(agent);
+    admin
+        .revoke_node(pb::RevokeNodeRequest {
+            node: "school-p/n1".into(),
+        })
+        .await
+        .unwrap();
+    let secret = admin
+        .create_join_token(join_token("agent"))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let _again = Agent::join_and_start(&secret, &broker, "n1", &dir).expect("join again");
+    assert!(node(&broker, "school-p/n1").await.awaiting_approval);
 }

@@ -186,7 +186,8 @@ impl Broker {
     }
 
     /// Creates a join token; the secret is returned once and stored hashed.
-    /// `require_approval` unset takes the broker's `[join] require_approval`.
+    /// `require_approval` unset takes the broker's `[join] require_approval`
+    /// for agents; edges are never placed on, so there is nothing to approve.
     pub async fn create_join_token(
         &self,
         caller: &Caller,
@@ -227,6 +228,13 @@ impl Broker {
                 "uses",
                 "must be between 1 and 10000 (0 means 1)",
             );
+            c.check(
+                kind == "agent" || require_approval != Some(true),
+                "require_approval",
+                "applies to agent tokens only: no work is placed on an edge",
+            );
+            let require_approval =
+                kind == "agent" && require_approval.unwrap_or(self.cfg.join.require_approval);
             c.finish()?;
             let tls = self.tls.as_ref().ok_or_else(|| {
                 ServiceError::Conflict(
@@ -240,7 +248,7 @@ impl Broker {
                 site_id: site_row.id,
                 kind: kind.to_string(),
                 uses_left: uses,
-                require_approval: require_approval.unwrap_or(self.cfg.join.require_approval),
+                require_approval,
                 created_by: caller.actor.clone(),
                 expires_at: Utc::now() + chrono::Duration::seconds(ttl),
                 revoked_at: None,
