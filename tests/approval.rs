@@ -129,10 +129,9 @@ async fn node_awaiting_approval_gets_no_work_until_a_district_admin_approves_it(
     // The node joins, connects and reports its devices, and waits.
     let agent = Agent::join_and_start(&secret, &broker, "n1", &dir).expect("join");
     assert!(
-        wait_for(Duration::from_secs(20), || async {
-            broker.node_state("school-p", "n1").await.as_deref() == Some("connected")
-        })
-        .await,
+        broker
+            .wait_connected("school-p", "n1", Duration::from_secs(20))
+            .await,
         "{}",
         agent.proc.log_text()
     );
@@ -218,10 +217,9 @@ async fn node_awaiting_approval_gets_no_work_until_a_district_admin_approves_it(
     broker.restart().await;
     assert!(!node(&broker, "school-p/n1").await.awaiting_approval);
     assert!(
-        wait_for(Duration::from_secs(30), || async {
-            broker.node_state("school-p", "n1").await.as_deref() == Some("connected")
-        })
-        .await,
+        broker
+            .wait_connected("school-p", "n1", Duration::from_secs(30))
+            .await,
         "{}",
         agent.proc.log_text()
     );

@@ -318,6 +318,14 @@ impl Broker {
         Some(n.into_inner().state)
     }
 
+    /// Waits up to `limit` for the node SITE/NAME to be connected.
+    pub async fn wait_connected(&self, site: &str, name: &str, limit: Duration) -> bool {
+        wait_for(limit, || async {
+            self.node_state(site, name).await.as_deref() == Some("connected")
+        })
+        .await
+    }
+
     pub async fn lesson(&self, id: &str) -> pb::Lesson {
         self.lessons()
             .await
