@@ -461,6 +461,16 @@ impl Broker {
                     jt.kind, site.name, site.name
                 )));
             }
+            // A node that registers for the first time inherits the token's
+            // rule from its certificate; one already known must wait again,
+            // as it may be another machine under the same name. Before the
+            // certificate is issued, so that a failure leaves it waiting.
+            if jt.require_approval
+                && jt.kind == "agent"
+                && let Some(node) = self.store.mark_awaiting_approval(site.id, name).await?
+            {
+                self.fleet.set_approved(node, false);
+            }
             let valid = time::Duration::days(self.cfg.security.client_cert_days as i64);
             let (cert, serial, not_after) = tls
                 .ca
@@ -471,15 +481,6 @@ impl Broker {
             self.store
                 .insert_node_cert(&serial, &jt.kind, site.id, name, not_after, Some(jt.id))
                 .await?;
-            // A node that registers for the first time inherits the token's
-            // rule from its certificate; one already known must wait again,
-            // as it may be another machine under the same name.
-            if jt.require_approval
-                && jt.kind == "agent"
-                && let Some(node) = self.store.unapprove_node(site.id, name).await?
-            {
-                self.fleet.set_approved(node, false);
-            }
             Ok((cert, tls.ca.cert_pem.clone(), site.name.clone(), not_after))
         };
         self.audited(

@@ -124,7 +124,11 @@ impl Store {
     /// A node re-joining with a token that asks for approval waits again,
     /// whatever was decided for the machine that held its name before.
     /// Returns the node's id when such a node exists.
-    pub async fn unapprove_node(&self, site_id: Uuid, name: &str) -> sqlx::Result<Option<Uuid>> {
+    pub async fn mark_awaiting_approval(
+        &self,
+        site_id: Uuid,
+        name: &str,
+    ) -> sqlx::Result<Option<Uuid>> {
         sqlx::query_scalar(
             "UPDATE nodes SET approved = false WHERE site_id = $1 AND name = $2 RETURNING id",
         )
