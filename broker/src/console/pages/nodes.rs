@@ -77,18 +77,16 @@ pub async fn list(
         .filter(|n| name.is_none_or(|q| n.name.to_lowercase().contains(&q.to_lowercase())))
         .collect();
     let sites = scoped.sites();
-    let select = |id: &str, label: &str, all: &[String], cur: Option<&str>| {
+    // Options as (value, what the admin reads).
+    let select = |id: &str, label: &str, all: &[(&str, &str)], cur: Option<&str>| {
         let opts: String = all
             .iter()
-            .map(|v| {
+            .map(|(v, shown)| {
                 format!(
-                    r#"<option value="{v}"{}>{v}</option>"#,
-                    if cur == Some(v.as_str()) {
-                        " selected"
-                    } else {
-                        ""
-                    },
-                    v = esc(v)
+                    r#"<option value="{}"{}>{}</option>"#,
+                    esc(v),
+                    if cur == Some(*v) { " selected" } else { "" },
+                    esc(shown)
                 )
             })
             .collect();
@@ -102,16 +100,27 @@ pub async fn list(
         select(
             "site",
             t(l, "site"),
-            &sites.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            &sites
+                .iter()
+                .map(|s| (s.name.as_str(), s.name.as_str()))
+                .collect::<Vec<_>>(),
             site
         ),
         select(
             "state",
             t(l, "state"),
-            &STATES.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            &STATES.iter().map(|s| (*s, t(l, s))).collect::<Vec<_>>(),
             state
         ),
-        select("vendor", t(l, "vendor"), &vendors, vendor),
+        select(
+            "vendor",
+            t(l, "vendor"),
+            &vendors
+                .iter()
+                .map(|v| (v.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+            vendor
+        ),
         t(l, "search"),
         esc(name.unwrap_or("")),
         t(l, "apply"),
