@@ -1,6 +1,7 @@
 //! The district admin console in a real browser: headless Chromium (Debian's
-//! `chromium`) driven by playwright-core, against a real broker with real
-//! agents and a live lesson. `tests/console/console.mjs` walks every page,
+//! `chromium`) driven by playwright-core, against a real broker as deployed
+//! (TLS, agents joined with join tokens, one of them awaiting approval) and
+//! a live lesson. `tests/console/console.mjs` walks every page,
 //! checks what is visible, saves a screenshot of each under
 //! `$CARGO_TARGET_DIR/console-screenshots/`, and fails if any page asks a
 //! host other than the broker for anything.
@@ -51,21 +52,52 @@ async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
 
     let db = TestDb::new().await.unwrap();
     let dir = tempdir("console");
-    let broker = Broker::start(&db, &dir, &["--grace-s", "60", "--staging-lead-s", "120"]).await;
+    let broker =
+        Broker::start_secure(&db, &dir, &["--grace-s", "60", "--staging-lead-s", "120"]).await;
     broker.create_site("school-a").await;
     broker.create_site("school-b").await;
+    let join_token = |site: &'static str, require_approval: bool| {
+        let broker = &broker;
+        async move {
+            AdminServiceClient::new(broker.channel().await)
+                .create_join_token(pb::CreateJoinTokenRequest {
+                    site: site.into(),
+                    kind: "agent".into(),
+                    ttl_seconds: 600,
+                    uses: 1,
+                    require_approval: Some(require_approval),
+                })
+                .await
+                .expect("join token")
+                .into_inner()
+                .secret
+        }
+    };
     let smi = fake_nvidia_smi(&dir);
     let tool = format!("nvidia-smi={}", smi.display());
-    let _a = Agent::start(&broker, "school-a", "gpu-a1", &dir, &["--tool", &tool]);
-    let _b = Agent::start(&broker, "school-b", "cpu-b1", &dir, &[]);
-    assert!(
-        wait_for(Duration::from_secs(30), || async {
-            broker.node_state("school-a", "gpu-a1").await.as_deref() == Some("connected")
-                && broker.node_state("school-b", "cpu-b1").await.as_deref() == Some("connected")
-        })
-        .await,
-        "both agents should connect"
+    let join = |token: String, name: &str, extra: &[&str]| {
+        Agent::join_and_start_with(&token, &broker, name, &dir, extra).expect("agent joins")
+    };
+    let _a = join(
+        join_token("school-a", false).await,
+        "gpu-a1",
+        &["--tool", &tool],
     );
+    let _b = join(join_token("school-b", false).await, "cpu-b1", &[]);
+    // Joined with a token that asks for approval: the console approves it.
+    let _w = join(join_token("school-a", true).await, "cpu-a2", &[]);
+    for (site, name) in [
+        ("school-a", "gpu-a1"),
+        ("school-b", "cpu-b1"),
+        ("school-a", "cpu-a2"),
+    ] {
+        assert!(
+            broker
+                .wait_connected(site, name, Duration::from_secs(30))
+                .await,
+            "{site}/{name} should connect"
+        );
+    }
 
     // The first console admin, the way an operator creates it.
     let out = Command::new(bin("classgrid-broker"))
@@ -167,42 +199,53 @@ async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
     );
     println!("{log}");
 
-    // What the browser did is real: the node is cordoned for placement,
-    // and the audit log names the console user for it.
-    let node = broker
-        .fleet()
-        .await
-        .get_node(pb::GetNodeRequest {
-            id: "school-a/gpu-a1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    // What the browser did is real: one node is cordoned for placement,
+    // the other approved, and the audit log names the console user for each.
+    let node = |id: &'static str| {
+        let broker = &broker;
+        async move {
+            broker
+                .fleet()
+                .await
+                .get_node(pb::GetNodeRequest { id: id.into() })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
     assert!(
-        node.cordoned,
+        node("school-a/gpu-a1").await.cordoned,
         "the cordon clicked in the console should hold"
     );
-    let audit = AdminServiceClient::new(broker.channel().await)
-        .list_audit(pb::ListAuditRequest {
-            action: "node.cordon".into(),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
     assert!(
-        audit
-            .entries
-            .iter()
-            .any(|e| e.actor == "user:admin" && e.result == "ok"),
-        "{audit:?}"
+        !node("school-a/cpu-a2").await.awaiting_approval,
+        "the approval clicked in the console should hold"
     );
+    for action in ["node.cordon", "node.approve"] {
+        let audit = AdminServiceClient::new(broker.channel().await)
+            .list_audit(pb::ListAuditRequest {
+                action: action.into(),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            audit
+                .entries
+                .iter()
+                .any(|e| e.actor == "user:admin" && e.result == "ok"),
+            "{action}: {audit:?}"
+        );
+    }
     for name in [
         "login",
         "overview",
         "nodes",
         "node-cordoned",
+        "node-awaiting-approval",
+        "node-approved",
         "timetable",
         "lesson",
         "jobs",

@@ -705,6 +705,7 @@ async fn openapi_document_lists_every_operation() {
         "/v1/sites",
         "/v1/nodes",
         "/v1/nodes/{id}",
+        "/v1/nodes/{id}/approve",
         "/v1/usage",
     ] {
         assert!(doc["paths"][p].is_object(), "{p} missing");

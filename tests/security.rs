@@ -308,6 +308,7 @@ async fn agents_need_their_own_certificate_and_plain_text_is_refused() {
                     kind: "agent".into(),
                     ttl_seconds: 600,
                     uses,
+                    require_approval: None,
                 })
                 .await
                 .unwrap()

@@ -71,6 +71,8 @@ pub struct FileConfig {
     pub topology: Option<TopologyConfig>,
     pub weights: Option<WeightsConfig>,
     pub security: Option<crate::auth::config::SecurityFile>,
+    /// `[join]`: whether joining nodes wait for approval by default.
+    pub join: Option<crate::auth::config::JoinFile>,
     /// Model substring → accelerator-hour weight (T4 = 1.0).
     pub voucher_weights: Option<std::collections::BTreeMap<String, f64>>,
     pub vouchers: Option<crate::vouchers::config::VoucherFile>,
@@ -131,6 +133,7 @@ pub struct BrokerConfig {
     pub topology: Topology,
     pub weights: Weights,
     pub security: crate::auth::config::SecurityConfig,
+    pub join: crate::auth::config::JoinConfig,
     pub vouchers: crate::vouchers::VoucherConfig,
     pub lending: Vec<crate::fleet::lending::LendingRule>,
     pub job_priority: classgrid_placement::PriorityWeights,
@@ -227,6 +230,7 @@ impl BrokerConfig {
                 &args.security,
                 file.security.as_ref(),
             )?,
+            join: crate::auth::config::JoinConfig::resolve(&args.security, file.join.as_ref()),
             vouchers: crate::vouchers::VoucherConfig::from_file(
                 file.voucher_weights.as_ref(),
                 file.vouchers.as_ref(),
@@ -342,6 +346,37 @@ mod tests {
             e.contains("line 3") && e.contains("at least one day"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn join_approval_default_is_off_and_follows_precedence() {
+        let dir = std::env::temp_dir().join(format!("cg-cfg-join-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("join.toml");
+        assert!(
+            !BrokerConfig::resolve(&args(None))
+                .unwrap()
+                .join
+                .require_approval
+        );
+        std::fs::write(&p, "[join]\nrequire_approval = true\n").unwrap();
+        assert!(
+            BrokerConfig::resolve(&args(Some(p.clone())))
+                .unwrap()
+                .join
+                .require_approval
+        );
+        let mut a = args(Some(p.clone()));
+        a.security.join_require_approval = Some(false);
+        assert!(
+            !BrokerConfig::resolve(&a).unwrap().join.require_approval,
+            "the flag (or CLASSGRID_JOIN_REQUIRE_APPROVAL) wins over the file"
+        );
+        std::fs::write(&p, "[join]\nrequire_approval = \"yes\"\n").unwrap();
+        let e = BrokerConfig::resolve(&args(Some(p)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("require_approval"), "{e}");
     }
 
     #[test]

@@ -46,6 +46,12 @@ pub enum JoinTokens {
         /// How many nodes may join with it.
         #[arg(long, default_value_t = 1)]
         uses: i32,
+        /// Nodes joining with it wait for `classgrid nodes approve` before
+        /// work is placed on them. Without the flag the broker's
+        /// `[join] require_approval` decides; `--require-approval=false`
+        /// overrides a broker that requires it.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "true|false")]
+        require_approval: Option<bool>,
     },
     List,
     Revoke {
@@ -175,6 +181,7 @@ pub async fn join_tokens(g: &Global, c: JoinTokens) -> anyhow::Result<()> {
             kind,
             ttl,
             uses,
+            require_approval,
         } => {
             let ttl_seconds = parse_duration("--ttl", &ttl)?;
             let s = client
@@ -183,6 +190,7 @@ pub async fn join_tokens(g: &Global, c: JoinTokens) -> anyhow::Result<()> {
                     kind,
                     ttl_seconds,
                     uses,
+                    require_approval,
                 })
                 .await?
                 .into_inner();
@@ -202,16 +210,21 @@ pub async fn join_tokens(g: &Global, c: JoinTokens) -> anyhow::Result<()> {
                 if g.output == Output::Json {
                     println!(
                         "{}",
-                        json!({"id": t.id, "site": t.site, "kind": t.kind, "uses_left": t.uses_left, "expires": time(t.expires.as_ref()), "revoked": time(t.revoked.as_ref())})
+                        json!({"id": t.id, "site": t.site, "kind": t.kind, "uses_left": t.uses_left, "require_approval": t.require_approval, "expires": time(t.expires.as_ref()), "revoked": time(t.revoked.as_ref())})
                     );
                 } else {
                     println!(
-                        "{}  site={} kind={} uses_left={} expires={}{}",
+                        "{}  site={} kind={} uses_left={} expires={}{}{}",
                         t.id,
                         t.site,
                         t.kind,
                         t.uses_left,
                         time(t.expires.as_ref()),
+                        if t.require_approval {
+                            " require_approval"
+                        } else {
+                            ""
+                        },
                         if t.revoked.is_some() { " revoked" } else { "" }
                     );
                 }

@@ -39,6 +39,9 @@ pub enum Nodes {
     Get { id: String },
     /// Revoke a node's certificates and disconnect its agent (district admins).
     Revoke { id: String },
+    /// Approve a node (by id or SITE/NAME) that joined with a token asking
+    /// for approval, so that work is placed on it (district admins).
+    Approve { id: String },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -315,6 +318,13 @@ pub async fn nodes(g: &Global, c: Nodes) -> anyhow::Result<()> {
             output::node_detail(g.output, &n);
         }
         Nodes::Revoke { id } => crate::admin::revoke_node(g, id).await?,
+        Nodes::Approve { id } => {
+            let r = client
+                .approve_node(pb::ApproveNodeRequest { id })
+                .await?
+                .into_inner();
+            output::approved(g.output, &r);
+        }
     }
     Ok(())
 }

@@ -100,11 +100,41 @@ fn device_json(d: &pb::DeviceInfo) -> Value {
 pub fn node_json(n: &pb::Node) -> Value {
     let cap = n.capacity.clone().unwrap_or_default();
     json!({
-        "id": n.id, "site": n.site, "name": n.name, "tier": n.tier, "state": n.state, "cordoned": n.cordoned,
+        "id": n.id, "site": n.site, "name": n.name, "tier": n.tier, "state": n.state, "cordoned": n.cordoned, "awaiting_approval": n.awaiting_approval,
         "last_seen": time(n.last_seen.as_ref()), "cpu_millis": cap.cpu_millis, "memory_mib": cap.memory_mib,
         "devices": cap.devices.iter().map(device_json).collect::<Vec<_>>(), "runtimes": n.runtimes,
         "warnings": n.warnings, "running_assignments": n.running_assignments,
     })
+}
+
+/// What `classgrid nodes approve` did.
+pub fn approved(o: Output, r: &pb::ApproveNodeResponse) {
+    let n = r.node.clone().unwrap_or_default();
+    match o {
+        Output::Json => {
+            print_json(json!({"node": node_json(&n), "already_approved": r.already_approved}))
+        }
+        Output::Table if r.already_approved => println!(
+            "node {}/{} was already approved; nothing changed",
+            n.site, n.name
+        ),
+        Output::Table => println!(
+            "node {}/{} approved: lessons and jobs may be placed on it now",
+            n.site, n.name
+        ),
+    }
+}
+
+/// The state column: liveness, then what keeps placement away.
+fn node_state(n: &pb::Node) -> String {
+    let mut s = n.state.clone();
+    if n.awaiting_approval {
+        s += ", awaiting approval";
+    }
+    if n.cordoned {
+        s += ", cordoned";
+    }
+    s
 }
 
 pub fn nodes(o: Output, nodes: &[pb::Node]) {
@@ -127,7 +157,7 @@ pub fn nodes(o: Output, nodes: &[pb::Node]) {
                     vec![
                         n.site.clone(),
                         n.name.clone(),
-                        n.state.clone(),
+                        node_state(n),
                         n.tier.clone(),
                         format!("{:.1}", cap.cpu_millis as f64 / 1000.0),
                         format!("{} MiB", cap.memory_mib),

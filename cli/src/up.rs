@@ -75,8 +75,9 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             app.store
                 .revoke_node_certs_of_kind(site.id, kind, name)
                 .await?;
+            // The operator starting this machine approves its own agent.
             let (_, token) = app
-                .create_join_token(&system, &a.site, kind, 600, 1)
+                .create_join_token(&system, &a.site, kind, 600, 1, Some(false))
                 .await
                 .map_err(|e| anyhow::anyhow!("join token for the local {kind}: {e}"))?;
             classgrid_common::join::join(&grpc_url, &token, name, &dir).await?;

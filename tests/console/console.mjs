@@ -81,6 +81,7 @@ try {
   assert.match(await text(page, "main"), /school-a/);
   assert.match(await text(page, "main"), /nvidia/i, "capacity per vendor lists the GPU");
   assert.match(await text(page, "main"), /Python 入门/, "today's lesson is listed");
+  assert.match(await text(page, "main"), /节点待批准: cpu-a2/, "a node awaiting approval is an alert");
   // The live channel (Server-Sent Events) is open.
   await page.waitForFunction(() => document.getElementById("live-status")?.textContent.startsWith("●"), null, { timeout: 10000 });
   await shot(page, "overview");
@@ -95,6 +96,25 @@ try {
   await page.waitForURL(/site=school-b/);
   assert.doesNotMatch(await text(page, "#nodes-table"), /gpu-a1/, "the site filter hides other sites");
   await shot(page, "nodes");
+
+  // A node that joined with a token requiring approval waits, visibly, and
+  // the district admin approves it from its page.
+  await page.goto(new URL("/console/nodes", base).href);
+  await page.getByLabel("状态").selectOption("awaiting_approval");
+  await page.getByRole("button", { name: "应用" }).click();
+  await page.waitForURL(/state=awaiting_approval/);
+  const waiting = await text(page, "#nodes-table");
+  assert.match(waiting, /cpu-a2/);
+  assert.match(waiting, /待批准/);
+  assert.doesNotMatch(waiting, /gpu-a1/, "the filter shows only nodes awaiting approval");
+  await page.getByRole("link", { name: "cpu-a2" }).click();
+  assert.equal(await text(page, "#approval-state"), "待批准");
+  await shot(page, "node-awaiting-approval");
+  await page.getByRole("button", { name: "批准", exact: true }).click();
+  await page.locator("#approval-state").waitFor({ state: "detached" });
+  assert.match(await text(page, "h1"), /cpu-a2/, "back on the node's page");
+  assert.equal(await page.getByRole("button", { name: "批准", exact: true }).count(), 0, "approved: no button");
+  await shot(page, "node-approved");
 
   await page.goto(new URL("/console/nodes", base).href);
   await page.getByRole("link", { name: "gpu-a1" }).click();
@@ -175,7 +195,7 @@ try {
 
   await page.getByRole("navigation").getByRole("link", { name: "审计日志" }).click();
   const audit = await text(page, "#audit-table");
-  for (const a of ["node.cordon", "token.create", "token.revoke", "console.login"]) assert.match(audit, new RegExp(a.replace(".", "\\.")));
+  for (const a of ["node.cordon", "node.approve", "token.create", "token.revoke", "console.login"]) assert.match(audit, new RegExp(a.replace(".", "\\.")));
   await page.getByLabel("动作").fill("node.");
   await page.getByRole("button", { name: "应用" }).click();
   assert.doesNotMatch(await text(page, "#audit-table"), /token\.create/, "the action filter applies");

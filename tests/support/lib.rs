@@ -318,6 +318,14 @@ impl Broker {
         Some(n.into_inner().state)
     }
 
+    /// Waits up to `limit` for the node SITE/NAME to be connected.
+    pub async fn wait_connected(&self, site: &str, name: &str, limit: Duration) -> bool {
+        wait_for(limit, || async {
+            self.node_state(site, name).await.as_deref() == Some("connected")
+        })
+        .await
+    }
+
     pub async fn lesson(&self, id: &str) -> pb::Lesson {
         self.lessons()
             .await
@@ -404,6 +412,17 @@ impl Agent {
         name: &str,
         dir: &Path,
     ) -> anyhow::Result<Self> {
+        Self::join_and_start_with(token, broker, name, dir, &[])
+    }
+
+    /// [`Agent::join_and_start`], with `extra` arguments for `run`.
+    pub fn join_and_start_with(
+        token: &str,
+        broker: &Broker,
+        name: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let state_dir = dir.join(format!("agent-{name}"));
         let out = Command::new(bin("classgrid-agent"))
             .args([
@@ -425,13 +444,14 @@ impl Agent {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let args = vec![
+        let mut args: Vec<String> = vec![
             "run".into(),
             "--state-dir".into(),
             state_dir.display().to_string(),
             "--log-format".into(),
             "text".into(),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         let mut a = Self {
             proc: Proc::spawn(Path::new("/bin/true"), &[], dir.join("unused.log"), &[]),
             name: name.into(),

@@ -98,6 +98,7 @@ fn main() {
             },
             healthy: true,
             cordoned: false,
+            approved: true,
             runtimes: vec!["jupyter".into(), "container".into()],
             cpu_millis: 64_000,
             memory_mib: 262_144,

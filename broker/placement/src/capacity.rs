@@ -324,6 +324,7 @@ mod tests {
             liveness: Liveness::Connected,
             healthy: true,
             cordoned: false,
+            approved: true,
             runtimes: vec![],
             cpu_millis: 8000,
             memory_mib: 65536,

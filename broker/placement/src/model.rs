@@ -115,6 +115,9 @@ pub struct Node {
     pub liveness: Liveness,
     pub healthy: bool,
     pub cordoned: bool,
+    /// False while the node waits for a district admin's approval; placement
+    /// never uses it until then.
+    pub approved: bool,
     pub runtimes: Vec<String>,
     pub cpu_millis: u32,
     pub memory_mib: u64,

@@ -125,6 +125,52 @@ fn refusal_counts_nodes_per_filter() {
 }
 
 #[test]
+fn unapproved_node_is_never_placed_and_counted_as_not_approved() {
+    let school = site(1, SiteKind::School, "east");
+    let pop = site(2, SiteKind::DistrictPop, "east");
+    let mut waiting = node(1, &pop, vec![t4(0), t4(1)]);
+    waiting.approved = false;
+    // Also disconnected: approval is what the admin must act on first.
+    let mut waiting_off = node(2, &pop, vec![t4(0)]);
+    waiting_off.approved = false;
+    waiting_off.liveness = Liveness::Disconnected;
+    let approved = node(3, &pop, vec![t4(0)]);
+    let approved_id = approved.id;
+    let f = fleet(
+        vec![school.clone(), pop],
+        vec![waiting, waiting_off, approved],
+    );
+    let cal = Calendar::new(vec![]);
+    let rtt = RttTable::new(Topology::default());
+
+    // 4 quarter-T4 seats fit on the one approved device.
+    let a = admitted(place(
+        &f,
+        &cal,
+        &rtt,
+        &lesson(&school, 4),
+        &Policy::default(),
+    ));
+    assert!(a.seats.iter().all(|s| s.node_id == approved_id));
+
+    // 5 would need the waiting node: refused, and the refusal says why.
+    let e = refused(place(
+        &f,
+        &cal,
+        &rtt,
+        &lesson(&school, 5),
+        &Policy::default(),
+    ));
+    let got: Vec<(&str, u32)> = e.filters.iter().map(|c| (c.filter, c.removed)).collect();
+    assert_eq!(got, vec![("approval", 2)]);
+    assert!(
+        e.summary.ends_with("on 1/3 nodes: 2 not approved"),
+        "{}",
+        e.summary
+    );
+}
+
+#[test]
 fn rtt_source_in_explanation() {
     let school = site(1, SiteKind::School, "east");
     let other = site(2, SiteKind::School, "west");

@@ -1,5 +1,6 @@
 //! Security settings: where the CA lives, the server certificate, the
-//! plain-text escape hatch, and the per-token rate limit.
+//! plain-text escape hatch, the per-token rate limit, and whether joining
+//! nodes wait for approval.
 
 use std::path::PathBuf;
 
@@ -29,6 +30,15 @@ pub struct SecurityArgs {
     /// Validity of node certificates issued at join, days.
     #[arg(long, env = "CLASSGRID_CLIENT_CERT_DAYS")]
     pub client_cert_days: Option<u32>,
+    /// Whether nodes joining with a join token that does not say wait for a
+    /// district admin's approval before placement uses them (`[join]
+    /// require_approval` in the file).
+    #[arg(
+        long,
+        env = "CLASSGRID_JOIN_REQUIRE_APPROVAL",
+        value_name = "true|false"
+    )]
+    pub join_require_approval: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -41,6 +51,34 @@ pub struct SecurityFile {
     pub insecure_dev: Option<bool>,
     pub rate_limit_per_s: Option<u32>,
     pub client_cert_days: Option<u32>,
+}
+
+/// `[join]` in the TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinFile {
+    pub require_approval: Option<bool>,
+}
+
+/// How nodes join (decision 064).
+#[derive(Debug, Clone, Copy)]
+pub struct JoinConfig {
+    /// The default for join tokens created without saying. Off by default,
+    /// so that `scripts/up.sh` stays one command: issuing the token is then
+    /// the approval (decision 061).
+    pub require_approval: bool,
+}
+
+impl JoinConfig {
+    pub fn resolve(a: &SecurityArgs, f: Option<&JoinFile>) -> Self {
+        Self {
+            require_approval: classgrid_common::config::pick(
+                a.join_require_approval,
+                f.and_then(|f| f.require_approval),
+                false,
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! Server-Sent Events: one `changed` event whenever a lesson or seat
-//! changes, or the fleet view does (a node's state, cordon or devices). The
+//! changes, or the fleet view does (a node's state, cordon, approval or
+//! devices). The
 //! page then fetches itself again; events carry no data, so nothing leaks
 //! across tenants through this stream.
 
@@ -20,7 +21,7 @@ fn fleet_fingerprint(app: &App) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for n in app.fleet.nodes() {
-        (n.id, n.state, n.cordoned).hash(&mut h);
+        (n.id, n.state, n.cordoned, n.approved).hash(&mut h);
         for d in &n.devices {
             (d.idx, d.utilization_percent, d.memory_used_mib, d.healthy).hash(&mut h);
         }

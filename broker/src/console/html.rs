@@ -195,7 +195,7 @@ pub fn see_other(to: &str) -> Response {
 
 pub fn state_badge(l: Lang, state: &str) -> String {
     let label = match state {
-        "connected" | "disconnected" | "lost" => t(l, state),
+        "connected" | "disconnected" | "lost" | "cordoned" | "awaiting_approval" => t(l, state),
         other => other,
     };
     format!(

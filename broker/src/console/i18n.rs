@@ -97,6 +97,14 @@ const TEXT: &[(&str, &str, &str)] = &[
     ("cordoned", "已封锁", "Cordoned"),
     ("cordon", "封锁", "Cordon"),
     ("uncordon", "解除封锁", "Uncordon"),
+    ("awaiting_approval", "待批准", "Awaiting approval"),
+    ("approve", "批准", "Approve"),
+    ("require_approval", "节点须经批准", "Nodes need approval"),
+    (
+        "alert_awaiting_approval",
+        "节点待批准",
+        "Node awaiting approval",
+    ),
     ("drain", "排空", "Drain"),
     ("actions", "操作", "Actions"),
     ("slices", "切片", "Slices"),
@@ -214,8 +222,8 @@ const TEXT: &[(&str, &str, &str)] = &[
     ("cpu", "CPU", "CPU"),
     (
         "approve_hint",
-        "节点凭加入令牌加入：签发加入令牌即批准该节点。",
-        "Nodes join with a join token: issuing one approves the node.",
+        "节点凭加入令牌加入。若令牌要求批准，节点在区管理员批准前不会被调度；否则签发令牌即批准。",
+        "Nodes join with a join token. If the token requires approval, no work is placed on the node until a district admin approves it; otherwise issuing the token is the approval.",
     ),
 ];
 

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
-    http::{HeaderMap, header, request::Parts},
+    http::{HeaderMap, Uri, header, request::Parts},
     response::{IntoResponse, Redirect, Response},
 };
 use chrono::Utc;
@@ -112,13 +112,15 @@ pub struct Session {
     pub username: String,
     pub csrf: String,
     pub lang: Lang,
+    /// The host this request addressed, for the same-origin check.
+    pub host: String,
 }
 
 impl Session {
     /// Refuses a state-changing request that lacks this session's token or
     /// that a browser says came from another origin.
     pub fn check_form(&self, headers: &HeaderMap, token: &str) -> Result<(), &'static str> {
-        if !same_origin(headers) {
+        if !same_origin(headers, &self.host) {
             return Err("the request came from another site");
         }
         let a = Sha256::digest(self.csrf.as_bytes());
@@ -132,8 +134,20 @@ impl Session {
     }
 }
 
-/// True unless the browser names another origin (Origin or Sec-Fetch-Site).
-pub fn same_origin(headers: &HeaderMap) -> bool {
+/// The host (and port) the browser addressed: the `Host` header in
+/// HTTP/1.1; in HTTP/2, which browsers speak over TLS, there is no `Host`
+/// and the `:authority` arrives as the URI's authority instead.
+pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> &'a str {
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+/// True unless the browser names an origin other than `host` (Origin or
+/// Sec-Fetch-Site).
+pub fn same_origin(headers: &HeaderMap, host: &str) -> bool {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && site != "same-origin"
         && site != "none"
@@ -143,10 +157,6 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,
         Some(origin) => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
             let o = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
             !host.is_empty() && o == host
         }
@@ -203,6 +213,7 @@ impl FromRequestParts<App> for Session {
             username: row.user.username,
             csrf: row.csrf,
             lang: lang_of(&parts.headers),
+            host: request_host(&parts.headers, &parts.uri).to_string(),
         })
     }
 }
@@ -221,19 +232,26 @@ mod tests {
 
     #[test]
     fn cross_origin_posts_are_refused() {
-        assert!(same_origin(&h(&[
-            ("host", "b:7080"),
-            ("origin", "https://b:7080")
-        ])));
-        assert!(!same_origin(&h(&[
-            ("host", "b:7080"),
-            ("origin", "https://evil.example")
-        ])));
-        assert!(!same_origin(&h(&[
-            ("host", "b:7080"),
-            ("sec-fetch-site", "cross-site")
-        ])));
-        assert!(same_origin(&h(&[("host", "b:7080")])));
+        assert!(same_origin(&h(&[("origin", "https://b:7080")]), "b:7080"));
+        assert!(!same_origin(
+            &h(&[("origin", "https://evil.example")]),
+            "b:7080"
+        ));
+        assert!(!same_origin(
+            &h(&[("sec-fetch-site", "cross-site")]),
+            "b:7080"
+        ));
+        assert!(same_origin(&h(&[]), "b:7080"));
+        assert!(!same_origin(&h(&[("origin", "https://b:7080")]), ""));
+    }
+
+    #[test]
+    fn the_host_comes_from_host_or_from_the_http2_authority() {
+        let h1: Uri = "/console/login".parse().unwrap();
+        assert_eq!(request_host(&h(&[("host", "b:7080")]), &h1), "b:7080");
+        let h2: Uri = "https://b:7080/console/login".parse().unwrap();
+        assert_eq!(request_host(&h(&[]), &h2), "b:7080");
+        assert_eq!(request_host(&h(&[]), &h1), "");
     }
 
     #[test]

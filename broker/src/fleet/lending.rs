@@ -210,6 +210,7 @@ hours = "22:00-06:00"
             tier: "edge".into(),
             state: "connected".into(),
             cordoned: false,
+            approved: true,
             cpu_millis: 8000,
             memory_mib: 16384,
             runtimes: vec!["process".into()],

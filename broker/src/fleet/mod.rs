@@ -38,6 +38,8 @@ pub struct LiveNode {
     pub tier: String,
     pub state: &'static str,
     pub cordoned: bool,
+    /// False while the node waits for a district admin (decision 064).
+    pub approved: bool,
     pub cpu_millis: i32,
     pub memory_mib: i64,
     pub runtimes: Vec<String>,
@@ -61,6 +63,7 @@ impl LiveNode {
                 _ => node_state::DISCONNECTED,
             },
             cordoned: n.cordoned,
+            approved: n.approved,
             cpu_millis: n.cpu_millis,
             memory_mib: n.memory_mib,
             runtimes: n.runtimes,
@@ -175,8 +178,12 @@ impl Fleet {
         node.last_seen = Instant::now();
         node.last_seen_wall = Utc::now();
         let mut g = self.inner.write().expect("fleet lock");
+        // What admins decided while the agent was away (cordon, approval)
+        // is kept in this view as it was set; the registration's copy may
+        // have been read before a concurrent decision.
         if let Some(old) = g.nodes.get(&node.id) {
             node.cordoned = old.cordoned;
+            node.approved = old.approved;
         }
         g.nodes.insert(node.id, node);
         sid
@@ -201,15 +208,7 @@ impl Fleet {
     }
 
     pub fn update_devices(&self, node_id: Uuid, devices: Vec<DeviceRow>) {
-        if let Some(n) = self
-            .inner
-            .write()
-            .expect("fleet lock")
-            .nodes
-            .get_mut(&node_id)
-        {
-            n.devices = devices;
-        }
+        self.update(node_id, |n| n.devices = devices);
     }
 
     /// Detaches a session when its stream ends. The node turns disconnected at
@@ -237,16 +236,10 @@ impl Fleet {
     /// Drops a node's session: its outbound stream ends and the agent must
     /// reconnect, proving itself again (used when its certificate is revoked).
     pub fn kick(&self, node_id: Uuid) {
-        if let Some(n) = self
-            .inner
-            .write()
-            .expect("fleet lock")
-            .nodes
-            .get_mut(&node_id)
-        {
+        self.update(node_id, |n| {
             n.session = None;
             n.state = node_state::DISCONNECTED;
-        }
+        });
     }
 
     /// Sends a message to a node's agent; false when it has no live session.
@@ -286,20 +279,22 @@ impl Fleet {
     }
 
     pub fn set_state(&self, node_id: Uuid, state: &'static str) {
-        if let Some(n) = self
-            .inner
-            .write()
-            .expect("fleet lock")
-            .nodes
-            .get_mut(&node_id)
-        {
-            n.state = state;
-        }
+        self.update(node_id, |n| n.state = state);
     }
 
     /// Placement reads `cordoned` from here, so a cordon takes effect on
     /// the next placement without a reload.
     pub fn set_cordoned(&self, node_id: Uuid, cordoned: bool) {
+        self.update(node_id, |n| n.cordoned = cordoned);
+    }
+
+    /// Placement reads `approved` from here too, like `cordoned`.
+    pub fn set_approved(&self, node_id: Uuid, approved: bool) {
+        self.update(node_id, |n| n.approved = approved);
+    }
+
+    /// Changes one node in place, if the view has it.
+    fn update(&self, node_id: Uuid, f: impl FnOnce(&mut LiveNode)) {
         if let Some(n) = self
             .inner
             .write()
@@ -307,7 +302,7 @@ impl Fleet {
             .nodes
             .get_mut(&node_id)
         {
-            n.cordoned = cordoned;
+            f(n);
         }
     }
 
@@ -366,6 +361,7 @@ fn to_placement_node(n: &LiveNode) -> placement::Node {
         },
         healthy: true,
         cordoned: n.cordoned,
+        approved: n.approved,
         runtimes: n.runtimes.clone(),
         cpu_millis: n.cpu_millis.max(0) as u32,
         memory_mib: n.memory_mib.max(0) as u64,

@@ -185,6 +185,9 @@ impl Broker {
         .await
     }
 
+    /// Creates a join token; the secret is returned once and stored hashed.
+    /// `require_approval` unset takes the broker's `[join] require_approval`
+    /// for agents; edges are never placed on, so there is nothing to approve.
     pub async fn create_join_token(
         &self,
         caller: &Caller,
@@ -192,6 +195,7 @@ impl Broker {
         kind: &str,
         ttl_s: i64,
         uses: i32,
+        require_approval: Option<bool>,
     ) -> Result<(JoinTokenRow, String), ServiceError> {
         let op = async {
             Self::require_admin(caller)?;
@@ -224,6 +228,13 @@ impl Broker {
                 "uses",
                 "must be between 1 and 10000 (0 means 1)",
             );
+            c.check(
+                kind == "agent" || require_approval != Some(true),
+                "require_approval",
+                "applies to agent tokens only: no work is placed on an edge",
+            );
+            let require_approval =
+                kind == "agent" && require_approval.unwrap_or(self.cfg.join.require_approval);
             c.finish()?;
             let tls = self.tls.as_ref().ok_or_else(|| {
                 ServiceError::Conflict(
@@ -231,30 +242,22 @@ impl Broker {
                 )
             })?;
             let site_row = site_row.ok_or_else(|| ServiceError::field("site", "unknown site"))?;
-            let id = Uuid::now_v7();
             let secret = tokens::new_secret();
-            let expires = Utc::now() + chrono::Duration::seconds(ttl);
-            self.store
-                .insert_join_token(
-                    id,
-                    site_row.id,
-                    kind,
-                    &tokens::digest(&secret),
-                    uses,
-                    &caller.actor,
-                    expires,
-                )
-                .await?;
             let row = JoinTokenRow {
-                id,
+                id: Uuid::now_v7(),
                 site_id: site_row.id,
                 kind: kind.to_string(),
                 uses_left: uses,
+                require_approval,
                 created_by: caller.actor.clone(),
-                expires_at: expires,
+                expires_at: Utc::now() + chrono::Duration::seconds(ttl),
                 revoked_at: None,
             };
-            Ok((row, tokens::format_join(&tls.ca.fingerprint(), id, &secret)))
+            self.store
+                .insert_join_token(&row, &tokens::digest(&secret))
+                .await?;
+            let token = tokens::format_join(&tls.ca.fingerprint(), row.id, &secret);
+            Ok((row, token))
         };
         self.audited(
             caller,
@@ -457,6 +460,16 @@ impl Broker {
                     "{} {}/{name} already has a valid certificate; revoke it first (classgrid nodes revoke {}/{name}) to join again",
                     jt.kind, site.name, site.name
                 )));
+            }
+            // A node that registers for the first time inherits the token's
+            // rule from its certificate; one already known must wait again,
+            // as it may be another machine under the same name. Before the
+            // certificate is issued, so that a failure leaves it waiting.
+            if jt.require_approval
+                && jt.kind == "agent"
+                && let Some(node) = self.store.mark_awaiting_approval(site.id, name).await?
+            {
+                self.fleet.set_approved(node, false);
             }
             let valid = time::Duration::days(self.cfg.security.client_cert_days as i64);
             let (cert, serial, not_after) = tls

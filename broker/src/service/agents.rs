@@ -189,7 +189,7 @@ impl Broker {
             agent_version: &r.agent_version,
             devices: &devices,
         };
-        let id = self.store.register_node(&reg).await?;
+        let (id, approved) = self.store.register_node(&reg).await?;
         let row = crate::store::nodes::NodeRow {
             id,
             site_id: site.id,
@@ -197,6 +197,7 @@ impl Broker {
             tier: tier.to_string(),
             state: "connected".into(),
             cordoned: false,
+            approved,
             cpu_millis: cpu,
             memory_mib: mem,
             runtimes,

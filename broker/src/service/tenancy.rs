@@ -286,6 +286,32 @@ impl Scoped<'_> {
         .await
     }
 
+    /// Approves a node that joined with a token asking for approval:
+    /// placement may use it from now on. District admins only; audited as
+    /// `node.approve`. Approving an approved node changes nothing and says
+    /// so (`false`), so a retried call is harmless.
+    pub async fn approve_node(&self, key: &str) -> Result<(LiveNode, bool), ServiceError> {
+        let fallback = format!("node:{}", key.chars().take(128).collect::<String>());
+        self.audited(
+            "node.approve",
+            |(n, _): &(LiveNode, bool)| node_target(n),
+            &fallback,
+            async {
+                let node = self.node(key)?;
+                if !self.caller.is_district_admin() {
+                    return Err(ServiceError::Forbidden(
+                        "only a district admin may approve nodes".into(),
+                    ));
+                }
+                let changed = self.app.store.approve_node(node.id).await?;
+                self.app.fleet.set_approved(node.id, true);
+                self.app.clock.notify_one();
+                Ok((self.app.fleet.node(node.id).unwrap_or(node), changed))
+            },
+        )
+        .await
+    }
+
     /// Drains a node before maintenance: it is cordoned and its agent is
     /// told that no new work will come. Running lesson seats are never
     /// stopped (DESIGN §5) and jobs end within their own runtime limit, so

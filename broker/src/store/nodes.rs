@@ -11,6 +11,8 @@ pub struct NodeRow {
     pub tier: String,
     pub state: String,
     pub cordoned: bool,
+    /// False while the node waits for a district admin (decision 064).
+    pub approved: bool,
     pub cpu_millis: i32,
     pub memory_mib: i64,
     pub runtimes: Vec<String>,
@@ -46,20 +48,27 @@ pub struct Registration<'a> {
     pub devices: &'a [DeviceRow],
 }
 
-const NODE_COLS: &str = "id, site_id, name, tier, state, cordoned, cpu_millis, memory_mib, runtimes, warnings, agent_version, last_seen";
+const NODE_COLS: &str = "id, site_id, name, tier, state, cordoned, approved, cpu_millis, memory_mib, runtimes, warnings, agent_version, last_seen";
 
 impl Store {
     /// Records a (re-)registration in one transaction: the node row and its
-    /// full device list. Returns the node id, stable across reconnects.
-    pub async fn register_node(&self, r: &Registration<'_>) -> sqlx::Result<Uuid> {
+    /// full device list. Returns the node id, stable across reconnects, and
+    /// whether the node is approved. A node registering for the first time
+    /// inherits its approval from the join token of its newest join
+    /// certificate; nodes without one (plain-text development brokers) are
+    /// approved. Later registrations keep what an admin decided.
+    pub async fn register_node(&self, r: &Registration<'_>) -> sqlx::Result<(Uuid, bool)> {
         let mut tx = self.pool.begin().await?;
-        let id: Uuid = sqlx::query_scalar(
-            "INSERT INTO nodes (id, site_id, name, tier, state, cpu_millis, memory_mib, runtimes, warnings, agent_version, last_seen)
-             VALUES ($1, $2, $3, $4, 'connected', $5, $6, $7, $8, $9, now())
+        let (id, approved): (Uuid, bool) = sqlx::query_as(
+            "INSERT INTO nodes (id, site_id, name, tier, state, cpu_millis, memory_mib, runtimes, warnings, agent_version, last_seen, approved)
+             VALUES ($1, $2, $3, $4, 'connected', $5, $6, $7, $8, $9, now(),
+                NOT COALESCE((SELECT jt.require_approval FROM node_certs c JOIN join_tokens jt ON jt.id = c.join_token_id
+                              WHERE c.site_id = $2 AND c.kind = 'agent' AND c.name = $3
+                              ORDER BY c.issued_at DESC LIMIT 1), false))
              ON CONFLICT (site_id, name) DO UPDATE SET tier = EXCLUDED.tier, state = 'connected',
                 cpu_millis = EXCLUDED.cpu_millis, memory_mib = EXCLUDED.memory_mib, runtimes = EXCLUDED.runtimes,
                 warnings = EXCLUDED.warnings, agent_version = EXCLUDED.agent_version, last_seen = now()
-             RETURNING id",
+             RETURNING id, approved",
         )
         .bind(Uuid::now_v7())
         .bind(r.site_id)
@@ -74,7 +83,7 @@ impl Store {
         .await?;
         replace_devices(&mut tx, id, r.devices).await?;
         tx.commit().await?;
-        Ok(id)
+        Ok((id, approved))
     }
 
     pub async fn update_devices(&self, node_id: Uuid, devices: &[DeviceRow]) -> sqlx::Result<()> {
@@ -100,6 +109,33 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// Approves a node: placement may use it from now on. Returns whether
+    /// it was waiting (false: it was approved already, nothing changed).
+    pub async fn approve_node(&self, node_id: Uuid) -> sqlx::Result<bool> {
+        let r = sqlx::query("UPDATE nodes SET approved = true WHERE id = $1 AND NOT approved")
+            .bind(node_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// A node re-joining with a token that asks for approval waits again,
+    /// whatever was decided for the machine that held its name before.
+    /// Returns the node's id when such a node exists.
+    pub async fn mark_awaiting_approval(
+        &self,
+        site_id: Uuid,
+        name: &str,
+    ) -> sqlx::Result<Option<Uuid>> {
+        sqlx::query_scalar(
+            "UPDATE nodes SET approved = false WHERE site_id = $1 AND name = $2 RETURNING id",
+        )
+        .bind(site_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     pub async fn list_nodes(&self) -> sqlx::Result<Vec<(NodeRow, Vec<DeviceRow>)>> {

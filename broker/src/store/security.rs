@@ -23,6 +23,8 @@ pub struct JoinTokenRow {
     pub site_id: Uuid,
     pub kind: String,
     pub uses_left: i32,
+    /// Nodes joining with it wait for a district admin's approval.
+    pub require_approval: bool,
     pub created_by: String,
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -72,6 +74,9 @@ pub struct AuditEntry<'a> {
     pub detail: &'a str,
 }
 
+const JOIN_COLS: &str =
+    "id, site_id, kind, uses_left, require_approval, created_by, expires_at, revoked_at";
+
 impl Store {
     pub async fn insert_api_token(&self, t: &ApiTokenRow) -> sqlx::Result<()> {
         sqlx::query(
@@ -112,42 +117,37 @@ impl Store {
         .await
     }
 
-    pub async fn insert_join_token(
-        &self,
-        id: Uuid,
-        site: Uuid,
-        kind: &str,
-        digest: &[u8],
-        uses: i32,
-        by: &str,
-        expires: DateTime<Utc>,
-    ) -> sqlx::Result<()> {
+    pub async fn insert_join_token(&self, t: &JoinTokenRow, digest: &[u8]) -> sqlx::Result<()> {
         sqlx::query(
-            "INSERT INTO join_tokens (id, site_id, kind, secret_sha256, uses_left, created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO join_tokens (id, site_id, kind, secret_sha256, uses_left, require_approval, created_by, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind(id)
-        .bind(site)
-        .bind(kind)
+        .bind(t.id)
+        .bind(t.site_id)
+        .bind(&t.kind)
         .bind(digest)
-        .bind(uses)
-        .bind(by)
-        .bind(expires)
+        .bind(t.uses_left)
+        .bind(t.require_approval)
+        .bind(&t.created_by)
+        .bind(t.expires_at)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     pub async fn list_join_tokens(&self) -> sqlx::Result<Vec<JoinTokenRow>> {
-        sqlx::query_as("SELECT id, site_id, kind, uses_left, created_by, expires_at, revoked_at FROM join_tokens ORDER BY created_at")
-            .fetch_all(&self.pool)
-            .await
+        sqlx::query_as(sql!(
+            "SELECT {JOIN_COLS} FROM join_tokens ORDER BY created_at"
+        ))
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub async fn revoke_join_token(&self, id: Uuid) -> sqlx::Result<Option<JoinTokenRow>> {
-        sqlx::query_as(
+        sqlx::query_as(sql!(
             "UPDATE join_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1
-             RETURNING id, site_id, kind, uses_left, created_by, expires_at, revoked_at",
-        )
+             RETURNING {JOIN_COLS}"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await
@@ -160,11 +160,11 @@ impl Store {
         id: Uuid,
         digest: &[u8],
     ) -> sqlx::Result<Option<JoinTokenRow>> {
-        sqlx::query_as(
+        sqlx::query_as(sql!(
             "UPDATE join_tokens SET uses_left = uses_left - 1
              WHERE id = $1 AND secret_sha256 = $2 AND uses_left > 0 AND expires_at > now() AND revoked_at IS NULL
-             RETURNING id, site_id, kind, uses_left, created_by, expires_at, revoked_at",
-        )
+             RETURNING {JOIN_COLS}"
+        ))
         .bind(id)
         .bind(digest)
         .fetch_optional(&self.pool)

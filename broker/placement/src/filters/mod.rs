@@ -4,6 +4,7 @@
 //! so cheap questions go first and the calendar, which sweeps reservations,
 //! goes last.
 
+mod approval;
 mod calendar;
 mod device;
 mod gpu_memory;
@@ -101,6 +102,9 @@ pub(crate) trait Filter: Sync {
 }
 
 pub(crate) const PIPELINE: &[&dyn Filter] = &[
+    // First: a node nobody approved is out whatever its health, and saying
+    // so points the admin at the one thing to do.
+    &approval::Approval,
     &health::Health,
     &runtime::Runtime,
     &rtt::RttLimit,

@@ -59,6 +59,7 @@ pub fn node(n: u128, site: &Site, devices: Vec<Device>) -> Node {
         liveness: Liveness::Connected,
         healthy: true,
         cordoned: false,
+        approved: true,
         runtimes: vec!["jupyter".into()],
         cpu_millis: 64_000,
         memory_mib: 262_144,

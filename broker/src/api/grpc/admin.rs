@@ -48,6 +48,7 @@ fn join_token(app: &App, t: &JoinTokenRow) -> pb::JoinToken {
         expires: Some(convert::ts(t.expires_at)),
         revoked: t.revoked_at.map(convert::ts),
         created_by: t.created_by.clone(),
+        require_approval: t.require_approval,
     }
 }
 
@@ -100,7 +101,14 @@ impl AdminService for Admin {
         let r = req.into_inner();
         let (row, secret) = self
             .0
-            .create_join_token(&c, &r.site, &r.kind, r.ttl_seconds, r.uses)
+            .create_join_token(
+                &c,
+                &r.site,
+                &r.kind,
+                r.ttl_seconds,
+                r.uses,
+                r.require_approval,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::CreatedSecret {

@@ -43,6 +43,7 @@ pub fn node(n: &LiveNode, site: &str, running: i32) -> pb::Node {
         warnings: n.warnings.clone(),
         running_assignments: running,
         cordoned: n.cordoned,
+        awaiting_approval: !n.approved,
     }
 }
 
@@ -55,6 +56,24 @@ impl FleetApi {
         .await
         .map_err(|e| status(e.into()))?;
         Ok(rows.into_iter().collect())
+    }
+
+    /// One node as the API shows it, with its site's name and what runs there.
+    async fn node_out(&self, n: &LiveNode) -> Result<pb::Node, Status> {
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM assignments WHERE node_id = $1 AND state IN ('pending', 'starting', 'running')",
+        )
+        .bind(n.id)
+        .fetch_one(&self.0.store.pool)
+        .await
+        .map_err(|e| status(e.into()))?;
+        let site = self
+            .0
+            .fleet
+            .site_by_id(n.site_id)
+            .map(|s| s.name)
+            .unwrap_or_default();
+        Ok(node(n, &site, running as i32))
     }
 }
 
@@ -156,17 +175,23 @@ impl FleetService for FleetApi {
     ) -> Result<Response<pb::Node>, Status> {
         let c = caller(&req)?;
         let n = self.0.scoped(&c).node(&req.get_ref().id).map_err(status)?;
-        let counts = self.running_counts().await?;
-        let site = self
+        Ok(Response::new(self.node_out(&n).await?))
+    }
+
+    async fn approve_node(
+        &self,
+        req: Request<pb::ApproveNodeRequest>,
+    ) -> Result<Response<pb::ApproveNodeResponse>, Status> {
+        let c = caller(&req)?;
+        let (n, changed) = self
             .0
-            .fleet
-            .site_by_id(n.site_id)
-            .map(|s| s.name)
-            .unwrap_or_default();
-        Ok(Response::new(node(
-            &n,
-            &site,
-            counts.get(&n.id).copied().unwrap_or(0) as i32,
-        )))
+            .scoped(&c)
+            .approve_node(&req.get_ref().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ApproveNodeResponse {
+            node: Some(self.node_out(&n).await?),
+            already_approved: !changed,
+        }))
     }
 }

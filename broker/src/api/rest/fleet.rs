@@ -1,10 +1,10 @@
 //! `/v1/sites` and `/v1/nodes`: what the caller's schools can use, scoped
-//! like gRPC's FleetService.
+//! like gRPC's FleetService, and approving a node that waits for it.
 
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
-    routing::get,
+    routing::{get, post},
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -18,6 +18,7 @@ pub fn router() -> Router<App> {
         .route("/v1/sites", get(sites))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{id}", get(node))
+        .route("/v1/nodes/{id}/approve", post(approve))
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -60,6 +61,9 @@ pub struct Node {
     /// connected, disconnected or lost.
     pub state: String,
     pub cordoned: bool,
+    /// Joined with a token that asks for approval, and not approved yet:
+    /// placement does not use the node until a district admin approves it.
+    pub awaiting_approval: bool,
     #[schema(value_type = String, format = DateTime)]
     pub last_seen: String,
     pub cpu_millis: i32,
@@ -74,6 +78,14 @@ pub struct NodeList {
     pub nodes: Vec<Node>,
 }
 
+/// The node after an approval.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApprovedNode {
+    pub node: Node,
+    /// The node was approved before this call; nothing changed.
+    pub already_approved: bool,
+}
+
 fn node_of(app: &App, n: &LiveNode) -> Node {
     Node {
         id: n.id,
@@ -86,6 +98,7 @@ fn node_of(app: &App, n: &LiveNode) -> Node {
         tier: n.tier.clone(),
         state: n.state.to_string(),
         cordoned: n.cordoned,
+        awaiting_approval: !n.approved,
         last_seen: rfc3339(n.last_seen_wall, app.cfg.time_zone),
         cpu_millis: n.cpu_millis,
         memory_mib: n.memory_mib,
@@ -152,4 +165,22 @@ pub async fn node(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Node>> {
     Ok(Json(node_of(&app, &app.scoped(&caller).node(&id)?)))
+}
+
+/// Approve a node that joined with a token asking for approval, so that
+/// lessons and jobs may be placed on it (district admins; audited as
+/// `node.approve`). Approving an approved node changes nothing.
+#[utoipa::path(post, operation_id = "approve_node", path = "/v1/nodes/{id}/approve", tag = "fleet",
+    params(("id" = String, Path, description = "Node id, or SITE/NAME with the slash escaped as %2F")),
+    responses((status = 200, description = "The node, approved", body = ApprovedNode)))]
+pub async fn approve(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ApprovedNode>> {
+    let (n, changed) = app.scoped(&caller).approve_node(&id).await?;
+    Ok(Json(ApprovedNode {
+        node: node_of(&app, &n),
+        already_approved: !changed,
+    }))
 }

@@ -53,11 +53,12 @@ pub async fn form(headers: HeaderMap) -> Html<String> {
 pub async fn submit(
     State(app): State<App>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     ext: axum::http::Extensions,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
     let l = session::lang_of(&headers);
-    if !session::same_origin(&headers) {
+    if !session::same_origin(&headers, session::request_host(&headers, &uri)) {
         return (
             StatusCode::FORBIDDEN,
             "the login form must be posted from the console itself\n",

@@ -1,6 +1,6 @@
 //! Node detail (devices, slices, assignments, utilisation over time, RTT
-//! from each site, discovery warnings) and the cordon, uncordon and drain
-//! actions, each through `Scoped`, which audits them.
+//! from each site, discovery warnings) and the approve, cordon, uncordon and
+//! drain actions, each through `Scoped`, which audits them.
 
 use std::collections::HashMap;
 
@@ -50,13 +50,21 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
         .unwrap_or_default();
     let held = app.store.held_now().await.map_err(internal)?;
     let mut o = format!(
-        r#"<p>{}: <strong>{}</strong> · {}: {} · {}: {} {} · {}: {} · {}: {}</p>"#,
+        r#"<p>{}: <strong>{}</strong> · {}: {} · {}: {} {}{} · {}: {} · {}: {}</p>"#,
         t(l, "site"),
         esc(&site),
         t(l, "tier"),
         esc(&n.tier),
         t(l, "state"),
         state_badge(l, n.state),
+        if n.approved {
+            String::new()
+        } else {
+            format!(
+                r#"<span class="badge s-awaiting_approval" id="approval-state">{}</span> "#,
+                t(l, "awaiting_approval")
+            )
+        },
         if n.cordoned {
             format!(
                 r#"<span class="badge s-cordoned" id="cordon-state">{}</span>"#,
@@ -79,6 +87,9 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
             )
         };
         o += &format!(r#"<div role="group" aria-label="{}">"#, t(l, "actions"));
+        if !n.approved {
+            o += &form("approve", t(l, "approve"), "");
+        }
         o += &if n.cordoned {
             form("uncordon", t(l, "uncordon"), "")
         } else {
@@ -266,6 +277,7 @@ pub async fn act(
     }
     let scoped = app.scoped(&s.caller);
     let r = match action.as_str() {
+        "approve" => scoped.approve_node(&id).await.map(|(n, _)| n),
         "cordon" => scoped.set_cordon(&id, true).await,
         "uncordon" => scoped.set_cordon(&id, false).await,
         "drain" => {
@@ -275,7 +287,7 @@ pub async fn act(
         }
         _ => Err(ServiceError::field(
             "action",
-            "must be cordon, uncordon or drain",
+            "must be approve, cordon, uncordon or drain",
         )),
     };
     match r {

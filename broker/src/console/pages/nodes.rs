@@ -1,4 +1,6 @@
-//! Nodes: a table with filters (site, state, vendor, name).
+//! Nodes: a table with filters (site, state, vendor, name). Cordoned nodes
+//! and nodes awaiting approval are states to filter by too, since they are
+//! what keeps placement away from a connected node.
 
 use std::collections::HashMap;
 
@@ -19,7 +21,13 @@ use super::{
 };
 use crate::app::App;
 
-const STATES: &[&str] = &["connected", "disconnected", "lost", "cordoned"];
+const STATES: &[&str] = &[
+    "connected",
+    "disconnected",
+    "lost",
+    "cordoned",
+    "awaiting_approval",
+];
 
 pub async fn list(
     State(app): State<App>,
@@ -61,6 +69,7 @@ pub async fn list(
         .iter()
         .filter(|n| match state {
             Some("cordoned") => n.cordoned,
+            Some("awaiting_approval") => !n.approved,
             Some(st) => n.state == st,
             None => true,
         })
@@ -68,18 +77,16 @@ pub async fn list(
         .filter(|n| name.is_none_or(|q| n.name.to_lowercase().contains(&q.to_lowercase())))
         .collect();
     let sites = scoped.sites();
-    let select = |id: &str, label: &str, all: &[String], cur: Option<&str>| {
+    // Options as (value, what the admin reads).
+    let select = |id: &str, label: &str, all: &[(&str, &str)], cur: Option<&str>| {
         let opts: String = all
             .iter()
-            .map(|v| {
+            .map(|(v, shown)| {
                 format!(
-                    r#"<option value="{v}"{}>{v}</option>"#,
-                    if cur == Some(v.as_str()) {
-                        " selected"
-                    } else {
-                        ""
-                    },
-                    v = esc(v)
+                    r#"<option value="{}"{}>{}</option>"#,
+                    esc(v),
+                    if cur == Some(*v) { " selected" } else { "" },
+                    esc(shown)
                 )
             })
             .collect();
@@ -93,16 +100,27 @@ pub async fn list(
         select(
             "site",
             t(l, "site"),
-            &sites.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            &sites
+                .iter()
+                .map(|s| (s.name.as_str(), s.name.as_str()))
+                .collect::<Vec<_>>(),
             site
         ),
         select(
             "state",
             t(l, "state"),
-            &STATES.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            &STATES.iter().map(|s| (*s, t(l, s))).collect::<Vec<_>>(),
             state
         ),
-        select("vendor", t(l, "vendor"), &vendors, vendor),
+        select(
+            "vendor",
+            t(l, "vendor"),
+            &vendors
+                .iter()
+                .map(|v| (v.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+            vendor
+        ),
         t(l, "search"),
         esc(name.unwrap_or("")),
         t(l, "apply"),
@@ -129,17 +147,13 @@ pub async fn list(
             .iter()
             .map(|d| format!("{} {}", d.vendor, d.model))
             .collect();
-        let cordon = if n.cordoned {
-            format!(
-                " {}",
-                state_badge(l, "cordoned")
-                    .replace(">cordoned<", &format!(">{}<", t(l, "cordoned")))
-            )
-        } else {
-            String::new()
-        };
+        let flags: String = [(!n.approved, "awaiting_approval"), (n.cordoned, "cordoned")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, f)| format!(" {}", state_badge(l, f)))
+            .collect();
         o += &format!(
-            r#"<tr><td><a href="/console/nodes/{}">{}</a></td><td>{}</td><td>{}</td><td>{}{cordon}</td><td>{}</td><td class="num">{}</td><td>{}</td></tr>"#,
+            r#"<tr><td><a href="/console/nodes/{}">{}</a></td><td>{}</td><td>{}</td><td>{}{flags}</td><td>{}</td><td class="num">{}</td><td>{}</td></tr>"#,
             n.id,
             esc(&n.name),
             esc(&site),

@@ -65,6 +65,14 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
 
     // Alerts first: they are what an admin acts on.
     let mut alerts = Vec::new();
+    for n in nodes.iter().filter(|n| !n.approved) {
+        alerts.push(format!(
+            r#"{}: <a href="/console/nodes/{}">{}</a>"#,
+            t(l, "alert_awaiting_approval"),
+            n.id,
+            esc(&n.name),
+        ));
+    }
     for n in nodes.iter().filter(|n| !n.is_connected()) {
         alerts.push(format!(
             r#"{}: <a href="/console/nodes/{}">{}</a> ({}, {} {})"#,

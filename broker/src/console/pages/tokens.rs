@@ -88,12 +88,19 @@ async fn build(
 <label for="join-kind">{}<select id="join-kind" name="kind"><option>agent</option><option>edge</option></select></label>
 <label for="join-ttl">{}<input id="join-ttl" name="ttl_seconds" inputmode="numeric" value="0"></label>
 <label for="join-uses">{}<input id="join-uses" name="uses" inputmode="numeric" value="1"></label>
+<label for="join-approval"><input type="checkbox" id="join-approval" name="require_approval" value="true"{}> {}</label>
 <button type="submit">{}</button></form><p class="muted">{}</p></section></div>"#,
         t(l, "create_join_token"),
         t(l, "site"),
         t(l, "kind"),
         t(l, "ttl_s"),
         t(l, "uses"),
+        if app.cfg.join.require_approval {
+            " checked"
+        } else {
+            ""
+        },
+        t(l, "require_approval"),
         t(l, "create"),
         t(l, "approve_hint"),
     );
@@ -143,11 +150,12 @@ async fn build(
     }
     o += "</tbody></table>";
     o += &format!(
-        "<h2>{}</h2><table id=join-tokens><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
+        "<h2>{}</h2><table id=join-tokens><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
         t(l, "join_tokens"),
         t(l, "site"),
         t(l, "kind"),
         t(l, "uses"),
+        t(l, "require_approval"),
         t(l, "created_by"),
         t(l, "expires"),
         t(l, "state"),
@@ -155,7 +163,7 @@ async fn build(
     );
     for j in &join {
         o += &format!(
-            r#"<tr data-token="{}"><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr data-token="{}"><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             j.id,
             esc(&app
                 .fleet
@@ -164,6 +172,7 @@ async fn build(
                 .unwrap_or_default()),
             esc(&j.kind),
             j.uses_left,
+            if j.require_approval { "✓" } else { "—" },
             esc(&j.created_by),
             z.fmt(j.expires_at),
             status(l, j.revoked_at.is_some(), Some(j.expires_at)),
@@ -232,6 +241,8 @@ pub async fn create(
                         &get("kind"),
                         int(&f, "ttl_seconds", 0)?,
                         uses,
+                        // An unchecked box is simply absent from the form.
+                        Some(f.get("require_approval").is_some_and(|v| v == "true")),
                     )
                     .await?;
                 Ok((
