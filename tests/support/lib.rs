@@ -404,12 +404,24 @@ impl Agent {
         name: &str,
         dir: &Path,
     ) -> anyhow::Result<Self> {
+        Self::join_and_start_at(token, &broker.grpc_url, name, dir, &[])
+    }
+
+    /// `join_and_start` with the broker's URL and extra `join` flags (such
+    /// as `--relay`) given; `run` still gets only --state-dir.
+    pub fn join_and_start_at(
+        token: &str,
+        broker_url: &str,
+        name: &str,
+        dir: &Path,
+        join_extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let state_dir = dir.join(format!("agent-{name}"));
         let out = Command::new(bin("classgrid-agent"))
             .args([
                 "join",
                 "--broker",
-                &broker.grpc_url,
+                broker_url,
                 "--token",
                 token,
                 "--name",
@@ -417,6 +429,7 @@ impl Agent {
                 "--state-dir",
             ])
             .arg(&state_dir)
+            .args(join_extra)
             .output()?;
         if !out.status.success() {
             anyhow::bail!(
