@@ -2,7 +2,8 @@
 //! reaches the region only through its school's edge. It joins and runs
 //! through the edge's relay; the broker sees the node's own certificate and
 //! records that the edge carries it; a lesson seat runs on it; another
-//! node's certificate through the same relay is still refused, as are
+//! node's certificate through the same relay is still refused, and so is
+//! another school's node with a valid certificate of its own, as are
 //! relay streams from a non-edge caller, without an agent address, or with
 //! an oversized chunk; and when the edge restarts, the agent comes back
 //! through it.
@@ -17,10 +18,10 @@ use classgrid_proto::v1::{
 
 const SITE: &str = "school-r";
 
-async fn join_token(broker: &Broker, kind: &str) -> String {
+async fn join_token(broker: &Broker, site: &str, kind: &str) -> String {
     AdminServiceClient::new(broker.channel().await)
         .create_join_token(pb::CreateJoinTokenRequest {
-            site: SITE.into(),
+            site: site.into(),
             kind: kind.into(),
             ttl_seconds: 600,
             uses: 1,
@@ -87,10 +88,10 @@ async fn connected(broker: &Broker, name: &str, want: bool) -> bool {
     .await
 }
 
-fn register(name: &str) -> pb::AgentMessage {
+fn register(site: &str, name: &str) -> pb::AgentMessage {
     pb::AgentMessage {
         msg: Some(pb::agent_message::Msg::Register(pb::Register {
-            site: SITE.into(),
+            site: site.into(),
             name: name.into(),
             capacity: Some(pb::NodeCapacity {
                 cpu_millis: 1000,
@@ -135,7 +136,7 @@ async fn an_agent_without_a_route_to_the_region_runs_a_seat_through_its_edge_rel
     broker.create_site(SITE).await;
 
     let relay = format!("127.0.0.1:{}", free_port());
-    let edge_token = join_token(&broker, "edge").await;
+    let edge_token = join_token(&broker, SITE, "edge").await;
     let mut edge = start_edge(&broker, &edge_token, &dir, &relay);
     assert!(
         wait_for(Duration::from_secs(20), || async {
@@ -149,7 +150,7 @@ async fn an_agent_without_a_route_to_the_region_runs_a_seat_through_its_edge_rel
     // The agent's broker URL names the broker's TLS name but a dead port:
     // the relay is its only way in, for the join and for every session.
     let unreachable = format!("https://127.0.0.1:{}", free_port());
-    let agent_token = join_token(&broker, "agent").await;
+    let agent_token = join_token(&broker, SITE, "agent").await;
     let agent =
         Agent::join_and_start_at(&agent_token, &unreachable, "n1", &dir, &["--relay", &relay])
             .expect("join through the relay");
@@ -208,7 +209,7 @@ async fn an_agent_without_a_route_to_the_region_runs_a_seat_through_its_edge_rel
             .await
             .expect("a channel with n1's certificate through the relay");
     let e = AgentServiceClient::new(n1_via_relay.clone())
-        .connect(tokio_stream::iter(vec![register("impostor")]))
+        .connect(tokio_stream::iter(vec![register(SITE, "impostor")]))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
@@ -216,6 +217,27 @@ async fn an_agent_without_a_route_to_the_region_runs_a_seat_through_its_edge_rel
         e.message().contains(&format!(
             "belongs to node {SITE}/n1; it cannot register as {SITE}/impostor"
         )),
+        "{e:?}"
+    );
+    // Another school's node, with its own valid certificate, may not come
+    // in through this school's edge.
+    broker.create_site("school-o").await;
+    let other_token = join_token(&broker, "school-o", "agent").await;
+    let other_dir = dir.join("agent-o1");
+    classgrid_common::join::join(&unreachable, &other_token, "o1", &other_dir, Some(&relay))
+        .await
+        .expect("a join through the relay");
+    let other = classgrid_common::join::channel(&unreachable, &other_dir, Some(&relay))
+        .await
+        .unwrap();
+    let e = AgentServiceClient::new(other)
+        .connect(tokio_stream::iter(vec![register("school-o", "o1")]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message()
+            .starts_with("relay: node school-o/o1 reached the broker through another site's edge"),
         "{e:?}"
     );
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
@@ -273,6 +295,15 @@ async fn an_agent_without_a_route_to_the_region_runs_a_seat_through_its_edge_rel
     assert!(
         connected(&broker, "n1", false).await,
         "without its relay the agent is cut off"
+    );
+    let down = format!("cannot reach the broker through the site relay at {relay}");
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            agent.proc.log_text().contains(&down)
+        })
+        .await,
+        "the agent says why it cannot connect: {}",
+        agent.proc.log_text()
     );
     let edge = start_edge(&broker, &edge_token, &dir, &relay);
     assert!(

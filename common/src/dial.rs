@@ -51,20 +51,21 @@ pub async fn connect(ep: Endpoint, relay: Option<&str>) -> anyhow::Result<Channe
     let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
         let addr = addr.clone();
         async move {
-            let s = tokio::net::TcpStream::connect(&addr).await.map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot reach the site relay at {addr}: {e}"),
-                )
-            })?;
+            let s = tokio::net::TcpStream::connect(&addr).await?;
             // Nagle would hold back the small frames of the TLS handshake.
             let _ = s.set_nodelay(true);
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
         }
     });
-    ep.connect_with_connector(connector)
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting through the site relay at {relay}: {e:#}"))
+    ep.connect_with_connector(connector).await.map_err(|e| {
+        // tonic's own message is only "transport error"; the cause is
+        // at the end of its sources.
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(s) = cause.source() {
+            cause = s;
+        }
+        anyhow::anyhow!("cannot reach the broker through the site relay at {relay}: {cause}")
+    })
 }
 
 #[cfg(test)]
