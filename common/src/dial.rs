@@ -33,7 +33,10 @@ pub fn host_port(url: &str) -> anyhow::Result<&str> {
 /// A TCP connection to `broker_url`'s host and port, or to the relay.
 pub async fn tcp(broker_url: &str, relay: Option<&str>) -> anyhow::Result<tokio::net::TcpStream> {
     let (addr, what) = match relay {
-        Some(r) => (r, "the site relay at"),
+        Some(r) => {
+            check_relay(r)?;
+            (r, "the site relay at")
+        }
         None => (host_port(broker_url)?, "the broker at"),
     };
     tokio::net::TcpStream::connect(addr)

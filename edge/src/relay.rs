@@ -106,7 +106,11 @@ async fn carry(sock: TcpStream, from: SocketAddr, up: Upstream) -> anyhow::Resul
             .await
             .map_err(|s| anyhow::anyhow!("relay stream: {}", s.message()))?
         {
-            wr.write_all(&chunk.data).await?;
+            // The agent hung up (as the CA check at join does at once):
+            // the connection is simply over.
+            if wr.write_all(&chunk.data).await.is_err() {
+                break;
+            }
         }
         anyhow::Ok(())
     };

@@ -81,6 +81,15 @@ impl AgentService for Agents {
         };
         let node_id = live.id;
         live.relay = via.map(|v| v.edge);
+        let how = if identity.is_some() {
+            "mTLS"
+        } else {
+            "insecure-dev"
+        };
+        let detail = match &live.relay {
+            Some(edge) => format!("{how} through the relay of edge {edge}"),
+            None => how.to_string(),
+        };
         let who = crate::auth::Caller {
             actor: format!(
                 "node:{}/{}",
@@ -97,18 +106,7 @@ impl AgentService for Agents {
             "node.register",
             &format!("node:{node_id}"),
             &Ok(()),
-            &format!(
-                "{}{}",
-                if identity.is_some() {
-                    "mTLS"
-                } else {
-                    "insecure-dev"
-                },
-                live.relay
-                    .as_ref()
-                    .map(|e| format!(" through the relay of edge {e}"))
-                    .unwrap_or_default()
-            ),
+            &detail,
         )
         .await;
         if let Err(e) = app.store.set_probe_addr(node_id, &reg.probe_addr).await {
