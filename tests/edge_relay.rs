@@ -32,35 +32,44 @@ async fn join_token(broker: &Broker, site: &str, kind: &str) -> String {
         .secret
 }
 
-/// Joins the edge with its own certificate and runs it with the relay on.
-fn start_edge(broker: &Broker, token: &str, dir: &Path, relay: &str) -> Proc {
+/// Runs the edge with the relay on: joined with its own certificate when a
+/// join token is given (a TLS broker), else named by flags (--insecure-dev).
+fn start_edge(broker: &Broker, token: Option<&str>, dir: &Path, relay: &str) -> Proc {
     let state = dir.join("edge");
-    if !state.join("join.json").exists() {
-        let out = std::process::Command::new(bin("classgrid-edge"))
-            .args([
-                "join",
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--state-dir".into(),
+        state.display().to_string(),
+    ];
+    match token {
+        Some(token) if !state.join("join.json").exists() => {
+            let out = std::process::Command::new(bin("classgrid-edge"))
+                .args(["join", "--broker", &broker.grpc_url, "--token", token])
+                .args(["--name", "edge-1", "--state-dir"])
+                .arg(&state)
+                .output()
+                .expect("run classgrid-edge join");
+            assert!(
+                out.status.success(),
+                "edge join: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Some(_) => {}
+        None => {
+            for a in [
                 "--broker",
                 &broker.grpc_url,
-                "--token",
-                token,
+                "--site",
+                SITE,
                 "--name",
                 "edge-1",
-                "--state-dir",
-            ])
-            .arg(&state)
-            .output()
-            .expect("run classgrid-edge join");
-        assert!(
-            out.status.success(),
-            "edge join: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            ] {
+                args.push(a.into());
+            }
+        }
     }
-    let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-    let args: Vec<String> = [
-        "run",
-        "--state-dir",
-        &state.display().to_string(),
+    for a in [
         "--listen",
         &format!("127.0.0.1:{}", free_port()),
         "--relay-listen",
@@ -69,16 +78,27 @@ fn start_edge(broker: &Broker, token: &str, dir: &Path, relay: &str) -> Proc {
         "500",
         "--log-format",
         "text",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ] {
+        args.push(a.into());
+    }
+    let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
     Proc::spawn(
         &bin("classgrid-edge"),
         &args,
         dir.join(format!("edge-{n}.log")),
         &[],
     )
+}
+
+async fn registered(edge: &Proc) {
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            edge.log_text().contains("edge registered")
+        })
+        .await,
+        "edge should register: {}",
+        edge.log_text()
+    );
 }
 
 async fn connected(broker: &Broker, name: &str, want: bool) -> bool {
@@ -137,15 +157,8 @@ async fn an_agent_without_a_route_to_the_region_runs_a_seat_through_its_edge_rel
 
     let relay = format!("127.0.0.1:{}", free_port());
     let edge_token = join_token(&broker, SITE, "edge").await;
-    let mut edge = start_edge(&broker, &edge_token, &dir, &relay);
-    assert!(
-        wait_for(Duration::from_secs(20), || async {
-            edge.log_text().contains("edge registered")
-        })
-        .await,
-        "edge should register: {}",
-        edge.log_text()
-    );
+    let mut edge = start_edge(&broker, Some(&edge_token), &dir, &relay);
+    registered(&edge).await;
 
     // The agent's broker URL names the broker's TLS name but a dead port:
     // the relay is its only way in, for the join and for every session.
@@ -305,7 +318,7 @@ async fn an_agent_without_a_route_to_the_region_runs_a_seat_through_its_edge_rel
         "the agent says why it cannot connect: {}",
         agent.proc.log_text()
     );
-    let edge = start_edge(&broker, &edge_token, &dir, &relay);
+    let edge = start_edge(&broker, Some(&edge_token), &dir, &relay);
     assert!(
         connected(&broker, "n1", true).await,
         "the agent should come back through the restarted relay: {}\nedge: {}",
@@ -316,4 +329,48 @@ async fn an_agent_without_a_route_to_the_region_runs_a_seat_through_its_edge_rel
         .await
         .expect("seat endpoint still reachable");
     assert_eq!(code, 200);
+}
+
+/// Under --insecure-dev the relay carries plain HTTP/2 the same way, `run
+/// --relay` takes the relay without a join, and the REST view names the
+/// edge that carries a relayed node and none for a direct one.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rest_view_names_the_edge_that_relays_a_node() {
+    let db = TestDb::new().await.unwrap();
+    let dir = tempdir("edge-relay-dev");
+    let broker = Broker::start(&db, &dir, &[]).await;
+    broker.create_site(SITE).await;
+    let relay = format!("127.0.0.1:{}", free_port());
+    let edge = start_edge(&broker, None, &dir, &relay);
+    registered(&edge).await;
+    let _relayed = Agent::start(&broker, SITE, "n2", &dir, &["--relay", &relay]);
+    let _direct = Agent::start(&broker, SITE, "n3", &dir, &[]);
+    for name in ["n2", "n3"] {
+        assert!(
+            connected(&broker, name, true).await,
+            "{name} should connect"
+        );
+    }
+    let (code, body) = http_get_as(
+        &format!("{}/v1/nodes", broker.http_url),
+        Some(&broker.token),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let nodes: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let relay_of = |name: &str| {
+        nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .map(|n| n["relay"].clone())
+    };
+    assert_eq!(
+        relay_of("n2"),
+        Some(serde_json::json!(format!("{SITE}/edge-1"))),
+        "{body}"
+    );
+    assert_eq!(relay_of("n3"), Some(serde_json::Value::Null), "{body}");
 }

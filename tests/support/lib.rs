@@ -501,6 +501,11 @@ where
 
 /// A minimal HTTP/1.0 GET over a TCP socket; returns the status and body.
 pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
+    http_get_as(url, None).await
+}
+
+/// `http_get` with a bearer token.
+pub async fn http_get_as(url: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url
         .strip_prefix("http://")
@@ -511,7 +516,10 @@ pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
         .unwrap_or((rest, "/".into()));
     let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(host))
         .await??;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").as_bytes())
         .await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await??;
