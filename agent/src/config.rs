@@ -73,6 +73,11 @@ pub struct RunArgs {
     /// latency for tests, which have no `tc netem`. Default: 0.
     #[arg(long, env = "CLASSGRID_PROBE_DELAY_MS")]
     pub probe_delay_ms: Option<u64>,
+    /// Reach the broker through the site edge's relay at HOST:PORT (its
+    /// `relay_listen`), for a LAN with no route to the region. TLS is still
+    /// checked against --broker. Default: the relay used to join, if any.
+    #[arg(long, env = "CLASSGRID_RELAY", value_name = "HOST:PORT")]
+    pub relay: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +101,7 @@ pub struct FileConfig {
     pub kube_namespace: Option<String>,
     pub probe_addr: Option<String>,
     pub probe_delay_ms: Option<u64>,
+    pub relay: Option<String>,
 }
 
 /// The runtimes an agent can offer.
@@ -125,6 +131,8 @@ pub struct AgentConfig {
     /// host:port the broker hands to edges and peers; set once the
     /// responder is bound.
     pub probe_advertise: String,
+    /// The site edge's relay (host:port) to reach the broker through.
+    pub relay: Option<String>,
 }
 
 /// Parses `--runtimes`: known kinds, no repeats, and a cluster runtime
@@ -185,6 +193,7 @@ impl AgentConfig {
             probe_addr: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
             probe_delay_ms: 0,
             probe_advertise: String::new(),
+            relay: None,
         }
     }
 
@@ -286,7 +295,16 @@ impl AgentConfig {
         if probe_delay_ms > 10_000 {
             anyhow::bail!("--probe-delay-ms: must be between 0 and 10000, not {probe_delay_ms}");
         }
+        let relay = a
+            .relay
+            .clone()
+            .or(f.relay)
+            .or(joined.as_ref().and_then(|j| j.relay.clone()));
+        if let Some(r) = &relay {
+            classgrid_common::dial::check_relay(r)?;
+        }
         Ok(Self {
+            relay,
             probe_addr,
             probe_delay_ms,
             probe_advertise: String::new(),

@@ -75,7 +75,8 @@ async fn session(
 ) -> anyhow::Result<()> {
     // Certificates are read at each connection, so a renewed one is used
     // from the next reconnect on, without stopping anything.
-    let channel = classgrid_common::join::channel(&cfg.broker, &cfg.state_dir).await?;
+    let channel =
+        classgrid_common::join::channel(&cfg.broker, &cfg.state_dir, cfg.relay.as_deref()).await?;
     let mut client = AgentServiceClient::new(channel);
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1024);
     let (cap, warnings) = capacity.current.lock().expect("lock").clone();

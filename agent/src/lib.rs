@@ -131,7 +131,7 @@ pub async fn run(
         }
     };
     let usage = tokio::spawn(sup.clone().report_usage(supervisor::USAGE_INTERVAL));
-    let renewal = tokio::spawn(renew_certificate(cfg.state_dir.clone()));
+    let renewal = tokio::spawn(renew_certificate(cfg.state_dir.clone(), cfg.relay.clone()));
     connect::run(cfg, sup.clone(), capacity, events, shutdown).await;
     refresh.abort();
     usage.abort();
@@ -144,12 +144,12 @@ pub async fn run(
 
 /// Renews the node certificate once two thirds of its life has passed; the
 /// next connection uses the new one, so running work never notices.
-async fn renew_certificate(state_dir: std::path::PathBuf) {
+async fn renew_certificate(state_dir: std::path::PathBuf, relay: Option<String>) {
     loop {
         if let Some(j) = classgrid_common::join::Joined::load(&state_dir)
             && j.renew_due(chrono::Utc::now())
         {
-            match classgrid_common::join::renew(&state_dir).await {
+            match classgrid_common::join::renew(&state_dir, relay.as_deref()).await {
                 Ok(j) => tracing::info!(not_after = %j.not_after, "node certificate renewed"),
                 Err(e) => tracing::warn!(error = %e, "certificate renewal failed; retrying"),
             }

@@ -53,6 +53,9 @@ enum Command {
         /// Where the agent keeps its state (certificates go in its tls/ folder).
         #[arg(long, env = "CLASSGRID_STATE_DIR")]
         state_dir: Option<std::path::PathBuf>,
+        /// Join through the site edge's relay at HOST:PORT; `run` keeps using it.
+        #[arg(long, env = "CLASSGRID_RELAY", value_name = "HOST:PORT")]
+        relay: Option<String>,
     },
     /// Discover this machine's accelerators and print them. On an NVIDIA
     /// machine, `devices --json` is the manual check of discovery; its output
@@ -77,12 +80,19 @@ fn main() -> ExitCode {
             token,
             name,
             state_dir,
+            relay,
         } => {
             let name = name
                 .unwrap_or_else(|| sysinfo::System::host_name().unwrap_or_else(|| "node".into()));
             let dir = state_dir
                 .unwrap_or_else(|| classgrid_common::context::home().join(format!("agent-{name}")));
-            match rt.block_on(classgrid_common::join::join(&broker, &token, &name, &dir)) {
+            match rt.block_on(classgrid_common::join::join(
+                &broker,
+                &token,
+                &name,
+                &dir,
+                relay.as_deref(),
+            )) {
                 Ok(j) => {
                     println!(
                         "joined site {} as {}; certificate valid until {}",
@@ -146,6 +156,7 @@ fn devices(json: bool, tools: Vec<String>) -> ExitCode {
         kube_namespace: None,
         probe_addr: None,
         probe_delay_ms: None,
+        relay: None,
     };
     let opts = match AgentConfig::resolve(&args).and_then(|c| c.discover_options()) {
         Ok(o) => o,

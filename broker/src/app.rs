@@ -35,6 +35,8 @@ pub struct Broker {
     pub limiter: Limiter,
     /// Measured and estimated RTTs and each site's edge content.
     pub edge: crate::service::edge::EdgeState,
+    /// Agent connections carried by site edges' relays.
+    pub relays: crate::relay::Relays,
 }
 
 impl Broker {
@@ -70,6 +72,7 @@ impl Broker {
             token_cache: crate::auth::authn::token_cache(),
             limiter,
             edge,
+            relays: Default::default(),
         }))
     }
 

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod fleet;
 pub mod metrics;
 pub mod planner;
+pub mod relay;
 pub mod server;
 pub mod service;
 pub mod store;

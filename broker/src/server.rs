@@ -60,7 +60,7 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
     if let Some(tls) = &app.tls {
         // Client certificates are optional at the TLS layer: platforms use
         // bearer tokens, while agents and edges must present one (checked in
-        // their services).
+        // their services). Relayed agents' TLS ends here too.
         builder = builder.tls_config(
             tonic::transport::ServerTlsConfig::new()
                 .identity(tonic::transport::Identity::from_pem(
@@ -71,6 +71,10 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
                 .client_auth_optional(true),
         )?;
     }
+    let relayed = app
+        .relays
+        .take_incoming()
+        .ok_or_else(|| anyhow::anyhow!("this broker's gRPC server is already running"))?;
     let mut stop = shutdown.clone();
     let grpc_server = builder
         .layer(crate::auth::gate::GateLayer { app: app.clone() })
@@ -110,7 +114,9 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
             .max_decoding_message_size(1 << 20),
         )
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(s.grpc),
+            // Agents' connections relayed by site edges are served beside
+            // the accepted sockets, TLS and all.
+            crate::relay::conn::incoming(s.grpc, relayed),
             async move {
                 let _ = stop.wait_for(|v| *v).await;
             },

@@ -80,7 +80,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
                 .create_join_token(&system, &a.site, kind, 600, 1, Some(false))
                 .await
                 .map_err(|e| anyhow::anyhow!("join token for the local {kind}: {e}"))?;
-            classgrid_common::join::join(&grpc_url, &token, name, &dir).await?;
+            classgrid_common::join::join(&grpc_url, &token, name, &dir, None).await?;
         }
     }
     let token = local_admin_token(&app, &system).await?;

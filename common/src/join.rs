@@ -17,6 +17,10 @@ pub struct Joined {
     pub name: String,
     pub issued: DateTime<Utc>,
     pub not_after: DateTime<Utc>,
+    /// The site relay the join went through; `run` uses it unless told
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
 }
 
 pub fn tls_dir(state_dir: &Path) -> PathBuf {
@@ -51,11 +55,13 @@ fn ts(t: Option<&prost_types::Timestamp>) -> DateTime<Utc> {
 
 /// Joins with a join token: pins the broker's CA by the fingerprint the
 /// token carries, sends a certificate request, and stores the certificate.
+/// With `relay`, every connection goes through the site edge's relay.
 pub async fn join(
     broker: &str,
     token: &str,
     name: &str,
     state_dir: &Path,
+    relay: Option<&str>,
 ) -> anyhow::Result<Joined> {
     if !broker.starts_with("https://") {
         anyhow::bail!("--broker: joining needs the broker's https:// address, not `{broker}`");
@@ -65,12 +71,14 @@ pub async fn join(
         .and_then(|r| r.split('_').next())
         .filter(|f| f.len() == 64)
         .ok_or_else(|| anyhow::anyhow!("--token: not a classgrid join token (cgjoin_…)"))?;
-    let ca = tls::fetch_pinned_ca(broker, fp).await?;
+    let ca = tls::fetch_pinned_ca(broker, fp, relay).await?;
     let (key, csr) = tls::new_csr(name)?;
-    let ch = tonic::transport::Endpoint::from_shared(broker.to_string())?
-        .tls_config(tls::client_config(broker, &ca, None)?)?
-        .connect()
-        .await?;
+    let ch = crate::dial::connect(
+        tonic::transport::Endpoint::from_shared(broker.to_string())?
+            .tls_config(tls::client_config(broker, &ca, None)?)?,
+        relay,
+    )
+    .await?;
     let r = JoinServiceClient::new(ch)
         .join(pb::JoinRequest {
             token: token.to_string(),
@@ -92,25 +100,25 @@ pub async fn join(
         name: r.name,
         issued: Utc::now(),
         not_after: ts(r.not_after.as_ref()),
+        relay: relay.map(str::to_string),
     };
     j.save(state_dir)?;
     Ok(j)
 }
 
 /// Gets a fresh certificate with the current one; the next connection uses it.
-pub async fn renew(state_dir: &Path) -> anyhow::Result<Joined> {
+pub async fn renew(state_dir: &Path, relay: Option<&str>) -> anyhow::Result<Joined> {
     let j = Joined::load(state_dir).ok_or_else(|| anyhow::anyhow!("not joined"))?;
     let cur = NodeTls::load(&tls_dir(state_dir))
         .ok_or_else(|| anyhow::anyhow!("no certificate in {}", tls_dir(state_dir).display()))?;
     let (key, csr) = tls::new_csr(&j.name)?;
-    let ch = tonic::transport::Endpoint::from_shared(j.broker.clone())?
-        .tls_config(tls::client_config(
-            &j.broker,
-            &cur.ca_pem,
-            Some((&cur.cert_pem, &cur.key_pem)),
-        )?)?
-        .connect()
-        .await?;
+    let ch = crate::dial::connect(
+        tonic::transport::Endpoint::from_shared(j.broker.clone())?.tls_config(
+            tls::client_config(&j.broker, &cur.ca_pem, Some((&cur.cert_pem, &cur.key_pem)))?,
+        )?,
+        relay,
+    )
+    .await?;
     let r = JoinServiceClient::new(ch)
         .renew(pb::RenewRequest { csr })
         .await?
@@ -131,8 +139,13 @@ pub async fn renew(state_dir: &Path) -> anyhow::Result<Joined> {
 }
 
 /// A channel to the broker: mTLS with the node's certificate for https://,
-/// plain for http:// (the broker must then run with --insecure-dev).
-pub async fn channel(broker: &str, state_dir: &Path) -> anyhow::Result<tonic::transport::Channel> {
+/// plain for http:// (the broker must then run with --insecure-dev); through
+/// the site relay when `relay` is given.
+pub async fn channel(
+    broker: &str,
+    state_dir: &Path,
+    relay: Option<&str>,
+) -> anyhow::Result<tonic::transport::Channel> {
     let mut ep = tonic::transport::Endpoint::from_shared(broker.to_string())?
         .connect_timeout(std::time::Duration::from_secs(5))
         .http2_keep_alive_interval(std::time::Duration::from_secs(10))
@@ -150,5 +163,5 @@ pub async fn channel(broker: &str, state_dir: &Path) -> anyhow::Result<tonic::tr
             Some((&t.cert_pem, &t.key_pem)),
         )?)?;
     }
-    Ok(ep.connect().await?)
+    crate::dial::connect(ep, relay).await
 }

@@ -1,8 +1,10 @@
 //! Start-up pieces shared by every classgrid binary. Each lives in one obvious
-//! file: telemetry (logs and traces), config files, and the client context.
+//! file: telemetry (logs and traces), config files, the client context, and how
+//! agents and edges join and reach the broker (directly or through a relay).
 
 pub mod config;
 pub mod context;
+pub mod dial;
 pub mod join;
 pub mod telemetry;
 pub mod tls;

@@ -47,16 +47,17 @@ pub fn client_config(
     Ok(cfg)
 }
 
-/// Connects to `addr` over TLS once, accepting the broker only if the CA at
-/// the end of its certificate chain has the expected SHA-256 fingerprint and
-/// that CA really signed the server certificate. Returns the CA in PEM, to be
+/// Connects to the broker over TLS once (directly, or through the site
+/// relay when `relay` is given), accepting it only if the CA at the end of
+/// its certificate chain has the expected SHA-256 fingerprint and that CA
+/// really signed the server certificate. Returns the CA in PEM, to be
 /// trusted from then on (kubeadm's and k3s's CA-hash pinning).
-pub async fn fetch_pinned_ca(url: &str, expected_fingerprint: &str) -> anyhow::Result<String> {
-    let rest = url
-        .split("://")
-        .nth(1)
-        .ok_or_else(|| anyhow::anyhow!("broker URL `{url}` has no scheme"))?;
-    let hostport = rest.split('/').next().unwrap_or(rest);
+pub async fn fetch_pinned_ca(
+    url: &str,
+    expected_fingerprint: &str,
+    relay: Option<&str>,
+) -> anyhow::Result<String> {
+    let hostport = crate::dial::host_port(url)?;
     let host = hostport
         .rsplit_once(':')
         .map(|(h, _)| h)
@@ -74,9 +75,7 @@ pub async fn fetch_pinned_ca(url: &str, expected_fingerprint: &str) -> anyhow::R
         .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = tokio::net::TcpStream::connect(hostport)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {hostport}: {e}"))?;
+    let tcp = crate::dial::tcp(url, relay).await?;
     let name = ServerName::try_from(host.clone())
         .map_err(|e| anyhow::anyhow!("broker host `{host}`: {e}"))?;
     connector

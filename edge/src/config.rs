@@ -50,6 +50,12 @@ pub struct RunArgs {
     /// a download has been measured. Default: 12500000 (100 Mbit/s).
     #[arg(long, env = "CLASSGRID_LINK_BYTES_PER_SEC")]
     pub link_bytes_per_sec: Option<u64>,
+    /// Where the site relay listens for agents that cannot reach the region
+    /// directly (they run with `--relay` set to it), e.g. 0.0.0.0:7481. Each
+    /// agent connection is carried over this edge's one connection to the
+    /// broker. Default: off.
+    #[arg(long, env = "CLASSGRID_RELAY_LISTEN")]
+    pub relay_listen: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -68,6 +74,7 @@ struct FileConfig {
     listen: Option<String>,
     advertise_url: Option<String>,
     link_bytes_per_sec: Option<u64>,
+    relay_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +92,8 @@ pub struct EdgeConfig {
     pub listen: SocketAddr,
     pub advertise_url: String,
     pub link_bytes_per_sec: u64,
+    /// Where the site relay listens; None runs none.
+    pub relay_listen: Option<SocketAddr>,
 }
 
 impl EdgeConfig {
@@ -105,6 +114,7 @@ impl EdgeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7480)),
             advertise_url: "http://127.0.0.1:7480".into(),
             link_bytes_per_sec: 12_500_000,
+            relay_listen: None,
         }
     }
 
@@ -164,12 +174,19 @@ impl EdgeConfig {
             1000,
             1 << 40,
         )?;
+        let addr = |flag: &str, v: &str, example: &str| -> anyhow::Result<SocketAddr> {
+            v.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "--{flag}: must be an address and port such as {example}, not `{v}`"
+                )
+            })
+        };
         let listen_s = pick(a.listen.clone(), f.listen, "0.0.0.0:7480".into());
-        let listen: SocketAddr = listen_s.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "--listen: must be an address and port such as 0.0.0.0:7480, not `{listen_s}`"
-            )
-        })?;
+        let listen = addr("listen", &listen_s, "0.0.0.0:7480")?;
+        let relay_listen = match a.relay_listen.clone().or(f.relay_listen) {
+            Some(r) => Some(addr("relay-listen", &r, "0.0.0.0:7481")?),
+            None => None,
+        };
         let advertise_url = a
             .advertise_url
             .clone()
@@ -219,6 +236,48 @@ impl EdgeConfig {
             listen,
             advertise_url: advertise_url.trim_end_matches('/').to_string(),
             link_bytes_per_sec,
+            relay_listen,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: super::RunArgs,
+    }
+
+    fn resolve(extra: &[&str]) -> anyhow::Result<super::EdgeConfig> {
+        let mut argv = vec![
+            "classgrid-edge",
+            "--site",
+            "school-a",
+            "--state-dir",
+            "/nonexistent/classgrid-edge-config-test",
+        ];
+        argv.extend(extra);
+        super::EdgeConfig::resolve(&Cli::parse_from(argv).a)
+    }
+
+    #[test]
+    fn relay_is_off_by_default_and_its_address_is_checked() {
+        assert_eq!(resolve(&[]).unwrap().relay_listen, None);
+        assert_eq!(
+            resolve(&["--relay-listen", "0.0.0.0:7481"])
+                .unwrap()
+                .relay_listen,
+            Some(([0, 0, 0, 0], 7481).into())
+        );
+        let e = resolve(&["--relay-listen", "edge:7481"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--relay-listen:") && e.contains("`edge:7481`"),
+            "{e}"
+        );
     }
 }

@@ -2,14 +2,17 @@
 //! presence: it probes the region's nodes from the site (`probe`), keeps a
 //! content cache that stages lessons' datasets ahead of the bell (`cache`),
 //! serves that content to the site's agents, and keeps the site's seats'
-//! desired state locally (`autonomy`). `vivaldi` is the pure network
-//! coordinate model the broker uses to estimate RTTs nobody measured.
+//! desired state locally (`autonomy`), and, when `relay_listen` is set,
+//! carries the site's agents to the broker over its own link (`relay`).
+//! `vivaldi` is the pure network coordinate model the broker uses to
+//! estimate RTTs nobody measured.
 
 pub mod autonomy;
 pub mod cache;
 pub mod config;
 pub mod link;
 pub mod probe;
+pub mod relay;
 pub mod state;
 pub mod vivaldi;
 
@@ -33,7 +36,19 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
         .with_graceful_shutdown(async move {
             let _ = sd.changed().await;
         });
-    let tasks = [
+    let (upstream, upstream_rx) = watch::channel(None);
+    // Bound before anything runs, so a taken port fails the start, not later.
+    let relay_listener = match cfg.relay_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--relay-listen: cannot listen on {addr}: {e}"))?;
+            info!(relay = %addr, "site relay listening");
+            Some(l)
+        }
+        None => None,
+    };
+    let mut tasks = vec![
         tokio::spawn(async move {
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "content server stopped");
@@ -47,10 +62,14 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
         )),
         tokio::spawn(stager.clone().run(shutdown.clone())),
     ];
+    if let Some(l) = relay_listener {
+        tasks.push(tokio::spawn(relay::run(l, upstream_rx, shutdown.clone())));
+    }
     let parts = link::Parts {
         table,
         stager,
         seats: autonomy::Seats::new(db),
+        upstream,
     };
     let r = link::run(&cfg, &parts, shutdown).await;
     for t in tasks {

@@ -2,7 +2,8 @@
 //! heartbeat, a refresh of the probe targets, the RTT table, and a sync of
 //! cache and staging state that brings back staging orders, pins and the
 //! site's seats. Any failure drops the session and re-registers with
-//! backoff; probing, staging and serving content go on meanwhile.
+//! backoff; probing, staging and serving content go on meanwhile. While a
+//! session is up, the site relay carries agents over its channel.
 
 use std::time::Duration;
 
@@ -15,12 +16,14 @@ use crate::{
     autonomy::Seats,
     cache::stage::{Order, Stager},
     probe::{Table, Target},
+    relay::{Upstream, UpstreamTx},
 };
 
 pub struct Parts {
     pub table: Table,
     pub stager: Stager,
     pub seats: Seats,
+    pub upstream: UpstreamTx,
 }
 
 /// Registers and reports until `shutdown`, re-registering after any failure.
@@ -31,7 +34,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(250);
     loop {
-        match session(cfg, parts, &mut shutdown).await {
+        let r = session(cfg, parts, &mut shutdown).await;
+        parts.upstream.send_replace(None);
+        match r {
             Ok(()) => return Ok(()),
             Err(e) => warn!(error = %e, broker = %cfg.broker, "edge link to broker lost; retrying"),
         }
@@ -48,8 +53,8 @@ async fn session(
     parts: &Parts,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let channel = classgrid_common::join::channel(&cfg.broker, &cfg.state_dir).await?;
-    let mut client = EdgeServiceClient::new(channel);
+    let channel = classgrid_common::join::channel(&cfg.broker, &cfg.state_dir, None).await?;
+    let mut client = EdgeServiceClient::new(channel.clone());
     let reg = client
         .register(pb::RegisterEdgeRequest {
             site: cfg.site.clone(),
@@ -59,6 +64,10 @@ async fn session(
         .await?
         .into_inner();
     info!(edge = %reg.edge_id, site = %cfg.site, "edge registered");
+    parts.upstream.send_replace(Some(Upstream {
+        channel,
+        edge_id: reg.edge_id.clone(),
+    }));
     let beat_every = Duration::from_millis(reg.heartbeat_interval_ms.clamp(500, 60_000) as u64);
     let mut beat = tokio::time::interval(beat_every.min(cfg.report_interval));
     let mut report = tokio::time::interval(cfg.report_interval);

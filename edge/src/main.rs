@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Register this site's edge with the broker and keep the link up.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Get this edge's client certificate with a join token of kind `edge`
     /// (`classgrid join-tokens create --site SITE --kind edge`).
     Join {
@@ -69,7 +69,7 @@ async fn main() -> ExitCode {
             state_dir,
         } => {
             let dir = state_dir.unwrap_or_else(|| classgrid_common::context::home().join("edge"));
-            return match classgrid_common::join::join(&broker, &token, &name, &dir).await {
+            return match classgrid_common::join::join(&broker, &token, &name, &dir, None).await {
                 Ok(j) => {
                     println!(
                         "joined site {} as edge {}; certificate valid until {}",

@@ -412,7 +412,7 @@ impl Agent {
         name: &str,
         dir: &Path,
     ) -> anyhow::Result<Self> {
-        Self::join_and_start_with(token, broker, name, dir, &[])
+        Self::join_and_start_full(token, &broker.grpc_url, name, dir, &[], &[])
     }
 
     /// [`Agent::join_and_start`], with `extra` arguments for `run`.
@@ -423,12 +423,35 @@ impl Agent {
         dir: &Path,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::join_and_start_full(token, &broker.grpc_url, name, dir, &[], extra)
+    }
+
+    /// `join_and_start` with the broker's URL and extra `join` flags (such
+    /// as `--relay`) given; `run` still gets only --state-dir.
+    pub fn join_and_start_at(
+        token: &str,
+        broker_url: &str,
+        name: &str,
+        dir: &Path,
+        join_extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::join_and_start_full(token, broker_url, name, dir, join_extra, &[])
+    }
+
+    fn join_and_start_full(
+        token: &str,
+        broker_url: &str,
+        name: &str,
+        dir: &Path,
+        join_extra: &[&str],
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let state_dir = dir.join(format!("agent-{name}"));
         let out = Command::new(bin("classgrid-agent"))
             .args([
                 "join",
                 "--broker",
-                &broker.grpc_url,
+                broker_url,
                 "--token",
                 token,
                 "--name",
@@ -436,6 +459,7 @@ impl Agent {
                 "--state-dir",
             ])
             .arg(&state_dir)
+            .args(join_extra)
             .output()?;
         if !out.status.success() {
             anyhow::bail!(
@@ -508,6 +532,11 @@ where
 
 /// A minimal HTTP/1.0 GET over a TCP socket; returns the status and body.
 pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
+    http_get_as(url, None).await
+}
+
+/// `http_get` with a bearer token.
+pub async fn http_get_as(url: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url
         .strip_prefix("http://")
@@ -518,7 +547,10 @@ pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
         .unwrap_or((rest, "/".into()));
     let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(host))
         .await??;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").as_bytes())
         .await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await??;

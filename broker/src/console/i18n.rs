@@ -125,6 +125,7 @@ const TEXT: &[(&str, &str, &str)] = &[
     ("warnings", "发现警告", "Discovery warnings"),
     ("runtimes", "运行时", "Runtimes"),
     ("last_seen", "最近心跳", "Last seen"),
+    ("relayed_by", "经站点边缘中继", "Relayed by site edge"),
     ("source", "来源", "Source"),
     ("measured_at", "测量时间", "Measured at"),
     ("day", "日", "Day"),

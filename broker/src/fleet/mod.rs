@@ -47,6 +47,9 @@ pub struct LiveNode {
     pub devices: Vec<DeviceRow>,
     pub last_seen: Instant,
     pub last_seen_wall: DateTime<Utc>,
+    /// `site/name` of the edge whose relay carries the current session;
+    /// None for a direct connection.
+    pub relay: Option<String>,
     session: Option<(u64, SessionTx)>,
 }
 
@@ -73,6 +76,7 @@ impl LiveNode {
             // silence window to reconnect before it is called disconnected.
             last_seen: Instant::now(),
             last_seen_wall: n.last_seen,
+            relay: None,
             session: None,
         }
     }

@@ -31,6 +31,7 @@ use crate::{
         Store,
         lessons::{self as lesson_store, LessonRow},
         rtt::{RttRow, StagingRow},
+        sites::EdgeRow,
     },
 };
 
@@ -211,7 +212,7 @@ pub fn check_probe_addr(addr: &str) -> Result<(), ServiceError> {
 
 impl Broker {
     /// The edge named by `edge_id` and its site.
-    pub async fn edge_site(&self, edge_id: &str) -> Result<(Uuid, Uuid), ServiceError> {
+    pub async fn edge_row(&self, edge_id: &str) -> Result<EdgeRow, ServiceError> {
         let id: Uuid = edge_id
             .parse()
             .map_err(|_| ServiceError::field("edge_id", "must be the id Register returned"))?;
@@ -221,8 +222,7 @@ impl Broker {
             .await?
             .into_iter()
             .find(|e| e.id == id);
-        let e = e.ok_or_else(|| ServiceError::NotFound(format!("edge {id} (register again)")))?;
-        Ok((e.id, e.site_id))
+        e.ok_or_else(|| ServiceError::NotFound(format!("edge {id} (register again)")))
     }
 
     pub async fn probe_targets(&self) -> Result<pb::ProbeTargetsResponse, ServiceError> {

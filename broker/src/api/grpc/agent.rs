@@ -37,6 +37,7 @@ impl AgentService for Agents {
         // may only register as the node it names.
         let peer = req.peer_certs().and_then(|c| c.first().map(|d| d.to_vec()));
         let source = crate::auth::gate::source_of_request(&req);
+        let relayed = crate::relay::relayed_from(&req);
         let identity = app.node_identity(peer.as_deref(), "agent").await?;
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
@@ -67,7 +68,10 @@ impl AgentService for Agents {
             app.metrics.agent_refused.inc();
             return Err(status(e));
         }
-        let live = match app.register_node(&reg).await {
+        let via = super::relay::via(&app, relayed, &reg).inspect_err(|_| {
+            app.metrics.agent_refused.inc();
+        })?;
+        let mut live = match app.register_node(&reg).await {
             Ok(n) => n,
             Err(e) => {
                 app.metrics.agent_refused.inc();
@@ -76,6 +80,16 @@ impl AgentService for Agents {
             }
         };
         let node_id = live.id;
+        live.relay = via.map(|v| v.edge);
+        let how = if identity.is_some() {
+            "mTLS"
+        } else {
+            "insecure-dev"
+        };
+        let detail = match &live.relay {
+            Some(edge) => format!("{how} through the relay of edge {edge}"),
+            None => how.to_string(),
+        };
         let who = crate::auth::Caller {
             actor: format!(
                 "node:{}/{}",
@@ -92,11 +106,7 @@ impl AgentService for Agents {
             "node.register",
             &format!("node:{node_id}"),
             &Ok(()),
-            if identity.is_some() {
-                "mTLS"
-            } else {
-                "insecure-dev"
-            },
+            &detail,
         )
         .await;
         if let Err(e) = app.store.set_probe_addr(node_id, &reg.probe_addr).await {

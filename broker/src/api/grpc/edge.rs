@@ -3,11 +3,10 @@
 //! may only act as itself (the site and name its certificate names).
 
 use classgrid_proto::v1::{self as pb, edge_service_server::EdgeService};
-use tonic::{Request, Response, Status};
-use uuid::Uuid;
+use tonic::{Request, Response, Status, Streaming};
 
-use super::status;
-use crate::{app::App, auth::pki::Identity, domain::ServiceError};
+use super::{relay, status};
+use crate::{app::App, auth::pki::Identity, domain::ServiceError, store::sites::EdgeRow};
 
 pub struct Edges(pub App);
 
@@ -18,34 +17,34 @@ impl Edges {
     }
 
     /// The edge named by `edge_id`, checked against the caller's certificate.
-    async fn edge<T>(&self, req: &Request<T>, edge_id: &str) -> Result<(Uuid, Uuid), Status> {
+    async fn edge<T>(&self, req: &Request<T>, edge_id: &str) -> Result<EdgeRow, Status> {
         let identity = self.identity(req).await?;
-        let (edge, site) = self.0.edge_site(edge_id).await.map_err(status)?;
+        let row = self.0.edge_row(edge_id).await.map_err(status)?;
         if let Some(id) = identity {
-            let row = self
-                .0
-                .store
-                .list_edges()
-                .await
-                .map_err(|e| status(e.into()))?
-                .into_iter()
-                .find(|e| e.id == edge);
-            let site_name = self.0.fleet.site_by_id(site).map(|s| s.name);
-            if row.map(|r| r.name) != Some(id.name.clone())
-                || site_name.as_deref() != Some(id.site.as_str())
-            {
+            let site_name = self.0.fleet.site_by_id(row.site_id).map(|s| s.name);
+            if row.name != id.name || site_name.as_deref() != Some(id.site.as_str()) {
                 return Err(Status::permission_denied(format!(
-                    "this certificate belongs to edge {}/{}; it cannot act as edge {edge}",
-                    id.site, id.name
+                    "this certificate belongs to edge {}/{}; it cannot act as edge {}",
+                    id.site, id.name, row.id
                 )));
             }
         }
-        Ok((edge, site))
+        Ok(row)
     }
 }
 
 #[tonic::async_trait]
 impl EdgeService for Edges {
+    type RelayStream = relay::Outbound;
+
+    async fn relay(
+        &self,
+        req: Request<Streaming<pb::RelayChunk>>,
+    ) -> Result<Response<relay::Outbound>, Status> {
+        let edge = self.edge(&req, relay::edge_id(&req)?).await?;
+        relay::open(&self.0, edge, req).await
+    }
+
     async fn register(
         &self,
         req: Request<pb::RegisterEdgeRequest>,
@@ -102,7 +101,7 @@ impl EdgeService for Edges {
         &self,
         req: Request<pb::EdgeHeartbeat>,
     ) -> Result<Response<pb::EdgeHeartbeatAck>, Status> {
-        let (id, _) = self.edge(&req, &req.get_ref().edge_id).await?;
+        let id = self.edge(&req, &req.get_ref().edge_id).await?.id;
         if !self
             .0
             .store
@@ -127,7 +126,7 @@ impl EdgeService for Edges {
         &self,
         req: Request<pb::RttReport>,
     ) -> Result<Response<pb::RttReportAck>, Status> {
-        let (_, site) = self.edge(&req, &req.get_ref().edge_id).await?;
+        let site = self.edge(&req, &req.get_ref().edge_id).await?.site_id;
         let n = self
             .0
             .report_rtt(site, req.get_ref())
@@ -140,10 +139,10 @@ impl EdgeService for Edges {
         &self,
         req: Request<pb::EdgeSyncRequest>,
     ) -> Result<Response<pb::EdgeSyncResponse>, Status> {
-        let (edge, site) = self.edge(&req, &req.get_ref().edge_id).await?;
+        let e = self.edge(&req, &req.get_ref().edge_id).await?;
         Ok(Response::new(
             self.0
-                .edge_sync(edge, site, req.get_ref())
+                .edge_sync(e.id, e.site_id, req.get_ref())
                 .await
                 .map_err(status)?,
         ))

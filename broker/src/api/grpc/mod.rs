@@ -7,6 +7,7 @@ pub mod edge;
 pub mod fleet;
 pub mod job;
 pub mod lesson;
+pub mod relay;
 pub mod voucher;
 
 use tonic::Status;

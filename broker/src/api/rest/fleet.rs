@@ -71,6 +71,10 @@ pub struct Node {
     pub runtimes: Vec<String>,
     pub warnings: Vec<String>,
     pub devices: Vec<Device>,
+    /// `site/name` of the edge whose site relay carries the node's
+    /// connection; absent when it is connected directly or not at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -104,6 +108,7 @@ fn node_of(app: &App, n: &LiveNode) -> Node {
         memory_mib: n.memory_mib,
         runtimes: n.runtimes.clone(),
         warnings: n.warnings.clone(),
+        relay: n.relay.clone().filter(|_| n.is_connected()),
         devices: n
             .devices
             .iter()

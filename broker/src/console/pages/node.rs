@@ -78,6 +78,13 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
         t(l, "last_seen"),
         z.fmt(n.last_seen_wall)
     );
+    if let Some(edge) = n.relay.as_ref().filter(|_| n.is_connected()) {
+        o += &format!(
+            r#"<p id="relay">{}: <strong>{}</strong></p>"#,
+            t(l, "relayed_by"),
+            esc(edge)
+        );
+    }
     if s.caller.is_district_admin() {
         let form = |action: &str, label: &str, class: &str| {
             format!(
