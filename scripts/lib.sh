@@ -195,9 +195,15 @@ stop_slurm() {
 # into $1 (beside the build cache); exports CLASSGRID_CONSOLE_NODE_DIR.
 ensure_chromium() {
   local dir=$1
-  if ! command -v chromium >/dev/null || ! command -v node >/dev/null || ! command -v npm >/dev/null \
-    || [ -z "$(ls /usr/share/fonts/opentype/noto/NotoSansCJK* 2>/dev/null)" ]; then
-    apt_install chromium nodejs npm fonts-noto-cjk
+  # Only what is missing: a machine with Node.js from elsewhere (nodesource
+  # bundles npm) cannot take Debian's npm beside it.
+  local want=()
+  command -v chromium >/dev/null || want+=(chromium)
+  command -v node >/dev/null || want+=(nodejs)
+  command -v npm >/dev/null || want+=(npm)
+  [ -n "$(ls /usr/share/fonts/opentype/noto/NotoSansCJK* 2>/dev/null)" ] || want+=(fonts-noto-cjk)
+  if [ ${#want[@]} -gt 0 ]; then
+    apt_install "${want[@]}"
   fi
   if [ ! -f "$dir/node_modules/playwright-core/package.json" ]; then
     echo "classgrid: installing playwright-core (npm) into $dir" >&2

@@ -23,21 +23,6 @@ fn node_dir() -> PathBuf {
         })
 }
 
-/// A stand-in `nvidia-smi` that prints a real L40S's output, so the node
-/// has a GPU to show (and a discovery warning: `-q -x` fails).
-fn fake_nvidia_smi(dir: &std::path::Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/devices/fixtures");
-    let p = dir.join("nvidia-smi");
-    std::fs::write(
-        &p,
-        format!("#!/bin/sh\ncase \"$1\" in\n  --query-gpu=*) cat '{fx}/nvidia-smi-query.l40s.csv' ;;\n  -L) cat '{fx}/nvidia-smi-L.l40s.txt' ;;\n  *) exit 9 ;;\nesac\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
     let modules = node_dir().join("node_modules/playwright-core");

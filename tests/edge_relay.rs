@@ -25,6 +25,7 @@ async fn join_token(broker: &Broker, site: &str, kind: &str) -> String {
             kind: kind.into(),
             ttl_seconds: 600,
             uses: 1,
+            ..Default::default()
         })
         .await
         .expect("join token")

@@ -607,6 +607,23 @@ pub fn web_lesson(site: &str, seats: i32, start_in: f64, duration_s: i64) -> pb:
     }
 }
 
+/// A stand-in `nvidia-smi` that prints a real L40S's output (the fixtures
+/// in agent/devices), for agents started with `--tool nvidia-smi=PATH`, so a
+/// node has a GPU to place slices on (and a discovery warning: `-q -x`
+/// fails).
+pub fn fake_nvidia_smi(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/devices/fixtures");
+    let p = dir.join("nvidia-smi");
+    std::fs::write(
+        &p,
+        format!("#!/bin/sh\ncase \"$1\" in\n  --query-gpu=*) cat '{fx}/nvidia-smi-query.l40s.csv' ;;\n  -L) cat '{fx}/nvidia-smi-L.l40s.txt' ;;\n  *) exit 9 ;;\nesac\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
 pub fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "classgrid-e2e-{name}-{}",
