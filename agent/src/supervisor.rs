@@ -149,14 +149,12 @@ impl Supervisor {
         *self.devices.lock().expect("lock") = devices;
     }
 
+    /// Writes the records while holding the lock, so that two assignments
+    /// ending at once cannot write their snapshots in the wrong order and
+    /// leave an ended seat in the file.
     fn persist(&self) {
-        let recs: Vec<Record> = self
-            .items
-            .lock()
-            .expect("lock")
-            .values()
-            .map(|i| i.rec.clone())
-            .collect();
+        let items = self.items.lock().expect("lock");
+        let recs: Vec<Record> = items.values().map(|i| i.rec.clone()).collect();
         if let Err(e) = self.state.save(&recs) {
             warn!(error = %e, "cannot save agent state");
         }
