@@ -65,15 +65,9 @@ async fn a_60s_broker_outage_keeps_the_lesson_and_its_usage() {
     let ends = Instant::now() + Duration::from_secs(2 + DURATION_S as u64);
     let id = booked.id.clone();
     assert!(
-        wait_for(Duration::from_secs(30), || async {
-            broker
-                .lesson(&id)
-                .await
-                .seats
-                .iter()
-                .all(|s| s.state == "running")
-        })
-        .await,
+        broker
+            .wait_seats_running(&id, Duration::from_secs(30))
+            .await,
         "seats should run: {:#?}",
         broker.lesson(&id).await.seats
     );

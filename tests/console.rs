@@ -124,15 +124,9 @@ async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
         .into_inner();
     let id = lesson.id.clone();
     assert!(
-        wait_for(Duration::from_secs(30), || async {
-            broker
-                .lesson(&id)
-                .await
-                .seats
-                .iter()
-                .all(|s| s.state == "running")
-        })
-        .await,
+        broker
+            .wait_seats_running(&id, Duration::from_secs(30))
+            .await,
         "the lesson's seats should run"
     );
 

@@ -189,15 +189,9 @@ async fn lesson_preempts_batch_job_with_sigterm_first_and_job_resumes_after() {
     // The lesson runs; the job waits while it does.
     let id = lesson.id.clone();
     assert!(
-        wait_for(Duration::from_secs(20), || async {
-            broker
-                .lesson(&id)
-                .await
-                .seats
-                .iter()
-                .all(|s| s.state == "running")
-        })
-        .await
+        broker
+            .wait_seats_running(&id, Duration::from_secs(20))
+            .await
     );
     assert_eq!(job(&broker, &j.id).await.state, "queued");
 
@@ -239,15 +233,9 @@ async fn running_lesson_seats_are_never_preempted_by_jobs() {
     let lesson = broker.lessons().await.book(req).await.unwrap().into_inner();
     let id = lesson.id.clone();
     assert!(
-        wait_for(Duration::from_secs(20), || async {
-            broker
-                .lesson(&id)
-                .await
-                .seats
-                .iter()
-                .all(|s| s.state == "running")
-        })
-        .await
+        broker
+            .wait_seats_running(&id, Duration::from_secs(20))
+            .await
     );
     let before = broker.lesson(&id).await.seats;
 

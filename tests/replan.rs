@@ -48,15 +48,9 @@ async fn seat_whose_node_died_before_start_is_replaced_on_another_node() {
     );
 
     let id = booked.id.clone();
-    let running = wait_for(Duration::from_secs(30), || async {
-        broker
-            .lesson(&id)
-            .await
-            .seats
-            .iter()
-            .all(|s| s.state == "running")
-    })
-    .await;
+    let running = broker
+        .wait_seats_running(&id, Duration::from_secs(30))
+        .await;
     let l = broker.lesson(&id).await;
     assert!(running, "seats should run elsewhere: {:#?}", l.seats);
     for s in &l.seats {

@@ -15,15 +15,9 @@ async fn running_lesson(broker: &Broker, site: &str, seats: i32, duration_s: i64
         .expect("booked")
         .into_inner();
     let id = l.id.clone();
-    let ok = wait_for(Duration::from_secs(20), || async {
-        broker
-            .lesson(&id)
-            .await
-            .seats
-            .iter()
-            .all(|s| s.state == "running")
-    })
-    .await;
+    let ok = broker
+        .wait_seats_running(&id, Duration::from_secs(20))
+        .await;
     let l = broker.lesson(&id).await;
     assert!(ok, "seats should run: {:#?}", l.seats);
     l

@@ -118,15 +118,9 @@ async fn container_seat_serves_on_its_port_is_adopted_after_agent_restart_and_re
         .into_inner();
     let id = booked.id.clone();
 
-    let running = wait_for(Duration::from_secs(40), || async {
-        broker
-            .lesson(&id)
-            .await
-            .seats
-            .iter()
-            .all(|s| s.state == "running")
-    })
-    .await;
+    let running = broker
+        .wait_seats_running(&id, Duration::from_secs(40))
+        .await;
     let l = broker.lesson(&id).await;
     assert!(
         running,

@@ -109,15 +109,9 @@ async fn slurm_seat_runs_as_a_batch_job_and_is_cancelled_at_the_end() {
         .into_inner();
     let id = booked.id.clone();
 
-    let running = wait_for(Duration::from_secs(60), || async {
-        broker
-            .lesson(&id)
-            .await
-            .seats
-            .iter()
-            .all(|s| s.state == "running")
-    })
-    .await;
+    let running = broker
+        .wait_seats_running(&id, Duration::from_secs(60))
+        .await;
     let l = broker.lesson(&id).await;
     assert!(
         running,

@@ -326,6 +326,18 @@ impl Broker {
         .await
     }
 
+    /// Waits up to `limit` for every seat of lesson `id` to be running.
+    pub async fn wait_seats_running(&self, id: &str, limit: Duration) -> bool {
+        wait_for(limit, || async {
+            self.lesson(id)
+                .await
+                .seats
+                .iter()
+                .all(|s| s.state == "running")
+        })
+        .await
+    }
+
     pub async fn lesson(&self, id: &str) -> pb::Lesson {
         self.lessons()
             .await
