@@ -276,4 +276,25 @@ async fn dataset_is_staged_before_the_bell_resuming_an_interrupted_download() {
         (200, SIZE),
         "the seat sees the dataset locally"
     );
+
+    // The edge keeps the site's seats for autonomy, and school IT can see
+    // them from its local store.
+    let edge_state = dir.join("edge");
+    let kept = wait_for(Duration::from_secs(30), || {
+        let edge_state = edge_state.clone();
+        let lesson_id = lesson.id.clone();
+        async move {
+            let out = std::process::Command::new(bin("classgrid-edge"))
+                .args(["seats", "--output", "json", "--state-dir"])
+                .arg(&edge_state)
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            v["seats"]
+                .as_array()
+                .is_some_and(|s| s.len() == 1 && s[0]["lesson_id"] == lesson_id.as_str())
+        }
+    })
+    .await;
+    assert!(kept, "classgrid-edge seats lists the lesson's seat");
 }

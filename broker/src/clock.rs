@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use classgrid_placement::{Decision, Fleet, Owner, Request};
+use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -23,6 +24,9 @@ use crate::{
 };
 
 const TICK: Duration = Duration::from_millis(250);
+/// Lessons stepped at once; well under the pool's 16 connections, so that
+/// bookings and agent reports still get theirs.
+const LESSON_STEPS_AT_ONCE: usize = 8;
 const JOB_TICK: Duration = Duration::from_secs(1);
 /// Re-reads the calendar from PostgreSQL: drops rows whose window passed and
 /// picks up changes made by other writers (another broker, an operator).
@@ -69,18 +73,23 @@ async fn tick(app: &Broker) -> anyhow::Result<()> {
         app.store.set_node_state(node, state).await?;
     }
     let now = Utc::now();
-    for l in app.store.lessons_due(now).await? {
-        let r = if l.state == ls::LIVE {
-            app.end_lesson(&l).await
-        } else if l.start_at <= now {
-            app.start_lesson(&l).await
-        } else {
-            app.stage_lesson(&l).await
-        };
-        if let Err(e) = r {
-            warn!(lesson = %l.id, error = %e, "lesson step failed; will retry");
-        }
-    }
+    // Lessons are independent, and each step is a few round trips to
+    // PostgreSQL: at a bell with hundreds of classes, one at a time left the
+    // last class waiting seconds for the others' round trips.
+    futures::stream::iter(app.store.lessons_due(now).await?)
+        .for_each_concurrent(LESSON_STEPS_AT_ONCE, |l| async move {
+            let r = if l.state == ls::LIVE {
+                app.end_lesson(&l).await
+            } else if l.start_at <= now {
+                app.start_lesson(&l).await
+            } else {
+                app.stage_lesson(&l).await
+            };
+            if let Err(e) = r {
+                warn!(lesson = %l.id, error = %e, "lesson step failed; will retry");
+            }
+        })
+        .await;
     Ok(())
 }
 

@@ -765,3 +765,122 @@ async fn bad_voucher_input_names_every_field_and_rule() {
         .unwrap();
     assert_eq!(vs, 0, "nothing half-written");
 }
+
+/// A class starting sends its reports in bursts (starting, then running, for
+/// every seat). The broker writes a burst in one go, and each report is still
+/// judged on its own: another node's or an unknown assignment is refused, an
+/// older generation's is ignored, and the rest take effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_status_reports_starts_every_seat_and_refuses_only_the_bad_ones() {
+    let h = broker(true).await;
+    school(&h.app, "burst-school").await;
+    let (node, mut rx) = agent(&h.app, "burst-school", "gpu-1", &[("nvidia", "Tesla T4")]).await;
+    let (other, _other_rx) = agent(&h.app, "burst-school", "cpu-1", &[]).await;
+    issue(
+        &h.app,
+        "burst-school",
+        100_000_000,
+        Utc::now() + chrono::Duration::days(30),
+    )
+    .await;
+    let l = h
+        .app
+        .book_lesson(booking(
+            "burst-school",
+            Utc::now() + chrono::Duration::seconds(1),
+            60,
+            4,
+            gpu_seat("nvidia", 25),
+        ))
+        .await
+        .unwrap();
+
+    let mut assigns = Vec::new();
+    while assigns.len() < 4 {
+        let msg = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("four assigns within 30 s")
+            .expect("session open")
+            .unwrap();
+        if let Some(Msg::Assign(a)) = msg.msg {
+            assigns.push(a);
+        }
+    }
+    let report =
+        |a: &pb::Assign, state: pb::AssignmentState, generation: i64| pb::AssignmentStatus {
+            assignment_id: a.assignment_id.clone(),
+            generation,
+            state: state as i32,
+            endpoint: String::new(),
+            slice_seconds: 0.5,
+            ..Default::default()
+        };
+    // Another node may not speak for these seats.
+    let refused = h
+        .app
+        .agent_statuses(
+            other,
+            &[report(&assigns[0], pb::AssignmentState::Running, 1)],
+        )
+        .await;
+    assert_eq!(refused.len(), 1, "another node's report is refused");
+
+    let mut burst = Vec::new();
+    for (i, a) in assigns.iter().enumerate() {
+        burst.push(report(a, pb::AssignmentState::Starting, a.generation));
+        let mut st = report(a, pb::AssignmentState::Running, a.generation);
+        st.endpoint = format!("http://10.0.0.7:{}", 9000 + i);
+        burst.push(st);
+    }
+    // An older generation's report changes nothing and is not an error.
+    burst.push(report(
+        &assigns[1],
+        pb::AssignmentState::Running,
+        assigns[1].generation - 1,
+    ));
+    burst.push(pb::AssignmentStatus {
+        assignment_id: Uuid::new_v4().to_string(),
+        ..report(&assigns[2], pb::AssignmentState::Running, 1)
+    });
+    burst.push(pb::AssignmentStatus {
+        slice_seconds: f64::NAN,
+        ..report(
+            &assigns[3],
+            pb::AssignmentState::Running,
+            assigns[3].generation,
+        )
+    });
+    let refused = h.app.agent_statuses(node, &burst).await;
+    let refused: Vec<String> = refused.iter().map(|e| e.to_string()).collect();
+    assert_eq!(refused.len(), 2, "the unknown id and the NaN: {refused:?}");
+    assert!(
+        refused.iter().any(|e| e.contains("slice_seconds")),
+        "{refused:?}"
+    );
+
+    let mut seats: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT s.state, s.endpoint FROM seats s WHERE s.lesson_id = $1 ORDER BY s.endpoint",
+    )
+    .bind(l.lesson.id)
+    .fetch_all(&h.app.store.pool)
+    .await
+    .unwrap();
+    seats.sort();
+    let want: Vec<(String, Option<String>)> = (0..4)
+        .map(|i| {
+            (
+                "running".to_string(),
+                Some(format!("http://10.0.0.7:{}", 9000 + i)),
+            )
+        })
+        .collect();
+    assert_eq!(seats, want);
+    let slices: Vec<f64> = sqlx::query_scalar(
+        "SELECT slice_seconds FROM assignments WHERE seat_id IN (SELECT id FROM seats WHERE lesson_id = $1)",
+    )
+    .bind(l.lesson.id)
+    .fetch_all(&h.app.store.pool)
+    .await
+    .unwrap();
+    assert_eq!(slices, vec![0.5; 4], "usage from the burst is recorded");
+}

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use classgrid_common::telemetry;
 use classgrid_edge::{EdgeConfig, RunArgs};
 
+mod seats;
 mod stage;
 
 /// The classgrid site gateway, run at a school or a district point of
@@ -51,6 +52,16 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Show the site's seats as last heard from the broker: what the site's
+    /// agents keep running, and until when, if the broker is unreachable.
+    Seats {
+        /// The edge's state folder. Default: ~/.classgrid/edge
+        #[arg(long, env = "CLASSGRID_STATE_DIR")]
+        state_dir: Option<std::path::PathBuf>,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        output: String,
+    },
 }
 
 #[tokio::main]
@@ -62,6 +73,10 @@ async fn main() -> ExitCode {
             output,
             watch,
         } => return stage::show(&edge_url, &output, watch).await,
+        Command::Seats { state_dir, output } => {
+            let dir = state_dir.unwrap_or_else(|| classgrid_common::context::home().join("edge"));
+            return seats::show(&dir, &output).await;
+        }
         Command::Join {
             broker,
             token,

@@ -80,7 +80,7 @@ pub struct Site {
     pub district: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Device {
     pub index: u32,
     /// Lower-case vendor key: nvidia, ascend, hygon, metax, mthreads, cambricon, iluvatar.

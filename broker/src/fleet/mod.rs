@@ -8,7 +8,7 @@ pub mod liveness;
 use std::{
     collections::HashMap,
     sync::{
-        RwLock,
+        Arc, Mutex, RwLock, RwLockWriteGuard,
         atomic::{AtomicU64, Ordering},
     },
     time::Instant,
@@ -99,13 +99,29 @@ struct Inner {
 pub struct Fleet {
     inner: RwLock<Inner>,
     next_session: AtomicU64,
+    /// The placement view, shared by every booking until something placement
+    /// sees changes. Building it clones every node; at a bell with hundreds
+    /// of bookings that cloning was most of the broker's own CPU.
+    snapshot: Mutex<Option<Arc<placement::Fleet>>>,
 }
 
 impl Fleet {
+    /// The view for writing; the shared placement view is dropped while the
+    /// write lock is held, so no snapshot of the old state outlives it.
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        let g = self.inner.write().expect("fleet lock");
+        self.invalidate();
+        g
+    }
+
+    fn invalidate(&self) {
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     pub fn load(sites: Vec<SiteRow>, nodes: Vec<(NodeRow, Vec<DeviceRow>)>) -> Self {
         let fleet = Self::default();
         {
-            let mut g = fleet.inner.write().expect("fleet lock");
+            let mut g = fleet.write();
             for s in sites {
                 g.sites.insert(s.id, s);
             }
@@ -119,25 +135,17 @@ impl Fleet {
     /// The lending policies from the broker config; nodes they name are kept
     /// for their own school's classes in its hours.
     pub fn set_lending(&self, rules: Vec<lending::LendingRule>) {
-        self.inner.write().expect("fleet lock").lending = rules;
+        self.write().lending = rules;
     }
 
     /// What the site's edge has cached and how fast it stages; nodes at the
     /// site count both as their own.
     pub fn set_site_content(&self, site: Uuid, cached: Vec<String>, bytes_per_sec: Option<f64>) {
-        self.inner
-            .write()
-            .expect("fleet lock")
-            .content
-            .insert(site, (cached, bytes_per_sec));
+        self.write().content.insert(site, (cached, bytes_per_sec));
     }
 
     pub fn put_site(&self, s: SiteRow) {
-        self.inner
-            .write()
-            .expect("fleet lock")
-            .sites
-            .insert(s.id, s);
+        self.write().sites.insert(s.id, s);
     }
 
     /// A site by id or by name.
@@ -181,7 +189,7 @@ impl Fleet {
         node.state = node_state::CONNECTED;
         node.last_seen = Instant::now();
         node.last_seen_wall = Utc::now();
-        let mut g = self.inner.write().expect("fleet lock");
+        let mut g = self.write();
         // What admins decided while the agent was away (cordon, approval)
         // is kept in this view as it was set; the registration's copy may
         // have been read before a concurrent decision.
@@ -206,19 +214,31 @@ impl Fleet {
         if n.state != node_state::CONNECTED {
             let prev = n.state;
             n.state = node_state::CONNECTED;
+            // Under the write lock still: no snapshot is being built.
+            self.invalidate();
             return Some(prev);
         }
         None
     }
 
+    /// Heartbeats carry usage figures placement does not read; the shared
+    /// placement view is kept unless what it reads changed.
     pub fn update_devices(&self, node_id: Uuid, devices: Vec<DeviceRow>) {
-        self.update(node_id, |n| n.devices = devices);
+        let mut g = self.inner.write().expect("fleet lock");
+        let Some(n) = g.nodes.get_mut(&node_id) else {
+            return;
+        };
+        let before = to_placement_node(n).devices;
+        n.devices = devices;
+        if to_placement_node(n).devices != before {
+            self.invalidate();
+        }
     }
 
     /// Detaches a session when its stream ends. The node turns disconnected at
     /// once: its agent is gone from this broker, whatever its work is doing.
     pub fn detach(&self, node_id: Uuid, sid: u64) -> bool {
-        let mut g = self.inner.write().expect("fleet lock");
+        let mut g = self.write();
         match g.nodes.get_mut(&node_id) {
             Some(n) if n.session.as_ref().map(|s| s.0) == Some(sid) => {
                 n.session = None;
@@ -299,20 +319,20 @@ impl Fleet {
 
     /// Changes one node in place, if the view has it.
     fn update(&self, node_id: Uuid, f: impl FnOnce(&mut LiveNode)) {
-        if let Some(n) = self
-            .inner
-            .write()
-            .expect("fleet lock")
-            .nodes
-            .get_mut(&node_id)
-        {
+        if let Some(n) = self.write().nodes.get_mut(&node_id) {
             f(n);
         }
     }
 
     /// The fleet as the placement core sees it at this instant.
-    pub fn snapshot(&self) -> placement::Fleet {
+    pub fn snapshot(&self) -> Arc<placement::Fleet> {
+        // The read lock is held throughout, so no writer changes the view
+        // between building this snapshot and sharing it.
         let g = self.inner.read().expect("fleet lock");
+        let mut cached = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = &*cached {
+            return s.clone();
+        }
         let sites = g
             .sites
             .values()
@@ -344,7 +364,9 @@ impl Fleet {
                 p
             })
             .collect();
-        placement::Fleet { sites, nodes }
+        let s = Arc::new(placement::Fleet { sites, nodes });
+        *cached = Some(s.clone());
+        s
     }
 }
 

@@ -238,6 +238,7 @@ impl Broker {
             .collect();
         let mut reported = std::collections::HashSet::new();
         let mut stale = Vec::new();
+        let mut kept = Vec::new();
         for st in running {
             let Ok(id) = st.assignment_id.parse::<Uuid>() else {
                 continue;
@@ -249,13 +250,16 @@ impl Broker {
                     .bind(st.generation)
                     .execute(&self.store.pool)
                     .await?;
-                self.agent_status(node_id, st).await?;
+                kept.push(st.clone());
             } else {
                 stale.push(AssignmentRowRef {
                     id,
                     generation: st.generation,
                 });
             }
+        }
+        for e in self.agent_statuses(node_id, &kept).await {
+            warn!(node = %node_id, error = %e, "reconnect report refused");
         }
         for s in &stale {
             info!(node = %node_id, assignment = %s.id, "agent runs released work; stopping it");
@@ -291,32 +295,107 @@ impl Broker {
         node_id: Uuid,
         st: &pb::AssignmentStatus,
     ) -> Result<(), ServiceError> {
-        let id: Uuid = st
-            .assignment_id
-            .parse()
-            .map_err(|_| ServiceError::field("status.assignment_id", "must be a UUID"))?;
-        let state = match AssignmentState::try_from(st.state).unwrap_or_default() {
-            AssignmentState::Starting => "starting",
-            AssignmentState::Running => "running",
-            AssignmentState::Exited => "exited",
-            AssignmentState::Failed => "failed",
-            AssignmentState::Stopped => "stopped",
-            AssignmentState::Unspecified => {
-                return Err(ServiceError::field("status.state", "must be set"));
+        let report = Report::parse(st)?;
+        self.apply_report(node_id, &report).await
+    }
+
+    /// Applies a burst of status reports from one agent, in order. Runs of
+    /// progress reports (starting, running) go to the database in one
+    /// statement; anything else, and a second report on the same assignment,
+    /// goes one by one. Returns the reports that were refused.
+    pub async fn agent_statuses(
+        &self,
+        node_id: Uuid,
+        sts: &[pb::AssignmentStatus],
+    ) -> Vec<ServiceError> {
+        let mut refused = Vec::new();
+        let mut run: Vec<Report> = Vec::new();
+        for st in sts {
+            let report = match Report::parse(st) {
+                Ok(r) => r,
+                Err(e) => {
+                    refused.push(e);
+                    continue;
+                }
+            };
+            let joins_run = report.is_progress() && !run.iter().any(|r| r.id == report.id);
+            if !joins_run {
+                refused.extend(self.apply_progress(node_id, std::mem::take(&mut run)).await);
             }
+            if report.is_progress() {
+                run.push(report);
+            } else if let Err(e) = self.apply_report(node_id, &report).await {
+                refused.push(e);
+            }
+        }
+        refused.extend(self.apply_progress(node_id, run).await);
+        refused
+    }
+
+    async fn apply_progress(&self, node_id: Uuid, run: Vec<Report<'_>>) -> Vec<ServiceError> {
+        if run.is_empty() {
+            return Vec::new();
+        }
+        let progress: Vec<assignments::Progress> = run
+            .iter()
+            .map(|r| assignments::Progress {
+                id: r.id,
+                generation: r.st.generation,
+                state: r.state,
+                endpoint: &r.st.endpoint,
+                output_tail: &r.tail,
+                slice_seconds: r.st.slice_seconds,
+            })
+            .collect();
+        let rows = match self.store.record_progress(node_id, &progress).await {
+            Ok(rows) => rows,
+            Err(e) => return vec![e.into()],
         };
-        if st.endpoint.len() > 512 || st.message.len() > 4096 {
-            return Err(ServiceError::field(
-                "status.endpoint",
-                "endpoint or message too long",
-            ));
+        let mut refused = Vec::new();
+        let mut lessons = std::collections::HashSet::new();
+        for row in &rows {
+            if let Some(l) = row.lesson_id {
+                lessons.insert(l);
+            }
+            let job = row.job_id.filter(|_| !row.released);
+            if let (Some(job_id), Some(r)) = (job, run.iter().find(|r| r.id == row.id)) {
+                if let Err(e) = job_store::record_result(
+                    &self.store.pool,
+                    job_id,
+                    &r.st.endpoint,
+                    None,
+                    &r.tail,
+                )
+                .await
+                {
+                    refused.push(e.into());
+                }
+            }
         }
-        if !st.slice_seconds.is_finite() || st.slice_seconds < 0.0 {
-            return Err(ServiceError::field(
-                "status.slice_seconds",
-                "must be a non-negative number",
-            ));
+        for l in lessons {
+            self.lesson_changed(l);
         }
+        // Unchanged reports: an older generation's (ignored, as one by one)
+        // or another node's assignment (refused).
+        for r in run
+            .iter()
+            .filter(|r| !rows.iter().any(|row| row.id == r.id))
+        {
+            match self.store.get_assignment(r.id).await {
+                Ok(Some(a)) if a.node_id == node_id => {}
+                Ok(_) => refused.push(ServiceError::NotFound(format!(
+                    "assignment {} on this node",
+                    r.id
+                ))),
+                Err(e) => refused.push(e.into()),
+            }
+        }
+        refused
+    }
+
+    async fn apply_report(&self, node_id: Uuid, r: &Report<'_>) -> Result<(), ServiceError> {
+        let (id, state, st, exit) = (r.id, r.state, r.st, r.exit);
+        let tail = r.tail.as_str();
         // Only the owning node may report on an assignment.
         match self.store.get_assignment(id).await? {
             Some(a) if a.node_id == node_id => {}
@@ -326,16 +405,6 @@ impl Broker {
                 )));
             }
         }
-        let tail: String = st
-            .output_tail
-            .chars()
-            .rev()
-            .take(4096)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        let exit = st.has_exit_code.then_some(st.exit_code);
         let Some(a) = self
             .store
             .record_status(
@@ -344,7 +413,7 @@ impl Broker {
                 state,
                 &st.endpoint,
                 exit,
-                &tail,
+                tail,
                 st.slice_seconds,
             )
             .await?
@@ -381,7 +450,7 @@ impl Broker {
         // A released assignment's last words (a preempted or cancelled run)
         // must not decide the fate of the job's later runs.
         if let Some(job_id) = a.job_id.filter(|_| !released) {
-            job_store::record_result(&self.store.pool, job_id, &st.endpoint, exit, &tail).await?;
+            job_store::record_result(&self.store.pool, job_id, &st.endpoint, exit, tail).await?;
             let finished = match state {
                 "exited" if exit == Some(0) => Some(js::SUCCEEDED),
                 "exited" | "failed" => Some(js::FAILED),
@@ -408,6 +477,9 @@ impl Broker {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
+                // The job's capacity is free now, not at the next reload:
+                // queued jobs and bookings planned meanwhile may use it.
+                self.refresh_owners(&[Owner::Job(job_id)]).await?;
             }
         }
         Ok(())
@@ -425,6 +497,68 @@ impl Broker {
         if let Err(e) = self.store.set_node_state(node_id, "disconnected").await {
             warn!(node = %node_id, error = %e, "could not record node state");
         }
+    }
+}
+
+/// A status report that passed validation.
+struct Report<'a> {
+    id: Uuid,
+    state: &'static str,
+    st: &'a pb::AssignmentStatus,
+    exit: Option<i32>,
+    /// The last 4 KiB of output, cut on a character boundary.
+    tail: String,
+}
+
+impl<'a> Report<'a> {
+    fn parse(st: &'a pb::AssignmentStatus) -> Result<Self, ServiceError> {
+        let id: Uuid = st
+            .assignment_id
+            .parse()
+            .map_err(|_| ServiceError::field("status.assignment_id", "must be a UUID"))?;
+        let state = match AssignmentState::try_from(st.state).unwrap_or_default() {
+            AssignmentState::Starting => "starting",
+            AssignmentState::Running => "running",
+            AssignmentState::Exited => "exited",
+            AssignmentState::Failed => "failed",
+            AssignmentState::Stopped => "stopped",
+            AssignmentState::Unspecified => {
+                return Err(ServiceError::field("status.state", "must be set"));
+            }
+        };
+        if st.endpoint.len() > 512 || st.message.len() > 4096 {
+            return Err(ServiceError::field(
+                "status.endpoint",
+                "endpoint or message too long",
+            ));
+        }
+        if !st.slice_seconds.is_finite() || st.slice_seconds < 0.0 {
+            return Err(ServiceError::field(
+                "status.slice_seconds",
+                "must be a non-negative number",
+            ));
+        }
+        let tail: String = st
+            .output_tail
+            .chars()
+            .rev()
+            .take(4096)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        Ok(Report {
+            id,
+            state,
+            st,
+            exit: st.has_exit_code.then_some(st.exit_code),
+            tail,
+        })
+    }
+
+    /// Starting or running, with no exit: changes nothing but the status.
+    fn is_progress(&self) -> bool {
+        matches!(self.state, "starting" | "running") && self.exit.is_none()
     }
 }
 

@@ -106,6 +106,75 @@ impl Store {
     }
 }
 
+/// One progress report (starting or running, no exit) from an agent, for
+/// [`Store::record_progress`].
+pub struct Progress<'a> {
+    pub id: Uuid,
+    pub generation: i64,
+    pub state: &'static str,
+    pub endpoint: &'a str,
+    pub output_tail: &'a str,
+    pub slice_seconds: f64,
+}
+
+/// What [`Store::record_progress`] changed: an assignment of the reporting
+/// node at the reported generation.
+#[derive(Debug, FromRow)]
+pub struct ProgressRow {
+    pub id: Uuid,
+    pub job_id: Option<Uuid>,
+    pub released: bool,
+    pub lesson_id: Option<Uuid>,
+}
+
+impl Store {
+    /// Applies many progress reports from one node in one statement: each
+    /// assignment's status and, for a running lesson seat, the seat itself.
+    /// A storm of seats starting at the bell arrives as bursts of these, and
+    /// one round trip per report was most of the time to "all running".
+    /// Reports for another node's assignment or an older generation change
+    /// nothing and are absent from the result. Ids must be distinct.
+    pub async fn record_progress(
+        &self,
+        node_id: Uuid,
+        reports: &[Progress<'_>],
+    ) -> sqlx::Result<Vec<ProgressRow>> {
+        sqlx::query_as(
+            "WITH input AS (
+                SELECT * FROM UNNEST($2::uuid[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::float8[])
+                    AS t(id, generation, state, endpoint, output_tail, slice_seconds)
+             ), a AS (
+                UPDATE assignments x SET
+                    state = CASE WHEN x.state = 'released' THEN x.state ELSE i.state END,
+                    endpoint = CASE WHEN i.endpoint = '' THEN x.endpoint ELSE i.endpoint END,
+                    output_tail = CASE WHEN i.output_tail = '' THEN x.output_tail ELSE i.output_tail END,
+                    slice_seconds = GREATEST(x.slice_seconds, i.slice_seconds),
+                    updated_at = now()
+                  FROM input i
+                 WHERE x.id = i.id AND x.generation = i.generation AND x.node_id = $1
+                RETURNING x.id, x.seat_id, x.job_id, x.state, i.state AS reported, i.endpoint AS reported_endpoint
+             ), s AS (
+                UPDATE seats SET state = 'running',
+                    endpoint = COALESCE(NULLIF(a.reported_endpoint, ''), seats.endpoint)
+                  FROM a
+                 WHERE seats.id = a.seat_id AND a.state <> 'released' AND a.reported = 'running'
+                RETURNING seats.id
+             )
+             SELECT a.id, a.job_id, a.state = 'released' AS released, seats.lesson_id
+               FROM a LEFT JOIN seats ON seats.id = a.seat_id",
+        )
+        .bind(node_id)
+        .bind(reports.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(reports.iter().map(|r| r.generation).collect::<Vec<_>>())
+        .bind(reports.iter().map(|r| r.state).collect::<Vec<_>>())
+        .bind(reports.iter().map(|r| r.endpoint).collect::<Vec<_>>())
+        .bind(reports.iter().map(|r| r.output_tail).collect::<Vec<_>>())
+        .bind(reports.iter().map(|r| r.slice_seconds).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await
+    }
+}
+
 pub async fn insert(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,

@@ -75,7 +75,10 @@ fn unreachable_db(url: &str, e: sqlx::Error) -> anyhow::Error {
     )
 }
 
-/// True when the error is the capacity trigger refusing a reservation.
+/// True when the error is the capacity trigger refusing a reservation, or a
+/// reservation naming a node removed since the plan was made: either way the
+/// plan was made on a stale calendar and is retried on a fresh one.
 pub fn is_capacity_conflict(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("CG001"))
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("CG001")
+        || d.constraint() == Some("reservations_node_id_fkey"))
 }

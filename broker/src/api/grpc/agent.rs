@@ -5,7 +5,7 @@ use std::{pin::Pin, time::Duration};
 use classgrid_proto::v1::{
     self as pb, agent_message::Msg, agent_service_server::AgentService, broker_message,
 };
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::{sync::mpsc, time::Instant};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
@@ -20,7 +20,9 @@ const HEARTBEAT_MS: i32 = 2000;
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
 /// More messages than this per second, sustained over a 5 s window, is a
 /// flood: the session is cut off without harm to other agents.
-const MAX_MSGS_PER_SEC: u32 = 200;
+const MAX_MSGS_PER_SEC: usize = 200;
+/// At most this many already-received messages are handled as one burst.
+const MAX_BURST: usize = 256;
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<pb::BrokerMessage, Status>> + Send>>;
 
@@ -132,22 +134,21 @@ impl AgentService for Agents {
         app.clock.notify_one();
 
         tokio::spawn(async move {
+            // Messages already received are taken together, so that a burst
+            // of status reports (a class starting) is written in one go.
+            let mut inbound = inbound.ready_chunks(MAX_BURST);
             let mut window_start = Instant::now();
-            let mut in_window = 0u32;
-            loop {
-                let msg = match tokio::time::timeout(IDLE_LIMIT, inbound.message()).await {
+            let mut in_window = 0usize;
+            'session: loop {
+                let burst = match tokio::time::timeout(IDLE_LIMIT, inbound.next()).await {
                     Err(_) => {
                         warn!(node = %node_id, "agent silent too long; closing its stream");
                         break;
                     }
-                    Ok(Err(e)) => {
-                        info!(node = %node_id, error = %e, "agent stream error");
-                        break;
-                    }
-                    Ok(Ok(None)) => break,
-                    Ok(Ok(Some(m))) => m,
+                    Ok(None) => break,
+                    Ok(Some(burst)) => burst,
                 };
-                in_window += 1;
+                in_window += burst.len();
                 if window_start.elapsed() >= Duration::from_secs(5) {
                     window_start = Instant::now();
                     in_window = 0;
@@ -162,21 +163,36 @@ impl AgentService for Agents {
                 if app.fleet.touch(node_id, sid).is_some() {
                     let _ = app.store.set_node_state(node_id, "connected").await;
                 }
-                let result = match msg.msg {
-                    Some(Msg::Heartbeat(hb)) => match hb.capacity {
-                        Some(cap) => app.update_capacity(node_id, &cap).await,
-                        None => Ok(()),
-                    },
-                    Some(Msg::Status(st)) => app.agent_status(node_id, &st).await,
-                    Some(Msg::PeerRtts(p)) => app.peer_rtts(node_id, &p).await,
-                    Some(Msg::Register(_)) | None => Err(crate::domain::ServiceError::field(
-                        "msg",
-                        "register only once, first",
-                    )),
-                };
-                if let Err(e) = result {
-                    warn!(node = %node_id, error = %e, "agent message refused");
+                let mut statuses = Vec::new();
+                for msg in burst {
+                    let msg = match msg {
+                        Ok(m) => m,
+                        Err(e) => {
+                            info!(node = %node_id, error = %e, "agent stream error");
+                            flush_statuses(&app, node_id, &mut statuses).await;
+                            break 'session;
+                        }
+                    };
+                    if let Some(Msg::Status(st)) = msg.msg {
+                        statuses.push(st);
+                        continue;
+                    }
+                    flush_statuses(&app, node_id, &mut statuses).await;
+                    let result = match msg.msg {
+                        Some(Msg::Heartbeat(hb)) => match hb.capacity {
+                            Some(cap) => app.update_capacity(node_id, &cap).await,
+                            None => Ok(()),
+                        },
+                        Some(Msg::PeerRtts(p)) => app.peer_rtts(node_id, &p).await,
+                        Some(Msg::Status(_)) | Some(Msg::Register(_)) | None => Err(
+                            crate::domain::ServiceError::field("msg", "register only once, first"),
+                        ),
+                    };
+                    if let Err(e) = result {
+                        warn!(node = %node_id, error = %e, "agent message refused");
+                    }
                 }
+                flush_statuses(&app, node_id, &mut statuses).await;
             }
             app.metrics.agent_sessions.dec();
             if app.fleet.detach(node_id, sid) {
@@ -187,4 +203,14 @@ impl AgentService for Agents {
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
+}
+
+async fn flush_statuses(app: &App, node_id: uuid::Uuid, statuses: &mut Vec<pb::AssignmentStatus>) {
+    if statuses.is_empty() {
+        return;
+    }
+    for e in app.agent_statuses(node_id, statuses).await {
+        warn!(node = %node_id, error = %e, "agent status refused");
+    }
+    statuses.clear();
 }
