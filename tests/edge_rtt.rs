@@ -97,6 +97,7 @@ async fn probed_rtt_with_injected_delay_moves_a_seat_and_is_explained_as_measure
     assert_eq!(before.seats[0].node_name, "near", "{before:#?}");
     let rtt = x.seats[0].rtt.unwrap();
     assert_eq!(rtt.source, pb::RttSource::Configured as i32);
+    assert_eq!(rtt.error_bound_ms, None, "only estimates carry a bound");
 
     let (mut edge, _) = start_edge(&broker, "school-a", &dir, &[]);
     let measured = wait_for(Duration::from_secs(30), || async {
@@ -129,6 +130,7 @@ async fn probed_rtt_with_injected_delay_moves_a_seat_and_is_explained_as_measure
     assert_eq!(rtt.source, pb::RttSource::Measured as i32, "{after:#?}");
     let why = x.seats[0].rtt.unwrap();
     assert_eq!(why.source, pb::RttSource::Measured as i32);
+    assert_eq!((rtt.error_bound_ms, why.error_bound_ms), (None, None));
     assert!(why.ms < 30.0, "far node measured at {} ms", why.ms);
     let text = format!("{x:?}");
     assert!(

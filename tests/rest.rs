@@ -711,4 +711,7 @@ async fn openapi_document_lists_every_operation() {
         assert!(doc["paths"][p].is_object(), "{p} missing");
     }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
+    // An estimated RTT's error bound (decision 044) is in the contract.
+    let bound = &doc["components"]["schemas"]["Rtt"]["properties"]["error_bound_ms"];
+    assert!(bound.is_object(), "Rtt.error_bound_ms missing: {bound}");
 }

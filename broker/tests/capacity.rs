@@ -3,22 +3,19 @@
 //! (each with its own in-memory calendar) and straight through SQL, and no
 //! instant of any window is ever over-committed.
 
+mod common;
+
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use classgrid_broker::{
-    app::{App, Broker},
-    config::{BrokerConfig, ServeArgs},
-    domain::{
-        ServiceError,
-        lesson::RawBooking,
-        spec::{RawGpu, RawSeat, Workload},
-    },
+    app::App,
+    domain::{ServiceError, lesson::RawBooking, spec::RawGpu},
     service::vouchers::RawVoucher,
-    store::Store,
 };
 use classgrid_proto::v1 as pb;
-use sqlx::{Connection, Executor, PgConnection};
+use common::{TestDb, attached_node, broker, one_seat};
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 /// The small node: 4 CPUs, 8 GiB, two T4s shared by at most 4 slices each.
@@ -30,66 +27,6 @@ const SLICES: i32 = 4;
 const FITS: usize = 8;
 /// GPU seats take 6 GiB and 30 % of a T4: two per device by memory.
 const GPU_FITS: usize = 4;
-
-fn admin_url() -> String {
-    std::env::var("CLASSGRID_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A fresh database, dropped afterwards.
-struct TestDb {
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn new() -> Self {
-        let name = format!("cg_cap_{}", Uuid::new_v4().simple());
-        let mut c = PgConnection::connect(&admin_url())
-            .await
-            .expect("PostgreSQL is needed for this test (scripts/test.sh starts it)");
-        c.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .unwrap();
-        let base = admin_url().rsplit_once('/').unwrap().0.to_string();
-        TestDb {
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let mut c = PgConnection::connect(&admin_url()).await.ok()?;
-                c.execute(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .await
-                .ok()
-            })
-        })
-        .join();
-    }
-}
-
-async fn broker(db: &TestDb) -> App {
-    let cfg = BrokerConfig::resolve(&ServeArgs {
-        database_url: Some(db.url.clone()),
-        ..Default::default()
-    })
-    .unwrap();
-    let store = Store::connect(&cfg.database_url).await.unwrap();
-    store.migrate().await.unwrap();
-    Broker::new(cfg, store).await.unwrap()
-}
 
 /// Enough accelerator-hours that vouchers never refuse here.
 async fn grant_hours(app: &App, school: &str) {
@@ -117,56 +54,27 @@ async fn small_node(app: &App, site: &str, name: &str) -> Uuid {
         isolation: pb::Isolation::Soft as i32,
         ..Default::default()
     };
-    let live = app
-        .register_node(&pb::Register {
-            site: site.into(),
-            name: name.into(),
-            capacity: Some(pb::NodeCapacity {
-                cpu_millis: NODE_CPU,
-                memory_mib: NODE_MEM,
-                devices: vec![t4(0), t4(1)],
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let id = live.id;
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    std::mem::forget(rx);
-    app.fleet.attach(live, tx);
-    id
+    let cap = pb::NodeCapacity {
+        cpu_millis: NODE_CPU,
+        memory_mib: NODE_MEM,
+        devices: vec![t4(0), t4(1)],
+    };
+    attached_node(app, site, name, cap).await
 }
 
 /// Booking `i` of the storm: even ones want a GPU slice, odd ones CPU only.
 /// Starts step by one minute and every lesson lasts 40, so all windows share
 /// the instant T0 + 39 min: at most `FITS` can ever be admitted, in any order.
 fn booking(site: &str, i: usize, t0: chrono::DateTime<Utc>) -> RawBooking {
-    RawBooking {
-        school_site: site.into(),
-        title: format!("storm {i}"),
-        start: Some(t0 + Duration::minutes(i as i64)),
-        duration_seconds: 2400,
-        seats: 1,
-        seat: Some(RawSeat {
-            cpu_millis: 500,
-            memory_mib: 1024,
-            gpu: (i % 2 == 0).then(|| RawGpu {
-                vendors: vec!["nvidia".into()],
-                memory_mib: 6144,
-                compute_percent: 30,
-                count: 1,
-                ..Default::default()
-            }),
-            runtime: String::new(),
-        }),
-        workload: Workload {
-            command: "sleep".into(),
-            args: vec!["3600".into()],
-            ..Default::default()
-        },
-        max_rtt_ms: 1000,
+    let gpu = (i % 2 == 0).then(|| RawGpu {
+        vendors: vec!["nvidia".into()],
+        memory_mib: 6144,
+        compute_percent: 30,
+        count: 1,
         ..Default::default()
-    }
+    });
+    let start = t0 + Duration::minutes(i as i64);
+    one_seat(site, &format!("storm {i}"), start, gpu)
 }
 
 /// The highest use of the node and of each device at any instant, computed
@@ -215,7 +123,7 @@ fn assert_within_capacity(peaks: &((i64, i64), Vec<(i32, i64, i64, i64)>)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forty_concurrent_bookings_on_one_small_node_admit_exactly_what_fits() {
-    let db = TestDb::new().await;
+    let db = TestDb::new("cg_cap").await;
     // Two brokers on one database, like two replicas: neither sees the
     // other's in-memory calendar, so only PostgreSQL can stop an over-commit.
     let a = broker(&db).await;
@@ -284,7 +192,7 @@ async fn forty_concurrent_bookings_on_one_small_node_admit_exactly_what_fits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forty_concurrent_sql_writers_cannot_over_commit_one_node() {
-    let db = TestDb::new().await;
+    let db = TestDb::new("cg_cap").await;
     let app = broker(&db).await;
     app.create_site("school-sql", "school", "d1").await.unwrap();
     let node = small_node(&app, "school-sql", "small").await;
@@ -330,7 +238,7 @@ async fn forty_concurrent_sql_writers_cannot_over_commit_one_node() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn direct_over_committing_insert_is_refused_with_cg001() {
-    let db = TestDb::new().await;
+    let db = TestDb::new("cg_cap").await;
     let app = broker(&db).await;
     app.create_site("school-direct", "school", "d1")
         .await

@@ -3,6 +3,8 @@
 //! live fleet exactly as `AgentService.Connect` attaches them (register, a
 //! session channel for assignments, status reports with slice-seconds).
 
+mod common;
+
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -24,6 +26,7 @@ use classgrid_broker::{
     },
 };
 use classgrid_proto::v1::{self as pb, broker_message::Msg};
+use common::TestDb;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -31,53 +34,23 @@ const GRACE_S: i64 = 1;
 
 struct Harness {
     app: App,
-    db: String,
     shutdown: watch::Sender<bool>,
+    // Dropped after `drop` below has stopped the clock.
+    _db: TestDb,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        let db = self.db.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url())
-                    .await
-                    .ok()?;
-                sqlx::Executor::execute(
-                    &mut c,
-                    sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")),
-                )
-                .await
-                .ok()
-            })
-        })
-        .join();
     }
-}
-
-fn admin_url() -> String {
-    std::env::var("CLASSGRID_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A broker on a fresh database: no staging lead, 1 s grace, settlement
 /// 1 s after the end. `with_clock` also runs the lifecycle clock.
 async fn broker(with_clock: bool) -> Harness {
-    let db = format!("cg_vouchers_{}", Uuid::new_v4().simple());
-    let admin = admin_url();
-    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-        .await
-        .expect("PostgreSQL at 127.0.0.1:5432 is needed for these tests");
-    sqlx::Executor::execute(&mut c, sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .await
-        .unwrap();
-    let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
-    let dir = std::env::temp_dir().join(&db);
+    let db = TestDb::new("cg_vouchers").await;
+    let url = db.url.clone();
+    let dir = std::env::temp_dir().join(db.name());
     std::fs::create_dir_all(&dir).unwrap();
     let toml = dir.join("broker.toml");
     std::fs::write(
@@ -105,7 +78,11 @@ async fn broker(with_clock: bool) -> Harness {
     if with_clock {
         tokio::spawn(clock::run(app.clone(), rx));
     }
-    Harness { app, db, shutdown }
+    Harness {
+        app,
+        shutdown,
+        _db: db,
+    }
 }
 
 /// Registers a node with the given device models and attaches a session;

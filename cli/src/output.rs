@@ -20,6 +20,19 @@ fn source(s: i32) -> &'static str {
     }
 }
 
+/// `12.0 ms (measured)`, or `14.2 ms (estimated ±3.1 ms)` with an
+/// estimate's error bound, as placement explanations write it.
+fn rtt_text(r: &pb::Rtt) -> String {
+    match r.error_bound_ms {
+        Some(e) => format!("{:.1} ms ({} ±{e:.1} ms)", r.ms, source(r.source)),
+        None => format!("{:.1} ms ({})", r.ms, source(r.source)),
+    }
+}
+
+fn rtt_json(r: &pb::Rtt) -> Value {
+    json!({"ms": r.ms, "source": source(r.source), "error_bound_ms": r.error_bound_ms})
+}
+
 fn isolation(i: i32) -> &'static str {
     match pb::Isolation::try_from(i).unwrap_or_default() {
         pb::Isolation::Hard => "hard",
@@ -214,7 +227,7 @@ pub fn seat_json(s: &pb::Seat) -> Value {
     json!({
         "id": s.id, "number": s.number, "state": s.state, "node_id": s.node_id, "node_name": s.node_name,
         "device_indexes": s.device_indexes, "endpoint": s.endpoint,
-        "rtt": s.rtt.as_ref().map(|r| json!({"ms": r.ms, "source": source(r.source)})),
+        "rtt": s.rtt.as_ref().map(rtt_json),
         "message": s.message, "assignment_id": s.assignment_id, "generation": s.generation,
     })
 }
@@ -267,10 +280,7 @@ fn seats(seats: &[pb::Seat]) {
                         .map(|d| d.to_string())
                         .collect::<Vec<_>>()
                         .join(","),
-                    s.rtt
-                        .as_ref()
-                        .map(|r| format!("{:.1} ms ({})", r.ms, source(r.source)))
-                        .unwrap_or_default(),
+                    s.rtt.as_ref().map(rtt_text).unwrap_or_default(),
                     s.endpoint.clone(),
                     s.message.clone(),
                 ]
@@ -331,7 +341,7 @@ pub fn explanation(o: Output, e: &pb::Explanation) {
             "filters": e.filters.iter().map(|f| json!({"filter": f.filter, "removed": f.removed, "detail": f.detail})).collect::<Vec<_>>(),
             "seats": e.seats.iter().map(|s| json!({
                 "seat": s.seat, "node_id": s.node_id, "node_name": s.node_name, "device_indexes": s.device_indexes,
-                "rtt": s.rtt.as_ref().map(|r| json!({"ms": r.ms, "source": source(r.source)})), "score": s.score,
+                "rtt": s.rtt.as_ref().map(rtt_json), "score": s.score,
                 "scores": s.scores.iter().map(|p| json!({"name": p.name, "value": p.value, "weight": p.weight})).collect::<Vec<_>>(),
                 "reason": s.reason,
             })).collect::<Vec<_>>(),

@@ -19,7 +19,7 @@ use crate::ids::IdMap;
 use crate::model::{Fleet, NodeId, Owner, Request, Site, SiteKind, Tier};
 use crate::policy::Policy;
 use crate::preempt::evict_for;
-use crate::rtt::{RttTable, source_name};
+use crate::rtt::{RttTable, describe};
 use crate::scores::{score, total};
 use crate::spec::check_request;
 
@@ -407,10 +407,9 @@ fn seat_reason(
         .map(|p| format!("{} {:.2}×{}", p.name, p.value, p.weight))
         .collect();
     format!(
-        "node {} ({tier}) at {where_}: {gpu}; rtt {:.1} ms ({}); score {:.2} = {}{}",
+        "node {} ({tier}) at {where_}: {gpu}; rtt {}; score {:.2} = {}{}",
         c.node.name,
-        c.rtt.ms,
-        source_name(c.rtt.source),
+        describe(&c.rtt),
         total,
         ps.join(" + "),
         if preempting {

@@ -66,10 +66,20 @@ pub enum RttSource {
     Configured,
 }
 
+/// An RTT value with its source and, for an estimate, its error bound.
+///
+/// Filters and scores use `ms` alone: an estimate's centre is the best
+/// single guess there is, and widening or narrowing it by the bound would
+/// make placement depend on how settled the coordinates happen to be. The
+/// bound is carried for people and platforms reading the decision.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Rtt {
     pub ms: f64,
     pub source: RttSource,
+    /// ± ms around `ms` for an `Estimated` value; `None` for measured and
+    /// configured values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone)]

@@ -49,7 +49,8 @@ pub struct RttTable {
     // Keyed by school site first: `place` asks about one school and many
     // nodes, so it fetches the school's inner maps once per request.
     measured: IdMap<SiteId, IdMap<NodeId, f64>>,
-    estimated: IdMap<SiteId, IdMap<NodeId, f64>>,
+    /// (centre, error bound) per pair, both in ms.
+    estimated: IdMap<SiteId, IdMap<NodeId, (f64, f64)>>,
 }
 
 /// One school's view of the table, for the per-node loop in `place`.
@@ -57,7 +58,7 @@ pub(crate) struct SchoolRtt<'a> {
     topology: &'a Topology,
     school: &'a Site,
     measured: Option<&'a IdMap<NodeId, f64>>,
-    estimated: Option<&'a IdMap<NodeId, f64>>,
+    estimated: Option<&'a IdMap<NodeId, (f64, f64)>>,
 }
 
 impl SchoolRtt<'_> {
@@ -66,17 +67,20 @@ impl SchoolRtt<'_> {
             return Rtt {
                 ms,
                 source: RttSource::Measured,
+                error_ms: None,
             };
         }
-        if let Some(&ms) = self.estimated.and_then(|m| m.get(&node.id)) {
+        if let Some(&(ms, bound)) = self.estimated.and_then(|m| m.get(&node.id)) {
             return Rtt {
                 ms,
                 source: RttSource::Estimated,
+                error_ms: Some(bound),
             };
         }
         Rtt {
             ms: self.topology.class_ms(self.school, node, node_site),
             source: RttSource::Configured,
+            error_ms: None,
         }
     }
 }
@@ -97,14 +101,21 @@ impl RttTable {
     /// so a broken probe falls back to the next source instead of poisoning
     /// placement.
     pub fn set_measured(&mut self, site: SiteId, node: NodeId, ms: f64) {
-        if ms.is_finite() && ms >= 0.0 {
+        if usable_ms(ms) {
             self.measured.entry(site).or_default().insert(node, ms);
         }
     }
 
-    pub fn set_estimated(&mut self, site: SiteId, node: NodeId, ms: f64) {
-        if ms.is_finite() && ms >= 0.0 {
-            self.estimated.entry(site).or_default().insert(node, ms);
+    /// A network-coordinate estimate `ms ± error_ms`. The same rule holds for
+    /// both numbers: if either is non-finite or negative the estimate is
+    /// dropped whole, so the pair falls back to its configured class rather
+    /// than carrying a centre whose bound is meaningless.
+    pub fn set_estimated(&mut self, site: SiteId, node: NodeId, ms: f64, error_ms: f64) {
+        if usable_ms(ms) && usable_ms(error_ms) {
+            self.estimated
+                .entry(site)
+                .or_default()
+                .insert(node, (ms, error_ms));
         }
     }
 
@@ -120,6 +131,19 @@ impl RttTable {
     /// measured > estimated > configured.
     pub fn lookup(&self, school: &Site, node: &Node, node_site: Option<&Site>) -> Rtt {
         self.for_school(school).lookup(node, node_site)
+    }
+}
+
+fn usable_ms(ms: f64) -> bool {
+    ms.is_finite() && ms >= 0.0
+}
+
+/// `12.0 ms (measured)`, or `14.2 ms (estimated ±3.1 ms)` when the value
+/// carries an error bound: the phrase explanations use for one RTT.
+pub(crate) fn describe(r: &Rtt) -> String {
+    match r.error_ms {
+        Some(e) => format!("{:.1} ms ({} ±{e:.1} ms)", r.ms, source_name(r.source)),
+        None => format!("{:.1} ms ({})", r.ms, source_name(r.source)),
     }
 }
 

@@ -185,7 +185,7 @@ fn rtt_source_in_explanation() {
     );
     let mut rtt = RttTable::new(Topology::default());
     rtt.set_measured(school.id, f.nodes[0].id, 45.0);
-    rtt.set_estimated(school.id, f.nodes[1].id, 33.0);
+    rtt.set_estimated(school.id, f.nodes[1].id, 33.0, 4.0);
     // node 3: configured cross-district 25 ms; node 4: own site, measured.
     rtt.set_measured(school.id, f.nodes[3].id, 1.5);
     let cal = Calendar::new(vec![]);
@@ -215,6 +215,68 @@ fn rtt_source_in_explanation() {
     assert_eq!((own.ms, own.source), (2.0, RttSource::Configured));
     let cross = bare.lookup(&school, &f.nodes[0], Some(&other));
     assert_eq!(cross.ms, 25.0);
+}
+
+#[test]
+fn estimated_rtt_carries_its_error_bound_into_the_explanation() {
+    let school = site(1, SiteKind::School, "east");
+    let other = site(2, SiteKind::School, "west");
+    let f = fleet(
+        vec![school.clone(), other.clone()],
+        vec![node(1, &other, vec![t4(0)])],
+    );
+    let n = &f.nodes[0];
+    let mut rtt = RttTable::new(Topology::default());
+    rtt.set_estimated(school.id, n.id, 14.2, 3.1);
+    let req = Request {
+        max_rtt_ms: 20.0,
+        ..lesson(&school, 1)
+    };
+
+    let a = admitted(place(
+        &f,
+        &Calendar::new(vec![]),
+        &rtt,
+        &req,
+        &Policy::default(),
+    ));
+    let seat = &a.seats[0];
+    assert_eq!(seat.rtt.source, RttSource::Estimated);
+    assert_eq!((seat.rtt.ms, seat.rtt.error_ms), (14.2, Some(3.1)));
+    assert!(
+        seat.reason.contains("rtt 14.2 ms (estimated ±3.1 ms)"),
+        "{}",
+        seat.reason
+    );
+
+    // The filter tests the centre, not the centre plus the bound: 14.2 + 6.5
+    // is over the limit, 14.2 is not.
+    rtt.set_estimated(school.id, n.id, 14.2, 6.5);
+    let a = admitted(place(
+        &f,
+        &Calendar::new(vec![]),
+        &rtt,
+        &req,
+        &Policy::default(),
+    ));
+    assert_eq!(a.seats[0].rtt.error_ms, Some(6.5));
+
+    // Measured and configured values have no bound.
+    let bare = RttTable::new(Topology::default());
+    assert_eq!(bare.lookup(&school, n, Some(&other)).error_ms, None);
+
+    // A broken bound drops the estimate whole: the pair falls back to its
+    // configured class (cross-district, 25 ms) instead.
+    for bad in [f64::NAN, f64::INFINITY, -1.0] {
+        let mut t = RttTable::new(Topology::default());
+        t.set_estimated(school.id, n.id, 14.2, bad);
+        let r = t.lookup(&school, n, Some(&other));
+        assert_eq!(
+            (r.ms, r.source, r.error_ms),
+            (25.0, RttSource::Configured, None),
+            "bound {bad}"
+        );
+    }
 }
 
 #[test]

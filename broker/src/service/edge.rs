@@ -155,7 +155,7 @@ impl EdgeState {
             t.set_measured(site, node, ms);
         }
         for e in &b.estimates {
-            t.set_estimated(e.site, e.node, e.ms);
+            t.set_estimated(e.site, e.node, e.ms, e.error_bound_ms);
         }
     }
 

@@ -74,6 +74,7 @@ pub fn new_seat(id: Uuid, p: &SeatPlacement) -> NewSeat {
             .unwrap_or(0),
         rtt_ms: p.rtt.ms,
         rtt_source: rtt_source_str(p.rtt.source),
+        rtt_error_ms: p.rtt.error_ms,
     }
 }
 

@@ -47,6 +47,8 @@ pub struct SeatRow {
     pub gpu_compute_pct: i32,
     pub rtt_ms: Option<f64>,
     pub rtt_source: Option<String>,
+    /// ± ms of an estimated RTT; NULL for measured and configured ones.
+    pub rtt_error_ms: Option<f64>,
     pub endpoint: String,
     pub message: String,
     pub assignment_id: Option<Uuid>,
@@ -58,7 +60,7 @@ pub(crate) const LESSON_COLS: &str = "l.id, l.request_id, l.school_site_id, s.na
     l.window_end, l.explanation, l.message, l.created_at";
 
 const SEAT_SELECT: &str = "SELECT st.id, st.lesson_id, st.number, st.state, st.node_id, n.name AS node_name,
-    st.device_indexes, st.gpu_memory_mib, st.gpu_compute_pct, st.rtt_ms, st.rtt_source, st.endpoint, st.message,
+    st.device_indexes, st.gpu_memory_mib, st.gpu_compute_pct, st.rtt_ms, st.rtt_source, st.rtt_error_ms, st.endpoint, st.message,
     a.id AS assignment_id, a.generation
     FROM seats st LEFT JOIN nodes n ON n.id = st.node_id
     LEFT JOIN LATERAL (SELECT id, generation FROM assignments WHERE seat_id = st.id ORDER BY created_at DESC LIMIT 1) a ON true";
@@ -73,6 +75,7 @@ pub struct NewSeat {
     pub gpu_compute_pct: i32,
     pub rtt_ms: f64,
     pub rtt_source: &'static str,
+    pub rtt_error_ms: Option<f64>,
 }
 
 pub struct NewLesson<'a> {
@@ -206,8 +209,8 @@ pub async fn insert_seat(
     s: &NewSeat,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO seats (id, lesson_id, number, state, node_id, device_indexes, gpu_memory_mib, gpu_compute_pct, rtt_ms, rtt_source)
-         VALUES ($1, $2, $3, 'planned', $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO seats (id, lesson_id, number, state, node_id, device_indexes, gpu_memory_mib, gpu_compute_pct, rtt_ms, rtt_source, rtt_error_ms)
+         VALUES ($1, $2, $3, 'planned', $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(s.id)
     .bind(lesson_id)
@@ -218,6 +221,7 @@ pub async fn insert_seat(
     .bind(s.gpu_compute_pct)
     .bind(s.rtt_ms)
     .bind(s.rtt_source)
+    .bind(s.rtt_error_ms)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -233,11 +237,11 @@ pub async fn insert_seats(
     // travel as JSON arrays and are unpacked in the statement.
     let devices: Vec<Json<&Vec<i32>>> = seats.iter().map(|s| Json(&s.device_indexes)).collect();
     sqlx::query(
-        "INSERT INTO seats (id, lesson_id, number, state, node_id, device_indexes, gpu_memory_mib, gpu_compute_pct, rtt_ms, rtt_source)
+        "INSERT INTO seats (id, lesson_id, number, state, node_id, device_indexes, gpu_memory_mib, gpu_compute_pct, rtt_ms, rtt_source, rtt_error_ms)
          SELECT id, $1, number, 'planned', node_id,
-                ARRAY(SELECT jsonb_array_elements_text(devices)::int), gmem, gpct, rtt, src
-         FROM UNNEST($2::uuid[], $3::int[], $4::uuid[], $5::jsonb[], $6::int8[], $7::int[], $8::float8[], $9::text[])
-              AS t(id, number, node_id, devices, gmem, gpct, rtt, src)",
+                ARRAY(SELECT jsonb_array_elements_text(devices)::int), gmem, gpct, rtt, src, err
+         FROM UNNEST($2::uuid[], $3::int[], $4::uuid[], $5::jsonb[], $6::int8[], $7::int[], $8::float8[], $9::text[], $10::float8[])
+              AS t(id, number, node_id, devices, gmem, gpct, rtt, src, err)",
     )
     .bind(lesson_id)
     .bind(seats.iter().map(|s| s.id).collect::<Vec<_>>())
@@ -248,6 +252,7 @@ pub async fn insert_seats(
     .bind(seats.iter().map(|s| s.gpu_compute_pct).collect::<Vec<_>>())
     .bind(seats.iter().map(|s| s.rtt_ms).collect::<Vec<_>>())
     .bind(seats.iter().map(|s| s.rtt_source).collect::<Vec<_>>())
+    .bind(seats.iter().map(|s| s.rtt_error_ms).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -257,7 +262,8 @@ pub async fn insert_seats(
 pub async fn move_seat(tx: &mut Transaction<'_, Postgres>, s: &NewSeat) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE seats SET node_id = $2, device_indexes = $3, gpu_memory_mib = $4, gpu_compute_pct = $5,
-            rtt_ms = $6, rtt_source = $7, message = 're-planned: its node was not connected at start'
+            rtt_ms = $6, rtt_source = $7, rtt_error_ms = $8,
+            message = 're-planned: its node was not connected at start'
          WHERE id = $1",
     )
     .bind(s.id)
@@ -267,6 +273,7 @@ pub async fn move_seat(tx: &mut Transaction<'_, Postgres>, s: &NewSeat) -> sqlx:
     .bind(s.gpu_compute_pct)
     .bind(s.rtt_ms)
     .bind(s.rtt_source)
+    .bind(s.rtt_error_ms)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -61,6 +61,7 @@ impl<'a> Candidate<'a> {
             rtt: Rtt {
                 ms: f64::INFINITY,
                 source: RttSource::Configured,
+                error_ms: None,
             },
             usable: 0,
             slots: 0..0,

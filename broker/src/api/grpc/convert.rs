@@ -123,6 +123,7 @@ pub fn seat(s: &SeatRow) -> pb::Seat {
         rtt: s.rtt_ms.map(|ms| pb::Rtt {
             ms,
             source: rtt_source(s.rtt_source.as_deref()),
+            error_bound_ms: s.rtt_error_ms,
         }),
         message: s.message.clone(),
         assignment_id: s.assignment_id.map(|a| a.to_string()).unwrap_or_default(),

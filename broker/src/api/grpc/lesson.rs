@@ -193,6 +193,7 @@ pub fn explanation(v: &crate::service::lessons::LessonView) -> pb::Explanation {
                                     .map(|x| x.to_ascii_lowercase())
                                     .as_deref(),
                             ),
+                            error_bound_ms: s["rtt"]["error_ms"].as_f64(),
                         }),
                         score: s["score"].as_f64().unwrap_or(0.0),
                         scores: s["parts"]

@@ -79,6 +79,11 @@ pub struct BookLesson {
 pub struct Rtt {
     pub ms: f64,
     pub source: String,
+    /// For an estimated RTT, its error bound: the true value is expected
+    /// within `ms ± error_bound_ms`. Null for measured and configured RTTs.
+    /// Placement uses `ms` alone; the bound is for reading.
+    #[schema(nullable)]
+    pub error_bound_ms: Option<f64>,
 }
 
 /// One student's allocation.
@@ -145,6 +150,7 @@ pub fn seat(s: &SeatRow) -> Seat {
         rtt: s.rtt_ms.map(|ms| Rtt {
             ms,
             source: s.rtt_source.clone().unwrap_or_default(),
+            error_bound_ms: s.rtt_error_ms,
         }),
         message: s.message.clone(),
     }
@@ -383,6 +389,7 @@ pub async fn explain(
                                     .to_ascii_lowercase()
                             })
                             .unwrap_or_default(),
+                        error_bound_ms: rtt.error_bound_ms,
                     },
                     score: s.score,
                     scores: s

@@ -78,7 +78,10 @@ pub async fn detail(
             _ => "—".into(),
         };
         let rtt = match (st.rtt_ms, &st.rtt_source) {
-            (Some(ms), Some(src)) => format!("{ms:.1} ms ({})", esc(src)),
+            (Some(ms), Some(src)) => match st.rtt_error_ms {
+                Some(e) => format!("{ms:.1} ms ({} ±{e:.1} ms)", esc(src)),
+                None => format!("{ms:.1} ms ({})", esc(src)),
+            },
             _ => "—".into(),
         };
         let endpoint = if st.endpoint.is_empty() {
