@@ -2,7 +2,7 @@
 //! seats keep running, a seat whose process is killed is restarted on its
 //! node with the same endpoint, the lesson ends on time with no broker, and
 //! when the broker returns the lesson's record is complete and the usage of
-//! the outage is metered.
+//! the outage is metered — also when the agent itself restarted meanwhile.
 
 use std::time::{Duration, Instant};
 
@@ -15,14 +15,20 @@ async fn answers(endpoint: &str) -> bool {
         .is_ok_and(|(c, _)| c == 200)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_60s_broker_outage_keeps_the_lesson_and_its_usage() {
+/// A broker that settles charges 5 s after a lesson ends (not 90 s), a
+/// school with a voucher, and one agent with a fake L40S.
+struct Site {
+    _db: TestDb,
+    broker: Broker,
+    agent: Agent,
+}
+
+async fn site(name: &str) -> Site {
     let db = TestDb::new().await.unwrap();
-    let dir = tempdir("outage");
-    // Charges settle 5 s after the lesson ends rather than 90 s.
+    let dir = tempdir(name);
     let cfg = dir.join("broker.toml");
     std::fs::write(&cfg, "[vouchers]\nsettle_after_s = 5\n").unwrap();
-    let mut broker = Broker::start(&db, &dir, &["--config", cfg.to_str().unwrap()]).await;
+    let broker = Broker::start(&db, &dir, &["--config", cfg.to_str().unwrap()]).await;
     broker.create_site("school-o").await;
     VoucherServiceClient::new(broker.channel().await)
         .issue(pb::IssueVoucherRequest {
@@ -44,10 +50,17 @@ async fn a_60s_broker_outage_keeps_the_lesson_and_its_usage() {
             .await,
         "agent did not connect"
     );
+    Site {
+        _db: db,
+        broker,
+        agent,
+    }
+}
 
-    // Two seats, each a quarter of the L40S, for 50 s.
-    const DURATION_S: i64 = 50;
-    let mut req = web_lesson("school-o", 2, 2.0, DURATION_S);
+/// Books `seats` quarter-L40S seats starting in 2 s for `duration_s` and
+/// waits until they run; returns the lesson id and when it ends.
+async fn running_lesson(broker: &Broker, seats: i32, duration_s: i64) -> (String, Instant) {
+    let mut req = web_lesson("school-o", seats, 2.0, duration_s);
     req.seat.as_mut().unwrap().gpu = Some(pb::GpuSpec {
         vendors: vec!["nvidia".into()],
         memory_mib: 4096,
@@ -62,7 +75,7 @@ async fn a_60s_broker_outage_keeps_the_lesson_and_its_usage() {
         .await
         .expect("booked")
         .into_inner();
-    let ends = Instant::now() + Duration::from_secs(2 + DURATION_S as u64);
+    let ends = Instant::now() + Duration::from_secs(2 + duration_s as u64);
     let id = booked.id.clone();
     assert!(
         broker
@@ -71,6 +84,42 @@ async fn a_60s_broker_outage_keeps_the_lesson_and_its_usage() {
         "seats should run: {:#?}",
         broker.lesson(&id).await.seats
     );
+    (id, ends)
+}
+
+/// Slice-seconds charged for the lesson, once its holds are settled.
+async fn charged(broker: &Broker, id: &str, limit: Duration) -> Option<f64> {
+    let mut vouchers = VoucherServiceClient::new(broker.channel().await);
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        let entries = vouchers
+            .ledger(pb::LedgerRequest {
+                lesson_id: id.to_string(),
+                kinds: vec!["charge".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("ledger")
+            .into_inner()
+            .entries;
+        if !entries.is_empty() {
+            return Some(entries.iter().map(|e| e.metered_slice_seconds).sum());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_60s_broker_outage_keeps_the_lesson_and_its_usage() {
+    let Site {
+        _db,
+        mut broker,
+        agent,
+    } = site("outage").await;
+    // Two seats, each a quarter of the L40S, for 50 s.
+    const DURATION_S: i64 = 50;
+    let (id, ends) = running_lesson(&broker, 2, DURATION_S).await;
     let before = broker.lesson(&id).await;
     let pids = agent.seat_pids();
     assert_eq!(pids.len(), 2);
@@ -160,30 +209,54 @@ async fn a_60s_broker_outage_keeps_the_lesson_and_its_usage() {
     // within seconds of the start, so nearly all of it was metered during
     // the outage and arrived with the agent's reconnection; the charge says
     // how much it metered.
-    let mut vouchers = VoucherServiceClient::new(broker.channel().await);
-    let mut charged = None;
-    for _ in 0..60 {
-        let entries = vouchers
-            .ledger(pb::LedgerRequest {
-                lesson_id: id.clone(),
-                kinds: vec!["charge".into()],
-                ..Default::default()
-            })
-            .await
-            .expect("ledger")
-            .into_inner()
-            .entries;
-        if !entries.is_empty() {
-            charged = Some(entries.iter().map(|e| e.metered_slice_seconds).sum::<f64>());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let metered = charged.expect("the lesson was charged after the broker returned");
+    let metered = charged(&broker, &id, Duration::from_secs(30))
+        .await
+        .expect("the lesson was charged after the broker returned");
     let full = 2.0 * 0.25 * DURATION_S as f64;
     assert!(
         metered >= full - 2.0 * 0.25 * 8.0 && metered <= full + 2.0 * 0.25 * 5.0,
         "charged for {metered} slice-seconds, the seats used about {full}; broker log:\n{}",
+        broker.proc.log_text()
+    );
+}
+
+/// The seat ends while the region is away and the agent itself restarts
+/// before it returns: the seat's final report, with its usage, was on disk,
+/// and the broker waits for the node before it settles the charge.
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_of_a_seat_that_ended_while_the_agent_restarted_in_an_outage_is_charged() {
+    let Site {
+        _db,
+        mut broker,
+        mut agent,
+    } = site("outage-restart").await;
+    const DURATION_S: i64 = 20;
+    let (id, ends) = running_lesson(&broker, 1, DURATION_S).await;
+    broker.proc.kill9();
+
+    tokio::time::sleep(ends.saturating_duration_since(Instant::now()) + Duration::from_secs(3))
+        .await;
+    assert!(
+        wait_for(Duration::from_secs(15), || async {
+            agent.seat_pids().is_empty()
+        })
+        .await,
+        "the seat outlived its lesson; agent log:\n{}",
+        agent.proc.log_text()
+    );
+    // Whatever the agent queued in memory is gone with it.
+    agent.restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    broker.restart().await;
+    let metered = charged(&broker, &id, Duration::from_secs(45))
+        .await
+        .expect("the lesson was charged after the broker returned");
+    let full = 0.25 * DURATION_S as f64;
+    assert!(
+        metered >= full - 0.25 * 4.0 && metered <= full + 0.25 * 5.0,
+        "charged for {metered} slice-seconds, the seat used about {full}; agent log:\n{}\nbroker log:\n{}",
+        agent.proc.log_text(),
         broker.proc.log_text()
     );
 }

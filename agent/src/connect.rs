@@ -16,6 +16,16 @@ use crate::{config::AgentConfig, host, supervisor::Supervisor};
 
 const HEARTBEAT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A final report sent on a session still alive this much later counts as
+/// delivered (see `outbox`).
+const DELIVERED_AFTER: Duration = Duration::from_secs(30);
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 /// Shared between the discovery loop and the stream: the latest capacity, and
 /// whether the broker has seen it yet.
@@ -104,6 +114,15 @@ async fn session(
         .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await?
         .into_inner();
+    // After the stream is up, so that more reports than the channel holds
+    // cannot block before anything reads it.
+    for st in sup.final_reports() {
+        tx.send(pb::AgentMessage {
+            msg: Some(agent_message::Msg::Status(st)),
+        })
+        .await?;
+    }
+    let session_start = tokio::time::Instant::now();
     let mut beat = tokio::time::interval(HEARTBEAT);
     let mut seq = 0i64;
     // Peer probes live as long as this session; the broker names the peers.
@@ -135,14 +154,17 @@ async fn session(
             }
             _ = beat.tick() => {
                 seq += 1;
+                // Reports sent this long ago on a stream still healthy have
+                // been read: the broker handles an agent's messages in order.
+                let settled_ms = unix_ms() - DELIVERED_AFTER.as_millis() as i64;
+                if session_start.elapsed() >= DELIVERED_AFTER {
+                    sup.final_reports_delivered(settled_ms);
+                }
                 let cap = capacity
                     .dirty
                     .swap(false, std::sync::atomic::Ordering::SeqCst)
                     .then(|| capacity.current.lock().expect("lock").0.clone());
-                let sent_unix_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
+                let sent_unix_ms = unix_ms();
                 tx.send(pb::AgentMessage {
                     msg: Some(agent_message::Msg::Heartbeat(pb::Heartbeat { seq, sent_unix_ms, capacity: cap })),
                 })

@@ -5,6 +5,7 @@ pub mod config;
 pub mod connect;
 pub mod datasets;
 pub mod host;
+pub mod outbox;
 pub mod probe;
 pub mod runtime;
 pub mod state;

@@ -65,6 +65,8 @@ pub struct Supervisor {
     starting: Mutex<HashMap<String, Option<String>>>,
     events: mpsc::UnboundedSender<pb::AssignmentStatus>,
     state: StateFile,
+    /// Final reports, on disk until the broker has surely had them.
+    outbox: crate::outbox::Outbox,
     work_root: PathBuf,
     advertise_host: String,
     devices: Mutex<Vec<Device>>,
@@ -94,6 +96,10 @@ impl Supervisor {
         runtimes: Runtimes,
     ) -> anyhow::Result<(Arc<Self>, mpsc::UnboundedReceiver<pb::AssignmentStatus>)> {
         let state = StateFile::new(&state_dir)?;
+        let (outbox, problem) = crate::outbox::Outbox::open(&state_dir);
+        if let Some(p) = problem {
+            warn!(problem = %p, "final status reports unreadable; starting afresh");
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let control_env = ControlEnv::probe(false, None, false);
         let sup = Arc::new(Self {
@@ -101,6 +107,7 @@ impl Supervisor {
             starting: Mutex::new(HashMap::new()),
             events: tx,
             state,
+            outbox,
             work_root: state_dir.join("work"),
             advertise_host,
             devices: Mutex::new(Vec::new()),
@@ -188,7 +195,27 @@ impl Supervisor {
     }
 
     fn emit(&self, s: pb::AssignmentStatus) {
+        if crate::outbox::is_final(&s)
+            && let Err(e) = self.outbox.record(&s, now_ms())
+        {
+            warn!(assignment = %s.assignment_id, error = %e, "final report not written to disk; it is still queued in memory");
+        }
         let _ = self.events.send(s);
+    }
+
+    /// Final reports of the last day, re-sent at the start of every session:
+    /// one the broker missed (an outage, a restart of this agent) still
+    /// reaches it, and one it had is applied again without effect.
+    pub fn final_reports(&self) -> Vec<pb::AssignmentStatus> {
+        self.outbox.pending(now_ms())
+    }
+
+    /// Final reports recorded up to `upto_ms` went out on a session that has
+    /// stayed healthy since; they need not be sent again.
+    pub fn final_reports_delivered(&self, upto_ms: i64) {
+        if let Err(e) = self.outbox.delivered(upto_ms) {
+            warn!(error = %e, "could not prune delivered final reports; they will be re-sent");
+        }
     }
 
     /// Everything running now, for registration, reconciliation and usage.

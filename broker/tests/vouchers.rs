@@ -434,6 +434,56 @@ async fn a_voucher_expires_on_its_date_and_holds_released_later_expire_too() {
     assert!(matches!(refused, ServiceError::Refused(_)), "{refused}");
 }
 
+/// A school with a 3 accelerator-hour voucher, a node with one 910B, and a 3-second
+/// lesson on half of it starting in 1 s.
+async fn half_910b_lesson(
+    h: &Harness,
+    school_name: &str,
+) -> (
+    Uuid,
+    mpsc::Receiver<Result<pb::BrokerMessage, tonic::Status>>,
+    Uuid,
+    classgrid_broker::service::lessons::LessonView,
+) {
+    school(&h.app, school_name).await;
+    let (node, rx) = agent(&h.app, school_name, "npu-1", &[("ascend", "Ascend 910B2C")]).await;
+    let voucher = issue(
+        &h.app,
+        school_name,
+        3_000_000,
+        Utc::now() + chrono::Duration::days(30),
+    )
+    .await;
+    let l = h
+        .app
+        .book_lesson(booking(
+            school_name,
+            Utc::now() + chrono::Duration::seconds(1),
+            3,
+            1,
+            gpu_seat("ascend", 50),
+        ))
+        .await
+        .unwrap();
+    (node, rx, voucher, l)
+}
+
+/// The next Assign the "agent" receives, within 30 s.
+async fn next_assign(
+    rx: &mut mpsc::Receiver<Result<pb::BrokerMessage, tonic::Status>>,
+) -> pb::Assign {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("an assign within 30 s")
+            .expect("session open")
+            .unwrap();
+        if let Some(Msg::Assign(a)) = msg.msg {
+            return a;
+        }
+    }
+}
+
 /// Plays the agent for one assignment: waits for the Assign, reports it
 /// running, and once the broker releases it reports it stopped with
 /// `slice_seconds` (wall seconds × fraction, as the real agent computes).
@@ -494,34 +544,8 @@ async fn run_seat(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charges_equal_metered_slice_seconds_times_weight_and_csv_totals_equal_the_ledger() {
     let h = broker(true).await;
-    school(&h.app, "north-school").await;
-    let (node, mut rx) = agent(
-        &h.app,
-        "north-school",
-        "npu-1",
-        &[("ascend", "Ascend 910B2C")],
-    )
-    .await;
-    let voucher = issue(
-        &h.app,
-        "north-school",
-        3_000_000,
-        Utc::now() + chrono::Duration::days(30),
-    )
-    .await;
-
     // A 3-second lesson on half a 910B (weight 5.0, from the config file).
-    let l = h
-        .app
-        .book_lesson(booking(
-            "north-school",
-            Utc::now() + chrono::Duration::seconds(1),
-            3,
-            1,
-            gpu_seat("ascend", 50),
-        ))
-        .await
-        .unwrap();
+    let (node, mut rx, voucher, l) = half_910b_lesson(&h, "north-school").await;
     let lesson_slice = 1.4;
     run_seat(&h.app, node, &mut rx, lesson_slice, None).await;
 
@@ -774,14 +798,7 @@ async fn a_burst_of_status_reports_starts_every_seat_and_refuses_only_the_bad_on
 
     let mut assigns = Vec::new();
     while assigns.len() < 4 {
-        let msg = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .expect("four assigns within 30 s")
-            .expect("session open")
-            .unwrap();
-        if let Some(Msg::Assign(a)) = msg.msg {
-            assigns.push(a);
-        }
+        assigns.push(next_assign(&mut rx).await);
     }
     let report =
         |a: &pb::Assign, state: pb::AssignmentState, generation: i64| pb::AssignmentStatus {
@@ -860,4 +877,74 @@ async fn a_burst_of_status_reports_starts_every_seat_and_refuses_only_the_bad_on
     .await
     .unwrap();
     assert_eq!(slices, vec![0.5; 4], "usage from the burst is recorded");
+}
+
+/// A site cut off from the region keeps its lesson running and reports the
+/// usage when it is back; settlement waits for the node rather than charging
+/// only what arrived before the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settlement_waits_for_a_disconnected_node_and_charges_its_late_usage() {
+    let h = broker(true).await;
+    let (node, mut rx, voucher, l) = half_910b_lesson(&h, "far-school").await;
+    let assign = next_assign(&mut rx).await;
+    let report = |state: pb::AssignmentState, slice_seconds: f64| pb::AssignmentStatus {
+        assignment_id: assign.assignment_id.clone(),
+        generation: assign.generation,
+        state: state as i32,
+        slice_seconds,
+        ..Default::default()
+    };
+    h.app
+        .agent_statuses(node, &[report(pb::AssignmentState::Running, 0.1)])
+        .await;
+
+    // The link drops; the lesson ends (3 s) and its settlement falls due
+    // (1 s grace + 1 s) with the node still away.
+    h.app.fleet.kick(node);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let released = |kind: &'static str| {
+        let pool = h.app.store.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM voucher_ledger WHERE lesson_id = $1 AND kind = $2",
+            )
+            .bind(l.lesson.id)
+            .bind(kind)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        released("release").await,
+        0,
+        "{:?}",
+        rows(&h.app, voucher).await
+    );
+
+    // Back: the agent reconnects and sends its final report.
+    let live = h.app.fleet.node(node).unwrap();
+    let (tx, _rx) = mpsc::channel(16);
+    h.app.fleet.attach(live, tx);
+    let refused = h
+        .app
+        .agent_statuses(node, &[report(pb::AssignmentState::Stopped, 1.4)])
+        .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    assert!(
+        wait_for(10, || async { released("release").await == 1 }).await,
+        "settled once the node was back: {:?}",
+        rows(&h.app, voucher).await
+    );
+    let metered: f64 = sqlx::query_scalar(
+        "SELECT sum(metered_slice_seconds) FROM voucher_ledger WHERE lesson_id = $1 AND kind = 'charge'",
+    )
+    .bind(l.lesson.id)
+    .fetch_one(&h.app.store.pool)
+    .await
+    .unwrap();
+    assert!(
+        (metered - 1.4).abs() < 1e-9,
+        "charged the late usage: {metered}"
+    );
 }

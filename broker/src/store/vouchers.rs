@@ -520,6 +520,39 @@ pub async fn dequeue_settlement(tx: &mut Tx<'_>, hold_ids: &[i64]) -> sqlx::Resu
     Ok(())
 }
 
+/// Moves queued settlements to `due_at` (a later look).
+pub async fn postpone_settlement(
+    exec: impl sqlx::PgExecutor<'_>,
+    hold_ids: &[i64],
+    due_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE voucher_settlements SET due_at = $2 WHERE hold_id = ANY($1)")
+        .bind(hold_ids)
+        .bind(due_at)
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
+/// Node and end time of each assignment the owner ran since `from`.
+pub async fn owner_assignment_nodes(
+    exec: impl sqlx::PgExecutor<'_>,
+    owner: Owner,
+    from: DateTime<Utc>,
+) -> sqlx::Result<Vec<(Uuid, DateTime<Utc>)>> {
+    let (lesson, job) = owner_ids(Some(owner));
+    sqlx::query_as(
+        "SELECT a.node_id, a.ends_at FROM assignments a
+          WHERE (a.seat_id IN (SELECT id FROM seats WHERE lesson_id = $1) OR a.job_id = $2)
+            AND a.created_at >= $3",
+    )
+    .bind(lesson)
+    .bind(job)
+    .bind(from)
+    .fetch_all(exec)
+    .await
+}
+
 /// The start of the owner's next hold group after `at`, if any: the metered
 /// use of a hold group is what its owner ran between its hold and the next.
 pub async fn next_hold_at(

@@ -22,6 +22,10 @@ use crate::{
     },
 };
 
+/// How long after its end a piece of work's usage is waited for while its
+/// node is not connected.
+const USAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Holds written by one booking: same owner, same transaction time.
 fn groups(holds: Vec<HoldRow>) -> Vec<(Owner, Vec<HoldRow>)> {
     let mut out: Vec<(Owner, DateTime<Utc>, Vec<HoldRow>)> = Vec::new();
@@ -117,6 +121,14 @@ impl Broker {
             info!(voucher = %id, expired = %hours(balance), "voucher expired");
         }
         for (owner, group) in groups(self.store.settlements_due(now).await?) {
+            if self.awaiting_usage(owner, &group, now).await? {
+                let ids: Vec<i64> = group.iter().map(|h| h.id).collect();
+                let later = now
+                    + chrono::Duration::from_std(self.cfg.vouchers.settle_after)
+                        .unwrap_or_default();
+                store::postpone_settlement(&self.store.pool, &ids, later).await?;
+                continue;
+            }
             let mut tx = self.store.pool.begin().await?;
             match self.settle_group(&mut tx, owner, &group).await {
                 Ok(()) => tx.commit().await?,
@@ -124,6 +136,27 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// True while some of the owner's work ran on a node that is not
+    /// connected now: a site cut off from the region keeps its lessons going
+    /// (decision 043) and reports their usage when it is back, so charging
+    /// now would charge too little. Not past `USAGE_WAIT` after the work's
+    /// end: a node that never returns must not hold a voucher forever.
+    async fn awaiting_usage(
+        &self,
+        owner: Owner,
+        group: &[HoldRow],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let Some(at) = group.first().map(|h| h.at) else {
+            return Ok(false);
+        };
+        let wait = chrono::Duration::from_std(USAGE_WAIT).unwrap_or_default();
+        let nodes = store::owner_assignment_nodes(&self.store.pool, owner, at).await?;
+        Ok(nodes.iter().any(|(node, ends_at)| {
+            now < *ends_at + wait && !self.fleet.node(*node).is_some_and(|n| n.is_connected())
+        }))
     }
 
     /// Releases each hold of one booking and charges what its owner's work
