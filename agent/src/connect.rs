@@ -115,8 +115,15 @@ async fn session(
         .await?
         .into_inner();
     // After the stream is up, so that more reports than the channel holds
-    // cannot block before anything reads it.
-    for st in sup.final_reports() {
+    // cannot block before anything reads it. What queued while the broker
+    // was away goes first, without the usage updates later ones supersede:
+    // an hour away with a class running queues thousands, which the broker
+    // would take for a flood.
+    let mut backlog = sup.final_reports();
+    while let Ok(ev) = events.try_recv() {
+        backlog.push(ev);
+    }
+    for st in coalesce(backlog) {
         tx.send(pb::AgentMessage {
             msg: Some(agent_message::Msg::Status(st)),
         })
@@ -235,5 +242,69 @@ pub async fn refresh_cluster(
                 .dirty
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
+    }
+}
+
+/// Drops each report that a later one in `queued` repeats for the same
+/// assignment, generation and state: usage figures are cumulative, so the
+/// later report carries everything the earlier said. State changes are all
+/// kept, in order.
+fn coalesce(queued: Vec<pb::AssignmentStatus>) -> Vec<pb::AssignmentStatus> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<pb::AssignmentStatus> = queued
+        .into_iter()
+        .rev()
+        .filter(|s| seen.insert((s.assignment_id.clone(), s.generation, s.state)))
+        .collect();
+    kept.reverse();
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::AssignmentState::*;
+
+    fn st(
+        id: &str,
+        generation: i64,
+        state: pb::AssignmentState,
+        slice: f64,
+    ) -> pb::AssignmentStatus {
+        pb::AssignmentStatus {
+            assignment_id: id.into(),
+            generation,
+            state: state as i32,
+            slice_seconds: slice,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_outage_backlog_keeps_every_state_change_and_the_latest_usage() {
+        let mut q = vec![st("a", 1, Starting, 0.0)];
+        // An hour of usage reports for two seats, every 15 s.
+        for i in 1..=240 {
+            q.push(st("a", 1, Running, i as f64));
+            q.push(st("b", 1, Running, i as f64 / 2.0));
+        }
+        q.push(st("a", 1, Failed, 240.5));
+        q.push(st("a", 2, Running, 241.0));
+        q.push(st("b", 1, Stopped, 121.0));
+        let got: Vec<(String, i64, i32, f64)> = coalesce(q)
+            .into_iter()
+            .map(|s| (s.assignment_id, s.generation, s.state, s.slice_seconds))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a".into(), 1, Starting as i32, 0.0),
+                ("a".into(), 1, Running as i32, 240.0),
+                ("b".into(), 1, Running as i32, 120.0),
+                ("a".into(), 1, Failed as i32, 240.5),
+                ("a".into(), 2, Running as i32, 241.0),
+                ("b".into(), 1, Stopped as i32, 121.0),
+            ]
+        );
     }
 }
