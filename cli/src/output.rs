@@ -113,7 +113,7 @@ fn device_json(d: &pb::DeviceInfo) -> Value {
 pub fn node_json(n: &pb::Node) -> Value {
     let cap = n.capacity.clone().unwrap_or_default();
     json!({
-        "id": n.id, "site": n.site, "name": n.name, "tier": n.tier, "state": n.state, "cordoned": n.cordoned, "awaiting_approval": n.awaiting_approval,
+        "id": n.id, "site": n.site, "name": n.name, "tier": n.tier, "state": n.state, "cordoned": n.cordoned, "awaiting_approval": n.awaiting_approval, "relay": n.relay,
         "last_seen": time(n.last_seen.as_ref()), "cpu_millis": cap.cpu_millis, "memory_mib": cap.memory_mib,
         "devices": cap.devices.iter().map(device_json).collect::<Vec<_>>(), "runtimes": n.runtimes,
         "warnings": n.warnings, "running_assignments": n.running_assignments,
@@ -146,6 +146,9 @@ fn node_state(n: &pb::Node) -> String {
     }
     if n.cordoned {
         s += ", cordoned";
+    }
+    if !n.relay.is_empty() {
+        s += &format!(", via {}", n.relay);
     }
     s
 }

@@ -44,6 +44,11 @@ pub fn node(n: &LiveNode, site: &str, running: i32) -> pb::Node {
         running_assignments: running,
         cordoned: n.cordoned,
         awaiting_approval: !n.approved,
+        relay: n
+            .relay
+            .clone()
+            .filter(|_| n.is_connected())
+            .unwrap_or_default(),
     }
 }
 
