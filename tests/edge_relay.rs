@@ -197,15 +197,7 @@ async fn an_agent_without_a_route_to_the_region_runs_a_seat_through_its_edge_rel
     );
 
     // Platforms and admins see the route over gRPC too.
-    let nodes = broker
-        .fleet()
-        .await
-        .list_nodes(pb::ListNodesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .nodes;
-    let n1 = nodes.iter().find(|n| n.name == "n1").expect("n1 listed");
+    let n1 = broker.node(SITE, "n1").await.expect("n1 known");
     assert_eq!(n1.relay, format!("{SITE}/edge-1"), "{n1:?}");
 
     // A seat is placed on the relayed node and runs.

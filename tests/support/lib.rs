@@ -306,7 +306,8 @@ impl Broker {
             .expect("create site");
     }
 
-    pub async fn node_state(&self, site: &str, name: &str) -> Option<String> {
+    /// The node SITE/NAME as `FleetService.GetNode` returns it.
+    pub async fn node(&self, site: &str, name: &str) -> Option<pb::Node> {
         let n = self
             .fleet()
             .await
@@ -315,7 +316,11 @@ impl Broker {
             })
             .await
             .ok()?;
-        Some(n.into_inner().state)
+        Some(n.into_inner())
+    }
+
+    pub async fn node_state(&self, site: &str, name: &str) -> Option<String> {
+        Some(self.node(site, name).await?.state)
     }
 
     /// Waits up to `limit` for the node SITE/NAME to be connected.
