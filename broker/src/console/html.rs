@@ -193,6 +193,28 @@ pub fn see_other(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
 }
 
+/// A table header cell: text, or a number column (right-aligned).
+pub enum Th<'a> {
+    Text(&'a str),
+    Num(&'a str),
+}
+
+/// A table from its opening tag through `<tbody>`: every table in the
+/// console has a header row of column headers, for screen readers.
+pub fn table_open(id: Option<&str>, cols: &[Th<'_>]) -> String {
+    let mut o = match id {
+        Some(id) => format!("<table id={id}><thead><tr>"),
+        None => "<table><thead><tr>".to_string(),
+    };
+    for c in cols {
+        o += &match c {
+            Th::Text(label) => format!("<th scope=col>{label}</th>"),
+            Th::Num(label) => format!("<th scope=col class=num>{label}</th>"),
+        };
+    }
+    o + "</tr></thead><tbody>"
+}
+
 pub fn state_badge(l: Lang, state: &str) -> String {
     let label = match state {
         "connected" | "disconnected" | "lost" | "cordoned" | "awaiting_approval" => t(l, state),

@@ -11,7 +11,7 @@ use chrono::NaiveDateTime;
 
 use super::{
     super::{
-        html::{Page, error, esc, render, state_badge},
+        html::{Page, Th, error, esc, render, state_badge, table_open},
         i18n::t,
         session::Session,
         zone,
@@ -82,15 +82,17 @@ pub async fn page(
         field("since", t(l, "since"), "datetime-local"),
         t(l, "apply")
     );
-    o += &format!(
-        "<table id=audit-table><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
-        t(l, "at"),
-        t(l, "actor"),
-        t(l, "role"),
-        t(l, "action"),
-        t(l, "target"),
-        t(l, "result"),
-        t(l, "detail")
+    o += &table_open(
+        Some("audit-table"),
+        &[
+            Th::Text(t(l, "at")),
+            Th::Text(t(l, "actor")),
+            Th::Text(t(l, "role")),
+            Th::Text(t(l, "action")),
+            Th::Text(t(l, "target")),
+            Th::Text(t(l, "result")),
+            Th::Text(t(l, "detail")),
+        ],
     );
     for r in &rows {
         o += &format!(

@@ -10,7 +10,7 @@ use axum::{
 
 use super::{
     super::{
-        html::{Page, error, esc, render, state_badge},
+        html::{Page, Th, error, esc, render, state_badge, table_open},
         i18n::t,
         session::Session,
         zone,
@@ -47,16 +47,18 @@ pub async fn page(
         t(l, "all"),
         t(l, "apply")
     );
-    o += &format!(
-        "<table><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
-        t(l, "name"),
-        t(l, "school"),
-        t(l, "state"),
-        t(l, "priority"),
-        t(l, "node"),
-        t(l, "endpoint"),
-        t(l, "created"),
-        t(l, "message")
+    o += &table_open(
+        None,
+        &[
+            Th::Text(t(l, "name")),
+            Th::Text(t(l, "school")),
+            Th::Text(t(l, "state")),
+            Th::Num(t(l, "priority")),
+            Th::Text(t(l, "node")),
+            Th::Text(t(l, "endpoint")),
+            Th::Text(t(l, "created")),
+            Th::Text(t(l, "message")),
+        ],
     );
     for j in &jobs {
         let name = if j.name.is_empty() {

@@ -17,3 +17,17 @@ use std::collections::HashMap;
 pub fn opt<'a>(q: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
     q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
+
+/// A lesson's link for tables: its title, or its id when it has none.
+pub fn lesson_link(ls: &crate::store::lessons::LessonRow) -> String {
+    let title = if ls.title.is_empty() {
+        ls.id.to_string()
+    } else {
+        ls.title.clone()
+    };
+    format!(
+        r#"<a href="/console/lessons/{}">{}</a>"#,
+        ls.id,
+        super::html::esc(&title)
+    )
+}

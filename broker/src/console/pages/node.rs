@@ -13,7 +13,7 @@ use axum::{
 use chrono::Utc;
 
 use super::super::{
-    html::{Page, error, esc, mib, render, see_other, state_badge},
+    html::{Page, Th, error, esc, mib, render, see_other, state_badge, table_open},
     i18n::t,
     session::Session,
     svg, zone,
@@ -106,18 +106,22 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
         o += "</div>";
     }
 
-    o += &format!(
-        "<h2>{}</h2><table><thead><tr><th scope=col>#</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col class=num>{}</th><th scope=col class=num>%</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th></tr></thead><tbody>",
-        t(l, "devices"),
-        t(l, "vendor"),
-        t(l, "model"),
-        t(l, "memory"),
-        t(l, "used"),
-        t(l, "health"),
-        t(l, "isolation"),
-        t(l, "slices"),
-        t(l, "reserved")
-    );
+    o += &(format!("<h2>{}</h2>", t(l, "devices"))
+        + &table_open(
+            None,
+            &[
+                Th::Text("#"),
+                Th::Text(t(l, "vendor")),
+                Th::Text(t(l, "model")),
+                Th::Num(t(l, "memory")),
+                Th::Num(t(l, "used")),
+                Th::Num("%"),
+                Th::Text(t(l, "health")),
+                Th::Text(t(l, "isolation")),
+                Th::Num(t(l, "slices")),
+                Th::Text(t(l, "reserved")),
+            ],
+        ));
     for d in &n.devices {
         let h: Vec<_> = held
             .iter()
@@ -184,16 +188,18 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
     }
 
     let assignments = app.store.node_assignments(n.id).await.map_err(internal)?;
-    o += &format!(
-        "<h2>{}</h2><table><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
-        t(l, "assignments"),
-        t(l, "kind"),
-        t(l, "state"),
-        t(l, "device"),
-        t(l, "slices"),
-        t(l, "endpoint"),
-        t(l, "end")
-    );
+    o += &(format!("<h2>{}</h2>", t(l, "assignments"))
+        + &table_open(
+            None,
+            &[
+                Th::Text(t(l, "kind")),
+                Th::Text(t(l, "state")),
+                Th::Text(t(l, "device")),
+                Th::Text(t(l, "slices")),
+                Th::Text(t(l, "endpoint")),
+                Th::Text(t(l, "end")),
+            ],
+        ));
     for a in &assignments {
         let what = match (a.lesson_id, a.job_id) {
             (Some(lid), _) => format!(
@@ -228,14 +234,16 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
     o += "</tbody></table>";
 
     let rtts = app.store.rtt_to_node(n.id).await.map_err(internal)?;
-    o += &format!(
-        "<h2>{}</h2><table><thead><tr><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
-        t(l, "rtt_from_sites"),
-        t(l, "site"),
-        t(l, "rtt"),
-        t(l, "source"),
-        t(l, "measured_at")
-    );
+    o += &(format!("<h2>{}</h2>", t(l, "rtt_from_sites"))
+        + &table_open(
+            None,
+            &[
+                Th::Text(t(l, "site")),
+                Th::Num(t(l, "rtt")),
+                Th::Text(t(l, "source")),
+                Th::Text(t(l, "measured_at")),
+            ],
+        ));
     for r in rtts
         .iter()
         .filter(|r| s.caller.is_district_admin() || scoped.site("site", &r.site).is_ok())

@@ -12,7 +12,7 @@ use axum::{
 
 use super::{
     super::{
-        html::{Page, error, esc, mib, render, state_badge},
+        html::{Page, Th, error, esc, mib, render, state_badge, table_open},
         i18n::t,
         session::Session,
         zone,
@@ -126,15 +126,17 @@ pub async fn list(
         t(l, "apply"),
         f = t(l, "filter"),
     );
-    o += &format!(
-        "<table id=nodes-table><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th></tr></thead><tbody>",
-        t(l, "node"),
-        t(l, "site"),
-        t(l, "tier"),
-        t(l, "state"),
-        t(l, "devices"),
-        t(l, "memory"),
-        t(l, "last_seen")
+    o += &table_open(
+        Some("nodes-table"),
+        &[
+            Th::Text(t(l, "node")),
+            Th::Text(t(l, "site")),
+            Th::Text(t(l, "tier")),
+            Th::Text(t(l, "state")),
+            Th::Text(t(l, "devices")),
+            Th::Num(t(l, "memory")),
+            Th::Text(t(l, "last_seen")),
+        ],
     );
     for n in &shown {
         let site = app

@@ -7,7 +7,7 @@ use axum::{extract::State, http::Uri, response::Response};
 use chrono::Utc;
 
 use super::super::{
-    html::{Page, esc, mib, render, state_badge},
+    html::{Page, Th, esc, mib, render, state_badge, table_open},
     i18n::t,
     session::Session,
     zone,
@@ -122,15 +122,17 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
     }
 
     o += r#"<div class="grid2"><section>"#;
-    o += &format!(
-        "<h2>{}</h2><table><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th></tr></thead><tbody>",
-        t(l, "sites"),
-        t(l, "site"),
-        t(l, "kind"),
-        t(l, "district"),
-        t(l, "nodes"),
-        t(l, "health")
-    );
+    o += &(format!("<h2>{}</h2>", t(l, "sites"))
+        + &table_open(
+            None,
+            &[
+                Th::Text(t(l, "site")),
+                Th::Text(t(l, "kind")),
+                Th::Text(t(l, "district")),
+                Th::Num(t(l, "nodes")),
+                Th::Text(t(l, "health")),
+            ],
+        ));
     for site in &sites {
         let of_site: Vec<_> = nodes.iter().filter(|n| n.site_id == site.id).collect();
         let up = of_site.iter().filter(|n| n.is_connected()).count();
@@ -182,15 +184,18 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
         }
     }
     let cpu_total: i64 = nodes.iter().map(|n| n.cpu_millis as i64).sum();
-    o += &format!(
-        "<h2>{}</h2><table><thead><tr><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col class=num>{}</th><th scope=col class=num>{}</th><th scope=col class=num>{}</th><th scope=col class=num>%</th></tr></thead><tbody>",
-        t(l, "capacity_by_vendor"),
-        t(l, "vendor"),
-        t(l, "devices"),
-        t(l, "memory"),
-        t(l, "reserved"),
-        t(l, "used")
-    );
+    o += &(format!("<h2>{}</h2>", t(l, "capacity_by_vendor"))
+        + &table_open(
+            None,
+            &[
+                Th::Text(t(l, "vendor")),
+                Th::Num(t(l, "devices")),
+                Th::Num(t(l, "memory")),
+                Th::Num(t(l, "reserved")),
+                Th::Num(t(l, "used")),
+                Th::Num("%"),
+            ],
+        ));
     for (vendor, v) in &by {
         o += &format!(
             r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
@@ -210,25 +215,21 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
     );
     o += "</section></div>";
 
-    o += &format!(
-        "<h2>{}</h2><table><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th></tr></thead><tbody>",
-        t(l, "lessons_today"),
-        t(l, "lesson"),
-        t(l, "school"),
-        t(l, "start"),
-        t(l, "state"),
-        t(l, "seats")
-    );
+    o += &(format!("<h2>{}</h2>", t(l, "lessons_today"))
+        + &table_open(
+            None,
+            &[
+                Th::Text(t(l, "lesson")),
+                Th::Text(t(l, "school")),
+                Th::Text(t(l, "start")),
+                Th::Text(t(l, "state")),
+                Th::Num(t(l, "seats")),
+            ],
+        ));
     for ls in &lessons {
-        let title = if ls.title.is_empty() {
-            ls.id.to_string()
-        } else {
-            ls.title.clone()
-        };
         o += &format!(
-            r#"<tr><td><a href="/console/lessons/{}">{}</a></td><td>{}</td><td>{}–{}</td><td>{}</td><td class="num">{}</td></tr>"#,
-            ls.id,
-            esc(&title),
+            r#"<tr><td>{}</td><td>{}</td><td>{}–{}</td><td>{}</td><td class="num">{}</td></tr>"#,
+            super::lesson_link(ls),
             esc(&ls.school_site),
             z.hm(ls.start_at),
             z.hm(ls.end_at()),

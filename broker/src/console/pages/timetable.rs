@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use super::{
     super::{
-        html::{Page, error, esc, render, state_badge},
+        html::{Page, Th, error, esc, render, state_badge, table_open},
         i18n::{Lang, t},
         session::Session,
         svg::COLOURS,
@@ -178,26 +178,22 @@ async fn build(
         c = COLOURS[0]
     );
     // The same lessons as a table: for screen readers and keyboards.
-    o += &format!(
-        "<table id=timetable-lessons><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th></tr></thead><tbody>",
-        t(l, "lesson"),
-        t(l, "school"),
-        t(l, "legend_staging"),
-        t(l, "start"),
-        t(l, "end"),
-        t(l, "state"),
-        t(l, "seats")
+    o += &table_open(
+        Some("timetable-lessons"),
+        &[
+            Th::Text(t(l, "lesson")),
+            Th::Text(t(l, "school")),
+            Th::Text(t(l, "legend_staging")),
+            Th::Text(t(l, "start")),
+            Th::Text(t(l, "end")),
+            Th::Text(t(l, "state")),
+            Th::Num(t(l, "seats")),
+        ],
     );
     for ls in &lessons {
-        let title = if ls.title.is_empty() {
-            ls.id.to_string()
-        } else {
-            ls.title.clone()
-        };
         o += &format!(
-            r#"<tr><td><a href="/console/lessons/{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td></tr>"#,
-            ls.id,
-            esc(&title),
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td></tr>"#,
+            super::lesson_link(ls),
             esc(&ls.school_site),
             z.fmt(ls.window_start),
             z.fmt(ls.start_at),

@@ -14,7 +14,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::super::{
-    html::{Page, error, esc, render, see_other, state_badge},
+    html::{Page, Th, error, esc, render, see_other, state_badge, table_open},
     i18n::{Lang, t},
     session::Session,
     zone,
@@ -111,18 +111,20 @@ async fn build(
             t(l, "revoke")
         )
     };
-    o += &format!(
-        "<h2>{}</h2><table id=api-tokens><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
-        t(l, "api_tokens"),
-        t(l, "name"),
-        t(l, "role"),
-        t(l, "sites"),
-        t(l, "created_by"),
-        t(l, "created"),
-        t(l, "expires"),
-        t(l, "state"),
-        t(l, "actions")
-    );
+    o += &(format!("<h2>{}</h2>", t(l, "api_tokens"))
+        + &table_open(
+            Some("api-tokens"),
+            &[
+                Th::Text(t(l, "name")),
+                Th::Text(t(l, "role")),
+                Th::Text(t(l, "sites")),
+                Th::Text(t(l, "created_by")),
+                Th::Text(t(l, "created")),
+                Th::Text(t(l, "expires")),
+                Th::Text(t(l, "state")),
+                Th::Text(t(l, "actions")),
+            ],
+        ));
     for a in &api {
         let sites: Vec<String> = a
             .sites
@@ -149,18 +151,20 @@ async fn build(
         );
     }
     o += "</tbody></table>";
-    o += &format!(
-        "<h2>{}</h2><table id=join-tokens><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
-        t(l, "join_tokens"),
-        t(l, "site"),
-        t(l, "kind"),
-        t(l, "uses"),
-        t(l, "require_approval"),
-        t(l, "created_by"),
-        t(l, "expires"),
-        t(l, "state"),
-        t(l, "actions")
-    );
+    o += &(format!("<h2>{}</h2>", t(l, "join_tokens"))
+        + &table_open(
+            Some("join-tokens"),
+            &[
+                Th::Text(t(l, "site")),
+                Th::Text(t(l, "kind")),
+                Th::Num(t(l, "uses")),
+                Th::Text(t(l, "require_approval")),
+                Th::Text(t(l, "created_by")),
+                Th::Text(t(l, "expires")),
+                Th::Text(t(l, "state")),
+                Th::Text(t(l, "actions")),
+            ],
+        ));
     for j in &join {
         o += &format!(
             r#"<tr data-token="{}"><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,

@@ -4,7 +4,7 @@
 use axum::{extract::State, http::Uri, response::Response};
 
 use super::super::{
-    html::{Page, error, esc, render},
+    html::{Page, Th, error, esc, render, table_open},
     i18n::t,
     session::Session,
     svg, zone,
@@ -45,17 +45,19 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
                 .collect::<String>()
         );
     }
-    o += &format!(
-        "<h2>{}</h2><table id=balances><thead><tr><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col class=num>{}</th><th scope=col class=num>{}</th><th scope=col class=num>{}</th><th scope=col class=num>{}</th><th scope=col class=num>{}</th></tr></thead><tbody>",
-        t(l, "balances"),
-        t(l, "school"),
-        t(l, "issued"),
-        t(l, "held"),
-        t(l, "charged"),
-        t(l, "expired"),
-        t(l, "balance"),
-        t(l, "vouchers")
-    );
+    o += &(format!("<h2>{}</h2>", t(l, "balances"))
+        + &table_open(
+            Some("balances"),
+            &[
+                Th::Text(t(l, "school")),
+                Th::Num(t(l, "issued")),
+                Th::Num(t(l, "held")),
+                Th::Num(t(l, "charged")),
+                Th::Num(t(l, "expired")),
+                Th::Num(t(l, "balance")),
+                Th::Num(t(l, "vouchers")),
+            ],
+        ));
     for b in &view.schools {
         o += &format!(
             r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num"><strong>{}</strong></td><td class="num">{}</td></tr>"#,
@@ -111,16 +113,18 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
     }
     ledger.sort_by_key(|r| std::cmp::Reverse(r.id));
     ledger.truncate(50);
-    o += &format!(
-        "<h2>{}</h2><table><thead><tr><th scope=col>{}</th><th scope=col>{}</th><th scope=col>{}</th><th scope=col class=num>{}</th><th scope=col>{}</th><th scope=col>{}</th></tr></thead><tbody>",
-        t(l, "ledger"),
-        t(l, "at"),
-        t(l, "school"),
-        t(l, "kind"),
-        t(l, "amount"),
-        t(l, "lesson"),
-        t(l, "note")
-    );
+    o += &(format!("<h2>{}</h2>", t(l, "ledger"))
+        + &table_open(
+            None,
+            &[
+                Th::Text(t(l, "at")),
+                Th::Text(t(l, "school")),
+                Th::Text(t(l, "kind")),
+                Th::Num(t(l, "amount")),
+                Th::Text(t(l, "lesson")),
+                Th::Text(t(l, "note")),
+            ],
+        ));
     for r in &ledger {
         o += &format!(
             r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td>{}</td></tr>"#,
