@@ -12,20 +12,13 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::{config::AgentConfig, host, supervisor::Supervisor};
+use crate::{config::AgentConfig, host, now_ms, supervisor::Supervisor};
 
 const HEARTBEAT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A final report sent on a session still alive this much later counts as
 /// delivered (see `outbox`).
 const DELIVERED_AFTER: Duration = Duration::from_secs(30);
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Shared between the discovery loop and the stream: the latest capacity, and
 /// whether the broker has seen it yet.
@@ -163,15 +156,14 @@ async fn session(
                 seq += 1;
                 // Reports sent this long ago on a stream still healthy have
                 // been read: the broker handles an agent's messages in order.
-                let settled_ms = unix_ms() - DELIVERED_AFTER.as_millis() as i64;
                 if session_start.elapsed() >= DELIVERED_AFTER {
-                    sup.final_reports_delivered(settled_ms);
+                    sup.final_reports_delivered(now_ms() - DELIVERED_AFTER.as_millis() as i64);
                 }
                 let cap = capacity
                     .dirty
                     .swap(false, std::sync::atomic::Ordering::SeqCst)
                     .then(|| capacity.current.lock().expect("lock").0.clone());
-                let sent_unix_ms = unix_ms();
+                let sent_unix_ms = now_ms();
                 tx.send(pb::AgentMessage {
                     msg: Some(agent_message::Msg::Heartbeat(pb::Heartbeat { seq, sent_unix_ms, capacity: cap })),
                 })

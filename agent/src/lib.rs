@@ -158,3 +158,12 @@ async fn renew_certificate(state_dir: std::path::PathBuf, relay: Option<String>)
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
     }
 }
+
+/// Wall-clock milliseconds since the Unix epoch, as status reports, the state
+/// file and the broker's Assign carry them.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

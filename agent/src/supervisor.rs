@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
+    now_ms,
     runtime::{GrantedSlice, Probe, Runtime, Runtimes, StartSpec, process},
     state::{Record, StateFile},
 };
@@ -72,13 +73,6 @@ pub struct Supervisor {
     devices: Mutex<Vec<Device>>,
     control_env: ControlEnv,
     runtimes: Runtimes,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Runtimes that run on this host take the host's slice controls; cluster

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod model;
 
+use crate::now_ms;
 use std::{
     collections::HashMap,
     path::Path,
@@ -44,13 +45,6 @@ impl Drop for KubeRuntime {
 
 fn selector() -> String {
     format!("{}%3Dclassgrid", model::LABEL_MANAGED)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Lists classgrid's pods, then follows the watch from that list's

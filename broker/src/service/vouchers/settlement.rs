@@ -76,9 +76,7 @@ impl Broker {
             if metering_complete || !store::has_assignments_since(tx, owner, at).await? {
                 self.settle_group(tx, owner, &group).await?;
             } else {
-                let due = Utc::now()
-                    + chrono::Duration::from_std(self.cfg.vouchers.settle_after)
-                        .unwrap_or_default();
+                let due = Utc::now() + self.settle_delay();
                 let ids: Vec<i64> = group.iter().map(|h| h.id).collect();
                 store::queue_settlement(tx, &ids, due).await?;
             }
@@ -123,9 +121,7 @@ impl Broker {
         for (owner, group) in groups(self.store.settlements_due(now).await?) {
             if self.awaiting_usage(owner, &group, now).await? {
                 let ids: Vec<i64> = group.iter().map(|h| h.id).collect();
-                let later = now
-                    + chrono::Duration::from_std(self.cfg.vouchers.settle_after)
-                        .unwrap_or_default();
+                let later = now + self.settle_delay();
                 store::postpone_settlement(&self.store.pool, &ids, later).await?;
                 continue;
             }
@@ -136,6 +132,11 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// How long after its end a hold waits for the agents' last usage.
+    fn settle_delay(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.cfg.vouchers.settle_after).unwrap_or_default()
     }
 
     /// True while some of the owner's work ran on a node that is not
