@@ -60,7 +60,7 @@ impl Broker {
         };
         let limiter = crate::auth::authn::limiter(sec.rate_limit_per_s);
         let edge = crate::service::edge::EdgeState::load(&store).await?;
-        Ok(Arc::new(Self {
+        let app = Arc::new(Self {
             cfg,
             store,
             fleet,
@@ -73,7 +73,11 @@ impl Broker {
             limiter,
             edge,
             relays: Default::default(),
-        }))
+        });
+        // Read before serving: a first read under a booking storm keeps
+        // racing the storm's own holds, and every booking would repeat it.
+        app.reload_calendar().await?;
+        Ok(app)
     }
 
     pub fn lesson_changed(&self, id: Uuid) {

@@ -14,6 +14,11 @@ pub struct ServeArgs {
     /// PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/classgrid
     #[arg(long, env = "CLASSGRID_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Most PostgreSQL connections the broker opens (2..=500, default 32).
+    /// At a bell every class books at once, and on a 2-core server 32 kept
+    /// the database busiest; keep it under the server's max_connections.
+    #[arg(long, env = "CLASSGRID_DATABASE_CONNECTIONS")]
+    pub database_connections: Option<u32>,
     /// gRPC listen address (agents, edges, platforms).
     #[arg(long, env = "CLASSGRID_GRPC_ADDR")]
     pub grpc_addr: Option<SocketAddr>,
@@ -57,6 +62,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub database_url: Option<String>,
+    pub database_connections: Option<u32>,
     pub grpc_addr: Option<SocketAddr>,
     pub http_addr: Option<SocketAddr>,
     pub staging_lead_s: Option<u64>,
@@ -118,6 +124,7 @@ pub struct WeightsConfig {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub database_url: String,
+    pub database_connections: u32,
     /// The region's time zone, default Asia/Shanghai.
     pub time_zone: chrono_tz::Tz,
     pub grpc_addr: SocketAddr,
@@ -210,6 +217,11 @@ impl BrokerConfig {
                 file.database_url,
                 DEFAULT_DATABASE_URL.into(),
             ),
+            database_connections: pick(
+                args.database_connections,
+                file.database_connections,
+                crate::store::DEFAULT_CONNECTIONS,
+            ),
             grpc_addr: pick(args.grpc_addr, file.grpc_addr, "127.0.0.1:7443".parse()?),
             http_addr: pick(args.http_addr, file.http_addr, "127.0.0.1:7080".parse()?),
             staging_lead: Duration::from_secs(pick(args.staging_lead_s, file.staging_lead_s, 600)),
@@ -240,6 +252,12 @@ impl BrokerConfig {
         };
         if cfg.lost_after < cfg.disconnected_after {
             anyhow::bail!("lost_after_s: must not be shorter than disconnected_after_s");
+        }
+        if !(2..=500).contains(&cfg.database_connections) {
+            anyhow::bail!(
+                "database_connections: must be between 2 and 500, not {}",
+                cfg.database_connections
+            );
         }
         if cfg.default_max_rtt_ms == 0 {
             anyhow::bail!("default_max_rtt_ms: must be at least 1");
@@ -285,6 +303,7 @@ mod tests {
         ServeArgs {
             config,
             database_url: None,
+            database_connections: None,
             grpc_addr: None,
             http_addr: None,
             staging_lead_s: None,
@@ -346,6 +365,34 @@ mod tests {
             e.contains("line 3") && e.contains("at least one day"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn database_connections_default_file_flag_and_bounds() {
+        assert_eq!(
+            BrokerConfig::resolve(&args(None))
+                .unwrap()
+                .database_connections,
+            crate::store::DEFAULT_CONNECTIONS
+        );
+        let dir = std::env::temp_dir().join(format!("cg-cfg-pool-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("pool.toml");
+        std::fs::write(&p, "database_connections = 12\n").unwrap();
+        let cfg = BrokerConfig::resolve(&args(Some(p.clone()))).unwrap();
+        assert_eq!(cfg.database_connections, 12);
+        let mut a = args(Some(p.clone()));
+        a.database_connections = Some(40);
+        assert_eq!(BrokerConfig::resolve(&a).unwrap().database_connections, 40);
+        for bad in [0, 1, 501] {
+            a.database_connections = Some(bad);
+            let e = BrokerConfig::resolve(&a).unwrap_err().to_string();
+            assert!(
+                e.contains("database_connections") && e.contains("between 2 and 500"),
+                "{e}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -8,7 +8,10 @@ use uuid::Uuid;
 
 use crate::{
     app::Broker,
-    domain::states::seat as ss,
+    domain::{
+        spec::{Dataset, SeatSpec, Workload},
+        states::seat as ss,
+    },
     service::grants,
     store::{
         assignments::{self, AssignmentRow, Payload},
@@ -93,37 +96,17 @@ impl Broker {
     /// one transaction and then sent, so a class of 45 costs two statements,
     /// not 45 transactions.
     pub async fn bind_seats(&self, l: &LessonRow, seats: &[SeatRow]) -> anyhow::Result<()> {
-        let spec = &l.seat_spec.0;
+        let bind = SeatBinding::of(l, self.grace_seconds());
         let rows: Vec<AssignmentRow> = seats
             .iter()
             .filter_map(|seat| {
-                let node_id = seat.node_id?;
-                let payload = Payload {
-                    kind: "seat".into(),
-                    owner_id: l.id,
-                    workload: l.workload.0.clone(),
-                    runtime: spec.runtime.clone(),
-                    cpu_millis: spec.cpu_millis,
-                    memory_mib: spec.memory_mib,
-                    gpus: grants(
-                        &seat.device_indexes,
-                        seat.gpu_memory_mib,
-                        seat.gpu_compute_pct,
-                    ),
-                    grace_seconds: self.cfg.grace.as_secs().min(600) as u32,
-                };
-                Some(AssignmentRow {
-                    id: Uuid::now_v7(),
-                    generation: 1,
-                    kind: "seat".into(),
-                    seat_id: Some(seat.id),
-                    job_id: None,
-                    node_id,
-                    state: "pending".into(),
-                    payload: sqlx::types::Json(payload),
-                    endpoint: String::new(),
-                    ends_at: l.end_at(),
-                })
+                Some(bind.assignment(
+                    seat.id,
+                    seat.node_id?,
+                    &seat.device_indexes,
+                    seat.gpu_memory_mib,
+                    seat.gpu_compute_pct,
+                ))
             })
             .collect();
         if rows.is_empty() {
@@ -134,12 +117,76 @@ impl Broker {
         assignments::insert_seats(&mut tx, &rows).await?;
         lesson_store::set_seats(&mut tx, &seat_ids, ss::STARTING).await?;
         tx.commit().await?;
-        for a in &rows {
+        self.send_seat_assignments(&rows, &l.datasets.0);
+        Ok(())
+    }
+
+    /// Sends committed seat assignments of one lesson to their agents.
+    pub fn send_seat_assignments(&self, rows: &[AssignmentRow], datasets: &[Dataset]) {
+        for a in rows {
             self.metrics.seats_dispatched.inc();
             let mut msg = assign_message(a);
-            add_datasets(&mut msg, self.staged_content(a.node_id, &l.datasets.0));
+            add_datasets(&mut msg, self.staged_content(a.node_id, datasets));
             self.fleet.send(a.node_id, msg);
         }
-        Ok(())
+    }
+
+    /// The stop grace an assignment carries to its agent.
+    pub fn grace_seconds(&self) -> u32 {
+        self.cfg.grace.as_secs().min(600) as u32
+    }
+}
+
+/// What every seat assignment of one lesson shares.
+pub struct SeatBinding<'a> {
+    pub lesson_id: Uuid,
+    pub spec: &'a SeatSpec,
+    pub workload: &'a Workload,
+    pub ends_at: DateTime<Utc>,
+    pub grace_seconds: u32,
+}
+
+impl<'a> SeatBinding<'a> {
+    pub fn of(l: &'a LessonRow, grace_seconds: u32) -> Self {
+        SeatBinding {
+            lesson_id: l.id,
+            spec: &l.seat_spec.0,
+            workload: &l.workload.0,
+            ends_at: l.end_at(),
+            grace_seconds,
+        }
+    }
+
+    /// One seat's assignment, generation 1, not written yet.
+    pub fn assignment(
+        &self,
+        seat_id: Uuid,
+        node_id: Uuid,
+        device_indexes: &[i32],
+        gpu_memory_mib: i64,
+        gpu_compute_pct: i32,
+    ) -> AssignmentRow {
+        let payload = Payload {
+            kind: "seat".into(),
+            owner_id: self.lesson_id,
+            workload: self.workload.clone(),
+            runtime: self.spec.runtime.clone(),
+            cpu_millis: self.spec.cpu_millis,
+            memory_mib: self.spec.memory_mib,
+            gpus: grants(device_indexes, gpu_memory_mib, gpu_compute_pct),
+            grace_seconds: self.grace_seconds,
+        };
+        AssignmentRow {
+            id: Uuid::now_v7(),
+            generation: 1,
+            kind: "seat".into(),
+            seat_id: Some(seat_id),
+            job_id: None,
+            node_id,
+            state: "pending".into(),
+            payload: sqlx::types::Json(payload),
+            endpoint: String::new(),
+            ends_at: self.ends_at,
+        }
     }
 }

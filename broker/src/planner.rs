@@ -45,6 +45,11 @@ struct Inner {
 pub struct LiveCalendar {
     inner: Mutex<Inner>,
     next_hold: AtomicU64,
+    /// Plans take their turn here first. A plan holds `inner` for a few
+    /// milliseconds; a second plan waiting on that (blocking) lock would
+    /// stall its runtime thread, and on a two-core machine that left no
+    /// thread to drive the database while a bell's classes were planned.
+    plan_turn: tokio::sync::Mutex<()>,
 }
 
 impl LiveCalendar {
@@ -145,6 +150,7 @@ impl Broker {
         }
         loop {
             {
+                let _turn = self.calendar.plan_turn.lock().await;
                 let mut g = self.calendar.lock();
                 let decision = placement::place(fleet, &g.cal, &rtt, req, &policy);
                 match (&decision, hold) {

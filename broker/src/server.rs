@@ -25,7 +25,7 @@ pub struct Started {
 }
 
 pub async fn start(cfg: BrokerConfig) -> anyhow::Result<Started> {
-    let store = Store::connect(&cfg.database_url).await?;
+    let store = Store::connect_with(&cfg.database_url, cfg.database_connections).await?;
     store.migrate().await?;
     let grpc = TcpListener::bind(cfg.grpc_addr)
         .await

@@ -434,6 +434,41 @@ async fn a_voucher_expires_on_its_date_and_holds_released_later_expire_too() {
     assert!(matches!(refused, ServiceError::Refused(_)), "{refused}");
 }
 
+/// A lesson booked after its bell starts in its booking's transaction; a
+/// voucher refusal there leaves no lesson, no seat and no assignment, and
+/// sends the agent nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_lesson_after_its_bell_writes_and_sends_nothing() {
+    let h = broker(false).await;
+    school(&h.app, "late-school").await;
+    let (_node, mut rx) = agent(&h.app, "late-school", "gpu-1", &[("nvidia", "Tesla T4")]).await;
+    let refused = h
+        .app
+        .book_lesson(booking(
+            "late-school",
+            Utc::now(),
+            600,
+            2,
+            gpu_seat("nvidia", 25),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, ServiceError::Refused(_)), "{refused}");
+    for table in ["lessons", "seats", "assignments", "reservations"] {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&h.app.store.pool)
+                .await
+                .unwrap();
+        assert_eq!(n, 0, "{table} after a refusal");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(m) = rx.try_recv() {
+        let m = m.unwrap();
+        assert!(!matches!(m.msg, Some(Msg::Assign(_))), "sent {m:?}");
+    }
+}
+
 /// A school with a 3 accelerator-hour voucher, a node with one 910B, and a 3-second
 /// lesson on half of it starting in 1 s.
 async fn half_910b_lesson(

@@ -1,22 +1,28 @@
 //! Booking, reading, listing and cancelling lessons.
 
-use std::time::Instant;
+use std::{
+    collections::{HashMap, HashSet},
+    time::Instant,
+};
 
 use chrono::{DateTime, Utc};
 use classgrid_placement::{self as placement, Admission, DatasetRef, Decision, Owner, Request};
+use tracing::info;
 use uuid::Uuid;
 
 use super::{new_seat, window_ms};
 use crate::{
     app::Broker,
+    dispatch::SeatBinding,
     domain::{
         ServiceError,
         lesson::{Booking, RawBooking, parse_booking},
         states::{lesson as ls, seat as ss},
     },
     store::{
-        self, assignments,
-        lessons::{self as lesson_store, LessonRow, NewLesson, SeatRow},
+        self,
+        assignments::{self, AssignmentRow},
+        lessons::{self as lesson_store, LessonRow, NewLesson, NewSeat, SeatRow},
         reservations,
     },
 };
@@ -109,18 +115,25 @@ impl Broker {
                     site.id,
                     (window_start, window_end),
                     &admission,
+                    &fleet,
                 )
                 .await;
             match written {
-                Ok(Some(refused)) => {
+                Ok(Err(refused)) => {
                     self.abort_hold(hold).await?;
                     return Err(refused);
                 }
-                Ok(None) => {
+                Ok(Ok(Booked { view, started })) => {
                     self.commit_hold(hold);
                     self.refresh_owners(&admission.preempted).await?;
-                    self.clock.notify_one();
-                    return self.lesson(id).await;
+                    if started.is_empty() {
+                        self.clock.notify_one();
+                    } else {
+                        info!(lesson = %id, "lesson live as booked");
+                        self.send_seat_assignments(&started, &b.datasets);
+                        self.lesson_changed(id);
+                    }
+                    return Ok(view);
                 }
                 Err(e) => {
                     self.abort_hold(hold).await?;
@@ -152,8 +165,14 @@ impl Broker {
 
     /// Writes the lesson row, its seats, their reservations and any
     /// preemption in one transaction of a few statements, whatever the class
-    /// size: all or nothing. A voucher or quota refusal comes back as
-    /// `Some`, with nothing written.
+    /// size: all or nothing. A voucher or quota refusal comes back as the
+    /// inner error, with nothing written.
+    ///
+    /// A lesson whose bell has already rung and that has nothing to stage is
+    /// started in the same transaction: it is written live, with its seats'
+    /// assignments, which come back for the caller to send after commit. At a
+    /// district's bell this is most of the classes, and going through the
+    /// clock cost each one two more transactions and a read.
     async fn write_booking(
         &self,
         b: &Booking,
@@ -162,32 +181,33 @@ impl Broker {
         site_id: Uuid,
         (window_start, window_end): (DateTime<Utc>, DateTime<Utc>),
         admission: &Admission,
-    ) -> sqlx::Result<Option<ServiceError>> {
+        fleet: &placement::Fleet,
+    ) -> sqlx::Result<Result<Booked, ServiceError>> {
+        let starts_now = b.datasets.is_empty() && b.start <= Utc::now();
         let mut tx = self.store.pool.begin().await?;
         // The school's bookings queue here, before they lock any node.
-        self.lock_school_vouchers(&mut tx, site_id).await?;
+        let school = self.lock_school_vouchers(&mut tx, site_id).await?;
         let explanation = serde_json::json!({ "admitted": true, "admission": admission });
-        lesson_store::insert_lesson(
-            &mut tx,
-            &NewLesson {
-                id,
-                request_id: b.request_id.as_deref(),
-                school_site_id: site_id,
-                title: &b.title,
-                start_at: b.start,
-                duration_s: b.duration.num_seconds() as i32,
-                seat_count: b.seats as i32,
-                min_seats: b.min_seats as i32,
-                seat_spec: &b.seat,
-                workload: &b.workload,
-                datasets: &b.datasets,
-                max_rtt_ms: b.max_rtt_ms as i32,
-                window_start,
-                window_end,
-                explanation,
-            },
-        )
-        .await?;
+        let lesson = NewLesson {
+            id,
+            request_id: b.request_id.as_deref(),
+            school_site_id: site_id,
+            title: &b.title,
+            start_at: b.start,
+            duration_s: b.duration.num_seconds() as i32,
+            seat_count: b.seats as i32,
+            min_seats: b.min_seats as i32,
+            seat_spec: &b.seat,
+            workload: &b.workload,
+            datasets: &b.datasets,
+            max_rtt_ms: b.max_rtt_ms as i32,
+            window_start,
+            window_end,
+            explanation,
+            state: if starts_now { ls::LIVE } else { ls::BOOKED },
+            created_at: Utc::now(),
+        };
+        lesson_store::insert_lesson(&mut tx, &lesson).await?;
         let owner = Owner::Lesson(id);
         let mut seats = Vec::with_capacity(admission.seats.len());
         let mut rows = Vec::new();
@@ -214,16 +234,58 @@ impl Broker {
         self.preempt_jobs(&mut tx, &admission.preempted, cut, id)
             .await?;
         reservations::insert_many(&mut tx, &rows, &row_seats).await?;
-        lesson_store::insert_seats(&mut tx, id, &seats).await?;
+        let seat_state = if starts_now {
+            ss::STARTING
+        } else {
+            ss::PLANNED
+        };
+        lesson_store::insert_seats(&mut tx, id, &seats, seat_state).await?;
+        let started: Vec<AssignmentRow> = if starts_now {
+            let bind = SeatBinding {
+                lesson_id: id,
+                spec: &b.seat,
+                workload: &b.workload,
+                ends_at: b.end(),
+                grace_seconds: self.grace_seconds(),
+            };
+            seats
+                .iter()
+                .map(|s| {
+                    bind.assignment(
+                        s.id,
+                        s.node_id,
+                        &s.device_indexes,
+                        s.gpu_memory_mib,
+                        s.gpu_compute_pct,
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !started.is_empty() {
+            assignments::insert_seats(&mut tx, &started).await?;
+        }
         // Voucher hold and seat quota, locked in this same transaction.
-        let seats = &admission.seats;
         if let Some(refused) = self
-            .hold_for_lesson(&mut tx, id, site_id, (b.start, b.end()), seats)
+            .hold_for_lesson(
+                &mut tx,
+                school,
+                id,
+                site_id,
+                (b.start, b.end()),
+                &admission.seats,
+            )
             .await?
         {
-            return Ok(Some(refused));
+            return Ok(Err(refused));
         }
-        tx.commit().await.map(|()| None)
+        tx.commit().await?;
+        let view = LessonView {
+            lesson: lesson.as_written(&b.school_site),
+            seats: seats_as_written(id, &seats, seat_state, &started, fleet),
+        };
+        Ok(Ok(Booked { view, started }))
     }
 
     /// Shortens the reservations of jobs a lesson needs so that they end when
@@ -351,6 +413,43 @@ impl Broker {
         self.clock.notify_one();
         self.lesson(id).await
     }
+}
+
+/// A committed booking: the lesson as written, and the assignments to send
+/// when it started as it was booked.
+struct Booked {
+    view: LessonView,
+    started: Vec<AssignmentRow>,
+}
+
+/// The seats as `write_booking` wrote them, in seat order, named by node.
+fn seats_as_written(
+    lesson_id: Uuid,
+    seats: &[NewSeat],
+    state: &str,
+    started: &[AssignmentRow],
+    fleet: &placement::Fleet,
+) -> Vec<SeatRow> {
+    let ids: HashSet<Uuid> = seats.iter().map(|s| s.node_id).collect();
+    let names: HashMap<Uuid, &str> = fleet
+        .nodes
+        .iter()
+        .filter(|n| ids.contains(&n.id))
+        .map(|n| (n.id, n.name.as_str()))
+        .collect();
+    let assigned: HashMap<Uuid, (Uuid, i64)> = started
+        .iter()
+        .filter_map(|a| Some((a.seat_id?, (a.id, a.generation))))
+        .collect();
+    let mut rows: Vec<SeatRow> = seats
+        .iter()
+        .map(|s| {
+            let name = names.get(&s.node_id).map(|n| n.to_string());
+            s.as_written(lesson_id, state, name, assigned.get(&s.id).copied())
+        })
+        .collect();
+    rows.sort_by_key(|s| s.number);
+    rows
 }
 
 /// PostgreSQL broke a lock cycle by aborting this transaction; nothing was

@@ -1,4 +1,4 @@
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::{FromRow, Postgres, Transaction, types::Json};
 use uuid::Uuid;
 
@@ -94,6 +94,73 @@ pub struct NewLesson<'a> {
     pub window_start: DateTime<Utc>,
     pub window_end: DateTime<Utc>,
     pub explanation: serde_json::Value,
+    /// `booked`, or `live` for a lesson started as it is booked.
+    pub state: &'a str,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A time as PostgreSQL keeps it: whole microseconds (sqlx truncates).
+pub fn stored(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
+}
+
+impl NewLesson<'_> {
+    /// The row as `insert_lesson` writes it, for answering a booking without
+    /// reading it back.
+    pub fn as_written(&self, school_site: &str) -> LessonRow {
+        LessonRow {
+            id: self.id,
+            request_id: self.request_id.map(str::to_string),
+            school_site_id: self.school_site_id,
+            school_site: school_site.to_string(),
+            title: self.title.to_string(),
+            start_at: stored(self.start_at),
+            duration_s: self.duration_s,
+            state: self.state.to_string(),
+            seat_count: self.seat_count,
+            min_seats: self.min_seats,
+            seat_spec: Json(self.seat_spec.clone()),
+            workload: Json(self.workload.clone()),
+            datasets: Json(self.datasets.to_vec()),
+            max_rtt_ms: self.max_rtt_ms,
+            window_start: stored(self.window_start),
+            window_end: stored(self.window_end),
+            explanation: Json(self.explanation.clone()),
+            message: String::new(),
+            created_at: stored(self.created_at),
+        }
+    }
+}
+
+impl NewSeat {
+    /// The row as `insert_seats` writes it, with its node's name and, for a
+    /// seat started as booked, its assignment.
+    pub fn as_written(
+        &self,
+        lesson_id: Uuid,
+        state: &str,
+        node_name: Option<String>,
+        assignment: Option<(Uuid, i64)>,
+    ) -> SeatRow {
+        SeatRow {
+            id: self.id,
+            lesson_id,
+            number: self.number,
+            state: state.to_string(),
+            node_id: Some(self.node_id),
+            node_name,
+            device_indexes: self.device_indexes.clone(),
+            gpu_memory_mib: self.gpu_memory_mib,
+            gpu_compute_pct: self.gpu_compute_pct,
+            rtt_ms: Some(self.rtt_ms),
+            rtt_source: Some(self.rtt_source.to_string()),
+            rtt_error_ms: self.rtt_error_ms,
+            endpoint: String::new(),
+            message: String::new(),
+            assignment_id: assignment.map(|a| a.0),
+            generation: assignment.map(|a| a.1),
+        }
+    }
 }
 
 impl Store {
@@ -180,8 +247,8 @@ pub async fn insert_lesson(
 ) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO lessons (id, request_id, school_site_id, title, start_at, duration_s, state, seat_count, min_seats,
-            seat_spec, workload, datasets, max_rtt_ms, window_start, window_end, explanation)
-         VALUES ($1, $2, $3, $4, $5, $6, 'booked', $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            seat_spec, workload, datasets, max_rtt_ms, window_start, window_end, explanation, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $16, $7, $8, $9, $10, $11, $12, $13, $14, $15, $17)",
     )
     .bind(l.id)
     .bind(l.request_id)
@@ -198,6 +265,8 @@ pub async fn insert_lesson(
     .bind(l.window_start)
     .bind(l.window_end)
     .bind(&l.explanation)
+    .bind(l.state)
+    .bind(l.created_at)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -227,18 +296,20 @@ pub async fn insert_seat(
     Ok(())
 }
 
-/// Writes a lesson's planned seats in one statement.
+/// Writes a lesson's seats in one statement, `planned` or (started as
+/// booked) `starting`.
 pub async fn insert_seats(
     tx: &mut Transaction<'_, Postgres>,
     lesson_id: Uuid,
     seats: &[NewSeat],
+    state: &str,
 ) -> sqlx::Result<()> {
     // Device lists differ in length, which a 2-D array cannot hold; they
     // travel as JSON arrays and are unpacked in the statement.
     let devices: Vec<Json<&Vec<i32>>> = seats.iter().map(|s| Json(&s.device_indexes)).collect();
     sqlx::query(
         "INSERT INTO seats (id, lesson_id, number, state, node_id, device_indexes, gpu_memory_mib, gpu_compute_pct, rtt_ms, rtt_source, rtt_error_ms)
-         SELECT id, $1, number, 'planned', node_id,
+         SELECT id, $1, number, $11, node_id,
                 ARRAY(SELECT jsonb_array_elements_text(devices)::int), gmem, gpct, rtt, src, err
          FROM UNNEST($2::uuid[], $3::int[], $4::uuid[], $5::jsonb[], $6::int8[], $7::int[], $8::float8[], $9::text[], $10::float8[])
               AS t(id, number, node_id, devices, gmem, gpct, rtt, src, err)",
@@ -253,6 +324,7 @@ pub async fn insert_seats(
     .bind(seats.iter().map(|s| s.rtt_ms).collect::<Vec<_>>())
     .bind(seats.iter().map(|s| s.rtt_source).collect::<Vec<_>>())
     .bind(seats.iter().map(|s| s.rtt_error_ms).collect::<Vec<_>>())
+    .bind(state)
     .execute(&mut **tx)
     .await?;
     Ok(())

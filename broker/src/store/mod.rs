@@ -28,6 +28,13 @@ use sqlx::{
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// The pool's size unless configured (`database_connections`). Booking
+/// transactions spend much of their time waiting on row locks and round
+/// trips, so more connections than cores keep PostgreSQL busy at a bell:
+/// on the 2-core storm, 8 took 3.3 s, 16 took 2.2 s, 32 took 1.8 s and 64
+/// was no better (docs/benchmarks.md).
+pub const DEFAULT_CONNECTIONS: u32 = 32;
+
 #[derive(Clone)]
 pub struct Store {
     pub pool: PgPool,
@@ -37,6 +44,11 @@ impl Store {
     /// Connects, creating the database first when it does not exist yet, so a
     /// fresh installation needs nothing but a running server.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Self::connect_with(url, DEFAULT_CONNECTIONS).await
+    }
+
+    /// `connect`, opening at most `max_connections` (as they are needed).
+    pub async fn connect_with(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let opts: PgConnectOptions = url
             .parse()
             .map_err(|e| anyhow::anyhow!("database_url: not a PostgreSQL URL: {e}"))?;
@@ -49,7 +61,7 @@ impl Store {
                 .map_err(|e| unreachable_db(url, e))?;
         }
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect_with(opts)
             .await

@@ -86,6 +86,22 @@ pub async fn broker(db: &TestDb) -> App {
 
 /// Registers a node on `app` and keeps its session open; returns its id.
 pub async fn attached_node(app: &App, site: &str, name: &str, cap: pb::NodeCapacity) -> Uuid {
+    let (id, rx) = agent_session(app, site, name, cap).await;
+    std::mem::forget(rx);
+    id
+}
+
+/// What the broker sends a node's agent.
+pub type AgentInbox = tokio::sync::mpsc::Receiver<Result<pb::BrokerMessage, tonic::Status>>;
+
+/// Registers a node on `app` with an open session; returns its id and what
+/// the broker sends its agent.
+pub async fn agent_session(
+    app: &App,
+    site: &str,
+    name: &str,
+    cap: pb::NodeCapacity,
+) -> (Uuid, AgentInbox) {
     let live = app
         .register_node(&pb::Register {
             site: site.into(),
@@ -97,9 +113,8 @@ pub async fn attached_node(app: &App, site: &str, name: &str, cap: pb::NodeCapac
         .unwrap();
     let id = live.id;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    std::mem::forget(rx);
     app.fleet.attach(live, tx);
-    id
+    (id, rx)
 }
 
 /// A one-seat, 40-minute lesson of 500 millicores and 1 GiB (and `gpu` if

@@ -14,7 +14,7 @@ use crate::{
         jobs::{self as job_store, JobRow},
         vouchers::{self as store, NewEntry},
     },
-    vouchers::{Need, SeatCost, allocate, hours, quota, worst_case_uah},
+    vouchers::{EligibleVoucher, Need, SeatCost, allocate, hours, quota, worst_case_uah},
 };
 
 /// A refusal that reads like a placement refusal, with the numbers.
@@ -30,6 +30,13 @@ fn refused(filter: &'static str, sentence: String) -> ServiceError {
     }))
 }
 
+/// A school's quota row and live vouchers (with their balances), locked in
+/// a transaction: what its holds are decided from, read once.
+pub struct SchoolLock {
+    quota: Option<i32>,
+    vouchers: Vec<EligibleVoucher>,
+}
+
 impl Broker {
     /// Booking hook, first in the transaction: locks the school's quota
     /// row and live vouchers, so that one school's concurrent bookings queue
@@ -39,10 +46,10 @@ impl Broker {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         school_site_id: Uuid,
-    ) -> sqlx::Result<()> {
-        store::lock_quota(tx, school_site_id).await?;
-        store::lock_live_vouchers(tx, school_site_id, Utc::now()).await?;
-        Ok(())
+    ) -> sqlx::Result<SchoolLock> {
+        let quota = store::lock_quota(tx, school_site_id).await?;
+        let vouchers = store::lock_live_vouchers(tx, school_site_id, Utc::now()).await?;
+        Ok(SchoolLock { quota, vouchers })
     }
 
     /// Booking hook: holds the lesson's worst-case cost, from its start to
@@ -51,6 +58,7 @@ impl Broker {
     pub async fn hold_for_lesson(
         &self,
         tx: &mut Transaction<'_, Postgres>,
+        lock: SchoolLock,
         lesson_id: Uuid,
         school_site_id: Uuid,
         (start, end): (DateTime<Utc>, DateTime<Utc>),
@@ -59,7 +67,15 @@ impl Broker {
         let grace = chrono::Duration::from_std(self.cfg.grace).unwrap_or_default();
         let owner = Owner::Lesson(lesson_id);
         let verdict = self
-            .admit(tx, owner, school_site_id, (start, end), end + grace, seats)
+            .admit(
+                tx,
+                Some(lock),
+                owner,
+                school_site_id,
+                (start, end),
+                end + grace,
+                seats,
+            )
             .await?;
         Ok(verdict.map(|(filter, sentence)| refused(filter, sentence)))
     }
@@ -78,7 +94,15 @@ impl Broker {
         let seats = std::slice::from_ref(seat);
         let owner = Owner::Job(job.id);
         match self
-            .admit(tx, owner, job.school_site_id, (start, end), stop, seats)
+            .admit(
+                tx,
+                None,
+                owner,
+                job.school_site_id,
+                (start, end),
+                stop,
+                seats,
+            )
             .await?
         {
             None => Ok(true),
@@ -92,9 +116,11 @@ impl Broker {
 
     /// Checks quota, then holds the cost; answers the refusal, if any, as
     /// (filter, sentence).
+    #[allow(clippy::too_many_arguments)]
     async fn admit(
         &self,
         tx: &mut Transaction<'_, Postgres>,
+        lock: Option<SchoolLock>,
         owner: Owner,
         school_site_id: Uuid,
         (start, end): (DateTime<Utc>, DateTime<Utc>),
@@ -106,7 +132,11 @@ impl Broker {
             .site_by_id(school_site_id)
             .map(|s| s.name)
             .unwrap_or_else(|| school_site_id.to_string());
-        if let Some(max) = store::lock_quota(tx, school_site_id).await? {
+        let lock = match lock {
+            Some(l) => l,
+            None => self.lock_school_vouchers(tx, school_site_id).await?,
+        };
+        if let Some(max) = lock.quota {
             let busy = store::busy_seats(tx, school_site_id, start, end, owner).await?;
             let peak = quota::peak(&busy, start, end);
             if let Some(s) = quota::check(i64::from(max), peak, seats.len() as i64, &school) {
@@ -133,8 +163,7 @@ impl Broker {
             end: charge_end,
             nodes,
         };
-        let vouchers = store::lock_live_vouchers(tx, school_site_id, Utc::now()).await?;
-        let holds = match allocate(&vouchers, &need) {
+        let holds = match allocate(&lock.vouchers, &need) {
             Ok(h) => h,
             Err(short) => return Ok(Some(("voucher", short.sentence(&school)))),
         };
