@@ -268,8 +268,15 @@ async fn storm_on(
     }
 
     // Running: the broker has recorded every seat's RUNNING from its agent.
+    // Counting the seats in PostgreSQL every few milliseconds would load the
+    // database under test, so wait first for the agents to have sent every
+    // RUNNING (a counter here), then for the broker to have recorded them.
     let mut db = sqlx::PgConnection::connect(db_url).await?;
     let deadline = t0 + Duration::from_secs(a.timeout_s);
+    while acked.load(Ordering::Relaxed) < placed && Instant::now() < deadline {
+        run_bar.set_position(acked.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let running_s = loop {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM seats WHERE state = 'running'")
             .fetch_one(&mut db)
@@ -285,7 +292,7 @@ async fn storm_on(
                 acked.load(Ordering::Relaxed)
             );
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     };
     run_bar.finish();
     latencies.sort();
