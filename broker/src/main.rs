@@ -6,6 +6,12 @@ use classgrid_broker::{
 };
 use classgrid_common::telemetry;
 
+/// glibc's allocator took about a third of the runtime's CPU at a bell (many
+/// small, short-lived allocations across threads); mimalloc made the storm
+/// about 10 % faster (decision 068).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The classgrid regional broker: matches lessons and jobs from course
 /// platforms to school, district and cloud nodes.
 ///

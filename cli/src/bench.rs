@@ -200,7 +200,9 @@ async fn storm_on(
     node_bar.set_prefix("nodes");
     let acked = Arc::new(AtomicU64::new(0));
     let mut registered = Vec::new();
-    let mut agent_ch = ch.clone();
+    // Agents never share the platform's connection: real ones are other
+    // machines. (Sharing it held booking answers behind agent traffic.)
+    let mut agent_ch = channel(grpc_url.to_string()).await?;
     for i in 0..a.nodes {
         if i > 0 && i.is_multiple_of(NODES_PER_CONNECTION) {
             agent_ch = channel(grpc_url.to_string()).await?;
