@@ -173,6 +173,7 @@ impl Broker {
     /// assignments, which come back for the caller to send after commit. At a
     /// district's bell this is most of the classes, and going through the
     /// clock cost each one two more transactions and a read.
+    #[allow(clippy::too_many_arguments)]
     async fn write_booking(
         &self,
         b: &Booking,
@@ -240,26 +241,8 @@ impl Broker {
             ss::PLANNED
         };
         lesson_store::insert_seats(&mut tx, id, &seats, seat_state).await?;
-        let started: Vec<AssignmentRow> = if starts_now {
-            let bind = SeatBinding {
-                lesson_id: id,
-                spec: &b.seat,
-                workload: &b.workload,
-                ends_at: b.end(),
-                grace_seconds: self.grace_seconds(),
-            };
-            seats
-                .iter()
-                .map(|s| {
-                    bind.assignment(
-                        s.id,
-                        s.node_id,
-                        &s.device_indexes,
-                        s.gpu_memory_mib,
-                        s.gpu_compute_pct,
-                    )
-                })
-                .collect()
+        let started = if starts_now {
+            self.seat_assignments(id, b, &seats)
         } else {
             Vec::new()
         };
@@ -282,10 +265,33 @@ impl Broker {
         }
         tx.commit().await?;
         let view = LessonView {
-            lesson: lesson.as_written(&b.school_site),
+            lesson: lesson.into_written(&b.school_site),
             seats: seats_as_written(id, &seats, seat_state, &started, fleet),
         };
         Ok(Ok(Booked { view, started }))
+    }
+
+    /// The assignments (generation 1) of a lesson started as it is booked.
+    fn seat_assignments(&self, id: Uuid, b: &Booking, seats: &[NewSeat]) -> Vec<AssignmentRow> {
+        let bind = SeatBinding {
+            lesson_id: id,
+            spec: &b.seat,
+            workload: &b.workload,
+            ends_at: b.end(),
+            grace_seconds: self.grace_seconds(),
+        };
+        seats
+            .iter()
+            .map(|s| {
+                bind.assignment(
+                    s.id,
+                    s.node_id,
+                    &s.device_indexes,
+                    s.gpu_memory_mib,
+                    s.gpu_compute_pct,
+                )
+            })
+            .collect()
     }
 
     /// Shortens the reservations of jobs a lesson needs so that they end when

@@ -105,9 +105,9 @@ pub fn stored(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 impl NewLesson<'_> {
-    /// The row as `insert_lesson` writes it, for answering a booking without
+    /// The row as `insert_lesson` wrote it, for answering a booking without
     /// reading it back.
-    pub fn as_written(&self, school_site: &str) -> LessonRow {
+    pub fn into_written(self, school_site: &str) -> LessonRow {
         LessonRow {
             id: self.id,
             request_id: self.request_id.map(str::to_string),
@@ -125,7 +125,7 @@ impl NewLesson<'_> {
             max_rtt_ms: self.max_rtt_ms,
             window_start: stored(self.window_start),
             window_end: stored(self.window_end),
-            explanation: Json(self.explanation.clone()),
+            explanation: Json(self.explanation),
             message: String::new(),
             created_at: stored(self.created_at),
         }
