@@ -24,8 +24,8 @@ use crate::{
 };
 
 const TICK: Duration = Duration::from_millis(250);
-/// Lessons stepped at once; well under the pool's 16 connections, so that
-/// bookings and agent reports still get theirs.
+/// Lessons stepped at once; well under the pool's connections (32 unless
+/// configured), so that bookings and agent reports still get theirs.
 const LESSON_STEPS_AT_ONCE: usize = 8;
 const JOB_TICK: Duration = Duration::from_secs(1);
 /// Re-reads the calendar from PostgreSQL: drops rows whose window passed and
@@ -135,10 +135,7 @@ impl Broker {
             if seat.state != ss::STAGED {
                 continue;
             }
-            let connected = seat
-                .node_id
-                .and_then(|n| self.fleet.node(n))
-                .is_some_and(|n| n.is_connected());
+            let connected = seat.node_id.is_some_and(|n| self.fleet.is_connected(n));
             if connected {
                 bind.push(seat);
                 continue;

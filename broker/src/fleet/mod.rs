@@ -289,6 +289,17 @@ impl Fleet {
             .cloned()
     }
 
+    /// Whether the node has a live session here; no copy of the node is made
+    /// (asked once per seat at a start and per assignment at settlement).
+    pub fn is_connected(&self, id: Uuid) -> bool {
+        self.inner
+            .read()
+            .expect("fleet lock")
+            .nodes
+            .get(&id)
+            .is_some_and(LiveNode::is_connected)
+    }
+
     pub fn nodes(&self) -> Vec<LiveNode> {
         let mut v: Vec<_> = self
             .inner

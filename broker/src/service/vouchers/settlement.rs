@@ -155,9 +155,9 @@ impl Broker {
         };
         let wait = chrono::Duration::from_std(USAGE_WAIT).unwrap_or_default();
         let nodes = store::owner_assignment_nodes(&self.store.pool, owner, at).await?;
-        Ok(nodes.iter().any(|(node, ends_at)| {
-            now < *ends_at + wait && !self.fleet.node(*node).is_some_and(|n| n.is_connected())
-        }))
+        Ok(nodes
+            .iter()
+            .any(|(node, ends_at)| now < *ends_at + wait && !self.fleet.is_connected(*node)))
     }
 
     /// Releases each hold of one booking and charges what its owner's work
