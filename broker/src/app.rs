@@ -37,6 +37,8 @@ pub struct Broker {
     pub edge: crate::service::edge::EdgeState,
     /// Agent connections carried by site edges' relays.
     pub relays: crate::relay::Relays,
+    /// Planned bookings waiting to be written, several per transaction.
+    pub booking_writes: crate::service::booking_writes::BookingWriters,
 }
 
 impl Broker {
@@ -73,7 +75,9 @@ impl Broker {
             limiter,
             edge,
             relays: Default::default(),
+            booking_writes: Default::default(),
         });
+        crate::service::booking_writes::start(&app);
         // Read before serving: a first read under a booking storm keeps
         // racing the storm's own holds, and every booking would repeat it.
         app.reload_calendar().await?;

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub bookings_admitted: Counter,
     pub bookings_refused: Counter,
     pub booking_seconds: Histogram,
+    pub booking_batch_size: Histogram,
     pub seats_dispatched: Counter,
     pub agent_sessions: Gauge,
     pub agent_refused: Counter,
@@ -28,6 +29,7 @@ impl Default for Metrics {
             booking_seconds: Histogram::new([
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
+            booking_batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0]),
             seats_dispatched: Counter::default(),
             agent_sessions: Gauge::default(),
             agent_refused: Counter::default(),
@@ -46,6 +48,11 @@ impl Default for Metrics {
             "booking_seconds",
             "Time to admit or refuse a booking",
             m.booking_seconds.clone(),
+        );
+        r.register(
+            "booking_batch_size",
+            "Bookings written per database transaction",
+            m.booking_batch_size.clone(),
         );
         r.register(
             "seats_dispatched",

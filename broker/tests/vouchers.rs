@@ -469,6 +469,159 @@ async fn a_refused_lesson_after_its_bell_writes_and_sends_nothing() {
     }
 }
 
+/// Bookings of eight schools at their bell, held back until they queue for
+/// the writers, are written several to a transaction. Each keeps its own
+/// verdict: a school whose voucher is too small is refused alone, and a
+/// school whose node was filled behind the broker's back (so its batch fails
+/// in the database) is re-planned on its own and refused, while the rest of
+/// that batch is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bookings_written_together_keep_each_schools_own_verdict() {
+    let h = broker(false).await;
+    let one = worst_case_uah(
+        &[SeatCost::of(&[(25, "Tesla T4")], &WeightTable::default())],
+        600 + GRACE_S,
+    );
+    let until = Utc::now() + chrono::Duration::days(30);
+    let mut nodes = Vec::new();
+    let mut vouchers = Vec::new();
+    for i in 0..8 {
+        let name = format!("batch-school-{i}");
+        school(&h.app, &name).await;
+        nodes.push(agent(&h.app, &name, "gpu-1", &[("nvidia", "Tesla T4")]).await);
+        // School 7 can pay for nothing.
+        vouchers.push(issue(&h.app, &name, if i == 7 { 1 } else { one }, until).await);
+    }
+
+    // Every voucher locked: the first batches wait, the rest queue.
+    let mut blocker = h.app.store.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM vouchers FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let app = h.app.clone();
+        tasks.push(tokio::spawn(async move {
+            let school = format!("batch-school-{i}");
+            // Own-site nodes only (2 ms); the district's are 8 ms away.
+            let b = RawBooking {
+                max_rtt_ms: 5,
+                ..booking(&school, Utc::now(), 600, 1, gpu_seat("nvidia", 25))
+            };
+            app.book_lesson(b).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // School 3's only device, taken whole by a writer the broker does not see.
+    sqlx::query(
+        "INSERT INTO reservations (owner_kind, owner_id, node_id, device_idx, during, gpu_memory_mib, gpu_compute_pct)
+         VALUES ('job', $1, $2, 0, tstzrange(now() - interval '1 hour', now() + interval '1 day'), 16384, 100)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(nodes[3].0)
+    .execute(&h.app.store.pool)
+    .await
+    .unwrap();
+    blocker.rollback().await.unwrap();
+
+    let mut verdicts = Vec::new();
+    for t in tasks {
+        verdicts.push(t.await.unwrap());
+    }
+    for (i, v) in verdicts.iter().enumerate() {
+        match (i, v) {
+            (3, Err(ServiceError::Refused(e))) => assert!(
+                e.filters
+                    .iter()
+                    .any(|f| f.filter == "calendar" && f.removed == 1),
+                "school 3 re-planned against its full node: {e:?}"
+            ),
+            (7, Err(ServiceError::Refused(e))) => {
+                assert!(
+                    e.summary.contains("accelerator-hours needed"),
+                    "{}",
+                    e.summary
+                )
+            }
+            (3 | 7, other) => panic!(
+                "school {i} should be refused, got {:?}",
+                other.as_ref().map(|v| &v.lesson.state)
+            ),
+            (_, Ok(v)) => {
+                assert_eq!(v.lesson.state, "live", "school {i}");
+                assert_eq!(v.seats.len(), 1);
+                assert_eq!(v.seats[0].state, "starting");
+                assert_eq!(v.seats[0].node_id, Some(nodes[i].0));
+                assert!(v.seats[0].assignment_id.is_some());
+            }
+            (_, Err(e)) => panic!("school {i} refused: {e}"),
+        }
+    }
+
+    // Some transaction carried more than one booking.
+    let metrics = h.app.metrics.render();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let (batches, written) = (
+        value("classgrid_booking_batch_size_count"),
+        value("classgrid_booking_batch_size_sum"),
+    );
+    assert!(
+        written >= 8.0 && batches < written,
+        "{batches} batches for {written} bookings"
+    );
+
+    // The database holds the admitted six and nothing of the refused two.
+    let count = |sql: &'static str| {
+        let pool = h.app.store.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("SELECT count(*) FROM lessons").await, 6);
+    assert_eq!(
+        count("SELECT count(*) FROM seats WHERE state = 'starting'").await,
+        6
+    );
+    assert_eq!(count("SELECT count(*) FROM assignments").await, 6);
+    assert_eq!(
+        count("SELECT count(*) FROM reservations WHERE owner_kind = 'lesson'").await,
+        6
+    );
+    for (i, (voucher, (_, rx))) in vouchers.iter().zip(nodes.iter_mut()).enumerate() {
+        let holds: Vec<_> = rows(&h.app, *voucher)
+            .await
+            .into_iter()
+            .filter(|r| r.0 == "hold")
+            .collect();
+        let admitted = verdicts[i].is_ok();
+        assert_eq!(holds.len(), usize::from(admitted), "school {i}'s holds");
+        if let (Ok(v), Some(hold)) = (&verdicts[i], holds.first()) {
+            assert_eq!(hold.2, Some(v.lesson.id));
+        }
+        let mut assigned = 0;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while let Ok(m) = rx.try_recv() {
+            if matches!(m.unwrap().msg, Some(Msg::Assign(_))) {
+                assigned += 1;
+            }
+        }
+        assert_eq!(
+            assigned,
+            usize::from(admitted),
+            "school {i}'s node got its Assign"
+        );
+    }
+}
+
 /// A school with a 3 accelerator-hour voucher, a node with one 910B, and a 3-second
 /// lesson on half of it starting in 1 s.
 async fn half_910b_lesson(

@@ -1,28 +1,26 @@
 //! Booking, reading, listing and cancelling lessons.
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
 use chrono::{DateTime, Utc};
-use classgrid_placement::{self as placement, Admission, DatasetRef, Decision, Owner, Request};
+use classgrid_placement::{self as placement, DatasetRef, Decision, Owner, Request};
 use tracing::info;
 use uuid::Uuid;
 
-use super::{new_seat, window_ms};
+use super::{
+    booking_writes::{Booked, BookingInput, BookingWrite},
+    window_ms,
+};
 use crate::{
     app::Broker,
-    dispatch::SeatBinding,
     domain::{
         ServiceError,
-        lesson::{Booking, RawBooking, parse_booking},
+        lesson::{RawBooking, parse_booking},
         states::{lesson as ls, seat as ss},
     },
     store::{
-        self,
-        assignments::{self, AssignmentRow},
-        lessons::{self as lesson_store, LessonRow, NewLesson, NewSeat, SeatRow},
+        self, assignments,
+        lessons::{self as lesson_store, LessonRow, SeatRow},
         reservations,
     },
 };
@@ -96,8 +94,17 @@ impl Broker {
 
         let id = Uuid::now_v7();
         let owner = Owner::Lesson(id);
+        let input = Arc::new(BookingInput {
+            b,
+            req,
+            id,
+            site_id: site.id,
+            window: (window_start, window_end),
+            fleet,
+        });
+        let (b, req, fleet) = (&input.b, &input.req, &input.fleet);
         for _ in 0..BOOK_ATTEMPTS {
-            let (decision, hold) = self.plan(&fleet, &req, Some(owner)).await?;
+            let (decision, hold) = self.plan(fleet, req, Some(owner)).await?;
             let (admission, hold) = match (decision, hold) {
                 (Decision::Admitted(a), Some(hold)) => (a, hold),
                 (Decision::Refused(e), _) => return Err(ServiceError::Refused(Box::new(e))),
@@ -107,17 +114,11 @@ impl Broker {
                     ));
                 }
             };
-            let written = self
-                .write_booking(
-                    &b,
-                    &req,
-                    id,
-                    site.id,
-                    (window_start, window_end),
-                    &admission,
-                    &fleet,
-                )
-                .await;
+            let write = Arc::new(BookingWrite {
+                input: input.clone(),
+                admission,
+            });
+            let written = self.write_booking(write.clone()).await;
             match written {
                 Ok(Err(refused)) => {
                     self.abort_hold(hold).await?;
@@ -125,7 +126,7 @@ impl Broker {
                 }
                 Ok(Ok(Booked { view, started })) => {
                     self.commit_hold(hold);
-                    self.refresh_owners(&admission.preempted).await?;
+                    self.refresh_owners(&write.admission.preempted).await?;
                     if started.is_empty() {
                         self.clock.notify_one();
                     } else {
@@ -161,137 +162,6 @@ impl Broker {
         Err(ServiceError::Conflict(
             "capacity kept changing under concurrent bookings; retry the booking".into(),
         ))
-    }
-
-    /// Writes the lesson row, its seats, their reservations and any
-    /// preemption in one transaction of a few statements, whatever the class
-    /// size: all or nothing. A voucher or quota refusal comes back as the
-    /// inner error, with nothing written.
-    ///
-    /// A lesson whose bell has already rung and that has nothing to stage is
-    /// started in the same transaction: it is written live, with its seats'
-    /// assignments, which come back for the caller to send after commit. At a
-    /// district's bell this is most of the classes, and going through the
-    /// clock cost each one two more transactions and a read.
-    #[allow(clippy::too_many_arguments)]
-    async fn write_booking(
-        &self,
-        b: &Booking,
-        req: &Request,
-        id: Uuid,
-        site_id: Uuid,
-        (window_start, window_end): (DateTime<Utc>, DateTime<Utc>),
-        admission: &Admission,
-        fleet: &placement::Fleet,
-    ) -> sqlx::Result<Result<Booked, ServiceError>> {
-        let starts_now = b.datasets.is_empty() && b.start <= Utc::now();
-        let mut tx = self.store.pool.begin().await?;
-        // The school's bookings queue here, before they lock any node.
-        let school = self.lock_school_vouchers(&mut tx, site_id).await?;
-        let explanation = serde_json::json!({ "admitted": true, "admission": admission });
-        let lesson = NewLesson {
-            id,
-            request_id: b.request_id.as_deref(),
-            school_site_id: site_id,
-            title: &b.title,
-            start_at: b.start,
-            duration_s: b.duration.num_seconds() as i32,
-            seat_count: b.seats as i32,
-            min_seats: b.min_seats as i32,
-            seat_spec: &b.seat,
-            workload: &b.workload,
-            datasets: &b.datasets,
-            max_rtt_ms: b.max_rtt_ms as i32,
-            window_start,
-            window_end,
-            explanation,
-            state: if starts_now { ls::LIVE } else { ls::BOOKED },
-            created_at: Utc::now(),
-        };
-        lesson_store::insert_lesson(&mut tx, &lesson).await?;
-        let owner = Owner::Lesson(id);
-        let mut seats = Vec::with_capacity(admission.seats.len());
-        let mut rows = Vec::new();
-        let mut row_seats = Vec::new();
-        for p in &admission.seats {
-            let seat_id = Uuid::now_v7();
-            seats.push(new_seat(seat_id, p));
-            for r in p.reservations(req, owner) {
-                rows.push(r);
-                row_seats.push(Some(seat_id));
-            }
-        }
-        // Reservations first, node by node in one order: the capacity
-        // trigger locks each node row, and a seat's foreign key would take a
-        // weaker lock on it first, which two bookings could deadlock on.
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&i| rows[i].node_id);
-        let rows: Vec<_> = order.iter().map(|&i| rows[i].clone()).collect();
-        let row_seats: Vec<_> = order.iter().map(|&i| row_seats[i]).collect();
-        // Jobs in the way give up their capacity first, or the trigger
-        // would count it against the new seats.
-        // The rows' windows are whole milliseconds; cut the jobs there.
-        let cut = reservations::to_time(req.window.start);
-        self.preempt_jobs(&mut tx, &admission.preempted, cut, id)
-            .await?;
-        reservations::insert_many(&mut tx, &rows, &row_seats).await?;
-        let seat_state = if starts_now {
-            ss::STARTING
-        } else {
-            ss::PLANNED
-        };
-        lesson_store::insert_seats(&mut tx, id, &seats, seat_state).await?;
-        let started = if starts_now {
-            self.seat_assignments(id, b, &seats)
-        } else {
-            Vec::new()
-        };
-        if !started.is_empty() {
-            assignments::insert_seats(&mut tx, &started).await?;
-        }
-        // Voucher hold and seat quota, locked in this same transaction.
-        if let Some(refused) = self
-            .hold_for_lesson(
-                &mut tx,
-                school,
-                id,
-                site_id,
-                (b.start, b.end()),
-                &admission.seats,
-            )
-            .await?
-        {
-            return Ok(Err(refused));
-        }
-        tx.commit().await?;
-        let view = LessonView {
-            lesson: lesson.into_written(&b.school_site),
-            seats: seats_as_written(id, &seats, seat_state, &started, fleet),
-        };
-        Ok(Ok(Booked { view, started }))
-    }
-
-    /// The assignments (generation 1) of a lesson started as it is booked.
-    fn seat_assignments(&self, id: Uuid, b: &Booking, seats: &[NewSeat]) -> Vec<AssignmentRow> {
-        let bind = SeatBinding {
-            lesson_id: id,
-            spec: &b.seat,
-            workload: &b.workload,
-            ends_at: b.end(),
-            grace_seconds: self.grace_seconds(),
-        };
-        seats
-            .iter()
-            .map(|s| {
-                bind.assignment(
-                    s.id,
-                    s.node_id,
-                    &s.device_indexes,
-                    s.gpu_memory_mib,
-                    s.gpu_compute_pct,
-                )
-            })
-            .collect()
     }
 
     /// Shortens the reservations of jobs a lesson needs so that they end when
@@ -419,43 +289,6 @@ impl Broker {
         self.clock.notify_one();
         self.lesson(id).await
     }
-}
-
-/// A committed booking: the lesson as written, and the assignments to send
-/// when it started as it was booked.
-struct Booked {
-    view: LessonView,
-    started: Vec<AssignmentRow>,
-}
-
-/// The seats as `write_booking` wrote them, in seat order, named by node.
-fn seats_as_written(
-    lesson_id: Uuid,
-    seats: &[NewSeat],
-    state: &str,
-    started: &[AssignmentRow],
-    fleet: &placement::Fleet,
-) -> Vec<SeatRow> {
-    let ids: HashSet<Uuid> = seats.iter().map(|s| s.node_id).collect();
-    let names: HashMap<Uuid, &str> = fleet
-        .nodes
-        .iter()
-        .filter(|n| ids.contains(&n.id))
-        .map(|n| (n.id, n.name.as_str()))
-        .collect();
-    let assigned: HashMap<Uuid, (Uuid, i64)> = started
-        .iter()
-        .filter_map(|a| Some((a.seat_id?, (a.id, a.generation))))
-        .collect();
-    let mut rows: Vec<SeatRow> = seats
-        .iter()
-        .map(|s| {
-            let name = names.get(&s.node_id).map(|n| n.to_string());
-            s.as_written(lesson_id, state, name, assigned.get(&s.id).copied())
-        })
-        .collect();
-    rows.sort_by_key(|s| s.number);
-    rows
 }
 
 /// PostgreSQL broke a lock cycle by aborting this transaction; nothing was

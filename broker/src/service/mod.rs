@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod booking_writes;
 pub mod edge;
 pub mod fleet;
 pub mod jobs;

@@ -2,7 +2,7 @@
 //! with alerts, the ledger, usage reports and seat quotas. Admission and
 //! settlement hooks for the booking path live in the submodules.
 
-mod admission;
+pub(crate) mod admission;
 mod settlement;
 
 use chrono::{DateTime, Utc};

@@ -241,32 +241,35 @@ impl Store {
     }
 }
 
-pub async fn insert_lesson(
+/// Writes many lessons in one statement (a batch of bookings).
+pub async fn insert_lessons(
     tx: &mut Transaction<'_, Postgres>,
-    l: &NewLesson<'_>,
+    ls: &[&NewLesson<'_>],
 ) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO lessons (id, request_id, school_site_id, title, start_at, duration_s, state, seat_count, min_seats,
             seat_spec, workload, datasets, max_rtt_ms, window_start, window_end, explanation, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $16, $7, $8, $9, $10, $11, $12, $13, $14, $15, $17)",
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[], $6::int[], $7::text[],
+            $8::int[], $9::int[], $10::jsonb[], $11::jsonb[], $12::jsonb[], $13::int[], $14::timestamptz[],
+            $15::timestamptz[], $16::jsonb[], $17::timestamptz[])",
     )
-    .bind(l.id)
-    .bind(l.request_id)
-    .bind(l.school_site_id)
-    .bind(l.title)
-    .bind(l.start_at)
-    .bind(l.duration_s)
-    .bind(l.seat_count)
-    .bind(l.min_seats)
-    .bind(Json(l.seat_spec))
-    .bind(Json(l.workload))
-    .bind(Json(l.datasets))
-    .bind(l.max_rtt_ms)
-    .bind(l.window_start)
-    .bind(l.window_end)
-    .bind(&l.explanation)
-    .bind(l.state)
-    .bind(l.created_at)
+    .bind(ls.iter().map(|l| l.id).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.request_id).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.school_site_id).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.title).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.start_at).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.duration_s).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.state).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.seat_count).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.min_seats).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| Json(l.seat_spec)).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| Json(l.workload)).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| Json(l.datasets)).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.max_rtt_ms).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.window_start).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.window_end).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| Json(&l.explanation)).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.created_at).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -296,35 +299,40 @@ pub async fn insert_seat(
     Ok(())
 }
 
-/// Writes a lesson's seats in one statement, `planned` or (started as
-/// booked) `starting`.
+/// A seat to write: its lesson, its state (`planned`, or `starting` when
+/// started as booked) and the seat.
+pub struct SeatInsert<'a> {
+    pub lesson_id: Uuid,
+    pub state: &'a str,
+    pub seat: &'a NewSeat,
+}
+
+/// Writes seats, of one lesson or of a batch of bookings, in one statement.
 pub async fn insert_seats(
     tx: &mut Transaction<'_, Postgres>,
-    lesson_id: Uuid,
-    seats: &[NewSeat],
-    state: &str,
+    rows: &[SeatInsert<'_>],
 ) -> sqlx::Result<()> {
     // Device lists differ in length, which a 2-D array cannot hold; they
     // travel as JSON arrays and are unpacked in the statement.
-    let devices: Vec<Json<&Vec<i32>>> = seats.iter().map(|s| Json(&s.device_indexes)).collect();
+    let devices: Vec<Json<&Vec<i32>>> = rows.iter().map(|r| Json(&r.seat.device_indexes)).collect();
     sqlx::query(
         "INSERT INTO seats (id, lesson_id, number, state, node_id, device_indexes, gpu_memory_mib, gpu_compute_pct, rtt_ms, rtt_source, rtt_error_ms)
-         SELECT id, $1, number, $11, node_id,
+         SELECT id, lesson_id, number, state, node_id,
                 ARRAY(SELECT jsonb_array_elements_text(devices)::int), gmem, gpct, rtt, src, err
-         FROM UNNEST($2::uuid[], $3::int[], $4::uuid[], $5::jsonb[], $6::int8[], $7::int[], $8::float8[], $9::text[], $10::float8[])
-              AS t(id, number, node_id, devices, gmem, gpct, rtt, src, err)",
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::uuid[], $6::jsonb[], $7::int8[], $8::int[], $9::float8[], $10::text[], $11::float8[])
+              AS t(id, lesson_id, number, state, node_id, devices, gmem, gpct, rtt, src, err)",
     )
-    .bind(lesson_id)
-    .bind(seats.iter().map(|s| s.id).collect::<Vec<_>>())
-    .bind(seats.iter().map(|s| s.number).collect::<Vec<_>>())
-    .bind(seats.iter().map(|s| s.node_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.seat.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.lesson_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.seat.number).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.state).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.seat.node_id).collect::<Vec<_>>())
     .bind(devices)
-    .bind(seats.iter().map(|s| s.gpu_memory_mib).collect::<Vec<_>>())
-    .bind(seats.iter().map(|s| s.gpu_compute_pct).collect::<Vec<_>>())
-    .bind(seats.iter().map(|s| s.rtt_ms).collect::<Vec<_>>())
-    .bind(seats.iter().map(|s| s.rtt_source).collect::<Vec<_>>())
-    .bind(seats.iter().map(|s| s.rtt_error_ms).collect::<Vec<_>>())
-    .bind(state)
+    .bind(rows.iter().map(|r| r.seat.gpu_memory_mib).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.seat.gpu_compute_pct).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.seat.rtt_ms).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.seat.rtt_source).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.seat.rtt_error_ms).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

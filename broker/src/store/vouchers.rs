@@ -1,6 +1,8 @@
 //! Vouchers, the append-only ledger, settlement queue and seat quotas.
 //! Every balance is a sum of ledger rows; nothing here updates a row.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use classgrid_placement::Owner;
 use sqlx::{FromRow, Postgres, Transaction};
@@ -339,14 +341,45 @@ pub async fn append(tx: &mut Tx<'_>, e: &NewEntry<'_>) -> sqlx::Result<i64> {
     .await
 }
 
-/// Locks the school's quota row (serialising its bookings) and returns it.
-pub async fn lock_quota(tx: &mut Tx<'_>, school_site_id: Uuid) -> sqlx::Result<Option<i32>> {
-    sqlx::query_scalar(
-        "SELECT max_concurrent_seats FROM school_quotas WHERE school_site_id = $1 FOR UPDATE",
+/// Appends many entries in one statement (the holds of a batch of
+/// bookings).
+pub async fn append_many(tx: &mut Tx<'_>, es: &[NewEntry<'_>]) -> sqlx::Result<()> {
+    if es.is_empty() {
+        return Ok(());
+    }
+    let owners: Vec<_> = es.iter().map(|e| owner_ids(e.owner)).collect();
+    sqlx::query(
+        "INSERT INTO voucher_ledger (voucher_id, school_site_id, kind, amount_uah, lesson_id, job_id,
+            hold_id, node_class, metered_slice_seconds, note)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::uuid[], $6::uuid[],
+            $7::int8[], $8::text[], $9::float8[], $10::text[])",
     )
-    .bind(school_site_id)
-    .fetch_optional(&mut **tx)
-    .await
+    .bind(es.iter().map(|e| e.voucher_id).collect::<Vec<_>>())
+    .bind(es.iter().map(|e| e.school_site_id).collect::<Vec<_>>())
+    .bind(es.iter().map(|e| e.kind).collect::<Vec<_>>())
+    .bind(es.iter().map(|e| e.amount_uah).collect::<Vec<_>>())
+    .bind(owners.iter().map(|o| o.0).collect::<Vec<_>>())
+    .bind(owners.iter().map(|o| o.1).collect::<Vec<_>>())
+    .bind(es.iter().map(|e| e.hold_id).collect::<Vec<_>>())
+    .bind(es.iter().map(|e| e.node_class).collect::<Vec<_>>())
+    .bind(es.iter().map(|e| e.metered_slice_seconds).collect::<Vec<_>>())
+    .bind(es.iter().map(|e| e.note).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Locks the schools' quota rows (serialising their bookings), in school
+/// order, and returns the quotas that are set.
+pub async fn lock_quotas(tx: &mut Tx<'_>, schools: &[Uuid]) -> sqlx::Result<HashMap<Uuid, i32>> {
+    let rows: Vec<(Uuid, i32)> = sqlx::query_as(
+        "SELECT school_site_id, max_concurrent_seats FROM school_quotas
+          WHERE school_site_id = ANY($1) ORDER BY school_site_id FOR UPDATE",
+    )
+    .bind(schools)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Seats of the school busy within `[start, end)`: its lessons' live seats
@@ -387,26 +420,28 @@ pub async fn busy_seats(
         .collect())
 }
 
-/// Locks the school's vouchers that have not reached their date (in id
-/// order, so concurrent bookings never deadlock), then reads their balances
-/// in a second statement, which sees every row committed before the lock
-/// was granted.
+/// Locks the schools' vouchers still valid at `now`, in voucher id order,
+/// and returns them by school with their balances, read after the locks
+/// (a balance read in the locking statement could predate a commit it
+/// waited for).
 pub async fn lock_live_vouchers(
     tx: &mut Tx<'_>,
-    school_site_id: Uuid,
+    schools: &[Uuid],
     now: DateTime<Utc>,
-) -> sqlx::Result<Vec<EligibleVoucher>> {
+) -> sqlx::Result<HashMap<Uuid, Vec<EligibleVoucher>>> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM vouchers WHERE school_site_id = $1 AND valid_until > $2 ORDER BY id FOR UPDATE",
+        "SELECT id FROM vouchers WHERE school_site_id = ANY($1) AND valid_until > $2 ORDER BY id FOR UPDATE",
     )
-    .bind(school_site_id)
+    .bind(schools)
     .bind(now)
     .fetch_all(&mut **tx)
     .await?;
+    let mut by_school: HashMap<Uuid, Vec<EligibleVoucher>> = HashMap::new();
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(by_school);
     }
     type Row = (
+        Uuid,
         Uuid,
         DateTime<Utc>,
         DateTime<Utc>,
@@ -416,26 +451,24 @@ pub async fn lock_live_vouchers(
     );
     let rows: Vec<Row> =
         sqlx::query_as(
-            "SELECT v.id, v.valid_from, v.valid_until, v.tiers, v.site_ids,
+            "SELECT v.id, v.school_site_id, v.valid_from, v.valid_until, v.tiers, v.site_ids,
                     COALESCE((SELECT sum(l.amount_uah) FROM voucher_ledger l WHERE l.voucher_id = v.id), 0)::bigint
                FROM vouchers v WHERE v.id = ANY($1) ORDER BY v.id",
         )
         .bind(&ids)
         .fetch_all(&mut **tx)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, valid_from, valid_until, tiers, site_ids, balance)| EligibleVoucher {
-                id,
-                valid_from,
-                valid_until,
-                tiers,
-                site_ids,
-                balance,
-            },
-        )
-        .collect())
+    for (id, school, valid_from, valid_until, tiers, site_ids, balance) in rows {
+        by_school.entry(school).or_default().push(EligibleVoucher {
+            id,
+            valid_from,
+            valid_until,
+            tiers,
+            site_ids,
+            balance,
+        });
+    }
+    Ok(by_school)
 }
 
 /// Locks vouchers by id, in id order.

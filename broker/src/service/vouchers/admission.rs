@@ -2,6 +2,8 @@
 //! school's quota row and live vouchers are locked, so concurrent bookings
 //! of one school serialise here and can never overspend or over-seat.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use classgrid_placement::{Explanation, FilterCount, Owner, SeatPlacement};
 use sqlx::{Postgres, Transaction};
@@ -14,7 +16,9 @@ use crate::{
         jobs::{self as job_store, JobRow},
         vouchers::{self as store, NewEntry},
     },
-    vouchers::{EligibleVoucher, Need, SeatCost, allocate, hours, quota, worst_case_uah},
+    vouchers::{
+        EligibleVoucher, MicroHours, Need, SeatCost, allocate, hours, quota, worst_case_uah,
+    },
 };
 
 /// A refusal that reads like a placement refusal, with the numbers.
@@ -30,8 +34,43 @@ fn refused(filter: &'static str, sentence: String) -> ServiceError {
     }))
 }
 
+/// What a hold takes from which voucher, decided but not yet written.
+pub struct HoldPlan {
+    owner: Owner,
+    school_site_id: Uuid,
+    takes: Vec<(Uuid, MicroHours)>,
+    note: String,
+}
+
+impl HoldPlan {
+    /// The ledger entries that write this hold.
+    pub fn entries(&self) -> impl Iterator<Item = NewEntry<'_>> {
+        self.takes.iter().map(|&(voucher_id, take)| NewEntry {
+            voucher_id,
+            school_site_id: self.school_site_id,
+            kind: "hold",
+            amount_uah: -take,
+            owner: Some(self.owner),
+            hold_id: None,
+            node_class: None,
+            metered_slice_seconds: None,
+            note: &self.note,
+        })
+    }
+}
+
+/// Writes the ledger's hold entries of `plans`, in one statement.
+pub async fn write_holds(
+    tx: &mut Transaction<'_, Postgres>,
+    plans: &[&HoldPlan],
+) -> sqlx::Result<()> {
+    let entries: Vec<NewEntry> = plans.iter().flat_map(|p| p.entries()).collect();
+    store::append_many(tx, &entries).await
+}
+
 /// A school's quota row and live vouchers (with their balances), locked in
 /// a transaction: what its holds are decided from, read once.
+#[derive(Default)]
 pub struct SchoolLock {
     quota: Option<i32>,
     vouchers: Vec<EligibleVoucher>,
@@ -47,15 +86,37 @@ impl Broker {
         tx: &mut Transaction<'_, Postgres>,
         school_site_id: Uuid,
     ) -> sqlx::Result<SchoolLock> {
-        let quota = store::lock_quota(tx, school_site_id).await?;
-        let vouchers = store::lock_live_vouchers(tx, school_site_id, Utc::now()).await?;
-        Ok(SchoolLock { quota, vouchers })
+        let mut locks = self.lock_schools(tx, &[school_site_id]).await?;
+        Ok(locks.remove(&school_site_id).unwrap_or_default())
     }
 
-    /// Booking hook: holds the lesson's worst-case cost, from its start to
-    /// its end plus grace, and checks the seat quota for `[start, end)`.
-    /// A refusal comes back as `Some`; the caller rolls back.
-    pub async fn hold_for_lesson(
+    /// `lock_school_vouchers` for several schools in two statements and
+    /// one order (a batch of bookings).
+    pub async fn lock_schools(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        schools: &[Uuid],
+    ) -> sqlx::Result<HashMap<Uuid, SchoolLock>> {
+        let mut quotas = store::lock_quotas(tx, schools).await?;
+        let mut vouchers = store::lock_live_vouchers(tx, schools, Utc::now()).await?;
+        Ok(schools
+            .iter()
+            .map(|s| {
+                let lock = SchoolLock {
+                    quota: quotas.remove(s),
+                    vouchers: vouchers.remove(s).unwrap_or_default(),
+                };
+                (*s, lock)
+            })
+            .collect())
+    }
+
+    /// Booking hook: decides the lesson's hold, its worst-case cost from its
+    /// start to its end plus grace, and checks the seat quota for
+    /// `[start, end)`. Nothing is written: a refusal comes back as the inner
+    /// `Err`, and the hold is written with `write_hold` once the lesson row
+    /// exists (the ledger names it).
+    pub async fn check_lesson_hold(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         lock: SchoolLock,
@@ -63,11 +124,11 @@ impl Broker {
         school_site_id: Uuid,
         (start, end): (DateTime<Utc>, DateTime<Utc>),
         seats: &[SeatPlacement],
-    ) -> sqlx::Result<Option<ServiceError>> {
+    ) -> sqlx::Result<Result<HoldPlan, ServiceError>> {
         let grace = chrono::Duration::from_std(self.cfg.grace).unwrap_or_default();
         let owner = Owner::Lesson(lesson_id);
         let verdict = self
-            .admit(
+            .admit_check(
                 tx,
                 Some(lock),
                 owner,
@@ -77,7 +138,7 @@ impl Broker {
                 seats,
             )
             .await?;
-        Ok(verdict.map(|(filter, sentence)| refused(filter, sentence)))
+        Ok(verdict.map_err(|(filter, sentence)| refused(filter, sentence)))
     }
 
     /// Job-start hook: the same for a job's run, to its end plus its grace.
@@ -94,7 +155,7 @@ impl Broker {
         let seats = std::slice::from_ref(seat);
         let owner = Owner::Job(job.id);
         match self
-            .admit(
+            .admit_check(
                 tx,
                 None,
                 owner,
@@ -105,8 +166,11 @@ impl Broker {
             )
             .await?
         {
-            None => Ok(true),
-            Some((_, sentence)) => {
+            Ok(plan) => {
+                write_holds(tx, &[&plan]).await?;
+                Ok(true)
+            }
+            Err((_, sentence)) => {
                 let msg = format!("queued: {sentence}");
                 job_store::set_message(&self.store.pool, job.id, &msg).await?;
                 Ok(false)
@@ -114,10 +178,10 @@ impl Broker {
         }
     }
 
-    /// Checks quota, then holds the cost; answers the refusal, if any, as
-    /// (filter, sentence).
+    /// Checks quota, then decides which vouchers hold the cost; answers the
+    /// refusal, if any, as (filter, sentence).
     #[allow(clippy::too_many_arguments)]
-    async fn admit(
+    async fn admit_check(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         lock: Option<SchoolLock>,
@@ -126,7 +190,13 @@ impl Broker {
         (start, end): (DateTime<Utc>, DateTime<Utc>),
         charge_end: DateTime<Utc>,
         seats: &[SeatPlacement],
-    ) -> sqlx::Result<Option<(&'static str, String)>> {
+    ) -> sqlx::Result<Result<HoldPlan, (&'static str, String)>> {
+        let nothing = HoldPlan {
+            owner,
+            school_site_id,
+            takes: Vec::new(),
+            note: String::new(),
+        };
         let school = self
             .fleet
             .site_by_id(school_site_id)
@@ -140,7 +210,7 @@ impl Broker {
             let busy = store::busy_seats(tx, school_site_id, start, end, owner).await?;
             let peak = quota::peak(&busy, start, end);
             if let Some(s) = quota::check(i64::from(max), peak, seats.len() as i64, &school) {
-                return Ok(Some(("quota", s)));
+                return Ok(Err(("quota", s)));
             }
         }
 
@@ -149,7 +219,7 @@ impl Broker {
         let priced: Vec<SeatCost> = costs.iter().map(|(c, _)| *c).collect();
         let amount = worst_case_uah(&priced, (charge_end - start).num_seconds());
         if amount == 0 {
-            return Ok(None);
+            return Ok(Ok(nothing));
         }
         let nodes = costs
             .iter()
@@ -165,7 +235,7 @@ impl Broker {
         };
         let holds = match allocate(&lock.vouchers, &need) {
             Ok(h) => h,
-            Err(short) => return Ok(Some(("voucher", short.sentence(&school)))),
+            Err(short) => return Ok(Err(("voucher", short.sentence(&school)))),
         };
         let gpu_seats = priced.iter().filter(|c| !c.is_free()).count();
         let note = format!(
@@ -174,24 +244,11 @@ impl Broker {
             start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             charge_end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
-        for (voucher_id, take) in holds {
-            store::append(
-                tx,
-                &NewEntry {
-                    voucher_id,
-                    school_site_id,
-                    kind: "hold",
-                    amount_uah: -take,
-                    owner: Some(owner),
-                    hold_id: None,
-                    node_class: None,
-                    metered_slice_seconds: None,
-                    note: &note,
-                },
-            )
-            .await?;
-        }
-        Ok(None)
+        Ok(Ok(HoldPlan {
+            takes: holds,
+            note,
+            ..nothing
+        }))
     }
 
     /// A seat's fraction and model weight, from the live view of its node.

@@ -1,0 +1,463 @@
+//! Writing admitted bookings to PostgreSQL, several in one transaction.
+//!
+//! At a district's bell hundreds of classes are booked within a second. Each
+//! booking's own transaction cost a few milliseconds beyond its seats: its
+//! statements planned and run, the capacity trigger started, a commit. So a
+//! planned booking queues for one of a few writers, and a writer takes every
+//! booking waiting (one per school, at most `MAX_BATCH`) into one transaction
+//! with one statement per table. Under light load a batch is one booking,
+//! written at once.
+//!
+//! A batch is atomic in the database but not for its bookings: a voucher or
+//! quota refusal drops that booking before anything of it is written. Any
+//! database error rolls the whole batch back, and each of its bookings is
+//! then written alone, where the booking's own retry rules (re-plan after a
+//! capacity conflict, answer an earlier request_id) apply.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use classgrid_placement::{self as placement, Admission, Owner, Request};
+use tokio::sync::{Notify, oneshot};
+use uuid::Uuid;
+
+use super::{
+    lessons::LessonView,
+    new_seat,
+    vouchers::admission::{HoldPlan, write_holds},
+};
+use crate::{
+    app::Broker,
+    dispatch::SeatBinding,
+    domain::{
+        ServiceError,
+        lesson::Booking,
+        states::{lesson as ls, seat as ss},
+    },
+    store::{
+        assignments::{self, AssignmentRow},
+        lessons::{self as lesson_store, NewLesson, NewSeat, SeatInsert, SeatRow},
+        reservations,
+    },
+};
+
+/// Batches written at the same time. Each holds one pooled connection for
+/// its transaction; the rest of the pool serves reads, agents and the clock.
+const WRITERS: usize = 4;
+/// Bookings in one transaction, at most.
+const MAX_BATCH: usize = 16;
+/// How often an idle writer checks that its broker still exists.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+/// What a booking needs written: the validated booking and its request,
+/// fixed for all its attempts, and this attempt's admission.
+pub struct BookingWrite {
+    pub input: Arc<BookingInput>,
+    pub admission: Admission,
+}
+
+pub struct BookingInput {
+    pub b: Booking,
+    pub req: Request,
+    pub id: Uuid,
+    pub site_id: Uuid,
+    /// The reservations' window: the start less the staging lead, the end
+    /// plus grace.
+    pub window: (DateTime<Utc>, DateTime<Utc>),
+    /// The fleet the booking was planned on (it names the seats' nodes).
+    pub fleet: Arc<placement::Fleet>,
+}
+
+/// A committed booking: the lesson as written, and the assignments to send
+/// when it started as it was booked.
+pub struct Booked {
+    pub view: LessonView,
+    pub started: Vec<AssignmentRow>,
+}
+
+/// Written, or refused by vouchers or quota with nothing written.
+pub type Written = Result<Booked, ServiceError>;
+
+enum Outcome {
+    Done(sqlx::Result<Written>),
+    /// The batch failed in the database and nothing of it was written.
+    Alone,
+}
+
+struct Queued {
+    write: Arc<BookingWrite>,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// Bookings waiting for a writer, and the schools of the batches being
+/// written. A batch never takes a school that another batch in flight
+/// holds: a batch keeps its schools' voucher rows locked until it commits,
+/// and batches sharing schools queued behind each other in convoys.
+#[derive(Default)]
+pub struct BookingWriters {
+    state: Mutex<Waiting>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Waiting {
+    queue: VecDeque<Queued>,
+    busy: HashSet<Uuid>,
+}
+
+impl BookingWriters {
+    fn push(&self, q: Queued) {
+        self.lock().queue.push_back(q);
+        self.wake.notify_waiters();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The oldest waiting bookings whose schools are free, one per school
+    /// (a school's quota check reads its committed seats, so its second
+    /// booking must see the first written); their schools are now busy.
+    fn take_batch(&self) -> Vec<Queued> {
+        let mut g = self.lock();
+        let Waiting { queue, busy } = &mut *g;
+        let mut batch = Vec::new();
+        let mut rest = VecDeque::with_capacity(queue.len());
+        for q in queue.drain(..) {
+            if batch.len() < MAX_BATCH && busy.insert(q.write.input.site_id) {
+                batch.push(q);
+            } else {
+                rest.push_back(q);
+            }
+        }
+        *queue = rest;
+        batch
+    }
+
+    fn release(&self, batch: &[Queued]) {
+        let mut g = self.lock();
+        for q in batch {
+            g.busy.remove(&q.write.input.site_id);
+        }
+        drop(g);
+        self.wake.notify_waiters();
+    }
+}
+
+/// Runs the writers until the broker is dropped. Batches run in the
+/// writers' own tasks, so a client hanging up never cuts a batch that
+/// carries other schools' bookings.
+pub fn start(broker: &Arc<Broker>) {
+    for _ in 0..WRITERS {
+        let broker = Arc::downgrade(broker);
+        tokio::spawn(async move {
+            loop {
+                let Some(b) = broker.upgrade() else { return };
+                let writers = &b.booking_writes;
+                let woken = writers.wake.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                let batch = writers.take_batch();
+                if batch.is_empty() {
+                    // Woken by a booking or a finished batch; now and then
+                    // it lets go, to end once the broker is dropped.
+                    let _ = tokio::time::timeout(IDLE_CHECK, woken).await;
+                    continue;
+                }
+                b.write_batch(batch).await;
+            }
+        });
+    }
+}
+
+impl Broker {
+    /// Writes one booking, batched with whatever else is waiting.
+    pub(crate) async fn write_booking(&self, w: Arc<BookingWrite>) -> sqlx::Result<Written> {
+        let (reply, answer) = oneshot::channel();
+        let queued = Queued {
+            write: w.clone(),
+            reply,
+        };
+        self.booking_writes.push(queued);
+        if let Ok(Outcome::Done(r)) = answer.await {
+            return r;
+        }
+        // Its batch failed: write it by itself.
+        let mut alone = self.write_bookings(&[&w]).await?;
+        Ok(alone.remove(0))
+    }
+
+    async fn write_batch(&self, batch: Vec<Queued>) {
+        let writes: Vec<&BookingWrite> = batch.iter().map(|q| &*q.write).collect();
+        self.metrics.booking_batch_size.observe(writes.len() as f64);
+        let result = self.write_bookings(&writes).await;
+        self.booking_writes.release(&batch);
+        match result {
+            Ok(written) => {
+                for (q, w) in batch.into_iter().zip(written) {
+                    let _ = q.reply.send(Outcome::Done(Ok(w)));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                if let Some(q) = batch.into_iter().next() {
+                    let _ = q.reply.send(Outcome::Done(Err(e)));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(bookings = batch.len(), error = %e, "booking batch failed; writing each alone");
+                for q in batch {
+                    let _ = q.reply.send(Outcome::Alone);
+                }
+            }
+        }
+    }
+
+    /// Writes the bookings' lessons, seats, reservations, voucher holds and
+    /// any preemption in one transaction of a few statements, whatever the
+    /// classes' sizes. At most one booking per school.
+    ///
+    /// A lesson whose bell has already rung and that has nothing to stage is
+    /// started in the same transaction: it is written live, with its seats'
+    /// assignments, which come back for the caller to send after commit. At a
+    /// district's bell this is most of the classes, and going through the
+    /// clock cost each one two more transactions and a read.
+    pub(crate) async fn write_bookings(&self, ws: &[&BookingWrite]) -> sqlx::Result<Vec<Written>> {
+        let schools: Vec<Uuid> = ws.iter().map(|w| w.input.site_id).collect();
+        debug_assert_eq!(
+            schools.iter().collect::<HashSet<_>>().len(),
+            schools.len(),
+            "one booking per school in a batch"
+        );
+        let mut tx = self.store.pool.begin().await?;
+        // Schools first, in one order: bookings queue here, before they lock
+        // any node.
+        let mut locks = self.lock_schools(&mut tx, &schools).await?;
+        let mut verdicts = Vec::with_capacity(ws.len());
+        for w in ws {
+            let input = &w.input;
+            let school = locks.remove(&input.site_id).unwrap_or_default();
+            let verdict = self
+                .check_lesson_hold(
+                    &mut tx,
+                    school,
+                    input.id,
+                    input.site_id,
+                    (input.b.start, input.b.end()),
+                    &w.admission.seats,
+                )
+                .await?;
+            verdicts.push(verdict);
+        }
+        let mut admitted = Vec::new();
+        let mut results: Vec<Option<Written>> = Vec::with_capacity(ws.len());
+        for (w, verdict) in ws.iter().zip(verdicts) {
+            match verdict {
+                Ok(hold) => {
+                    admitted.push(self.prepare(w, hold));
+                    results.push(None);
+                }
+                Err(refused) => results.push(Some(Err(refused))),
+            }
+        }
+        if admitted.is_empty() {
+            tx.rollback().await?;
+            return Ok(results.into_iter().flatten().collect());
+        }
+
+        let lessons: Vec<&NewLesson> = admitted.iter().map(|p| &p.lesson).collect();
+        lesson_store::insert_lessons(&mut tx, &lessons).await?;
+        let holds: Vec<&HoldPlan> = admitted.iter().map(|p| &p.hold).collect();
+        write_holds(&mut tx, &holds).await?;
+        // Jobs in the way give up their capacity first, or the trigger
+        // would count it against the new seats. The rows' windows are whole
+        // milliseconds; cut the jobs there.
+        for p in &admitted {
+            let cut = reservations::to_time(p.w.input.req.window.start);
+            self.preempt_jobs(&mut tx, &p.w.admission.preempted, cut, p.w.input.id)
+                .await?;
+        }
+        let seats: Vec<SeatInsert> = admitted
+            .iter()
+            .flat_map(|p| {
+                p.seats.iter().map(|seat| SeatInsert {
+                    lesson_id: p.w.input.id,
+                    state: p.seat_state,
+                    seat,
+                })
+            })
+            .collect();
+        lesson_store::insert_seats(&mut tx, &seats).await?;
+        let started: Vec<AssignmentRow> = admitted
+            .iter()
+            .flat_map(|p| p.started.iter().cloned())
+            .collect();
+        if !started.is_empty() {
+            assignments::insert_seats(&mut tx, &started).await?;
+        }
+        // Reservations last, node by node in one order: the capacity
+        // trigger locks each node row until commit, so other batches on
+        // those nodes wait only for the trigger and the commit. (The seats'
+        // and assignments' foreign keys took KEY SHARE locks on the nodes,
+        // which the trigger's NO KEY UPDATE lock does not wait for.)
+        let mut rows = Vec::new();
+        for p in &admitted {
+            let owner = Owner::Lesson(p.w.input.id);
+            for (s, placed) in p.seats.iter().zip(&p.w.admission.seats) {
+                for r in placed.reservations(&p.w.input.req, owner) {
+                    rows.push((r, Some(s.id)));
+                }
+            }
+        }
+        rows.sort_by_key(|(r, _)| r.node_id);
+        let (rows, row_seats): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+        reservations::insert_many(&mut tx, &rows, &row_seats).await?;
+        tx.commit().await?;
+
+        let mut admitted = admitted.into_iter();
+        for (i, r) in results.iter_mut().enumerate() {
+            if r.is_some() {
+                continue;
+            }
+            let Some(p) = admitted.next() else { break };
+            debug_assert_eq!(p.w.input.id, ws[i].input.id);
+            *r = Some(Ok(p.into_booked()));
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// A booking's rows, ready to write.
+    fn prepare<'a>(&self, w: &'a BookingWrite, hold: HoldPlan) -> Prepared<'a> {
+        let input = &w.input;
+        let b = &input.b;
+        let starts_now = b.datasets.is_empty() && b.start <= Utc::now();
+        let (window_start, window_end) = input.window;
+        let lesson = NewLesson {
+            id: input.id,
+            request_id: b.request_id.as_deref(),
+            school_site_id: input.site_id,
+            title: &b.title,
+            start_at: b.start,
+            duration_s: b.duration.num_seconds() as i32,
+            seat_count: b.seats as i32,
+            min_seats: b.min_seats as i32,
+            seat_spec: &b.seat,
+            workload: &b.workload,
+            datasets: &b.datasets,
+            max_rtt_ms: b.max_rtt_ms as i32,
+            window_start,
+            window_end,
+            explanation: serde_json::json!({ "admitted": true, "admission": &w.admission }),
+            state: if starts_now { ls::LIVE } else { ls::BOOKED },
+            created_at: Utc::now(),
+        };
+        let seats: Vec<NewSeat> = w
+            .admission
+            .seats
+            .iter()
+            .map(|p| new_seat(Uuid::now_v7(), p))
+            .collect();
+        let started = if starts_now {
+            self.seat_assignments(input.id, b, &seats)
+        } else {
+            Vec::new()
+        };
+        Prepared {
+            w,
+            lesson,
+            seats,
+            seat_state: if starts_now {
+                ss::STARTING
+            } else {
+                ss::PLANNED
+            },
+            started,
+            hold,
+        }
+    }
+
+    /// The assignments (generation 1) of a lesson started as it is booked.
+    fn seat_assignments(&self, id: Uuid, b: &Booking, seats: &[NewSeat]) -> Vec<AssignmentRow> {
+        let bind = SeatBinding {
+            lesson_id: id,
+            spec: &b.seat,
+            workload: &b.workload,
+            ends_at: b.end(),
+            grace_seconds: self.grace_seconds(),
+        };
+        seats
+            .iter()
+            .map(|s| {
+                bind.assignment(
+                    s.id,
+                    s.node_id,
+                    &s.device_indexes,
+                    s.gpu_memory_mib,
+                    s.gpu_compute_pct,
+                )
+            })
+            .collect()
+    }
+}
+
+struct Prepared<'a> {
+    w: &'a BookingWrite,
+    lesson: NewLesson<'a>,
+    seats: Vec<NewSeat>,
+    seat_state: &'static str,
+    started: Vec<AssignmentRow>,
+    hold: HoldPlan,
+}
+
+impl Prepared<'_> {
+    fn into_booked(self) -> Booked {
+        let id = self.w.input.id;
+        let seats = seats_as_written(
+            id,
+            &self.seats,
+            self.seat_state,
+            &self.started,
+            &self.w.input.fleet,
+        );
+        Booked {
+            view: LessonView {
+                lesson: self.lesson.into_written(&self.w.input.b.school_site),
+                seats,
+            },
+            started: self.started,
+        }
+    }
+}
+
+/// The seats as written, in seat order, named by node.
+fn seats_as_written(
+    lesson_id: Uuid,
+    seats: &[NewSeat],
+    state: &str,
+    started: &[AssignmentRow],
+    fleet: &placement::Fleet,
+) -> Vec<SeatRow> {
+    let ids: HashSet<Uuid> = seats.iter().map(|s| s.node_id).collect();
+    let names: HashMap<Uuid, &str> = fleet
+        .nodes
+        .iter()
+        .filter(|n| ids.contains(&n.id))
+        .map(|n| (n.id, n.name.as_str()))
+        .collect();
+    let assigned: HashMap<Uuid, (Uuid, i64)> = started
+        .iter()
+        .filter_map(|a| Some((a.seat_id?, (a.id, a.generation))))
+        .collect();
+    let mut rows: Vec<SeatRow> = seats
+        .iter()
+        .map(|s| {
+            let name = names.get(&s.node_id).map(|n| n.to_string());
+            s.as_written(lesson_id, state, name, assigned.get(&s.id).copied())
+        })
+        .collect();
+    rows.sort_by_key(|s| s.number);
+    rows
+}
