@@ -202,11 +202,14 @@ impl Broker {
             })
             .collect();
         let mut tx = self.store.pool.begin().await?;
-        reservations::insert(&mut tx, &rows, None).await?;
+        // The school's vouchers before the nodes, in the order bookings lock
+        // them: a job holding a node while it waited for a school that a
+        // booking batch held (waiting for that node) would deadlock.
         let start = end - chrono::Duration::seconds(i64::from(job.max_runtime_s));
         if !self.hold_for_job(&mut tx, job, (start, end), p).await? {
             return Ok(None);
         }
+        reservations::insert(&mut tx, &rows, None).await?;
         let devices: Vec<i32> = p.devices.iter().map(|d| d.index as i32).collect();
         let first = p.devices.first();
         let payload = Payload {

@@ -114,7 +114,7 @@ impl Broker {
     /// Booking hook: decides the lesson's hold, its worst-case cost from its
     /// start to its end plus grace, and checks the seat quota for
     /// `[start, end)`. Nothing is written: a refusal comes back as the inner
-    /// `Err`, and the hold is written with `write_hold` once the lesson row
+    /// `Err`, and the hold is written with `write_holds` once the lesson row
     /// exists (the ledger names it).
     pub async fn check_lesson_hold(
         &self,
