@@ -38,7 +38,7 @@ pub struct Broker {
     /// Agent connections carried by site edges' relays.
     pub relays: crate::relay::Relays,
     /// Planned bookings waiting to be written, several per transaction.
-    pub booking_writes: crate::service::booking_writes::BookingWriters,
+    pub booking_writes: Arc<crate::service::booking_writes::BookingWriters>,
 }
 
 impl Broker {

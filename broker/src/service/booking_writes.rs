@@ -150,24 +150,28 @@ impl BookingWriters {
 
 /// Runs the writers until the broker is dropped. Batches run in the
 /// writers' own tasks, so a client hanging up never cuts a batch that
-/// carries other schools' bookings.
+/// carries other schools' bookings. An idle writer holds the queue, not the
+/// broker, so a dropped broker's pool closes at once.
 pub fn start(broker: &Arc<Broker>) {
     for _ in 0..WRITERS {
+        let writers = broker.booking_writes.clone();
         let broker = Arc::downgrade(broker);
         tokio::spawn(async move {
             loop {
-                let Some(b) = broker.upgrade() else { return };
-                let writers = &b.booking_writes;
                 let woken = writers.wake.notified();
                 tokio::pin!(woken);
                 woken.as_mut().enable();
                 let batch = writers.take_batch();
                 if batch.is_empty() {
-                    // Woken by a booking or a finished batch; now and then
-                    // it lets go, to end once the broker is dropped.
+                    if broker.strong_count() == 0 {
+                        return;
+                    }
+                    // Woken by a booking or a finished batch, or now and
+                    // then to see whether the broker is gone.
                     let _ = tokio::time::timeout(IDLE_CHECK, woken).await;
                     continue;
                 }
+                let Some(b) = broker.upgrade() else { return };
                 b.write_batch(batch).await;
             }
         });
