@@ -4,7 +4,7 @@
 //! process left running.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
@@ -64,6 +64,11 @@ pub struct Supervisor {
     items: Mutex<HashMap<String, Item>>,
     /// Assignments whose start is in flight, with a stop asked for meanwhile.
     starting: Mutex<HashMap<String, Option<String>>>,
+    /// Ports picked for starts in flight, until their item holds them. The
+    /// kernel hands a just-released port out again, and a class's seats
+    /// arrive together: two seats got one port, and the second restarted on
+    /// it forever.
+    picked_ports: Mutex<HashMap<String, u16>>,
     events: mpsc::UnboundedSender<pb::AssignmentStatus>,
     state: StateFile,
     /// Final reports, on disk until the broker has surely had them.
@@ -73,6 +78,20 @@ pub struct Supervisor {
     devices: Mutex<Vec<Device>>,
     control_env: ControlEnv,
     runtimes: Runtimes,
+}
+
+/// The first port from `free` that is not `held`, trying a few times.
+fn pick_port(
+    mut free: impl FnMut() -> std::io::Result<u16>,
+    held: impl Fn(u16) -> bool,
+) -> Result<u16, String> {
+    for _ in 0..64 {
+        let p = free().map_err(|e| format!("no free port for the seat: {e}"))?;
+        if !held(p) {
+            return Ok(p);
+        }
+    }
+    Err("no free port for the seat: the system kept offering ports this node's seats hold".into())
 }
 
 /// Runtimes that run on this host take the host's slice controls; cluster
@@ -99,6 +118,7 @@ impl Supervisor {
         let sup = Arc::new(Self {
             items: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashMap::new()),
+            picked_ports: Mutex::new(HashMap::new()),
             events: tx,
             state,
             outbox,
@@ -310,6 +330,7 @@ impl Supervisor {
         let (handle, port, work_dir, slots, fraction) = match result {
             Ok(v) => v,
             Err(e) => {
+                self.picked_ports.lock().expect("lock").remove(&id);
                 self.fail(&a, format!("{e:#}"));
                 return;
             }
@@ -337,12 +358,30 @@ impl Supervisor {
         let item = Item::new(rec, AssignmentState::Starting, String::new());
         self.emit(self.status_of(&item, None, String::new()));
         self.items.lock().expect("lock").insert(id.clone(), item);
+        self.picked_ports.lock().expect("lock").remove(&id);
         self.persist();
         self.watch(id.clone(), rt);
         self.schedule_end(id.clone());
         if let Some(reason) = stop_asked {
             self.stop(&id, &reason);
         }
+    }
+
+    /// A free port for a new seat that no seat of this node holds or is
+    /// being started on.
+    fn pick_port(&self, id: &str) -> Result<u16, String> {
+        let mut picked = self.picked_ports.lock().expect("lock");
+        let held: HashSet<u16> = {
+            let items = self.items.lock().expect("lock");
+            items
+                .values()
+                .map(|i| i.rec.port)
+                .chain(picked.values().copied())
+                .collect()
+        };
+        let port = pick_port(process::free_port, |p| held.contains(&p))?;
+        picked.insert(id.to_string(), port);
+        Ok(port)
     }
 
     /// The seat's variables, port, work folder and slices. A restarted seat
@@ -357,7 +396,7 @@ impl Supervisor {
         let (gpu_env, slices, fraction) = self.gpu_env(a, on_host(kind))?;
         let port = match port {
             Some(p) => p,
-            None => process::free_port().map_err(|e| format!("no free port for the seat: {e}"))?,
+            None => self.pick_port(&a.assignment_id)?,
         };
         let work_dir = self.work_root.join(&a.assignment_id);
         std::fs::create_dir_all(&work_dir).map_err(|e| format!("{}: {e}", work_dir.display()))?;
@@ -761,5 +800,23 @@ impl Supervisor {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_port;
+
+    #[test]
+    fn a_port_a_seat_holds_is_never_picked_again() {
+        // The kernel offered the held port first, as it did when two seats
+        // of one class started 3 ms apart.
+        let mut offers = vec![43037, 43037, 41001].into_iter();
+        let p = pick_port(|| Ok(offers.next().unwrap()), |p| p == 43037).unwrap();
+        assert_eq!(p, 41001);
+        let e = pick_port(|| Ok(43037), |p| p == 43037).unwrap_err();
+        assert!(e.contains("no free port for the seat"), "{e}");
+        let e = pick_port(|| Err(std::io::Error::other("bind refused")), |_| false).unwrap_err();
+        assert!(e.contains("bind refused"), "{e}");
     }
 }
