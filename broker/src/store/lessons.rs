@@ -275,30 +275,6 @@ pub async fn insert_lessons(
     Ok(())
 }
 
-pub async fn insert_seat(
-    tx: &mut Transaction<'_, Postgres>,
-    lesson_id: Uuid,
-    s: &NewSeat,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO seats (id, lesson_id, number, state, node_id, device_indexes, gpu_memory_mib, gpu_compute_pct, rtt_ms, rtt_source, rtt_error_ms)
-         VALUES ($1, $2, $3, 'planned', $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(s.id)
-    .bind(lesson_id)
-    .bind(s.number)
-    .bind(s.node_id)
-    .bind(&s.device_indexes)
-    .bind(s.gpu_memory_mib)
-    .bind(s.gpu_compute_pct)
-    .bind(s.rtt_ms)
-    .bind(s.rtt_source)
-    .bind(s.rtt_error_ms)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// A seat to write: its lesson, its state (`planned`, or `starting` when
 /// started as booked) and the seat.
 pub struct SeatInsert<'a> {
