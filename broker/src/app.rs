@@ -39,6 +39,8 @@ pub struct Broker {
     pub relays: crate::relay::Relays,
     /// Planned bookings waiting to be written, several per transaction.
     pub booking_writes: Arc<crate::service::booking_writes::BookingWriters>,
+    /// Agents' progress reports waiting to be written, many nodes' at once.
+    pub progress_writes: Arc<crate::service::progress_writes::ProgressWriters>,
 }
 
 impl Broker {
@@ -76,8 +78,10 @@ impl Broker {
             edge,
             relays: Default::default(),
             booking_writes: Default::default(),
+            progress_writes: Default::default(),
         });
         crate::service::booking_writes::start(&app);
+        crate::service::progress_writes::start(&app);
         // Read before serving: a first read under a booking storm keeps
         // racing the storm's own holds, and every booking would repeat it.
         app.reload_calendar().await?;

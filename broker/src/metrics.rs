@@ -14,6 +14,7 @@ pub struct Metrics {
     pub bookings_refused: Counter,
     pub booking_seconds: Histogram,
     pub booking_batch_size: Histogram,
+    pub progress_batch_size: Histogram,
     pub seats_dispatched: Counter,
     pub agent_sessions: Gauge,
     pub agent_refused: Counter,
@@ -30,6 +31,7 @@ impl Default for Metrics {
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
             booking_batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0]),
+            progress_batch_size: Histogram::new([1.0, 4.0, 16.0, 64.0, 256.0]),
             seats_dispatched: Counter::default(),
             agent_sessions: Gauge::default(),
             agent_refused: Counter::default(),
@@ -53,6 +55,11 @@ impl Default for Metrics {
             "booking_batch_size",
             "Bookings written per database transaction",
             m.booking_batch_size.clone(),
+        );
+        r.register(
+            "progress_batch_size",
+            "Agents' bursts of progress reports written per statement",
+            m.progress_batch_size.clone(),
         );
         r.register(
             "seats_dispatched",

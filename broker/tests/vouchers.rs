@@ -160,6 +160,40 @@ fn booking(school: &str, start: DateTime<Utc>, secs: i64, seats: i64, seat: RawS
     }
 }
 
+/// A minute's lesson starting in a second, paid from a fresh voucher.
+async fn paid_lesson_in_a_second(
+    app: &App,
+    school: &str,
+    seats: i64,
+    seat: RawSeat,
+) -> classgrid_broker::service::lessons::LessonView {
+    issue(
+        app,
+        school,
+        100_000_000,
+        Utc::now() + chrono::Duration::days(30),
+    )
+    .await;
+    let start = Utc::now() + chrono::Duration::seconds(1);
+    app.book_lesson(booking(school, start, 60, seats, seat))
+        .await
+        .unwrap()
+}
+
+/// How many batches a `*_batch_size` histogram counted, and how many items
+/// they carried.
+fn batches(app: &App, metric: &str) -> (f64, f64) {
+    let metrics = app.metrics.render();
+    let value = |suffix: &str| -> f64 {
+        let name = format!("classgrid_{metric}_{suffix}");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    (value("count"), value("sum"))
+}
+
 async fn issue(app: &App, school: &str, uah: i64, until: DateTime<Utc>) -> Uuid {
     app.issue_voucher(RawVoucher {
         school_site: school.into(),
@@ -560,17 +594,7 @@ async fn bookings_written_together_keep_each_schools_own_verdict() {
     }
 
     // Some transaction carried more than one booking.
-    let metrics = h.app.metrics.render();
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {metrics}"))
-    };
-    let (batches, written) = (
-        value("classgrid_booking_batch_size_count"),
-        value("classgrid_booking_batch_size_sum"),
-    );
+    let (batches, written) = batches(&h.app, "booking_batch_size");
     assert!(
         written >= 8.0 && batches < written,
         "{batches} batches for {written} bookings"
@@ -965,24 +989,7 @@ async fn a_burst_of_status_reports_starts_every_seat_and_refuses_only_the_bad_on
     school(&h.app, "burst-school").await;
     let (node, mut rx) = agent(&h.app, "burst-school", "gpu-1", &[("nvidia", "Tesla T4")]).await;
     let (other, _other_rx) = agent(&h.app, "burst-school", "cpu-1", &[]).await;
-    issue(
-        &h.app,
-        "burst-school",
-        100_000_000,
-        Utc::now() + chrono::Duration::days(30),
-    )
-    .await;
-    let l = h
-        .app
-        .book_lesson(booking(
-            "burst-school",
-            Utc::now() + chrono::Duration::seconds(1),
-            60,
-            4,
-            gpu_seat("nvidia", 25),
-        ))
-        .await
-        .unwrap();
+    let l = paid_lesson_in_a_second(&h.app, "burst-school", 4, gpu_seat("nvidia", 25)).await;
 
     let mut assigns = Vec::new();
     while assigns.len() < 4 {
@@ -1065,6 +1072,123 @@ async fn a_burst_of_status_reports_starts_every_seat_and_refuses_only_the_bad_on
     .await
     .unwrap();
     assert_eq!(slices, vec![0.5; 4], "usage from the burst is recorded");
+}
+
+/// At the bell many nodes report at once. Their bursts are written together,
+/// and each node is still judged alone: a node speaking for another node's
+/// seat is refused that report and changes nothing, and keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_nodes_reports_written_together_keep_each_nodes_own_verdict() {
+    let h = broker(true).await;
+    school(&h.app, "bell-school").await;
+    let mut nodes = Vec::new();
+    for i in 0..8 {
+        let name = format!("gpu-{i}");
+        nodes.push(agent(&h.app, "bell-school", &name, &[("nvidia", "Tesla T4")]).await);
+    }
+    // A whole T4 per seat: one seat on each node.
+    let l = paid_lesson_in_a_second(&h.app, "bell-school", 8, gpu_seat("nvidia", 100)).await;
+    let mut assigns = Vec::new();
+    for (_, rx) in nodes.iter_mut() {
+        assigns.push(next_assign(rx).await);
+    }
+    let running = |a: &pb::Assign, port: usize| pb::AssignmentStatus {
+        assignment_id: a.assignment_id.clone(),
+        generation: a.generation,
+        state: pb::AssignmentState::Running as i32,
+        endpoint: format!("http://10.0.0.9:{port}"),
+        ..Default::default()
+    };
+
+    // Hold every seat's row, so the first bursts taken wait in the database
+    // and the rest queue up behind them.
+    let mut blocker = h.app.store.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM seats WHERE lesson_id = $1 FOR UPDATE")
+        .bind(l.lesson.id)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for (i, ((node, _), a)) in nodes.iter().zip(&assigns).enumerate() {
+        if i == 4 {
+            // Node 4 stays silent; node 3 speaks for its seat.
+            continue;
+        }
+        let mut burst = vec![running(a, 9000 + i)];
+        if i == 3 {
+            burst.push(running(&assigns[4], 6666));
+        }
+        let (app, node) = (h.app.clone(), *node);
+        tasks.push((
+            i,
+            tokio::spawn(async move { app.agent_statuses(node, &burst).await }),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocker.commit().await.unwrap();
+    for (i, t) in tasks {
+        let refused: Vec<String> = t.await.unwrap().iter().map(|e| e.to_string()).collect();
+        if i == 3 {
+            assert_eq!(
+                refused.len(),
+                1,
+                "node 3's report on node 4's seat: {refused:?}"
+            );
+            assert!(refused[0].contains("on this node"), "{refused:?}");
+        } else {
+            assert!(refused.is_empty(), "node {i}: {refused:?}");
+        }
+    }
+
+    // Every seat but node 4's runs, at the endpoint its own node reported;
+    // node 3's claim left node 4's seat as it was.
+    let seat_of = |node: Uuid| {
+        let pool = h.app.store.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT s.state, s.endpoint || '/' || a.state FROM seats s
+                   JOIN assignments a ON a.seat_id = s.id WHERE s.node_id = $1",
+            )
+            .bind(node)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    for (i, (node, _)) in nodes.iter().enumerate() {
+        let (state, endpoint) = seat_of(*node).await;
+        if i == 4 {
+            assert_eq!(
+                (state.as_str(), endpoint.as_str()),
+                ("starting", "/pending")
+            );
+        } else {
+            let want = format!("http://10.0.0.9:{}/running", 9000 + i);
+            assert_eq!(
+                (state.as_str(), endpoint.as_str()),
+                ("running", want.as_str())
+            );
+        }
+    }
+
+    // Some statement carried more than one node's burst.
+    let (batches, bursts) = batches(&h.app, "progress_batch_size");
+    assert!(
+        bursts >= 7.0 && batches < bursts,
+        "{batches} statements for {bursts} bursts"
+    );
+
+    // Node 4's own report still counts.
+    let refused = h
+        .app
+        .agent_statuses(nodes[4].0, &[running(&assigns[4], 9004)])
+        .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let (state, endpoint) = seat_of(nodes[4].0).await;
+    assert_eq!(
+        (state.as_str(), endpoint.as_str()),
+        ("running", "http://10.0.0.9:9004/running")
+    );
 }
 
 /// A site cut off from the region keeps its lesson running and reports the

@@ -339,15 +339,16 @@ impl Broker {
         let progress: Vec<assignments::Progress> = run
             .iter()
             .map(|r| assignments::Progress {
+                node_id,
                 id: r.id,
                 generation: r.st.generation,
                 state: r.state,
-                endpoint: &r.st.endpoint,
-                output_tail: &r.tail,
+                endpoint: r.st.endpoint.clone(),
+                output_tail: r.tail.clone(),
                 slice_seconds: r.st.slice_seconds,
             })
             .collect();
-        let rows = match self.store.record_progress(node_id, &progress).await {
+        let rows = match self.write_progress(node_id, progress).await {
             Ok(rows) => rows,
             Err(e) => return vec![e.into()],
         };

@@ -8,6 +8,7 @@ pub mod edge;
 pub mod fleet;
 pub mod jobs;
 pub mod lessons;
+pub mod progress_writes;
 pub mod tenancy;
 pub mod vouchers;
 

@@ -108,12 +108,14 @@ impl Store {
 
 /// One progress report (starting or running, no exit) from an agent, for
 /// [`Store::record_progress`].
-pub struct Progress<'a> {
+pub struct Progress {
+    /// The reporting node: only its own assignments change.
+    pub node_id: Uuid,
     pub id: Uuid,
     pub generation: i64,
     pub state: &'static str,
-    pub endpoint: &'a str,
-    pub output_tail: &'a str,
+    pub endpoint: String,
+    pub output_tail: String,
     pub slice_seconds: f64,
 }
 
@@ -122,27 +124,30 @@ pub struct Progress<'a> {
 #[derive(Debug, FromRow)]
 pub struct ProgressRow {
     pub id: Uuid,
+    pub node_id: Uuid,
     pub job_id: Option<Uuid>,
     pub released: bool,
     pub lesson_id: Option<Uuid>,
 }
 
 impl Store {
-    /// Applies many progress reports from one node in one statement: each
-    /// assignment's status and, for a running lesson seat, the seat itself.
-    /// A storm of seats starting at the bell arrives as bursts of these, and
-    /// one round trip per report was most of the time to "all running".
-    /// Reports for another node's assignment or an older generation change
-    /// nothing and are absent from the result. Ids must be distinct.
-    pub async fn record_progress(
-        &self,
-        node_id: Uuid,
-        reports: &[Progress<'_>],
-    ) -> sqlx::Result<Vec<ProgressRow>> {
+    /// Applies many progress reports, from one node or many, in one
+    /// statement: each assignment's status and, for a running lesson seat,
+    /// the seat itself. A storm of seats starting at the bell arrives as
+    /// bursts of these, and one round trip per report was most of the time
+    /// to "all running". A report on another node's assignment or an older
+    /// generation changes nothing and is absent from the result. At most one
+    /// report per assignment.
+    pub async fn record_progress(&self, reports: &[&Progress]) -> sqlx::Result<Vec<ProgressRow>> {
+        // Rows are updated in id order, so two statements never lock the
+        // same rows in opposite orders.
+        let mut order: Vec<&Progress> = reports.to_vec();
+        order.sort_by_key(|r| r.id);
         sqlx::query_as(
             "WITH input AS (
-                SELECT * FROM UNNEST($2::uuid[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::float8[])
-                    AS t(id, generation, state, endpoint, output_tail, slice_seconds)
+                SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::float8[])
+                    AS t(node_id, id, generation, state, endpoint, output_tail, slice_seconds)
+                 ORDER BY id
              ), a AS (
                 UPDATE assignments x SET
                     state = CASE WHEN x.state = 'released' THEN x.state ELSE i.state END,
@@ -151,8 +156,8 @@ impl Store {
                     slice_seconds = GREATEST(x.slice_seconds, i.slice_seconds),
                     updated_at = now()
                   FROM input i
-                 WHERE x.id = i.id AND x.generation = i.generation AND x.node_id = $1
-                RETURNING x.id, x.seat_id, x.job_id, x.state, i.state AS reported, i.endpoint AS reported_endpoint
+                 WHERE x.id = i.id AND x.generation = i.generation AND x.node_id = i.node_id
+                RETURNING x.id, x.node_id, x.seat_id, x.job_id, x.state, i.state AS reported, i.endpoint AS reported_endpoint
              ), s AS (
                 UPDATE seats SET state = 'running',
                     endpoint = COALESCE(NULLIF(a.reported_endpoint, ''), seats.endpoint)
@@ -160,16 +165,16 @@ impl Store {
                  WHERE seats.id = a.seat_id AND a.state <> 'released' AND a.reported = 'running'
                 RETURNING seats.id
              )
-             SELECT a.id, a.job_id, a.state = 'released' AS released, seats.lesson_id
+             SELECT a.id, a.node_id, a.job_id, a.state = 'released' AS released, seats.lesson_id
                FROM a LEFT JOIN seats ON seats.id = a.seat_id",
         )
-        .bind(node_id)
-        .bind(reports.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(reports.iter().map(|r| r.generation).collect::<Vec<_>>())
-        .bind(reports.iter().map(|r| r.state).collect::<Vec<_>>())
-        .bind(reports.iter().map(|r| r.endpoint).collect::<Vec<_>>())
-        .bind(reports.iter().map(|r| r.output_tail).collect::<Vec<_>>())
-        .bind(reports.iter().map(|r| r.slice_seconds).collect::<Vec<_>>())
+        .bind(order.iter().map(|r| r.node_id).collect::<Vec<_>>())
+        .bind(order.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(order.iter().map(|r| r.generation).collect::<Vec<_>>())
+        .bind(order.iter().map(|r| r.state).collect::<Vec<_>>())
+        .bind(order.iter().map(|r| r.endpoint.as_str()).collect::<Vec<_>>())
+        .bind(order.iter().map(|r| r.output_tail.as_str()).collect::<Vec<_>>())
+        .bind(order.iter().map(|r| r.slice_seconds).collect::<Vec<_>>())
         .fetch_all(&self.pool)
         .await
     }

@@ -1,0 +1,150 @@
+//! Writing agents' progress reports, many nodes' in one statement.
+//!
+//! At a bell every node of a district reports its seats running within a
+//! second or so, each in a burst of a few reports. One statement and one
+//! commit per burst cost more than the reports themselves: a storm of 10,000
+//! seats spent as long in ~800 such statements as in writing the bookings.
+//! So a node's burst queues for one of a few writers, which takes every
+//! burst waiting (at most `MAX_REPORTS` reports) into one statement. Under
+//! light load a batch is one burst, written at once.
+//!
+//! A node has one burst in flight at a time (its session waits for the
+//! write), so each node's reports stay in order. A batch that fails is
+//! written again burst by burst, so one node's bad report never costs
+//! another node its reports.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::{Notify, oneshot};
+use uuid::Uuid;
+
+use crate::{
+    app::Broker,
+    store::assignments::{Progress, ProgressRow},
+};
+
+/// Statements in flight at once; the rest of the pool serves bookings.
+const WRITERS: usize = 2;
+/// Reports in one statement, at most (a burst is never split).
+const MAX_REPORTS: usize = 2048;
+/// How often an idle writer checks that its broker still exists.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+struct Burst {
+    node_id: Uuid,
+    reports: Vec<Progress>,
+    reply: oneshot::Sender<sqlx::Result<Vec<ProgressRow>>>,
+}
+
+#[derive(Default)]
+pub struct ProgressWriters {
+    queue: Mutex<VecDeque<Burst>>,
+    wake: Notify,
+}
+
+impl ProgressWriters {
+    fn push(&self, b: Burst) {
+        self.lock().push_back(b);
+        self.wake.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Burst>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_batch(&self) -> Vec<Burst> {
+        let mut q = self.lock();
+        let mut batch = Vec::new();
+        let mut n = 0;
+        while let Some(b) = q.front() {
+            if !batch.is_empty() && n + b.reports.len() > MAX_REPORTS {
+                break;
+            }
+            n += b.reports.len();
+            batch.extend(q.pop_front());
+        }
+        batch
+    }
+}
+
+/// Runs the writers until the broker is dropped (see `booking_writes`: an
+/// idle writer holds the queue, not the broker).
+pub fn start(broker: &Arc<Broker>) {
+    for _ in 0..WRITERS {
+        let writers = broker.progress_writes.clone();
+        let broker = Arc::downgrade(broker);
+        tokio::spawn(async move {
+            loop {
+                let batch = writers.take_batch();
+                if batch.is_empty() {
+                    if broker.strong_count() == 0 {
+                        return;
+                    }
+                    // notify_one keeps a wake-up for a writer that is not
+                    // waiting yet, so a burst pushed now is not missed.
+                    let _ = tokio::time::timeout(IDLE_CHECK, writers.wake.notified()).await;
+                    continue;
+                }
+                let Some(b) = broker.upgrade() else { return };
+                b.write_progress_batch(batch).await;
+            }
+        });
+    }
+}
+
+impl Broker {
+    /// Records one node's burst of progress reports, batched with other
+    /// nodes' waiting bursts.
+    pub(crate) async fn write_progress(
+        &self,
+        node_id: Uuid,
+        reports: Vec<Progress>,
+    ) -> sqlx::Result<Vec<ProgressRow>> {
+        debug_assert!(reports.iter().all(|r| r.node_id == node_id));
+        let (reply, answer) = oneshot::channel();
+        self.progress_writes.push(Burst {
+            node_id,
+            reports,
+            reply,
+        });
+        // No answer: the writer went away with its broker.
+        answer.await.unwrap_or(Err(sqlx::Error::PoolClosed))
+    }
+
+    async fn write_progress_batch(&self, batch: Vec<Burst>) {
+        self.metrics.progress_batch_size.observe(batch.len() as f64);
+        let reports: Vec<&Progress> = batch.iter().flat_map(|b| &b.reports).collect();
+        let result = self.store.record_progress(&reports).await;
+        drop(reports);
+        match result {
+            Ok(rows) => {
+                let mut by_node: std::collections::HashMap<Uuid, Vec<ProgressRow>> =
+                    std::collections::HashMap::with_capacity(batch.len());
+                for row in rows {
+                    by_node.entry(row.node_id).or_default().push(row);
+                }
+                for b in batch {
+                    let rows = by_node.remove(&b.node_id).unwrap_or_default();
+                    let _ = b.reply.send(Ok(rows));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                if let Some(b) = batch.into_iter().next() {
+                    let _ = b.reply.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(bursts = batch.len(), error = %e, "progress batch failed; writing each burst alone");
+                for b in batch {
+                    let reports: Vec<&Progress> = b.reports.iter().collect();
+                    let r = self.store.record_progress(&reports).await;
+                    let _ = b.reply.send(r);
+                }
+            }
+        }
+    }
+}
