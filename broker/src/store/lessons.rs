@@ -251,7 +251,7 @@ pub async fn insert_lessons(
             seat_spec, workload, datasets, max_rtt_ms, window_start, window_end, explanation, created_at)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[], $6::int[], $7::text[],
             $8::int[], $9::int[], $10::jsonb[], $11::jsonb[], $12::jsonb[], $13::int[], $14::timestamptz[],
-            $15::timestamptz[], $16::jsonb[], $17::timestamptz[])",
+            $15::timestamptz[], $16::text[]::json[], $17::timestamptz[])",
     )
     .bind(ls.iter().map(|l| l.id).collect::<Vec<_>>())
     .bind(ls.iter().map(|l| l.request_id).collect::<Vec<_>>())
@@ -268,7 +268,12 @@ pub async fn insert_lessons(
     .bind(ls.iter().map(|l| l.max_rtt_ms).collect::<Vec<_>>())
     .bind(ls.iter().map(|l| l.window_start).collect::<Vec<_>>())
     .bind(ls.iter().map(|l| l.window_end).collect::<Vec<_>>())
-    .bind(ls.iter().map(|l| Json(&l.explanation)).collect::<Vec<_>>())
+    // Text, stored as json: see migration 0012.
+    .bind(
+        ls.iter()
+            .map(|l| l.explanation.to_string())
+            .collect::<Vec<_>>(),
+    )
     .bind(ls.iter().map(|l| l.created_at).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
@@ -289,13 +294,18 @@ pub async fn insert_seats(
     rows: &[SeatInsert<'_>],
 ) -> sqlx::Result<()> {
     // Device lists differ in length, which a 2-D array cannot hold; they
-    // travel as JSON arrays and are unpacked in the statement.
-    let devices: Vec<Json<&Vec<i32>>> = rows.iter().map(|r| Json(&r.seat.device_indexes)).collect();
+    // travel as array literals (`{0,1}`), which the statement casts: a JSON
+    // array per seat, unpacked by a subquery per row, cost several times
+    // more at a bell of 10,000 seats.
+    let devices: Vec<String> = rows
+        .iter()
+        .map(|r| int_array_literal(&r.seat.device_indexes))
+        .collect();
     sqlx::query(
         "INSERT INTO seats (id, lesson_id, number, state, node_id, device_indexes, gpu_memory_mib, gpu_compute_pct, rtt_ms, rtt_source, rtt_error_ms)
          SELECT id, lesson_id, number, state, node_id,
-                ARRAY(SELECT jsonb_array_elements_text(devices)::int), gmem, gpct, rtt, src, err
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::uuid[], $6::jsonb[], $7::int8[], $8::int[], $9::float8[], $10::text[], $11::float8[])
+                devices::int[], gmem, gpct, rtt, src, err
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::uuid[], $6::text[], $7::int8[], $8::int[], $9::float8[], $10::text[], $11::float8[])
               AS t(id, lesson_id, number, state, node_id, devices, gmem, gpct, rtt, src, err)",
     )
     .bind(rows.iter().map(|r| r.seat.id).collect::<Vec<_>>())
@@ -312,6 +322,12 @@ pub async fn insert_seats(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// `{1,2,3}`: PostgreSQL's text form of an integer array.
+fn int_array_literal(xs: &[i32]) -> String {
+    let items: Vec<String> = xs.iter().map(i32::to_string).collect();
+    format!("{{{}}}", items.join(","))
 }
 
 /// Moves a planned seat to another node (re-planning at start).
