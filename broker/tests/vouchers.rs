@@ -1039,13 +1039,48 @@ async fn a_burst_of_status_reports_starts_every_seat_and_refuses_only_the_bad_on
             assigns[3].generation,
         )
     });
+    // NUL cannot be stored: refused by name, not failed in the database.
+    burst.push(pb::AssignmentStatus {
+        endpoint: "http://10.0.0.7:1\0".into(),
+        ..report(
+            &assigns[0],
+            pb::AssignmentState::Running,
+            assigns[0].generation,
+        )
+    });
+    // In a program's output it is replaced.
+    burst.push(pb::AssignmentStatus {
+        output_tail: "ready\0".into(),
+        ..report(
+            &assigns[2],
+            pb::AssignmentState::Running,
+            assigns[2].generation,
+        )
+    });
     let refused = h.app.agent_statuses(node, &burst).await;
     let refused: Vec<String> = refused.iter().map(|e| e.to_string()).collect();
-    assert_eq!(refused.len(), 2, "the unknown id and the NaN: {refused:?}");
+    assert_eq!(
+        refused.len(),
+        3,
+        "the unknown id, the NaN and the NUL: {refused:?}"
+    );
     assert!(
         refused.iter().any(|e| e.contains("slice_seconds")),
         "{refused:?}"
     );
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.contains("status.endpoint") && e.contains("NUL")),
+        "{refused:?}"
+    );
+    let tail: String =
+        sqlx::query_scalar("SELECT output_tail FROM assignments WHERE id = $1::uuid")
+            .bind(&assigns[2].assignment_id)
+            .fetch_one(&h.app.store.pool)
+            .await
+            .unwrap();
+    assert_eq!(tail, "ready\u{FFFD}");
 
     let mut seats: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT s.state, s.endpoint FROM seats s WHERE s.lesson_id = $1 ORDER BY s.endpoint",

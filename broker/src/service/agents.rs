@@ -533,12 +533,21 @@ impl<'a> Report<'a> {
                 "endpoint or message too long",
             ));
         }
+        // PostgreSQL text cannot hold NUL: one such report would fail the
+        // statement that carries other nodes' reports too.
+        if st.endpoint.contains('\0') || st.message.contains('\0') {
+            return Err(ServiceError::field(
+                "status.endpoint",
+                "endpoint and message must not contain NUL characters",
+            ));
+        }
         if !st.slice_seconds.is_finite() || st.slice_seconds < 0.0 {
             return Err(ServiceError::field(
                 "status.slice_seconds",
                 "must be a non-negative number",
             ));
         }
+        // A program's output may hold anything; NUL cannot be stored.
         let tail: String = st
             .output_tail
             .chars()
@@ -547,6 +556,13 @@ impl<'a> Report<'a> {
             .collect::<Vec<_>>()
             .into_iter()
             .rev()
+            .map(|c| {
+                if c == '\0' {
+                    char::REPLACEMENT_CHARACTER
+                } else {
+                    c
+                }
+            })
             .collect();
         Ok(Report {
             id,
