@@ -14,7 +14,7 @@
 //! another node its reports.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -132,12 +132,10 @@ impl Broker {
     async fn write_progress_batch(&self, batch: Vec<Burst>) {
         self.metrics.progress_batch_size.observe(batch.len() as f64);
         let reports: Vec<&Progress> = batch.iter().flat_map(|b| &b.reports).collect();
-        let result = self.store.record_progress(&reports).await;
-        drop(reports);
-        match result {
+        match self.store.record_progress(&reports).await {
             Ok(rows) => {
-                let mut by_node: std::collections::HashMap<Uuid, Vec<ProgressRow>> =
-                    std::collections::HashMap::with_capacity(batch.len());
+                let mut by_node: HashMap<Uuid, Vec<ProgressRow>> =
+                    HashMap::with_capacity(batch.len());
                 for row in rows {
                     by_node.entry(row.node_id).or_default().push(row);
                 }
