@@ -535,11 +535,16 @@ impl<'a> Report<'a> {
         }
         // PostgreSQL text cannot hold NUL: one such report would fail the
         // statement that carries other nodes' reports too.
-        if st.endpoint.contains('\0') || st.message.contains('\0') {
-            return Err(ServiceError::field(
-                "status.endpoint",
-                "endpoint and message must not contain NUL characters",
-            ));
+        for (field, text) in [
+            ("status.endpoint", &st.endpoint),
+            ("status.message", &st.message),
+        ] {
+            if text.contains('\0') {
+                return Err(ServiceError::field(
+                    field,
+                    "must not contain NUL characters",
+                ));
+            }
         }
         if !st.slice_seconds.is_finite() || st.slice_seconds < 0.0 {
             return Err(ServiceError::field(

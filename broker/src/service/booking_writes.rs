@@ -17,7 +17,6 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use chrono::{DateTime, Utc};
@@ -29,6 +28,7 @@ use super::{
     lessons::LessonView,
     new_seat,
     vouchers::admission::{HoldPlan, write_holds},
+    writers::{self, BatchQueue},
 };
 use crate::{
     app::Broker,
@@ -50,8 +50,6 @@ use crate::{
 const WRITERS: usize = 4;
 /// Bookings in one transaction, at most.
 const MAX_BATCH: usize = 16;
-/// How often an idle writer checks that its broker still exists.
-const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 /// What a booking needs written: the validated booking and its request,
 /// fixed for all its attempts, and this attempt's admission.
@@ -88,7 +86,7 @@ enum Outcome {
     Alone,
 }
 
-struct Queued {
+pub(crate) struct Queued {
     write: Arc<BookingWrite>,
     reply: oneshot::Sender<Outcome>,
 }
@@ -109,14 +107,11 @@ struct Waiting {
     busy: HashSet<Uuid>,
 }
 
-impl BookingWriters {
-    fn push(&self, q: Queued) {
-        self.lock().queue.push_back(q);
-        self.wake.notify_waiters();
-    }
+impl BatchQueue for BookingWriters {
+    type Item = Queued;
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn wake(&self) -> &Notify {
+        &self.wake
     }
 
     /// The oldest waiting bookings whose schools are free, one per school
@@ -137,6 +132,17 @@ impl BookingWriters {
         *queue = rest;
         batch
     }
+}
+
+impl BookingWriters {
+    fn push(&self, q: Queued) {
+        self.lock().queue.push_back(q);
+        self.wake.notify_waiters();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
     fn release(&self, batch: &[Queued]) {
         let mut g = self.lock();
@@ -148,34 +154,12 @@ impl BookingWriters {
     }
 }
 
-/// Runs the writers until the broker is dropped. Batches run in the
-/// writers' own tasks, so a client hanging up never cuts a batch that
-/// carries other schools' bookings. An idle writer holds the queue, not the
-/// broker, so a dropped broker's pool closes at once.
+/// Starts the booking writers (see `writers`).
 pub fn start(broker: &Arc<Broker>) {
-    for _ in 0..WRITERS {
-        let writers = broker.booking_writes.clone();
-        let broker = Arc::downgrade(broker);
-        tokio::spawn(async move {
-            loop {
-                let woken = writers.wake.notified();
-                tokio::pin!(woken);
-                woken.as_mut().enable();
-                let batch = writers.take_batch();
-                if batch.is_empty() {
-                    if broker.strong_count() == 0 {
-                        return;
-                    }
-                    // Woken by a booking or a finished batch, or now and
-                    // then to see whether the broker is gone.
-                    let _ = tokio::time::timeout(IDLE_CHECK, woken).await;
-                    continue;
-                }
-                let Some(b) = broker.upgrade() else { return };
-                b.write_batch(batch).await;
-            }
-        });
-    }
+    let queue = broker.booking_writes.clone();
+    writers::spawn(broker, queue, WRITERS, |b, batch| async move {
+        b.write_batch(batch).await
+    });
 }
 
 impl Broker {

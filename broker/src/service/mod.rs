@@ -11,6 +11,7 @@ pub mod lessons;
 pub mod progress_writes;
 pub mod tenancy;
 pub mod vouchers;
+pub(crate) mod writers;
 
 use chrono::{DateTime, Utc};
 use classgrid_placement::{Owner, Reservation, SeatPlacement, Window};

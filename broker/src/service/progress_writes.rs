@@ -16,12 +16,12 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
+use super::writers::{self, BatchQueue};
 use crate::{
     app::Broker,
     store::assignments::{Progress, ProgressRow},
@@ -31,10 +31,8 @@ use crate::{
 const WRITERS: usize = 2;
 /// Reports in one statement, at most (a burst is never split).
 const MAX_REPORTS: usize = 2048;
-/// How often an idle writer checks that its broker still exists.
-const IDLE_CHECK: Duration = Duration::from_secs(5);
 
-struct Burst {
+pub(crate) struct Burst {
     node_id: Uuid,
     reports: Vec<Progress>,
     reply: oneshot::Sender<sqlx::Result<Vec<ProgressRow>>>,
@@ -46,14 +44,11 @@ pub struct ProgressWriters {
     wake: Notify,
 }
 
-impl ProgressWriters {
-    fn push(&self, b: Burst) {
-        self.lock().push_back(b);
-        self.wake.notify_one();
-    }
+impl BatchQueue for ProgressWriters {
+    type Item = Burst;
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Burst>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    fn wake(&self) -> &Notify {
+        &self.wake
     }
 
     /// The oldest waiting bursts, at most one per node (a node that
@@ -85,29 +80,23 @@ impl ProgressWriters {
     }
 }
 
-/// Runs the writers until the broker is dropped (see `booking_writes`: an
-/// idle writer holds the queue, not the broker).
-pub fn start(broker: &Arc<Broker>) {
-    for _ in 0..WRITERS {
-        let writers = broker.progress_writes.clone();
-        let broker = Arc::downgrade(broker);
-        tokio::spawn(async move {
-            loop {
-                let batch = writers.take_batch();
-                if batch.is_empty() {
-                    if broker.strong_count() == 0 {
-                        return;
-                    }
-                    // notify_one keeps a wake-up for a writer that is not
-                    // waiting yet, so a burst pushed now is not missed.
-                    let _ = tokio::time::timeout(IDLE_CHECK, writers.wake.notified()).await;
-                    continue;
-                }
-                let Some(b) = broker.upgrade() else { return };
-                b.write_progress_batch(batch).await;
-            }
-        });
+impl ProgressWriters {
+    fn push(&self, b: Burst) {
+        self.lock().push_back(b);
+        self.wake.notify_waiters();
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Burst>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Starts the progress writers (see `writers`).
+pub fn start(broker: &Arc<Broker>) {
+    let queue = broker.progress_writes.clone();
+    writers::spawn(broker, queue, WRITERS, |b, batch| async move {
+        b.write_progress_batch(batch).await
+    });
 }
 
 impl Broker {
