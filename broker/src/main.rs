@@ -52,6 +52,7 @@ struct AdminUserArgs {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    classgrid_common::memory::without_huge_pages();
     let cli = Cli::parse();
     let args = match &cli.command {
         Command::Serve(a) | Command::Migrate(a) | Command::AdminToken(a) => a,

@@ -79,6 +79,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    classgrid_common::memory::without_huge_pages();
     let cli = Cli::parse();
     // Like any Unix filter, a client command ends quietly on a closed pipe
     // (`classgrid … | head`). Not `up`: it hosts servers, whose writes to a

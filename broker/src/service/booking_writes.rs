@@ -21,6 +21,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use classgrid_placement::{self as placement, Admission, Owner, Request};
+use sqlx::{Connection, PgConnection};
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
@@ -28,7 +29,7 @@ use super::{
     lessons::LessonView,
     new_seat,
     vouchers::admission::{HoldPlan, write_holds},
-    writers::{self, BatchQueue},
+    writers::{self, BatchQueue, Conn},
 };
 use crate::{
     app::Broker,
@@ -45,8 +46,8 @@ use crate::{
     },
 };
 
-/// Batches written at the same time. Each holds one pooled connection for
-/// its transaction; the rest of the pool serves reads, agents and the clock.
+/// Batches written at the same time. Each writer keeps one connection of
+/// the pool (see `writers`); the rest serves reads, agents and the clock.
 const WRITERS: usize = 4;
 /// Bookings in one transaction, at most.
 const MAX_BATCH: usize = 16;
@@ -157,8 +158,8 @@ impl BookingWriters {
 /// Starts the booking writers (see `writers`).
 pub fn start(broker: &Arc<Broker>) {
     let queue = broker.booking_writes.clone();
-    writers::spawn(broker, queue, WRITERS, |b, batch| async move {
-        b.write_batch(batch).await
+    writers::spawn(broker, queue, WRITERS, |b, conn, batch| async move {
+        b.write_batch(conn, batch).await
     });
 }
 
@@ -175,14 +176,23 @@ impl Broker {
             return r;
         }
         // Its batch failed: write it by itself.
-        let mut alone = self.write_bookings(&[&w]).await?;
+        let mut conn = self.store.pool.acquire().await?;
+        let mut alone = self.write_bookings(&mut conn, &[&w]).await?;
         Ok(alone.remove(0))
     }
 
-    async fn write_batch(&self, batch: Vec<Queued>) {
+    /// Writes a batch on the writer's connection; gives the connection back
+    /// unless it may be broken.
+    async fn write_batch(&self, conn: Option<Conn>, batch: Vec<Queued>) -> Option<Conn> {
         let writes: Vec<&BookingWrite> = batch.iter().map(|q| &*q.write).collect();
         self.metrics.booking_batch_size.observe(writes.len() as f64);
-        let result = self.write_bookings(&writes).await;
+        let (conn, result) = match writers::connection(self, conn).await {
+            Ok(mut c) => {
+                let r = self.write_bookings(&mut c, &writes).await;
+                (writers::keep(c, &r), r)
+            }
+            Err(e) => (None, Err(e)),
+        };
         self.booking_writes.release(&batch);
         match result {
             Ok(written) => {
@@ -202,6 +212,7 @@ impl Broker {
                 }
             }
         }
+        conn
     }
 
     /// Writes the bookings' lessons, seats, reservations, voucher holds and
@@ -213,14 +224,18 @@ impl Broker {
     /// assignments, which come back for the caller to send after commit. At a
     /// district's bell this is most of the classes, and going through the
     /// clock cost each one two more transactions and a read.
-    pub(crate) async fn write_bookings(&self, ws: &[&BookingWrite]) -> sqlx::Result<Vec<Written>> {
+    pub(crate) async fn write_bookings(
+        &self,
+        conn: &mut PgConnection,
+        ws: &[&BookingWrite],
+    ) -> sqlx::Result<Vec<Written>> {
         let schools: Vec<Uuid> = ws.iter().map(|w| w.input.site_id).collect();
         debug_assert_eq!(
             schools.iter().collect::<HashSet<_>>().len(),
             schools.len(),
             "one booking per school in a batch"
         );
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         // Schools first, in one order: bookings queue here, before they lock
         // any node.
         let mut locks = self.lock_schools(&mut tx, &schools).await?;

@@ -21,10 +21,10 @@ use std::{
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
-use super::writers::{self, BatchQueue};
+use super::writers::{self, BatchQueue, Conn};
 use crate::{
     app::Broker,
-    store::assignments::{Progress, ProgressRow},
+    store::assignments::{Progress, ProgressRow, record_progress},
 };
 
 /// Statements in flight at once; the rest of the pool serves bookings.
@@ -94,8 +94,8 @@ impl ProgressWriters {
 /// Starts the progress writers (see `writers`).
 pub fn start(broker: &Arc<Broker>) {
     let queue = broker.progress_writes.clone();
-    writers::spawn(broker, queue, WRITERS, |b, batch| async move {
-        b.write_progress_batch(batch).await
+    writers::spawn(broker, queue, WRITERS, |b, conn, batch| async move {
+        b.write_progress_batch(conn, batch).await
     });
 }
 
@@ -118,10 +118,18 @@ impl Broker {
         answer.await.unwrap_or(Err(sqlx::Error::PoolClosed))
     }
 
-    async fn write_progress_batch(&self, batch: Vec<Burst>) {
+    async fn write_progress_batch(&self, conn: Option<Conn>, batch: Vec<Burst>) -> Option<Conn> {
         self.metrics.progress_batch_size.observe(batch.len() as f64);
         let reports: Vec<&Progress> = batch.iter().flat_map(|b| &b.reports).collect();
-        match self.store.record_progress(&reports).await {
+        let (mut kept, result) = match writers::connection(self, conn).await {
+            Ok(mut c) => {
+                let r = record_progress(&mut c, &reports).await;
+                (writers::keep(c, &r), r)
+            }
+            Err(e) => (None, Err(e)),
+        };
+        drop(reports);
+        match result {
             Ok(rows) => {
                 let mut by_node: HashMap<Uuid, Vec<ProgressRow>> =
                     HashMap::with_capacity(batch.len());
@@ -142,11 +150,19 @@ impl Broker {
                 tracing::debug!(bursts = batch.len(), error = %e, "progress batch failed; writing each burst alone");
                 for b in batch {
                     let reports: Vec<&Progress> = b.reports.iter().collect();
-                    let r = self.store.record_progress(&reports).await;
+                    let r = match writers::connection(self, kept.take()).await {
+                        Ok(mut c) => {
+                            let r = record_progress(&mut c, &reports).await;
+                            kept = writers::keep(c, &r);
+                            r
+                        }
+                        Err(e) => Err(e),
+                    };
                     let _ = b.reply.send(r);
                 }
             }
         }
+        kept
     }
 }
 

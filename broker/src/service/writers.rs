@@ -8,9 +8,13 @@ use std::{
     time::Duration,
 };
 
+use sqlx::{Postgres, pool::PoolConnection};
 use tokio::sync::Notify;
 
 use crate::app::Broker;
+
+/// A writer's own connection, kept between batches while it works.
+pub(crate) type Conn = PoolConnection<Postgres>;
 
 /// How often an idle writer checks that its broker still exists.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
@@ -28,16 +32,26 @@ pub(crate) trait BatchQueue: Send + Sync + 'static {
 /// the writers' own tasks, so a caller hanging up never cuts a batch that
 /// carries others' work. An idle writer holds the queue, not the broker, so
 /// a dropped broker's pool closes at once.
+///
+/// Each writer keeps one connection for its batches (`write` gets it and
+/// gives it back, or `None` after an error that may have broken it). A
+/// backend's first run of the batch statements plans them, compiles the
+/// capacity trigger and prepares the foreign-key checks, several times the
+/// cost of a warm run; a writer taking any pooled connection paid that on
+/// most backends of the pool at a bell, and again after the pool had closed
+/// idle connections. The connection goes back to the pool when the writer
+/// has been idle for a while, so an idle broker holds none.
 pub(crate) fn spawn<Q, W, F>(broker: &Arc<Broker>, queue: Arc<Q>, n: usize, write: W)
 where
     Q: BatchQueue,
-    W: Fn(Arc<Broker>, Vec<Q::Item>) -> F + Send + Sync + Clone + 'static,
-    F: Future<Output = ()> + Send,
+    W: Fn(Arc<Broker>, Option<Conn>, Vec<Q::Item>) -> F + Send + Sync + Clone + 'static,
+    F: Future<Output = Option<Conn>> + Send,
 {
     for _ in 0..n {
         let (queue, write) = (queue.clone(), write.clone());
         let broker: Weak<Broker> = Arc::downgrade(broker);
         tokio::spawn(async move {
+            let mut conn: Option<Conn> = None;
             loop {
                 // Registered before looking, so a wake-up between the look
                 // and the wait is not lost.
@@ -49,12 +63,87 @@ where
                     if broker.strong_count() == 0 {
                         return;
                     }
-                    let _ = tokio::time::timeout(IDLE_CHECK, woken).await;
+                    if tokio::time::timeout(IDLE_CHECK, woken).await.is_err() {
+                        conn = None;
+                    }
                     continue;
                 }
                 let Some(b) = broker.upgrade() else { return };
-                write(b, batch).await;
+                conn = write(b, conn.take(), batch).await;
             }
         });
+    }
+}
+
+/// The writer's connection, or a fresh one from the pool.
+pub(crate) async fn connection(b: &Broker, kept: Option<Conn>) -> sqlx::Result<Conn> {
+    match kept {
+        Some(c) => Ok(c),
+        None => b.store.pool.acquire().await,
+    }
+}
+
+/// The connection to keep after a batch: after an error the server
+/// reported (the transaction is rolled back, the session is sound), the
+/// same; after any other error, none, and the pool opens a new one.
+pub(crate) fn keep<C, T>(conn: C, result: &sqlx::Result<T>) -> Option<C> {
+    match result {
+        Ok(_) | Err(sqlx::Error::Database(_)) => Some(conn),
+        Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_kept_after_success_and_server_errors_only() {
+        assert_eq!(keep("conn", &Ok(())), Some("conn"));
+        let refused: sqlx::Result<()> = Err(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(
+            keep("conn", &refused),
+            None,
+            "a reset connection is dropped"
+        );
+        assert_eq!(keep("conn", &Err::<(), _>(sqlx::Error::PoolTimedOut)), None);
+        let conflict: sqlx::Result<()> = Err(sqlx::Error::Database(Box::new(ServerError)));
+        assert_eq!(
+            keep("conn", &conflict),
+            Some("conn"),
+            "the session is sound"
+        );
+    }
+
+    /// An error the server reported, such as the capacity trigger's.
+    #[derive(Debug)]
+    struct ServerError;
+
+    impl std::fmt::Display for ServerError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("device over-committed")
+        }
+    }
+
+    impl std::error::Error for ServerError {}
+
+    impl sqlx::error::DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            "device over-committed"
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
     }
 }

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, Postgres, Transaction, types::Json};
+use sqlx::{FromRow, PgConnection, Postgres, Transaction, types::Json};
 use uuid::Uuid;
 
 use super::Store;
@@ -107,7 +107,7 @@ impl Store {
 }
 
 /// One progress report (starting or running, no exit) from an agent, for
-/// [`Store::record_progress`].
+/// [`record_progress`].
 pub struct Progress {
     /// The reporting node: only its own assignments change.
     pub node_id: Uuid,
@@ -119,7 +119,7 @@ pub struct Progress {
     pub slice_seconds: f64,
 }
 
-/// What [`Store::record_progress`] changed: an assignment of the reporting
+/// What [`record_progress`] changed: an assignment of the reporting
 /// node at the reported generation.
 #[derive(Debug, FromRow)]
 pub struct ProgressRow {
@@ -130,20 +130,22 @@ pub struct ProgressRow {
     pub lesson_id: Option<Uuid>,
 }
 
-impl Store {
-    /// Applies many progress reports, from one node or many, in one
-    /// statement: each assignment's status and, for a running lesson seat,
-    /// the seat itself. A storm of seats starting at the bell arrives as
-    /// bursts of these, and one round trip per report was most of the time
-    /// to "all running". A report on another node's assignment or an older
-    /// generation changes nothing and is absent from the result. At most one
-    /// report per assignment.
-    pub async fn record_progress(&self, reports: &[&Progress]) -> sqlx::Result<Vec<ProgressRow>> {
-        // Rows are updated in id order, so two statements never lock the
-        // same rows in opposite orders.
-        let mut order: Vec<&Progress> = reports.to_vec();
-        order.sort_by_key(|r| r.id);
-        sqlx::query_as(
+/// Applies many progress reports, from one node or many, in one
+/// statement: each assignment's status and, for a running lesson seat,
+/// the seat itself. A storm of seats starting at the bell arrives as
+/// bursts of these, and one round trip per report was most of the time
+/// to "all running". A report on another node's assignment or an older
+/// generation changes nothing and is absent from the result. At most one
+/// report per assignment.
+pub async fn record_progress(
+    conn: &mut PgConnection,
+    reports: &[&Progress],
+) -> sqlx::Result<Vec<ProgressRow>> {
+    // Rows are updated in id order, so two statements never lock the
+    // same rows in opposite orders.
+    let mut order: Vec<&Progress> = reports.to_vec();
+    order.sort_by_key(|r| r.id);
+    sqlx::query_as(
             "WITH input AS (
                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::float8[])
                     AS t(node_id, id, generation, state, endpoint, output_tail, slice_seconds)
@@ -175,9 +177,8 @@ impl Store {
         .bind(order.iter().map(|r| r.endpoint.as_str()).collect::<Vec<_>>())
         .bind(order.iter().map(|r| r.output_tail.as_str()).collect::<Vec<_>>())
         .bind(order.iter().map(|r| r.slice_seconds).collect::<Vec<_>>())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
-    }
 }
 
 pub async fn insert(
