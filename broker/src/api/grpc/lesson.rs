@@ -147,7 +147,7 @@ impl LessonService for Lessons {
 }
 
 pub fn explanation(v: &crate::service::lessons::LessonView) -> pb::Explanation {
-    let e = &v.lesson.explanation.0;
+    let e = v.lesson.explanation();
     let adm = &e["admission"];
     let ex = &adm["explanation"];
     let filters = ex["filters"]
