@@ -17,20 +17,20 @@ pub fn sweep(
     lost_after: Duration,
 ) -> Vec<(Uuid, &'static str)> {
     let mut changes = Vec::new();
-    for n in fleet.nodes() {
-        let silent = now.saturating_duration_since(n.last_seen);
+    for (id, last_seen, state) in fleet.liveness() {
+        let silent = now.saturating_duration_since(last_seen);
         let next = if silent >= lost_after {
             node_state::LOST
         } else if silent >= disconnected_after
-            || (n.state != node_state::CONNECTED && n.state != node_state::LOST)
+            || (state != node_state::CONNECTED && state != node_state::LOST)
         {
             node_state::DISCONNECTED
         } else {
             continue;
         };
-        if next != n.state {
-            fleet.set_state(n.id, next);
-            changes.push((n.id, next));
+        if next != state {
+            fleet.set_state(id, next);
+            changes.push((id, next));
         }
     }
     changes

@@ -300,6 +300,19 @@ impl Fleet {
             .is_some_and(LiveNode::is_connected)
     }
 
+    /// Each node's id, last sign of life and state: what the liveness sweep
+    /// reads four times a second, without copying and sorting whole nodes
+    /// (that was ~2 % of the broker's CPU at a bell with 2,000 nodes).
+    pub fn liveness(&self) -> Vec<(Uuid, Instant, &'static str)> {
+        self.inner
+            .read()
+            .expect("fleet lock")
+            .nodes
+            .values()
+            .map(|n| (n.id, n.last_seen, n.state))
+            .collect()
+    }
+
     pub fn nodes(&self) -> Vec<LiveNode> {
         let mut v: Vec<_> = self
             .inner
