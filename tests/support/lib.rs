@@ -182,27 +182,46 @@ impl Broker {
     }
 
     async fn start_with(db: &TestDb, dir: &Path, extra: &[&str], secure: bool) -> Self {
-        let (g, h) = (free_port(), free_port());
-        let scheme = if secure { "https" } else { "http" };
-        let mut b = Self {
-            proc: Proc::spawn(Path::new("/bin/true"), &[], dir.join("unused.log"), &[]),
-            grpc_url: format!("{scheme}://127.0.0.1:{g}"),
-            http_url: format!("{scheme}://127.0.0.1:{h}"),
-            secure,
-            token: String::new(),
-            grpc_port: g,
-            http_port: h,
-            db_url: db.url.clone(),
-            dir: dir.to_path_buf(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        b.restart().await;
-        b.token = mint_admin_token(&db.url);
-        b
+        let mut failed = String::new();
+        // A port found free can be taken before the broker binds it (by
+        // another test, or as the local end of any outgoing connection):
+        // then the broker is started again on other ports.
+        for _ in 0..3 {
+            let (g, h) = (free_port(), free_port());
+            let scheme = if secure { "https" } else { "http" };
+            let mut b = Self {
+                proc: Proc::spawn(Path::new("/bin/true"), &[], dir.join("unused.log"), &[]),
+                grpc_url: format!("{scheme}://127.0.0.1:{g}"),
+                http_url: format!("{scheme}://127.0.0.1:{h}"),
+                secure,
+                token: String::new(),
+                grpc_port: g,
+                http_port: h,
+                db_url: db.url.clone(),
+                dir: dir.to_path_buf(),
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+            };
+            match b.try_restart().await {
+                Ok(()) => {
+                    b.token = mint_admin_token(&db.url);
+                    return b;
+                }
+                Err(log) if log.contains("Address already in use") => failed = log,
+                Err(log) => panic!("broker did not become healthy; log:\n{log}"),
+            }
+        }
+        panic!("broker did not become healthy; log:\n{failed}");
     }
 
     /// (Re)starts the broker process on the same ports and database.
     pub async fn restart(&mut self) {
+        if let Err(log) = self.try_restart().await {
+            panic!("broker did not become healthy; log:\n{log}");
+        }
+    }
+
+    /// Starts the broker process; its log when it does not become healthy.
+    async fn try_restart(&mut self) -> Result<(), String> {
         self.proc.kill9();
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -236,23 +255,27 @@ impl Broker {
         let url = format!("{}/healthz", self.http_url);
         let secure = self.secure;
         let log = self.proc.log.clone();
+        let failed =
+            |log: &Path| std::fs::read_to_string(log).is_ok_and(|l| l.contains("broker failed"));
+        // Done when it serves, or when it has said it failed.
         let ok = wait_for(Duration::from_secs(60), || {
             let (url, log) = (url.clone(), log.clone());
             async move {
-                if secure {
-                    // Plain HTTP cannot reach a TLS broker; its log says when it serves.
-                    std::fs::read_to_string(&log).is_ok_and(|l| l.contains("broker serving"))
-                } else {
-                    http_get(&url).await.map(|(c, _)| c == 200).unwrap_or(false)
-                }
+                failed(&log)
+                    || if secure {
+                        // Plain HTTP cannot reach a TLS broker; its log says when it serves.
+                        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("broker serving"))
+                    } else {
+                        http_get(&url).await.map(|(c, _)| c == 200).unwrap_or(false)
+                    }
             }
         })
         .await;
-        assert!(
-            ok,
-            "broker did not become healthy; log:\n{}",
-            self.proc.log_text()
-        );
+        if ok && !failed(&log) {
+            Ok(())
+        } else {
+            Err(self.proc.log_text())
+        }
     }
 
     /// A plain channel without credentials.
