@@ -188,13 +188,9 @@ impl Broker {
     async fn write_batch(&self, conn: Option<Conn>, batch: Vec<Queued>) -> Option<Conn> {
         let writes: Vec<&BookingWrite> = batch.iter().map(|q| &*q.write).collect();
         self.metrics.booking_batch_size.observe(writes.len() as f64);
-        let (conn, result) = match writers::connection(self, conn).await {
-            Ok(mut c) => {
-                let r = self.write_bookings(&mut c, &writes).await;
-                (writers::keep(c, &r), r)
-            }
-            Err(e) => (None, Err(e)),
-        };
+        let (conn, result) =
+            writers::on_connection(self, conn, async |c| self.write_bookings(c, &writes).await)
+                .await;
         self.booking_writes.release(&batch);
         match result {
             Ok(written) => {

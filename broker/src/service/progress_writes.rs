@@ -121,13 +121,8 @@ impl Broker {
     async fn write_progress_batch(&self, conn: Option<Conn>, batch: Vec<Burst>) -> Option<Conn> {
         self.metrics.progress_batch_size.observe(batch.len() as f64);
         let reports: Vec<&Progress> = batch.iter().flat_map(|b| &b.reports).collect();
-        let (mut kept, result) = match writers::connection(self, conn).await {
-            Ok(mut c) => {
-                let r = record_progress(&mut c, &reports).await;
-                (writers::keep(c, &r), r)
-            }
-            Err(e) => (None, Err(e)),
-        };
+        let (mut kept, result) =
+            writers::on_connection(self, conn, async |c| record_progress(c, &reports).await).await;
         drop(reports);
         match result {
             Ok(rows) => {
@@ -150,14 +145,11 @@ impl Broker {
                 tracing::debug!(bursts = batch.len(), error = %e, "progress batch failed; writing each burst alone");
                 for b in batch {
                     let reports: Vec<&Progress> = b.reports.iter().collect();
-                    let r = match writers::connection(self, kept.take()).await {
-                        Ok(mut c) => {
-                            let r = record_progress(&mut c, &reports).await;
-                            kept = writers::keep(c, &r);
-                            r
-                        }
-                        Err(e) => Err(e),
-                    };
+                    let (k, r) = writers::on_connection(self, kept.take(), async |c| {
+                        record_progress(c, &reports).await
+                    })
+                    .await;
+                    kept = k;
                     let _ = b.reply.send(r);
                 }
             }

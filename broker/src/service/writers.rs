@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use sqlx::{Postgres, pool::PoolConnection};
+use sqlx::{PgConnection, Postgres, pool::PoolConnection};
 use tokio::sync::Notify;
 
 use crate::app::Broker;
@@ -75,12 +75,22 @@ where
     }
 }
 
-/// The writer's connection, or a fresh one from the pool.
-pub(crate) async fn connection(b: &Broker, kept: Option<Conn>) -> sqlx::Result<Conn> {
-    match kept {
-        Some(c) => Ok(c),
-        None => b.store.pool.acquire().await,
-    }
+/// Runs `write` on the writer's connection, or on a fresh one from the
+/// pool; returns the connection to keep (see `keep`) with the result.
+pub(crate) async fn on_connection<T>(
+    b: &Broker,
+    kept: Option<Conn>,
+    write: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<T>,
+) -> (Option<Conn>, sqlx::Result<T>) {
+    let mut conn = match kept {
+        Some(c) => c,
+        None => match b.store.pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => return (None, Err(e)),
+        },
+    };
+    let result = write(&mut conn).await;
+    (keep(conn, &result), result)
 }
 
 /// The connection to keep after a batch: after an error the server

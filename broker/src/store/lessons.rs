@@ -36,9 +36,7 @@ impl LessonRow {
     pub fn explanation(&self) -> serde_json::Value {
         serde_json::from_str(self.explanation.0.get()).unwrap_or_default()
     }
-}
 
-impl LessonRow {
     pub fn end_at(&self) -> DateTime<Utc> {
         self.start_at + chrono::Duration::seconds(self.duration_s as i64)
     }
