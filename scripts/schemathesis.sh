@@ -15,7 +15,6 @@ PY="${CLASSGRID_PYTHON:-python3}"
 EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-25}"
 PG="postgres://postgres@127.0.0.1:5432"
 DB="cg_schemathesis_$$"
-PORT_HTTP=$((20000 + RANDOM % 20000)); PORT_GRPC=$((PORT_HTTP + 1))
 WORK=$(mktemp -d)
 psql -q "$PG/postgres" -c "CREATE DATABASE $DB" >/dev/null
 cleanup() {
@@ -24,11 +23,27 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-"$BIN_DIR/classgrid-broker" serve --database-url "$PG/$DB" --insecure-dev --log-format text \
-  --grpc-addr "127.0.0.1:$PORT_GRPC" --http-addr "127.0.0.1:$PORT_HTTP" --rate-limit-per-s 100000 \
-  >"$WORK/broker.log" 2>&1 &
-BROKER_PID=$!
-for _ in $(seq 1 60); do curl -sf "http://127.0.0.1:$PORT_HTTP/healthz" >/dev/null && break; sleep 0.5; done
+# Ports come from below Linux's ephemeral range (32768+), where an outgoing
+# connection could already hold one. A broker that still fails to bind, or
+# does not answer, is started again on other ports; its log is shown if none works.
+start_broker() {
+  PORT_HTTP=$((20000 + RANDOM % 12000)); PORT_GRPC=$((PORT_HTTP + 1))
+  "$BIN_DIR/classgrid-broker" serve --database-url "$PG/$DB" --insecure-dev --log-format text \
+    --grpc-addr "127.0.0.1:$PORT_GRPC" --http-addr "127.0.0.1:$PORT_HTTP" --rate-limit-per-s 100000 \
+    >"$WORK/broker.log" 2>&1 &
+  BROKER_PID=$!
+  for _ in $(seq 1 120); do
+    curl -sf "http://127.0.0.1:$PORT_HTTP/healthz" >/dev/null && return 0
+    kill -0 "$BROKER_PID" 2>/dev/null || break
+    sleep 0.5
+  done
+  kill "$BROKER_PID" 2>/dev/null; wait "$BROKER_PID" 2>/dev/null
+  BROKER_PID=
+  return 1
+}
+started=
+for _ in 1 2 3; do start_broker && { started=1; break; }; done
+[ -n "$started" ] || { echo "the broker did not start; its log:"; tail -50 "$WORK/broker.log"; exit 1; }
 TOKEN=$("$BIN_DIR/classgrid-broker" admin-token --database-url "$PG/$DB" --insecure-dev --log-format text)
 # A school to book at, so that generated requests can get past "unknown site".
 "$BIN_DIR/classgrid" --grpc-url "http://127.0.0.1:$PORT_GRPC" --token "$TOKEN" sites create school-a >/dev/null
