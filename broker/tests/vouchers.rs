@@ -124,7 +124,9 @@ async fn agent(
     let live = app.register_node(&reg).await.unwrap();
     let id = live.id;
     let (tx, rx) = mpsc::channel(1024);
-    app.fleet.attach(live, tx);
+    let sid = app.fleet.attach(live, tx);
+    // As the agent's first heartbeat would: it has nothing queued.
+    app.fleet.caught_up(id, sid);
     (id, rx)
 }
 
@@ -1272,12 +1274,18 @@ async fn settlement_waits_for_a_disconnected_node_and_charges_its_late_usage() {
     // Back: the agent reconnects and sends its final report.
     let live = h.app.fleet.node(node).unwrap();
     let (tx, _rx) = mpsc::channel(16);
-    h.app.fleet.attach(live, tx);
+    let sid = h.app.fleet.attach(live, tx);
     let refused = h
         .app
         .agent_statuses(node, &[report(pb::AssignmentState::Stopped, 1.4)])
         .await;
     assert!(refused.is_empty(), "{refused:?}");
+    // Connected but with its backlog not yet delivered, the node is still
+    // waited for.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(released("release").await, 0, "settled before the backlog");
+    // Its first heartbeat follows the backlog.
+    h.app.fleet.caught_up(node, sid);
     assert!(
         wait_for(10, || async { released("release").await == 1 }).await,
         "settled once the node was back: {:?}",

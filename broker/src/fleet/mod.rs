@@ -51,6 +51,9 @@ pub struct LiveNode {
     /// None for a direct connection.
     pub relay: Option<String>,
     session: Option<(u64, SessionTx)>,
+    /// The current session has delivered what its agent queued while it
+    /// was away (see `caught_up`).
+    caught_up: bool,
 }
 
 impl LiveNode {
@@ -78,6 +81,7 @@ impl LiveNode {
             last_seen_wall: n.last_seen,
             relay: None,
             session: None,
+            caught_up: false,
         }
     }
 
@@ -186,6 +190,7 @@ impl Fleet {
     pub fn attach(&self, mut node: LiveNode, tx: SessionTx) -> u64 {
         let sid = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
         node.session = Some((sid, tx));
+        node.caught_up = false;
         node.state = node_state::CONNECTED;
         node.last_seen = Instant::now();
         node.last_seen_wall = Utc::now();
@@ -298,6 +303,32 @@ impl Fleet {
             .nodes
             .get(&id)
             .is_some_and(LiveNode::is_connected)
+    }
+
+    /// Session `sid` of the node has delivered its agent's backlog. An agent
+    /// sends what it queued while the broker was away first, then its
+    /// heartbeats, and the statuses before a heartbeat are written before
+    /// the heartbeat is handled: so this is called on the first heartbeat.
+    pub fn caught_up(&self, node_id: Uuid, sid: u64) {
+        let mut g = self.inner.write().expect("fleet lock");
+        if let Some(n) = g.nodes.get_mut(&node_id)
+            && n.session.as_ref().is_some_and(|s| s.0 == sid)
+        {
+            n.caught_up = true;
+        }
+    }
+
+    /// True when the node's agent is connected to this broker process and
+    /// has delivered what it metered while away. Unlike `is_connected`,
+    /// false for a node that was connected before a broker restart and has
+    /// not come back yet, and for one that has just reconnected.
+    pub fn is_caught_up(&self, id: Uuid) -> bool {
+        self.inner
+            .read()
+            .expect("fleet lock")
+            .nodes
+            .get(&id)
+            .is_some_and(|n| n.session.is_some() && n.caught_up)
     }
 
     /// Each node's id, last sign of life and state: what the liveness sweep

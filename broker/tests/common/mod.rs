@@ -113,7 +113,9 @@ pub async fn agent_session(
         .unwrap();
     let id = live.id;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    app.fleet.attach(live, tx);
+    let sid = app.fleet.attach(live, tx);
+    // As the agent's first heartbeat would: it has nothing queued.
+    app.fleet.caught_up(id, sid);
     (id, rx)
 }
 

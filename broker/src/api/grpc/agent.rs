@@ -179,10 +179,13 @@ impl AgentService for Agents {
                     }
                     flush_statuses(&app, node_id, &mut statuses).await;
                     let result = match msg.msg {
-                        Some(Msg::Heartbeat(hb)) => match hb.capacity {
-                            Some(cap) => app.update_capacity(node_id, &cap).await,
-                            None => Ok(()),
-                        },
+                        Some(Msg::Heartbeat(hb)) => {
+                            app.fleet.caught_up(node_id, sid);
+                            match hb.capacity {
+                                Some(cap) => app.update_capacity(node_id, &cap).await,
+                                None => Ok(()),
+                            }
+                        }
                         Some(Msg::PeerRtts(p)) => app.peer_rtts(node_id, &p).await,
                         Some(Msg::Status(_)) | Some(Msg::Register(_)) | None => Err(
                             crate::domain::ServiceError::field("msg", "register only once, first"),

@@ -139,11 +139,14 @@ impl Broker {
         chrono::Duration::from_std(self.cfg.vouchers.settle_after).unwrap_or_default()
     }
 
-    /// True while some of the owner's work ran on a node that is not
-    /// connected now: a site cut off from the region keeps its lessons going
-    /// (decision 043) and reports their usage when it is back, so charging
-    /// now would charge too little. Not past `USAGE_WAIT` after the work's
-    /// end: a node that never returns must not hold a voucher forever.
+    /// True while some of the owner's work ran on a node whose agent is not
+    /// connected to this broker now: a site cut off from the region keeps
+    /// its lessons going (decision 043) and reports their usage when it is
+    /// back, so charging now would charge too little. That includes a node
+    /// still counted as connected after a broker restart, before its agent
+    /// has reconnected and delivered its backlog. Not past `USAGE_WAIT`
+    /// after the work's end: a node that never returns must not hold a
+    /// voucher forever.
     async fn awaiting_usage(
         &self,
         owner: Owner,
@@ -157,7 +160,7 @@ impl Broker {
         let nodes = store::owner_assignment_nodes(&self.store.pool, owner, at).await?;
         Ok(nodes
             .iter()
-            .any(|(node, ends_at)| now < *ends_at + wait && !self.fleet.is_connected(*node)))
+            .any(|(node, ends_at)| now < *ends_at + wait && !self.fleet.is_caught_up(*node)))
     }
 
     /// Releases each hold of one booking and charges what its owner's work
