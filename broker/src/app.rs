@@ -28,7 +28,7 @@ pub struct Broker {
     /// Wakes the lifecycle clock early (a booking, a cancel, a node back).
     pub clock: Notify,
     /// Every current reservation, in memory; PostgreSQL enforces capacity.
-    pub calendar: crate::planner::LiveCalendar,
+    pub calendar: Arc<crate::planner::LiveCalendar>,
     /// The region CA and server certificate; None under --insecure-dev.
     pub tls: Option<ServerTls>,
     pub token_cache: TokenCache,

@@ -157,7 +157,7 @@ impl Broker {
     /// seat is marked failed with the reason, for the platform to see.
     async fn replan_seat(
         &self,
-        fleet: &Fleet,
+        fleet: &std::sync::Arc<Fleet>,
         l: &LessonRow,
         seat: &SeatRow,
     ) -> anyhow::Result<Option<SeatRow>> {
