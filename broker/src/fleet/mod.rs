@@ -310,9 +310,21 @@ impl Fleet {
     /// heartbeats, and the statuses before a heartbeat are written before
     /// the heartbeat is handled: so this is called on the first heartbeat.
     pub fn caught_up(&self, node_id: Uuid, sid: u64) {
+        // Every heartbeat comes here; only the first of a session writes.
+        let current = |n: &LiveNode| n.session.as_ref().is_some_and(|s| s.0 == sid);
+        if self
+            .inner
+            .read()
+            .expect("fleet lock")
+            .nodes
+            .get(&node_id)
+            .is_none_or(|n| !current(n) || n.caught_up)
+        {
+            return;
+        }
         let mut g = self.inner.write().expect("fleet lock");
         if let Some(n) = g.nodes.get_mut(&node_id)
-            && n.session.as_ref().is_some_and(|s| s.0 == sid)
+            && current(n)
         {
             n.caught_up = true;
         }
