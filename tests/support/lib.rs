@@ -95,12 +95,16 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// A port free now, from below Linux's ephemeral range (32768+): a port
+/// the kernel hands out there can be taken by any outgoing connection
+/// (PostgreSQL clients, agents) before the process under test binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A child process killed (SIGKILL) when dropped, its output in a log file.
@@ -183,9 +187,9 @@ impl Broker {
 
     async fn start_with(db: &TestDb, dir: &Path, extra: &[&str], secure: bool) -> Self {
         let mut failed = String::new();
-        // A port found free can be taken before the broker binds it (by
-        // another test, or as the local end of any outgoing connection):
-        // then the broker is started again on other ports.
+        // A port found free can still be taken before the broker binds it
+        // (by another test): then the broker is started again on other
+        // ports.
         for _ in 0..3 {
             let (g, h) = (free_port(), free_port());
             let scheme = if secure { "https" } else { "http" };
