@@ -39,9 +39,9 @@ pub struct Hold {
 
 impl Hold {
     /// Committed or aborted by the caller: nothing for `drop` to undo.
-    fn settle(mut self) -> (Arc<LiveCalendar>, u64, Owner) {
+    fn settle(mut self) -> (u64, Owner) {
         self.settled = true;
-        (self.cal.clone(), self.id, self.owner)
+        (self.id, self.owner)
     }
 }
 
@@ -247,8 +247,8 @@ impl Broker {
 
     /// The held rows are now committed in the database.
     pub fn commit_hold(&self, hold: Hold) {
-        let (cal, id, _) = hold.settle();
-        let mut g = cal.lock();
+        let (id, _) = hold.settle();
+        let mut g = self.calendar.lock();
         g.pending.remove(&id);
         g.version += 1;
     }
@@ -257,9 +257,9 @@ impl Broker {
     /// database holds for their owner (a re-planned seat's lesson keeps its
     /// other seats).
     pub async fn abort_hold(&self, hold: Hold) -> Result<(), ServiceError> {
-        let (cal, id, owner) = hold.settle();
+        let (id, owner) = hold.settle();
         {
-            let mut g = cal.lock();
+            let mut g = self.calendar.lock();
             g.pending.remove(&id);
             g.cal.remove_owner(owner);
             g.version += 1;
@@ -337,7 +337,7 @@ mod tests {
     fn a_settled_hold_is_left_alone_when_dropped() {
         let cal = Arc::new(LiveCalendar::default());
         let hold = held(&cal, Owner::Lesson(Uuid::now_v7()));
-        let (_, id, _) = hold.settle();
+        let (id, _) = hold.settle();
         cal.lock().pending.remove(&id);
         assert_eq!(cal.len(), 1, "a committed row stays in the calendar");
         assert!(cal.lock().loaded);

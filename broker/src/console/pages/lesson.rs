@@ -55,7 +55,7 @@ pub async fn detail(
     if !ls.message.is_empty() {
         o += &format!(r#"<div class="notice">{}</div>"#, esc(&ls.message));
     }
-    let explanation = &ls.explanation();
+    let explanation = ls.explanation();
     let seat_reason = |n: i32| -> Option<String> {
         explanation
             .pointer("/admission/seats")?
