@@ -6,8 +6,8 @@
 //! device configuration (`docs/ascend910b-support.md`), which lists Huawei's
 //! official templates with their AI Core counts and memory sizes.
 
-use crate::table::{cells, is_na, no_devices, num, percent, used_total};
-use crate::{Device, ParseError, SharingMode, Vendor};
+use crate::table::{cells, finish, is_na, num, percent, skip_row, truncation, used_total};
+use crate::{Device, ParseError, ParseWarning, Parsed, SharingMode, Vendor};
 
 const INFO: &str = "npu-smi info";
 const MAP: &str = "npu-smi info -m";
@@ -120,15 +120,38 @@ fn is_bus_id(s: &str) -> bool {
     s.contains(':') && s.contains('.')
 }
 
-/// Parses the `npu-smi info` table. One device per chip; `index` is the
-/// `Device` column where the tool prints it (npu-smi 25.x, multi-chip cards),
-/// otherwise the NPU ID, which is what `ASCEND_VISIBLE_DEVICES` takes on
-/// single-chip cards. Memory is HBM when the chip has it, else DDR.
-pub fn parse_info(text: &str) -> Result<Vec<Device>, ParseError> {
+/// Which column of the chip line carries the index that
+/// `ASCEND_VISIBLE_DEVICES` takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ChipIndex {
+    /// `Chip` alone (910A/910B, one chip per NPU): the NPU ID.
+    NpuId,
+    /// `Chip  Device` (310P Duo, npu-smi 25.x): the device (logical) ID.
+    Device,
+    /// `Chip  Phy-ID` (Atlas A3 / 910C, two chips per NPU): the physical ID,
+    /// which is the `/dev/davinciN` number.
+    PhyId,
+}
+
+/// An NPU line waiting for its chip line: line number, text, NPU ID, name,
+/// health.
+type NpuLine<'a> = (usize, &'a str, u32, String, String);
+
+/// Parses the `npu-smi info` table. One device per chip. `index` is the
+/// chip's `Phy-ID` (A3 layout), its `Device` ID (310P Duo layout), or the NPU
+/// ID where the chip line carries neither (one chip per NPU). Memory is HBM
+/// when the chip has it, else DDR.
+///
+/// A row that cannot be read is skipped with a warning naming it, and an
+/// output that stops before the process table's closing border is reported
+/// as truncated.
+pub fn parse_info(text: &str) -> Result<Parsed, ParseError> {
     let mut header_seen = false;
-    let mut has_device_col = false;
-    let mut pending: Option<(usize, u32, String, String)> = None;
+    let mut id_col = ChipIndex::NpuId;
+    let mut pending: Option<NpuLine<'_>> = None;
     let mut devices = Vec::new();
+    let mut warnings = Vec::new();
+    let mut first_error = None;
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
         if line.contains("Process id") || line.contains("Process name") {
@@ -141,84 +164,62 @@ pub fn parse_info(text: &str) -> Result<Vec<Device>, ParseError> {
             continue;
         }
         if first.starts_with("Chip") {
-            has_device_col = first.contains("Device");
+            id_col = if first.contains("Phy-ID") {
+                ChipIndex::PhyId
+            } else if first.contains("Device") {
+                ChipIndex::Device
+            } else {
+                ChipIndex::NpuId
+            };
             continue;
         }
-        if !header_seen || c.len() < 3 {
+        if !header_seen || line.contains("npu-smi") {
             continue;
         }
         let second = c.get(1).copied().unwrap_or("");
-        let third = c.get(2).copied().unwrap_or("");
-        if is_bus_id(second) {
-            let Some((_, npu_id, name, health)) = pending.take() else {
-                return Err(ParseError::new(INFO, "chip line without its NPU line").at(line_no));
-            };
-            let mut ids = first.split_whitespace().map(num);
-            let chip = ids.next().flatten();
-            let logical = if has_device_col {
-                ids.next().flatten()
-            } else {
-                None
-            };
-            if chip.is_none() || (has_device_col && logical.is_none()) {
-                return Err(
-                    ParseError::new(INFO, format!("bad chip/device ids: {first:?}"))
-                        .at(line_no)
-                        .field("Chip"),
+        if c.len() >= 3 && is_bus_id(second) {
+            let Some(npu) = pending.take() else {
+                warnings.push(
+                    ParseWarning::new(INFO, "skipped a chip line that follows no NPU line")
+                        .at(line_no, line),
                 );
-            }
-            let compact = third.replace(" /", "/").replace("/ ", "/");
-            let mut tokens = compact.split_whitespace();
-            let aicore = tokens.next().and_then(percent);
-            let pairs: Vec<(u64, u64)> = tokens.filter_map(used_total).collect();
-            let Some(&(mut used, mut total)) = pairs.first() else {
-                return Err(
-                    ParseError::new(INFO, format!("no memory usage in {third:?}"))
-                        .at(line_no)
-                        .field("Memory-Usage(MB)"),
-                );
-            };
-            // 910B prints DDR 0/0 then HBM; prefer HBM when it is there.
-            if let Some(&(u, t)) = pairs.get(1).filter(|(_, t)| *t > 0) {
-                (used, total) = (u, t);
-            }
-            let index = logical
-                .or_else(|| {
-                    if chip == Some(0) {
-                        Some(u64::from(npu_id))
-                    } else {
-                        None
-                    }
-                })
-                .unwrap_or(devices.len() as u64);
-            let mut d = Device::new(
-                Vendor::Ascend,
-                model_name(&name),
-                u32::try_from(index).unwrap_or(u32::MAX),
-            );
-            d.bus_id = Some(second.to_string());
-            d.memory_total_mib = total;
-            d.memory_used_mib = used;
-            d.utilization_percent = aicore;
-            d.healthy = matches!(health.to_ascii_uppercase().as_str(), "OK" | "WARNING");
-            d.sharing = sharing_for(&name);
-            devices.push(d);
-        } else if let Some((npu, name)) = first.split_once(char::is_whitespace) {
-            let Ok(npu_id) = npu.parse::<u32>() else {
                 continue;
             };
-            if let Some((l1, ..)) = pending {
-                return Err(ParseError::new(INFO, "NPU line not followed by its chip line").at(l1));
+            match chip(&npu, &c, line_no, id_col, devices.len()) {
+                Ok((d, guess)) => {
+                    if let Some(w) = guess {
+                        warnings.push(w.at(line_no, line));
+                    }
+                    devices.push(d);
+                }
+                Err(e) => skip_row(e, text, &mut warnings, &mut first_error),
             }
-            pending = Some((line_no, npu_id, name.trim().to_string(), second.to_string()));
+            continue;
         }
-    }
-    if let Some((l1, ..)) = pending {
-        return Err(ParseError::new(
-            INFO,
-            "NPU line not followed by its chip line (truncated output?)",
-        )
-        .at(l1));
+        let npu_line = first
+            .split_once(char::is_whitespace)
+            .and_then(|(n, name)| Some((n.parse::<u32>().ok()?, name.trim())));
+        match npu_line {
+            Some((npu_id, name)) if c.len() >= 3 => {
+                if let Some((l, text, ..)) = pending.take() {
+                    warnings.push(
+                        ParseWarning::new(
+                            INFO,
+                            "skipped an NPU line that is not followed by its chip line",
+                        )
+                        .at(l, text),
+                    );
+                }
+                pending = Some((line_no, line, npu_id, name.to_string(), second.to_string()));
+            }
+            _ => warnings.push(
+                ParseWarning::new(
+                    INFO,
+                    "skipped a line of the device table it did not understand",
+                )
+                .at(line_no, line),
+            ),
+        }
     }
     if !header_seen {
         return Err(ParseError::new(
@@ -226,16 +227,98 @@ pub fn parse_info(text: &str) -> Result<Vec<Device>, ParseError> {
             "table header `NPU ... Name` not found",
         ));
     }
-    if devices.is_empty() {
-        return Err(no_devices(INFO, text));
+    if let Some((l, line, ..)) = pending {
+        let e = ParseError::new(
+            INFO,
+            "NPU line not followed by its chip line (truncated output?)",
+        )
+        .at(l);
+        if devices.is_empty() {
+            return Err(first_error.unwrap_or(e));
+        }
+        warnings.push(
+            ParseWarning::new(
+                INFO,
+                "skipped an NPU line that is not followed by its chip line",
+            )
+            .at(l, line),
+        );
     }
-    Ok(devices)
+    warnings.extend(truncation(INFO, text, "Process id", true, devices.len()));
+    finish(INFO, text, devices, warnings, first_error)
+}
+
+/// One chip from its NPU line and chip line. The warning, if any, says that
+/// the index had to be guessed.
+fn chip(
+    npu: &NpuLine<'_>,
+    c: &[&str],
+    line_no: usize,
+    id_col: ChipIndex,
+    position: usize,
+) -> Result<(Device, Option<ParseWarning>), ParseError> {
+    let (_, _, npu_id, name, health) = npu;
+    let (first, bus, usage) = (c[0], c[1], c[2]);
+    let mut ids = first.split_whitespace().map(num);
+    let chip = ids.next().flatten();
+    let second_id = ids.next().flatten();
+    let needs_second = id_col != ChipIndex::NpuId;
+    if chip.is_none() || (needs_second && second_id.is_none()) {
+        return Err(
+            ParseError::new(INFO, format!("bad chip/device ids: {first:?}"))
+                .at(line_no)
+                .field("Chip"),
+        );
+    }
+    let compact = usage.replace(" /", "/").replace("/ ", "/");
+    let mut tokens = compact.split_whitespace();
+    let aicore = tokens.next().and_then(percent);
+    let pairs: Vec<(u64, u64)> = tokens.filter_map(used_total).collect();
+    let Some(&(mut used, mut total)) = pairs.first() else {
+        return Err(
+            ParseError::new(INFO, format!("no memory usage in {usage:?}"))
+                .at(line_no)
+                .field("Memory-Usage(MB)"),
+        );
+    };
+    // 910B and A3 print DDR 0/0 then HBM; prefer HBM when it is there.
+    if let Some(&(u, t)) = pairs.get(1).filter(|(_, t)| *t > 0) {
+        (used, total) = (u, t);
+    }
+    let mut guess = None;
+    let index = match (id_col, chip) {
+        (ChipIndex::PhyId | ChipIndex::Device, _) => second_id.unwrap_or_default(),
+        (ChipIndex::NpuId, Some(0)) => u64::from(*npu_id),
+        // A second chip with neither a Device nor a Phy-ID column: no layout
+        // recorded so far prints this, so the index is only a guess.
+        (ChipIndex::NpuId, _) => {
+            guess = Some(ParseWarning::new(
+                INFO,
+                format!(
+                    "NPU {npu_id} has more than one chip but the table has no `Device` or `Phy-ID` column, so this chip's index ({position}) is a guess; check it with `npu-smi info -m`"
+                ),
+            ));
+            position as u64
+        }
+    };
+    let mut d = Device::new(
+        Vendor::Ascend,
+        model_name(name),
+        u32::try_from(index).unwrap_or(u32::MAX),
+    );
+    d.bus_id = Some(bus.to_string());
+    d.memory_total_mib = total;
+    d.memory_used_mib = used;
+    d.utilization_percent = aicore;
+    d.healthy = matches!(health.to_ascii_uppercase().as_str(), "OK" | "WARNING");
+    d.sharing = sharing_for(name);
+    Ok((d, guess))
 }
 
 /// Parses `npu-smi info -m` (NPU ID, Chip ID, Chip Logic ID, Chip Name). The
 /// logic ID becomes `index`; rows without one (e.g. MCU chips) are skipped.
 /// This mapping carries no memory, so `memory_total_mib` is 0.
-pub fn parse_map(text: &str) -> Result<Vec<Device>, ParseError> {
+pub fn parse_map(text: &str) -> Result<Parsed, ParseError> {
     let mut lines = text
         .lines()
         .enumerate()
@@ -251,30 +334,35 @@ pub fn parse_map(text: &str) -> Result<Vec<Device>, ParseError> {
         .at(1));
     }
     let mut devices = Vec::new();
+    let mut warnings = Vec::new();
+    let mut first_error = None;
     for (i, line) in lines {
         let mut parts = line.split_whitespace();
         let (Some(_npu), Some(_chip), Some(logic)) = (parts.next(), parts.next(), parts.next())
         else {
-            return Err(ParseError::new(MAP, "row has fewer than 4 columns").at(i + 1));
+            let e = ParseError::new(MAP, "row has fewer than 4 columns").at(i + 1);
+            skip_row(e, text, &mut warnings, &mut first_error);
+            continue;
         };
         let name: Vec<&str> = parts.collect();
+        // A chip without a logic ID (an MCU on 910A boards, `Chip Logic ID`
+        // blank) is not an accelerator: skipped by design, not by failure.
         let Ok(logic) = logic.parse::<u32>() else {
             continue;
         };
         if name.is_empty() {
-            return Err(ParseError::new(MAP, "chip name missing")
+            let e = ParseError::new(MAP, "chip name missing")
                 .at(i + 1)
-                .field("Chip Name"));
+                .field("Chip Name");
+            skip_row(e, text, &mut warnings, &mut first_error);
+            continue;
         }
         let name = name.join(" ");
         let mut d = Device::new(Vendor::Ascend, model_name(&name), logic);
         d.sharing = sharing_for(&name);
         devices.push(d);
     }
-    if devices.is_empty() {
-        return Err(no_devices(MAP, text));
-    }
-    Ok(devices)
+    finish(MAP, text, devices, warnings, first_error)
 }
 
 /// `Key : Value` lines; real npu-smi indents each with a tab.
@@ -291,7 +379,7 @@ fn key_values(text: &str) -> Vec<(usize, &str, &str)> {
 /// Parses `npu-smi info -i <id> [-c <chip>] -t board`. One device; the model
 /// is the chip name when the chip form (`-c`) was used, else "Ascend NPU";
 /// `index` is the NPU ID. Board info carries no memory (0).
-pub fn parse_board(text: &str) -> Result<Vec<Device>, ParseError> {
+pub fn parse_board(text: &str) -> Result<Parsed, ParseError> {
     let kv = key_values(text);
     let get = |k: &str| {
         kv.iter()
@@ -316,14 +404,14 @@ pub fn parse_board(text: &str) -> Result<Vec<Device>, ParseError> {
         .map(|(_, v)| v.to_string())
         .filter(|v| !is_na(v));
     d.sharing = sharing_for(&model);
-    Ok(vec![d])
+    Ok(Parsed::new(vec![d], Vec::new()))
 }
 
 /// Parses `npu-smi info -i <id> -t usages`: one device per chip, memory from
 /// HBM when present, else DDR; used memory from the usage rate. Each chip's
 /// block ends with its `Chip ID` line. `index` is the NPU ID (chips of one
 /// card share it); the model is unknown here ("Ascend NPU").
-pub fn parse_usages(text: &str) -> Result<Vec<Device>, ParseError> {
+pub fn parse_usages(text: &str) -> Result<Parsed, ParseError> {
     let kv = key_values(text);
     let Some(&(line, _, npu)) = kv.iter().find(|(_, k, _)| *k == "NPU ID") else {
         return Err(if text.trim().is_empty() {
@@ -382,5 +470,5 @@ pub fn parse_usages(text: &str) -> Result<Vec<Device>, ParseError> {
             "no chip block ending in `Chip ID` (truncated output?)",
         ));
     }
-    Ok(devices)
+    Ok(Parsed::new(devices, Vec::new()))
 }

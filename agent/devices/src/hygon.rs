@@ -6,8 +6,8 @@
 //! devices have `memory_total_mib == 0`; discovery prefers the JSON form and
 //! warns when it had to fall back.
 
-use crate::table::{is_na, mib, no_devices, percent};
-use crate::{Device, ParseError, Vendor};
+use crate::table::{finish, is_na, mib, percent, skip_row, truncation};
+use crate::{Device, ParseError, ParseWarning, Parsed, Vendor};
 
 const HY: &str = "hy-smi";
 const ROCM: &str = "rocm-smi";
@@ -29,9 +29,11 @@ pub const ROCM_SMI_JSON_ARGS: &[&str] = &[
 
 /// Shared reader for the whitespace tables of `hy-smi` and `rocm-smi`: a
 /// header line starting with `DCU` (or `GPU`), then one row per device.
-fn parse_text_table(format: &'static str, text: &str) -> Result<Vec<Device>, ParseError> {
+fn parse_text_table(format: &'static str, text: &str) -> Result<Parsed, ParseError> {
     let mut header: Option<Vec<&str>> = None;
     let mut devices = Vec::new();
+    let mut warnings = Vec::new();
+    let mut first_error = None;
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
         let t = line.trim();
@@ -47,10 +49,17 @@ fn parse_text_table(format: &'static str, text: &str) -> Result<Vec<Device>, Par
         }
         let Some(h) = &header else { continue };
         let Some(Ok(index)) = tokens.first().map(|s| s.parse::<u32>()) else {
+            // Only the header, rules and the end-of-log line are not devices.
+            if !t.contains("End of SMI Log") && !t.contains("System Management Interface") {
+                warnings.push(
+                    ParseWarning::new(format, "skipped a line that is not a device row")
+                        .at(line_no, line),
+                );
+            }
             continue;
         };
         if tokens.len() != h.len() {
-            return Err(ParseError::new(
+            let e = ParseError::new(
                 format,
                 format!(
                     "row has {} columns, header has {} (truncated output?)",
@@ -58,7 +67,9 @@ fn parse_text_table(format: &'static str, text: &str) -> Result<Vec<Device>, Par
                     h.len()
                 ),
             )
-            .at(line_no));
+            .at(line_no);
+            skip_row(e, text, &mut warnings, &mut first_error);
+            continue;
         }
         let col = |name: &str| {
             h.iter()
@@ -78,26 +89,30 @@ fn parse_text_table(format: &'static str, text: &str) -> Result<Vec<Device>, Par
             "header line starting with `DCU` not found",
         ));
     }
-    if devices.is_empty() {
-        return Err(no_devices(format, text));
-    }
-    Ok(devices)
+    warnings.extend(truncation(
+        format,
+        text,
+        "End of SMI Log",
+        false,
+        devices.len(),
+    ));
+    finish(format, text, devices, warnings, first_error)
 }
 
 /// Parses plain `hy-smi`. No model or VRAM size: see the module comment.
-pub fn parse_hy_smi(text: &str) -> Result<Vec<Device>, ParseError> {
+pub fn parse_hy_smi(text: &str) -> Result<Parsed, ParseError> {
     parse_text_table(HY, text)
 }
 
 /// Parses the plain `rocm-smi` table of Hygon's DTK.
-pub fn parse_rocm_smi(text: &str) -> Result<Vec<Device>, ParseError> {
+pub fn parse_rocm_smi(text: &str) -> Result<Parsed, ParseError> {
     parse_text_table(ROCM, text)
 }
 
 /// Parses `rocm-smi ... --json`. Only cards whose vendor is Hygon (Haiguang)
 /// are returned, so an AMD machine yields an error, not AMD GPUs mislabelled.
 /// Hygon names the VRAM keys in MiB; AMD's byte-valued keys are read as well.
-pub fn parse_rocm_smi_json(text: &str) -> Result<Vec<Device>, ParseError> {
+pub fn parse_rocm_smi_json(text: &str) -> Result<Parsed, ParseError> {
     if text.trim().is_empty() {
         return Err(ParseError::new(ROCM_JSON, "empty output"));
     }
@@ -107,15 +122,28 @@ pub fn parse_rocm_smi_json(text: &str) -> Result<Vec<Device>, ParseError> {
         .as_object()
         .ok_or_else(|| ParseError::new(ROCM_JSON, "top level is not an object"))?;
     let mut devices = Vec::new();
+    let mut warnings = Vec::new();
+    let mut first_error = None;
     let mut other_vendor = None;
+    // JSON has no rows to point at: a card that cannot be read is named by its key.
+    let mut skip = |e: ParseError| {
+        warnings.push(ParseWarning::new(
+            ROCM_JSON,
+            format!(
+                "skipped `{}`: {}",
+                e.field.as_deref().unwrap_or("?"),
+                e.message
+            ),
+        ));
+        first_error.get_or_insert(e);
+    };
     for (key, card) in obj {
         let Some(index) = key.strip_prefix("card").and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
         let Some(card) = card.as_object() else {
-            return Err(
-                ParseError::new(ROCM_JSON, "card entry is not an object").field(key.clone())
-            );
+            skip(ParseError::new(ROCM_JSON, "card entry is not an object").field(key.clone()));
+            continue;
         };
         let s = |k: &str| {
             card.get(k)
@@ -133,8 +161,11 @@ pub fn parse_rocm_smi_json(text: &str) -> Result<Vec<Device>, ParseError> {
             s("VRAM Total Memory (B)").and_then(|b| b.parse::<u64>().ok().map(|b| b >> 20))
         });
         let Some(total) = total else {
-            return Err(ParseError::new(ROCM_JSON, "no VRAM total")
-                .field(format!("{key}/vram Total Memory (MiB)")));
+            skip(
+                ParseError::new(ROCM_JSON, "no VRAM total")
+                    .field(format!("{key}/vram Total Memory (MiB)")),
+            );
+            continue;
         };
         let used = s("vram Total Used Memory (MiB)")
             .and_then(mib)
@@ -156,6 +187,9 @@ pub fn parse_rocm_smi_json(text: &str) -> Result<Vec<Device>, ParseError> {
     }
     devices.sort_by_key(|d| d.index);
     if devices.is_empty() {
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         return Err(match other_vendor {
             Some(v) => ParseError::new(
                 ROCM_JSON,
@@ -165,5 +199,5 @@ pub fn parse_rocm_smi_json(text: &str) -> Result<Vec<Device>, ParseError> {
             None => ParseError::new(ROCM_JSON, "no `cardN` entries"),
         });
     }
-    Ok(devices)
+    Ok(Parsed::new(devices, warnings))
 }

@@ -230,3 +230,83 @@ impl fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+/// A row that a parser skipped or read only in part, or a sign that the
+/// output was cut off. The devices it returned are still right, but the list
+/// may be short or a field may be missing, so discovery passes every warning
+/// on to the person running the agent and to the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseWarning {
+    /// The tool and format, e.g. `npu-smi info`.
+    pub format: &'static str,
+    /// 1-based line number of the row the warning is about, when there is one.
+    pub line: Option<usize>,
+    /// That line as the tool printed it (trimmed, at most 100 characters).
+    pub text: Option<String>,
+    pub message: String,
+}
+
+impl ParseWarning {
+    pub(crate) fn new(format: &'static str, message: impl Into<String>) -> ParseWarning {
+        ParseWarning {
+            format,
+            line: None,
+            text: None,
+            message: message.into(),
+        }
+    }
+
+    /// Names the line (1-based) and keeps its text, shortened.
+    pub(crate) fn at(mut self, line: usize, text: &str) -> ParseWarning {
+        self.line = Some(line);
+        let t = text.trim();
+        let mut shown: String = t.chars().take(100).collect();
+        if shown.len() < t.len() {
+            shown.push('…');
+        }
+        self.text = Some(shown);
+        self
+    }
+}
+
+impl fmt::Display for ParseWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.format)?;
+        if let Some(line) = self.line {
+            write!(f, ", line {line}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(text) = &self.text {
+            write!(f, " (the line reads {text:?})")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a parser read: the devices, and what it could not read fully.
+/// It dereferences to the device list, so `parsed.len()`, `parsed[0]` and
+/// `parsed.iter()` read the devices.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parsed {
+    pub devices: Vec<Device>,
+    pub warnings: Vec<ParseWarning>,
+}
+
+impl Parsed {
+    pub(crate) fn new(devices: Vec<Device>, warnings: Vec<ParseWarning>) -> Parsed {
+        Parsed { devices, warnings }
+    }
+}
+
+impl std::ops::Deref for Parsed {
+    type Target = Vec<Device>;
+    fn deref(&self) -> &Vec<Device> {
+        &self.devices
+    }
+}
+
+impl std::ops::DerefMut for Parsed {
+    fn deref_mut(&mut self) -> &mut Vec<Device> {
+        &mut self.devices
+    }
+}

@@ -3,15 +3,18 @@
 //! the other tools its device rows have no outer `|` border:
 //! `0    MTT S80        |00000000:01:00.0    |98%   1339MiB(16384MiB)`.
 
-use crate::table::{mib, no_devices, percent};
-use crate::{Device, ParseError, Vendor};
+use crate::table::{finish, mib, percent, skip_row, truncation};
+use crate::{Device, ParseError, Parsed, Vendor};
 
 const MT: &str = "mthreads-gmi";
 
-/// Parses `mthreads-gmi`. The tool prints no health column.
-pub fn parse_mthreads_gmi(text: &str) -> Result<Vec<Device>, ParseError> {
+/// Parses `mthreads-gmi`. The tool prints no health column. A device row that
+/// cannot be read is skipped with a warning naming it.
+pub fn parse_mthreads_gmi(text: &str) -> Result<Parsed, ParseError> {
     let mut header_seen = false;
     let mut devices = Vec::new();
+    let mut warnings = Vec::new();
+    let mut first_error = None;
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
         if line.trim_start().starts_with("Processes:") {
@@ -34,11 +37,13 @@ pub fn parse_mthreads_gmi(text: &str) -> Result<Vec<Device>, ParseError> {
             continue;
         };
         if parts.len() < 3 {
-            return Err(ParseError::new(
+            let e = ParseError::new(
                 MT,
                 "device row has fewer than 3 `|`-separated parts (truncated output?)",
             )
-            .at(line_no));
+            .at(line_no);
+            skip_row(e, text, &mut warnings, &mut first_error);
+            continue;
         }
         // `98%   1339MiB(16384MiB)`: utilisation, then used(total).
         let mut tail = parts[2].split_whitespace();
@@ -49,11 +54,11 @@ pub fn parse_mthreads_gmi(text: &str) -> Result<Vec<Device>, ParseError> {
             .and_then(|m| m.split_once('('))
             .and_then(|(u, t)| Some((mib(u)?, mib(t)?)));
         let Some((used, total)) = parsed else {
-            return Err(
-                ParseError::new(MT, format!("not `used(total)` memory: {mem:?}"))
-                    .at(line_no)
-                    .field("Mem"),
-            );
+            let e = ParseError::new(MT, format!("not `used(total)` memory: {mem:?}"))
+                .at(line_no)
+                .field("Mem");
+            skip_row(e, text, &mut warnings, &mut first_error);
+            continue;
         };
         let mut d = Device::new(Vendor::Mthreads, name.trim(), index);
         d.bus_id = Some(parts[1].to_string()).filter(|b| !b.is_empty());
@@ -65,8 +70,6 @@ pub fn parse_mthreads_gmi(text: &str) -> Result<Vec<Device>, ParseError> {
     if !header_seen {
         return Err(ParseError::new(MT, "header `ID   Name ...` not found"));
     }
-    if devices.is_empty() {
-        return Err(no_devices(MT, text));
-    }
-    Ok(devices)
+    warnings.extend(truncation(MT, text, "Processes:", true, devices.len()));
+    finish(MT, text, devices, warnings, first_error)
 }

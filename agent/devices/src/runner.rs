@@ -9,7 +9,7 @@
 //! `/dev/kfd` is shared with AMD) and Moore Threads are not checked this way.
 
 use crate::{
-    Device, Discovery, ParseError, SharingMode, Vendor, ascend, cambricon, hygon, iluvatar,
+    Device, Discovery, ParseError, Parsed, SharingMode, Vendor, ascend, cambricon, hygon, iluvatar,
 };
 use crate::{metax, mthreads, nvidia, nvml};
 use std::io::Read;
@@ -113,7 +113,7 @@ pub fn discover(opts: &DiscoverOptions) -> Discovery {
 }
 
 type Found = (Vec<Device>, Vec<String>);
-type Parser = fn(&str) -> Result<Vec<Device>, ParseError>;
+type Parser = fn(&str) -> Result<Parsed, ParseError>;
 
 fn discover_vendor(vendor: Vendor, opts: &DiscoverOptions) -> Found {
     let t = &opts.tools;
@@ -148,7 +148,7 @@ fn simple(
         );
     };
     match run_parse(&path, args, opts.timeout, parse) {
-        Ok(d) => (d, Vec::new()),
+        Ok(found) => found,
         Err(w) => (Vec::new(), vec![w]),
     }
 }
@@ -176,7 +176,10 @@ fn discover_nvidia(opts: &DiscoverOptions) -> Found {
             opts.timeout,
             nvidia::parse_query_csv,
         ) {
-            Ok(d) => devices = Some(d),
+            Ok((d, w)) => {
+                devices = Some(d);
+                warnings.extend(w);
+            }
             Err(w) => warnings.push(w),
         }
     }
@@ -195,63 +198,96 @@ fn discover_nvidia(opts: &DiscoverOptions) -> Found {
         .any(|d| d.sharing.contains(&SharingMode::Mig));
     if has_mig {
         match &smi {
-            Some(p) => devices.extend(mig_instances(p, opts.timeout, &devices, &mut warnings)),
+            Some(p) => {
+                let migs = mig_instances(p, opts.timeout, &devices, &mut warnings);
+                devices.extend(migs);
+            }
             None => warnings.push(
-                "nvidia: MIG is enabled but nvidia-smi was not found, so MIG instances are not reported".into(),
+                "nvidia: MIG is enabled but nvidia-smi was not found, so MIG instances cannot be read".into(),
             ),
         }
+    }
+    // A GPU in MIG mode runs nothing itself: with no instance read, it is
+    // left out (and named) rather than offered as a slot nobody can use.
+    for (index, w) in nvidia::mig_without_instances(&devices) {
+        warnings.push(format!("nvidia: {}", w.message));
+        devices.retain(|d| !(d.mig_parent.is_none() && d.index == index));
     }
     (devices, warnings)
 }
 
-/// MIG instances: exact memory from `-q -x`, UUIDs and profiles from `-L`.
+/// The MIG instances of a source, each moved to its parent's real index: the
+/// XML numbers GPUs by position, so parents are matched by PCI bus id.
+fn instances_of(all: Vec<Device>, gpus: &[Device]) -> Vec<Device> {
+    let parents: Vec<(u32, Option<String>)> = all
+        .iter()
+        .filter(|d| d.mig_parent.is_none())
+        .map(|d| (d.index, d.bus_id.clone()))
+        .collect();
+    all.into_iter()
+        .filter(|d| d.mig_parent.is_some())
+        .map(|mut d| {
+            let bus = parents
+                .iter()
+                .find(|(i, _)| Some(*i) == d.mig_parent)
+                .and_then(|(_, b)| b.clone());
+            if let Some(g) = gpus
+                .iter()
+                .find(|g| g.bus_id.is_some() && same_bus(g.bus_id.as_deref(), bus.as_deref()))
+            {
+                d.mig_parent = Some(g.index);
+            }
+            d
+        })
+        .collect()
+}
+
+/// Bus ids compare without case (`00000000:9D:00.0` against `…:9d:00.0`).
+fn same_bus(a: Option<&str>, b: Option<&str>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b))
+}
+
+/// MIG instances, from what `nvidia-smi` really prints: exact memory from
+/// `-q -x`, else from the default table's `MIG devices:` section; UUIDs and
+/// profile names from `-L`, which alone gives memory only as the profile
+/// name rounds it.
 fn mig_instances(
     smi: &Path,
     timeout: Duration,
     gpus: &[Device],
     warnings: &mut Vec<String>,
 ) -> Vec<Device> {
-    let xml = run_parse(smi, &["-q", "-x"], timeout, nvidia::parse_query_xml);
-    let list = run_parse(smi, &["-L"], timeout, nvidia::parse_list);
-    let mut migs: Vec<Device> = match xml {
-        Ok(all) => {
-            // The XML numbers GPUs by position; map each instance to its parent's
-            // real index through the PCI bus id.
-            let parents: Vec<(u32, Option<String>)> = all
-                .iter()
-                .filter(|d| d.mig_parent.is_none())
-                .map(|d| (d.index, d.bus_id.clone()))
-                .collect();
-            all.into_iter()
-                .filter(|d| d.mig_parent.is_some())
-                .map(|mut d| {
-                    let bus = parents
-                        .iter()
-                        .find(|(i, _)| Some(*i) == d.mig_parent)
-                        .and_then(|(_, b)| b.clone());
-                    if let Some(g) = gpus.iter().find(|g| g.bus_id.is_some() && g.bus_id == bus) {
-                        d.mig_parent = Some(g.index);
-                    }
-                    d
-                })
-                .collect()
+    let mut migs = Vec::new();
+    match run_parse(smi, &["-q", "-x"], timeout, nvidia::parse_query_xml) {
+        Ok((all, w)) => {
+            warnings.extend(w);
+            migs = instances_of(all, gpus);
         }
-        Err(w) => {
-            warnings.push(w);
-            Vec::new()
+        Err(w) => warnings.push(w),
+    }
+    if migs.is_empty() {
+        match run_parse(smi, &[], timeout, nvidia::parse_table) {
+            Ok((all, w)) => {
+                warnings.extend(w);
+                migs = instances_of(all, gpus);
+            }
+            Err(w) => warnings.push(w),
         }
-    };
-    match list {
-        Ok(l) if migs.is_empty() => {
-            let from_list: Vec<Device> = l.into_iter().filter(|d| d.mig_parent.is_some()).collect();
-            if !from_list.is_empty() {
+    }
+    match run_parse(smi, &["-L"], timeout, nvidia::parse_list) {
+        Ok((l, w)) if migs.is_empty() => {
+            warnings.extend(w);
+            migs = l.into_iter().filter(|d| d.mig_parent.is_some()).collect();
+            if !migs.is_empty() {
                 warnings.push(
-                    "nvidia: MIG instance memory estimated from profile names (nvidia-smi -q -x unavailable)".into(),
+                    "nvidia: MIG instance memory estimated from profile names (neither nvidia-smi -q -x nor the nvidia-smi table gave it)".into(),
                 );
             }
-            migs = from_list;
         }
-        Ok(l) => nvidia::merge_mig_listing(&mut migs, &l),
+        Ok((l, w)) => {
+            warnings.extend(w);
+            nvidia::merge_mig_listing(&mut migs, &l);
+        }
         Err(w) => warnings.push(w),
     }
     migs
@@ -267,7 +303,10 @@ fn discover_hygon(opts: &DiscoverOptions) -> Found {
             opts.timeout,
             hygon::parse_rocm_smi_json,
         ) {
-            Ok(d) => return (d, warnings),
+            Ok((d, w)) => {
+                warnings.extend(w);
+                return (d, warnings);
+            }
             // An AMD machine's rocm-smi: not ours, and not a problem.
             Err(w) if w.contains("Card Vendor") => {}
             Err(w) => warnings.push(w),
@@ -277,7 +316,8 @@ fn discover_hygon(opts: &DiscoverOptions) -> Found {
         return (Vec::new(), warnings);
     };
     match run_parse(&p, &[], opts.timeout, hygon::parse_hy_smi) {
-        Ok(d) => {
+        Ok((d, w)) => {
+            warnings.extend(w);
             warnings.push(format!(
                 "hygon: hy-smi prints no VRAM size, so {} DCU(s) report 0 MiB; install rocm-smi from the DTK for memory sizes",
                 d.len()
@@ -298,12 +338,15 @@ fn tool_name(path: &Path) -> String {
     )
 }
 
+/// Runs a tool and parses its output: the devices and a warning for each
+/// row that was skipped or read in part (naming the tool's path), or one
+/// warning saying why nothing could be read.
 fn run_parse(
     path: &Path,
     args: &[&str],
     timeout: Duration,
     parse: Parser,
-) -> Result<Vec<Device>, String> {
+) -> Result<Found, String> {
     let name = tool_name(path);
     let mut cmdline = name.clone();
     for a in args {
@@ -312,7 +355,14 @@ fn run_parse(
     }
     let text = run_tool(path, args, timeout)
         .map_err(|e| format!("{cmdline} ({}): {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("{cmdline} ({}): output not understood: {e}", path.display()))
+    let parsed = parse(&text)
+        .map_err(|e| format!("{cmdline} ({}): output not understood: {e}", path.display()))?;
+    let warnings = parsed
+        .warnings
+        .iter()
+        .map(|w| format!("{w} [from {}]", path.display()))
+        .collect();
+    Ok((parsed.devices, warnings))
 }
 
 /// The most output read from one tool; more is a sign of something wrong.

@@ -2,7 +2,7 @@
 //! tools print. Everything here works on whole `str`s and never slices by
 //! byte offset, so arbitrary (even multi-byte) input cannot panic.
 
-use crate::ParseError;
+use crate::{Device, ParseError, ParseWarning, Parsed};
 
 /// The cells of a `| a | b | c |` line, trimmed; `None` when the line is not a
 /// row of cells (a rule like `+----+` or `|=====|`, or plain text).
@@ -79,6 +79,20 @@ pub(crate) fn used_total(s: &str) -> Option<(u64, u64)> {
     Some((used_v, total_v))
 }
 
+/// The `used / total` memory cell of a device's second line, or the error
+/// that names it.
+pub(crate) fn memory_cell(
+    format: &'static str,
+    cell: &str,
+    line: usize,
+) -> Result<(u64, u64), ParseError> {
+    used_total(cell).ok_or_else(|| {
+        ParseError::new(format, format!("not a memory usage: {cell:?}"))
+            .at(line)
+            .field("Memory-Usage")
+    })
+}
+
 /// Error for input that holds no device at all.
 pub(crate) fn no_devices(format: &'static str, text: &str) -> ParseError {
     if text.trim().is_empty() {
@@ -93,10 +107,103 @@ pub(crate) fn no_devices(format: &'static str, text: &str) -> ParseError {
     }
 }
 
+/// True for a rule line such as `+----+`, `|=====|` or `-------`.
+pub(crate) fn is_rule(line: &str) -> bool {
+    let t = line.trim();
+    !t.is_empty()
+        && t.chars().any(|c| matches!(c, '-' | '='))
+        && t.chars().all(|c| matches!(c, '=' | '-' | '+' | '|' | ' '))
+}
+
+/// The warning for an output that does not end the way the tool always ends
+/// it: `marker` is a line of its closing section (the process table, or an
+/// end-of-log line). When `needs_rule` is set, the last ruled or `|` line
+/// after the marker must be a rule (the table's closing border).
+///
+/// An output cut off exactly at a row boundary parses without an error, so
+/// this is the only sign that devices may be missing.
+pub(crate) fn truncation(
+    format: &'static str,
+    text: &str,
+    marker: &str,
+    needs_rule: bool,
+    devices: usize,
+) -> Option<ParseWarning> {
+    let lines: Vec<&str> = text.lines().collect();
+    let marker_at = lines.iter().position(|l| l.contains(marker));
+    let closed = marker_at.is_some_and(|m| {
+        !needs_rule
+            || lines[m..]
+                .iter()
+                .rev()
+                .find(|l| is_rule(l) || l.trim_start().starts_with('|'))
+                .is_some_and(|l| is_rule(l))
+    });
+    if closed {
+        return None;
+    }
+    let (last_no, last) = lines
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, l)| !l.trim().is_empty())
+        .map_or((0, ""), |(i, l)| (i + 1, *l));
+    let what = if marker_at.is_none() {
+        format!("before its closing section (no line containing {marker:?})")
+    } else {
+        "without its closing border".to_string()
+    };
+    Some(
+        ParseWarning::new(
+            format,
+            format!(
+                "the output is truncated: it stops {what}, so only the {devices} device(s) above this line were read and more may be missing"
+            ),
+        )
+        .at(last_no, last),
+    )
+}
+
+/// The result of a parser whose rows were read one by one: the devices, or,
+/// when no row could be read, the first row's error (else "no devices").
+pub(crate) fn finish(
+    format: &'static str,
+    text: &str,
+    devices: Vec<Device>,
+    warnings: Vec<ParseWarning>,
+    first_error: Option<ParseError>,
+) -> Result<Parsed, ParseError> {
+    if devices.is_empty() {
+        return Err(first_error.unwrap_or_else(|| no_devices(format, text)));
+    }
+    Ok(Parsed::new(devices, warnings))
+}
+
+/// A row error becomes a warning that names the row; the first one is kept
+/// for when no row at all can be read.
+pub(crate) fn skip_row(
+    e: ParseError,
+    text: &str,
+    warnings: &mut Vec<ParseWarning>,
+    first_error: &mut Option<ParseError>,
+) {
+    let line = e.line.unwrap_or(0);
+    let row = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+    let mut msg = format!("skipped this device: {}", e.message);
+    if let Some(f) = &e.field {
+        msg.push_str(&format!(" (field `{f}`)"));
+    }
+    let w = ParseWarning::new(e.format, msg);
+    warnings.push(if line > 0 { w.at(line, row) } else { w });
+    first_error.get_or_insert(e);
+}
+
 /// Rows of a table printed as two (or more) lines per device between rules,
-/// like nvidia-smi, ixsmi, mx-smi and cnmon: every line that starts a device
-/// (its first cell starts with a device number) is returned together with the
-/// line that follows it. Scanning stops at `stop` (the process table).
+/// like ixsmi, mx-smi and cnmon: every line that starts a device (its first
+/// cell starts with a device number) is returned together with the line that
+/// follows it. Scanning stops at `stop` (the process table). A device line
+/// that is short, or not followed by its second line, is skipped with a
+/// warning; with no row at all the result is an error.
 pub(crate) struct RowPair<'a> {
     pub line_no: usize,
     pub first: Vec<&'a str>,
@@ -109,10 +216,12 @@ pub(crate) fn row_pairs<'a>(
     header_marker: &str,
     stop: &str,
     width: usize,
+    warnings: &mut Vec<ParseWarning>,
 ) -> Result<Vec<RowPair<'a>>, ParseError> {
     let mut lines = text.lines().enumerate().peekable();
     let mut header_seen = false;
     let mut rows = Vec::new();
+    let mut first_error = None;
     while let Some((i, line)) = lines.next() {
         if line.contains(stop) {
             break;
@@ -130,20 +239,27 @@ pub(crate) fn row_pairs<'a>(
             continue;
         }
         if first.len() < width {
-            return Err(ParseError::new(
+            let e = ParseError::new(
                 format,
                 format!("device row has {} cells, expected {width}", first.len()),
             )
-            .at(i + 1));
+            .at(i + 1);
+            skip_row(e, text, warnings, &mut first_error);
+            continue;
         }
-        let second = match lines.next().and_then(|(_, l)| cells(l)) {
-            Some(c) if c.len() >= width => c,
+        let second = match lines.peek().and_then(|(_, l)| cells(l)) {
+            Some(c) if c.len() >= width => {
+                lines.next();
+                c
+            }
             _ => {
-                return Err(ParseError::new(
+                let e = ParseError::new(
                     format,
                     "device row is not followed by its second line (truncated output?)",
                 )
-                .at(i + 1));
+                .at(i + 1);
+                skip_row(e, text, warnings, &mut first_error);
+                continue;
             }
         };
         rows.push(RowPair {
@@ -159,7 +275,7 @@ pub(crate) fn row_pairs<'a>(
         ));
     }
     if rows.is_empty() {
-        return Err(no_devices(format, text));
+        return Err(first_error.unwrap_or_else(|| no_devices(format, text)));
     }
     Ok(rows)
 }

@@ -362,3 +362,396 @@ fn iluvatar_ixsmi() {
     assert_eq!(d[15].index, 15);
     assert_eq!(d[15].bus_id.as_deref(), Some("00000000:67:00.0"));
 }
+
+// ---- Issue 24: layouts that discovery got wrong, each on a real output ----
+
+/// The warnings of a parse, as text, for assertion messages.
+fn shown(p: &classgrid_devices::Parsed) -> Vec<String> {
+    p.warnings.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn ascend_a3_two_chips_per_npu_index_by_phy_id() {
+    let d = ascend::parse_info(&fixture("npu-smi-info.a3-910c-x16.npu-smi-25.2.0.txt")).unwrap();
+    assert!(d.warnings.is_empty(), "{:?}", shown(&d));
+    assert_eq!(d.len(), 16);
+    // 8 NPUs x 2 chips: each chip's index is its Phy-ID, 0..15, never repeated.
+    assert_eq!(
+        d.iter().map(|x| x.index).collect::<Vec<_>>(),
+        (0..16).collect::<Vec<_>>()
+    );
+    assert!(d.iter().all(|x| x.model == "Ascend910"
+        && x.vendor == Vendor::Ascend
+        && x.healthy
+        && x.memory_total_mib == 65536));
+    // HBM, not the DDR `0 / 0` column; `61609/ 65536` has no space before the slash.
+    assert_eq!(
+        (d[0].memory_used_mib, d[0].utilization_percent),
+        (61609, Some(7))
+    );
+    assert_eq!(d[1].memory_used_mib, 61625);
+    assert_eq!(d[15].memory_used_mib, 61631);
+    assert_eq!(d[1].bus_id.as_deref(), Some("0000:9F:00.0"));
+    assert_eq!(d[10].bus_id.as_deref(), Some("0000:89:00.0"));
+    assert_eq!(d[8].utilization_percent, Some(8));
+    // No documented vNPU template for the 910C class: time-slicing only.
+    assert!(!d[0].sharing.contains(&SharingMode::Vnpu));
+}
+
+/// Every cut of a real table exactly at a row boundary (after a border line)
+/// inside the device table gives the devices above it and a warning that
+/// names the output as truncated.
+fn cuts_at_borders_are_reported(
+    file: &str,
+    parse: fn(&str) -> Result<classgrid_devices::Parsed, classgrid_devices::ParseError>,
+    table_end: &str,
+) {
+    let text = fixture(file);
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines.iter().position(|l| l.contains(table_end)).unwrap();
+    let full = parse(&text).unwrap().len();
+    let mut cuts = 0;
+    for cut in 1..end {
+        let l = lines[cut - 1].trim();
+        if !(l.starts_with('+') || l.starts_with("|=")) {
+            continue;
+        }
+        let prefix = lines[..cut].join("\n") + "\n";
+        let Ok(p) = parse(&prefix) else { continue };
+        cuts += 1;
+        assert!(p.len() <= full, "{file} cut at {cut}");
+        assert!(
+            p.warnings.iter().any(|w| w.message.contains("truncated")
+                && w.line == Some(cut)
+                && w.text
+                    .as_deref()
+                    .is_some_and(|t| l.starts_with(t.trim_end_matches('…')))),
+            "{file} cut after line {cut}: {:?}",
+            shown(&p)
+        );
+    }
+    assert!(cuts >= 2, "{file}: only {cuts} cuts parsed");
+}
+
+#[test]
+fn cut_off_tables_are_reported_as_truncated() {
+    cuts_at_borders_are_reported(
+        "npu-smi-info.a3-910c-x16.npu-smi-25.2.0.txt",
+        ascend::parse_info,
+        "Process id",
+    );
+    cuts_at_borders_are_reported(
+        "npu-smi-info.910b2c-x2.txt",
+        ascend::parse_info,
+        "Process id",
+    );
+    cuts_at_borders_are_reported(
+        "npu-smi-info.310p3-duo-x4.txt",
+        ascend::parse_info,
+        "Process id",
+    );
+    cuts_at_borders_are_reported(
+        "ixsmi.bi-v150-x16.ixml-4.1.0.txt",
+        iluvatar::parse_ixsmi,
+        "Processes:",
+    );
+    cuts_at_borders_are_reported(
+        "mx-smi.mxc550-x8.mx-smi-2.1.6.txt",
+        metax::parse_mx_smi,
+        "Process:",
+    );
+    cuts_at_borders_are_reported("cnmon.mlu370-x8.txt", cambricon::parse_cnmon, "Processes:");
+    cuts_at_borders_are_reported("nvidia-smi.h200-mig.txt", nvidia::parse_table, "Processes:");
+    // The A3 table cut after NPU 3 (its 8th chip): 8 chips, and the warning.
+    let a3 = fixture("npu-smi-info.a3-910c-x16.npu-smi-25.2.0.txt");
+    let cut: String = a3.lines().take(30).map(|l| format!("{l}\n")).collect();
+    let p = ascend::parse_info(&cut).unwrap();
+    assert_eq!(p.len(), 8);
+    assert_eq!(p.warnings.len(), 1, "{:?}", shown(&p));
+    assert!(
+        p.warnings[0].to_string().contains("line 30"),
+        "{:?}",
+        shown(&p)
+    );
+}
+
+#[test]
+fn complete_outputs_carry_no_truncation_warning() {
+    for (file, parse) in [
+        (
+            "npu-smi-info.910b2c-x2.txt",
+            ascend::parse_info as fn(&str) -> _,
+        ),
+        ("npu-smi-info.310p3-duo-x4.txt", ascend::parse_info),
+        ("ixsmi.bi-v150-x16.ixml-4.1.0.txt", iluvatar::parse_ixsmi),
+        ("mx-smi.c550-x8.mx-smi-2.2.4.txt", metax::parse_mx_smi),
+        ("cnmon.mlu370-x8.txt", cambricon::parse_cnmon),
+        ("mthreads-gmi.mtt-s80.txt", mthreads::parse_mthreads_gmi),
+        ("hy-smi.k100ai-x4.txt", hygon::parse_hy_smi),
+        ("rocm-smi.hygon-dcu-x4.txt", hygon::parse_rocm_smi),
+    ] {
+        let p: classgrid_devices::Parsed = parse(&fixture(file)).unwrap();
+        assert!(p.warnings.is_empty(), "{file}: {:?}", shown(&p));
+    }
+    // The S4000 capture is partial in its source: the parser says so.
+    let p = mthreads::parse_mthreads_gmi(&fixture("mthreads-gmi.mtt-s4000.partial.txt")).unwrap();
+    assert!(
+        p.warnings.iter().any(|w| w.message.contains("truncated")),
+        "{:?}",
+        shown(&p)
+    );
+}
+
+#[test]
+fn metax_mx_smi_2_1_without_state_column_is_healthy() {
+    let d = metax::parse_mx_smi(&fixture("mx-smi.mxc550-x8.mx-smi-2.1.6.txt")).unwrap();
+    assert!(d.warnings.is_empty(), "{:?}", shown(&d));
+    assert_eq!(d.len(), 8);
+    // No GPU-State column in this layout: a listed card is a healthy card.
+    assert!(d.iter().all(|x| x.healthy
+        && x.model == "MXC550"
+        && x.memory_total_mib == 65536
+        && x.memory_used_mib == 810
+        && x.utilization_percent == Some(0)));
+    assert_eq!(
+        d.iter().map(|x| x.index).collect::<Vec<_>>(),
+        (0..8).collect::<Vec<_>>()
+    );
+    assert_eq!(d[0].bus_id.as_deref(), Some("0000:2a:00.0"));
+    assert_eq!(d[7].bus_id.as_deref(), Some("0000:da:00.0"));
+    // The 2.2 layout has the column, and `Available` is healthy.
+    let n = metax::parse_mx_smi(&fixture("mx-smi.c550-x8.mx-smi-2.2.4.txt")).unwrap();
+    assert!(n.iter().all(|x| x.healthy));
+}
+
+#[test]
+fn nvidia_table_h200_mig_instances_sharing_gpu_instances() {
+    let d = nvidia::parse_table(&fixture("nvidia-smi.h200-mig.txt")).unwrap();
+    assert!(d.warnings.is_empty(), "{:?}", shown(&d));
+    assert_eq!(d.len(), 6);
+    let gpu = &d[0];
+    assert_eq!(gpu.model, "NVIDIA H200");
+    assert_eq!(gpu.bus_id.as_deref(), Some("00000000:83:00.0"));
+    assert_eq!((gpu.memory_used_mib, gpu.memory_total_mib), (55, 143771));
+    assert_eq!(gpu.sharing, vec![SharingMode::Mig]);
+    // GPU GI CI MIG: 0 2 0 0 / 0 2 1 1 (two compute instances of GI 2) /
+    // 0 3 0 2 / 0 9 0 3 / 0 10 0 4.
+    let want: &[(u32, &str, u64, u64)] = &[
+        (0, "NVIDIA H200 MIG GI 2 CI 0", 22, 71424),
+        (1, "NVIDIA H200 MIG GI 2 CI 1", 22, 71424),
+        (2, "NVIDIA H200 MIG GI 3 CI 0", 17, 33280),
+        (3, "NVIDIA H200 MIG GI 9 CI 0", 9, 16384),
+        (4, "NVIDIA H200 MIG GI 10 CI 0", 9, 16384),
+    ];
+    for (m, &(index, model, used, total)) in d[1..].iter().zip(want) {
+        assert_eq!(m.mig_parent, Some(0));
+        assert_eq!((m.index, m.model.as_str()), (index, model));
+        assert_eq!((m.memory_used_mib, m.memory_total_mib), (used, total));
+        assert!(m.healthy && m.sharing.contains(&SharingMode::Mig));
+    }
+    // With -L: UUIDs and profile names, exact memory kept.
+    let mut merged = d.clone();
+    let list = nvidia::parse_list(&fixture("nvidia-smi-L.h200-mig.txt")).unwrap();
+    nvidia::merge_mig_listing(&mut merged, &list);
+    assert_eq!(merged[1].model, "NVIDIA H200 MIG 1c.3g.71gb");
+    assert_eq!(merged[2].model, "NVIDIA H200 MIG 2c.3g.71gb");
+    assert_eq!(
+        merged[5].uuid.as_deref(),
+        Some("MIG-00000004-0000-0000-0000-000000000004")
+    );
+    assert_eq!(merged[1].memory_total_mib, 71424);
+}
+
+#[test]
+fn nvidia_table_h100_mig() {
+    let d = nvidia::parse_table(&fixture("nvidia-smi.h100-mig.txt")).unwrap();
+    assert!(d.warnings.is_empty(), "{:?}", shown(&d));
+    assert_eq!(d.len(), 5);
+    assert_eq!(d[0].model, "NVIDIA H100 80GB HBM3");
+    assert_eq!(d[0].sharing, vec![SharingMode::Mig]);
+    let mem: Vec<u64> = d[1..].iter().map(|m| m.memory_total_mib).collect();
+    assert_eq!(mem, vec![40448, 20096, 9984, 9984]);
+    assert_eq!(d[4].model, "NVIDIA H100 80GB HBM3 MIG GI 10 CI 0");
+}
+
+#[test]
+fn nvidia_table_without_mig() {
+    let cases: &[(&str, &str, &str, u64, u64, Option<u32>)] = &[
+        (
+            "nvidia-smi.h100.txt",
+            "NVIDIA H100 80GB HBM3",
+            "00000000:00:09.0",
+            0,
+            81559,
+            Some(0),
+        ),
+        (
+            "nvidia-smi.h200.txt",
+            "NVIDIA H200",
+            "00000000:83:00.0",
+            0,
+            143771,
+            Some(0),
+        ),
+        (
+            "nvidia-smi.l40s.txt",
+            "NVIDIA L40S",
+            "00000000:01:00.0",
+            0,
+            46068,
+            Some(100),
+        ),
+        // The table shortens long names (`RTX 4080 ...`) on Linux too.
+        (
+            "nvidia-smi.rtx4080super.txt",
+            "NVIDIA GeForce RTX 4080 ...",
+            "00000000:01:00.0",
+            596,
+            16376,
+            Some(0),
+        ),
+        (
+            "nvidia-smi.rtx2080super-595.txt",
+            "NVIDIA GeForce RTX 2080 ...",
+            "00000000:0C:00.0",
+            214,
+            8192,
+            Some(0),
+        ),
+        (
+            "nvidia-smi.rtx2080super-610.txt",
+            "NVIDIA GeForce RTX 2080 ...",
+            "00000000:0C:00.0",
+            211,
+            8192,
+            Some(0),
+        ),
+        // Windows prints `WDDM` where Linux has Persistence-M.
+        (
+            "nvidia-smi.rtx2080super-windows.txt",
+            "NVIDIA GeForce RTX 2080 ...",
+            "00000000:0C:00.0",
+            702,
+            8192,
+            Some(0),
+        ),
+        (
+            "nvidia-smi.rtx2080super-windows-610.txt",
+            "NVIDIA GeForce RTX 2080 ...",
+            "00000000:0C:00.0",
+            797,
+            8192,
+            Some(0),
+        ),
+    ];
+    for &(file, model, bus, used, total, util) in cases {
+        let d = nvidia::parse_table(&fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(d.warnings.is_empty(), "{file}: {:?}", shown(&d));
+        assert_eq!(d.len(), 1, "{file}");
+        assert_eq!(d[0].model, model, "{file}");
+        assert_eq!(d[0].bus_id.as_deref(), Some(bus), "{file}");
+        assert_eq!(
+            (d[0].memory_used_mib, d[0].memory_total_mib),
+            (used, total),
+            "{file}"
+        );
+        assert_eq!(d[0].utilization_percent, util, "{file}");
+        assert!(!d[0].sharing.contains(&SharingMode::Mig), "{file}");
+        assert!(d[0].healthy);
+    }
+}
+
+#[test]
+fn nvidia_more_driver_versions_csv_and_list() {
+    let cases: &[(&str, &str, u64, u64, &str)] = &[
+        (
+            "nvidia-smi-query.h100.csv",
+            "NVIDIA H100 80GB HBM3",
+            81559,
+            0,
+            "00000000:00:09.0",
+        ),
+        (
+            "nvidia-smi-query.h200.csv",
+            "NVIDIA H200",
+            143771,
+            0,
+            "00000000:83:00.0",
+        ),
+        (
+            "nvidia-smi-query.rtx2080super-595.csv",
+            "NVIDIA GeForce RTX 2080 SUPER",
+            8192,
+            214,
+            "00000000:0C:00.0",
+        ),
+        (
+            "nvidia-smi-query.rtx2080super-610.csv",
+            "NVIDIA GeForce RTX 2080 SUPER",
+            8192,
+            211,
+            "00000000:0C:00.0",
+        ),
+        (
+            "nvidia-smi-query.rtx2080super-windows-610.csv",
+            "NVIDIA GeForce RTX 2080 SUPER",
+            8192,
+            797,
+            "00000000:0C:00.0",
+        ),
+    ];
+    for &(file, model, total, used, bus) in cases {
+        let d = nvidia::parse_query_csv(&fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(d.warnings.is_empty(), "{file}: {:?}", shown(&d));
+        assert_eq!(d.len(), 1, "{file}");
+        assert_eq!(d[0].model, model, "{file}");
+        assert_eq!(
+            (d[0].memory_total_mib, d[0].memory_used_mib),
+            (total, used),
+            "{file}"
+        );
+        assert_eq!(d[0].bus_id.as_deref(), Some(bus), "{file}");
+        assert_eq!(d[0].uuid.as_deref(), Some(MASKED_GPU), "{file}");
+        assert!(!d[0].sharing.contains(&SharingMode::Mig), "{file}");
+        assert!(d[0].healthy, "{file}");
+    }
+    for (file, model) in [
+        ("nvidia-smi-L.h100.txt", "NVIDIA H100 80GB HBM3"),
+        ("nvidia-smi-L.h200.txt", "NVIDIA H200"),
+    ] {
+        let d = nvidia::parse_list(&fixture(file)).unwrap();
+        assert!(d.warnings.is_empty(), "{file}");
+        assert_eq!(d.len(), 1, "{file}");
+        assert_eq!(d[0].model, model, "{file}");
+        assert_eq!(d[0].uuid.as_deref(), Some(MASKED_GPU), "{file}");
+    }
+}
+
+#[test]
+fn skipped_rows_are_named_in_warnings() {
+    // The redacted cnmon capture: every card's memory is `xxxxx MiB`, so every
+    // row is skipped, each with a warning, and the output as a whole fails.
+    let e = cambricon::parse_cnmon(&fixture("cnmon.mlu-redacted-x8.txt")).unwrap_err();
+    assert_eq!(e.line, Some(9));
+    // A real ixsmi table with one card's second line cut off in the middle:
+    // the other 15 cards are read, and the warning names the broken row.
+    let text = fixture("ixsmi.bi-v150-x16.ixml-4.1.0.txt");
+    let broken: String = text
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 11)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    let p = iluvatar::parse_ixsmi(&broken).unwrap();
+    assert_eq!(p.len(), 15);
+    assert_eq!(p.warnings.len(), 1, "{:?}", shown(&p));
+    let w = &p.warnings[0];
+    assert_eq!(w.line, Some(11));
+    assert!(w.message.contains("skipped"), "{w}");
+    assert!(
+        w.text
+            .as_deref()
+            .is_some_and(|t| t.contains("Iluvatar BI-V150")),
+        "{w}"
+    );
+}

@@ -189,6 +189,88 @@ fn nvidia_smi_fallback_with_mig_instances() {
     );
 }
 
+/// The H200 of issue 24: MIG on, five instances (two compute instances share
+/// GPU instance 2). `-q -x` fails here; the default table gives the exact
+/// memory of every instance and `-L` their UUIDs. The parent is not a slot.
+#[test]
+fn nvidia_mig_instances_from_the_default_table() {
+    let dir = TempDir::new("mig-table");
+    let mut opts = isolated(&dir.0);
+    let body = format!(
+        "case \"$1\" in\n  --query-gpu=*) cat '{}' ;;\n  -L) cat '{}' ;;\n  -q) exit 9 ;;\n  '') cat '{}' ;;\nesac",
+        fixture_path("nvidia-smi-query.h200-mig.csv"),
+        fixture_path("nvidia-smi-L.h200-mig.txt"),
+        fixture_path("nvidia-smi.h200-mig.txt"),
+    );
+    opts.tools.nvidia_smi = script(&dir.0, "nvidia-smi", &body);
+    opts.vendors = vec![Vendor::Nvidia];
+    let d = discover(&opts);
+    assert_eq!(d.devices.len(), 6, "{:?}", d.warnings);
+    let migs: Vec<_> = d
+        .devices
+        .iter()
+        .filter(|x| x.mig_parent == Some(0))
+        .collect();
+    assert_eq!(migs.len(), 5);
+    assert_eq!(migs[0].model, "NVIDIA H200 MIG 1c.3g.71gb");
+    assert_eq!(migs[0].memory_total_mib, 71424, "exact, not 71 GiB");
+    assert_eq!(
+        migs[4].uuid.as_deref(),
+        Some("MIG-00000004-0000-0000-0000-000000000004")
+    );
+    // Only the -q -x failure is reported; nothing was estimated.
+    assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+    assert!(d.warnings[0].contains("-q -x"), "{:?}", d.warnings);
+}
+
+/// MIG on, and no tool output names an instance: a warning says so, and the
+/// parent GPU is not offered as a device nobody could use.
+#[test]
+fn nvidia_mig_without_readable_instances_offers_nothing() {
+    let dir = TempDir::new("mig-none");
+    let mut opts = isolated(&dir.0);
+    let body = format!(
+        "case \"$1\" in\n  --query-gpu=*) cat '{}' ;;\n  *) echo 'Insufficient Permissions' >&2; exit 4 ;;\nesac",
+        fixture_path("nvidia-smi-query.h200-mig.csv"),
+    );
+    opts.tools.nvidia_smi = script(&dir.0, "nvidia-smi", &body);
+    opts.vendors = vec![Vendor::Nvidia];
+    let d = discover(&opts);
+    assert!(d.devices.is_empty(), "{:?}", d.devices);
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w
+                .contains("GPU 0 (NVIDIA H200) has MIG enabled but no MIG instance could be read")),
+        "{:?}",
+        d.warnings
+    );
+}
+
+/// A truncated table reaches the discovery warnings, naming the tool's path.
+#[test]
+fn truncated_ascend_table_is_a_warning_with_the_devices_read() {
+    let dir = TempDir::new("ascend-cut");
+    let mut opts = isolated(&dir.0);
+    opts.tools.npu_smi = script(
+        &dir.0,
+        "npu-smi",
+        &format!(
+            "head -n 30 '{}'",
+            fixture_path("npu-smi-info.a3-910c-x16.npu-smi-25.2.0.txt")
+        ),
+    );
+    opts.vendors = vec![Vendor::Ascend];
+    let d = discover(&opts);
+    assert_eq!(d.devices.len(), 8);
+    assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+    let w = &d.warnings[0];
+    assert!(
+        w.contains("truncated") && w.contains("line 30") && w.contains("npu-smi"),
+        "{w}"
+    );
+}
+
 #[test]
 fn hygon_prefers_rocm_smi_json() {
     let dir = TempDir::new("hygon");
