@@ -168,6 +168,9 @@ fn devices(json: bool, tools: Vec<String>) -> ExitCode {
     let d = classgrid_devices::discover(&opts);
     if json {
         println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+        // Standard output stays pure JSON; the person at the terminal still
+        // reads what discovery could not understand.
+        eprint!("{}", warnings_in_words(&d.warnings));
     } else {
         println!(
             "cpu_millis={} memory_mib={}",
@@ -189,11 +192,30 @@ fn devices(json: bool, tools: Vec<String>) -> ExitCode {
         if d.devices.is_empty() {
             println!("no accelerators found");
         }
-        for w in &d.warnings {
-            println!("warning: {w}");
-        }
+        print!("{}", warnings_in_words(&d.warnings));
     }
     ExitCode::SUCCESS
+}
+
+/// Discovery's warnings for a person: how many, that the list above may be
+/// short or wrong because of them, each on its own line, and what to do.
+fn warnings_in_words(warnings: &[String]) -> String {
+    if warnings.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{} problem(s) while reading this machine's accelerators, so the device list may be missing devices or details:\n",
+        warnings.len()
+    );
+    for (i, w) in warnings.iter().enumerate() {
+        out.push_str(&format!("  {}. {w}\n", i + 1));
+    }
+    out.push_str(
+        "Run the tool named in each line by hand to see its full output. If it looks right, the agent \
+         could not read this layout: please send that output with the agent version, so it can be added \
+         as a test fixture (docs/agent-install.md).\n",
+    );
+    out
 }
 
 fn signal() -> tokio::sync::watch::Receiver<bool> {
