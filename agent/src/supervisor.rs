@@ -60,10 +60,22 @@ impl Item {
     }
 }
 
+/// A start in flight: what the broker asked of it while the runtime started it.
+struct InFlight {
+    /// The newest generation assigned, which the start's reports carry: the
+    /// broker accepts reports of its current generation only.
+    generation: i64,
+    /// A stop asked for meanwhile, with its reason.
+    stop: Option<String>,
+}
+
+/// Locks are taken in the order `starting`, then `items`: a start leaves
+/// `starting` and becomes an item under both, so that an Assign or Release
+/// finds it in one of the two, never in neither (decision 075).
 pub struct Supervisor {
     items: Mutex<HashMap<String, Item>>,
-    /// Assignments whose start is in flight, with a stop asked for meanwhile.
-    starting: Mutex<HashMap<String, Option<String>>>,
+    /// Assignments whose start is in flight.
+    starting: Mutex<HashMap<String, InFlight>>,
     /// Ports picked for starts in flight, until their item holds them. The
     /// kernel hands a just-released port out again, and a class's seats
     /// arrive together: two seats got one port, and the second restarted on
@@ -262,17 +274,32 @@ impl Supervisor {
     }
 
     pub fn assign(self: &Arc<Self>, a: pb::Assign) {
-        {
+        // Held until the start is in flight, so that two Assigns for one id
+        // (a re-send after a reconnect) cannot both start it.
+        let mut starting = self.starting.lock().expect("lock");
+        if let Some(flight) = starting.get_mut(&a.assignment_id) {
+            // The broker writes an assignment's work once and bumps its
+            // generation only to re-send it: this is the same work, so no
+            // second start, but the start reports under the newest
+            // generation. An older or equal one changes nothing.
+            if a.generation > flight.generation {
+                info!(assignment = %a.assignment_id, from = flight.generation, to = a.generation, "newer generation while starting; the start reports under it");
+                flight.generation = a.generation;
+            }
+            return;
+        }
+        let known = {
             let mut items = self.items.lock().expect("lock");
-            if let Some(existing) = items.get_mut(&a.assignment_id) {
+            items.get_mut(&a.assignment_id).map(|existing| {
                 // Already running: take the broker's generation and say so.
                 existing.rec.generation = existing.rec.generation.max(a.generation);
-                let s = self.status_of(existing, None, String::new());
-                drop(items);
-                self.persist();
-                self.emit(s);
-                return;
-            }
+                self.status_of(existing, None, String::new())
+            })
+        };
+        if let Some(s) = known {
+            self.persist();
+            self.emit(s);
+            return;
         }
         if a.ends_unix_ms <= now_ms() {
             self.emit(pb::AssignmentStatus {
@@ -295,20 +322,18 @@ impl Supervisor {
             );
             return;
         };
-        if self
-            .starting
-            .lock()
-            .expect("lock")
-            .insert(a.assignment_id.clone(), None)
-            .is_some()
-        {
-            return; // a start is already in flight
-        }
+        starting.insert(
+            a.assignment_id.clone(),
+            InFlight {
+                generation: a.generation,
+                stop: None,
+            },
+        );
         let sup = self.clone();
         tokio::spawn(async move { sup.start_one(a, rt).await });
     }
 
-    async fn start_one(self: Arc<Self>, a: pb::Assign, rt: Arc<dyn Runtime>) {
+    async fn start_one(self: Arc<Self>, mut a: pb::Assign, rt: Arc<dyn Runtime>) {
         let id = a.assignment_id.clone();
         let result = self
             .prepare(&a, rt.kind(), None)
@@ -326,10 +351,16 @@ impl Supervisor {
             }
             Err(e) => Err(e),
         };
-        let stop_asked = self.starting.lock().expect("lock").remove(&id).flatten();
+        let mut starting = self.starting.lock().expect("lock");
+        let (generation, stop_asked) = starting
+            .remove(&id)
+            .map_or((a.generation, None), |f| (f.generation, f.stop));
+        // What came of the start, and the record, are the newest generation's.
+        a.generation = a.generation.max(generation);
         let (handle, port, work_dir, slots, fraction) = match result {
             Ok(v) => v,
             Err(e) => {
+                drop(starting);
                 self.picked_ports.lock().expect("lock").remove(&id);
                 self.fail(&a, format!("{e:#}"));
                 return;
@@ -356,10 +387,12 @@ impl Supervisor {
         };
         info!(assignment = %id, runtime = rt.kind(), handle = ?rec.handle, port, "assignment started");
         let item = Item::new(rec, AssignmentState::Starting, String::new());
-        self.emit(self.status_of(&item, None, String::new()));
+        let started = self.status_of(&item, None, String::new());
         self.items.lock().expect("lock").insert(id.clone(), item);
+        drop(starting);
         self.picked_ports.lock().expect("lock").remove(&id);
         self.persist();
+        self.emit(started);
         self.watch(id.clone(), rt);
         self.schedule_end(id.clone());
         if let Some(reason) = stop_asked {
@@ -733,8 +766,8 @@ impl Supervisor {
 
     /// Asks the work's runtime to stop it; it is killed after its grace period.
     pub fn stop(self: &Arc<Self>, id: &str, reason: &str) {
-        if let Some(pending) = self.starting.lock().expect("lock").get_mut(id) {
-            *pending = Some(reason.to_string());
+        if let Some(flight) = self.starting.lock().expect("lock").get_mut(id) {
+            flight.stop = Some(reason.to_string());
             return;
         }
         let (handle, grace) = {
@@ -765,18 +798,18 @@ impl Supervisor {
     }
 
     pub fn release(self: &Arc<Self>, id: &str, generation: i64, reason: &str) {
-        let known = self
-            .items
-            .lock()
-            .expect("lock")
-            .get(id)
-            .map(|i| i.rec.generation);
-        let pending = self.starting.lock().expect("lock").contains_key(id);
-        match known {
-            // A release for an older generation does not stop newer work.
+        let newest = {
+            let starting = self.starting.lock().expect("lock");
+            starting.get(id).map(|f| f.generation).or_else(|| {
+                let items = self.items.lock().expect("lock");
+                items.get(id).map(|i| i.rec.generation)
+            })
+        };
+        match newest {
+            // A release for an older generation does not stop newer work,
+            // started or still starting.
             Some(g) if g > generation => {}
             Some(_) => self.stop(id, reason),
-            None if pending => self.stop(id, reason),
             None => self.emit(pb::AssignmentStatus {
                 assignment_id: id.to_string(),
                 generation,
