@@ -13,11 +13,13 @@ use uuid::Uuid;
 
 use crate::{
     app::{App, Broker},
+    dispatch::{SeatBinding, bind_in},
     domain::states::{lesson as ls, seat as ss},
     fleet::liveness,
     service::{new_seat, window_ms},
     store::{
-        self, assignments,
+        self,
+        assignments::{self, AssignmentRow},
         lessons::{self as lesson_store, LessonRow, SeatRow},
         reservations,
     },
@@ -78,9 +80,11 @@ async fn tick(app: &Broker) -> anyhow::Result<()> {
     // last class waiting seconds for the others' round trips.
     futures::stream::iter(app.store.lessons_due(now).await?)
         .for_each_concurrent(LESSON_STEPS_AT_ONCE, |l| async move {
-            let r = if l.state == ls::LIVE {
+            let r = if l.state == ls::LIVE && l.end_at() <= now {
                 app.end_lesson(&l).await
             } else if l.start_at <= now {
+                // Also a live lesson whose bell was cut short: binding
+                // claims only seats still staged, so a repeat is harmless.
                 app.start_lesson(&l).await
             } else {
                 app.stage_lesson(&l).await
@@ -114,12 +118,37 @@ impl Broker {
         Ok(())
     }
 
-    /// At the bell: bind every seat to its node, re-planning seats whose node
-    /// is not connected.
+    /// At the bell: the lesson goes live and every seat whose node is
+    /// connected is bound to it (assignment written, seat `starting`) in one
+    /// transaction, so a crash or a lost database connection never leaves a
+    /// live lesson with seats that nobody will start. Seats whose node is
+    /// not connected are re-planned one by one afterwards; until each is
+    /// bound or failed, the lesson stays due (`lessons_due`) and this step
+    /// runs again.
     async fn start_lesson(&self, l: &LessonRow) -> anyhow::Result<()> {
+        let (bind, replan): (Vec<SeatRow>, Vec<SeatRow>) = self
+            .store
+            .seats_of(l.id)
+            .await?
+            .into_iter()
+            .filter(|s| s.state == ss::PLANNED || s.state == ss::STAGED)
+            .partition(|s| s.node_id.is_some_and(|n| self.fleet.is_connected(n)));
+        let binding = SeatBinding::of(l, self.grace_seconds());
+        let rows: Vec<AssignmentRow> = bind
+            .iter()
+            .filter_map(|s| {
+                Some(binding.assignment(
+                    s.id,
+                    s.node_id?,
+                    &s.device_indexes,
+                    s.gpu_memory_mib,
+                    s.gpu_compute_pct,
+                ))
+            })
+            .collect();
         let mut tx = self.store.pool.begin().await?;
         lesson_store::set_seats_state(&mut tx, l.id, &[ss::PLANNED], ss::STAGED).await?;
-        lesson_store::set_lesson_state(
+        let went_live = lesson_store::set_lesson_state(
             &mut tx,
             l.id,
             &[ls::BOOKED, ls::STAGING, ls::READY],
@@ -127,28 +156,20 @@ impl Broker {
             None,
         )
         .await?;
+        let bound = bind_in(&mut tx, rows).await?;
         tx.commit().await?;
-        info!(lesson = %l.id, "lesson live");
-        let fleet = self.fleet.snapshot();
-        let mut bind = Vec::new();
-        for seat in self.store.seats_of(l.id).await? {
-            if seat.state != ss::STAGED {
-                continue;
-            }
-            let connected = seat.node_id.is_some_and(|n| self.fleet.is_connected(n));
-            if connected {
-                bind.push(seat);
-                continue;
-            }
-            match self.replan_seat(&fleet, l, &seat).await {
-                Ok(Some(s)) => bind.push(s),
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(lesson = %l.id, seat = seat.number, error = %e, "seat re-planning failed")
+        if went_live {
+            info!(lesson = %l.id, "lesson live");
+        }
+        self.send_seat_assignments(&bound, &l.datasets.0);
+        if !replan.is_empty() {
+            let fleet = self.fleet.snapshot();
+            for seat in &replan {
+                if let Err(e) = self.replan_seat(&fleet, l, seat).await {
+                    warn!(lesson = %l.id, seat = seat.number, error = %e, "seat re-planning failed; will retry");
                 }
             }
         }
-        self.bind_seats(l, &bind).await?;
         self.lesson_changed(l.id);
         Ok(())
     }
@@ -160,7 +181,7 @@ impl Broker {
         fleet: &std::sync::Arc<Fleet>,
         l: &LessonRow,
         seat: &SeatRow,
-    ) -> anyhow::Result<Option<SeatRow>> {
+    ) -> anyhow::Result<()> {
         let req = Request {
             school_site: l.school_site_id,
             window: window_ms(l.window_start, l.window_end),
@@ -191,16 +212,25 @@ impl Broker {
                     )
                     .await?;
                     warn!(lesson = %l.id, seat = seat.number, %msg, "seat failed");
-                    return Ok(None);
+                    return Ok(());
                 }
-                (Decision::Admitted(_), None) => return Ok(None),
+                (Decision::Admitted(_), None) => return Ok(()),
             };
             let Some(p) = a.seats.first() else {
                 self.abort_hold(hold).await?;
-                return Ok(None);
+                return Ok(());
             };
             let mut placed = new_seat(seat.id, p);
             placed.number = seat.number;
+            // The move and the binding commit together: a seat is never
+            // left re-planned but unbound.
+            let row = SeatBinding::of(l, self.grace_seconds()).assignment(
+                seat.id,
+                placed.node_id,
+                &placed.device_indexes,
+                placed.gpu_memory_mib,
+                placed.gpu_compute_pct,
+            );
             let moved = async {
                 let mut tx = self.store.pool.begin().await?;
                 reservations::delete_seat(&mut tx, seat.id).await?;
@@ -208,11 +238,12 @@ impl Broker {
                 self.preempt_jobs(&mut tx, &a.preempted, cut, l.id).await?;
                 reservations::insert(&mut tx, &p.reservations(&req, owner), Some(seat.id)).await?;
                 lesson_store::move_seat(&mut tx, &placed).await?;
-                tx.commit().await
+                let bound = bind_in(&mut tx, vec![row]).await?;
+                tx.commit().await.map(|()| bound)
             }
             .await;
             match moved {
-                Ok(()) => {
+                Ok(bound) => {
                     self.commit_hold(hold);
                     // The seat's old rows are gone from the database; read
                     // the lesson's (and any preempted job's) rows back.
@@ -220,7 +251,8 @@ impl Broker {
                     owners.extend(a.preempted.iter().copied());
                     self.refresh_owners(&owners).await?;
                     info!(lesson = %l.id, seat = seat.number, node = %p.node_id, "seat re-planned");
-                    return Ok(self.store.get_seat(seat.id).await?);
+                    self.send_seat_assignments(&bound, &l.datasets.0);
+                    return Ok(());
                 }
                 Err(e) => {
                     self.abort_hold(hold).await?;
@@ -232,7 +264,7 @@ impl Broker {
                 }
             }
         }
-        Ok(None)
+        Ok(())
     }
 
     /// At the end: release every seat and free the capacity at once.

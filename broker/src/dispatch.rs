@@ -2,20 +2,19 @@
 //! The assignment is written before it is sent, so a crash between the two
 //! loses nothing: the agent receives it when it next reconciles.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use classgrid_proto::v1::{self as pb, BrokerMessage, broker_message::Msg};
 use uuid::Uuid;
 
 use crate::{
     app::Broker,
-    domain::{
-        spec::{Dataset, SeatSpec, Workload},
-        states::seat as ss,
-    },
+    domain::spec::{Dataset, SeatSpec, Workload},
     service::grants,
     store::{
         assignments::{self, AssignmentRow, Payload},
-        lessons::{self as lesson_store, LessonRow, SeatRow},
+        lessons::{self as lesson_store, LessonRow},
     },
 };
 
@@ -92,35 +91,6 @@ impl Broker {
         Ok(())
     }
 
-    /// Binds a lesson's seats to their nodes: every assignment is written in
-    /// one transaction and then sent, so a class of 45 costs two statements,
-    /// not 45 transactions.
-    pub async fn bind_seats(&self, l: &LessonRow, seats: &[SeatRow]) -> anyhow::Result<()> {
-        let bind = SeatBinding::of(l, self.grace_seconds());
-        let rows: Vec<AssignmentRow> = seats
-            .iter()
-            .filter_map(|seat| {
-                Some(bind.assignment(
-                    seat.id,
-                    seat.node_id?,
-                    &seat.device_indexes,
-                    seat.gpu_memory_mib,
-                    seat.gpu_compute_pct,
-                ))
-            })
-            .collect();
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let seat_ids: Vec<Uuid> = rows.iter().filter_map(|a| a.seat_id).collect();
-        let mut tx = self.store.pool.begin().await?;
-        assignments::insert_seats(&mut tx, &rows).await?;
-        lesson_store::set_seats(&mut tx, &seat_ids, ss::STARTING).await?;
-        tx.commit().await?;
-        self.send_seat_assignments(&rows, &l.datasets.0);
-        Ok(())
-    }
-
     /// Sends committed seat assignments of one lesson to their agents.
     pub fn send_seat_assignments(&self, rows: &[AssignmentRow], datasets: &[Dataset]) {
         for a in rows {
@@ -135,6 +105,32 @@ impl Broker {
     pub fn grace_seconds(&self) -> u32 {
         self.cfg.grace.as_secs().min(600) as u32
     }
+}
+
+/// Binds seats inside `tx`: each of `rows`' seats that is still `staged`
+/// moves to `starting` and its assignment is written; a seat that another
+/// step bound meanwhile is left alone. A class of 45 costs two statements.
+/// Returns the assignments written, for the caller to send after commit.
+pub async fn bind_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: Vec<AssignmentRow>,
+) -> sqlx::Result<Vec<AssignmentRow>> {
+    let seat_ids: Vec<Uuid> = rows.iter().filter_map(|a| a.seat_id).collect();
+    if seat_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let claimed: HashSet<Uuid> = lesson_store::claim_staged_seats(tx, &seat_ids)
+        .await?
+        .into_iter()
+        .collect();
+    let rows: Vec<AssignmentRow> = rows
+        .into_iter()
+        .filter(|a| a.seat_id.is_some_and(|s| claimed.contains(&s)))
+        .collect();
+    if !rows.is_empty() {
+        assignments::insert_seats(tx, &rows).await?;
+    }
+    Ok(rows)
 }
 
 /// What every seat assignment of one lesson shares.

@@ -229,12 +229,16 @@ impl Store {
         .await
     }
 
-    /// Active lessons whose next lifecycle step is due at `now`.
+    /// Active lessons whose next lifecycle step is due at `now`: one to
+    /// stage, start or end, and a live one with a seat still `staged`, which
+    /// a bell cut short (a crash, a lost connection) left unbound. Every step
+    /// picks it up again until each seat is bound or failed with a reason.
     pub async fn lessons_due(&self, now: DateTime<Utc>) -> sqlx::Result<Vec<LessonRow>> {
         sqlx::query_as(sql!(
             "SELECT {LESSON_COLS} FROM lessons l JOIN sites s ON s.id = l.school_site_id
              WHERE (l.state IN ('booked', 'staging', 'ready') AND l.window_start <= $1)
                 OR (l.state = 'live' AND l.start_at + make_interval(secs => l.duration_s) <= $1)
+                OR (l.state = 'live' AND l.id IN (SELECT lesson_id FROM seats WHERE state = 'staged'))
              ORDER BY l.start_at"
         ))
         .bind(now)
@@ -393,6 +397,21 @@ pub async fn set_seats_state(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Moves the seats among `seat_ids` that are still `staged` to `starting`
+/// and returns their ids: binding is a claim, so two clock steps (a resumed
+/// bell, another replica) never give one seat two assignments.
+pub async fn claim_staged_seats(
+    tx: &mut Transaction<'_, Postgres>,
+    seat_ids: &[Uuid],
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "UPDATE seats SET state = 'starting' WHERE id = ANY($1) AND state = 'staged' RETURNING id",
+    )
+    .bind(seat_ids)
+    .fetch_all(&mut **tx)
+    .await
 }
 
 /// Moves seats to `state` in one statement.
