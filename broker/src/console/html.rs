@@ -164,6 +164,10 @@ pub fn error(s: &Session, zone: &Zone, path: &str, e: &ServiceError) -> Response
                 format!("<p>{}</p>", t(l, "error")),
             )
         }
+        ServiceError::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("<p>{}</p>", t(l, "error")),
+        ),
         other => (
             StatusCode::CONFLICT,
             format!("<p>{}</p>", esc(&other.to_string())),

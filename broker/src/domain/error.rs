@@ -41,8 +41,29 @@ pub enum ServiceError {
     /// The credentials are missing or not valid.
     #[error("{0}")]
     Unauthenticated(String),
+    /// A transient failure (the database restarting or unreachable) that
+    /// outlasted the broker's own retries: nothing was written, and the
+    /// same request may be sent again (503 with Retry-After, gRPC
+    /// UNAVAILABLE).
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+/// What a caller is told when the database could not be reached.
+pub const DATABASE_UNAVAILABLE: &str =
+    "the region's database is not reachable right now; nothing was written; retry";
+
+impl From<anyhow::Error> for ServiceError {
+    fn from(e: anyhow::Error) -> Self {
+        if crate::store::is_transient_any(&e) {
+            tracing::warn!(error = %format!("{e:#}"), "database unavailable");
+            Self::Unavailable(DATABASE_UNAVAILABLE.into())
+        } else {
+            Self::Internal(e)
+        }
+    }
 }
 
 impl ServiceError {
@@ -53,7 +74,7 @@ impl ServiceError {
 
 impl From<sqlx::Error> for ServiceError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(e.into())
+        anyhow::Error::from(e).into()
     }
 }
 

@@ -103,7 +103,10 @@ impl Broker {
             fleet,
         });
         let (b, req, fleet) = (&input.b, &input.req, &input.fleet);
-        for _ in 0..BOOK_ATTEMPTS {
+        let mut transient = store::TransientRetry::default();
+        let mut attempts = 0;
+        while attempts < BOOK_ATTEMPTS {
+            attempts += 1;
             let (decision, hold) = self.plan(fleet, req, Some(owner)).await?;
             let (admission, hold) = match (decision, hold) {
                 (Decision::Admitted(a), Some(hold)) => (a, hold),
@@ -136,6 +139,27 @@ impl Broker {
                     }
                     return Ok(view);
                 }
+                Err(e) if store::is_transient(&e) => {
+                    // The database restarted or could not be reached, and
+                    // the batch wrote nothing (or, if the link broke during
+                    // COMMIT, the retry finds this lesson by its id). Try
+                    // again on a fresh connection, without counting it as a
+                    // capacity conflict, until the budget is spent.
+                    attempts -= 1;
+                    tolerate_transient(self.abort_hold(hold).await)?;
+                    tracing::warn!(lesson = %id, error = %e, "booking write failed; retrying");
+                    loop {
+                        if !transient.pause().await {
+                            return Err(ServiceError::Unavailable(
+                                crate::domain::error::DATABASE_UNAVAILABLE.into(),
+                            ));
+                        }
+                        if tolerate_transient(self.reload_calendar().await)?.is_some() {
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
                     self.abort_hold(hold).await?;
                     // Someone else booked the same capacity since our
@@ -154,6 +178,12 @@ impl Broker {
                         && let Some(existing) = self.store.lesson_by_request_id(rid).await?
                     {
                         return self.lesson(existing).await;
+                    }
+                    // An earlier try of this very booking committed, though
+                    // its connection broke before the answer came.
+                    if is_unique_violation(&e) && self.store.get_lesson(id).await?.is_some() {
+                        self.reload_calendar().await?;
+                        return self.lesson(id).await;
                     }
                     return Err(e.into());
                 }
@@ -293,6 +323,15 @@ impl Broker {
 
 /// PostgreSQL broke a lock cycle by aborting this transaction; nothing was
 /// written, so trying again is safe.
+/// Passes a transient failure as `None`, for a step that is tried again.
+fn tolerate_transient<T>(r: Result<T, ServiceError>) -> Result<Option<T>, ServiceError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(ServiceError::Unavailable(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn is_deadlock(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("40P01"))
 }

@@ -11,7 +11,7 @@ use std::{
 use sqlx::{PgConnection, Postgres, pool::PoolConnection};
 use tokio::sync::Notify;
 
-use crate::app::Broker;
+use crate::{app::Broker, store};
 
 /// A writer's own connection, kept between batches while it works.
 pub(crate) type Conn = PoolConnection<Postgres>;
@@ -93,11 +93,16 @@ pub(crate) async fn on_connection<T>(
     (keep(conn, &result), result)
 }
 
-/// The connection to keep after a batch: after an error the server
-/// reported (the transaction is rolled back, the session is sound), the
-/// same; after any other error, none, and the pool opens a new one.
+/// The connection to keep after a batch: after success, or an error the
+/// server reported on a sound session (the transaction is rolled back, such
+/// as the capacity trigger's refusal), the same; after a connection-level
+/// error, none, and the pool opens a new one. A server restart reports
+/// 57P01 ("terminating connection due to administrator command") as a
+/// database error, yet the session is gone: kept, it failed the next batch
+/// with a broken pipe.
 pub(crate) fn keep<C, T>(conn: C, result: &sqlx::Result<T>) -> Option<C> {
     match result {
+        Err(e) if store::is_connection_error(e) => None,
         Ok(_) | Err(sqlx::Error::Database(_)) => Some(conn),
         Err(_) => None,
     }

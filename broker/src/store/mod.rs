@@ -118,6 +118,90 @@ pub fn is_capacity_conflict(e: &sqlx::Error) -> bool {
         || d.constraint() == Some("reservations_node_id_fkey"))
 }
 
+/// True when the error means the connection it came on is no use any more:
+/// the socket or TLS broke, the pool could not give one, or the server said
+/// so (SQLSTATE class 08, 57P01-57P03: the server is shutting down or
+/// restarting, or a FATAL error that ends the session). Such a connection is
+/// dropped, never kept for the next batch.
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code();
+            let code = code.as_deref().unwrap_or("");
+            let fatal = d
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some_and(|pg| {
+                    matches!(
+                        pg.severity(),
+                        sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic
+                    )
+                });
+            fatal || code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        _ => false,
+    }
+}
+
+/// True when the same transaction may succeed if it is simply tried again:
+/// the connection failed (see `is_connection_error`), the server had too
+/// many connections, or it chose this transaction as a serialization or
+/// deadlock victim. Nothing of a transaction that failed so was committed,
+/// except when the connection broke during COMMIT itself; writes are
+/// idempotent by id for that case (the retry finds its own row).
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    is_connection_error(e)
+        || matches!(e, sqlx::Error::Database(d)
+            if matches!(d.code().as_deref(), Some("40001" | "40P01" | "53300" | "55P03")))
+}
+
+/// How long a request keeps trying again after transient failures before
+/// it answers "unavailable, retry" (503): long enough to ride out a
+/// PostgreSQL restart or a failover of a few seconds, short of a platform's
+/// own request timeout.
+pub const TRANSIENT_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Pauses between tries after transient failures: 100 ms, doubling to
+/// 1 s, until `TRANSIENT_BUDGET` is spent. Hand-written, as a retry crate's
+/// closure would have to own the booking loop, which re-plans between tries.
+pub struct TransientRetry {
+    deadline: std::time::Instant,
+    pause: std::time::Duration,
+}
+
+impl Default for TransientRetry {
+    fn default() -> Self {
+        Self {
+            deadline: std::time::Instant::now() + TRANSIENT_BUDGET,
+            pause: std::time::Duration::from_millis(100),
+        }
+    }
+}
+
+impl TransientRetry {
+    /// Waits before the next try; false, at once, when the budget is spent.
+    pub async fn pause(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if now + self.pause > self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(std::time::Duration::from_secs(1));
+        true
+    }
+}
+
+/// `is_transient` for an error that went through `anyhow`.
+pub fn is_transient_any(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<sqlx::Error>().is_some_and(is_transient))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +209,17 @@ mod tests {
     fn mode(url: &str, env_mode: bool) -> PgSslMode {
         let opts: PgConnectOptions = url.parse().expect("a URL");
         plain_when_local(url, opts, env_mode).get_ssl_mode()
+    }
+
+    #[test]
+    fn broken_connections_are_transient_and_constraint_refusals_are_not() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(is_connection_error(&io) && is_transient(&io));
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        let wrapped = anyhow::Error::from(sqlx::Error::PoolTimedOut).context("lesson step");
+        assert!(is_transient_any(&wrapped));
+        assert!(!is_transient_any(&anyhow::anyhow!("bad plan")));
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub fn status(e: ServiceError) -> Status {
         ServiceError::Conflict(msg) => Status::failed_precondition(msg),
         ServiceError::Forbidden(msg) => Status::permission_denied(msg),
         ServiceError::Unauthenticated(msg) => Status::unauthenticated(msg),
+        ServiceError::Unavailable(msg) => Status::unavailable(msg),
         ServiceError::Internal(e) => {
             tracing::error!(error = %e, "internal error");
             Status::internal("internal error; see the broker log")

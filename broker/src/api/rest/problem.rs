@@ -142,6 +142,12 @@ impl From<ServiceError> for Problem {
                 "Not authenticated",
                 msg,
             ),
+            ServiceError::Unavailable(msg) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Try again shortly",
+                msg,
+            ),
             ServiceError::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
                 Self::new(
@@ -218,7 +224,7 @@ impl IntoResponse for Problem {
                     HeaderValue::from_static("Bearer realm=\"classgrid\""),
                 );
             }
-            StatusCode::TOO_MANY_REQUESTS => {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
