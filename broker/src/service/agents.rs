@@ -10,6 +10,7 @@ use classgrid_proto::v1::{self as pb, AssignmentState};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::vouchers::settlement::USAGE_WAIT;
 use crate::{
     app::Broker,
     domain::{
@@ -285,6 +286,17 @@ impl Broker {
         if !resend.is_empty() {
             info!(node = %node_id, count = resend.len(), "re-sending assignments the agent does not run");
             self.resend(&resend).await?;
+        }
+        // Released work with no final report yet: ask again, so that its
+        // usage is settled from the agent's own last word (decision 076).
+        let since = now - chrono::Duration::from_std(USAGE_WAIT).unwrap_or_default();
+        for (id, generation) in self.store.released_unreported(node_id, since).await? {
+            if !reported.contains(&id) {
+                self.fleet.send(
+                    node_id,
+                    release_msg(id, generation, "released; final report asked again"),
+                );
+            }
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! settlement hooks for the booking path live in the submodules.
 
 pub(crate) mod admission;
-mod settlement;
+pub(crate) mod settlement;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;

@@ -55,6 +55,25 @@ impl Store {
             .await
     }
 
+    /// Work released on `node_id` whose agent has not yet sent its final
+    /// report, within `since`: the agent is asked again (it answers a release
+    /// of work it does not run with `stopped`), so settlement is never left
+    /// waiting for a report that nobody will send.
+    pub async fn released_unreported(
+        &self,
+        node_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<(Uuid, i64)>> {
+        sqlx::query_as(
+            "SELECT id, generation FROM assignments
+              WHERE node_id = $1 AND state = 'released' AND final_report_at IS NULL AND ends_at >= $2",
+        )
+        .bind(node_id)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Work the broker believes should be running on `node_id`.
     pub async fn active_assignments(&self, node_id: Uuid) -> sqlx::Result<Vec<AssignmentRow>> {
         sqlx::query_as(sql!(
@@ -75,7 +94,9 @@ impl Store {
     }
 
     /// Records what the agent reported, unless the report is for an older
-    /// generation or the assignment is already over.
+    /// generation. A stopped, exited or failed report is the agent's last
+    /// word on the work's usage (`final_report_at`, which settlement waits
+    /// for); a released assignment stays released.
     pub async fn record_status(
         &self,
         id: Uuid,
@@ -91,7 +112,8 @@ impl Store {
                 endpoint = CASE WHEN $4 = '' THEN endpoint ELSE $4 END,
                 exit_code = COALESCE($5, exit_code),
                 output_tail = CASE WHEN $6 = '' THEN output_tail ELSE $6 END,
-                slice_seconds = GREATEST(slice_seconds, $7), updated_at = now()
+                slice_seconds = GREATEST(slice_seconds, $7), updated_at = now(),
+                final_report_at = CASE WHEN $3 IN ('stopped', 'exited', 'failed') THEN now() END
              WHERE id = $1 AND generation = $2 RETURNING {COLS}"
         ))
         .bind(id)
@@ -156,7 +178,7 @@ pub async fn record_progress(
                     endpoint = CASE WHEN i.endpoint = '' THEN x.endpoint ELSE i.endpoint END,
                     output_tail = CASE WHEN i.output_tail = '' THEN x.output_tail ELSE i.output_tail END,
                     slice_seconds = GREATEST(x.slice_seconds, i.slice_seconds),
-                    updated_at = now()
+                    updated_at = now(), final_report_at = NULL
                   FROM input i
                  WHERE x.id = i.id AND x.generation = i.generation AND x.node_id = i.node_id
                 RETURNING x.id, x.node_id, x.seat_id, x.job_id, x.state, i.state AS reported, i.endpoint AS reported_endpoint

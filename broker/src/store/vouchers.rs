@@ -567,15 +567,16 @@ pub async fn postpone_settlement(
     Ok(())
 }
 
-/// Node and end time of each assignment the owner ran since `from`.
+/// Each assignment the owner ran since `from`: its node, its end time, and
+/// whether its agent's final report (the last of its usage) has come.
 pub async fn owner_assignment_nodes(
     exec: impl sqlx::PgExecutor<'_>,
     owner: Owner,
     from: DateTime<Utc>,
-) -> sqlx::Result<Vec<(Uuid, DateTime<Utc>)>> {
+) -> sqlx::Result<Vec<(Uuid, DateTime<Utc>, bool)>> {
     let (lesson, job) = owner_ids(Some(owner));
     sqlx::query_as(
-        "SELECT a.node_id, a.ends_at FROM assignments a
+        "SELECT a.node_id, a.ends_at, a.final_report_at IS NOT NULL FROM assignments a
           WHERE (a.seat_id IN (SELECT id FROM seats WHERE lesson_id = $1) OR a.job_id = $2)
             AND a.created_at >= $3",
     )

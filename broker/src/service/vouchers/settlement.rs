@@ -24,7 +24,7 @@ use crate::{
 
 /// How long after its end a piece of work's usage is waited for while its
 /// node is not connected.
-const USAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+pub(crate) const USAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Holds written by one booking: same owner, same transaction time.
 fn groups(holds: Vec<HoldRow>) -> Vec<(Owner, Vec<HoldRow>)> {
@@ -139,14 +139,17 @@ impl Broker {
         chrono::Duration::from_std(self.cfg.vouchers.settle_after).unwrap_or_default()
     }
 
-    /// True while some of the owner's work ran on a node whose agent is not
-    /// connected to this broker now: a site cut off from the region keeps
-    /// its lessons going (decision 043) and reports their usage when it is
-    /// back, so charging now would charge too little. That includes a node
-    /// still counted as connected after a broker restart, before its agent
-    /// has reconnected and delivered its backlog. Not past `USAGE_WAIT`
-    /// after the work's end: a node that never returns must not hold a
-    /// voucher forever.
+    /// True while some of the owner's work has not had its agent's final
+    /// report (stopped, exited or failed, which carries the last
+    /// slice-seconds), or ran on a node whose agent is not connected to this
+    /// broker now. A stop takes up to the work's grace and a loaded machine
+    /// delays reports further, so a timer alone charged usage that had not
+    /// arrived yet, down to nothing (decision 076). A site cut off from the
+    /// region keeps its lessons going (decision 043) and reports their usage
+    /// when it is back; a node still counted as connected after a broker
+    /// restart is waited for until its agent has delivered its backlog. Not
+    /// past `USAGE_WAIT` after the work's end: a node that never returns
+    /// must not hold a voucher forever.
     async fn awaiting_usage(
         &self,
         owner: Owner,
@@ -158,9 +161,9 @@ impl Broker {
         };
         let wait = chrono::Duration::from_std(USAGE_WAIT).unwrap_or_default();
         let nodes = store::owner_assignment_nodes(&self.store.pool, owner, at).await?;
-        Ok(nodes
-            .iter()
-            .any(|(node, ends_at)| now < *ends_at + wait && !self.fleet.is_caught_up(*node)))
+        Ok(nodes.iter().any(|(node, ends_at, reported)| {
+            now < *ends_at + wait && !(*reported && self.fleet.is_caught_up(*node))
+        }))
     }
 
     /// Releases each hold of one booking and charges what its owner's work
