@@ -14,6 +14,9 @@ use classgrid_proto::v1::{
 };
 use tonic::transport::Channel;
 
+pub mod invariants;
+pub mod pg;
+
 /// The PostgreSQL server tests use; `.ci/run` and `scripts/test.sh` make sure it runs.
 pub fn admin_url() -> String {
     std::env::var("CLASSGRID_TEST_DATABASE_URL")
@@ -24,12 +27,20 @@ pub fn admin_url() -> String {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// The server's maintenance database, where it is created and dropped.
+    admin: String,
 }
 
 impl TestDb {
     pub async fn new() -> anyhow::Result<Self> {
+        Self::on(&admin_url()).await
+    }
+
+    /// A database of its own on the server that `admin` (a URL of its
+    /// maintenance database) names.
+    pub async fn on(admin: &str) -> anyhow::Result<Self> {
         let name = format!("cg_e2e_{}", uuid::Uuid::new_v4().simple());
-        let admin = admin_url();
+        let admin = admin.to_string();
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
             .await
             .map_err(|e| {
@@ -47,13 +58,14 @@ impl TestDb {
         Ok(Self {
             url: format!("{base}/{name}"),
             name,
+            admin,
         })
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, admin) = (self.name.clone(), self.admin.clone());
         // Best effort, outside any runtime that may be shutting down.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -61,7 +73,7 @@ impl Drop for TestDb {
                 .build()
                 .ok()?;
             rt.block_on(async {
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url())
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
                     .await
                     .ok()?;
                 sqlx::Executor::execute(
