@@ -57,7 +57,9 @@ pub fn device_info(slot: usize, d: &Device) -> pb::DeviceInfo {
 }
 
 /// Devices the broker may schedule: MIG parents are represented by their
-/// instances, so only leaves are offered.
+/// instances, so only leaves are offered. A GPU in MIG mode (its only sharing
+/// mode is `mig`, and it is no instance itself) runs nothing directly, so it
+/// is never offered, even when none of its instances could be read.
 pub fn schedulable(discovery: &Discovery) -> Vec<&Device> {
     let is_mig_parent = |d: &Device| {
         d.mig_parent.is_none()
@@ -66,10 +68,12 @@ pub fn schedulable(discovery: &Discovery) -> Vec<&Device> {
                 .iter()
                 .any(|c| c.vendor == d.vendor && c.mig_parent == Some(d.index))
     };
+    let mig_mode_only =
+        |d: &Device| d.mig_parent.is_none() && d.sharing.as_slice() == [SharingMode::Mig];
     discovery
         .devices
         .iter()
-        .filter(|d| !is_mig_parent(d))
+        .filter(|d| !is_mig_parent(d) && !mig_mode_only(d))
         .collect()
 }
 
@@ -82,5 +86,86 @@ pub fn capacity(discovery: &Discovery) -> pb::NodeCapacity {
             .enumerate()
             .map(|(i, d)| device_info(i, d))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use classgrid_devices::Vendor;
+
+    fn gpu(index: u32, sharing: Vec<SharingMode>, mig_parent: Option<u32>) -> Device {
+        Device {
+            vendor: Vendor::Nvidia,
+            model: "NVIDIA H200".into(),
+            uuid: None,
+            bus_id: None,
+            index,
+            memory_total_mib: 143_771,
+            memory_used_mib: 0,
+            utilization_percent: None,
+            healthy: true,
+            sharing,
+            mig_parent,
+        }
+    }
+
+    fn full() -> Vec<SharingMode> {
+        vec![
+            SharingMode::Exclusive,
+            SharingMode::TimeSlice,
+            SharingMode::Mps,
+            SharingMode::HamiCore,
+        ]
+    }
+
+    fn instance() -> Vec<SharingMode> {
+        vec![SharingMode::Mig, SharingMode::TimeSlice, SharingMode::Mps]
+    }
+
+    fn slots(devices: Vec<Device>) -> Vec<(u32, Option<u32>)> {
+        let d = Discovery {
+            devices,
+            warnings: Vec::new(),
+        };
+        schedulable(&d)
+            .into_iter()
+            .map(|d| (d.index, d.mig_parent))
+            .collect()
+    }
+
+    #[test]
+    fn mig_gpu_without_instances_is_not_a_slot() {
+        // GPU 0 has MIG on and no instance was read; GPU 1 is a whole GPU.
+        let got = slots(vec![
+            gpu(0, vec![SharingMode::Mig], None),
+            gpu(1, full(), None),
+        ]);
+        assert_eq!(got, vec![(1, None)]);
+    }
+
+    #[test]
+    fn mig_gpu_is_offered_as_its_instances_only() {
+        let got = slots(vec![
+            gpu(0, vec![SharingMode::Mig], None),
+            gpu(0, instance(), Some(0)),
+            gpu(1, instance(), Some(0)),
+            gpu(1, full(), None),
+        ]);
+        assert_eq!(got, vec![(0, Some(0)), (1, Some(0)), (1, None)]);
+    }
+
+    #[test]
+    fn only_mig_gpus_leave_nothing_to_offer() {
+        let got = slots(vec![
+            gpu(0, vec![SharingMode::Mig], None),
+            gpu(1, vec![SharingMode::Mig], None),
+        ]);
+        assert!(got.is_empty());
+        let d = Discovery {
+            devices: vec![gpu(0, vec![SharingMode::Mig], None)],
+            warnings: Vec::new(),
+        };
+        assert!(capacity(&d).devices.is_empty());
     }
 }
