@@ -1303,3 +1303,121 @@ async fn settlement_waits_for_a_disconnected_node_and_charges_its_late_usage() {
         "charged the late usage: {metered}"
     );
 }
+
+/// A loaded machine or a long stop grace delays the agent's last report
+/// past `settle_after`: the hold must wait for it rather than charge what
+/// had arrived (here 0.1 of 1.4 slice-seconds; with no report at all it was
+/// no charge, the suite's RowNotFound on a fresh machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settlement_waits_for_the_final_report_past_settle_after() {
+    let h = broker(true).await;
+    let (node, mut rx, voucher, l) = half_910b_lesson(&h, "slow-school").await;
+    let assign = next_assign(&mut rx).await;
+    let report = |state: pb::AssignmentState, slice_seconds: f64| pb::AssignmentStatus {
+        assignment_id: assign.assignment_id.clone(),
+        generation: assign.generation,
+        state: state as i32,
+        slice_seconds,
+        ..Default::default()
+    };
+    let refused = h
+        .app
+        .agent_statuses(node, &[report(pb::AssignmentState::Running, 0.1)])
+        .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let pool = h.app.store.pool.clone();
+    let count = |kind: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM voucher_ledger WHERE lesson_id = $1 AND kind = $2",
+            )
+            .bind(l.lesson.id)
+            .bind(kind)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // The lesson ends and its settlement falls due with the node connected
+    // and caught up, but the stop's final report not yet sent: the clock
+    // looks at the hold and puts it off (its due time moves on), charging
+    // nothing yet.
+    let first_due = wait_due(&pool, l.lesson.id)
+        .await
+        .expect("the lesson's hold was queued for settlement");
+    let postponed = wait_for(30, || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+                "SELECT max(q.due_at) FROM voucher_settlements q JOIN voucher_ledger h ON h.id = q.hold_id
+                  WHERE h.lesson_id = $1",
+            )
+            .bind(l.lesson.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .is_some_and(|d| d > first_due)
+        }
+    })
+    .await;
+    assert!(
+        postponed,
+        "the hold waited for the final report: {:?}",
+        rows(&h.app, voucher).await
+    );
+    assert_eq!(count("release").await, 0, "settled before the final report");
+
+    // The agent's stop report comes, with the run's last slice-seconds.
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("a release within 30 s")
+            .expect("session open")
+            .unwrap();
+        if matches!(msg.msg, Some(Msg::Release(_))) {
+            break;
+        }
+    }
+    let refused = h
+        .app
+        .agent_statuses(node, &[report(pb::AssignmentState::Stopped, 1.4)])
+        .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    assert!(
+        wait_for(30, || async { count("charge").await == 1 }).await,
+        "charged once the final report came: {:?}",
+        rows(&h.app, voucher).await
+    );
+    let metered: f64 = sqlx::query_scalar(
+        "SELECT sum(metered_slice_seconds) FROM voucher_ledger WHERE lesson_id = $1 AND kind = 'charge'",
+    )
+    .bind(l.lesson.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        (metered - 1.4).abs() < 1e-9,
+        "charged the final usage: {metered}"
+    );
+}
+
+/// The due time of a lesson's queued settlement, once it is queued.
+async fn wait_due(pool: &sqlx::PgPool, lesson: Uuid) -> Option<DateTime<Utc>> {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < until {
+        let due = sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+            "SELECT min(q.due_at) FROM voucher_settlements q JOIN voucher_ledger h ON h.id = q.hold_id
+              WHERE h.lesson_id = $1",
+        )
+        .bind(lesson)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if due.is_some() {
+            return due;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
