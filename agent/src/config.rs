@@ -10,7 +10,8 @@ pub struct RunArgs {
     /// TOML config file; its keys are the long flag names with `_` for `-`.
     #[arg(long, env = "CLASSGRID_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The broker's gRPC URL, e.g. http://broker.example:7443
+    /// The broker's gRPC URL, e.g. https://broker.example:7443. Default: the
+    /// one `classgrid-agent join` saved in the state folder.
     #[arg(long, env = "CLASSGRID_BROKER")]
     pub broker: Option<String>,
     /// The site (school, district point of presence or cloud) this node belongs to.
@@ -22,7 +23,9 @@ pub struct RunArgs {
     /// `edge` (school or district box) or `cloud`.
     #[arg(long, env = "CLASSGRID_TIER")]
     pub tier: Option<String>,
-    /// Where the agent keeps its state and the seats' working folders.
+    /// Where the agent keeps its state, its certificate and the seats'
+    /// working folders. Default: /var/lib/classgrid-agent as root (as the
+    /// systemd unit), else $CLASSGRID_HOME/agent; the same for `join`.
     #[arg(long, env = "CLASSGRID_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Host name or address that students use to reach this node's seats.
@@ -102,6 +105,39 @@ pub struct FileConfig {
     pub probe_addr: Option<String>,
     pub probe_delay_ms: Option<u64>,
     pub relay: Option<String>,
+}
+
+/// Where `join` writes and `run` reads when no --state-dir,
+/// `CLASSGRID_STATE_DIR` or `state_dir` names a folder (decision 077): for
+/// root without `CLASSGRID_HOME`, `/var/lib/classgrid-agent`, the folder
+/// `deploy/systemd/classgrid-agent.service` uses, so `sudo classgrid-agent
+/// join` and the unit agree; otherwise `$CLASSGRID_HOME/agent`. It does not
+/// depend on the node's name, so `join --name X` is found by a later `run`.
+pub fn default_state_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && std::env::var_os("CLASSGRID_HOME").is_none_or(|h| h.is_empty()) {
+        PathBuf::from(SYSTEM_STATE_DIR)
+    } else {
+        classgrid_common::context::home().join("agent")
+    }
+}
+
+/// The state folder of an agent run as a system service.
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/classgrid-agent";
+
+/// [`default_state_dir`], unless only a folder that an older `join` wrote
+/// (`$CLASSGRID_HOME/agent-<name>`) holds a join: that node keeps working
+/// after an upgrade without being joined again.
+fn default_state_dir_or_legacy(name: &str) -> PathBuf {
+    let dir = default_state_dir();
+    let legacy = classgrid_common::context::home().join(format!("agent-{name}"));
+    if classgrid_common::join::Joined::load(&dir).is_none()
+        && classgrid_common::join::Joined::load(&legacy).is_some()
+    {
+        return legacy;
+    }
+    dir
 }
 
 /// The runtimes an agent can offer.
@@ -200,20 +236,21 @@ impl AgentConfig {
     pub fn resolve(a: &RunArgs) -> anyhow::Result<Self> {
         let f: FileConfig = load_file(a.config.as_deref())?;
         let hostname = sysinfo::System::host_name().unwrap_or_else(|| "node".into());
-        // After `join`, the state folder remembers broker, site and name.
-        let probe_dir = a
-            .state_dir
-            .clone()
-            .or(f.state_dir.clone())
-            .unwrap_or_else(|| {
+        // The state folder does not depend on the node's name, so a `join
+        // --name X` is found by a later `run` without --name (decision 077).
+        let state_dir = match a.state_dir.clone().or(f.state_dir.clone()) {
+            Some(d) => d,
+            None => {
                 let n = a
                     .name
                     .clone()
                     .or(f.name.clone())
                     .unwrap_or_else(|| hostname.clone());
-                classgrid_common::context::home().join(format!("agent-{n}"))
-            });
-        let joined = classgrid_common::join::Joined::load(&probe_dir);
+                default_state_dir_or_legacy(&n)
+            }
+        };
+        // After `join`, the state folder remembers broker, site and name.
+        let joined = classgrid_common::join::Joined::load(&state_dir);
         let name = a
             .name
             .clone()
@@ -248,11 +285,6 @@ impl AgentConfig {
                 .ok_or_else(|| anyhow::anyhow!("--tool: expected NAME=PATH, not `{t}`"))?;
             tools.push((k.to_string(), PathBuf::from(v)));
         }
-        let state_dir = a
-            .state_dir
-            .clone()
-            .or(f.state_dir)
-            .unwrap_or_else(|| classgrid_common::context::home().join(format!("agent-{name}")));
         let runtimes = parse_runtimes(&pick(a.runtimes.clone(), f.runtimes, "process".into()))?;
         let kube_api = a.kube_api.clone().or(f.kube_api);
         if let Some(u) = &kube_api

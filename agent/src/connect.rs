@@ -16,6 +16,11 @@ use crate::{config::AgentConfig, host, now_ms, supervisor::Supervisor};
 
 const HEARTBEAT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Between tries when the failure is one that only a person can fix (no
+/// certificate, plain text against a TLS broker): still retried, because
+/// the person may fix it without restarting the agent, but not so often
+/// that the one line saying what to do drowns in repeats.
+const NEEDS_PERSON_BACKOFF: Duration = Duration::from_secs(30);
 /// A final report sent on a session still alive this much later counts as
 /// delivered (see `outbox`).
 const DELIVERED_AFTER: Duration = Duration::from_secs(30);
@@ -53,19 +58,130 @@ pub async fn run(
     let mut backoff = Duration::from_millis(250);
     loop {
         let started = tokio::time::Instant::now();
+        let mut wait = None;
         match session(&cfg, &sup, &capacity, &mut events, &mut shutdown).await {
             Ok(()) => return,
-            Err(e) => warn!(error = %e, broker = %cfg.broker, "broker connection lost; retrying"),
+            Err(e) => match needs_person(&cfg, &e) {
+                Some(what) => {
+                    tracing::error!(error = %e, broker = %cfg.broker, "{what}");
+                    wait = Some(NEEDS_PERSON_BACKOFF);
+                }
+                None => {
+                    warn!(error = %e, broker = %cfg.broker, "broker connection lost; retrying")
+                }
+            },
         }
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Duration::from_millis(250);
         }
         let jitter = rand::rng().random_range(0.8..1.2);
         tokio::select! {
-            _ = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+            _ = tokio::time::sleep(wait.unwrap_or(backoff).mul_f64(jitter)) => {}
             _ = shutdown.changed() => return,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The one line that tells school IT what to run when this broker needs a
+/// join first.
+pub fn join_first(cfg: &AgentConfig, why: &str) -> String {
+    let https = match cfg.broker.strip_prefix("http://") {
+        Some(rest) => format!("https://{rest}"),
+        None => cfg.broker.clone(),
+    };
+    let state = if cfg.state_dir == crate::config::default_state_dir() {
+        String::new()
+    } else {
+        format!(" --state-dir {}", cfg.state_dir.display())
+    };
+    format!(
+        "{why}: this broker needs TLS: run `classgrid-agent join --broker {https} --token …{state}` first \
+         (a district admin creates the token with `classgrid join-tokens create --site {}`), \
+         then start the agent again without --broker",
+        if cfg.site.is_empty() {
+            "SITE"
+        } else {
+            &cfg.site
+        }
+    )
+}
+
+/// A connection failure that retrying cannot cure, in words; None for the
+/// ordinary kind (broker down, network away) that retrying does cure.
+fn needs_person(cfg: &AgentConfig, e: &anyhow::Error) -> Option<String> {
+    let text = format!("{e:#} {e:?}");
+    if cfg.broker.starts_with("https://") && text.contains("no node certificate") {
+        return Some(join_first(cfg, "this node has no certificate"));
+    }
+    // A TLS server answers the plain HTTP/2 preface with a TLS alert, which
+    // the HTTP/2 client reads as a malformed frame and ends with GoAway.
+    if cfg.broker.starts_with("http://")
+        && ["h2 protocol error", "GoAway", "frame with invalid size"]
+            .iter()
+            .any(|m| text.contains(m))
+    {
+        return Some(join_first(
+            cfg,
+            &format!("{} answered in TLS, not plain HTTP/2", cfg.broker),
+        ));
+    }
+    if text.contains("the broker refused this agent") {
+        return Some(format!(
+            "{e:#}: ask a district admin (`classgrid nodes list`), or join again with a new token"
+        ));
+    }
+    None
+}
+
+/// Checks, before anything starts, what would otherwise end in endless
+/// retries: an https:// broker without a node certificate, and an http://
+/// URL whose server speaks TLS. Err is the line to show.
+pub async fn preflight(cfg: &AgentConfig) -> Result<(), String> {
+    if cfg.broker.starts_with("https://") {
+        let tls = classgrid_common::join::tls_dir(&cfg.state_dir);
+        if classgrid_common::tls::NodeTls::load(&tls).is_none() {
+            return Err(join_first(
+                cfg,
+                &format!("no node certificate in {}", tls.display()),
+            ));
+        }
+    } else if cfg.relay.is_none() && speaks_tls(&cfg.broker).await == Some(true) {
+        // Through a relay the first bytes are the relay's, so only a
+        // direct connection is checked here; the session's error says it
+        // otherwise.
+        return Err(join_first(
+            cfg,
+            &format!("{} answers in TLS, not plain HTTP/2", cfg.broker),
+        ));
+    }
+    Ok(())
+}
+
+/// Some(true) when the server at an http:// URL answers an HTTP/2 preface
+/// with TLS (an alert or handshake record); None when it cannot be told
+/// (nothing listens yet, no answer): the agent then just tries.
+async fn speaks_tls(url: &str) -> Option<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let uri: tonic::codegen::http::Uri = url.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let wait = Duration::from_secs(3);
+    let mut s = tokio::time::timeout(wait, tokio::net::TcpStream::connect((host, port)))
+        .await
+        .ok()?
+        .ok()?;
+    // The client preface and an empty SETTINGS frame, as any HTTP/2 client
+    // sends first.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .ok()?;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(wait, s.read(&mut first)).await {
+        // 0x15 alert, 0x16 handshake: TLS record types. An HTTP/2 server's
+        // first byte is the high byte of a frame length, 0 for SETTINGS.
+        Ok(Ok(1)) => Some(matches!(first[0], 0x15 | 0x16)),
+        _ => None,
     }
 }
 

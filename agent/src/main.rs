@@ -39,7 +39,8 @@ enum Command {
     },
     /// Join the region: get this node's client certificate with a join token
     /// from a district admin (`classgrid join-tokens create --site SITE`).
-    /// Afterwards `classgrid-agent run --state-dir DIR` needs no other flags.
+    /// The state folder remembers broker, site, name and relay, so `run`
+    /// afterwards needs no --broker, --site or --name.
     Join {
         /// The broker's https:// gRPC address.
         #[arg(long, env = "CLASSGRID_BROKER")]
@@ -50,7 +51,9 @@ enum Command {
         /// This node's name within its site. Default: the host name.
         #[arg(long, env = "CLASSGRID_NAME")]
         name: Option<String>,
-        /// Where the agent keeps its state (certificates go in its tls/ folder).
+        /// Where the agent keeps its state (certificates go in its tls/
+        /// folder). Default: /var/lib/classgrid-agent as root (the systemd
+        /// unit's), else $CLASSGRID_HOME/agent; `run` looks in the same place.
         #[arg(long, env = "CLASSGRID_STATE_DIR")]
         state_dir: Option<std::path::PathBuf>,
         /// Join through the site edge's relay at HOST:PORT; `run` keeps using it.
@@ -84,8 +87,7 @@ fn main() -> ExitCode {
         } => {
             let name = name
                 .unwrap_or_else(|| sysinfo::System::host_name().unwrap_or_else(|| "node".into()));
-            let dir = state_dir
-                .unwrap_or_else(|| classgrid_common::context::home().join(format!("agent-{name}")));
+            let dir = state_dir.unwrap_or_else(classgrid_agent::config::default_state_dir);
             match rt.block_on(classgrid_common::join::join(
                 &broker,
                 &token,
@@ -98,7 +100,7 @@ fn main() -> ExitCode {
                         "joined site {} as {}; certificate valid until {}",
                         j.site, j.name, j.not_after
                     );
-                    println!("next: classgrid-agent run --state-dir {}", dir.display());
+                    println!("{}", next_after_join(&dir));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -118,6 +120,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // One plain line and a stop, rather than a service that retries
+            // for ever against a broker it can never reach this way.
+            if let Err(line) = rt.block_on(classgrid_agent::connect::preflight(&cfg)) {
+                eprintln!("classgrid-agent: {line}");
+                return ExitCode::from(2);
+            }
             let _g = telemetry::init(
                 "classgrid-agent",
                 cfg.log_format.parse().unwrap_or_default(),
@@ -132,6 +140,26 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// What to run after a join: with the default state folder, `run` needs no
+/// folder flag, and as root the shipped systemd unit reads that folder.
+fn next_after_join(dir: &std::path::Path) -> String {
+    let advertise = "--advertise-host ADDRESS   # this machine's address on the school network";
+    if dir == classgrid_agent::config::default_state_dir() {
+        if dir == std::path::Path::new(classgrid_agent::config::SYSTEM_STATE_DIR) {
+            format!(
+                "next: set advertise_host in /etc/classgrid/agent.toml and run `systemctl enable --now classgrid-agent`\n   or: classgrid-agent run {advertise}"
+            )
+        } else {
+            format!("next: classgrid-agent run {advertise}")
+        }
+    } else {
+        format!(
+            "next: classgrid-agent run --state-dir {} {advertise}",
+            dir.display()
+        )
     }
 }
 
