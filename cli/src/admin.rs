@@ -82,7 +82,8 @@ pub struct AuditArgs {
     #[arg(long)]
     pub target: Option<String>,
     /// RFC 3339 time, or relative to now with a minus sign (-1h).
-    #[arg(long)]
+    // `-1h` starts with a hyphen, which clap would take for a flag without this.
+    #[arg(long, allow_hyphen_values = true)]
     pub since: Option<String>,
     #[arg(long, default_value_t = 100)]
     pub limit: i32,
