@@ -212,3 +212,13 @@ ensure_chromium() {
   fi
   export CLASSGRID_CONSOLE_NODE_DIR="$dir"
 }
+
+# Prometheus and promtool (Debian's prometheus, 2.42) for tests/deploy.rs:
+# promtool lints the broker's /metrics, and a Prometheus of the test's own,
+# on a loopback port, answers the dashboard's queries. The service the
+# package installs is left alone.
+ensure_prometheus() {
+  if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    apt_install prometheus
+  fi
+}

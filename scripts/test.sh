@@ -11,6 +11,8 @@ ensure_postgres
 # Podman's Docker-compatible API and a one-machine Slurm, stopped afterwards.
 ensure_podman
 ensure_slurm
+# A real Prometheus for the broker's metrics and the Grafana dashboard.
+ensure_prometheus
 trap 'stop_slurm; stop_podman' EXIT
 # Builds can be shared across clones.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/classgrid/target}"
@@ -21,6 +23,9 @@ if ! "$PYENV/bin/python" -c 'import grpc_tools, schemathesis, openapi_spec_valid
   python3 -m venv "$PYENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$PYENV"; }
   "$PYENV/bin/pip" install -q --disable-pip-version-check grpcio grpcio-tools schemathesis openapi-spec-validator
 fi
+# The rendered Kubernetes manifests are checked against the schemas.
+"$PYENV/bin/python" -c 'import kubernetes_validate' 2>/dev/null ||
+  "$PYENV/bin/pip" install -q --disable-pip-version-check kubernetes-validate
 export CLASSGRID_PYTHON="$PYENV/bin/python"
 # The console's browser tests: Debian's chromium driven by playwright-core.
 ensure_chromium "$(dirname "$CARGO_TARGET_DIR")/console-node"
