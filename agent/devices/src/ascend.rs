@@ -244,8 +244,29 @@ pub fn parse_info(text: &str) -> Result<Parsed, ParseError> {
             .at(l, line),
         );
     }
-    warnings.extend(truncation(INFO, text, "Process id", true, devices.len()));
+    // npu-smi before 23.x prints no process table (recorded: 1.9.3 with driver
+    // 21.0.rc1): there the device table's own closing border is the end.
+    let marker = if prints_process_table(text) {
+        "Process id"
+    } else {
+        "npu-smi"
+    };
+    warnings.extend(truncation(INFO, text, marker, true, devices.len()));
     finish(INFO, text, devices, warnings, first_error)
+}
+
+/// Whether this npu-smi prints a process table after the devices: every
+/// recorded output of driver version 23 or newer does, the older ones do not.
+/// An unreadable version is taken as new (the stricter check).
+fn prints_process_table(text: &str) -> bool {
+    let version = text
+        .lines()
+        .find(|l| l.contains("npu-smi"))
+        .and_then(|l| l.split_once("Version:"))
+        .and_then(|(_, v)| v.split_whitespace().next())
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
+    version.is_none_or(|major| major >= 23)
 }
 
 /// One chip from its NPU line and chip line. The warning, if any, says that
@@ -270,7 +291,12 @@ fn chip(
                 .field("Chip"),
         );
     }
-    let compact = usage.replace(" /", "/").replace("/ ", "/");
+    // `303  / 15171` (npu-smi 1.9.3 pads the used figure): close every gap
+    // around the slash, not just one space.
+    let mut compact = usage.to_string();
+    while compact.contains(" /") || compact.contains("/ ") {
+        compact = compact.replace(" /", "/").replace("/ ", "/");
+    }
     let mut tokens = compact.split_whitespace();
     let aicore = tokens.next().and_then(percent);
     let pairs: Vec<(u64, u64)> = tokens.filter_map(used_total).collect();

@@ -1,5 +1,6 @@
 //! Cambricon: parser for the default `cnmon` table (CNMON v5.10.x, both the
-//! `SR-IOV` and the newer `Mode` layouts), written against real recorded
+//! `SR-IOV` and the newer `Mode` layouts, and the v4.20 layout with `Inited
+//! Driver` where v5 has `Bus-Id`), written against real recorded
 //! outputs (see `fixtures/SOURCES.md`).
 
 use crate::table::{finish, memory_cell, percent, row_pairs, skip_row, truncation};
@@ -11,7 +12,8 @@ const CN: &str = "cnmon";
 /// `/` is the physical card. The tool prints no health column.
 pub fn parse_cnmon(text: &str) -> Result<Parsed, ParseError> {
     let mut warnings = Vec::new();
-    let rows = row_pairs(CN, text, "Bus-Id", "Processes:", 3, &mut warnings)?;
+    // v5 heads the second column `Bus-Id`; v4.20 heads it `Inited Driver`.
+    let rows = row_pairs(CN, text, "Firmware", "Processes:", 3, &mut warnings)?;
     let mut devices = Vec::new();
     let mut first_error = None;
     for r in rows {
@@ -30,7 +32,9 @@ pub fn parse_cnmon(text: &str) -> Result<Parsed, ParseError> {
             })?;
             let (used, total) = memory_cell(CN, r.second[1], line + 1)?;
             let mut d = Device::new(Vendor::Cambricon, *name, index);
-            d.bus_id = Some(r.first[1].to_string()).filter(|b| !b.is_empty());
+            // CNMON v4.20 has no Bus-Id column: its cell there is `On  v4.20.11`.
+            d.bus_id = Some(r.first[1].to_string())
+                .filter(|b| b.contains(':') && b.contains('.') && !b.contains(' '));
             d.memory_total_mib = total;
             d.memory_used_mib = used;
             d.utilization_percent = r.first[2].split_whitespace().next().and_then(percent);

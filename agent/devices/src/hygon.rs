@@ -42,7 +42,8 @@ fn parse_text_table(format: &'static str, text: &str) -> Result<Parsed, ParseErr
         }
         let tokens: Vec<&str> = t.split_whitespace().collect();
         if header.is_none() {
-            if matches!(tokens.first(), Some(&"DCU") | Some(&"GPU")) {
+            // hy-smi of DTK 25.04 and later heads the table `HCU` (and `HCU%`).
+            if matches!(tokens.first(), Some(&"DCU") | Some(&"HCU") | Some(&"GPU")) {
                 header = Some(tokens);
             }
             continue;
@@ -77,7 +78,10 @@ fn parse_text_table(format: &'static str, text: &str) -> Result<Parsed, ParseErr
                 .and_then(|p| tokens.get(p).copied())
         };
         let mut d = Device::new(Vendor::Hygon, "Hygon DCU", index);
-        d.utilization_percent = col("DCU%").or_else(|| col("GPU%")).and_then(percent);
+        d.utilization_percent = col("DCU%")
+            .or_else(|| col("HCU%"))
+            .or_else(|| col("GPU%"))
+            .and_then(percent);
         if let Some(mode) = col("Mode") {
             d.healthy = mode.eq_ignore_ascii_case("normal");
         }

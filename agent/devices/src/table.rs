@@ -43,7 +43,18 @@ pub(crate) fn percent(s: &str) -> Option<u32> {
     if is_na(s) {
         return None;
     }
-    let n: u32 = s.trim_end_matches('%').trim().parse().ok()?;
+    let s = s.trim_end_matches('%').trim();
+    // hy-smi of DTK 25.04 and later prints `0.0%`.
+    let n: u32 = match s.parse() {
+        Ok(n) => n,
+        Err(_) => {
+            let f: f64 = s
+                .parse()
+                .ok()
+                .filter(|f: &f64| f.is_finite() && *f >= 0.0)?;
+            f.round().min(100.0) as u32
+        }
+    };
     Some(n.min(100))
 }
 
