@@ -1,0 +1,403 @@
+//! What operators deploy, checked against the real tools and a real broker:
+//! - the kustomize base and overlays in deploy/kubernetes render with
+//!   `kubectl kustomize`, hold the expected objects and no Secret, and pass
+//!   `kubernetes-validate --strict` (a misspelt field fails it);
+//! - a broker started with the cluster's broker.toml serves a /metrics that
+//!   `promtool check metrics` accepts, and that holds every series the
+//!   Grafana dashboard (deploy/grafana) names; a real Prometheus scraping it
+//!   returns data for every one of the dashboard's queries, so renaming a
+//!   metric in code breaks this test.
+//!
+//! The .deb packages are built by scripts/package.sh, not here: a release
+//! build takes too long for every CI run.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use classgrid_e2e::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A tool CI must have (scripts/test.sh installs it); a bare `cargo test`
+/// on a machine without it skips the check, saying so.
+fn tool_or_skip(found: Option<PathBuf>, what: &str) -> Option<PathBuf> {
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must provide {what} (scripts/test.sh installs it)"
+        );
+        eprintln!("skipped: {what} is missing; run scripts/test.sh");
+    }
+    found
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// kubernetes-validate from the virtual environment scripts/test.sh makes
+/// (CLASSGRID_PYTHON is its python), else from PATH.
+fn kubernetes_validate() -> Option<PathBuf> {
+    std::env::var_os("CLASSGRID_PYTHON")
+        .map(|py| PathBuf::from(py).with_file_name("kubernetes-validate"))
+        .filter(|p| p.is_file())
+        .or_else(|| on_path("kubernetes-validate"))
+}
+
+fn render(dir: &str) -> String {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo().join(dir))
+        .output()
+        .expect("kubectl is needed to render deploy/kubernetes (TESTBEDS.md: /usr/bin/kubectl)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// (kind, metadata.name, document) of each object. kubectl writes keys in
+/// order, two spaces deep, so a document's own name is its first
+/// `  name:` line.
+fn objects(rendered: &str) -> Vec<(String, String, String)> {
+    rendered
+        .split("\n---\n")
+        .map(|doc| {
+            let field = |prefix: &str| {
+                doc.lines()
+                    .find_map(|l| l.strip_prefix(prefix))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            };
+            (field("kind: "), field("  name: "), doc.to_string())
+        })
+        .collect()
+}
+
+fn object<'a>(objs: &'a [(String, String, String)], kind: &str, name: &str) -> &'a str {
+    &objs
+        .iter()
+        .find(|(k, n, _)| k == kind && n == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the rendering"))
+        .2
+}
+
+/// kubernetes-validate's verdict on a rendering: Ok, or its report.
+fn validate(tool: &Path, rendered: &str) -> Result<(), String> {
+    let dir = tempdir("deploy-validate");
+    let file = dir.join("rendered.yaml");
+    std::fs::write(&file, rendered).unwrap();
+    // The schemas of the Kubernetes that kubectl here speaks (1.32).
+    let out = Command::new(tool)
+        .args(["--strict", "--quiet", "-k", "1.32.0"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(report)
+    }
+}
+
+#[test]
+fn kustomize_base_and_overlays_render_the_expected_objects_and_validate() {
+    let base = objects(&render("deploy/kubernetes/base"));
+    let kinds: BTreeSet<(&str, &str)> = base
+        .iter()
+        .map(|(k, n, _)| (k.as_str(), n.as_str()))
+        .collect();
+    for want in [
+        ("Deployment", "classgrid-broker"),
+        ("Service", "classgrid-broker"),
+        ("PodDisruptionBudget", "classgrid-broker"),
+        ("Deployment", "classgrid-edge"),
+        ("Service", "classgrid-edge"),
+        ("PersistentVolumeClaim", "classgrid-edge-state"),
+    ] {
+        assert!(kinds.contains(&want), "the base lacks {want:?}: {kinds:?}");
+    }
+    let broker = object(&base, "Deployment", "classgrid-broker");
+    assert!(broker.contains("\n  replicas: 3\n"), "{broker}");
+    // The broker serves /healthz (and no /readyz yet): startup and
+    // readiness ask it; liveness asks /metrics, which needs no database.
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert!(broker.contains(&format!("{probe}:")), "no {probe}");
+    }
+    assert!(broker.contains("path: /healthz") && broker.contains("path: /metrics"));
+    // Secrets are referenced, never shipped.
+    assert!(broker.contains("name: classgrid-broker-database"));
+    let edge = object(&base, "Deployment", "classgrid-edge");
+    assert!(edge.contains("path: /healthz"), "{edge}");
+
+    let staging = objects(&render("deploy/kubernetes/overlays/staging"));
+    let production = objects(&render("deploy/kubernetes/overlays/production"));
+    assert!(
+        object(&staging, "Deployment", "classgrid-broker").contains("\n  replicas: 1\n"),
+        "staging runs one broker"
+    );
+    assert!(object(&production, "Deployment", "classgrid-broker").contains("\n  replicas: 3\n"));
+    assert!(
+        object(&production, "Service", "classgrid-broker").contains("type: LoadBalancer"),
+        "production exposes the broker through a TCP load balancer"
+    );
+    for (name, objs) in [
+        ("base", &base),
+        ("staging", &staging),
+        ("production", &production),
+    ] {
+        assert!(
+            objs.iter().all(|(k, _, _)| k != "Secret"),
+            "{name} renders a Secret: secrets must not be in the repository"
+        );
+    }
+
+    let Some(tool) = tool_or_skip(kubernetes_validate(), "kubernetes-validate") else {
+        return;
+    };
+    for dir in [
+        "deploy/kubernetes/base",
+        "deploy/kubernetes/overlays/staging",
+        "deploy/kubernetes/overlays/production",
+    ] {
+        if let Err(report) = validate(&tool, &render(dir)) {
+            panic!("{dir} does not validate against the Kubernetes schemas:\n{report}");
+        }
+    }
+    // The validator is strict: a misspelt field is caught, not ignored.
+    let wrong =
+        render("deploy/kubernetes/base").replacen("failureThreshold:", "failureThreshhold:", 1);
+    let report = validate(&tool, &wrong).expect_err("a misspelt field must fail validation");
+    assert!(report.contains("failureThreshhold"), "{report}");
+}
+
+/// Every `expr` in the dashboard, wherever a panel keeps it.
+fn dashboard_exprs() -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let path = repo().join("deploy/grafana/classgrid-region.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    walk(&dash, &mut out);
+    out
+}
+
+/// The classgrid series names a PromQL expression reads.
+fn series_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("classgrid_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Whether Prometheus's instant query answers at least one sample.
+async fn has_data(port: u16, query: &str) -> bool {
+    let url = format!(
+        "http://127.0.0.1:{port}/api/v1/query?query={}",
+        percent_encode(query)
+    );
+    http_get(&url)
+        .await
+        .ok()
+        .filter(|(code, _)| *code == 200)
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .and_then(|v| v["data"]["result"].as_array().map(|r| !r.is_empty()))
+        .unwrap_or(false)
+}
+
+/// Lint problems promtool reports beyond the one that is its own: it reads
+/// the classic text format, where HELP names the sample, while the broker
+/// serves OpenMetrics, whose HELP and TYPE name a counter's family without
+/// `_total`. Only that exact case is forgiven; anything else is a problem.
+fn promtool_problems(exposition: &str, report: &str) -> Vec<String> {
+    report
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            let forgiven = l
+                .strip_suffix(" no help text")
+                .and_then(|n| n.strip_suffix("_total"))
+                .is_some_and(|family| {
+                    exposition.contains(&format!("# TYPE {family} counter\n"))
+                        && exposition.contains(&format!("# HELP {family} "))
+                });
+            !forgiven
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_metrics_pass_promtool_and_feed_every_dashboard_query() {
+    let exprs = dashboard_exprs();
+    assert!(
+        exprs.len() >= 10,
+        "the dashboard has {} queries",
+        exprs.len()
+    );
+
+    let db = TestDb::new().await.unwrap();
+    let dir = tempdir("deploy-metrics");
+    // The broker.toml the cluster's ConfigMap carries: the real broker must
+    // accept every key of it (unknown keys are refused).
+    let cluster_toml = repo().join("deploy/kubernetes/base/broker/broker.toml");
+    let broker = Broker::start(&db, &dir, &["--config", cluster_toml.to_str().unwrap()]).await;
+    // One booking, refused for want of nodes, so that the booking counters
+    // and the decision-time histogram hold an observation.
+    broker.create_site("school-a").await;
+    let _ = broker
+        .lessons()
+        .await
+        .book(web_lesson("school-a", 2, 120.0, 300))
+        .await;
+
+    let (code, exposition) = http_get(&format!("{}/metrics", broker.http_url))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{exposition}");
+    let exported: BTreeSet<&str> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: BTreeSet<String> = exprs
+        .iter()
+        .flat_map(|e| series_names(e))
+        .filter(|n| !exported.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard reads series the broker does not export: {missing:?}\nexported: {exported:?}"
+    );
+
+    if let Some(promtool) = tool_or_skip(on_path("promtool"), "promtool (Debian's prometheus)") {
+        let mut child = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(exposition.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // promtool exits 1 when it cannot parse, 3 when it only has lint
+        // findings; these must all be the forgiven kind.
+        assert!(
+            out.status.code() != Some(1),
+            "promtool cannot parse /metrics:\n{report}"
+        );
+        let problems = promtool_problems(&exposition, &report);
+        assert!(problems.is_empty(), "promtool check metrics:\n{report}");
+    }
+
+    let Some(prometheus) = tool_or_skip(on_path("prometheus"), "prometheus (Debian's package)")
+    else {
+        return;
+    };
+    let port = free_port();
+    let target = broker.http_url.trim_start_matches("http://");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: classgrid-broker\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        ),
+    )
+    .unwrap();
+    let _prom = Proc::spawn(
+        &prometheus,
+        &[
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+        dir.join("prometheus.log"),
+        &[],
+    );
+    // Grafana fills in $__rate_interval; a few scrape intervals is what it
+    // would choose for a 1 s scrape.
+    let queries: Vec<String> = exprs
+        .iter()
+        .map(|e| e.replace("$__rate_interval", "10s"))
+        .collect();
+    // rate() needs two scrapes of a series, and Prometheus a moment to start.
+    let mut without_data = queries;
+    let t0 = std::time::Instant::now();
+    while !without_data.is_empty() && t0.elapsed() < Duration::from_secs(40) {
+        let mut still = Vec::new();
+        for q in without_data {
+            if !has_data(port, &q).await {
+                still.push(q);
+            }
+        }
+        without_data = still;
+        if !without_data.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    assert!(
+        without_data.is_empty(),
+        "Prometheus returned no data for these dashboard queries: {without_data:#?}\nits log:\n{}",
+        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+    );
+}
