@@ -167,7 +167,7 @@ pub enum Lessons {
         #[command(flatten)]
         spec: SpecArgs,
     },
-    /// Show a lesson and its seats.
+    /// Show a lesson and its seats, with the output of seats whose program ended.
     Get { id: String },
     /// List lessons, optionally of one school and in a time range.
     List {
@@ -218,8 +218,15 @@ pub enum Jobs {
         #[command(flatten)]
         spec: SpecArgs,
     },
+    /// Show a job, with what its program printed last.
     Get {
         id: String,
+    },
+    /// List your jobs, newest first (at most 200).
+    List {
+        /// Only jobs in this state: queued, running, succeeded, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
     },
     Cancel {
         id: String,
@@ -459,6 +466,16 @@ pub async fn jobs(g: &Global, c: Jobs) -> anyhow::Result<()> {
                 .await?
         }
         Jobs::Get { id } => client.get(pb::GetJobRequest { id }).await?,
+        Jobs::List { state } => {
+            let r = client
+                .list(pb::ListJobsRequest {
+                    state: state.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            output::jobs(g.output, &r.jobs);
+            return Ok(());
+        }
         Jobs::Cancel { id } => client.cancel(pb::CancelJobRequest { id }).await?,
     };
     output::job(g.output, &job.into_inner());

@@ -232,6 +232,7 @@ pub fn seat_json(s: &pb::Seat) -> Value {
         "device_indexes": s.device_indexes, "endpoint": s.endpoint,
         "rtt": s.rtt.as_ref().map(rtt_json),
         "message": s.message, "assignment_id": s.assignment_id, "generation": s.generation,
+        "output_tail": s.output_tail,
     })
 }
 
@@ -241,7 +242,26 @@ pub fn lesson_json(l: &pb::Lesson) -> Value {
         "duration_seconds": l.duration_seconds, "state": l.state, "seat_count": l.seat_count,
         "min_seats": l.min_seats, "max_rtt_ms": l.max_rtt_ms, "message": l.message,
         "created": time(l.created.as_ref()), "seats": l.seats.iter().map(seat_json).collect::<Vec<_>>(),
+        "failed_seats": l.failed_seats, "running_seats": l.running_seats,
     })
+}
+
+/// The lesson's state for people: the lifecycle state, and beside it how
+/// many seats failed, so a lesson whose seats all failed never reads as a
+/// healthy `live` (decision 077, failed seats).
+fn lesson_state(l: &pb::Lesson) -> String {
+    if l.failed_seats == 0 {
+        return l.state.clone();
+    }
+    let open = !matches!(l.state.as_str(), "ended" | "cancelled");
+    if open && l.failed_seats >= l.seat_count {
+        format!("{} (FAILED: all {} seats)", l.state, l.seat_count)
+    } else {
+        format!(
+            "{} ({}/{} seats failed)",
+            l.state, l.failed_seats, l.seat_count
+        )
+    }
 }
 
 pub fn lesson(o: Output, l: &pb::Lesson) {
@@ -251,7 +271,7 @@ pub fn lesson(o: Output, l: &pb::Lesson) {
     println!(
         "lesson {}  {}  school={}  start={}  duration={}s  seats={}",
         l.id,
-        l.state,
+        lesson_state(l),
         l.school_site,
         time(l.start.as_ref()),
         l.duration_seconds,
@@ -261,6 +281,11 @@ pub fn lesson(o: Output, l: &pb::Lesson) {
         println!("message: {}", l.message);
     }
     seats(&l.seats);
+    // What a failed (or ended) seat's program printed last: usually why.
+    for s in l.seats.iter().filter(|s| !s.output_tail.is_empty()) {
+        println!("\n--- seat {} output (last lines) ---", s.number);
+        println!("{}", s.output_tail.trim_end());
+    }
 }
 
 fn seats(seats: &[pb::Seat]) {
@@ -307,7 +332,7 @@ pub fn lessons(o: Output, ls: &[pb::Lesson]) {
                         time(l.start.as_ref()),
                         format!("{}s", l.duration_seconds),
                         l.seat_count.to_string(),
-                        l.state.clone(),
+                        lesson_state(l),
                         l.title.clone(),
                     ]
                 })
@@ -378,6 +403,49 @@ pub fn job(o: Output, j: &pb::Job) {
     if !j.message.is_empty() {
         println!("message: {}", j.message);
     }
+    if !j.output_tail.is_empty() {
+        println!("--- output (last lines) ---\n{}", j.output_tail.trim_end());
+    }
+}
+
+pub fn jobs(o: Output, js: &[pb::Job]) {
+    if o == Output::Json {
+        return print_json(Value::Array(
+            js.iter()
+                .map(|j| {
+                    json!({
+                        "id": j.id, "school_site": j.school_site, "name": j.name, "state": j.state,
+                        "priority": j.priority, "node_name": j.node_name, "endpoint": j.endpoint,
+                        "exit_code": j.has_exit_code.then_some(j.exit_code), "message": j.message,
+                        "created": time(j.created.as_ref()),
+                    })
+                })
+                .collect(),
+        ));
+    }
+    table(
+        &[
+            "ID", "SCHOOL", "NAME", "STATE", "NODE", "EXIT", "CREATED", "MESSAGE",
+        ],
+        js.iter()
+            .map(|j| {
+                vec![
+                    j.id.clone(),
+                    j.school_site.clone(),
+                    j.name.clone(),
+                    j.state.clone(),
+                    j.node_name.clone(),
+                    if j.has_exit_code {
+                        j.exit_code.to_string()
+                    } else {
+                        String::new()
+                    },
+                    time(j.created.as_ref()),
+                    j.message.clone(),
+                ]
+            })
+            .collect(),
+    );
 }
 
 /// A live view of a lesson's seats for people: a bar of running seats and

@@ -36,6 +36,37 @@ impl Scoped<'_> {
             .await?)
     }
 
+    /// Failed and running seats per lesson. The ids come from the caller's
+    /// own scoped reads, so they are already lessons the caller sees.
+    pub async fn seat_rollups(
+        &self,
+        lessons: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, (i64, i64)>, ServiceError> {
+        Ok(self
+            .app
+            .store
+            .seat_rollups(lessons)
+            .await?
+            .into_iter()
+            .map(|r| (r.lesson_id, (r.failed, r.running)))
+            .collect())
+    }
+
+    /// A lesson's seats' output tails by seat id. The lesson comes from
+    /// the caller's scoped read ([`Scoped::lesson`]), so the caller sees it.
+    pub async fn seat_output_tails(
+        &self,
+        v: &crate::service::lessons::LessonView,
+    ) -> Result<std::collections::HashMap<Uuid, String>, ServiceError> {
+        Ok(self
+            .app
+            .store
+            .seat_output_tails(v.lesson.id)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
     /// Voucher balances and alerts of the schools the caller sees.
     pub async fn voucher_view(&self) -> Result<BalanceView, ServiceError> {
         let mut v = self.app.voucher_balances("").await?;

@@ -9,7 +9,22 @@ use crate::app::App;
 /// Seconds between samples; tests shorten it to see a plot at once.
 pub const ENV: &str = "CLASSGRID_CONSOLE_SAMPLE_S";
 
+/// Seconds between refreshes of the seat gauges (`classgrid_seats`,
+/// `classgrid_seats_failed`): a failure shows in /metrics within this.
+const SEAT_GAUGES_S: u64 = 5;
+
 pub fn spawn(app: App) {
+    let gauges = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(SEAT_GAUGES_S));
+        loop {
+            tick.tick().await;
+            match gauges.store.open_seat_states().await {
+                Ok(rows) => gauges.metrics.set_seat_states(&rows),
+                Err(e) => tracing::debug!(error = %e, "seat gauges not refreshed"),
+            }
+        }
+    });
     let every = std::env::var(ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())

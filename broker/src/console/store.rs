@@ -239,6 +239,53 @@ impl Store {
     }
 }
 
+/// Seats of one lesson in each state that tells whether it works.
+#[derive(Debug, Clone, Default, FromRow)]
+pub struct SeatRollup {
+    pub lesson_id: Uuid,
+    pub failed: i64,
+    pub running: i64,
+}
+
+impl Store {
+    /// Failed and running seats of each of `lessons`; a lesson with neither
+    /// has no row.
+    pub async fn seat_rollups(&self, lessons: &[Uuid]) -> sqlx::Result<Vec<SeatRollup>> {
+        sqlx::query_as(
+            "SELECT lesson_id, count(*) FILTER (WHERE state = 'failed') AS failed,
+                    count(*) FILTER (WHERE state = 'running') AS running
+             FROM seats WHERE lesson_id = ANY($1) AND state IN ('failed', 'running') GROUP BY lesson_id",
+        )
+        .bind(lessons)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Each seat's newest output tail (what its program printed last, kept
+    /// on the assignment when it ended); seats without one have no row.
+    pub async fn seat_output_tails(&self, lesson: Uuid) -> sqlx::Result<Vec<(Uuid, String)>> {
+        sqlx::query_as(
+            "SELECT DISTINCT ON (a.seat_id) a.seat_id, a.output_tail FROM assignments a
+             JOIN seats st ON st.id = a.seat_id
+             WHERE st.lesson_id = $1 AND a.output_tail <> ''
+             ORDER BY a.seat_id, a.created_at DESC",
+        )
+        .bind(lesson)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Seats of lessons not yet over, by state, for the metrics.
+    pub async fn open_seat_states(&self) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as(
+            "SELECT st.state, count(*) FROM seats st JOIN lessons l ON l.id = st.lesson_id
+             WHERE l.state NOT IN ('ended', 'cancelled') GROUP BY st.state",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+}
+
 impl Store {
     /// Also ends the user's sessions: a new password signs everyone out.
     pub async fn set_user_password(&self, user: Uuid, hash: &str) -> sqlx::Result<()> {

@@ -128,7 +128,22 @@ pub fn seat(s: &SeatRow) -> pb::Seat {
         message: s.message.clone(),
         assignment_id: s.assignment_id.map(|a| a.to_string()).unwrap_or_default(),
         generation: s.generation.unwrap_or(0),
+        // Filled by the reads that fetch tails (`with_output_tails`).
+        output_tail: String::new(),
     }
+}
+
+/// Puts each seat's output tail (by seat id) into a converted lesson.
+pub fn with_output_tails(
+    mut l: pb::Lesson,
+    tails: &std::collections::HashMap<uuid::Uuid, String>,
+) -> pb::Lesson {
+    for s in &mut l.seats {
+        if let Some(t) = s.id.parse().ok().and_then(|id| tails.get(&id)) {
+            s.output_tail = t.clone();
+        }
+    }
+    l
 }
 
 pub fn lesson(v: &LessonView) -> pb::Lesson {
@@ -159,6 +174,8 @@ pub fn lesson(v: &LessonView) -> pb::Lesson {
         seats: v.seats.iter().map(seat).collect(),
         created: Some(ts(l.created_at)),
         message: l.message.clone(),
+        failed_seats: v.seats.iter().filter(|s| s.state == "failed").count() as i32,
+        running_seats: v.seats.iter().filter(|s| s.state == "running").count() as i32,
     }
 }
 

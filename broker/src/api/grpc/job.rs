@@ -47,4 +47,21 @@ impl JobService for Jobs {
             &self.0.scoped(&c).cancel_job(id).await.map_err(status)?,
         )))
     }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let c = caller(&req)?;
+        let state = Some(req.get_ref().state.as_str()).filter(|s| !s.is_empty());
+        let jobs = self
+            .0
+            .scoped(&c)
+            .console_jobs(state)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.iter().map(convert::job).collect(),
+        }))
+    }
 }

@@ -43,8 +43,13 @@ impl LessonService for Lessons {
     ) -> Result<Response<pb::Lesson>, Status> {
         let c = caller(&req)?;
         let id = convert::parse_id("id", &req.get_ref().id).map_err(status)?;
-        let v = self.0.scoped(&c).lesson(id).await.map_err(status)?;
-        Ok(Response::new(convert::lesson(&v)))
+        let scoped = self.0.scoped(&c);
+        let v = scoped.lesson(id).await.map_err(status)?;
+        let tails = scoped.seat_output_tails(&v).await.map_err(status)?;
+        Ok(Response::new(convert::with_output_tails(
+            convert::lesson(&v),
+            &tails,
+        )))
     }
 
     async fn list(
@@ -81,12 +86,18 @@ impl LessonService for Lessons {
         } else {
             String::new()
         };
+        let ids: Vec<uuid::Uuid> = rows.iter().map(|l| l.id).collect();
+        let rollups = self.0.scoped(&c).seat_rollups(&ids).await.map_err(status)?;
         let mut lessons = Vec::with_capacity(rows.len());
         for l in rows {
-            lessons.push(convert::lesson(&crate::service::lessons::LessonView {
+            let (failed, running) = rollups.get(&l.id).copied().unwrap_or_default();
+            let mut pl = convert::lesson(&crate::service::lessons::LessonView {
                 lesson: l,
                 seats: Vec::new(),
-            }));
+            });
+            pl.failed_seats = failed as i32;
+            pl.running_seats = running as i32;
+            lessons.push(pl);
         }
         Ok(Response::new(pb::ListLessonsResponse {
             lessons,

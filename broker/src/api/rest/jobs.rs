@@ -3,7 +3,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
     routing::{get, post},
 };
@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    extract::{JsonBody, idempotency_key, parse_id},
+    extract::{JsonBody, Params, idempotency_key, parse_id},
     model::{SeatSpec, Workload, rfc3339},
     problem::ApiResult,
 };
@@ -20,7 +20,7 @@ use crate::{app::App, auth::Caller, domain::lesson::RawJob, store::jobs::JobRow}
 
 pub fn router() -> Router<App> {
     Router::new()
-        .route("/v1/jobs", post(submit))
+        .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/{id}", get(read).delete(cancel))
 }
 
@@ -130,6 +130,30 @@ pub async fn submit(
     };
     let j = app.scoped(&caller).submit_job(raw).await?;
     Ok((StatusCode::CREATED, Json(job(&app, &j))))
+}
+
+/// The caller's jobs, newest first (at most 200).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+}
+
+/// List the caller's jobs, newest first, optionally in one state.
+#[utoipa::path(get, operation_id = "list_jobs", path = "/v1/jobs", tag = "jobs",
+    params(("state" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled")),
+    responses((status = 200, description = "At most 200 jobs, newest first", body = JobList)))]
+pub async fn list(
+    State(app): State<App>,
+    caller: Caller,
+    q: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<JobList>> {
+    let p = Params::from_query(q, &["state"])?;
+    let state = p.str("state");
+    let state = Some(state.as_str()).filter(|s| !s.is_empty());
+    let rows = app.scoped(&caller).console_jobs(state).await?;
+    Ok(Json(JobList {
+        jobs: rows.iter().map(|j| job(&app, j)).collect(),
+    }))
 }
 
 #[utoipa::path(get, operation_id = "get_job", path = "/v1/jobs/{id}", tag = "jobs",

@@ -103,6 +103,10 @@ pub struct Seat {
     #[schema(nullable)]
     pub rtt: Option<Rtt>,
     pub message: String,
+    /// The last output of the seat's program (up to 4 KiB), as its agent
+    /// reported it when the program ended; empty while it runs and in
+    /// listings.
+    pub output_tail: String,
 }
 
 /// A lesson with its seats.
@@ -129,6 +133,12 @@ pub struct Lesson {
     #[schema(value_type = String, format = DateTime)]
     pub created: String,
     pub message: String,
+    /// Seats now failed. `state` is the lifecycle only: a `live` lesson
+    /// with failed seats is degraded, and with every seat failed it has no
+    /// working seat at all.
+    pub failed_seats: i32,
+    /// Seats now running.
+    pub running_seats: i32,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -153,6 +163,7 @@ pub fn seat(s: &SeatRow) -> Seat {
             error_bound_ms: s.rtt_error_ms,
         }),
         message: s.message.clone(),
+        output_tail: String::new(),
     }
 }
 
@@ -176,6 +187,8 @@ pub fn lesson(app: &App, v: &LessonView) -> Lesson {
         seats: v.seats.iter().map(seat).collect(),
         created: rfc3339(l.created_at, tz),
         message: l.message.clone(),
+        failed_seats: v.seats.iter().filter(|s| s.state == "failed").count() as i32,
+        running_seats: v.seats.iter().filter(|s| s.state == "running").count() as i32,
     }
 }
 
@@ -221,8 +234,16 @@ pub async fn read(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Lesson>> {
     let id = parse_id("id", &id)?;
-    let v = app.scoped(&caller).lesson(id).await?;
-    Ok(Json(lesson(&app, &v)))
+    let scoped = app.scoped(&caller);
+    let v = scoped.lesson(id).await?;
+    let tails = scoped.seat_output_tails(&v).await?;
+    let mut l = lesson(&app, &v);
+    for s in &mut l.seats {
+        if let Some(t) = tails.get(&s.id) {
+            s.output_tail = t.clone();
+        }
+    }
+    Ok(Json(l))
 }
 
 /// List lessons by school and start time, a page at a time.
@@ -259,16 +280,22 @@ pub async fn list(
     } else {
         String::new()
     };
+    let ids: Vec<Uuid> = rows.iter().map(|l| l.id).collect();
+    let rollups = app.scoped(&caller).seat_rollups(&ids).await?;
     let lessons = rows
         .into_iter()
         .map(|l| {
-            lesson(
+            let (failed, running) = rollups.get(&l.id).copied().unwrap_or_default();
+            let mut out = lesson(
                 &app,
                 &LessonView {
                     lesson: l,
                     seats: Vec::new(),
                 },
-            )
+            );
+            out.failed_seats = failed as i32;
+            out.running_seats = running as i32;
+            out
         })
         .collect();
     Ok(Json(LessonPage {

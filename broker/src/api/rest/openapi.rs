@@ -22,7 +22,7 @@ use super::{events, fleet, jobs, lessons, model, problem, vouchers};
     ),
     paths(
         lessons::book, lessons::list, lessons::read, lessons::cancel, lessons::explain, events::events,
-        jobs::submit, jobs::read, jobs::cancel,
+        jobs::submit, jobs::list, jobs::read, jobs::cancel,
         fleet::sites, fleet::nodes, fleet::node, fleet::approve,
         vouchers::list, vouchers::issue, vouchers::balances, vouchers::ledger, vouchers::usage, vouchers::set_quota,
     ),
@@ -31,7 +31,7 @@ use super::{events, fleet, jobs, lessons, model, problem, vouchers};
         model::SeatSpec, model::GpuSpec, model::Workload, model::Dataset,
         lessons::BookLesson, lessons::Lesson, lessons::Seat, lessons::Rtt, lessons::LessonPage,
         lessons::Explanation, lessons::FilterCount, lessons::SeatChoice, lessons::ScorePart,
-        jobs::SubmitJob, jobs::Job,
+        jobs::SubmitJob, jobs::Job, jobs::JobList,
         fleet::Site, fleet::SiteList, fleet::Node, fleet::NodeList, fleet::Device, fleet::ApprovedNode,
         vouchers::Voucher, vouchers::VoucherList, vouchers::IssueVoucher, vouchers::Balances, vouchers::SchoolBalanceOut,
         vouchers::Alert, vouchers::LedgerEntry, vouchers::LedgerPage, vouchers::UsageReport, vouchers::UsageRow, vouchers::Quota,
