@@ -116,7 +116,7 @@ pub fn render(s: &Session, zone: &Zone, path: &str, p: Page) -> Response {
         navl = t(l, "nav"),
         signed = t(l, "signed_in_as"),
         user = esc(&s.username),
-        role = s.caller.role.as_str(),
+        role = crate::console::i18n::word(l, "role", s.caller.role.as_str()),
         other = l.other().code(),
         back = qv(path),
         switch = t(l, "switch_lang"),
@@ -220,15 +220,31 @@ pub fn table_open(id: Option<&str>, cols: &[Th<'_>]) -> String {
 }
 
 pub fn state_badge(l: Lang, state: &str) -> String {
-    let label = match state {
-        "connected" | "disconnected" | "lost" | "cordoned" | "awaiting_approval" => t(l, state),
-        other => other,
-    };
+    let label = crate::console::i18n::word(l, "state", state);
     format!(
         r#"<span class="badge s-{}">{}</span>"#,
         esc(state),
-        esc(label)
+        esc(&label)
     )
+}
+
+/// A lesson's state badge, and beside it, while the lesson is not over, a
+/// failure badge when seats failed: the lifecycle state alone would show a
+/// lesson whose every seat failed as a healthy `live` (decision 077).
+pub fn lesson_badge(l: Lang, state: &str, failed: i64, seats: i64) -> String {
+    let mut out = state_badge(l, state);
+    if failed > 0 && !matches!(state, "ended" | "cancelled") {
+        let key = if failed >= seats {
+            "all_failed"
+        } else {
+            "degraded"
+        };
+        out += &format!(
+            r#" <span class="badge s-failed" data-failed="{failed}">{} {failed}/{seats}</span>"#,
+            esc(&crate::console::i18n::word(l, "state", key))
+        );
+    }
+    out
 }
 
 pub fn mib(v: i64) -> String {

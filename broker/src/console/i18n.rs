@@ -221,12 +221,105 @@ const TEXT: &[(&str, &str, &str)] = &[
     ("disconnected", "失联", "disconnected"),
     ("lost", "丢失", "lost"),
     ("cpu", "CPU", "CPU"),
+    ("cores", "核", "cores"),
+    ("cpu_cores", "CPU 核数", "CPU cores"),
+    ("failed_seats", "失败座位", "Failed seats"),
+    ("cancel_lesson", "取消课程", "Cancel lesson"),
+    (
+        "cancel_confirm",
+        "确定取消这节课？所有座位将被释放。",
+        "Cancel this lesson? Every seat is released.",
+    ),
+    ("command", "命令", "Command"),
+    (
+        "output_tail",
+        "程序最后的输出",
+        "Last output of the program",
+    ),
+    (
+        "ttl_hours",
+        "有效期（如 24h、7d；留空为默认）",
+        "Lifetime (e.g. 24h, 7d; empty = default)",
+    ),
     (
         "approve_hint",
         "节点凭加入令牌加入。若令牌要求批准，节点在区管理员批准前不会被调度；否则签发令牌即批准。",
         "Nodes join with a join token. If the token requires approval, no work is placed on the node until a district admin approves it; otherwise issuing the token is the approval.",
     ),
 ];
+
+/// (group, value, zh-CN, en): the words that come from data (states,
+/// kinds, roles), which a page shows through [`word`] so that zh-CN pages
+/// never show the English value.
+const WORDS: &[(&str, &str, &str, &str)] = &[
+    // Lesson lifecycle.
+    ("state", "booked", "已预订", "booked"),
+    ("state", "staging", "预置中", "staging"),
+    ("state", "ready", "就绪", "ready"),
+    ("state", "live", "上课中", "live"),
+    ("state", "ended", "已结束", "ended"),
+    ("state", "cancelled", "已取消", "cancelled"),
+    // Seats, assignments and jobs.
+    ("state", "planned", "已规划", "planned"),
+    ("state", "staged", "已预置", "staged"),
+    ("state", "pending", "待启动", "pending"),
+    ("state", "starting", "启动中", "starting"),
+    ("state", "running", "运行中", "running"),
+    ("state", "released", "已释放", "released"),
+    ("state", "failed", "失败", "failed"),
+    ("state", "replaced", "已替换", "replaced"),
+    ("state", "exited", "已退出", "exited"),
+    ("state", "stopped", "已停止", "stopped"),
+    ("state", "queued", "排队中", "queued"),
+    ("state", "succeeded", "已成功", "succeeded"),
+    ("state", "preempted", "已被抢占", "preempted"),
+    // Nodes.
+    ("state", "connected", "在线", "connected"),
+    ("state", "disconnected", "失联", "disconnected"),
+    ("state", "lost", "丢失", "lost"),
+    ("state", "cordoned", "已封锁", "cordoned"),
+    ("state", "awaiting_approval", "待批准", "awaiting approval"),
+    // Lessons with failed seats (decision 077, failed seats).
+    ("state", "degraded", "部分座位失败", "degraded"),
+    ("state", "all_failed", "座位全部失败", "all seats failed"),
+    ("role", "platform", "课程平台", "platform"),
+    ("role", "school_admin", "学校管理员", "school admin"),
+    ("role", "district_admin", "区管理员", "district admin"),
+    ("ledger", "issue", "发放", "issue"),
+    ("ledger", "hold", "冻结", "hold"),
+    ("ledger", "charge", "扣费", "charge"),
+    ("ledger", "release", "解冻", "release"),
+    ("ledger", "expiry", "过期", "expiry"),
+    ("site_kind", "school", "学校", "school"),
+    (
+        "site_kind",
+        "district_pop",
+        "学区接入点",
+        "district point of presence",
+    ),
+    ("site_kind", "cloud", "云", "cloud"),
+    ("tier", "edge", "边缘", "edge"),
+    ("tier", "cloud", "云", "cloud"),
+    ("join_kind", "agent", "节点代理", "agent"),
+    ("join_kind", "edge", "站点边缘", "edge"),
+    ("assignment_kind", "seat", "座位", "seat"),
+    ("assignment_kind", "job", "作业", "job"),
+    ("state", "ok", "成功", "ok"),
+    ("state", "denied", "拒绝", "denied"),
+    ("state", "error", "出错", "error"),
+];
+
+/// A value from the data (a state, kind or role) in the page's language;
+/// an unknown value is shown as it is, since it may be a name.
+pub fn word(lang: Lang, group: &str, value: &str) -> String {
+    match WORDS.iter().find(|(g, v, _, _)| *g == group && *v == value) {
+        Some((_, _, zh, en)) => match lang {
+            Lang::Zh => zh.to_string(),
+            Lang::En => en.to_string(),
+        },
+        None => value.to_string(),
+    }
+}
 
 pub fn t(lang: Lang, key: &str) -> &'static str {
     match TEXT.iter().find(|(k, _, _)| *k == key) {
@@ -252,6 +345,36 @@ mod tests {
             assert!(seen.insert(*k), "duplicate key {k}");
             assert!(!zh.is_empty() && !en.is_empty(), "{k}");
         }
+    }
+
+    #[test]
+    fn every_state_of_the_schema_has_a_chinese_word() {
+        for st in [
+            "booked",
+            "staging",
+            "ready",
+            "live",
+            "ended",
+            "cancelled",
+            "planned",
+            "staged",
+            "starting",
+            "running",
+            "released",
+            "failed",
+            "replaced",
+            "pending",
+            "exited",
+            "stopped",
+            "queued",
+            "succeeded",
+        ] {
+            let zh = word(Lang::Zh, "state", st);
+            assert!(!zh.is_ascii(), "state {st} has no zh-CN word");
+        }
+        assert_eq!(word(Lang::Zh, "role", "district_admin"), "区管理员");
+        assert_eq!(word(Lang::En, "ledger", "hold"), "hold");
+        assert_eq!(word(Lang::Zh, "state", "some-name"), "some-name");
     }
 
     #[test]

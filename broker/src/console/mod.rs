@@ -59,6 +59,7 @@ pub fn router(app: &App) -> Router<App> {
         .route("/console/nodes/{id}/{action}", post(node::act))
         .route("/console/timetable", get(timetable::page))
         .route("/console/lessons/{id}", get(lesson::detail))
+        .route("/console/lessons/{id}/cancel", post(lesson::cancel))
         .route("/console/jobs", get(jobs::page))
         .route("/console/vouchers", get(vouchers::page))
         .route("/console/tokens", get(tokens::page))

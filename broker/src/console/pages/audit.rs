@@ -99,7 +99,7 @@ pub async fn page(
             r#"<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>"#,
             z.fmt(r.at),
             esc(&r.actor),
-            esc(&r.role),
+            esc(&crate::console::i18n::word(l, "role", &r.role)),
             esc(&r.action),
             esc(&r.target),
             state_badge(l, &r.result),

@@ -1,16 +1,21 @@
-//! Lesson detail: the seat map (node, device, RTT with its source, state,
-//! endpoint per seat) and the placement explanation.
+//! Lesson detail: the command, the seat map (node, device, RTT with its
+//! source, state, endpoint per seat, the output of a seat whose program
+//! ended), the placement explanation once for the class, and a cancel
+//! button behind a confirmation.
+
+use std::collections::HashMap;
 
 use axum::{
-    extract::{Path, State},
-    http::Uri,
-    response::Response,
+    Form,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode, Uri},
+    response::{IntoResponse, Response},
 };
 use uuid::Uuid;
 
 use super::super::{
-    html::{Page, error, esc, mib, render, state_badge},
-    i18n::t,
+    html::{Page, error, esc, mib, render, see_other, state_badge},
+    i18n::{t, word},
     session::Session,
     zone,
 };
@@ -21,6 +26,7 @@ pub async fn detail(
     s: Session,
     uri: Uri,
     Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let l = s.lang;
     let z = zone();
@@ -52,9 +58,71 @@ pub async fn detail(
         t(l, "max_rtt"),
         ls.max_rtt_ms
     );
+    let failed = v.seats.iter().filter(|st| st.state == "failed").count();
+    if failed > 0 && !matches!(ls.state.as_str(), "ended" | "cancelled") {
+        let (key, class) = if failed >= v.seats.len() {
+            ("all_failed", "error")
+        } else {
+            ("degraded", "warn")
+        };
+        o += &format!(
+            r#"<div class="notice {class}" id="failed-seats" role="status"><strong>{}</strong>: {} {failed}/{}</div>"#,
+            word(l, "state", key),
+            t(l, "failed_seats"),
+            v.seats.len()
+        );
+    }
     if !ls.message.is_empty() {
         o += &format!(r#"<div class="notice">{}</div>"#, esc(&ls.message));
     }
+    let w = &ls.workload.0;
+    let command = std::iter::once(w.command.as_str())
+        .chain(w.args.iter().map(String::as_str))
+        .map(|a| {
+            if a.is_empty() || a.contains(char::is_whitespace) {
+                format!("'{a}'")
+            } else {
+                a.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    o += &format!(
+        r#"<p>{}: <code id="lesson-command">{}</code>{}</p>"#,
+        t(l, "command"),
+        esc(&command),
+        if w.image.is_empty() {
+            String::new()
+        } else {
+            format!(" · <code>{}</code>", esc(&w.image))
+        }
+    );
+    // Cancelling releases every seat of a class, so it asks first; the
+    // question is a page of its own, as the console runs no script.
+    if !matches!(ls.state.as_str(), "ended" | "cancelled") {
+        if q.get("confirm").map(String::as_str) == Some("cancel") {
+            o += &format!(
+                r#"<div class="notice error" role="alert"><p>{}</p><form class="inline" method="post" action="/console/lessons/{}/cancel"><input type="hidden" name="_csrf" value="{}"><button type="submit" class="danger" id="cancel-confirm">{}</button></form> <a href="/console/lessons/{}">{}</a></div>"#,
+                t(l, "cancel_confirm"),
+                ls.id,
+                esc(&s.csrf),
+                t(l, "cancel_lesson"),
+                ls.id,
+                t(l, "back")
+            );
+        } else {
+            o += &format!(
+                r#"<p><a class="button danger" id="cancel-lesson" href="/console/lessons/{}?confirm=cancel">{}</a></p>"#,
+                ls.id,
+                t(l, "cancel_lesson")
+            );
+        }
+    }
+    let tails = app
+        .scoped(&s.caller)
+        .seat_output_tails(&v)
+        .await
+        .unwrap_or_default();
     let explanation = ls.explanation();
     let seat_reason = |n: i32| -> Option<String> {
         explanation
@@ -66,10 +134,20 @@ pub async fn detail(
             .as_str()
             .map(str::to_string)
     };
-    o += &format!(
-        r#"<h2>{}</h2><div class="seatmap" id="seat-map">"#,
-        t(l, "seat_map")
-    );
+    // The same reason for every seat of a class is said once, above the
+    // map; a seat shows its own only where it differs.
+    let mut reasons: HashMap<String, usize> = HashMap::new();
+    for st in &v.seats {
+        if let Some(r) = seat_reason(st.number) {
+            *reasons.entry(r).or_default() += 1;
+        }
+    }
+    let common = reasons.into_iter().max_by_key(|(_, n)| *n).map(|(r, _)| r);
+    o += &format!(r#"<h2>{}</h2>"#, t(l, "seat_map"));
+    if let Some(r) = &common {
+        o += &format!(r#"<p class="muted" id="seat-reason">{}</p>"#, esc(r));
+    }
+    o += r#"<div class="seatmap" id="seat-map">"#;
     for st in &v.seats {
         let node = match (st.node_id, &st.node_name) {
             (Some(nid), Some(name)) => {
@@ -110,8 +188,17 @@ pub async fn detail(
                 format!(r#"<div class="muted">{}</div>"#, esc(&st.message))
             },
             seat_reason(st.number)
+                .filter(|r| Some(r) != common.as_ref())
                 .map(|r| format!(r#"<div class="muted">{}</div>"#, esc(&r)))
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                + &tails
+                    .get(&st.id)
+                    .map(|t_| format!(
+                        r#"<details class="output"><summary>{}</summary><pre>{}</pre></details>"#,
+                        t(l, "output_tail"),
+                        esc(t_)
+                    ))
+                    .unwrap_or_default(),
             seat = t(l, "seat"),
             n = st.number,
         );
@@ -141,9 +228,42 @@ pub async fn detail(
         o += "</ul>";
     }
     let title = if ls.title.is_empty() {
-        format!("{} {}", t(l, "lesson"), ls.id)
+        // An untitled lesson by school and time, which people recognise.
+        format!(
+            "{} {} {}",
+            t(l, "lesson"),
+            ls.school_site,
+            z.fmt(ls.start_at)
+        )
     } else {
         format!("{} {}", t(l, "lesson"), ls.title)
     };
     render(&s, z, uri.path(), Page::new(title, "timetable", o))
+}
+
+/// Cancels the lesson after the confirmation form; its seats are released.
+pub async fn cancel(
+    State(app): State<App>,
+    s: Session,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(id): Path<String>,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    if let Err(why) = s.check_form(&headers, f.get("_csrf").map(|v| v.as_str()).unwrap_or("")) {
+        return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
+    }
+    let Ok(id) = id.parse::<Uuid>() else {
+        return error(
+            &s,
+            zone(),
+            uri.path(),
+            &ServiceError::field("id", "must be a lesson id (a UUID)"),
+        );
+    };
+    let reason = format!("cancelled in the console by {}", s.username);
+    match app.scoped(&s.caller).cancel_lesson(id, &reason).await {
+        Ok(v) => see_other(&format!("/console/lessons/{}", v.lesson.id)),
+        Err(e) => error(&s, zone(), uri.path(), &e),
+    }
 }

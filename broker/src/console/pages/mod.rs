@@ -18,10 +18,12 @@ pub fn opt<'a>(q: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
     q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
-/// A lesson's link for tables: its title, or its id when it has none.
+/// A lesson's link for tables: its title, or, untitled, its school and
+/// start time (people recognise those; a UUID they do not).
 pub fn lesson_link(ls: &crate::store::lessons::LessonRow) -> String {
     let title = if ls.title.is_empty() {
-        ls.id.to_string()
+        let z = super::zone();
+        format!("{} {}", ls.school_site, z.hm(ls.start_at))
     } else {
         ls.title.clone()
     };

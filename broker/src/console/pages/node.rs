@@ -54,7 +54,7 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
         t(l, "site"),
         esc(&site),
         t(l, "tier"),
-        esc(&n.tier),
+        esc(&crate::console::i18n::word(l, "tier", &n.tier)),
         t(l, "state"),
         state_badge(l, n.state),
         if n.approved {
@@ -208,7 +208,7 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
                 a.seat_number.unwrap_or(0)
             ),
             (_, Some(j)) => format!("{} {}", t(l, "jobs"), &j.to_string()[..8]),
-            _ => esc(&a.kind),
+            _ => esc(&crate::console::i18n::word(l, "assignment_kind", &a.kind)),
         };
         o += &format!(
             r#"<tr><td>{what}</td><td>{}</td><td>{}</td><td>{} · {}%</td><td><code>{}</code></td><td>{}</td></tr>"#,

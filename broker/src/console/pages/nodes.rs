@@ -159,7 +159,7 @@ pub async fn list(
             n.id,
             esc(&n.name),
             esc(&site),
-            esc(&n.tier),
+            esc(&crate::console::i18n::word(l, "tier", &n.tier)),
             state_badge(l, n.state),
             esc(&devs.join(", ")),
             mib(n.devices.iter().map(|d| d.memory_mib).sum()),

@@ -7,7 +7,7 @@ use axum::{extract::State, http::Uri, response::Response};
 use chrono::Utc;
 
 use super::super::{
-    html::{Page, Th, esc, mib, render, state_badge, table_open},
+    html::{Page, Th, esc, lesson_badge, mib, render, state_badge, table_open},
     i18n::t,
     session::Session,
     zone,
@@ -145,7 +145,7 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
         };
         o += &format!(
             r#"<tr><td><a href="/console/nodes?site={n}">{n}</a></td><td>{}</td><td>{}</td><td class="num">{up}/{}</td><td>{health}</td></tr>"#,
-            esc(&site.kind),
+            esc(&crate::console::i18n::word(l, "site_kind", &site.kind)),
             esc(&site.district),
             of_site.len(),
             n = esc(&site.name)
@@ -207,11 +207,22 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
             v.util / v.devices.max(1) as i64
         );
     }
+    if by.is_empty() {
+        o += &format!(
+            r#"<tr><td colspan="6" class="muted">{}</td></tr>"#,
+            t(l, "none")
+        );
+    }
+    o += "</tbody></table>";
+    // CPU is counted in cores, not memory: a line of its own, so a
+    // CPU-only fleet does not show cores under the Memory column.
     o += &format!(
-        r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{:.1} cores</td><td></td><td></td><td></td></tr></tbody></table>"#,
-        t(l, "cpu"),
-        nodes.len(),
-        cpu_total as f64 / 1000.0
+        r#"<p id="cpu-capacity">{}: <strong>{:.1}</strong> {} · {}: {}</p>"#,
+        t(l, "cpu_cores"),
+        cpu_total as f64 / 1000.0,
+        t(l, "cores"),
+        t(l, "nodes"),
+        nodes.len()
     );
     o += "</section></div>";
 
@@ -226,14 +237,17 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
                 Th::Num(t(l, "seats")),
             ],
         ));
+    let ids: Vec<uuid::Uuid> = lessons.iter().map(|x| x.id).collect();
+    let rollups = scoped.seat_rollups(&ids).await?;
     for ls in &lessons {
+        let (failed, _) = rollups.get(&ls.id).copied().unwrap_or_default();
         o += &format!(
             r#"<tr><td>{}</td><td>{}</td><td>{}–{}</td><td>{}</td><td class="num">{}</td></tr>"#,
             super::lesson_link(ls),
             esc(&ls.school_site),
             z.hm(ls.start_at),
             z.hm(ls.end_at()),
-            state_badge(l, &ls.state),
+            lesson_badge(l, &ls.state, failed, ls.seat_count as i64),
             ls.seat_count
         );
     }

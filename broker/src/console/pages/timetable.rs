@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use super::{
     super::{
-        html::{Page, Th, error, esc, render, state_badge, table_open},
+        html::{Page, Th, error, esc, lesson_badge, render, table_open},
         i18n::{Lang, t},
         session::Session,
         svg::COLOURS,
@@ -190,7 +190,10 @@ async fn build(
             Th::Num(t(l, "seats")),
         ],
     );
+    let ids: Vec<uuid::Uuid> = lessons.iter().map(|x| x.id).collect();
+    let rollups = app.scoped(&s.caller).seat_rollups(&ids).await?;
     for ls in &lessons {
+        let (failed, _) = rollups.get(&ls.id).copied().unwrap_or_default();
         o += &format!(
             r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td></tr>"#,
             super::lesson_link(ls),
@@ -198,7 +201,7 @@ async fn build(
             z.fmt(ls.window_start),
             z.fmt(ls.start_at),
             z.fmt(ls.end_at()),
-            state_badge(l, &ls.state),
+            lesson_badge(l, &ls.state, failed, ls.seat_count as i64),
             ls.seat_count
         );
     }

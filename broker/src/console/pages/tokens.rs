@@ -73,27 +73,27 @@ async fn build(
 <label for="api-name">{}<input id="api-name" name="name" maxlength="128" required></label>
 <label for="api-role">{}<select id="api-role" name="role"><option>platform</option><option>school_admin</option><option>district_admin</option></select></label>
 <label for="api-sites">{}<input id="api-sites" name="sites" maxlength="2000"></label>
-<label for="api-ttl">{}<input id="api-ttl" name="ttl_seconds" inputmode="numeric" value="0"></label>
+<label for="api-ttl">{}<input id="api-ttl" name="ttl" placeholder="24h" maxlength="16"></label>
 <button type="submit">{}</button></form></section>"#,
         t(l, "create_api_token"),
         t(l, "name"),
         t(l, "role"),
         t(l, "sites_comma"),
-        t(l, "ttl_s"),
+        t(l, "ttl_hours"),
         t(l, "create"),
     );
     o += &format!(
         r#"<section><h2>{}</h2><form class="filters" method="post" action="/console/tokens/join"><input type="hidden" name="_csrf" value="{csrf}">
 <label for="join-site">{}<select id="join-site" name="site">{sites}</select></label>
 <label for="join-kind">{}<select id="join-kind" name="kind"><option>agent</option><option>edge</option></select></label>
-<label for="join-ttl">{}<input id="join-ttl" name="ttl_seconds" inputmode="numeric" value="0"></label>
+<label for="join-ttl">{}<input id="join-ttl" name="ttl" placeholder="24h" maxlength="16"></label>
 <label for="join-uses">{}<input id="join-uses" name="uses" inputmode="numeric" value="1"></label>
 <label for="join-approval"><input type="checkbox" id="join-approval" name="require_approval" value="true"{}> {}</label>
 <button type="submit">{}</button></form><p class="muted">{}</p></section></div>"#,
         t(l, "create_join_token"),
         t(l, "site"),
         t(l, "kind"),
-        t(l, "ttl_s"),
+        t(l, "ttl_hours"),
         t(l, "uses"),
         if app.cfg.join.require_approval {
             " checked"
@@ -135,7 +135,7 @@ async fn build(
             r#"<tr data-token="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             a.id,
             esc(&a.name),
-            esc(&a.role),
+            esc(&crate::console::i18n::word(l, "role", &a.role)),
             esc(&sites.join(", ")),
             esc(&a.created_by),
             z.fmt(a.created_at),
@@ -174,7 +174,7 @@ async fn build(
                 .site_by_id(j.site_id)
                 .map(|s| s.name)
                 .unwrap_or_default()),
-            esc(&j.kind),
+            esc(&crate::console::i18n::word(l, "join_kind", &j.kind)),
             j.uses_left,
             if j.require_approval { "✓" } else { "—" },
             esc(&j.created_by),
@@ -200,6 +200,54 @@ fn int(f: &HashMap<String, String>, field: &str, default: i64) -> Result<i64, Se
     }
 }
 
+/// A lifetime as people type it: `90m`, `24h`, `7d` (or `ttl_seconds`, as
+/// older forms sent); empty means the server's default. Seconds.
+fn lifetime(f: &HashMap<String, String>) -> Result<i64, ServiceError> {
+    let Some(v) = f.get("ttl").map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+        return int(f, "ttl_seconds", 0);
+    };
+    let rule = "must be a number with a unit: m (minutes), h (hours) or d (days), e.g. 24h or 7d";
+    let (n, unit) = v.split_at(v.len() - v.chars().last().map_or(0, char::len_utf8));
+    let per = match unit {
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(ServiceError::field("ttl", rule)),
+    };
+    let n: f64 = n
+        .trim()
+        .parse()
+        .map_err(|_| ServiceError::field("ttl", rule))?;
+    if !n.is_finite() || n <= 0.0 || n > 3650.0 * 86_400.0 / per as f64 {
+        return Err(ServiceError::field(
+            "ttl",
+            "must be above 0 and at most 3650d",
+        ));
+    }
+    Ok((n * per as f64).round() as i64)
+}
+
+#[cfg(test)]
+mod lifetime_tests {
+    use std::collections::HashMap;
+
+    fn ttl(v: &str) -> Result<i64, String> {
+        let f = HashMap::from([("ttl".to_string(), v.to_string())]);
+        super::lifetime(&f).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn lifetimes_are_typed_with_a_unit() {
+        assert_eq!(ttl("24h"), Ok(86_400));
+        assert_eq!(ttl("7d"), Ok(604_800));
+        assert_eq!(ttl("1.5h"), Ok(5_400));
+        assert_eq!(ttl(""), Ok(0));
+        assert!(ttl("3600").unwrap_err().contains("ttl"));
+        assert!(ttl("-1h").is_err());
+        assert!(ttl("天").is_err());
+    }
+}
+
 pub async fn create(
     State(app): State<App>,
     s: Session,
@@ -221,13 +269,7 @@ pub async fn create(
                     .filter(|x| !x.is_empty())
                     .collect();
                 let (row, secret) = app
-                    .create_api_token(
-                        &s.caller,
-                        &get("name"),
-                        &get("role"),
-                        &sites,
-                        int(&f, "ttl_seconds", 0)?,
-                    )
+                    .create_api_token(&s.caller, &get("name"), &get("role"), &sites, lifetime(&f)?)
                     .await?;
                 Ok((
                     format!("{} {} ({})", t(s.lang, "api_tokens"), row.name, row.role),
@@ -243,7 +285,7 @@ pub async fn create(
                         &s.caller,
                         &get("site"),
                         &get("kind"),
-                        int(&f, "ttl_seconds", 0)?,
+                        lifetime(&f)?,
                         uses,
                         // An unchecked box is simply absent from the form.
                         Some(f.get("require_approval").is_some_and(|v| v == "true")),
