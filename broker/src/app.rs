@@ -41,6 +41,9 @@ pub struct Broker {
     pub booking_writes: Arc<crate::service::booking_writes::BookingWriters>,
     /// Agents' progress reports waiting to be written, many nodes' at once.
     pub progress_writes: Arc<crate::service::progress_writes::ProgressWriters>,
+    /// This replica's leadership, set once it leads (decision 078); unset
+    /// for a broker built without a lease (tests, tools), which is alone.
+    pub leader: std::sync::OnceLock<crate::leader::Leadership>,
 }
 
 impl Broker {
@@ -48,21 +51,8 @@ impl Broker {
         let fleet = Fleet::load(store.list_sites().await?, store.list_nodes().await?);
         fleet.set_lending(cfg.lending.clone());
         let (lesson_events, _) = broadcast::channel(4096);
-        let sec = &cfg.security;
-        let tls = if sec.insecure_dev {
-            tracing::warn!(
-                "--insecure-dev: serving PLAIN TEXT and accepting agents without certificates; never do this outside development"
-            );
-            None
-        } else {
-            Some(crate::auth::tls::prepare(
-                &sec.data_dir,
-                sec.tls_cert.as_deref(),
-                sec.tls_key.as_deref(),
-                &sec.tls_san,
-            )?)
-        };
-        let limiter = crate::auth::authn::limiter(sec.rate_limit_per_s);
+        let tls = Self::server_tls(&cfg)?;
+        let limiter = crate::auth::authn::limiter(cfg.security.rate_limit_per_s);
         let edge = crate::service::edge::EdgeState::load(&store).await?;
         let app = Arc::new(Self {
             cfg,
@@ -79,6 +69,7 @@ impl Broker {
             relays: Default::default(),
             booking_writes: Default::default(),
             progress_writes: Default::default(),
+            leader: Default::default(),
         });
         crate::service::booking_writes::start(&app);
         crate::service::progress_writes::start(&app);
@@ -86,6 +77,35 @@ impl Broker {
         // racing the storm's own holds, and every booking would repeat it.
         app.reload_calendar().await?;
         Ok(app)
+    }
+
+    /// The region CA and server certificate from the data folder (made on
+    /// first start), or None under --insecure-dev.
+    pub fn server_tls(cfg: &BrokerConfig) -> anyhow::Result<Option<ServerTls>> {
+        let sec = &cfg.security;
+        if sec.insecure_dev {
+            tracing::warn!(
+                "--insecure-dev: serving PLAIN TEXT and accepting agents without certificates; never do this outside development"
+            );
+            return Ok(None);
+        }
+        Ok(Some(crate::auth::tls::prepare(
+            &sec.data_dir,
+            sec.tls_cert.as_deref(),
+            sec.tls_key.as_deref(),
+            &sec.tls_san,
+        )?))
+    }
+
+    /// Fences `tx` by this replica's leader epoch: PostgreSQL refuses it if
+    /// another replica has led since (decision 078). Every transaction that
+    /// commits a plan or moves a lesson through its lifecycle calls this
+    /// first.
+    pub async fn fence(&self, tx: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+        match self.leader.get() {
+            Some(l) => crate::store::lease::fence_conn(tx, l.epoch).await,
+            None => Ok(()),
+        }
     }
 
     pub fn lesson_changed(&self, id: Uuid) {

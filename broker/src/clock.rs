@@ -110,6 +110,7 @@ impl Broker {
             return self.stage_datasets(l).await;
         }
         let mut tx = self.store.pool.begin().await?;
+        self.fence(&mut tx).await?;
         lesson_store::set_lesson_state(&mut tx, l.id, &[ls::BOOKED], ls::STAGING, None).await?;
         lesson_store::set_seats_state(&mut tx, l.id, &[ss::PLANNED], ss::STAGED).await?;
         lesson_store::set_lesson_state(&mut tx, l.id, &[ls::STAGING], ls::READY, None).await?;
@@ -147,6 +148,7 @@ impl Broker {
             })
             .collect();
         let mut tx = self.store.pool.begin().await?;
+        self.fence(&mut tx).await?;
         lesson_store::set_seats_state(&mut tx, l.id, &[ss::PLANNED], ss::STAGED).await?;
         let went_live = lesson_store::set_lesson_state(
             &mut tx,
@@ -233,6 +235,7 @@ impl Broker {
             );
             let moved = async {
                 let mut tx = self.store.pool.begin().await?;
+                self.fence(&mut tx).await?;
                 reservations::delete_seat(&mut tx, seat.id).await?;
                 let cut = reservations::to_time(req.window.start);
                 self.preempt_jobs(&mut tx, &a.preempted, cut, l.id).await?;
@@ -270,6 +273,7 @@ impl Broker {
     /// At the end: release every seat and free the capacity at once.
     async fn end_lesson(&self, l: &LessonRow) -> anyhow::Result<()> {
         let mut tx = self.store.pool.begin().await?;
+        self.fence(&mut tx).await?;
         let released = assignments::release_lesson(&mut tx, l.id).await?;
         lesson_store::set_seats_state(
             &mut tx,

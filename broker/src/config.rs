@@ -53,6 +53,14 @@ pub struct ServeArgs {
     /// answer RFC 3339 with this zone's offset.
     #[arg(long, env = "CLASSGRID_TIME_ZONE")]
     pub time_zone: Option<String>,
+    /// Seconds a leader's lease lasts (1..=60, default 5): a standby
+    /// replica takes over at most this long after the leader's death.
+    #[arg(long, env = "CLASSGRID_LEASE_S")]
+    pub lease_s: Option<u64>,
+    /// This replica's name in `classgrid status` (default: the host name
+    /// and the HTTP port).
+    #[arg(long, env = "CLASSGRID_REPLICA_NAME")]
+    pub replica_name: Option<String>,
     #[command(flatten)]
     pub security: crate::auth::config::SecurityArgs,
 }
@@ -74,6 +82,8 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub otlp_endpoint: Option<String>,
     pub time_zone: Option<String>,
+    pub lease_s: Option<u64>,
+    pub replica_name: Option<String>,
     pub topology: Option<TopologyConfig>,
     pub weights: Option<WeightsConfig>,
     pub security: Option<crate::auth::config::SecurityFile>,
@@ -144,6 +154,10 @@ pub struct BrokerConfig {
     pub vouchers: crate::vouchers::VoucherConfig,
     pub lending: Vec<crate::fleet::lending::LendingRule>,
     pub job_priority: classgrid_placement::PriorityWeights,
+    /// How long a leader's lease lasts (decision 078).
+    pub lease: Duration,
+    /// This replica's name, if configured.
+    pub replica_name: Option<String>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/classgrid";
@@ -249,7 +263,15 @@ impl BrokerConfig {
             )?,
             lending: file.lending.unwrap_or_default(),
             job_priority,
+            lease: Duration::from_secs(pick(args.lease_s, file.lease_s, 5)),
+            replica_name: args.replica_name.clone().or(file.replica_name),
         };
+        if !(1..=60).contains(&cfg.lease.as_secs()) {
+            anyhow::bail!(
+                "lease_s: must be between 1 and 60 seconds, not {}",
+                cfg.lease.as_secs()
+            );
+        }
         if cfg.lost_after < cfg.disconnected_after {
             anyhow::bail!("lost_after_s: must not be shorter than disconnected_after_s");
         }

@@ -10,6 +10,7 @@ pub mod console;
 pub mod dispatch;
 pub mod domain;
 pub mod fleet;
+pub mod leader;
 pub mod metrics;
 pub mod planner;
 pub mod relay;

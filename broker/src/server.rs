@@ -14,6 +14,7 @@ use crate::{
     app::{App, Broker},
     clock,
     config::BrokerConfig,
+    leader,
     store::Store,
 };
 
@@ -24,6 +25,9 @@ pub struct Started {
     pub http: TcpListener,
 }
 
+/// Connects, migrates, binds, and waits until this replica leads the
+/// region (decision 078): at once when it is alone, else as a standby that
+/// answers health checks until the leader's lease expires.
 pub async fn start(cfg: BrokerConfig) -> anyhow::Result<Started> {
     let store = Store::connect_with(&cfg.database_url, cfg.database_connections).await?;
     store.migrate().await?;
@@ -33,7 +37,16 @@ pub async fn start(cfg: BrokerConfig) -> anyhow::Result<Started> {
     let http = TcpListener::bind(cfg.http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("http_addr {}: {e}", cfg.http_addr))?;
+    let me = leader::replica(&cfg, &grpc, &http)?;
+    let tls = Broker::server_tls(&cfg)?.map(|t| (t.cert_pem, t.key_pem));
+    // A standby is stopped by the signal's default action: it holds nothing.
+    let (_never, no_stop) = watch::channel(false);
+    let Some((leadership, http)) = leader::campaign(&store, &cfg, me, http, tls, no_stop).await?
+    else {
+        anyhow::bail!("stopped while waiting to lead");
+    };
     let app = Broker::new(cfg, store).await?;
+    let _ = app.leader.set(leadership);
     Ok(Started { app, grpc, http })
 }
 
@@ -121,7 +134,17 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
                 let _ = stop.wait_for(|v| *v).await;
             },
         );
-    let http_server = serve_http(app.clone(), s.http, shutdown.clone());
+    if let Some(l) = app.leader.get() {
+        leader::keep(app.store.clone(), &app.cfg, l, shutdown.clone());
+    }
+    let http_server = serve_router(
+        http::router(app.clone()),
+        app.tls
+            .as_ref()
+            .map(|t| (t.cert_pem.clone(), t.key_pem.clone())),
+        s.http,
+        shutdown.clone(),
+    );
     let clock = tokio::spawn(clock::run(app.clone(), shutdown.clone()));
     let (g, h) = tokio::join!(grpc_server, http_server);
     clock.abort();
@@ -131,27 +154,31 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
     Ok(())
 }
 
-/// HTTP over TLS with the same server certificate, or plain under --insecure-dev.
-async fn serve_http(
-    app: App,
+/// Serves `router` over TLS with the server certificate, or plain under
+/// --insecure-dev, until `shutdown` turns true.
+pub async fn serve_router(
+    router: axum::Router,
+    tls: Option<(String, String)>,
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let router = http::router(app.clone());
     let mut stop = shutdown;
-    match &app.tls {
+    match tls {
         None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|v| *v).await;
-                })
-                .await
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|v| *v).await;
+            })
+            .await
         }
-        Some(tls) => {
+        Some((cert_pem, key_pem)) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let config = axum_server::tls_rustls::RustlsConfig::from_pem(
-                tls.cert_pem.clone().into_bytes(),
-                tls.key_pem.clone().into_bytes(),
+                cert_pem.into_bytes(),
+                key_pem.into_bytes(),
             )
             .await?;
             let handle = axum_server::Handle::new();

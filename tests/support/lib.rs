@@ -14,6 +14,8 @@ use classgrid_proto::v1::{
 };
 use tonic::transport::Channel;
 
+pub mod faults;
+pub mod haproxy;
 pub mod invariants;
 pub mod pg;
 
@@ -197,7 +199,17 @@ impl Broker {
         Self::start_with(db, dir, extra, true).await
     }
 
+    /// One more replica of a region whose leader runs already: it serves
+    /// as a standby (`/healthz` answers, `/readyz` does not) until it leads.
+    pub async fn start_replica(db: &TestDb, dir: &Path, extra: &[&str]) -> Self {
+        Self::start_as(db, dir, extra, false, false).await
+    }
+
     async fn start_with(db: &TestDb, dir: &Path, extra: &[&str], secure: bool) -> Self {
+        Self::start_as(db, dir, extra, secure, true).await
+    }
+
+    async fn start_as(db: &TestDb, dir: &Path, extra: &[&str], secure: bool, leads: bool) -> Self {
         let mut failed = String::new();
         // A port found free can still be taken before the broker binds it
         // (by another test): then the broker is started again on other
@@ -217,7 +229,7 @@ impl Broker {
                 dir: dir.to_path_buf(),
                 extra: extra.iter().map(|s| s.to_string()).collect(),
             };
-            match b.try_restart().await {
+            match b.try_start(leads).await {
                 Ok(()) => {
                     b.token = mint_admin_token(&db.url);
                     return b;
@@ -229,15 +241,26 @@ impl Broker {
         panic!("broker did not become healthy; log:\n{failed}");
     }
 
-    /// (Re)starts the broker process on the same ports and database.
+    /// (Re)starts the broker process on the same ports and database, and
+    /// waits until it leads again (a killed one's lease must expire first).
     pub async fn restart(&mut self) {
-        if let Err(log) = self.try_restart().await {
+        if let Err(log) = self.try_start(true).await {
             panic!("broker did not become healthy; log:\n{log}");
         }
     }
 
-    /// Starts the broker process; its log when it does not become healthy.
-    async fn try_restart(&mut self) -> Result<(), String> {
+    /// Restarts a replica on the same ports as a standby (or the leader,
+    /// should its lease be free): it only has to answer `/healthz`.
+    pub async fn restart_replica(&mut self) {
+        if let Err(log) = self.try_start(false).await {
+            panic!("broker replica did not come back; log:\n{log}");
+        }
+    }
+
+    /// Starts the broker process and waits until it serves: as the leader
+    /// (`/readyz`) when `leads`, else as a standby or leader (`/healthz`);
+    /// its log when it does not.
+    async fn try_start(&mut self, leads: bool) -> Result<(), String> {
         self.proc.kill9();
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -268,7 +291,11 @@ impl Broker {
             self.dir.join(format!("broker-{n}.log")),
             &[],
         );
-        let url = format!("{}/healthz", self.http_url);
+        let url = format!(
+            "{}/{}",
+            self.http_url,
+            if leads { "readyz" } else { "healthz" }
+        );
         let secure = self.secure;
         let log = self.proc.log.clone();
         let failed =
@@ -280,7 +307,9 @@ impl Broker {
                 failed(&log)
                     || if secure {
                         // Plain HTTP cannot reach a TLS broker; its log says when it serves.
-                        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("broker serving"))
+                        std::fs::read_to_string(&log).is_ok_and(|l| {
+                            l.contains("broker serving") || (!leads && l.contains("standby:"))
+                        })
                     } else {
                         http_get(&url).await.map(|(c, _)| c == 200).unwrap_or(false)
                     }
@@ -292,6 +321,21 @@ impl Broker {
         } else {
             Err(self.proc.log_text())
         }
+    }
+
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_port
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// True while this replica leads (its `/readyz` answers 200).
+    pub async fn leads(&self) -> bool {
+        http_get(&format!("{}/readyz", self.http_url))
+            .await
+            .is_ok_and(|(c, _)| c == 200)
     }
 
     /// A plain channel without credentials.
@@ -422,11 +466,16 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(broker: &Broker, site: &str, name: &str, dir: &Path, extra: &[&str]) -> Self {
+        Self::start_at(&broker.grpc_url, site, name, dir, extra)
+    }
+
+    /// `start` with the broker's address given (a load balancer's, say).
+    pub fn start_at(url: &str, site: &str, name: &str, dir: &Path, extra: &[&str]) -> Self {
         let state_dir = dir.join(format!("agent-{name}"));
         let mut args: Vec<String> = vec![
             "run".into(),
             "--broker".into(),
-            broker.grpc_url.clone(),
+            url.to_string(),
             "--site".into(),
             site.into(),
             "--name".into(),

@@ -8,6 +8,7 @@ use crate::app::App;
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::api::rest::router())
         .merge(crate::console::router(&app))
@@ -24,12 +25,38 @@ async fn healthz(State(app): State<App>) -> impl IntoResponse {
     }
 }
 
+/// Ready to serve: this replica leads and reaches the database. A standby
+/// answers 503 from its own router (`leader`), so a load balancer sends
+/// traffic only here.
+async fn readyz(State(app): State<App>) -> impl IntoResponse {
+    let db = sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(&app.store.pool)
+        .await
+        .is_ok();
+    let l = app.leader.get();
+    let body = serde_json::json!({
+        "ready": db, "role": "leader", "database": if db { "reachable" } else { "unreachable" },
+        "replica": l.map(|l| l.replica.name.clone()), "epoch": l.map(|l| l.epoch),
+        "since": l.map(|l| l.since),
+    });
+    let code = if db {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body))
+}
+
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    // The replica's role goes before the exposition's closing `# EOF`.
+    let text = app.metrics.render();
+    let body = text.strip_suffix("# EOF\n").unwrap_or(&text);
+    let epoch = app.leader.get().map(|l| l.epoch).unwrap_or(0);
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.render(),
+        format!("{body}{}# EOF\n", crate::leader::role_metrics(true, epoch)),
     )
 }

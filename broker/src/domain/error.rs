@@ -57,7 +57,16 @@ pub const DATABASE_UNAVAILABLE: &str =
 
 impl From<anyhow::Error> for ServiceError {
     fn from(e: anyhow::Error) -> Self {
-        if crate::store::is_transient_any(&e) {
+        let fenced = e.chain().any(|c| {
+            c.downcast_ref::<sqlx::Error>()
+                .is_some_and(crate::store::lease::is_fenced)
+        });
+        if fenced {
+            // Another replica leads now; this one is about to stop, and the
+            // same request through the load balancer reaches the leader.
+            tracing::warn!(error = %format!("{e:#}"), "refused by the fence");
+            Self::Unavailable("this broker replica no longer leads the region; retry".into())
+        } else if crate::store::is_transient_any(&e) {
             tracing::warn!(error = %format!("{e:#}"), "database unavailable");
             Self::Unavailable(DATABASE_UNAVAILABLE.into())
         } else {

@@ -279,6 +279,7 @@ impl Broker {
                 resend.push(*id);
             } else {
                 let mut tx = self.store.pool.begin().await?;
+                self.fence(&mut tx).await?;
                 assignments::release_for(&mut tx, a.seat_id, a.job_id).await?;
                 tx.commit().await?;
             }
@@ -471,6 +472,7 @@ impl Broker {
             };
             if let Some(to) = finished {
                 let mut tx = self.store.pool.begin().await?;
+                self.fence(&mut tx).await?;
                 let msg = if st.message.is_empty() {
                     to.to_string()
                 } else {

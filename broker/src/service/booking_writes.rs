@@ -234,6 +234,7 @@ impl Broker {
             "one booking per school in a batch"
         );
         let mut tx = conn.begin().await?;
+        self.fence(&mut tx).await?;
         // Schools first, in one order: bookings queue here, before they lock
         // any node.
         let mut locks = self.lock_schools(&mut tx, &schools).await?;

@@ -504,6 +504,7 @@ impl Broker {
             .collect();
         let left = seats.iter().filter(|s| s.state == ss::PLANNED).count() - staged.len();
         let mut tx = self.store.pool.begin().await?;
+        self.fence(&mut tx).await?;
         let mut changed =
             lesson_store::set_lesson_state(&mut tx, l.id, &[ls::BOOKED], ls::STAGING, None).await?;
         if !staged.is_empty() {

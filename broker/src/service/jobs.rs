@@ -42,6 +42,7 @@ impl Broker {
             })?;
         let id = Uuid::now_v7();
         let mut tx = self.store.pool.begin().await?;
+        self.fence(&mut tx).await?;
         let inserted = job_store::insert(
             &mut tx,
             &NewJob {
@@ -91,6 +92,7 @@ impl Broker {
             )));
         }
         let mut tx = self.store.pool.begin().await?;
+        self.fence(&mut tx).await?;
         if !job_store::set_state(
             &mut *tx,
             id,
@@ -202,6 +204,7 @@ impl Broker {
             })
             .collect();
         let mut tx = self.store.pool.begin().await?;
+        self.fence(&mut tx).await?;
         // The school's vouchers before the nodes, in the order bookings lock
         // them: a job holding a node while it waited for a school that a
         // booking batch held (waiting for that node) would deadlock.
@@ -244,6 +247,7 @@ impl Broker {
         .await?;
         for id in due {
             let mut tx = self.store.pool.begin().await?;
+            self.fence(&mut tx).await?;
             let released = assignments::release_for(&mut tx, None, Some(id)).await?;
             reservations::delete_owner(&mut tx, Owner::Job(id)).await?;
             sqlx::query(

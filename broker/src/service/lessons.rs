@@ -283,6 +283,7 @@ impl Broker {
             )));
         }
         let mut tx = self.store.pool.begin().await?;
+        self.fence(&mut tx).await?;
         let msg = if reason.is_empty() {
             "cancelled".to_string()
         } else {

@@ -11,6 +11,7 @@ macro_rules! sql {
 
 pub mod assignments;
 pub mod jobs;
+pub mod lease;
 pub mod lessons;
 pub mod nodes;
 pub mod reservations;

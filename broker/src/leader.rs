@@ -1,0 +1,276 @@
+//! One leader per region (decision 078). Several replicas run against one
+//! PostgreSQL; the one holding the lease (`store::lease`) serves everything
+//! and runs the lesson clock and the plan writers, under an epoch that every
+//! plan-committing transaction is fenced by. The others are standbys: they
+//! answer `/healthz` (alive) and `/readyz` (503, not the leader), say who
+//! leads, and take the lease once it expires.
+//!
+//! Safety comes from the fence in the database, not from timing: a leader
+//! paused past its lease wakes to a new epoch, and its commits are refused.
+//! Liveness comes from the renewal loop, which stops this process the
+//! moment the lease is seen in another replica's hands.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use chrono::{DateTime, Utc};
+use tokio::{net::TcpListener, sync::watch};
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use crate::{
+    config::BrokerConfig,
+    store::{
+        Store,
+        lease::{self, Replica},
+    },
+};
+
+/// What this replica knows of its own leadership, once it leads.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    pub replica: Replica,
+    pub epoch: i64,
+    pub since: DateTime<Utc>,
+}
+
+/// This process as a replica: a fresh id per process, so a restarted one
+/// waits for its old lease like any standby.
+pub fn replica(
+    cfg: &BrokerConfig,
+    grpc: &TcpListener,
+    http: &TcpListener,
+) -> anyhow::Result<Replica> {
+    let http_addr = http.local_addr()?.to_string();
+    let name = cfg.replica_name.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "broker".into());
+        format!(
+            "{host}:{}",
+            http.local_addr().map(|a| a.port()).unwrap_or(0)
+        )
+    });
+    Ok(Replica {
+        id: Uuid::new_v4(),
+        name,
+        grpc_addr: grpc.local_addr()?.to_string(),
+        http_addr,
+    })
+}
+
+/// How often a standby looks at the lease.
+fn poll(lease: Duration) -> Duration {
+    (lease / 6).max(Duration::from_millis(200))
+}
+
+/// Waits until this replica leads. Meanwhile the HTTP listener serves the
+/// standby's answers; it is closed and bound again for the leader's full
+/// router. Returns the leadership and the (new) HTTP listener, or None
+/// when `shutdown` came first.
+pub async fn campaign(
+    store: &Store,
+    cfg: &BrokerConfig,
+    me: Replica,
+    http: TcpListener,
+    tls: Option<(String, String)>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Option<(Leadership, TcpListener)>> {
+    lease::seen(&store.pool, &me).await?;
+    if let Some(epoch) = lease::try_acquire(&store.pool, &me, cfg.lease).await? {
+        return Ok(Some((led(me, epoch), http)));
+    }
+    let addr = http.local_addr()?;
+    let current = lease::current(&store.pool).await?;
+    info!(
+        leader = %current.holder_name,
+        leader_http = %current.http_addr,
+        epoch = current.epoch,
+        "standby: another replica leads; waiting for its lease"
+    );
+    let (promoted_tx, promoted) = watch::channel(false);
+    let standby = Arc::new(Standby {
+        store: store.clone(),
+        me: me.clone(),
+    });
+    let server = tokio::spawn(crate::server::serve_router(
+        standby_router(standby),
+        tls,
+        http,
+        promoted,
+    ));
+    let epoch = loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(poll(cfg.lease)) => false,
+            r = shutdown.wait_for(|v| *v) => r.is_ok(),
+        };
+        if stopping {
+            let _ = promoted_tx.send(true);
+            let _ = server.await;
+            return Ok(None);
+        }
+        let step = async {
+            lease::seen(&store.pool, &me).await?;
+            lease::try_acquire(&store.pool, &me, cfg.lease).await
+        };
+        match step.await {
+            Ok(Some(epoch)) => break epoch,
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "standby: cannot read the lease; retrying"),
+        }
+    };
+    // The standby's server lets go of the port, and the leader's takes it.
+    let _ = promoted_tx.send(true);
+    let _ = server.await;
+    let http = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("http_addr {addr}: cannot bind it again as leader: {e}"))?;
+    Ok(Some((led(me, epoch), http)))
+}
+
+fn led(me: Replica, epoch: i64) -> Leadership {
+    info!(replica = %me.name, epoch, "this replica leads the region");
+    Leadership {
+        replica: me,
+        epoch,
+        since: Utc::now(),
+    }
+}
+
+/// Renews the lease while this process runs. A renewal that finds the lease
+/// in another replica's hands ends the process at once: its in-memory plans
+/// and agent streams belong to a leader that no longer is, and a restart
+/// comes back as a standby. A database that cannot be reached is retried:
+/// no replica can take the lease meanwhile, and the fence refuses any
+/// commit of this epoch once one has.
+pub fn keep(store: Store, cfg: &BrokerConfig, l: &Leadership, stop: watch::Receiver<bool>) {
+    let (me, epoch, lease) = (l.replica.clone(), l.epoch, cfg.lease);
+    let every = (lease / 5).max(Duration::from_millis(200));
+    tokio::spawn(async move {
+        let mut last_ok = Instant::now();
+        let mut stop = stop;
+        loop {
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(every) => false,
+                r = stop.wait_for(|v| *v) => r.is_ok(),
+            };
+            if stopping {
+                // A clean stop hands the lease over at once.
+                let _ = lease::give_up(&store.pool, me.id, epoch).await;
+                return;
+            }
+            let step = async {
+                let _ = lease::seen(&store.pool, &me).await;
+                lease::renew(&store.pool, me.id, epoch, lease).await
+            };
+            match tokio::time::timeout(lease, step).await {
+                Ok(Ok(true)) => last_ok = Instant::now(),
+                Ok(Ok(false)) => depose(epoch, "another replica holds the lease now"),
+                Ok(Err(e)) => {
+                    warn!(error = %e, since_s = last_ok.elapsed().as_secs(), "cannot renew the leader lease; retrying")
+                }
+                Err(_) => warn!(
+                    since_s = last_ok.elapsed().as_secs(),
+                    "renewing the leader lease timed out; retrying"
+                ),
+            }
+        }
+    });
+}
+
+/// Stops the process: a deposed leader must not act on anything it holds in
+/// memory.
+pub fn depose(epoch: i64, why: &str) -> ! {
+    error!(
+        epoch,
+        why,
+        "no longer the leader; stopping this replica (it comes back as a standby when restarted)"
+    );
+    eprintln!("classgrid-broker: no longer the leader (epoch {epoch}): {why}; stopping");
+    std::process::exit(75)
+}
+
+struct Standby {
+    store: Store,
+    me: Replica,
+}
+
+fn standby_router(s: Arc<Standby>) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { (StatusCode::OK, "ok (standby)\n") }),
+        )
+        .route("/readyz", get(standby_ready))
+        .route("/metrics", get(standby_metrics))
+        .fallback(standby_elsewhere)
+        .with_state(s)
+}
+
+async fn standby_ready(State(s): State<Arc<Standby>>) -> impl IntoResponse {
+    let body = match lease::current(&s.store.pool).await {
+        Ok(l) => serde_json::json!({
+            "ready": false, "role": "standby", "replica": s.me.name,
+            "leader": {"name": l.holder_name, "http_addr": l.http_addr, "grpc_addr": l.grpc_addr,
+                        "epoch": l.epoch, "since": l.since},
+        }),
+        Err(_) => serde_json::json!({"ready": false, "role": "standby", "replica": s.me.name,
+                                     "error": "database unreachable"}),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+}
+
+async fn standby_metrics(State(s): State<Arc<Standby>>) -> impl IntoResponse {
+    let epoch = lease::current(&s.store.pool)
+        .await
+        .map(|l| l.epoch)
+        .unwrap_or(0);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        format!("{}# EOF\n", role_metrics(false, epoch)),
+    )
+}
+
+/// The replica's role and the region's leader epoch, in OpenMetrics text.
+pub fn role_metrics(leader: bool, epoch: i64) -> String {
+    format!(
+        "# HELP classgrid_broker_leader 1 on the replica that leads the region, 0 on a standby.\n\
+         # TYPE classgrid_broker_leader gauge\nclassgrid_broker_leader {}\n\
+         # HELP classgrid_broker_leader_epoch The leader lease's epoch as this replica last saw it.\n\
+         # TYPE classgrid_broker_leader_epoch gauge\nclassgrid_broker_leader_epoch {epoch}\n",
+        u8::from(leader)
+    )
+}
+
+/// Any other request: not here, with where.
+async fn standby_elsewhere(State(s): State<Arc<Standby>>) -> impl IntoResponse {
+    let leader = lease::current(&s.store.pool)
+        .await
+        .map(|l| format!("{} at {}", l.holder_name, l.http_addr))
+        .unwrap_or_else(|_| "unknown (the database is unreachable)".into());
+    let body = serde_json::json!({
+        "type": "about:blank", "status": 503, "code": "standby", "title": "Try again shortly",
+        "detail": format!("this broker replica is a standby; the leader is {leader}; \
+                           send requests through the region's load balancer or retry"),
+    });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONTENT_TYPE, "application/problem+json"),
+            (header::RETRY_AFTER, "1"),
+        ],
+        body.to_string(),
+    )
+}

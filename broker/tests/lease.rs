@@ -1,0 +1,120 @@
+//! The leader lease and its fence, against a real PostgreSQL: one holder at
+//! a time, a new epoch per leader, and a commit under an old epoch refused
+//! by the database itself (decision 078).
+
+mod common;
+
+use std::time::Duration;
+
+use classgrid_broker::store::{
+    Store,
+    lease::{self, Replica},
+};
+use common::TestDb;
+use uuid::Uuid;
+
+fn replica(name: &str) -> Replica {
+    Replica {
+        id: Uuid::new_v4(),
+        name: name.into(),
+        grpc_addr: "127.0.0.1:1".into(),
+        http_addr: "127.0.0.1:2".into(),
+    }
+}
+
+async fn store() -> (Store, TestDb) {
+    let db = TestDb::new("cg_lease").await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    (store, db)
+}
+
+#[tokio::test]
+async fn one_replica_leads_at_a_time_and_each_leader_has_a_new_epoch() {
+    let (store, _db) = store().await;
+    let (a, b) = (replica("a"), replica("b"));
+    let lease_len = Duration::from_secs(30);
+    let ea = lease::try_acquire(&store.pool, &a, lease_len)
+        .await
+        .unwrap();
+    assert_eq!(ea, Some(1));
+    assert_eq!(
+        lease::try_acquire(&store.pool, &b, lease_len)
+            .await
+            .unwrap(),
+        None,
+        "b waits while a's lease lasts"
+    );
+    assert!(lease::renew(&store.pool, a.id, 1, lease_len).await.unwrap());
+    assert!(!lease::renew(&store.pool, b.id, 1, lease_len).await.unwrap());
+    // a stops cleanly and hands the lease over.
+    lease::give_up(&store.pool, a.id, 1).await.unwrap();
+    assert_eq!(
+        lease::try_acquire(&store.pool, &b, lease_len)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    assert!(
+        !lease::renew(&store.pool, a.id, 1, lease_len).await.unwrap(),
+        "a deposed leader cannot renew"
+    );
+    let now = lease::current(&store.pool).await.unwrap();
+    assert_eq!((now.holder, now.epoch), (Some(b.id), 2));
+}
+
+#[tokio::test]
+async fn a_commit_under_an_old_epoch_is_refused_by_the_database() {
+    let (store, _db) = store().await;
+    let (a, b) = (replica("a"), replica("b"));
+    let short = Duration::from_millis(200);
+    assert_eq!(
+        lease::try_acquire(&store.pool, &a, short).await.unwrap(),
+        Some(1)
+    );
+    // a is paused past its lease; b takes over.
+    let mut taken = None;
+    for _ in 0..100 {
+        taken = lease::try_acquire(&store.pool, &b, Duration::from_secs(30))
+            .await
+            .unwrap();
+        if taken.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(taken, Some(2), "b leads once a's lease expired");
+    // a wakes and tries to commit a lifecycle step under epoch 1.
+    let mut tx = store.pool.begin().await.unwrap();
+    let e = lease::fence(&mut tx, 1).await.unwrap_err();
+    assert!(lease::is_fenced(&e), "refused as fenced: {e}");
+    drop(tx);
+    // b's own transactions pass the fence.
+    let mut tx = store.pool.begin().await.unwrap();
+    lease::fence(&mut tx, 2).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_waits_for_the_old_leaders_transaction_in_flight() {
+    let (store, _db) = store().await;
+    let (a, b) = (replica("a"), replica("b"));
+    let short = Duration::from_millis(100);
+    lease::try_acquire(&store.pool, &a, short).await.unwrap();
+    // a's transaction passed the fence and is still open.
+    let mut tx = store.pool.begin().await.unwrap();
+    lease::fence(&mut tx, 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let pool = store.pool.clone();
+    let b2 = b.clone();
+    let takeover =
+        tokio::spawn(async move { lease::try_acquire(&pool, &b2, Duration::from_secs(30)).await });
+    // The takeover cannot finish while a's fenced transaction is open.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !takeover.is_finished(),
+        "the takeover waited for a's commit"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(takeover.await.unwrap().unwrap(), Some(2));
+}
