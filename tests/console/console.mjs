@@ -150,7 +150,7 @@ try {
   const seats = await text(page, "#seat-map");
   assert.match(seats, /座位 0/);
   assert.match(seats, /座位 1/);
-  assert.match(seats, /running/);
+  assert.match(seats, /运行中/, "states in zh-CN, not English");
   assert.match(seats, /ms \((measured|estimated|configured)\)/, "RTT with its source");
   assert.match(seats, /http:\/\/127\.0\.0\.1:\d+/, "each seat's endpoint");
   assert.ok((await text(page, "#explanation-summary")).length > 0, "the placement explanation");

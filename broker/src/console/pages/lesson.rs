@@ -168,18 +168,26 @@ pub async fn detail(
             format!("<code>{}</code>", esc(&st.endpoint))
         };
         o += &format!(
-            r#"<article class="seat" aria-label="{seat} {n}"><h3>{seat} {n} {}</h3><div>{}: {node}</div><div>{}: {} · {} · {}%</div><div>{}: {rtt}</div><div>{}: {endpoint}</div>{}{}</article>"#,
+            r#"<article class="seat" aria-label="{seat} {n}"><h3>{seat} {n} {}</h3><div>{}: {node}</div><div>{}: {}</div><div>{}: {rtt}</div><div>{}: {endpoint}</div>{}{}</article>"#,
             state_badge(l, &st.state),
             t(l, "node"),
             t(l, "device"),
-            esc(&st
-                .device_indexes
-                .iter()
-                .map(|i| format!("#{i}"))
-                .collect::<Vec<_>>()
-                .join(",")),
-            mib(st.gpu_memory_mib),
-            st.gpu_compute_pct,
+            // A CPU seat holds no device: "CPU", not "0 MiB · 0 %".
+            if st.device_indexes.is_empty() {
+                t(l, "cpu").to_string()
+            } else {
+                format!(
+                    "{} · {} · {}%",
+                    esc(&st
+                        .device_indexes
+                        .iter()
+                        .map(|i| format!("#{i}"))
+                        .collect::<Vec<_>>()
+                        .join(",")),
+                    mib(st.gpu_memory_mib),
+                    st.gpu_compute_pct
+                )
+            },
             t(l, "rtt"),
             t(l, "endpoint"),
             if st.message.is_empty() {
