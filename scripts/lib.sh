@@ -222,3 +222,11 @@ ensure_prometheus() {
     apt_install prometheus
   fi
 }
+
+# HAProxy (Debian's), the reference load balancer in front of several broker
+# replicas: tests/ha.rs runs it in the foreground with a config of its own.
+ensure_haproxy() {
+  if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+    apt_install haproxy
+  fi
+}

@@ -13,6 +13,7 @@ ensure_podman
 ensure_slurm
 # A real Prometheus for the broker's metrics and the Grafana dashboard.
 ensure_prometheus
+ensure_haproxy
 trap 'stop_slurm; stop_podman' EXIT
 # Builds can be shared across clones.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/classgrid/target}"

@@ -137,12 +137,17 @@ fn kustomize_base_and_overlays_render_the_expected_objects_and_validate() {
     }
     let broker = object(&base, "Deployment", "classgrid-broker");
     assert!(broker.contains("\n  replicas: 3\n"), "{broker}");
-    // The broker serves /healthz (and no /readyz yet): startup and
-    // readiness ask it; liveness asks /metrics, which needs no database.
+    // Startup asks /healthz (a standby answers it too), readiness /readyz
+    // (only the leader is ready, so the Service reaches it alone), and
+    // liveness /metrics, which needs no database.
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         assert!(broker.contains(&format!("{probe}:")), "no {probe}");
     }
-    assert!(broker.contains("path: /healthz") && broker.contains("path: /metrics"));
+    assert!(
+        broker.contains("path: /healthz")
+            && broker.contains("path: /readyz")
+            && broker.contains("path: /metrics")
+    );
     // Secrets are referenced, never shipped.
     assert!(broker.contains("name: classgrid-broker-database"));
     let edge = object(&base, "Deployment", "classgrid-edge");

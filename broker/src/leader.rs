@@ -73,22 +73,30 @@ fn poll(lease: Duration) -> Duration {
     (lease / 6).max(Duration::from_millis(200))
 }
 
+/// The listeners a replica serves on.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+}
+
 /// Waits until this replica leads. Meanwhile the HTTP listener serves the
-/// standby's answers; it is closed and bound again for the leader's full
-/// router. Returns the leadership and the (new) HTTP listener, or None
-/// when `shutdown` came first.
+/// standby's answers (it is closed and bound again for the leader's full
+/// router), and gRPC connections are closed as they come, so a client
+/// pointed at a standby fails at once and tries elsewhere. Returns the
+/// leadership and the listeners, or None when `shutdown` came first.
 pub async fn campaign(
     store: &Store,
     cfg: &BrokerConfig,
     me: Replica,
-    http: TcpListener,
+    listeners: Listeners,
     tls: Option<(String, String)>,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<Option<(Leadership, TcpListener)>> {
+) -> anyhow::Result<Option<(Leadership, Listeners)>> {
     lease::seen(&store.pool, &me).await?;
     if let Some(epoch) = lease::try_acquire(&store.pool, &me, cfg.lease).await? {
-        return Ok(Some((led(me, epoch), http)));
+        return Ok(Some((led(me, epoch), listeners)));
     }
+    let Listeners { grpc, http } = listeners;
     let addr = http.local_addr()?;
     let current = lease::current(&store.pool).await?;
     info!(
@@ -106,8 +114,9 @@ pub async fn campaign(
         standby_router(standby),
         tls,
         http,
-        promoted,
+        promoted.clone(),
     ));
+    let refusing = tokio::spawn(refuse_until(grpc, promoted));
     let epoch = loop {
         let stopping = tokio::select! {
             _ = tokio::time::sleep(poll(cfg.lease)) => false,
@@ -116,6 +125,7 @@ pub async fn campaign(
         if stopping {
             let _ = promoted_tx.send(true);
             let _ = server.await;
+            let _ = refusing.await;
             return Ok(None);
         }
         let step = async {
@@ -131,10 +141,22 @@ pub async fn campaign(
     // The standby's server lets go of the port, and the leader's takes it.
     let _ = promoted_tx.send(true);
     let _ = server.await;
+    let grpc = refusing.await?;
     let http = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("http_addr {addr}: cannot bind it again as leader: {e}"))?;
-    Ok(Some((led(me, epoch), http)))
+    Ok(Some((led(me, epoch), Listeners { grpc, http })))
+}
+
+/// Accepts and closes gRPC connections until `promoted`, then hands the
+/// listener back for the leader's server.
+async fn refuse_until(grpc: TcpListener, mut promoted: watch::Receiver<bool>) -> TcpListener {
+    loop {
+        tokio::select! {
+            r = grpc.accept() => drop(r),
+            _ = promoted.wait_for(|v| *v) => return grpc,
+        }
+    }
 }
 
 fn led(me: Replica, epoch: i64) -> Leadership {

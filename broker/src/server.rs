@@ -41,7 +41,9 @@ pub async fn start(cfg: BrokerConfig) -> anyhow::Result<Started> {
     let tls = Broker::server_tls(&cfg)?.map(|t| (t.cert_pem, t.key_pem));
     // A standby is stopped by the signal's default action: it holds nothing.
     let (_never, no_stop) = watch::channel(false);
-    let Some((leadership, http)) = leader::campaign(&store, &cfg, me, http, tls, no_stop).await?
+    let listeners = leader::Listeners { grpc, http };
+    let Some((leadership, leader::Listeners { grpc, http })) =
+        leader::campaign(&store, &cfg, me, listeners, tls, no_stop).await?
     else {
         anyhow::bail!("stopped while waiting to lead");
     };
