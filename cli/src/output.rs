@@ -248,7 +248,7 @@ pub fn lesson_json(l: &pb::Lesson) -> Value {
 
 /// The lesson's state for people: the lifecycle state, and beside it how
 /// many seats failed, so a lesson whose seats all failed never reads as a
-/// healthy `live` (decision 077, failed seats).
+/// healthy `live` (decision 079).
 fn lesson_state(l: &pb::Lesson) -> String {
     if l.failed_seats == 0 {
         return l.state.clone();

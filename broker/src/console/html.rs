@@ -230,7 +230,7 @@ pub fn state_badge(l: Lang, state: &str) -> String {
 
 /// A lesson's state badge, and beside it, while the lesson is not over, a
 /// failure badge when seats failed: the lifecycle state alone would show a
-/// lesson whose every seat failed as a healthy `live` (decision 077).
+/// lesson whose every seat failed as a healthy `live` (decision 079).
 pub fn lesson_badge(l: Lang, state: &str, failed: i64, seats: i64) -> String {
     let mut out = state_badge(l, state);
     if failed > 0 && !matches!(state, "ended" | "cancelled") {

@@ -279,7 +279,7 @@ const WORDS: &[(&str, &str, &str, &str)] = &[
     ("state", "lost", "丢失", "lost"),
     ("state", "cordoned", "已封锁", "cordoned"),
     ("state", "awaiting_approval", "待批准", "awaiting approval"),
-    // Lessons with failed seats (decision 077, failed seats).
+    // Lessons with failed seats (decision 079).
     ("state", "degraded", "部分座位失败", "degraded"),
     ("state", "all_failed", "座位全部失败", "all seats failed"),
     ("role", "platform", "课程平台", "platform"),
