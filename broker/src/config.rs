@@ -337,8 +337,20 @@ mod tests {
             log_format: None,
             otlp_endpoint: None,
             time_zone: None,
+            lease_s: None,
+            replica_name: None,
             security: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_lease_outside_1_to_60_seconds_is_refused_by_name() {
+        let mut a = args(None);
+        a.lease_s = Some(0);
+        let e = BrokerConfig::resolve(&a).unwrap_err().to_string();
+        assert!(e.contains("lease_s") && e.contains("between 1 and 60"), "{e}");
+        a.lease_s = Some(10);
+        assert_eq!(BrokerConfig::resolve(&a).unwrap().lease.as_secs(), 10);
     }
 
     #[test]
