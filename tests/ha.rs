@@ -111,6 +111,28 @@ async fn killing_the_leader_mid_stream_loses_nothing_and_a_standby_leads() {
             "ha: round {round}: replica {new} leads {:?} after the kill",
             killed.elapsed()
         );
+        // The operator's view through the load balancer names the new leader.
+        let out = std::process::Command::new(classgrid_e2e::bin("classgrid"))
+            .args(["--context", "/nonexistent/classgrid-context.toml"])
+            .args(["--grpc-url", &lb.grpc_url, "--token", &token])
+            .args(["--output", "json", "status"])
+            .output()
+            .expect("run classgrid status");
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "classgrid status: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let leaders: Vec<&serde_json::Value> = status["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["role"] == "leader")
+            .collect();
+        assert_eq!(leaders.len(), 1, "{status}");
+        assert_eq!(leaders[0]["name"], status["leader"], "{status}");
+        assert_eq!(status["answered_by"], status["leader"], "{status}");
         stream.wait_acks(15).await;
         // The dead one comes back on its ports, as a standby.
         replicas[old].restart_replica().await;

@@ -277,6 +277,49 @@ pub async fn users(g: &Global, c: Users) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `classgrid status`: the replicas, which one leads, since when.
+pub async fn status(g: &Global) -> anyhow::Result<()> {
+    let mut client = AdminServiceClient::new(g.channel().await?);
+    let r = client.status(pb::StatusRequest {}).await?.into_inner();
+    if g.output == Output::Json {
+        let replicas: Vec<_> = r
+            .replicas
+            .iter()
+            .map(|x| {
+                json!({"name": x.name, "role": x.role, "grpc_addr": x.grpc_addr, "http_addr": x.http_addr,
+                       "started_at": time(x.started_at.as_ref()), "seen_at": time(x.seen_at.as_ref())})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"leader": r.leader, "epoch": r.epoch, "leader_since": time(r.leader_since.as_ref()),
+                   "answered_by": r.answered_by, "replicas": replicas})
+        );
+        return Ok(());
+    }
+    println!(
+        "leader: {} (epoch {}) since {}",
+        r.leader,
+        r.epoch,
+        time(r.leader_since.as_ref())
+    );
+    println!(
+        "{:<24} {:<8} {:<22} {:<22} {}",
+        "REPLICA", "ROLE", "GRPC", "HTTP", "SEEN"
+    );
+    for x in &r.replicas {
+        println!(
+            "{:<24} {:<8} {:<22} {:<22} {}",
+            x.name,
+            x.role,
+            x.grpc_addr,
+            x.http_addr,
+            time(x.seen_at.as_ref())
+        );
+    }
+    Ok(())
+}
+
 pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<()> {
     let mut client = AdminServiceClient::new(g.channel().await?);
     let since = match a.since.as_deref() {

@@ -69,6 +69,8 @@ enum Command {
     Users(admin::Users),
     /// Read the audit log, filtered.
     Audit(admin::AuditArgs),
+    /// The region's broker replicas, which one leads and since when.
+    Status,
     /// Compute vouchers: issue, list, balance, ledger, seat quotas.
     #[command(subcommand)]
     Vouchers(vouchers::Vouchers),
@@ -114,6 +116,7 @@ fn main() -> ExitCode {
             Command::JoinTokens(c) => admin::join_tokens(&cli.global, c).await,
             Command::Users(c) => admin::users(&cli.global, c).await,
             Command::Audit(a) => admin::audit(&cli.global, a).await,
+            Command::Status => admin::status(&cli.global).await,
             Command::Vouchers(c) => vouchers::vouchers(&cli.global, c).await,
             Command::Usage(a) => vouchers::usage(&cli.global, a).await,
             Command::Completions { .. } => Ok(()),

@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod jobs;
 pub mod lessons;
 pub mod progress_writes;
+pub mod replicas;
 pub mod tenancy;
 pub mod vouchers;
 pub(crate) mod writers;

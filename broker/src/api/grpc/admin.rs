@@ -173,6 +173,37 @@ impl AdminService for Admin {
         }))
     }
 
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::RegionStatus>, Status> {
+        let c = caller(&req)?;
+        let r = self.0.scoped(&c).replicas().await.map_err(status)?;
+        Ok(Response::new(pb::RegionStatus {
+            leader: r.lease.holder_name.clone(),
+            epoch: r.lease.epoch,
+            leader_since: r.lease.since.map(convert::ts),
+            answered_by: self
+                .0
+                .leader
+                .get()
+                .map(|l| l.replica.name.clone())
+                .unwrap_or_default(),
+            replicas: r
+                .replicas
+                .iter()
+                .map(|x| pb::Replica {
+                    name: x.name.clone(),
+                    role: r.role(x).into(),
+                    grpc_addr: x.grpc_addr.clone(),
+                    http_addr: x.http_addr.clone(),
+                    started_at: Some(convert::ts(x.started_at)),
+                    seen_at: Some(convert::ts(x.seen_at)),
+                })
+                .collect(),
+        }))
+    }
+
     async fn list_audit(
         &self,
         req: Request<pb::ListAuditRequest>,

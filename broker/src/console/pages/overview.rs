@@ -62,6 +62,30 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
         st = t(l, "staging_now"),
         nd = t(l, "nodes"),
     );
+    // District admins see the region's broker replicas and which one leads
+    // (decision 078): the first question when the bell is late.
+    if let Ok(r) = scoped.replicas().await {
+        let list: Vec<String> = r
+            .replicas
+            .iter()
+            .map(|x| {
+                let role = if r.role(x) == "leader" {
+                    t(l, "replica_leader")
+                } else {
+                    t(l, "replica_standby")
+                };
+                format!("{} ({role})", esc(&x.name))
+            })
+            .collect();
+        o += &format!(
+            r#"<p class="replicas" id="replicas">{}: {} · {} {} · {}</p>"#,
+            t(l, "replicas"),
+            list.join(", "),
+            t(l, "leader_epoch"),
+            r.lease.epoch,
+            r.lease.since.map(|since| z.fmt(since)).unwrap_or_default(),
+        );
+    }
 
     // Alerts first: they are what an admin acts on.
     let mut alerts = Vec::new();
