@@ -120,19 +120,35 @@ async fn killing_the_leader_mid_stream_loses_nothing_and_a_standby_leads() {
             "ha: round {round}: replica {new} leads {:?} after the kill",
             killed.elapsed()
         );
-        // The operator's view through the load balancer names the new leader.
-        let out = std::process::Command::new(classgrid_e2e::bin("classgrid"))
-            .args(["--context", "/nonexistent/classgrid-context.toml"])
-            .args(["--grpc-url", &lb.grpc_url, "--token", &token])
-            .args(["--output", "json", "status"])
-            .output()
-            .expect("run classgrid status");
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "classgrid status: {e}: {}",
+        // The operator's view through the load balancer names the new
+        // leader (once HAProxy's check has seen it ready).
+        let status_now = || {
+            let out = std::process::Command::new(classgrid_e2e::bin("classgrid"))
+                .args(["--context", "/nonexistent/classgrid-context.toml"])
+                .args(["--grpc-url", &lb.grpc_url, "--token", &token])
+                .args(["--output", "json", "status"])
+                .output()
+                .expect("run classgrid status");
+            let text = format!(
+                "{:?} {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
+            );
+            (
+                serde_json::from_slice::<serde_json::Value>(&out.stdout).ok(),
+                text,
             )
-        });
+        };
+        let mut answer = status_now();
+        let t0 = Instant::now();
+        while answer.0.is_none() && t0.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            answer = status_now();
+        }
+        let status = answer
+            .0
+            .unwrap_or_else(|| panic!("classgrid status never answered: {}", answer.1));
         let leaders: Vec<&serde_json::Value> = status["replicas"]
             .as_array()
             .unwrap()

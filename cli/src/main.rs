@@ -83,15 +83,26 @@ enum Command {
 fn main() -> ExitCode {
     classgrid_common::memory::without_huge_pages();
     let cli = Cli::parse();
-    // Like any Unix filter, a client command ends quietly on a closed pipe
-    // (`classgrid … | head`). Not `up`: it hosts servers, whose writes to a
-    // vanished peer must fail with EPIPE, not kill the whole process.
-    if !matches!(cli.command, Command::Up(_)) {
-        // SAFETY: called before any other thread exists.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    // Like any Unix filter, a client command ends quietly when its stdout
+    // is closed (`classgrid … | head`). Not through SIGPIPE's default
+    // action: that also killed the command, silently and with no message,
+    // when the broker (or a load balancer failing over) closed a connection
+    // mid-write, since HTTP/2 writes with writev, which raises SIGPIPE.
+    // Such a write now fails with EPIPE and the command says so.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        // Printing (println!, completions) panics on a closed stdout.
+        if msg.contains("Broken pipe") || msg.contains("BrokenPipe") {
+            std::process::exit(0);
         }
-    }
+        default_hook(info);
+    }));
     tz::set(cli.global.time_zone);
     if let Command::Completions { shell } = cli.command {
         use clap::CommandFactory;
