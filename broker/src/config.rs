@@ -348,7 +348,10 @@ mod tests {
         let mut a = args(None);
         a.lease_s = Some(0);
         let e = BrokerConfig::resolve(&a).unwrap_err().to_string();
-        assert!(e.contains("lease_s") && e.contains("between 1 and 60"), "{e}");
+        assert!(
+            e.contains("lease_s") && e.contains("between 1 and 60"),
+            "{e}"
+        );
         a.lease_s = Some(10);
         assert_eq!(BrokerConfig::resolve(&a).unwrap().lease.as_secs(), 10);
     }
