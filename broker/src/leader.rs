@@ -110,7 +110,7 @@ pub async fn campaign(
         store: store.clone(),
         me: me.clone(),
     });
-    let server = tokio::spawn(crate::server::serve_router(
+    let server = tokio::spawn(crate::api::serve::serve_router(
         standby_router(standby),
         tls,
         http,

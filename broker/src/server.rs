@@ -139,7 +139,7 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
     if let Some(l) = app.leader.get() {
         leader::keep(app.store.clone(), &app.cfg, l, shutdown.clone());
     }
-    let http_server = serve_router(
+    let http_server = crate::api::serve::serve_router(
         http::router(app.clone()),
         app.tls
             .as_ref()
@@ -154,47 +154,6 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
     h?;
     info!("broker stopped");
     Ok(())
-}
-
-/// Serves `router` over TLS with the server certificate, or plain under
-/// --insecure-dev, until `shutdown` turns true.
-pub async fn serve_router(
-    router: axum::Router,
-    tls: Option<(String, String)>,
-    listener: TcpListener,
-    shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let mut stop = shutdown;
-    match tls {
-        None => {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|v| *v).await;
-            })
-            .await
-        }
-        Some((cert_pem, key_pem)) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem(
-                cert_pem.into_bytes(),
-                key_pem.into_bytes(),
-            )
-            .await?;
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                let _ = stop.wait_for(|v| *v).await;
-                h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
-            });
-            axum_server::from_tcp_rustls(listener.into_std()?, config)?
-                .handle(handle)
-                .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .await
-        }
-    }
 }
 
 /// Resolves to true on SIGINT or SIGTERM.
