@@ -38,7 +38,9 @@ pub fn sleeper(
         duration_seconds: duration_s,
         seats: 1,
         seat: Some(pb::SeatSpec {
-            cpu_millis: 5,
+            // Small enough that the long form's bells (6 × 150 seats of
+            // 15-minute lessons) still fit two agents of a 2-core machine.
+            cpu_millis: 2,
             memory_mib: 8,
             gpu: None,
             runtime: String::new(),
