@@ -63,6 +63,35 @@ async fn one_replica_leads_at_a_time_and_each_leader_has_a_new_epoch() {
     assert_eq!((now.holder, now.epoch), (Some(b.id), 2));
 }
 
+/// The database was down longer than the lease: nobody could take it
+/// meanwhile, so the leader keeps leading when it is back (it used to stop
+/// itself after an 8 s outage, leaving the region with no broker).
+#[tokio::test]
+async fn a_lease_that_expired_while_nobody_took_it_is_renewed() {
+    let (store, _db) = store().await;
+    let a = replica("a");
+    let short = Duration::from_millis(100);
+    assert_eq!(
+        lease::try_acquire(&store.pool, &a, short).await.unwrap(),
+        Some(1)
+    );
+    // Time passes with no renewal: the lease is expired, and untaken.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(lease::current(&store.pool).await.unwrap().expires_at < chrono::Utc::now());
+    assert!(
+        lease::renew(&store.pool, a.id, 1, Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    // And now a standby cannot take it.
+    assert_eq!(
+        lease::try_acquire(&store.pool, &replica("b"), short)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 #[tokio::test]
 async fn a_commit_under_an_old_epoch_is_refused_by_the_database() {
     let (store, _db) = store().await;

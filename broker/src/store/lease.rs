@@ -50,6 +50,15 @@ pub async fn try_acquire(
     me: &Replica,
     lease: std::time::Duration,
 ) -> sqlx::Result<Option<i64>> {
+    // Look before locking: a standby polls several times a second, and a
+    // waiting exclusive request would queue the leader's fenced commits
+    // behind it each time.
+    let expired: bool = sqlx::query_scalar("SELECT expires_at < now() FROM broker_lease")
+        .fetch_one(pool)
+        .await?;
+    if !expired {
+        return Ok(None);
+    }
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(LEASE_LOCK)
@@ -72,8 +81,11 @@ pub async fn try_acquire(
     Ok(epoch)
 }
 
-/// Extends the lease of `me` at `epoch`; false when it is no longer ours
-/// (expired and taken, or given up).
+/// Extends the lease of `me` at `epoch`; false when another replica has
+/// taken it since (the epoch moved on). A lease that expired while nobody
+/// could take it (the database itself was down) is still ours: the row
+/// lock orders this renewal and a standby's takeover, and whichever comes
+/// second sees the other's write.
 pub async fn renew(
     pool: &PgPool,
     me: Uuid,
@@ -82,7 +94,7 @@ pub async fn renew(
 ) -> sqlx::Result<bool> {
     let r = sqlx::query(
         "UPDATE broker_lease SET renewed_at = now(), expires_at = now() + make_interval(secs => $3)
-          WHERE holder = $1 AND epoch = $2 AND expires_at > now()",
+          WHERE holder = $1 AND epoch = $2",
     )
     .bind(me)
     .bind(epoch)
