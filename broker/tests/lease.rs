@@ -76,8 +76,7 @@ async fn a_lease_that_expired_while_nobody_took_it_is_renewed() {
         Some(1)
     );
     // Time passes with no renewal: the lease is expired, and untaken.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(lease::current(&store.pool).await.unwrap().expires_at < chrono::Utc::now());
+    assert!(wait_until(&store, EXPIRED).await, "the lease expired");
     assert!(
         lease::renew(&store.pool, a.id, 1, Duration::from_secs(30))
             .await
@@ -133,17 +132,43 @@ async fn a_takeover_waits_for_the_old_leaders_transaction_in_flight() {
     // a's transaction passed the fence and is still open.
     let mut tx = store.pool.begin().await.unwrap();
     lease::fence(&mut tx, 1).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(wait_until(&store, EXPIRED).await, "a's lease expired");
     let pool = store.pool.clone();
     let b2 = b.clone();
     let takeover =
         tokio::spawn(async move { lease::try_acquire(&pool, &b2, Duration::from_secs(30)).await });
-    // The takeover cannot finish while a's fenced transaction is open.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The takeover queues for the lease's lock behind a's fenced
+    // transaction, and cannot finish while it is open.
+    assert!(
+        wait_until(&store, LOCK_WAITER).await,
+        "the takeover waits for the lease's lock"
+    );
     assert!(
         !takeover.is_finished(),
         "the takeover waited for a's commit"
     );
     tx.commit().await.unwrap();
     assert_eq!(takeover.await.unwrap().unwrap(), Some(2));
+}
+
+/// The lease has expired (by the database's clock).
+const EXPIRED: &str = "SELECT expires_at < now() FROM broker_lease";
+/// Some session waits for an advisory lock (the takeover's, on the lease).
+const LOCK_WAITER: &str =
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)";
+
+/// Polls `query` (one boolean) until it is true, for at most 10 s.
+async fn wait_until(store: &Store, query: &'static str) -> bool {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        if sqlx::query_scalar::<_, bool>(query)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
