@@ -1236,13 +1236,7 @@ async fn settlement_waits_for_a_disconnected_node_and_charges_its_late_usage() {
     let h = broker(true).await;
     let (node, mut rx, voucher, l) = half_910b_lesson(&h, "far-school").await;
     let assign = next_assign(&mut rx).await;
-    let report = |state: pb::AssignmentState, slice_seconds: f64| pb::AssignmentStatus {
-        assignment_id: assign.assignment_id.clone(),
-        generation: assign.generation,
-        state: state as i32,
-        slice_seconds,
-        ..Default::default()
-    };
+    let report = |state, slice_seconds| status_of(&assign, state, slice_seconds);
     h.app
         .agent_statuses(node, &[report(pb::AssignmentState::Running, 0.1)])
         .await;
@@ -1251,19 +1245,7 @@ async fn settlement_waits_for_a_disconnected_node_and_charges_its_late_usage() {
     // (1 s grace + 1 s) with the node still away.
     h.app.fleet.kick(node);
     tokio::time::sleep(Duration::from_secs(7)).await;
-    let released = |kind: &'static str| {
-        let pool = h.app.store.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM voucher_ledger WHERE lesson_id = $1 AND kind = $2",
-            )
-            .bind(l.lesson.id)
-            .bind(kind)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    };
+    let released = |kind: &'static str| ledger_count(&h.app.store.pool, l.lesson.id, kind);
     assert_eq!(
         released("release").await,
         0,
@@ -1313,32 +1295,14 @@ async fn settlement_waits_for_the_final_report_past_settle_after() {
     let h = broker(true).await;
     let (node, mut rx, voucher, l) = half_910b_lesson(&h, "slow-school").await;
     let assign = next_assign(&mut rx).await;
-    let report = |state: pb::AssignmentState, slice_seconds: f64| pb::AssignmentStatus {
-        assignment_id: assign.assignment_id.clone(),
-        generation: assign.generation,
-        state: state as i32,
-        slice_seconds,
-        ..Default::default()
-    };
+    let report = |state, slice_seconds| status_of(&assign, state, slice_seconds);
     let refused = h
         .app
         .agent_statuses(node, &[report(pb::AssignmentState::Running, 0.1)])
         .await;
     assert!(refused.is_empty(), "{refused:?}");
     let pool = h.app.store.pool.clone();
-    let count = |kind: &'static str| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM voucher_ledger WHERE lesson_id = $1 AND kind = $2",
-            )
-            .bind(l.lesson.id)
-            .bind(kind)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    };
+    let count = |kind: &'static str| ledger_count(&pool, l.lesson.id, kind);
     // The lesson ends and its settlement falls due with the node connected
     // and caught up, but the stop's final report not yet sent: the clock
     // looks at the hold and puts it off (its due time moves on), charging
@@ -1420,4 +1384,29 @@ async fn wait_due(pool: &sqlx::PgPool, lesson: Uuid) -> Option<DateTime<Utc>> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     None
+}
+
+/// A status report on `a`, as its agent would send it.
+fn status_of(
+    a: &pb::Assign,
+    state: pb::AssignmentState,
+    slice_seconds: f64,
+) -> pb::AssignmentStatus {
+    pb::AssignmentStatus {
+        assignment_id: a.assignment_id.clone(),
+        generation: a.generation,
+        state: state as i32,
+        slice_seconds,
+        ..Default::default()
+    }
+}
+
+/// Ledger rows of one kind for a lesson.
+async fn ledger_count(pool: &sqlx::PgPool, lesson: Uuid, kind: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM voucher_ledger WHERE lesson_id = $1 AND kind = $2")
+        .bind(lesson)
+        .bind(kind)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
