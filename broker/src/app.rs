@@ -1,114 +1,19 @@
-//! The broker's shared state, handed to every adapter and loop.
+//! Wiring: builds the broker's components (`state`) and starts the loops
+//! that serve them. Nothing below imports this module; the server and the
+//! tests open a broker here.
 
 use std::sync::Arc;
 
-use tokio::sync::{Notify, broadcast};
-use uuid::Uuid;
+pub use crate::state::{App, Broker};
+use crate::{config::BrokerConfig, service, store::Store};
 
-use crate::{
-    auth::{
-        authn::{Limiter, TokenCache},
-        tls::ServerTls,
-    },
-    config::BrokerConfig,
-    fleet::Fleet,
-    metrics::Metrics,
-    store::Store,
-};
-
-pub type App = Arc<Broker>;
-
-pub struct Broker {
-    pub cfg: BrokerConfig,
-    pub store: Store,
-    pub fleet: Fleet,
-    pub metrics: Metrics,
-    /// Lesson ids whose lesson or seats changed; Watch streams reload on it.
-    pub lesson_events: broadcast::Sender<Uuid>,
-    /// Wakes the lifecycle clock early (a booking, a cancel, a node back).
-    pub clock: Notify,
-    /// Every current reservation, in memory; PostgreSQL enforces capacity.
-    pub calendar: Arc<crate::planner::LiveCalendar>,
-    /// The region CA and server certificate; None under --insecure-dev.
-    pub tls: Option<ServerTls>,
-    pub token_cache: TokenCache,
-    pub limiter: Limiter,
-    /// Measured and estimated RTTs and each site's edge content.
-    pub edge: crate::service::edge::EdgeState,
-    /// Agent connections carried by site edges' relays.
-    pub relays: crate::relay::Relays,
-    /// Planned bookings waiting to be written, several per transaction.
-    pub booking_writes: Arc<crate::service::booking_writes::BookingWriters>,
-    /// Agents' progress reports waiting to be written, many nodes' at once.
-    pub progress_writes: Arc<crate::service::progress_writes::ProgressWriters>,
-    /// This replica's leadership, set once it leads (decision 078); unset
-    /// for a broker built without a lease (tests, tools), which is alone.
-    pub leader: std::sync::OnceLock<crate::leader::Leadership>,
-}
-
-impl Broker {
-    pub async fn new(cfg: BrokerConfig, store: Store) -> anyhow::Result<App> {
-        let fleet = Fleet::load(store.list_sites().await?, store.list_nodes().await?);
-        fleet.set_lending(cfg.lending.clone());
-        let (lesson_events, _) = broadcast::channel(4096);
-        let tls = Self::server_tls(&cfg)?;
-        let limiter = crate::auth::authn::limiter(cfg.security.rate_limit_per_s);
-        let edge = crate::service::edge::EdgeState::load(&store).await?;
-        let app = Arc::new(Self {
-            cfg,
-            store,
-            fleet,
-            metrics: Metrics::default(),
-            lesson_events,
-            clock: Notify::new(),
-            calendar: Default::default(),
-            tls,
-            token_cache: crate::auth::authn::token_cache(),
-            limiter,
-            edge,
-            relays: Default::default(),
-            booking_writes: Default::default(),
-            progress_writes: Default::default(),
-            leader: Default::default(),
-        });
-        crate::service::booking_writes::start(&app);
-        crate::service::progress_writes::start(&app);
-        // Read before serving: a first read under a booking storm keeps
-        // racing the storm's own holds, and every booking would repeat it.
-        app.reload_calendar().await?;
-        Ok(app)
-    }
-
-    /// The region CA and server certificate from the data folder (made on
-    /// first start), or None under --insecure-dev.
-    pub fn server_tls(cfg: &BrokerConfig) -> anyhow::Result<Option<ServerTls>> {
-        let sec = &cfg.security;
-        if sec.insecure_dev {
-            tracing::warn!(
-                "--insecure-dev: serving PLAIN TEXT and accepting agents without certificates; never do this outside development"
-            );
-            return Ok(None);
-        }
-        Ok(Some(crate::auth::tls::prepare(
-            &sec.data_dir,
-            sec.tls_cert.as_deref(),
-            sec.tls_key.as_deref(),
-            &sec.tls_san,
-        )?))
-    }
-
-    /// Fences `tx` by this replica's leader epoch: PostgreSQL refuses it if
-    /// another replica has led since (decision 078). Every transaction that
-    /// commits a plan or moves a lesson through its lifecycle calls this
-    /// first.
-    pub async fn fence(&self, tx: &mut sqlx::PgConnection) -> sqlx::Result<()> {
-        match self.leader.get() {
-            Some(l) => crate::store::lease::fence_conn(tx, l.epoch).await,
-            None => Ok(()),
-        }
-    }
-
-    pub fn lesson_changed(&self, id: Uuid) {
-        let _ = self.lesson_events.send(id);
-    }
+/// A broker ready to serve: its writers running and its calendar read.
+pub async fn open(cfg: BrokerConfig, store: Store) -> anyhow::Result<App> {
+    let app = Arc::new(Broker::new(cfg, store).await?);
+    service::booking_writes::start(&app);
+    service::progress_writes::start(&app);
+    // Read before serving: a first read under a booking storm keeps
+    // racing the storm's own holds, and every booking would repeat it.
+    app.reserver.reload_calendar().await?;
+    Ok(app)
 }

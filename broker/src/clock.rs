@@ -5,20 +5,23 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use classgrid_placement::{Decision, Fleet, Owner, Request};
+use std::sync::Arc;
+
+use classgrid_placement::{Fleet, Owner, Request};
 use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
-    app::{App, Broker},
-    dispatch::{SeatBinding, bind_in},
+    bind::{SeatBinding, bind_in, new_seat},
+    domain::ServiceError,
     domain::states::{lesson as ls, seat as ss},
     fleet::liveness,
-    service::{new_seat, window_ms},
+    reserve::{Plan, Reserved, only_seat},
+    service::window_ms,
+    state::{App, Broker},
     store::{
-        self,
         assignments::{self, AssignmentRow},
         lessons::{self as lesson_store, LessonRow, SeatRow},
         reservations,
@@ -57,7 +60,7 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
         }
         if last_resync.elapsed() >= CALENDAR_RESYNC {
             last_resync = Instant::now();
-            if let Err(e) = app.reload_calendar().await {
+            if let Err(e) = app.reserver.reload_calendar().await {
                 warn!(error = %e, "calendar resync failed; retrying");
             }
         }
@@ -109,7 +112,7 @@ impl Broker {
             // Seats wait for their site's edge to report the content cached.
             return self.stage_datasets(l).await;
         }
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin().await?;
         self.fence(&mut tx).await?;
         lesson_store::set_lesson_state(&mut tx, l.id, &[ls::BOOKED], ls::STAGING, None).await?;
         lesson_store::set_seats_state(&mut tx, l.id, &[ss::PLANNED], ss::STAGED).await?;
@@ -147,7 +150,7 @@ impl Broker {
                 ))
             })
             .collect();
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin().await?;
         self.fence(&mut tx).await?;
         lesson_store::set_seats_state(&mut tx, l.id, &[ss::PLANNED], ss::STAGED).await?;
         let went_live = lesson_store::set_lesson_state(
@@ -196,83 +199,65 @@ impl Broker {
             may_preempt: true,
         };
         let owner = Owner::Lesson(l.id);
-        for _ in 0..4 {
-            let (decision, hold) = self.plan(fleet, &req, Some(owner)).await?;
-            let (a, hold) = match (decision, hold) {
-                (Decision::Admitted(a), Some(hold)) => (a, hold),
-                (Decision::Refused(e), _) => {
-                    let msg = format!(
-                        "its node was not connected at start and re-planning failed: {}",
-                        e.summary
-                    );
-                    lesson_store::update_seat(
-                        &self.store.pool,
-                        seat.id,
-                        ss::FAILED,
-                        None,
-                        Some(&msg),
-                    )
-                    .await?;
-                    warn!(lesson = %l.id, seat = seat.number, %msg, "seat failed");
-                    return Ok(());
-                }
-                (Decision::Admitted(_), None) => return Ok(()),
-            };
-            let Some(p) = a.seats.first() else {
-                self.abort_hold(hold).await?;
-                return Ok(());
-            };
-            let mut placed = new_seat(seat.id, p);
-            placed.number = seat.number;
-            // The move and the binding commit together: a seat is never
-            // left re-planned but unbound.
-            let row = SeatBinding::of(l, self.grace_seconds()).assignment(
-                seat.id,
-                placed.node_id,
-                &placed.device_indexes,
-                placed.gpu_memory_mib,
-                placed.gpu_compute_pct,
-            );
-            let moved = async {
-                let mut tx = self.store.pool.begin().await?;
+        let req = &req;
+        let plan = Plan::single(fleet, self.rtt_table(), req, owner);
+        // The seat's old rows are gone from the database after the move;
+        // the lesson's rows are read back after the commit.
+        let reserved = self
+            .reserver
+            .reserve(plan, true, |a| async move {
+                let p = match only_seat(&a) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let mut placed = new_seat(seat.id, p);
+                placed.number = seat.number;
+                // The move and the binding commit together: a seat is never
+                // left re-planned but unbound.
+                let row = SeatBinding::of(l, self.grace_seconds()).assignment(
+                    seat.id,
+                    placed.node_id,
+                    &placed.device_indexes,
+                    placed.gpu_memory_mib,
+                    placed.gpu_compute_pct,
+                );
+                let cut = reservations::to_time(req.window.start);
+                let rows = p.reservations(req, owner);
+                let mut tx = self.store.begin().await?;
                 self.fence(&mut tx).await?;
                 reservations::delete_seat(&mut tx, seat.id).await?;
-                let cut = reservations::to_time(req.window.start);
-                self.preempt_jobs(&mut tx, &a.preempted, cut, l.id).await?;
-                reservations::insert(&mut tx, &p.reservations(&req, owner), Some(seat.id)).await?;
+                reservations::preempt_jobs(&mut tx, &a.preempted, cut, l.id).await?;
+                reservations::insert(&mut tx, &rows, Some(seat.id)).await?;
                 lesson_store::move_seat(&mut tx, &placed).await?;
                 let bound = bind_in(&mut tx, vec![row]).await?;
-                tx.commit().await.map(|()| bound)
+                tx.commit().await?;
+                Ok(Ok((bound, p.node_id)))
+            })
+            .await?;
+        match reserved {
+            Reserved::Done((bound, node)) => {
+                info!(lesson = %l.id, seat = seat.number, %node, "seat re-planned");
+                self.send_seat_assignments(&bound, &l.datasets.0);
             }
-            .await;
-            match moved {
-                Ok(bound) => {
-                    self.commit_hold(hold);
-                    // The seat's old rows are gone from the database; read
-                    // the lesson's (and any preempted job's) rows back.
-                    let mut owners = vec![owner];
-                    owners.extend(a.preempted.iter().copied());
-                    self.refresh_owners(&owners).await?;
-                    info!(lesson = %l.id, seat = seat.number, node = %p.node_id, "seat re-planned");
-                    self.send_seat_assignments(&bound, &l.datasets.0);
-                    return Ok(());
-                }
-                Err(e) => {
-                    self.abort_hold(hold).await?;
-                    if store::is_capacity_conflict(&e) {
-                        self.reload_calendar().await?;
-                        continue;
-                    }
-                    return Err(e.into());
-                }
+            Reserved::Refused(e) => {
+                let msg = format!(
+                    "its node was not connected at start and re-planning failed: {}",
+                    e.summary
+                );
+                self.store
+                    .update_seat(seat.id, ss::FAILED, None, Some(&msg))
+                    .await?;
+                warn!(lesson = %l.id, seat = seat.number, %msg, "seat failed");
             }
+            Reserved::Declined(_) | Reserved::Exhausted => {}
+            Reserved::Failed(e) => return Err(e.into()),
         }
         Ok(())
     }
 
     /// At the end: release every seat and free the capacity at once.
     async fn end_lesson(&self, l: &LessonRow) -> anyhow::Result<()> {
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin().await?;
         self.fence(&mut tx).await?;
         let released = assignments::release_lesson(&mut tx, l.id).await?;
         lesson_store::set_seats_state(
@@ -287,7 +272,7 @@ impl Broker {
         self.settle_vouchers(&mut tx, Owner::Lesson(l.id), false)
             .await?;
         tx.commit().await?;
-        self.refresh_owners(&[Owner::Lesson(l.id)]).await?;
+        self.reserver.refresh_owners(&[Owner::Lesson(l.id)]).await?;
         self.send_releases(&released, "lesson ended");
         info!(lesson = %l.id, "lesson ended");
         self.lesson_changed(l.id);

@@ -92,13 +92,13 @@ pub async fn campaign(
     tls: Option<(String, String)>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<(Leadership, Listeners)>> {
-    lease::seen(&store.pool, &me).await?;
-    if let Some(epoch) = lease::try_acquire(&store.pool, &me, cfg.lease).await? {
+    lease::seen(&store, &me).await?;
+    if let Some(epoch) = lease::try_acquire(&store, &me, cfg.lease).await? {
         return Ok(Some((led(me, epoch), listeners)));
     }
     let Listeners { grpc, http } = listeners;
     let addr = http.local_addr()?;
-    let current = lease::current(&store.pool).await?;
+    let current = lease::current(&store).await?;
     info!(
         leader = %current.holder_name,
         leader_http = %current.http_addr,
@@ -129,8 +129,8 @@ pub async fn campaign(
             return Ok(None);
         }
         let step = async {
-            lease::seen(&store.pool, &me).await?;
-            lease::try_acquire(&store.pool, &me, cfg.lease).await
+            lease::seen(&store, &me).await?;
+            lease::try_acquire(&store, &me, cfg.lease).await
         };
         match step.await {
             Ok(Some(epoch)) => break epoch,
@@ -187,12 +187,12 @@ pub fn keep(store: Store, cfg: &BrokerConfig, l: &Leadership, stop: watch::Recei
             };
             if stopping {
                 // A clean stop hands the lease over at once.
-                let _ = lease::give_up(&store.pool, me.id, epoch).await;
+                let _ = lease::give_up(&store, me.id, epoch).await;
                 return;
             }
             let step = async {
-                let _ = lease::seen(&store.pool, &me).await;
-                lease::renew(&store.pool, me.id, epoch, lease).await
+                let _ = lease::seen(&store, &me).await;
+                lease::renew(&store, me.id, epoch, lease).await
             };
             match tokio::time::timeout(lease, step).await {
                 Ok(Ok(true)) => last_ok = Instant::now(),
@@ -239,7 +239,7 @@ fn standby_router(s: Arc<Standby>) -> Router {
 }
 
 async fn standby_ready(State(s): State<Arc<Standby>>) -> impl IntoResponse {
-    let body = match lease::current(&s.store.pool).await {
+    let body = match lease::current(&s.store).await {
         Ok(l) => serde_json::json!({
             "ready": false, "role": "standby", "replica": s.me.name,
             "leader": {"name": l.holder_name, "http_addr": l.http_addr, "grpc_addr": l.grpc_addr,
@@ -252,10 +252,7 @@ async fn standby_ready(State(s): State<Arc<Standby>>) -> impl IntoResponse {
 }
 
 async fn standby_metrics(State(s): State<Arc<Standby>>) -> impl IntoResponse {
-    let epoch = lease::current(&s.store.pool)
-        .await
-        .map(|l| l.epoch)
-        .unwrap_or(0);
+    let epoch = lease::current(&s.store).await.map(|l| l.epoch).unwrap_or(0);
     (
         [(
             header::CONTENT_TYPE,
@@ -278,7 +275,7 @@ pub fn role_metrics(leader: bool, epoch: i64) -> String {
 
 /// Any other request: not here, with where.
 async fn standby_elsewhere(State(s): State<Arc<Standby>>) -> impl IntoResponse {
-    let leader = lease::current(&s.store.pool)
+    let leader = lease::current(&s.store)
         .await
         .map(|l| format!("{} at {}", l.holder_name, l.http_addr))
         .unwrap_or_else(|_| "unknown (the database is unreachable)".into());

@@ -47,7 +47,7 @@ pub async fn start(cfg: BrokerConfig) -> anyhow::Result<Started> {
     else {
         anyhow::bail!("stopped while waiting to lead");
     };
-    let app = Broker::new(cfg, store).await?;
+    let app = crate::app::open(cfg, store).await?;
     let _ = app.leader.set(leadership);
     Ok(Started { app, grpc, http })
 }

@@ -163,7 +163,7 @@ async fn forty_concurrent_bookings_on_one_small_node_admit_exactly_what_fits() {
     let gpu = admitted.iter().filter(|(i, _)| i % 2 == 0).count();
     assert!(gpu <= GPU_FITS, "{gpu} GPU seats on room for {GPU_FITS}");
 
-    let pool = &a.store.pool;
+    let pool = &db.pool().await;
     assert_within_capacity(&peaks(pool, node).await);
     // The database holds exactly the admitted lessons' seats and rows.
     let (lessons, seats, owners): (i64, i64, i64) = sqlx::query_as(
@@ -233,7 +233,7 @@ async fn forty_concurrent_sql_writers_cannot_over_commit_one_node() {
     }
     // Four slices per device, two devices: eight, whatever the order.
     assert_eq!(ok, 2 * SLICES as usize);
-    assert_within_capacity(&peaks(&app.store.pool, node).await);
+    assert_within_capacity(&peaks(&db.pool().await, node).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -244,7 +244,7 @@ async fn direct_over_committing_insert_is_refused_with_cg001() {
         .await
         .unwrap();
     let node = small_node(&app, "school-direct", "small").await;
-    let pool = &app.store.pool;
+    let pool = &db.pool().await;
     let t0 = Utc::now() + Duration::hours(1);
     let insert = |dev: Option<i32>, cpu: i32, mem: i64, gmem: i64, pct: i32, from: i64, to: i64| {
         sqlx::query(

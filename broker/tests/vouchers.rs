@@ -34,6 +34,8 @@ const GRACE_S: i64 = 1;
 
 struct Harness {
     app: App,
+    /// The test's own connections, for reading and locking rows directly.
+    pool: sqlx::PgPool,
     shutdown: watch::Sender<bool>,
     // Dropped after `drop` below has stopped the clock.
     _db: TestDb,
@@ -71,15 +73,15 @@ async fn broker(with_clock: bool) -> Harness {
     let cfg = BrokerConfig::resolve(&args).unwrap();
     let store = Store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
-    let app = classgrid_broker::app::Broker::new(cfg, store)
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let app = classgrid_broker::app::open(cfg, store).await.unwrap();
     let (shutdown, rx) = watch::channel(false);
     if with_clock {
         tokio::spawn(clock::run(app.clone(), rx));
     }
     Harness {
         app,
+        pool,
         shutdown,
         _db: db,
     }
@@ -211,12 +213,15 @@ async fn issue(app: &App, school: &str, uah: i64, until: DateTime<Utc>) -> Uuid 
 }
 
 /// (kind, amount µAh, lesson, job) of every ledger row of a voucher, in order.
-async fn rows(app: &App, voucher: Uuid) -> Vec<(String, i64, Option<Uuid>, Option<Uuid>)> {
+async fn rows(
+    pool: &sqlx::PgPool,
+    voucher: Uuid,
+) -> Vec<(String, i64, Option<Uuid>, Option<Uuid>)> {
     sqlx::query_as(
         "SELECT kind, amount_uah, lesson_id, job_id FROM voucher_ledger WHERE voucher_id = $1 ORDER BY id",
     )
     .bind(voucher)
-    .fetch_all(&app.store.pool)
+    .fetch_all(pool)
     .await
     .unwrap()
 }
@@ -298,7 +303,7 @@ async fn fifty_concurrent_bookings_against_a_voucher_for_ten_admit_exactly_ten()
         refusals[0]
     );
 
-    let ledger = rows(&h.app, voucher).await;
+    let ledger = rows(&h.pool, voucher).await;
     assert_eq!(ledger[0], ("issue".into(), 10 * one, None, None));
     let holds: Vec<_> = ledger.iter().filter(|r| r.0 == "hold").collect();
     assert_eq!(holds.len(), 10, "one hold per admitted lesson");
@@ -309,7 +314,7 @@ async fn fifty_concurrent_bookings_against_a_voucher_for_ten_admit_exactly_ten()
     assert_eq!(held_for, admitted, "every hold is an admitted lesson's");
     assert_eq!(balance(&h.app, voucher).await, 0);
     let lessons: i64 = sqlx::query_scalar("SELECT count(*) FROM lessons")
-        .fetch_one(&h.app.store.pool)
+        .fetch_one(&h.pool)
         .await
         .unwrap();
     assert_eq!(lessons, 10, "a refused booking writes nothing");
@@ -326,7 +331,7 @@ async fn the_ledger_refuses_updates_deletes_and_overspending() {
         Utc::now() + chrono::Duration::days(1),
     )
     .await;
-    let pool = &h.app.store.pool;
+    let pool = &h.pool;
     let code = |e: sqlx::Error| match e {
         sqlx::Error::Database(d) => d.code().unwrap_or_default().to_string(),
         other => panic!("{other}"),
@@ -392,7 +397,7 @@ async fn cancelling_a_lesson_releases_its_whole_hold() {
     let held = 5_000_000 - balance(&h.app, voucher).await;
     assert!(held > 0);
     h.app.cancel_lesson(l.lesson.id, "snow day").await.unwrap();
-    let ledger = rows(&h.app, voucher).await;
+    let ledger = rows(&h.pool, voucher).await;
     let kinds: Vec<&str> = ledger.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(kinds, ["issue", "hold", "release"]);
     assert_eq!(ledger[1].1, -held);
@@ -424,7 +429,7 @@ async fn a_voucher_expires_on_its_date_and_holds_released_later_expire_too() {
 
     h.app.voucher_tick().await.unwrap();
     assert!(
-        rows(&h.app, voucher).await.iter().all(|r| r.0 != "expiry"),
+        rows(&h.pool, voucher).await.iter().all(|r| r.0 != "expiry"),
         "nothing expires before its date"
     );
     tokio::time::sleep((until - Utc::now()).to_std().unwrap_or_default()).await;
@@ -433,7 +438,7 @@ async fn a_voucher_expires_on_its_date_and_holds_released_later_expire_too() {
         "SELECT at, amount_uah FROM voucher_ledger WHERE voucher_id = $1 AND kind = 'expiry'",
     )
     .bind(voucher)
-    .fetch_one(&h.app.store.pool)
+    .fetch_one(&h.pool)
     .await
     .unwrap();
     assert!(
@@ -449,7 +454,7 @@ async fn a_voucher_expires_on_its_date_and_holds_released_later_expire_too() {
 
     // The hold comes back after the date: it expires at once.
     h.app.cancel_lesson(l.lesson.id, "").await.unwrap();
-    let kinds: Vec<String> = rows(&h.app, voucher)
+    let kinds: Vec<String> = rows(&h.pool, voucher)
         .await
         .into_iter()
         .map(|r| r.0)
@@ -493,7 +498,7 @@ async fn a_refused_lesson_after_its_bell_writes_and_sends_nothing() {
     for table in ["lessons", "seats", "assignments", "reservations"] {
         let n: i64 =
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(&h.app.store.pool)
+                .fetch_one(&h.pool)
                 .await
                 .unwrap();
         assert_eq!(n, 0, "{table} after a refusal");
@@ -530,7 +535,7 @@ async fn bookings_written_together_keep_each_schools_own_verdict() {
     }
 
     // Every voucher locked: the first batches wait, the rest queue.
-    let mut blocker = h.app.store.pool.begin().await.unwrap();
+    let mut blocker = h.pool.begin().await.unwrap();
     sqlx::query("SELECT id FROM vouchers FOR UPDATE")
         .execute(&mut *blocker)
         .await
@@ -556,7 +561,7 @@ async fn bookings_written_together_keep_each_schools_own_verdict() {
     )
     .bind(Uuid::now_v7())
     .bind(nodes[3].0)
-    .execute(&h.app.store.pool)
+    .execute(&h.pool)
     .await
     .unwrap();
     blocker.rollback().await.unwrap();
@@ -604,7 +609,7 @@ async fn bookings_written_together_keep_each_schools_own_verdict() {
 
     // The database holds the admitted six and nothing of the refused two.
     let count = |sql: &'static str| {
-        let pool = h.app.store.pool.clone();
+        let pool = h.pool.clone();
         async move {
             sqlx::query_scalar::<_, i64>(sql)
                 .fetch_one(&pool)
@@ -623,7 +628,7 @@ async fn bookings_written_together_keep_each_schools_own_verdict() {
         6
     );
     for (i, (voucher, (_, rx))) in vouchers.iter().zip(nodes.iter_mut()).enumerate() {
-        let holds: Vec<_> = rows(&h.app, *voucher)
+        let holds: Vec<_> = rows(&h.pool, *voucher)
             .await
             .into_iter()
             .filter(|r| r.0 == "hold")
@@ -783,7 +788,7 @@ async fn charges_equal_metered_slice_seconds_times_weight_and_csv_totals_equal_t
     let job_slice = 212.5;
     run_seat(&h.app, node, &mut rx, job_slice, Some(0)).await;
 
-    let pool = h.app.store.pool.clone();
+    let pool = h.pool.clone();
     let settled = wait_for(20, || {
         let pool = pool.clone();
         async move {
@@ -799,7 +804,7 @@ async fn charges_equal_metered_slice_seconds_times_weight_and_csv_totals_equal_t
     assert!(
         settled,
         "both holds settled: {:?}",
-        rows(&h.app, voucher).await
+        rows(&h.pool, voucher).await
     );
 
     let charge = |owner: &'static str, id: Uuid| {
@@ -827,7 +832,7 @@ async fn charges_equal_metered_slice_seconds_times_weight_and_csv_totals_equal_t
     assert_eq!(uah, 295_139);
 
     // Each hold was released whole; the balance is issue minus charges.
-    let ledger = rows(&h.app, voucher).await;
+    let ledger = rows(&h.pool, voucher).await;
     let held: i64 = ledger.iter().filter(|r| r.0 == "hold").map(|r| r.1).sum();
     let released: i64 = ledger
         .iter()
@@ -975,7 +980,7 @@ async fn bad_voucher_input_names_every_field_and_rule() {
     let e = h.app.set_quota("north-school", -1).await.unwrap_err();
     assert!(e.to_string().contains("max_concurrent_seats"), "{e}");
     let vs: i64 = sqlx::query_scalar("SELECT count(*) FROM vouchers")
-        .fetch_one(&h.app.store.pool)
+        .fetch_one(&h.pool)
         .await
         .unwrap();
     assert_eq!(vs, 0, "nothing half-written");
@@ -1079,7 +1084,7 @@ async fn a_burst_of_status_reports_starts_every_seat_and_refuses_only_the_bad_on
     let tail: String =
         sqlx::query_scalar("SELECT output_tail FROM assignments WHERE id = $1::uuid")
             .bind(&assigns[2].assignment_id)
-            .fetch_one(&h.app.store.pool)
+            .fetch_one(&h.pool)
             .await
             .unwrap();
     assert_eq!(tail, "ready\u{FFFD}");
@@ -1088,7 +1093,7 @@ async fn a_burst_of_status_reports_starts_every_seat_and_refuses_only_the_bad_on
         "SELECT s.state, s.endpoint FROM seats s WHERE s.lesson_id = $1 ORDER BY s.endpoint",
     )
     .bind(l.lesson.id)
-    .fetch_all(&h.app.store.pool)
+    .fetch_all(&h.pool)
     .await
     .unwrap();
     seats.sort();
@@ -1105,7 +1110,7 @@ async fn a_burst_of_status_reports_starts_every_seat_and_refuses_only_the_bad_on
         "SELECT slice_seconds FROM assignments WHERE seat_id IN (SELECT id FROM seats WHERE lesson_id = $1)",
     )
     .bind(l.lesson.id)
-    .fetch_all(&h.app.store.pool)
+    .fetch_all(&h.pool)
     .await
     .unwrap();
     assert_eq!(slices, vec![0.5; 4], "usage from the burst is recorded");
@@ -1139,7 +1144,7 @@ async fn many_nodes_reports_written_together_keep_each_nodes_own_verdict() {
 
     // Hold every seat's row, so the first bursts taken wait in the database
     // and the rest queue up behind them.
-    let mut blocker = h.app.store.pool.begin().await.unwrap();
+    let mut blocker = h.pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM seats WHERE lesson_id = $1 FOR UPDATE")
         .bind(l.lesson.id)
         .execute(&mut *blocker)
@@ -1180,7 +1185,7 @@ async fn many_nodes_reports_written_together_keep_each_nodes_own_verdict() {
     // Every seat but node 4's runs, at the endpoint its own node reported;
     // node 3's claim left node 4's seat as it was.
     let seat_of = |node: Uuid| {
-        let pool = h.app.store.pool.clone();
+        let pool = h.pool.clone();
         async move {
             sqlx::query_as::<_, (String, String)>(
                 "SELECT s.state, s.endpoint || '/' || a.state FROM seats s
@@ -1245,12 +1250,12 @@ async fn settlement_waits_for_a_disconnected_node_and_charges_its_late_usage() {
     // (1 s grace + 1 s) with the node still away.
     h.app.fleet.kick(node);
     tokio::time::sleep(Duration::from_secs(7)).await;
-    let released = |kind: &'static str| ledger_count(&h.app.store.pool, l.lesson.id, kind);
+    let released = |kind: &'static str| ledger_count(&h.pool, l.lesson.id, kind);
     assert_eq!(
         released("release").await,
         0,
         "{:?}",
-        rows(&h.app, voucher).await
+        rows(&h.pool, voucher).await
     );
 
     // Back: the agent reconnects and sends its final report.
@@ -1271,13 +1276,13 @@ async fn settlement_waits_for_a_disconnected_node_and_charges_its_late_usage() {
     assert!(
         wait_for(10, || async { released("release").await == 1 }).await,
         "settled once the node was back: {:?}",
-        rows(&h.app, voucher).await
+        rows(&h.pool, voucher).await
     );
     let metered: f64 = sqlx::query_scalar(
         "SELECT sum(metered_slice_seconds) FROM voucher_ledger WHERE lesson_id = $1 AND kind = 'charge'",
     )
     .bind(l.lesson.id)
-    .fetch_one(&h.app.store.pool)
+    .fetch_one(&h.pool)
     .await
     .unwrap();
     assert!(
@@ -1301,7 +1306,7 @@ async fn settlement_waits_for_the_final_report_past_settle_after() {
         .agent_statuses(node, &[report(pb::AssignmentState::Running, 0.1)])
         .await;
     assert!(refused.is_empty(), "{refused:?}");
-    let pool = h.app.store.pool.clone();
+    let pool = h.pool.clone();
     let count = |kind: &'static str| ledger_count(&pool, l.lesson.id, kind);
     // The lesson ends and its settlement falls due with the node connected
     // and caught up, but the stop's final report not yet sent: the clock
@@ -1328,7 +1333,7 @@ async fn settlement_waits_for_the_final_report_past_settle_after() {
     assert!(
         postponed,
         "the hold waited for the final report: {:?}",
-        rows(&h.app, voucher).await
+        rows(&h.pool, voucher).await
     );
     assert_eq!(count("release").await, 0, "settled before the final report");
 
@@ -1351,7 +1356,7 @@ async fn settlement_waits_for_the_final_report_past_settle_after() {
     assert!(
         wait_for(30, || async { count("charge").await == 1 }).await,
         "charged once the final report came: {:?}",
-        rows(&h.app, voucher).await
+        rows(&h.pool, voucher).await
     );
     let metered: f64 = sqlx::query_scalar(
         "SELECT sum(metered_slice_seconds) FROM voucher_ledger WHERE lesson_id = $1 AND kind = 'charge'",

@@ -3,7 +3,7 @@
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 
-use crate::app::App;
+use crate::state::App;
 
 pub fn router(app: App) -> Router {
     Router::new()
@@ -16,12 +16,10 @@ pub fn router(app: App) -> Router {
 }
 
 async fn healthz(State(app): State<App>) -> impl IntoResponse {
-    match sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&app.store.pool)
-        .await
-    {
-        Ok(_) => (StatusCode::OK, "ok\n"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n"),
+    if app.store.ping().await {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n")
     }
 }
 
@@ -29,10 +27,7 @@ async fn healthz(State(app): State<App>) -> impl IntoResponse {
 /// answers 503 from its own router (`leader`), so a load balancer sends
 /// traffic only here.
 async fn readyz(State(app): State<App>) -> impl IntoResponse {
-    let db = sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&app.store.pool)
-        .await
-        .is_ok();
+    let db = app.store.ping().await;
     let l = app.leader.get();
     let body = serde_json::json!({
         "ready": db, "role": "leader", "database": if db { "reachable" } else { "unreachable" },

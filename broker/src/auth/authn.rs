@@ -2,35 +2,15 @@
 //! revocation takes effect within that), node certificates, and the
 //! per-token rate limit.
 
-use std::num::NonZeroU32;
-
 use chrono::Utc;
 use tonic::Status;
-use uuid::Uuid;
 
 use super::{
     Caller, Role,
     pki::{self, Identity},
     tokens::{self, Rejection, TokenRecord},
 };
-use crate::app::Broker;
-
-pub type Limiter = governor::DefaultKeyedRateLimiter<String>;
-
-pub fn limiter(per_second: u32) -> Limiter {
-    let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(per_second.saturating_mul(2).max(1)).unwrap_or(NonZeroU32::MIN);
-    governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
-}
-
-pub type TokenCache = moka::future::Cache<Uuid, Option<TokenRecord>>;
-
-pub fn token_cache() -> TokenCache {
-    moka::future::Cache::builder()
-        .max_capacity(100_000)
-        .time_to_live(tokens::CACHE_TTL)
-        .build()
-}
+use crate::state::Broker;
 
 impl Broker {
     pub async fn authenticate(

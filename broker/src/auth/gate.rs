@@ -12,7 +12,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::Caller;
-use crate::app::App;
+use crate::state::App;
 
 /// Methods that do not take a bearer token: health and reflection are
 /// public; agents, edges and joins prove themselves with certificates or

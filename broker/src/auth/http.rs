@@ -11,7 +11,7 @@ use axum::{
 };
 
 use super::Caller;
-use crate::{api::rest::problem::Problem, app::App};
+use crate::{api::rest::problem::Problem, state::App};
 
 /// Where an HTTP request came from, for the audit log; empty when the server
 /// was started without connection info.

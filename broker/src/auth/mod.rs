@@ -3,6 +3,7 @@
 //! service layer, which scopes every read and write by it.
 
 pub mod authn;
+pub mod cache;
 pub mod config;
 pub mod gate;
 pub mod http;

@@ -14,7 +14,7 @@ use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::session::Session;
-use crate::app::App;
+use crate::state::App;
 
 /// A cheap summary of what the fleet pages show; a change means redraw.
 fn fleet_fingerprint(app: &App) -> u64 {

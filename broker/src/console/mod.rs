@@ -12,7 +12,8 @@ pub mod pages;
 pub mod reads;
 pub mod sampler;
 pub mod session;
-pub mod store;
+/// The console's reads live in the store, beside every other statement.
+pub use crate::store::console as store;
 pub mod svg;
 pub mod tz;
 
@@ -26,7 +27,7 @@ use axum::{
     routing::{get, post},
 };
 
-use crate::app::App;
+use crate::state::App;
 
 static ZONE: OnceLock<tz::Zone> = OnceLock::new();
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::app::App;
+use crate::state::App;
 
 /// Seconds between samples; tests shorten it to see a plot at once.
 pub const ENV: &str = "CLASSGRID_CONSOLE_SAMPLE_S";

@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use super::i18n::Lang;
 use crate::{
-    app::App,
     auth::{Caller, Role},
+    state::App,
 };
 
 /// A working day; a console left open overnight asks for the password again.

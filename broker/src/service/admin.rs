@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    app::Broker,
     auth::{Caller, Role, passwords, tokens},
     domain::{ServiceError, error::Checks},
+    state::Broker,
     store::security::{ApiTokenRow, AuditEntry, AuditRow, JoinTokenRow, UserRow},
 };
 

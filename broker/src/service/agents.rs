@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 use super::vouchers::settlement::USAGE_WAIT;
 use crate::{
-    app::Broker,
     domain::{
         ServiceError,
         error::Checks,
@@ -20,9 +19,10 @@ use crate::{
         states::{job as js, seat as ss},
     },
     fleet::LiveNode,
+    state::Broker,
     store::{
         assignments::{self, AssignmentRow},
-        jobs as job_store, lessons as lesson_store,
+        jobs as job_store,
         nodes::{DeviceRow, Registration},
         reservations,
     },
@@ -246,10 +246,8 @@ impl Broker {
             };
             reported.insert(id);
             if active.contains_key(&id) {
-                sqlx::query("UPDATE assignments SET generation = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(st.generation)
-                    .execute(&self.store.pool)
+                self.store
+                    .set_assignment_generation(id, st.generation)
                     .await?;
                 kept.push(st.clone());
             } else {
@@ -278,7 +276,7 @@ impl Broker {
             if a.ends_at > now {
                 resend.push(*id);
             } else {
-                let mut tx = self.store.pool.begin().await?;
+                let mut tx = self.store.begin().await?;
                 self.fence(&mut tx).await?;
                 assignments::release_for(&mut tx, a.seat_id, a.job_id).await?;
                 tx.commit().await?;
@@ -373,14 +371,10 @@ impl Broker {
             }
             let job = row.job_id.filter(|_| !row.released);
             if let (Some(job_id), Some(r)) = (job, run.iter().find(|r| r.id == row.id)) {
-                if let Err(e) = job_store::record_result(
-                    &self.store.pool,
-                    job_id,
-                    &r.st.endpoint,
-                    None,
-                    &r.tail,
-                )
-                .await
+                if let Err(e) = self
+                    .store
+                    .record_job_result(job_id, &r.st.endpoint, None, &r.tail)
+                    .await
                 {
                     refused.push(e.into());
                 }
@@ -451,27 +445,24 @@ impl Broker {
                 _ => return Ok(self.seat_changed(seat_id).await?),
             };
             let endpoint = (!st.endpoint.is_empty()).then_some(st.endpoint.as_str());
-            lesson_store::update_seat(
-                &self.store.pool,
-                seat_id,
-                seat_state,
-                endpoint,
-                msg.as_deref(),
-            )
-            .await?;
+            self.store
+                .update_seat(seat_id, seat_state, endpoint, msg.as_deref())
+                .await?;
             self.seat_changed(seat_id).await?;
         }
         // A released assignment's last words (a preempted or cancelled run)
         // must not decide the fate of the job's later runs.
         if let Some(job_id) = a.job_id.filter(|_| !released) {
-            job_store::record_result(&self.store.pool, job_id, &st.endpoint, exit, tail).await?;
+            self.store
+                .record_job_result(job_id, &st.endpoint, exit, tail)
+                .await?;
             let finished = match state {
                 "exited" if exit == Some(0) => Some(js::SUCCEEDED),
                 "exited" | "failed" => Some(js::FAILED),
                 _ => None,
             };
             if let Some(to) = finished {
-                let mut tx = self.store.pool.begin().await?;
+                let mut tx = self.store.begin().await?;
                 self.fence(&mut tx).await?;
                 let msg = if st.message.is_empty() {
                     to.to_string()
@@ -484,17 +475,11 @@ impl Broker {
                         .await?;
                 }
                 reservations::delete_owner(&mut tx, Owner::Job(job_id)).await?;
-                sqlx::query(
-                    "UPDATE assignments SET state = $2 WHERE id = $1 AND state <> 'released'",
-                )
-                .bind(id)
-                .bind(state)
-                .execute(&mut *tx)
-                .await?;
+                assignments::set_final_state(&mut tx, id, state).await?;
                 tx.commit().await?;
                 // The job's capacity is free now, not at the next reload:
                 // queued jobs and bookings planned meanwhile may use it.
-                self.refresh_owners(&[Owner::Job(job_id)]).await?;
+                self.reserver.refresh_owners(&[Owner::Job(job_id)]).await?;
             }
         }
         Ok(())

@@ -15,152 +15,43 @@
 //! capacity conflict, answer an earlier request_id) apply.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    sync::{Arc, Mutex},
+    collections::{HashMap, HashSet},
+    sync::Arc,
 };
 
-use chrono::{DateTime, Utc};
-use classgrid_placement::{self as placement, Admission, Owner, Request};
+use chrono::Utc;
+use classgrid_placement::{self as placement, Admission, Owner};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::{Connection, PgConnection};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{
-    lessons::LessonView,
-    new_seat,
-    vouchers::admission::{HoldPlan, write_holds},
-    writers::{self, BatchQueue, Conn},
-};
+use super::vouchers::admission::{HoldPlan, write_holds};
 use crate::{
-    app::Broker,
-    dispatch::SeatBinding,
+    bind::{SeatBinding, new_seat},
     domain::{
-        ServiceError,
         lesson::Booking,
         states::{lesson as ls, seat as ss},
     },
+    reserve::queue::{Booked, BookingWrite, Outcome, Queued, Written},
+    state::Broker,
     store::{
         assignments::{self, AssignmentRow},
-        lessons::{self as lesson_store, NewLesson, NewSeat, SeatInsert, SeatRow},
+        batch::{self, Conn},
+        lessons::{self as lesson_store, LessonView, NewLesson, NewSeat, SeatInsert, SeatRow},
         reservations,
     },
 };
 
 /// Batches written at the same time. Each writer keeps one connection of
-/// the pool (see `writers`); the rest serves reads, agents and the clock.
+/// the pool (see `store::batch`); the rest serves reads, agents and the clock.
 const WRITERS: usize = 4;
-/// Bookings in one transaction, at most.
-const MAX_BATCH: usize = 16;
 
-/// What a booking needs written: the validated booking and its request,
-/// fixed for all its attempts, and this attempt's admission.
-pub struct BookingWrite {
-    pub input: Arc<BookingInput>,
-    pub admission: Admission,
-}
-
-pub struct BookingInput {
-    pub b: Booking,
-    pub req: Request,
-    pub id: Uuid,
-    pub site_id: Uuid,
-    /// The reservations' window: the start less the staging lead, the end
-    /// plus grace.
-    pub window: (DateTime<Utc>, DateTime<Utc>),
-    /// The fleet the booking was planned on (it names the seats' nodes).
-    pub fleet: Arc<placement::Fleet>,
-}
-
-/// A committed booking: the lesson as written, and the assignments to send
-/// when it started as it was booked.
-pub struct Booked {
-    pub view: LessonView,
-    pub started: Vec<AssignmentRow>,
-}
-
-/// Written, or refused by vouchers or quota with nothing written.
-pub type Written = Result<Booked, ServiceError>;
-
-enum Outcome {
-    Done(sqlx::Result<Written>),
-    /// The batch failed in the database and nothing of it was written.
-    Alone,
-}
-
-pub(crate) struct Queued {
-    write: Arc<BookingWrite>,
-    reply: oneshot::Sender<Outcome>,
-}
-
-/// Bookings waiting for a writer, and the schools of the batches being
-/// written. A batch never takes a school that another batch in flight
-/// holds: a batch keeps its schools' voucher rows locked until it commits,
-/// and batches sharing schools queued behind each other in convoys.
-#[derive(Default)]
-pub struct BookingWriters {
-    state: Mutex<Waiting>,
-    wake: Notify,
-}
-
-#[derive(Default)]
-struct Waiting {
-    queue: VecDeque<Queued>,
-    busy: HashSet<Uuid>,
-}
-
-impl BatchQueue for BookingWriters {
-    type Item = Queued;
-
-    fn wake(&self) -> &Notify {
-        &self.wake
-    }
-
-    /// The oldest waiting bookings whose schools are free, one per school
-    /// (a school's quota check reads its committed seats, so its second
-    /// booking must see the first written); their schools are now busy.
-    fn take_batch(&self) -> Vec<Queued> {
-        let mut g = self.lock();
-        let Waiting { queue, busy } = &mut *g;
-        let mut batch = Vec::new();
-        let mut rest = VecDeque::with_capacity(queue.len());
-        for q in queue.drain(..) {
-            if batch.len() < MAX_BATCH && busy.insert(q.write.input.site_id) {
-                batch.push(q);
-            } else {
-                rest.push_back(q);
-            }
-        }
-        *queue = rest;
-        batch
-    }
-}
-
-impl BookingWriters {
-    fn push(&self, q: Queued) {
-        self.lock().queue.push_back(q);
-        self.wake.notify_waiters();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn release(&self, batch: &[Queued]) {
-        let mut g = self.lock();
-        for q in batch {
-            g.busy.remove(&q.write.input.site_id);
-        }
-        drop(g);
-        self.wake.notify_waiters();
-    }
-}
-
-/// Starts the booking writers (see `writers`).
+/// Starts the booking writers (see `store::batch`).
 pub fn start(broker: &Arc<Broker>) {
     let queue = broker.booking_writes.clone();
-    writers::spawn(broker, queue, WRITERS, |b, conn, batch| async move {
+    batch::spawn(broker, queue, WRITERS, |b, conn, batch| async move {
         b.write_batch(conn, batch).await
     });
 }
@@ -178,7 +69,7 @@ impl Broker {
             return r;
         }
         // Its batch failed: write it by itself.
-        let mut conn = self.store.pool.acquire().await?;
+        let mut conn = self.store.acquire().await?;
         let mut alone = self.write_bookings(&mut conn, &[&w]).await?;
         Ok(alone.remove(0))
     }
@@ -188,9 +79,10 @@ impl Broker {
     async fn write_batch(&self, conn: Option<Conn>, batch: Vec<Queued>) -> Option<Conn> {
         let writes: Vec<&BookingWrite> = batch.iter().map(|q| &*q.write).collect();
         self.metrics.booking_batch_size.observe(writes.len() as f64);
-        let (conn, result) =
-            writers::on_connection(self, conn, async |c| self.write_bookings(c, &writes).await)
-                .await;
+        let (conn, result) = batch::on_connection(&self.store, conn, async |c| {
+            self.write_bookings(c, &writes).await
+        })
+        .await;
         self.booking_writes.release(&batch);
         match result {
             Ok(written) => {
@@ -279,7 +171,7 @@ impl Broker {
         // milliseconds; cut the jobs there.
         for p in &admitted {
             let cut = reservations::to_time(p.w.input.req.window.start);
-            self.preempt_jobs(&mut tx, &p.w.admission.preempted, cut, p.w.input.id)
+            reservations::preempt_jobs(&mut tx, &p.w.admission.preempted, cut, p.w.input.id)
                 .await?;
         }
         let seats: Vec<SeatInsert> = admitted

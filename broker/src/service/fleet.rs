@@ -1,8 +1,8 @@
 //! Sites: created by admins, referenced by every node, edge and lesson.
 
 use crate::{
-    app::Broker,
     domain::{ServiceError, error::Checks},
+    state::Broker,
     store::sites::SiteRow,
 };
 

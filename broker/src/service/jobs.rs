@@ -2,20 +2,24 @@
 //! yield to lessons when one needs their capacity.
 
 use chrono::Utc;
-use classgrid_placement::{Decision, Owner, Request, Reservation, SeatPlacement, job_priority};
+use std::sync::Arc;
+
+use classgrid_placement::{Owner, Request, Reservation, SeatPlacement, job_priority};
 use tracing::info;
 use uuid::Uuid;
 
-use super::{grants, window_ms};
+use super::window_ms;
 use crate::{
-    app::Broker,
+    bind::grants,
     domain::{
         ServiceError,
         lesson::{RawJob, parse_job},
         states::job as js,
     },
+    reserve::{Plan, Reserved, only_seat},
+    state::Broker,
     store::{
-        self, assignments,
+        assignments,
         assignments::Payload,
         jobs::{self as job_store, JobRow, NewJob},
         reservations,
@@ -41,7 +45,7 @@ impl Broker {
                 )
             })?;
         let id = Uuid::now_v7();
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin().await?;
         self.fence(&mut tx).await?;
         let inserted = job_store::insert(
             &mut tx,
@@ -91,7 +95,7 @@ impl Broker {
                 job.state
             )));
         }
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin().await?;
         self.fence(&mut tx).await?;
         if !job_store::set_state(
             &mut *tx,
@@ -110,7 +114,7 @@ impl Broker {
         reservations::delete_owner(&mut tx, Owner::Job(id)).await?;
         self.settle_vouchers(&mut tx, Owner::Job(id), false).await?;
         tx.commit().await?;
-        self.refresh_owners(&[Owner::Job(id)]).await?;
+        self.reserver.refresh_owners(&[Owner::Job(id)]).await?;
         self.send_releases(&released, "job cancelled");
         self.job(id).await
     }
@@ -136,53 +140,41 @@ impl Broker {
             may_preempt: false,
         };
         let fleet = self.fleet.snapshot();
-        for _ in 0..4 {
-            let (decision, hold) = self
-                .plan_with(&fleet, &req, Some(Owner::Job(job.id)), reload_on_refusal)
-                .await?;
-            let (a, hold) = match (decision, hold) {
-                (Decision::Admitted(a), Some(hold)) => (a, hold),
-                (Decision::Refused(e), _) => {
-                    job_store::set_message(
-                        &self.store.pool,
-                        job.id,
-                        &format!("queued: {}", e.summary),
-                    )
-                    .await?;
-                    return Ok(false);
-                }
-                (Decision::Admitted(_), None) => return Ok(false),
-            };
-            let Some(p) = a.seats.first() else {
-                self.abort_hold(hold).await?;
-                return Ok(false);
-            };
-            let started = self.write_job_start(job, &req, p, end).await;
-            match started {
-                Ok(None) => {
-                    self.abort_hold(hold).await?;
-                    return Ok(false);
-                }
-                Ok(Some(aid)) => {
-                    self.commit_hold(hold);
-                    // The held rows assumed every job preemptible; read back
-                    // what was written.
-                    self.refresh_owners(&[Owner::Job(job.id)]).await?;
-                    info!(job = %job.id, node = %p.node_id, "job started");
-                    self.send_assignment(aid).await?;
-                    return Ok(true);
-                }
-                Err(e) => {
-                    self.abort_hold(hold).await?;
-                    if store::is_capacity_conflict(&e) {
-                        self.reload_calendar().await?;
-                        continue;
-                    }
-                    return Err(e.into());
-                }
+        let req = &req;
+        let plan = Plan {
+            reload_on_refusal,
+            ..Plan::single(&fleet, self.rtt_table(), req, Owner::Job(job.id))
+        };
+        // The held rows assumed every job preemptible; the owner's rows are
+        // read back after the commit.
+        let reserved = self
+            .reserver
+            .reserve(plan, true, |a| async move {
+                let p = match only_seat(&a) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                };
+                Ok(match self.write_job_start(job, req, p, end).await? {
+                    Some(aid) => Ok((aid, p.node_id)),
+                    None => Err(ServiceError::Conflict("vouchers or quota refused".into())),
+                })
+            })
+            .await?;
+        match reserved {
+            Reserved::Done((aid, node)) => {
+                info!(job = %job.id, %node, "job started");
+                self.send_assignment(aid).await?;
+                Ok(true)
             }
+            Reserved::Refused(e) => {
+                self.store
+                    .set_job_message(job.id, &format!("queued: {}", e.summary))
+                    .await?;
+                Ok(false)
+            }
+            Reserved::Declined(_) | Reserved::Exhausted => Ok(false),
+            Reserved::Failed(e) => Err(e.into()),
         }
-        Ok(false)
     }
 
     /// Reserves the job's capacity, marks it running and writes its
@@ -203,7 +195,7 @@ impl Broker {
                 ..r
             })
             .collect();
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin().await?;
         self.fence(&mut tx).await?;
         // The school's vouchers before the nodes, in the order bookings lock
         // them: a job holding a node while it waited for a school that a
@@ -240,33 +232,23 @@ impl Broker {
     /// One pass of the job queue: stop jobs whose capacity a lesson claimed
     /// (they go back to the queue), then start queued jobs that now fit.
     pub async fn job_tick(&self) -> anyhow::Result<()> {
-        let due: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE state = 'running' AND preempt_at IS NOT NULL AND preempt_at <= now()",
-        )
-        .fetch_all(&self.store.pool)
-        .await?;
+        let due = self.store.jobs_due_for_preemption().await?;
         for id in due {
-            let mut tx = self.store.pool.begin().await?;
+            let mut tx = self.store.begin().await?;
             self.fence(&mut tx).await?;
             let released = assignments::release_for(&mut tx, None, Some(id)).await?;
             reservations::delete_owner(&mut tx, Owner::Job(id)).await?;
-            sqlx::query(
-                "UPDATE jobs SET state = 'queued', preempt_at = NULL, node_id = NULL, endpoint = '',
-                    message = 'preempted by a lesson; back in the queue' WHERE id = $1",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            job_store::requeue_preempted(&mut tx, id).await?;
             self.settle_vouchers(&mut tx, Owner::Job(id), false).await?;
             tx.commit().await?;
-            self.refresh_owners(&[Owner::Job(id)]).await?;
+            self.reserver.refresh_owners(&[Owner::Job(id)]).await?;
             info!(job = %id, "job preempted");
             self.send_releases(&released, "preempted by a lesson");
         }
         let queue = self.job_queue().await?;
         if !queue.is_empty() {
             // One fresh read of the calendar for the whole pass.
-            self.reload_calendar().await?;
+            self.reserver.reload_calendar().await?;
         }
         for job in queue {
             if let Err(e) = self.try_start_job(&job, false).await {
@@ -283,11 +265,7 @@ impl Broker {
         if queued.is_empty() {
             return Ok(queued);
         }
-        let running: Vec<(Uuid, i64)> = sqlx::query_as(
-            "SELECT school_site_id, count(*) FROM jobs WHERE state = 'running' GROUP BY school_site_id",
-        )
-        .fetch_all(&self.store.pool)
-        .await?;
+        let running = self.store.running_jobs_per_school().await?;
         let now = Utc::now();
         let mut ranked: Vec<(f64, JobRow)> = queued
             .into_iter()

@@ -3,34 +3,29 @@
 use std::{sync::Arc, time::Instant};
 
 use chrono::{DateTime, Utc};
-use classgrid_placement::{self as placement, DatasetRef, Decision, Owner, Request};
+use classgrid_placement::{self as placement, DatasetRef, Owner, Request};
 use tracing::info;
 use uuid::Uuid;
 
-use super::{
-    booking_writes::{Booked, BookingInput, BookingWrite},
-    window_ms,
-};
+use super::window_ms;
+pub use crate::store::lessons::LessonView;
 use crate::{
-    app::Broker,
     domain::{
         ServiceError,
         lesson::{RawBooking, parse_booking},
         states::{lesson as ls, seat as ss},
     },
+    reserve::{
+        Plan, Reserved,
+        queue::{Booked, BookingInput, BookingWrite},
+    },
+    state::Broker,
     store::{
         self, assignments,
-        lessons::{self as lesson_store, LessonRow, SeatRow},
+        lessons::{self as lesson_store, LessonRow},
         reservations,
     },
 };
-
-/// A lesson with its seats, as every transport shows it.
-#[derive(Debug, Clone)]
-pub struct LessonView {
-    pub lesson: LessonRow,
-    pub seats: Vec<SeatRow>,
-}
 
 const BOOK_ATTEMPTS: usize = 8;
 
@@ -103,134 +98,57 @@ impl Broker {
             fleet,
         });
         let (b, req, fleet) = (&input.b, &input.req, &input.fleet);
-        let mut transient = store::TransientRetry::default();
-        let mut attempts = 0;
-        while attempts < BOOK_ATTEMPTS {
-            attempts += 1;
-            let (decision, hold) = self.plan(fleet, req, Some(owner)).await?;
-            let (admission, hold) = match (decision, hold) {
-                (Decision::Admitted(a), Some(hold)) => (a, hold),
-                (Decision::Refused(e), _) => return Err(ServiceError::Refused(Box::new(e))),
-                (Decision::Admitted(_), None) => {
-                    return Err(ServiceError::Conflict(
-                        "placement held nothing; retry".into(),
-                    ));
+        let plan = Plan {
+            fleet,
+            rtt: Arc::new(self.rtt_table()),
+            req,
+            owner,
+            attempts: BOOK_ATTEMPTS,
+            reload_on_refusal: true,
+            wait_out_outages: true,
+        };
+        let reserved = self
+            .reserver
+            .reserve(plan, false, |admission| {
+                self.write_booking(Arc::new(BookingWrite {
+                    input: input.clone(),
+                    admission,
+                }))
+            })
+            .await?;
+        match reserved {
+            Reserved::Done(Booked { view, started }) => {
+                if started.is_empty() {
+                    self.clock.notify_one();
+                } else {
+                    info!(lesson = %id, "lesson live as booked");
+                    self.send_seat_assignments(&started, &b.datasets);
+                    self.lesson_changed(id);
                 }
-            };
-            let write = Arc::new(BookingWrite {
-                input: input.clone(),
-                admission,
-            });
-            let written = self.write_booking(write.clone()).await;
-            match written {
-                Ok(Err(refused)) => {
-                    self.abort_hold(hold).await?;
-                    return Err(refused);
-                }
-                Ok(Ok(Booked { view, started })) => {
-                    self.commit_hold(hold);
-                    self.refresh_owners(&write.admission.preempted).await?;
-                    if started.is_empty() {
-                        self.clock.notify_one();
-                    } else {
-                        info!(lesson = %id, "lesson live as booked");
-                        self.send_seat_assignments(&started, &b.datasets);
-                        self.lesson_changed(id);
-                    }
-                    return Ok(view);
-                }
-                Err(e) if store::is_transient(&e) => {
-                    // The database restarted or could not be reached, and
-                    // the batch wrote nothing (or, if the link broke during
-                    // COMMIT, the retry finds this lesson by its id). Try
-                    // again on a fresh connection, without counting it as a
-                    // capacity conflict, until the budget is spent.
-                    attempts -= 1;
-                    tolerate_transient(self.abort_hold(hold).await)?;
-                    tracing::warn!(lesson = %id, error = %e, "booking write failed; retrying");
-                    loop {
-                        if !transient.pause().await {
-                            return Err(ServiceError::Unavailable(
-                                crate::domain::error::DATABASE_UNAVAILABLE.into(),
-                            ));
-                        }
-                        if tolerate_transient(self.reload_calendar().await)?.is_some() {
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    self.abort_hold(hold).await?;
-                    // Someone else booked the same capacity since our
-                    // snapshot: the database refused and nothing was written.
-                    // Re-read the calendar and plan again.
-                    if store::is_capacity_conflict(&e) {
-                        self.reload_calendar().await?;
-                        continue;
-                    }
-                    if is_deadlock(&e) {
-                        continue;
-                    }
-                    // A concurrent retry with the same request_id won the
-                    // race: answer with its lesson, as for any retry.
-                    if let (true, Some(rid)) = (is_unique_violation(&e), b.request_id.as_deref())
-                        && let Some(existing) = self.store.lesson_by_request_id(rid).await?
-                    {
-                        return self.lesson(existing).await;
-                    }
-                    // An earlier try of this very booking committed, though
-                    // its connection broke before the answer came.
-                    if is_unique_violation(&e) && self.store.get_lesson(id).await?.is_some() {
-                        self.reload_calendar().await?;
-                        return self.lesson(id).await;
-                    }
-                    return Err(e.into());
-                }
+                Ok(view)
             }
+            Reserved::Refused(e) => Err(ServiceError::Refused(e)),
+            Reserved::Declined(refused) => Err(refused),
+            Reserved::Failed(e) => {
+                // A concurrent retry with the same request_id won the race:
+                // answer with its lesson, as for any retry.
+                if let (true, Some(rid)) = (store::is_unique_violation(&e), b.request_id.as_deref())
+                    && let Some(existing) = self.store.lesson_by_request_id(rid).await?
+                {
+                    return self.lesson(existing).await;
+                }
+                // An earlier try of this very booking committed, though its
+                // connection broke before the answer came.
+                if store::is_unique_violation(&e) && self.store.get_lesson(id).await?.is_some() {
+                    self.reserver.reload_calendar().await?;
+                    return self.lesson(id).await;
+                }
+                Err(e.into())
+            }
+            Reserved::Exhausted => Err(ServiceError::Conflict(
+                "capacity kept changing under concurrent bookings; retry the booking".into(),
+            )),
         }
-        Err(ServiceError::Conflict(
-            "capacity kept changing under concurrent bookings; retry the booking".into(),
-        ))
-    }
-
-    /// Shortens the reservations of jobs a lesson needs so that they end when
-    /// the lesson's window begins, and schedules their stop with their grace.
-    pub(crate) async fn preempt_jobs(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        owners: &[Owner],
-        window_start: DateTime<Utc>,
-        lesson_id: Uuid,
-    ) -> sqlx::Result<()> {
-        for o in owners {
-            let Owner::Job(job_id) = o else { continue };
-            sqlx::query(
-                "DELETE FROM reservations WHERE owner_kind = 'job' AND owner_id = $1 AND lower(during) >= $2",
-            )
-            .bind(job_id)
-            .bind(window_start)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query(
-                "UPDATE reservations SET during = tstzrange(lower(during), $2)
-                 WHERE owner_kind = 'job' AND owner_id = $1 AND upper(during) > $2",
-            )
-            .bind(job_id)
-            .bind(window_start)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query(
-                "UPDATE jobs SET preempt_at = LEAST(COALESCE(preempt_at, 'infinity'), $2 - make_interval(secs => grace_s)),
-                    message = $3 WHERE id = $1",
-            )
-            .bind(job_id)
-            .bind(window_start)
-            .bind(format!("will be preempted for lesson {lesson_id}"))
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(())
     }
 
     pub async fn lesson(&self, id: Uuid) -> Result<LessonView, ServiceError> {
@@ -282,7 +200,7 @@ impl Broker {
                 view.lesson.state
             )));
         }
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin().await?;
         self.fence(&mut tx).await?;
         let msg = if reason.is_empty() {
             "cancelled".to_string()
@@ -314,29 +232,10 @@ impl Broker {
         self.settle_vouchers(&mut tx, Owner::Lesson(id), false)
             .await?;
         tx.commit().await?;
-        self.refresh_owners(&[Owner::Lesson(id)]).await?;
+        self.reserver.refresh_owners(&[Owner::Lesson(id)]).await?;
         self.send_releases(&released, "lesson cancelled");
         self.lesson_changed(id);
         self.clock.notify_one();
         self.lesson(id).await
     }
-}
-
-/// PostgreSQL broke a lock cycle by aborting this transaction; nothing was
-/// written, so trying again is safe.
-/// Passes a transient failure as `None`, for a step that is tried again.
-fn tolerate_transient<T>(r: Result<T, ServiceError>) -> Result<Option<T>, ServiceError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(ServiceError::Unavailable(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn is_deadlock(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("40P01"))
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
 }

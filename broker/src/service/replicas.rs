@@ -34,7 +34,7 @@ impl Scoped<'_> {
                 "only a district admin may list the broker replicas".into(),
             ));
         }
-        let pool = &self.app.store.pool;
+        let pool = &self.app.store;
         // Replicas say they are alive several times a lease; three leases
         // of silence is gone.
         let window = (self.app.cfg.lease * 3).max(Duration::from_secs(5));

@@ -11,13 +11,13 @@ use uuid::Uuid;
 use super::lessons::LessonView;
 use super::vouchers::{BalanceView, RawLedgerQuery, RawVoucher};
 use crate::{
-    app::Broker,
     auth::Caller,
     domain::{
         ServiceError,
         lesson::{RawBooking, RawJob},
     },
     fleet::LiveNode,
+    state::Broker,
     store::{jobs::JobRow, lessons::LessonRow, sites::SiteRow},
 };
 use crate::{

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    app::Broker,
     domain::{ServiceError, error::Checks, spec::check_text},
+    state::Broker,
     store::{
         sites::SiteRow,
         vouchers::{self as store, LedgerFilter, LedgerRow, NewEntry, NewVoucher, VoucherRow},
@@ -184,7 +184,7 @@ impl Broker {
             return self.voucher(id).await;
         }
         let id = Uuid::now_v7();
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin().await?;
         let inserted = store::insert_voucher(
             &mut tx,
             &NewVoucher {

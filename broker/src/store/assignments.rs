@@ -48,6 +48,35 @@ const COLS: &str =
     "id, generation, kind, seat_id, job_id, node_id, state, payload, endpoint, ends_at";
 
 impl Store {
+    /// The generation an agent runs an assignment under, as it reported.
+    pub async fn set_assignment_generation(&self, id: Uuid, generation: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE assignments SET generation = $2 WHERE id = $1")
+            .bind(id)
+            .bind(generation)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Assignments pending, starting or running, per node.
+    pub async fn live_assignments_per_node(&self) -> sqlx::Result<Vec<(Uuid, i64)>> {
+        sqlx::query_as(
+            "SELECT node_id, count(*) FROM assignments WHERE state IN ('pending', 'starting', 'running') GROUP BY node_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Assignments pending, starting or running on one node.
+    pub async fn live_assignments_on(&self, node: Uuid) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM assignments WHERE node_id = $1 AND state IN ('pending', 'starting', 'running')",
+        )
+        .bind(node)
+        .fetch_one(&self.pool)
+        .await
+    }
+
     pub async fn get_assignment(&self, id: Uuid) -> sqlx::Result<Option<AssignmentRow>> {
         sqlx::query_as(sql!("SELECT {COLS} FROM assignments WHERE id = $1"))
             .bind(id)
@@ -280,4 +309,19 @@ pub async fn release_lesson(
     .bind(lesson_id)
     .fetch_all(&mut **tx)
     .await
+}
+
+/// An assignment's final state as its agent reported it, unless it was
+/// released meanwhile.
+pub async fn set_final_state(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: Uuid,
+    state: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE assignments SET state = $2 WHERE id = $1 AND state <> 'released'")
+        .bind(id)
+        .bind(state)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

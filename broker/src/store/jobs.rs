@@ -47,6 +47,16 @@ pub struct NewJob<'a> {
 }
 
 impl Store {
+    pub async fn record_job_result(
+        &self,
+        id: Uuid,
+        endpoint: &str,
+        exit_code: Option<i32>,
+        output_tail: &str,
+    ) -> sqlx::Result<()> {
+        record_result(&self.pool, id, endpoint, exit_code, output_tail).await
+    }
+
     pub async fn get_job(&self, id: Uuid) -> sqlx::Result<Option<JobRow>> {
         sqlx::query_as(sql!("{SELECT} WHERE j.id = $1"))
             .bind(id)
@@ -62,6 +72,28 @@ impl Store {
     }
 
     /// Queued jobs, highest priority first, oldest first within a priority.
+    /// Running jobs whose stop for a lesson is due.
+    pub async fn jobs_due_for_preemption(&self) -> sqlx::Result<Vec<Uuid>> {
+        sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE state = 'running' AND preempt_at IS NOT NULL AND preempt_at <= now()",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Running jobs per school, for the queue's `school_share` factor.
+    pub async fn running_jobs_per_school(&self) -> sqlx::Result<Vec<(Uuid, i64)>> {
+        sqlx::query_as(
+            "SELECT school_site_id, count(*) FROM jobs WHERE state = 'running' GROUP BY school_site_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn set_job_message(&self, id: Uuid, message: &str) -> sqlx::Result<()> {
+        set_message(&self.pool, id, message).await
+    }
+
     pub async fn queued_jobs(&self, limit: i64) -> sqlx::Result<Vec<JobRow>> {
         sqlx::query_as(sql!(
             "{SELECT} WHERE j.state = 'queued' ORDER BY j.priority DESC, j.created_at LIMIT $1"
@@ -160,6 +192,18 @@ pub async fn record_result(
     .bind(exit_code)
     .bind(output_tail)
     .execute(exec)
+    .await?;
+    Ok(())
+}
+
+/// A preempted job goes back to the queue, placed nowhere.
+pub async fn requeue_preempted(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET state = 'queued', preempt_at = NULL, node_id = NULL, endpoint = '',
+            message = 'preempted by a lesson; back in the queue' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }

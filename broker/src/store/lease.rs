@@ -3,7 +3,9 @@
 //! fence every plan-committing transaction passes first.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgPool, Postgres, Transaction};
+use sqlx::{FromRow, Postgres, Transaction};
+
+use super::Store;
 use uuid::Uuid;
 
 /// The advisory lock the fence holds shared and a takeover exclusive
@@ -46,7 +48,7 @@ pub struct ReplicaRow {
 /// returns the new epoch, or None while another replica holds it. Waits for
 /// the old leader's fenced transactions in flight to end first.
 pub async fn try_acquire(
-    pool: &PgPool,
+    store: &Store,
     me: &Replica,
     lease: std::time::Duration,
 ) -> sqlx::Result<Option<i64>> {
@@ -54,12 +56,12 @@ pub async fn try_acquire(
     // waiting exclusive request would queue the leader's fenced commits
     // behind it each time.
     let expired: bool = sqlx::query_scalar("SELECT expires_at < now() FROM broker_lease")
-        .fetch_one(pool)
+        .fetch_one(&store.pool)
         .await?;
     if !expired {
         return Ok(None);
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = store.pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(LEASE_LOCK)
         .execute(&mut *tx)
@@ -87,7 +89,7 @@ pub async fn try_acquire(
 /// lock orders this renewal and a standby's takeover, and whichever comes
 /// second sees the other's write.
 pub async fn renew(
-    pool: &PgPool,
+    store: &Store,
     me: Uuid,
     epoch: i64,
     lease: std::time::Duration,
@@ -99,32 +101,32 @@ pub async fn renew(
     .bind(me)
     .bind(epoch)
     .bind(lease.as_secs_f64())
-    .execute(pool)
+    .execute(&store.pool)
     .await?;
     Ok(r.rows_affected() == 1)
 }
 
 /// Gives the lease up at once (a clean stop), so a standby need not wait
 /// for it to expire.
-pub async fn give_up(pool: &PgPool, me: Uuid, epoch: i64) -> sqlx::Result<()> {
+pub async fn give_up(store: &Store, me: Uuid, epoch: i64) -> sqlx::Result<()> {
     sqlx::query("UPDATE broker_lease SET expires_at = now() WHERE holder = $1 AND epoch = $2")
         .bind(me)
         .bind(epoch)
-        .execute(pool)
+        .execute(&store.pool)
         .await?;
     Ok(())
 }
 
-pub async fn current(pool: &PgPool) -> sqlx::Result<LeaseRow> {
+pub async fn current(store: &Store) -> sqlx::Result<LeaseRow> {
     sqlx::query_as(
         "SELECT holder, holder_name, grpc_addr, http_addr, epoch, since, expires_at FROM broker_lease",
     )
-    .fetch_one(pool)
+    .fetch_one(&store.pool)
     .await
 }
 
 /// Says that `me` is alive (once at start, then with every lease step).
-pub async fn seen(pool: &PgPool, me: &Replica) -> sqlx::Result<()> {
+pub async fn seen(store: &Store, me: &Replica) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO broker_replicas (id, name, grpc_addr, http_addr) VALUES ($1, $2, $3, $4)
          ON CONFLICT (id) DO UPDATE SET seen_at = now()",
@@ -133,24 +135,24 @@ pub async fn seen(pool: &PgPool, me: &Replica) -> sqlx::Result<()> {
     .bind(&me.name)
     .bind(&me.grpc_addr)
     .bind(&me.http_addr)
-    .execute(pool)
+    .execute(&store.pool)
     .await?;
     Ok(())
 }
 
 /// Replicas heard from within `within`, newest first; older rows are
 /// removed.
-pub async fn replicas(pool: &PgPool, within: std::time::Duration) -> sqlx::Result<Vec<ReplicaRow>> {
+pub async fn replicas(store: &Store, within: std::time::Duration) -> sqlx::Result<Vec<ReplicaRow>> {
     sqlx::query("DELETE FROM broker_replicas WHERE seen_at < now() - make_interval(secs => $1)")
         .bind(within.as_secs_f64() * 20.0)
-        .execute(pool)
+        .execute(&store.pool)
         .await?;
     sqlx::query_as(
         "SELECT id, name, grpc_addr, http_addr, started_at, seen_at FROM broker_replicas
           WHERE seen_at >= now() - make_interval(secs => $1) ORDER BY started_at DESC",
     )
     .bind(within.as_secs_f64())
-    .fetch_all(pool)
+    .fetch_all(&store.pool)
     .await
 }
 

@@ -172,6 +172,16 @@ impl NewSeat {
 }
 
 impl Store {
+    pub async fn update_seat(
+        &self,
+        seat_id: Uuid,
+        state: &str,
+        endpoint: Option<&str>,
+        message: Option<&str>,
+    ) -> sqlx::Result<()> {
+        update_seat(&self.pool, seat_id, state, endpoint, message).await
+    }
+
     pub async fn get_lesson(&self, id: Uuid) -> sqlx::Result<Option<LessonRow>> {
         sqlx::query_as(sql!(
             "SELECT {LESSON_COLS} FROM lessons l JOIN sites s ON s.id = l.school_site_id WHERE l.id = $1"
@@ -445,4 +455,11 @@ pub async fn update_seat(
     .execute(exec)
     .await?;
     Ok(())
+}
+
+/// A lesson with its seats, as every transport shows it.
+#[derive(Debug, Clone)]
+pub struct LessonView {
+    pub lesson: LessonRow,
+    pub seats: Vec<SeatRow>,
 }

@@ -10,10 +10,13 @@ macro_rules! sql {
 }
 
 pub mod assignments;
+pub(crate) mod batch;
+pub mod console;
 pub mod jobs;
 pub mod lease;
 pub mod lessons;
 pub mod nodes;
+pub(crate) mod progress_queue;
 pub mod reservations;
 pub mod rtt;
 pub mod scoped;
@@ -36,9 +39,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// was no better (docs/benchmarks.md).
 pub const DEFAULT_CONNECTIONS: u32 = 32;
 
+/// The broker's one door to PostgreSQL: every statement is written in this
+/// module's files, and transactions open here (`begin`).
 #[derive(Clone)]
 pub struct Store {
-    pub pool: PgPool,
+    pool: PgPool,
 }
 
 impl Store {
@@ -69,6 +74,25 @@ impl Store {
             .await
             .map_err(|e| unreachable_db(url, e))?;
         Ok(Self { pool })
+    }
+
+    /// A transaction, for the statements of one change.
+    pub async fn begin(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.pool.begin().await
+    }
+
+    /// A connection of the pool, for a writer that keeps one between
+    /// batches (`batch`).
+    pub async fn acquire(&self) -> sqlx::Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.pool.acquire().await
+    }
+
+    /// Whether the database answers now.
+    pub async fn ping(&self) -> bool {
+        sqlx::query_scalar::<_, i32>("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .is_ok()
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
@@ -117,6 +141,18 @@ fn unreachable_db(url: &str, e: sqlx::Error) -> anyhow::Error {
 pub fn is_capacity_conflict(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("CG001")
         || d.constraint() == Some("reservations_node_id_fkey"))
+}
+
+/// True when PostgreSQL broke a lock cycle by aborting the transaction:
+/// nothing was written, so trying again is safe.
+pub fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("40P01"))
+}
+
+/// True when a unique constraint refused the row (a request id or an id
+/// already written).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
 }
 
 /// True when the error means the connection it came on is no use any more:

@@ -198,3 +198,41 @@ pub async fn delete_seat(tx: &mut Transaction<'_, Postgres>, seat_id: Uuid) -> s
         .await?;
     Ok(())
 }
+
+/// Shortens the reservations of jobs a lesson needs so that they end when
+/// the lesson's window begins, and schedules their stop with their grace.
+pub async fn preempt_jobs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    owners: &[Owner],
+    window_start: DateTime<Utc>,
+    lesson_id: Uuid,
+) -> sqlx::Result<()> {
+    for o in owners {
+        let Owner::Job(job_id) = o else { continue };
+        sqlx::query(
+            "DELETE FROM reservations WHERE owner_kind = 'job' AND owner_id = $1 AND lower(during) >= $2",
+        )
+        .bind(job_id)
+        .bind(window_start)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE reservations SET during = tstzrange(lower(during), $2)
+             WHERE owner_kind = 'job' AND owner_id = $1 AND upper(during) > $2",
+        )
+        .bind(job_id)
+        .bind(window_start)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET preempt_at = LEAST(COALESCE(preempt_at, 'infinity'), $2 - make_interval(secs => grace_s)),
+                message = $3 WHERE id = $1",
+        )
+        .bind(job_id)
+        .bind(window_start)
+        .bind(format!("will be preempted for lesson {lesson_id}"))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

@@ -154,6 +154,22 @@ const LEDGER_COLS: &str =
 const HOLD_COLS: &str = "l.id, l.voucher_id, l.school_site_id, l.amount_uah, l.lesson_id, l.job_id, v.valid_until, l.at";
 
 impl Store {
+    pub async fn postpone_settlement(
+        &self,
+        hold_ids: &[i64],
+        due_at: DateTime<Utc>,
+    ) -> sqlx::Result<()> {
+        postpone_settlement(&self.pool, hold_ids, due_at).await
+    }
+
+    pub async fn owner_assignment_nodes(
+        &self,
+        owner: Owner,
+        from: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<(Uuid, DateTime<Utc>, bool)>> {
+        owner_assignment_nodes(&self.pool, owner, from).await
+    }
+
     pub async fn voucher_by_request_id(&self, rid: &str) -> sqlx::Result<Option<Uuid>> {
         sqlx::query_scalar("SELECT id FROM vouchers WHERE request_id = $1")
             .bind(rid)
@@ -653,4 +669,12 @@ pub async fn has_assignments_since(
 /// True when the error is the ledger trigger refusing to go below zero.
 pub fn is_overspend(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("CG003"))
+}
+
+/// The school a voucher belongs to.
+pub async fn school_of(tx: &mut Transaction<'_, Postgres>, voucher: Uuid) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar("SELECT school_site_id FROM vouchers WHERE id = $1")
+        .bind(voucher)
+        .fetch_one(&mut **tx)
+        .await
 }

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use classgrid_broker::{
-    app::{App, Broker},
+    app::App,
     config::{BrokerConfig, ServeArgs},
     domain::{
         lesson::RawBooking,
@@ -28,6 +28,13 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// The test's own connections to this database, for reading rows
+    /// directly; the broker's store runs only its own statements.
+    #[allow(dead_code)]
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url).await.unwrap()
+    }
+
     /// `prefix` names the test file's databases, e.g. `cg_cap`.
     pub async fn new(prefix: &str) -> Self {
         let name = format!("{prefix}_{}", Uuid::new_v4().simple());
@@ -81,7 +88,7 @@ pub async fn broker(db: &TestDb) -> App {
         .await
         .unwrap();
     store.migrate().await.unwrap();
-    Broker::new(cfg, store).await.unwrap()
+    classgrid_broker::app::open(cfg, store).await.unwrap()
 }
 
 /// Registers a node on `app` and keeps its session open; returns its id.

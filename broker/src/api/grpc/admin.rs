@@ -7,8 +7,8 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, status};
 use crate::{
-    app::App,
     auth::gate::{caller, source_of_request},
+    state::App,
     store::security::{ApiTokenRow, JoinTokenRow},
 };
 

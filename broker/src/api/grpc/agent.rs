@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use super::status;
-use crate::app::App;
+use crate::state::App;
 
 pub struct Agents(pub App);
 

@@ -6,7 +6,7 @@ use classgrid_proto::v1::{self as pb, edge_service_server::EdgeService};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{relay, status};
-use crate::{app::App, auth::pki::Identity, domain::ServiceError, store::sites::EdgeRow};
+use crate::{auth::pki::Identity, domain::ServiceError, state::App, store::sites::EdgeRow};
 
 pub struct Edges(pub App);
 

@@ -3,7 +3,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, status};
 use crate::auth::gate::caller;
-use crate::{app::App, fleet::LiveNode};
+use crate::{fleet::LiveNode, state::App};
 
 pub struct FleetApi(pub App);
 
@@ -54,24 +54,23 @@ pub fn node(n: &LiveNode, site: &str, running: i32) -> pb::Node {
 
 impl FleetApi {
     async fn running_counts(&self) -> Result<std::collections::HashMap<uuid::Uuid, i64>, Status> {
-        let rows: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
-            "SELECT node_id, count(*) FROM assignments WHERE state IN ('pending', 'starting', 'running') GROUP BY node_id",
-        )
-        .fetch_all(&self.0.store.pool)
-        .await
-        .map_err(|e| status(e.into()))?;
+        let rows = self
+            .0
+            .store
+            .live_assignments_per_node()
+            .await
+            .map_err(|e| status(e.into()))?;
         Ok(rows.into_iter().collect())
     }
 
     /// One node as the API shows it, with its site's name and what runs there.
     async fn node_out(&self, n: &LiveNode) -> Result<pb::Node, Status> {
-        let running: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM assignments WHERE node_id = $1 AND state IN ('pending', 'starting', 'running')",
-        )
-        .bind(n.id)
-        .fetch_one(&self.0.store.pool)
-        .await
-        .map_err(|e| status(e.into()))?;
+        let running = self
+            .0
+            .store
+            .live_assignments_on(n.id)
+            .await
+            .map_err(|e| status(e.into()))?;
         let site = self
             .0
             .fleet

@@ -2,7 +2,7 @@ use classgrid_proto::v1::{self as pb, job_service_server::JobService};
 use tonic::{Request, Response, Status};
 
 use super::{convert, status};
-use crate::{app::App, auth::gate::caller, domain::lesson::RawJob};
+use crate::{auth::gate::caller, domain::lesson::RawJob, state::App};
 
 pub struct Jobs(pub App);
 

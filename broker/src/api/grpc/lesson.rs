@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, status};
 use crate::auth::gate::caller;
-use crate::{app::App, domain::lesson::RawBooking};
+use crate::{domain::lesson::RawBooking, state::App};
 
 pub struct Lessons(pub App);
 

@@ -15,8 +15,8 @@ use tokio::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    app::App,
     relay::{Conn, Refusal, Ticket, Via},
+    state::App,
     store::sites::EdgeRow,
 };
 

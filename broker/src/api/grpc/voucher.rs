@@ -6,9 +6,9 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, status};
 use crate::{
-    app::App,
     auth::gate::caller,
     service::vouchers::{RawLedgerQuery, RawVoucher, SchoolBalance},
+    state::App,
     store::vouchers::{LedgerRow, VoucherRow},
     vouchers::{hours_f64, report},
 };

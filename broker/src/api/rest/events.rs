@@ -11,7 +11,7 @@ use axum::{
 use futures::{Stream, StreamExt};
 
 use super::{extract::parse_id, lessons::lesson, problem::ApiResult};
-use crate::{app::App, auth::Caller};
+use crate::{auth::Caller, state::App};
 
 /// Watch a lesson as Server-Sent Events: `event: lesson`, `data:` the
 /// lesson as JSON (the `Lesson` schema), first now and then on each change.

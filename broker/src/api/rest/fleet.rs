@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{extract::Params, model::rfc3339, problem::ApiResult};
-use crate::{app::App, auth::Caller, fleet::LiveNode};
+use crate::{auth::Caller, fleet::LiveNode, state::App};
 
 pub fn router() -> Router<App> {
     Router::new()

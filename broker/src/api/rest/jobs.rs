@@ -16,7 +16,7 @@ use super::{
     model::{SeatSpec, Workload, rfc3339},
     problem::ApiResult,
 };
-use crate::{app::App, auth::Caller, domain::lesson::RawJob, store::jobs::JobRow};
+use crate::{auth::Caller, domain::lesson::RawJob, state::App, store::jobs::JobRow};
 
 pub fn router() -> Router<App> {
     Router::new()

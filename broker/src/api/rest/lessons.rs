@@ -17,7 +17,7 @@ use super::{
     problem::ApiResult,
 };
 use crate::{
-    app::App, auth::Caller, domain::lesson::RawBooking, service::lessons::LessonView,
+    auth::Caller, domain::lesson::RawBooking, service::lessons::LessonView, state::App,
     store::lessons::SeatRow,
 };
 
@@ -26,7 +26,6 @@ pub fn router() -> Router<App> {
         .route("/v1/lessons", get(list).post(book))
         .route("/v1/lessons/{id}", get(read).delete(cancel))
         .route("/v1/lessons/{id}/explain", get(explain))
-        .route("/v1/lessons/{id}/events", get(super::events::events))
 }
 
 /// A lesson booking. Send `Idempotency-Key` so that a retry never books twice.

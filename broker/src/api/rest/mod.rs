@@ -18,12 +18,15 @@ pub mod vouchers;
 
 use axum::{Router, extract::DefaultBodyLimit, http::StatusCode, routing::get};
 
-use crate::app::App;
+use crate::state::App;
 
 /// Every `/v1` route and `/openapi.json`.
 pub fn router() -> Router<App> {
     Router::new()
         .merge(lessons::router())
+        // Beside, not inside, the lessons' router: the stream encodes with
+        // the lessons' model, and the two files would import each other.
+        .route("/v1/lessons/{id}/events", get(events::events))
         .merge(jobs::router())
         .merge(fleet::router())
         .merge(vouchers::router())

@@ -18,9 +18,9 @@ use super::{
     problem::{ApiResult, Problem},
 };
 use crate::{
-    app::App,
     auth::Caller,
     service::vouchers::{RawLedgerQuery, RawVoucher, SchoolBalance},
+    state::App,
     store::vouchers::{LedgerRow, VoucherRow},
     vouchers::{hours_f64, report},
 };

@@ -18,7 +18,7 @@ use super::{
     },
     opt,
 };
-use crate::{app::App, domain::ServiceError};
+use crate::{domain::ServiceError, state::App};
 
 pub async fn page(
     State(app): State<App>,

@@ -17,7 +17,7 @@ use super::{
     },
     opt,
 };
-use crate::app::App;
+use crate::state::App;
 
 pub async fn page(
     State(app): State<App>,

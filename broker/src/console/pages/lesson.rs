@@ -19,7 +19,7 @@ use super::super::{
     session::Session,
     zone,
 };
-use crate::{app::App, domain::ServiceError};
+use crate::{domain::ServiceError, state::App};
 
 pub async fn detail(
     State(app): State<App>,

@@ -15,8 +15,8 @@ use super::super::{
     session::{self, LANG_COOKIE, Session},
 };
 use crate::{
-    app::App,
     auth::{Caller, Role, passwords},
+    state::App,
 };
 
 fn login_page(l: Lang, failed: bool, user: &str) -> String {

@@ -18,7 +18,7 @@ use super::super::{
     session::Session,
     svg, zone,
 };
-use crate::{app::App, domain::ServiceError};
+use crate::{domain::ServiceError, state::App};
 
 const PLOT_HOURS: i64 = 6;
 

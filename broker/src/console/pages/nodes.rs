@@ -19,7 +19,7 @@ use super::{
     },
     opt,
 };
-use crate::app::App;
+use crate::state::App;
 
 const STATES: &[&str] = &[
     "connected",

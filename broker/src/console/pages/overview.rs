@@ -12,7 +12,7 @@ use super::super::{
     session::Session,
     zone,
 };
-use crate::{app::App, domain::ServiceError};
+use crate::{domain::ServiceError, state::App};
 
 pub async fn page(State(app): State<App>, s: Session, uri: Uri) -> Response {
     match build(&app, &s).await {

@@ -21,7 +21,7 @@ use super::{
     },
     opt,
 };
-use crate::{app::App, domain::ServiceError, store::lessons::LessonRow};
+use crate::{domain::ServiceError, state::App, store::lessons::LessonRow};
 
 /// Local hours a day view shows when every lesson fits in them.
 const DAY_FROM_H: i64 = 7;

@@ -10,9 +10,9 @@ use super::super::{
     svg, zone,
 };
 use crate::{
-    app::App,
     domain::ServiceError,
     service::vouchers::RawLedgerQuery,
+    state::App,
     store::vouchers::LedgerRow,
     vouchers::{MicroHours, UAH_PER_HOUR, hours_f64},
 };

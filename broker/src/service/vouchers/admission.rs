@@ -10,10 +10,10 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
-    app::Broker,
     domain::ServiceError,
+    state::Broker,
     store::{
-        jobs::{self as job_store, JobRow},
+        jobs::JobRow,
         vouchers::{self as store, NewEntry},
     },
     vouchers::{
@@ -172,7 +172,7 @@ impl Broker {
             }
             Err((_, sentence)) => {
                 let msg = format!("queued: {sentence}");
-                job_store::set_message(&self.store.pool, job.id, &msg).await?;
+                self.store.set_job_message(job.id, &msg).await?;
                 Ok(false)
             }
         }

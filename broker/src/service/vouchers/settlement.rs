@@ -13,7 +13,7 @@ use sqlx::{Postgres, Transaction};
 use tracing::{info, warn};
 
 use crate::{
-    app::Broker,
+    state::Broker,
     store::vouchers::{self as store, HoldRow, NewEntry},
     vouchers::{
         MicroHours,
@@ -89,17 +89,13 @@ impl Broker {
     pub async fn voucher_tick(&self) -> anyhow::Result<()> {
         let now = Utc::now();
         for id in self.store.vouchers_due_to_expire(now).await? {
-            let mut tx = self.store.pool.begin().await?;
+            let mut tx = self.store.begin().await?;
             store::lock_vouchers(&mut tx, &[id]).await?;
             if store::has_expired(&mut tx, id).await? {
                 continue;
             }
             let balance = store::balance_of(&mut tx, id).await?;
-            let school: uuid::Uuid =
-                sqlx::query_scalar("SELECT school_site_id FROM vouchers WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let school = store::school_of(&mut tx, id).await?;
             store::append(
                 &mut tx,
                 &NewEntry {
@@ -122,10 +118,10 @@ impl Broker {
             if self.awaiting_usage(owner, &group, now).await? {
                 let ids: Vec<i64> = group.iter().map(|h| h.id).collect();
                 let later = now + self.settle_delay();
-                store::postpone_settlement(&self.store.pool, &ids, later).await?;
+                self.store.postpone_settlement(&ids, later).await?;
                 continue;
             }
-            let mut tx = self.store.pool.begin().await?;
+            let mut tx = self.store.begin().await?;
             match self.settle_group(&mut tx, owner, &group).await {
                 Ok(()) => tx.commit().await?,
                 Err(e) => warn!(?owner, error = %e, "voucher settlement failed; will retry"),
@@ -160,7 +156,7 @@ impl Broker {
             return Ok(false);
         };
         let wait = chrono::Duration::from_std(USAGE_WAIT).unwrap_or_default();
-        let nodes = store::owner_assignment_nodes(&self.store.pool, owner, at).await?;
+        let nodes = self.store.owner_assignment_nodes(owner, at).await?;
         Ok(nodes.iter().any(|(node, ends_at, reported)| {
             now < *ends_at + wait && !(*reported && self.fleet.is_caught_up(*node))
         }))

@@ -11,7 +11,7 @@ use std::{
 use sqlx::{PgConnection, Postgres, pool::PoolConnection};
 use tokio::sync::Notify;
 
-use crate::{app::Broker, store};
+use super::Store;
 
 /// A writer's own connection, kept between batches while it works.
 pub(crate) type Conn = PoolConnection<Postgres>;
@@ -28,7 +28,7 @@ pub(crate) trait BatchQueue: Send + Sync + 'static {
     fn take_batch(&self) -> Vec<Self::Item>;
 }
 
-/// Runs `n` writers over `queue` until the broker is dropped. Batches run in
+/// Runs `n` writers over `queue` until `owner` (the broker) is dropped. Batches run in
 /// the writers' own tasks, so a caller hanging up never cuts a batch that
 /// carries others' work. An idle writer holds the queue, not the broker, so
 /// a dropped broker's pool closes at once.
@@ -41,15 +41,16 @@ pub(crate) trait BatchQueue: Send + Sync + 'static {
 /// most backends of the pool at a bell, and again after the pool had closed
 /// idle connections. The connection goes back to the pool when the writer
 /// has been idle for a while, so an idle broker holds none.
-pub(crate) fn spawn<Q, W, F>(broker: &Arc<Broker>, queue: Arc<Q>, n: usize, write: W)
+pub(crate) fn spawn<B, Q, W, F>(owner: &Arc<B>, queue: Arc<Q>, n: usize, write: W)
 where
+    B: Send + Sync + 'static,
     Q: BatchQueue,
-    W: Fn(Arc<Broker>, Option<Conn>, Vec<Q::Item>) -> F + Send + Sync + Clone + 'static,
+    W: Fn(Arc<B>, Option<Conn>, Vec<Q::Item>) -> F + Send + Sync + Clone + 'static,
     F: Future<Output = Option<Conn>> + Send,
 {
     for _ in 0..n {
         let (queue, write) = (queue.clone(), write.clone());
-        let broker: Weak<Broker> = Arc::downgrade(broker);
+        let broker: Weak<B> = Arc::downgrade(owner);
         tokio::spawn(async move {
             let mut conn: Option<Conn> = None;
             loop {
@@ -78,13 +79,13 @@ where
 /// Runs `write` on the writer's connection, or on a fresh one from the
 /// pool; returns the connection to keep (see `keep`) with the result.
 pub(crate) async fn on_connection<T>(
-    b: &Broker,
+    store: &Store,
     kept: Option<Conn>,
     write: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<T>,
 ) -> (Option<Conn>, sqlx::Result<T>) {
     let mut conn = match kept {
         Some(c) => c,
-        None => match b.store.pool.acquire().await {
+        None => match store.acquire().await {
             Ok(c) => c,
             Err(e) => return (None, Err(e)),
         },
@@ -102,7 +103,7 @@ pub(crate) async fn on_connection<T>(
 /// with a broken pipe.
 pub(crate) fn keep<C, T>(conn: C, result: &sqlx::Result<T>) -> Option<C> {
     match result {
-        Err(e) if store::is_connection_error(e) => None,
+        Err(e) if super::is_connection_error(e) => None,
         Ok(_) | Err(sqlx::Error::Database(_)) => Some(conn),
         Err(_) => None,
     }

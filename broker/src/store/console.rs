@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use crate::store::{Store, jobs::JobRow, security::UserRow};
+use super::{Store, jobs::JobRow, security::UserRow};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct SessionRow {
