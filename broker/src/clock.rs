@@ -2,10 +2,12 @@
 //! → ended at their times, dispatches seats at the start, releases them at the
 //! end, runs the job queue, and turns node silence into node states.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
-use std::sync::Arc;
 
 use classgrid_placement::{Fleet, Owner, Request};
 use futures::StreamExt;
@@ -15,7 +17,6 @@ use uuid::Uuid;
 
 use crate::{
     bind::{SeatBinding, bind_in, new_seat},
-    domain::ServiceError,
     domain::states::{lesson as ls, seat as ss},
     fleet::liveness,
     reserve::{Plan, Reserved, only_seat},
@@ -183,7 +184,7 @@ impl Broker {
     /// seat is marked failed with the reason, for the platform to see.
     async fn replan_seat(
         &self,
-        fleet: &std::sync::Arc<Fleet>,
+        fleet: &Arc<Fleet>,
         l: &LessonRow,
         seat: &SeatRow,
     ) -> anyhow::Result<()> {

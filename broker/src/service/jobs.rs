@@ -2,8 +2,6 @@
 //! yield to lessons when one needs their capacity.
 
 use chrono::Utc;
-use std::sync::Arc;
-
 use classgrid_placement::{Owner, Request, Reservation, SeatPlacement, job_priority};
 use tracing::info;
 use uuid::Uuid;

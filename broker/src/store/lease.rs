@@ -125,10 +125,13 @@ pub async fn current(store: &Store) -> sqlx::Result<LeaseRow> {
     .await
 }
 
-/// Says that `me` is alive (once at start, then with every lease step).
+/// Says that `me` is alive (once at start, then with every lease step), and
+/// forgets replicas silent for an hour: a write path, so that listing the
+/// replicas stays a plain read.
 pub async fn seen(store: &Store, me: &Replica) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO broker_replicas (id, name, grpc_addr, http_addr) VALUES ($1, $2, $3, $4)
+        "WITH gone AS (DELETE FROM broker_replicas WHERE seen_at < now() - interval '1 hour' AND id <> $1)
+         INSERT INTO broker_replicas (id, name, grpc_addr, http_addr) VALUES ($1, $2, $3, $4)
          ON CONFLICT (id) DO UPDATE SET seen_at = now()",
     )
     .bind(me.id)
@@ -140,13 +143,8 @@ pub async fn seen(store: &Store, me: &Replica) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Replicas heard from within `within`, newest first; older rows are
-/// removed.
+/// Replicas heard from within `within`, newest first.
 pub async fn replicas(store: &Store, within: std::time::Duration) -> sqlx::Result<Vec<ReplicaRow>> {
-    sqlx::query("DELETE FROM broker_replicas WHERE seen_at < now() - make_interval(secs => $1)")
-        .bind(within.as_secs_f64() * 20.0)
-        .execute(&store.pool)
-        .await?;
     sqlx::query_as(
         "SELECT id, name, grpc_addr, http_addr, started_at, seen_at FROM broker_replicas
           WHERE seen_at >= now() - make_interval(secs => $1) ORDER BY started_at DESC",
