@@ -5,6 +5,7 @@ pub mod config;
 pub mod connect;
 pub mod datasets;
 pub mod host;
+pub mod metrics;
 pub mod outbox;
 pub mod probe;
 pub mod runtime;
@@ -131,6 +132,7 @@ pub async fn run(
             (capacity, refresh)
         }
     };
+    metrics::register(sup.clone(), capacity.clone());
     let usage = tokio::spawn(sup.clone().report_usage(supervisor::USAGE_INTERVAL));
     let renewal = tokio::spawn(renew_certificate(cfg.state_dir.clone(), cfg.relay.clone()));
     connect::run(cfg, sup.clone(), capacity, events, shutdown).await;

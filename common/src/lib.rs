@@ -6,6 +6,7 @@
 pub mod config;
 pub mod context;
 pub mod dial;
+pub mod exposition;
 pub mod join;
 pub mod memory;
 pub mod telemetry;
