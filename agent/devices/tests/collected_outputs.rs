@@ -108,6 +108,23 @@ fn npu_smi_24_1_rc2_names_redacted_and_warning_health() {
 }
 
 #[test]
+fn npu_smi_23_0_2_without_process_table_is_reported_truncated() {
+    // vllm-ascend's quick start shows one NPU of npu-smi 23.0.2 and stops at
+    // the device table's border. Every whole 23.x output recorded here goes
+    // on with a process table, and the doc may have cut it, so the one chip
+    // is read and the missing table is reported, naming the last line.
+    let name = "npu-smi-info.910-redacted-x1.npu-smi-23.0.2.txt";
+    let p = ascend::parse_info(&fixture(name)).unwrap();
+    assert_eq!(
+        rows(&p),
+        vec![(0, "Ascend xxx", 0, 32768, true, Some("0000:C1:00.0"))]
+    );
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert_eq!(p.warnings[0].line, Some(9));
+    assert!(p.warnings[0].message.contains("truncated"));
+}
+
+#[test]
 fn npu_smi_before_23_cut_between_two_chips_is_truncated() {
     // Cut after chip 0's `+---` rule: before the fix this read as a whole
     // one-chip card, because any rule counted as the closing border.
@@ -282,6 +299,10 @@ const COLLECTED: &[(&str, Parser)] = &[
     ),
     (
         "npu-smi-info.910-redacted-x8.npu-smi-24.1.rc2.txt",
+        ascend::parse_info,
+    ),
+    (
+        "npu-smi-info.910-redacted-x1.npu-smi-23.0.2.txt",
         ascend::parse_info,
     ),
     (
