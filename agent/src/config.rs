@@ -141,7 +141,7 @@ fn default_state_dir_or_legacy(name: &str) -> PathBuf {
 }
 
 /// The runtimes an agent can offer.
-pub const RUNTIMES: &[&str] = &["process", "container", "slurm", "kubernetes"];
+pub const RUNTIMES: &[&str] = &["process", "container", "slurm", "kubernetes", "notebook"];
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {

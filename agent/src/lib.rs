@@ -42,6 +42,10 @@ pub async fn build_runtimes(cfg: &config::AgentConfig) -> (Runtimes, Vec<String>
                 };
                 list.push(Arc::new(ProcessRuntime::new(cgroups)));
             }
+            "notebook" => match runtime::notebook::new_for_host() {
+                Ok(rt) => list.push(rt),
+                Err(w) => warnings.push(w),
+            },
             "container" => {
                 match ContainerRuntime::connect(&cfg.container_socket, cfg.data_dir.clone()).await {
                     Ok(rt) => list.push(Arc::new(rt)),
