@@ -249,6 +249,62 @@ fn nvidia_xml_rtx_3060_driver_570() {
     assert_eq!(p.devices[0].utilization_percent, Some(0));
 }
 
+// ---- NVIDIA: MIG on driver 610 ------------------------------------------
+
+#[test]
+fn nvidia_table_610_h200_one_mig_instance() {
+    // Driver 610.43.02 prints `KMD Version` / `CUDA UMD Version` in the
+    // header. MIG is on with one 3g instance (GI 2, CI 0): the parent GPU and
+    // the instance, whose memory is the instance's 71424 MiB, not the GPU's.
+    let p = parse_clean(
+        "nvidia-smi.h200-mig-1x3g.610.43.02.txt",
+        nvidia::parse_table,
+    );
+    assert_eq!(
+        rows(&p),
+        vec![
+            (0, "NVIDIA H200", 44, 143771, true, Some("00000000:83:00.0")),
+            (
+                0,
+                "NVIDIA H200 MIG GI 2 CI 0",
+                44,
+                71424,
+                true,
+                Some("00000000:83:00.0")
+            ),
+        ]
+    );
+    assert_eq!(
+        p.devices.iter().map(|d| d.mig_parent).collect::<Vec<_>>(),
+        vec![None, Some(0)]
+    );
+}
+
+#[test]
+fn nvidia_list_610_h200_one_mig_instance() {
+    // `-L` names the profile; its size (71 GB = 72704 MiB) is all it says
+    // about memory. The MIG UUID is the one CUDA_VISIBLE_DEVICES takes.
+    let p = parse_clean(
+        "nvidia-smi-L.h200-mig-1x3g.610.43.02.txt",
+        nvidia::parse_list,
+    );
+    assert_eq!(p.devices.len(), 2);
+    let mig = &p.devices[1];
+    assert_eq!(
+        (
+            mig.index,
+            mig.mig_parent,
+            mig.model.as_str(),
+            mig.memory_total_mib
+        ),
+        (0, Some(0), "NVIDIA H200 MIG 3g.71gb", 72704)
+    );
+    assert_eq!(
+        mig.uuid.as_deref(),
+        Some("MIG-f165f0ad-bde2-5b72-acdf-73bbf48eeb2c")
+    );
+}
+
 // ---- Iluvatar: `ixsmi` of IX-ML 4.0.0 --------------------------------------
 
 #[test]
@@ -318,6 +374,14 @@ const COLLECTED: &[(&str, Parser)] = &[
     ("nvidia-smi-q-x.gtx1660ti.xml", nvidia::parse_query_xml),
     ("nvidia-smi-q-x.rtx3090.xml", nvidia::parse_query_xml),
     ("nvidia-smi-q-x.rtx3060.xml", nvidia::parse_query_xml),
+    (
+        "nvidia-smi.h200-mig-1x3g.610.43.02.txt",
+        nvidia::parse_table,
+    ),
+    (
+        "nvidia-smi-L.h200-mig-1x3g.610.43.02.txt",
+        nvidia::parse_list,
+    ),
     ("ixsmi.bi-v150s-x1.ixml-4.0.0.txt", iluvatar::parse_ixsmi),
     (
         "ixsmi.bi-v100-x1.ixml-4.0.0-driver-4.2.0.txt",
@@ -335,10 +399,12 @@ fn every_prefix_is_an_error_a_warning_or_the_whole_list() {
         let text = fixture(name);
         let whole = parse(&text).unwrap().devices.len();
         let lines: Vec<&str> = text.lines().collect();
-        // `npu-smi info -m` is a plain list with no closing line, so a cut at
-        // a row boundary cannot be told from a shorter list. Discovery reads
-        // `npu-smi info`, whose table has a closing border, not this list.
-        let checkable = !name.starts_with("npu-smi-info-m.");
+        // `npu-smi info -m` and `nvidia-smi -L` are plain lists with no
+        // closing line, so a cut at a row boundary cannot be told from a
+        // shorter list. Discovery counts GPUs and MIG instances from outputs
+        // that close (CSV rows, XML, tables) and falls back on `-L` alone
+        // only when those gave no instance, with a warning.
+        let checkable = !name.starts_with("npu-smi-info-m.") && !name.starts_with("nvidia-smi-L.");
         // A cut exactly after a line that reads like the output's last line
         // (the same closing rule) looks like a whole output; nothing in the
         // text can tell the two apart, so those cuts only must not panic.
