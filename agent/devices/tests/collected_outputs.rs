@@ -125,6 +125,44 @@ fn npu_smi_23_0_2_without_process_table_is_reported_truncated() {
 }
 
 #[test]
+fn npu_smi_23_0_rc3_x8_under_load_with_processes() {
+    // Eight 910-class chips (name redacted as `xxx` by the source, which
+    // left those cells one column short), each with one python process and
+    // `30710/ 32768` HBM in use: no space before the slash.
+    let p = parse_clean(
+        "npu-smi-info.910-redacted-x8.npu-smi-23.0.rc3.txt",
+        ascend::parse_info,
+    );
+    let expect = [
+        ("C1", 30710),
+        ("81", 30710),
+        ("41", 30710),
+        ("01", 30709),
+        ("C2", 30709),
+        ("82", 30709),
+        ("42", 30710),
+        ("02", 30710),
+    ];
+    assert_eq!(p.devices.len(), 8);
+    for (i, (d, (bus, used))) in p.devices.iter().zip(expect).enumerate() {
+        assert_eq!(
+            (
+                d.index,
+                d.model.as_str(),
+                d.memory_used_mib,
+                d.memory_total_mib
+            ),
+            (i as u32, "Ascend xxx", used, 32768)
+        );
+        assert!(d.healthy);
+        assert_eq!(
+            d.bus_id.as_deref(),
+            Some(format!("0000:{bus}:00.0").as_str())
+        );
+    }
+}
+
+#[test]
 fn npu_smi_before_23_cut_between_two_chips_is_truncated() {
     // Cut after chip 0's `+---` rule: before the fix this read as a whole
     // one-chip card, because any rule counted as the closing border.
@@ -359,6 +397,10 @@ const COLLECTED: &[(&str, Parser)] = &[
     ),
     (
         "npu-smi-info.910-redacted-x1.npu-smi-23.0.2.txt",
+        ascend::parse_info,
+    ),
+    (
+        "npu-smi-info.910-redacted-x8.npu-smi-23.0.rc3.txt",
         ascend::parse_info,
     ),
     (
