@@ -57,11 +57,13 @@ async fn notebook_seat_runs_as_its_own_user_and_is_ready_when_jupyter_answers() 
             kind: "seat".into(),
             workload: Some(pb::Workload::default()),
             grace_seconds: 2,
-            seat_link_token: token.clone(),
             ..Default::default()
         },
         work_dir: work.clone(),
-        env: vec![("CLASSGRID_DATASETS".into(), staged.display().to_string())],
+        env: vec![
+            ("CLASSGRID_DATASETS".into(), staged.display().to_string()),
+            ("CLASSGRID_SEAT_LINK_TOKEN".into(), token.clone()),
+        ],
         port,
         slices: vec![],
     };

@@ -18,7 +18,7 @@
 //! - **Ready means the Jupyter API answers** `/api/status` with the seat's
 //!   token, not only that the port is open.
 //! - **The seat's link is its base URL.** The broker sends the seat link's
-//!   token in the Assign; the server serves under `/seat/TOKEN/` and
+//!   token in the seat's variables; the server serves under `/seat/TOKEN/` and
 //!   requires TOKEN, so the school edge can proxy `/seat/TOKEN/…` to it
 //!   unchanged and a student who reaches the node directly still needs it.
 //!   The token is in a config file only the seat's user reads, never in the
@@ -318,18 +318,29 @@ impl NotebookRuntime {
     }
 }
 
-/// The seat's link token from its Assign: the base URL and the server's
-/// token. Letters, digits, `-` and `_` only, as the broker makes them, so
-/// it is safe in a path and a JSON file.
+/// The variable in which the broker hands a seat its link's token.
+pub const LINK_TOKEN_ENV: &str = "CLASSGRID_SEAT_LINK_TOKEN";
+
+/// The seat link's token, from the seat's variables: the base URL and the
+/// server's token. Letters, digits, `-` and `_` only, as the broker makes
+/// them, so it is safe in a path and a JSON file. It travels as a variable
+/// rather than an Assign field so that agents and brokers of either age
+/// understand each other.
 pub fn link_token(spec: &StartSpec) -> anyhow::Result<&str> {
-    let t = spec.assign.seat_link_token.as_str();
+    let t = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == LINK_TOKEN_ENV)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
     if t.len() < 32
         || !t
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         anyhow::bail!(
-            "seat_link_token: a notebook seat needs the seat link's token (at least 32 URL-safe characters) from the broker; this broker sent {}",
+            "{LINK_TOKEN_ENV}: a notebook seat needs its seat link's token (at least 32 URL-safe characters) from the broker; it got {}",
             if t.is_empty() {
                 "none".to_string()
             } else {
@@ -409,7 +420,7 @@ impl Runtime for NotebookRuntime {
             let keep = |k: &str| {
                 !matches!(
                     k,
-                    "CLASSGRID_WORK_DIR" | "CLASSGRID_DATASETS" | "HOME" | "PATH"
+                    "CLASSGRID_WORK_DIR" | "CLASSGRID_DATASETS" | "HOME" | "PATH" | LINK_TOKEN_ENV
                 )
             };
             run.env = spec.env.iter().filter(|(k, _)| keep(k)).cloned().collect();
