@@ -3,6 +3,7 @@
 //! agents and edges join and reach the broker (directly or through a relay),
 //! and the process's memory settings.
 
+pub mod broker_list;
 pub mod config;
 pub mod context;
 pub mod dial;
