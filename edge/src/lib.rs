@@ -14,6 +14,7 @@ pub mod link;
 pub mod metrics;
 pub mod probe;
 pub mod relay;
+pub mod seatlink;
 pub mod state;
 pub mod vivaldi;
 
@@ -33,6 +34,8 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
         .map_err(|e| anyhow::anyhow!("--listen: cannot listen on {}: {e}", cfg.listen))?;
     info!(listen = %cfg.listen, advertise = %cfg.advertise_url, "content server listening");
     let (upstream, upstream_rx) = watch::channel(None);
+    // Seat links (decision 088), bound now so a taken port fails the start.
+    let seat_links = seatlink::proxy::from_env(db.clone(), shutdown.clone())?;
     let seats = autonomy::Seats::new(db);
     let metrics = metrics::router(metrics::Sources {
         stager: stager.clone(),
@@ -70,6 +73,7 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
         )),
         tokio::spawn(stager.clone().run(shutdown.clone())),
     ];
+    tasks.extend(seat_links);
     if let Some(l) = relay_listener {
         tasks.push(tokio::spawn(relay::run(l, upstream_rx, shutdown.clone())));
     }
