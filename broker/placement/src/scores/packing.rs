@@ -40,4 +40,9 @@ impl Score for Packing {
         let busy = if total > 0.0 { used / total } else { 0.0 };
         0.7 * class + 0.3 * busy
     }
+
+    fn most(&self) -> Option<f64> {
+        // Both parts are shares, so a whole class on a full device is 1.
+        Some(1.0)
+    }
 }
