@@ -17,4 +17,5 @@ pub mod relay;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 pub mod vouchers;

@@ -13,6 +13,7 @@ pub mod assignments;
 pub mod jobs;
 pub mod lease;
 pub mod lessons;
+pub mod metrics_reads;
 pub mod nodes;
 pub mod reservations;
 pub mod rtt;
