@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashSet};
 
 use crate::calendar::Calendar;
-use crate::capacity::{Amount, SeatNeed, consume};
+use crate::capacity::{Amount, SeatNeed, capacity_slots, consume};
 use crate::decision::{Admission, Decision, DeviceGrant, Explanation, SeatPlacement};
 use crate::explain::{Tally, bump, filter_counts, new_tally, nodes_line};
 use crate::filters::{CALENDAR, Candidate, Ctx, PIPELINE, STATIC, Verdict, Work};
@@ -102,12 +102,16 @@ struct Read<'a, 'c> {
 
 impl<'a> RankOrder<'a> {
     fn new(ctx: &Ctx<'a>, w: &crate::policy::Weights, survivors: Vec<Candidate<'a>>) -> Self {
+        let mut empty = Vec::new();
         let pending = survivors
             .iter()
             .enumerate()
-            .map(|(at, c)| Pending {
-                bound: upper_bound(ctx, c, w),
-                at,
+            .map(|(at, c)| {
+                capacity_slots(c.node, &mut empty);
+                Pending {
+                    bound: upper_bound(ctx, c, &empty, w),
+                    at,
+                }
             })
             .collect::<Vec<_>>();
         RankOrder {
