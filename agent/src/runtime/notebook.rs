@@ -449,6 +449,9 @@ impl Runtime for NotebookRuntime {
             let opts = SpawnOptions {
                 run_as: Some(uid),
                 clear_env: true,
+                // Kernels start where the server does: in the seat's folder,
+                // so `data/…` works from a notebook.
+                cwd: Some(dir.clone()),
             };
             let Handle::Process { pid, start_ticks } = self.process.spawn_with(&run, &opts)? else {
                 anyhow::bail!("the process runtime returned another kind of handle");

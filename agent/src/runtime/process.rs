@@ -32,6 +32,9 @@ pub struct SpawnOptions {
     pub run_as: Option<u32>,
     /// Start from an empty environment instead of the agent's.
     pub clear_env: bool,
+    /// The folder it starts in, when not the work folder (which keeps its
+    /// output log, and stays the agent's).
+    pub cwd: Option<std::path::PathBuf>,
 }
 
 pub struct ProcessRuntime {
@@ -96,7 +99,7 @@ impl ProcessRuntime {
         }
         cmd.args(args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&spec.work_dir)
+            .current_dir(opts.cwd.as_ref().unwrap_or(&spec.work_dir))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
