@@ -72,8 +72,9 @@ pub struct SpecArgs {
     /// Weakest acceptable isolation: none, soft or hard.
     #[arg(long)]
     pub gpu_isolation: Option<String>,
-    /// process, container, kubernetes or slurm.
-    #[arg(long, default_value = "process")]
+    /// process, container, kubernetes, slurm or notebook (JupyterLab per
+    /// seat, no command needed). `--kind notebook` says the same.
+    #[arg(long, default_value = "process", alias = "kind")]
     pub runtime: String,
     /// Environment for the workload, KEY=VALUE (repeatable).
     #[arg(long = "env")]
