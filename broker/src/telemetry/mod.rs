@@ -3,3 +3,4 @@
 //! (`trace`).
 
 pub mod gauges;
+pub mod trace;
