@@ -14,6 +14,7 @@ pub mod leader;
 pub mod metrics;
 pub mod planner;
 pub mod relay;
+pub mod seats;
 pub mod server;
 pub mod service;
 pub mod store;
