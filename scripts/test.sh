@@ -27,6 +27,9 @@ fi
 # The rendered Kubernetes manifests are checked against the schemas.
 "$PYENV/bin/python" -c 'import kubernetes_validate' 2>/dev/null ||
   "$PYENV/bin/pip" install -q --disable-pip-version-check kubernetes-validate
+# tests/traces.rs receives the broker's spans with a real OTLP/gRPC server.
+"$PYENV/bin/python" -c 'import opentelemetry.proto' 2>/dev/null ||
+  "$PYENV/bin/pip" install -q --disable-pip-version-check opentelemetry-proto
 export CLASSGRID_PYTHON="$PYENV/bin/python"
 # The console's browser tests: Debian's chromium driven by playwright-core.
 ensure_chromium "$(dirname "$CARGO_TARGET_DIR")/console-node"

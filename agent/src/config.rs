@@ -10,9 +10,11 @@ pub struct RunArgs {
     /// TOML config file; its keys are the long flag names with `_` for `-`.
     #[arg(long, env = "CLASSGRID_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The broker's gRPC URL, e.g. https://broker.example:7443. Default: the
-    /// one `classgrid-agent join` saved in the state folder.
-    #[arg(long, env = "CLASSGRID_BROKER")]
+    /// The broker's gRPC URL, e.g. https://broker.example:7443, or the URLs
+    /// of a region's replicas separated by commas, tried in turn (for a
+    /// district without a load balancer). Default: the one `classgrid-agent
+    /// join` saved in the state folder.
+    #[arg(long, env = "CLASSGRID_BROKER", value_name = "URL[,URL...]")]
     pub broker: Option<String>,
     /// The site (school, district point of presence or cloud) this node belongs to.
     #[arg(long, env = "CLASSGRID_SITE")]
@@ -141,10 +143,11 @@ fn default_state_dir_or_legacy(name: &str) -> PathBuf {
 }
 
 /// The runtimes an agent can offer.
-pub const RUNTIMES: &[&str] = &["process", "container", "slurm", "kubernetes"];
+pub const RUNTIMES: &[&str] = &["process", "container", "slurm", "kubernetes", "notebook"];
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
+    /// One broker URL, or several separated by commas (see `brokers`).
     pub broker: String,
     pub site: String,
     pub name: String,
@@ -270,9 +273,7 @@ impl AgentConfig {
             .or(f.broker)
             .or(joined.as_ref().map(|j| j.broker.clone()))
             .unwrap_or_else(|| "https://127.0.0.1:7443".into());
-        if !(broker.starts_with("http://") || broker.starts_with("https://")) {
-            anyhow::bail!("--broker: must be an http:// or https:// URL, not `{broker}`");
-        }
+        classgrid_common::broker_list::parse("--broker", &broker)?;
         let tools_raw = if a.tools.is_empty() {
             f.tools.unwrap_or_default()
         } else {
@@ -371,6 +372,12 @@ impl AgentConfig {
         })
     }
 
+    /// The broker URLs to try in turn: `broker` split at its commas
+    /// (decision 091); one URL for the usual single address.
+    pub fn brokers(&self) -> Vec<String> {
+        classgrid_common::broker_list::split(&self.broker)
+    }
+
     pub fn discover_options(&self) -> anyhow::Result<classgrid_devices::DiscoverOptions> {
         let mut o = classgrid_devices::DiscoverOptions::default();
         for (k, v) in &self.tools {
@@ -414,5 +421,65 @@ mod runtime_list_tests {
             .to_string();
         assert!(e.contains("whole cluster"), "{e}");
         assert!(parse_runtimes(" , ").is_err());
+    }
+}
+
+#[cfg(test)]
+mod broker_list_tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: super::RunArgs,
+    }
+
+    fn resolve(extra: &[&str]) -> anyhow::Result<super::AgentConfig> {
+        let mut argv = vec![
+            "classgrid-agent",
+            "--site",
+            "school-a",
+            "--state-dir",
+            "/nonexistent/classgrid-agent-broker-list-test",
+        ];
+        argv.extend(extra);
+        super::AgentConfig::resolve(&Cli::parse_from(argv).a)
+    }
+
+    #[test]
+    fn broker_takes_one_url_as_before_or_a_list_tried_in_turn() {
+        let one = resolve(&["--broker", "https://b1:7443"]).unwrap();
+        assert_eq!(one.broker, "https://b1:7443");
+        assert_eq!(one.brokers(), vec!["https://b1:7443"]);
+        let e = resolve(&["--broker", "b1:7443"]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--broker: must be an http:// or https:// URL, not `b1:7443`"
+        );
+
+        let list = resolve(&["--broker", "https://b1:7443, https://b2:7443"]).unwrap();
+        assert_eq!(list.brokers(), vec!["https://b1:7443", "https://b2:7443"]);
+        let e = resolve(&["--broker", "https://b1:7443,ftp://b2:7443"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--broker: entry 2 `ftp://b2:7443`"), "{e}");
+    }
+
+    #[test]
+    fn a_broker_list_in_the_config_file_is_checked_by_entry() {
+        let dir = std::env::temp_dir().join(format!("cg-agent-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("agent.toml");
+        std::fs::write(&file, "broker = \"http://b1:7443,http://b2:7443\"\n").unwrap();
+        let f = file.display().to_string();
+        let c = resolve(&["--config", &f]).unwrap();
+        assert_eq!(c.brokers(), vec!["http://b1:7443", "http://b2:7443"]);
+        std::fs::write(&file, "broker = \"http://b1:7443,http://b1:7443\"\n").unwrap();
+        let e = resolve(&["--config", &f]).unwrap_err().to_string();
+        assert!(
+            e.contains("entry 2 `http://b1:7443` repeats entry 1"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

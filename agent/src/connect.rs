@@ -12,6 +12,8 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use classgrid_common::broker_list::Rotation;
+
 use crate::{config::AgentConfig, host, now_ms, supervisor::Supervisor};
 
 const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -55,40 +57,45 @@ pub async fn run(
     mut events: mpsc::UnboundedReceiver<pb::AssignmentStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(250);
+    // With several brokers listed (decision 091), each failure moves on to
+    // the next: the leader is the one that keeps the stream.
+    let mut brokers = Rotation::new(cfg.brokers(), Duration::from_millis(250), MAX_BACKOFF);
     loop {
         let started = tokio::time::Instant::now();
+        let url = brokers.current().to_string();
         let mut wait = None;
-        match session(&cfg, &sup, &capacity, &mut events, &mut shutdown).await {
+        match session(&cfg, &url, &sup, &capacity, &mut events, &mut shutdown).await {
             Ok(()) => return,
-            Err(e) => match needs_person(&cfg, &e) {
+            Err(e) => match needs_person(&cfg, &url, &e) {
                 Some(what) => {
-                    tracing::error!(error = %e, broker = %cfg.broker, "{what}");
+                    tracing::error!(error = %e, broker = %url, "{what}");
                     wait = Some(NEEDS_PERSON_BACKOFF);
                 }
                 None => {
-                    warn!(error = %e, broker = %cfg.broker, "broker connection lost; retrying")
+                    warn!(error = %e, broker = %url, "broker connection lost; retrying")
                 }
             },
         }
         if started.elapsed() > Duration::from_secs(10) {
-            backoff = Duration::from_millis(250);
+            brokers.reset();
         }
+        let backoff = brokers.failed();
         let jitter = rand::rng().random_range(0.8..1.2);
         tokio::select! {
             _ = tokio::time::sleep(wait.unwrap_or(backoff).mul_f64(jitter)) => {}
             _ = shutdown.changed() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
 /// The one line that tells school IT what to run when this broker needs a
 /// join first.
 pub fn join_first(cfg: &AgentConfig, why: &str) -> String {
-    let https = match cfg.broker.strip_prefix("http://") {
+    // `join` takes one address: any replica's, the leader answering it.
+    let first = cfg.brokers().swap_remove(0);
+    let https = match first.strip_prefix("http://") {
         Some(rest) => format!("https://{rest}"),
-        None => cfg.broker.clone(),
+        None => first,
     };
     let state = if cfg.state_dir == crate::config::default_state_dir() {
         String::new()
@@ -109,21 +116,21 @@ pub fn join_first(cfg: &AgentConfig, why: &str) -> String {
 
 /// A connection failure that retrying cannot cure, in words; None for the
 /// ordinary kind (broker down, network away) that retrying does cure.
-fn needs_person(cfg: &AgentConfig, e: &anyhow::Error) -> Option<String> {
+fn needs_person(cfg: &AgentConfig, url: &str, e: &anyhow::Error) -> Option<String> {
     let text = format!("{e:#} {e:?}");
-    if cfg.broker.starts_with("https://") && text.contains("no node certificate") {
+    if url.starts_with("https://") && text.contains("no node certificate") {
         return Some(join_first(cfg, "this node has no certificate"));
     }
     // A TLS server answers the plain HTTP/2 preface with a TLS alert, which
     // the HTTP/2 client reads as a malformed frame and ends with GoAway.
-    if cfg.broker.starts_with("http://")
+    if url.starts_with("http://")
         && ["h2 protocol error", "GoAway", "frame with invalid size"]
             .iter()
             .any(|m| text.contains(m))
     {
         return Some(join_first(
             cfg,
-            &format!("{} answered in TLS, not plain HTTP/2", cfg.broker),
+            &format!("{url} answered in TLS, not plain HTTP/2"),
         ));
     }
     if text.contains("the broker refused this agent") {
@@ -138,6 +145,7 @@ fn needs_person(cfg: &AgentConfig, e: &anyhow::Error) -> Option<String> {
 /// retries: an https:// broker without a node certificate, and an http://
 /// URL whose server speaks TLS. Err is the line to show.
 pub async fn preflight(cfg: &AgentConfig) -> Result<(), String> {
+    // A list shares one scheme (`broker_list::parse`), so the first tells.
     if cfg.broker.starts_with("https://") {
         let tls = classgrid_common::join::tls_dir(&cfg.state_dir);
         if classgrid_common::tls::NodeTls::load(&tls).is_none() {
@@ -146,14 +154,18 @@ pub async fn preflight(cfg: &AgentConfig) -> Result<(), String> {
                 &format!("no node certificate in {}", tls.display()),
             ));
         }
-    } else if cfg.relay.is_none() && speaks_tls(&cfg.broker).await == Some(true) {
+    } else if cfg.relay.is_none() {
         // Through a relay the first bytes are the relay's, so only a
         // direct connection is checked here; the session's error says it
         // otherwise.
-        return Err(join_first(
-            cfg,
-            &format!("{} answers in TLS, not plain HTTP/2", cfg.broker),
-        ));
+        for url in cfg.brokers() {
+            if speaks_tls(&url).await == Some(true) {
+                return Err(join_first(
+                    cfg,
+                    &format!("{url} answers in TLS, not plain HTTP/2"),
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -187,6 +199,7 @@ async fn speaks_tls(url: &str) -> Option<bool> {
 
 async fn session(
     cfg: &AgentConfig,
+    url: &str,
     sup: &Arc<Supervisor>,
     capacity: &Capacity,
     events: &mut mpsc::UnboundedReceiver<pb::AssignmentStatus>,
@@ -195,7 +208,7 @@ async fn session(
     // Certificates are read at each connection, so a renewed one is used
     // from the next reconnect on, without stopping anything.
     let channel =
-        classgrid_common::join::channel(&cfg.broker, &cfg.state_dir, cfg.relay.as_deref()).await?;
+        classgrid_common::join::channel(url, &cfg.state_dir, cfg.relay.as_deref()).await?;
     let mut client = AgentServiceClient::new(channel);
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(1024);
     let (cap, warnings) = capacity.current.lock().expect("lock").clone();

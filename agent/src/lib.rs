@@ -5,6 +5,7 @@ pub mod config;
 pub mod connect;
 pub mod datasets;
 pub mod host;
+pub mod metrics;
 pub mod outbox;
 pub mod probe;
 pub mod runtime;
@@ -41,6 +42,10 @@ pub async fn build_runtimes(cfg: &config::AgentConfig) -> (Runtimes, Vec<String>
                 };
                 list.push(Arc::new(ProcessRuntime::new(cgroups)));
             }
+            "notebook" => match runtime::notebook::new_for_host() {
+                Ok(rt) => list.push(rt),
+                Err(w) => warnings.push(w),
+            },
             "container" => {
                 match ContainerRuntime::connect(&cfg.container_socket, cfg.data_dir.clone()).await {
                     Ok(rt) => list.push(Arc::new(rt)),
@@ -131,6 +136,7 @@ pub async fn run(
             (capacity, refresh)
         }
     };
+    metrics::register(sup.clone(), capacity.clone());
     let usage = tokio::spawn(sup.clone().report_usage(supervisor::USAGE_INTERVAL));
     let renewal = tokio::spawn(renew_certificate(cfg.state_dir.clone(), cfg.relay.clone()));
     connect::run(cfg, sup.clone(), capacity, events, shutdown).await;

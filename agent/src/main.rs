@@ -36,6 +36,10 @@ enum Command {
         /// Stop every running assignment when the agent exits.
         #[arg(long)]
         stop_work_on_exit: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP: bind
+        /// it where only the monitoring network reaches). Default: off.
+        #[arg(long, env = "CLASSGRID_METRICS_LISTEN", value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Join the region: get this node's client certificate with a join token
     /// from a district admin (`classgrid join-tokens create --site SITE`).
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         Command::Run {
             args,
             stop_work_on_exit,
+            metrics_listen,
         } => {
             let cfg = match AgentConfig::resolve(&args) {
                 Ok(c) => c,
@@ -131,6 +136,17 @@ fn main() -> ExitCode {
                 cfg.log_format.parse().unwrap_or_default(),
                 None,
             );
+            if let Some(addr) = metrics_listen {
+                match rt.block_on(classgrid_agent::metrics::serve(addr)) {
+                    Ok(bound) => tracing::info!(metrics = %bound, "metrics listening"),
+                    Err(e) => {
+                        eprintln!(
+                            "classgrid-agent: --metrics-listen: cannot listen on {addr}: {e}"
+                        );
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             let shutdown = rt.block_on(async { signal() });
             match rt.block_on(classgrid_agent::run(cfg, stop_work_on_exit, shutdown)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -109,7 +109,7 @@ fn pick_port(
 /// Runtimes that run on this host take the host's slice controls; cluster
 /// runtimes leave device choice to the cluster's scheduler.
 fn on_host(kind: &str) -> bool {
-    matches!(kind, "process" | "container")
+    matches!(kind, "process" | "container" | "notebook")
 }
 
 impl Supervisor {
@@ -546,6 +546,15 @@ impl Supervisor {
                         if state != AssignmentState::Starting {
                             continue;
                         }
+                        if rt.checks_readiness() {
+                            // Only the runtime's own check counts (the
+                            // Jupyter API answers): a port opens before the
+                            // server can serve a student.
+                            if ready {
+                                sup.mark_running(&id, host, true);
+                            }
+                            continue;
+                        }
                         let since = *running_since.get_or_insert_with(tokio::time::Instant::now);
                         let check = host.clone().unwrap_or_else(|| "127.0.0.1".into());
                         let listening = ready
@@ -589,6 +598,7 @@ impl Supervisor {
     ) {
         let Some(delay) = self.restart_delay(&id, code) else {
             self.finished(&id, code, tail);
+            rt.forget(&id).await;
             return;
         };
         warn!(assignment = %id, ?code, delay_ms = delay.as_millis() as u64, "seat process ended before its end time; restarting it");
@@ -603,6 +613,7 @@ impl Supervisor {
         // A release or the end time came while waiting.
         let Some((assign, port)) = planned else {
             self.finished(&id, code, tail);
+            rt.forget(&id).await;
             return;
         };
         let started = match <pb::Assign as prost::Message>::decode(assign.as_slice()) {
@@ -637,7 +648,10 @@ impl Supervisor {
                 self.emit(s);
                 self.watch(id, rt);
             }
-            None => self.finished(&id, code, tail),
+            None => {
+                self.finished(&id, code, tail);
+                rt.forget(&id).await;
+            }
         }
     }
 

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::{
     client::{Global, Output},
-    commands::{parse_duration, parse_time},
+    parse::{parse_duration, parse_time, ts},
 };
 
 #[derive(Subcommand)]
@@ -87,13 +87,6 @@ pub struct AuditArgs {
     pub since: Option<String>,
     #[arg(long, default_value_t = 100)]
     pub limit: i32,
-}
-
-fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    }
 }
 
 fn time(t: Option<&prost_types::Timestamp>) -> String {
@@ -197,8 +190,14 @@ pub async fn join_tokens(g: &Global, c: JoinTokens) -> anyhow::Result<()> {
                 .into_inner();
             print_secret(g.output, &s, "join token");
             if g.output == Output::Table {
+                // The address this command reached the broker at: the one
+                // a node on the same network uses too.
+                let broker = g
+                    .context()
+                    .map(|c| c.grpc_url)
+                    .unwrap_or_else(|_| "https://BROKER:7443".into());
                 println!(
-                    "On the node: classgrid-agent join --broker https://BROKER:7443 --token <the token above>"
+                    "On the node: classgrid-agent join --broker {broker} --token <the token above>"
                 );
             }
         }

@@ -1,16 +1,18 @@
 //! One function per command group; each builds a request, calls the broker
 //! and prints the answer as a table or JSON.
 
-use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use classgrid_proto::v1::{
     self as pb, fleet_service_client::FleetServiceClient, job_service_client::JobServiceClient,
     lesson_service_client::LessonServiceClient,
 };
 
+// parse_time stays reachable as commands::parse_time for vouchers.rs.
+pub use crate::parse::{parse_duration, parse_time};
 use crate::{
     client::{Global, input},
     output,
+    parse::ts,
 };
 
 #[derive(Subcommand)]
@@ -70,8 +72,9 @@ pub struct SpecArgs {
     /// Weakest acceptable isolation: none, soft or hard.
     #[arg(long)]
     pub gpu_isolation: Option<String>,
-    /// process, container, kubernetes or slurm.
-    #[arg(long, default_value = "process")]
+    /// process, container, kubernetes, slurm or notebook (JupyterLab per
+    /// seat, no command needed). `--kind notebook` says the same.
+    #[arg(long, default_value = "process", alias = "kind")]
     pub runtime: String,
     /// Environment for the workload, KEY=VALUE (repeatable).
     #[arg(long = "env")]
@@ -139,6 +142,8 @@ impl SpecArgs {
 
 #[derive(Subcommand)]
 pub enum Lessons {
+    /// A seat's output, read through the broker, e.g. why a seat failed.
+    Logs(crate::logs::LessonLogs),
     /// Book a lesson for a class. Example:
     /// classgrid lessons book --school demo-school --start +2m --duration 40m --seats 6 -- python3 -m http.server '$(PORT)'
     Book {
@@ -197,6 +202,8 @@ pub enum Lessons {
 
 #[derive(Subcommand)]
 pub enum Jobs {
+    /// A job's output, read through the broker.
+    Logs(crate::logs::JobLogs),
     /// Submit an ad-hoc job; it runs now in leftover capacity or waits in the queue.
     Submit {
         #[arg(long)]
@@ -231,49 +238,6 @@ pub enum Jobs {
     Cancel {
         id: String,
     },
-}
-
-/// Seconds from `40m`, `1h`, `90s` or `2400`.
-pub fn parse_duration(flag: &str, s: &str) -> anyhow::Result<i64> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 's')) => (&s[..i], 1),
-        Some((i, 'm')) => (&s[..i], 60),
-        Some((i, 'h')) => (&s[..i], 3600),
-        _ => (s, 1),
-    };
-    num.parse::<i64>()
-        .ok()
-        .filter(|n| *n >= 0)
-        .map(|n| n * mult)
-        .ok_or_else(|| {
-            input(format!(
-                "{flag}: `{s}` is not a duration (e.g. 2400, 40m, 1h)"
-            ))
-        })
-}
-
-pub fn parse_time(flag: &str, s: &str) -> anyhow::Result<DateTime<Utc>> {
-    if s == "now" {
-        return Ok(Utc::now());
-    }
-    if let Some(rel) = s.strip_prefix('+') {
-        return Ok(Utc::now() + chrono::Duration::seconds(parse_duration(flag, rel)?));
-    }
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            input(format!(
-                "{flag}: `{s}` is not an RFC 3339 time, `now` or +DURATION: {e}"
-            ))
-        })
-}
-
-fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
 }
 
 pub async fn sites(g: &Global, c: Sites) -> anyhow::Result<()> {
@@ -339,6 +303,7 @@ pub async fn nodes(g: &Global, c: Nodes) -> anyhow::Result<()> {
 pub async fn lessons(g: &Global, c: Lessons) -> anyhow::Result<()> {
     let mut client = LessonServiceClient::new(g.channel().await?);
     match c {
+        Lessons::Logs(a) => return crate::logs::lesson(g, a).await,
         Lessons::Book {
             school,
             start,
@@ -401,10 +366,11 @@ pub async fn lessons(g: &Global, c: Lessons) -> anyhow::Result<()> {
                 .into_inner();
             let view = (g.output == crate::client::Output::Table).then(output::WatchView::new);
             let mut last = None;
+            let mut seen = output::SeenSeats::default();
             while let Some(l) = stream.message().await? {
                 match &view {
                     Some(v) => v.update(&l),
-                    None => output::watch_update(g.output, &l),
+                    None => output::watch_update(g.output, &l, &mut seen),
                 }
                 let settled = !l.seats.is_empty()
                     && l.seats
@@ -441,6 +407,7 @@ pub async fn lessons(g: &Global, c: Lessons) -> anyhow::Result<()> {
 pub async fn jobs(g: &Global, c: Jobs) -> anyhow::Result<()> {
     let mut client = JobServiceClient::new(g.channel().await?);
     let job = match c {
+        Jobs::Logs(a) => return crate::logs::job(g, a).await,
         Jobs::Submit {
             school,
             name,

@@ -10,8 +10,10 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod bench;
 mod client;
+mod logs;
 mod commands;
 mod output;
+mod parse;
 mod tz;
 mod up;
 mod vouchers;
@@ -40,8 +42,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a single-machine installation: PostgreSQL database, broker, one
-    /// local agent and one edge, in the foreground until Ctrl-C.
+    /// Run a single-machine installation in the foreground until Ctrl-C:
+    /// broker, one local agent and one edge, on this machine's PostgreSQL
+    /// (which scripts/up.sh installs and starts when needed).
     Up(up::UpArgs),
     /// Sites: schools, district points of presence, clouds.
     #[command(subcommand)]

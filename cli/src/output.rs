@@ -341,8 +341,10 @@ pub fn lessons(o: Output, ls: &[pb::Lesson]) {
     }
 }
 
-/// One line per update: the lesson state and how many seats are in each state.
-pub fn watch_update(o: Output, l: &pb::Lesson) {
+/// One line per update with the lesson state and how many seats are in
+/// each state, then a line for each seat whose state or endpoint changed
+/// since the last update (`seen` remembers them): the state, node and link.
+pub fn watch_update(o: Output, l: &pb::Lesson, seen: &mut SeenSeats) {
     if o == Output::Json {
         println!("{}", lesson_json(l));
         return;
@@ -352,14 +354,49 @@ pub fn watch_update(o: Output, l: &pb::Lesson) {
         *counts.entry(s.state.as_str()).or_default() += 1;
     }
     let c: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    println!(
-        "{}  lesson {}  seats: {}",
-        Utc::now()
-            .with_timezone(&crate::tz::zone())
-            .format("%H:%M:%S"),
-        l.state,
-        c.join(", ")
-    );
+    let now = Utc::now()
+        .with_timezone(&crate::tz::zone())
+        .format("%H:%M:%S");
+    println!("{now}  lesson {}  seats: {}", l.state, c.join(", "));
+    for s in seen.changed(l) {
+        println!(
+            "{now}    seat {:<3} {:<9} {}  {}{}",
+            s.number,
+            s.state,
+            if s.node_name.is_empty() {
+                "—"
+            } else {
+                &s.node_name
+            },
+            if s.endpoint.is_empty() {
+                "—"
+            } else {
+                &s.endpoint
+            },
+            if s.message.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", s.message)
+            }
+        );
+    }
+}
+
+/// Each seat's last printed (state, endpoint), by seat id.
+#[derive(Default)]
+pub struct SeenSeats(std::collections::HashMap<String, (String, String)>);
+
+impl SeenSeats {
+    /// The seats whose state or endpoint differ from the last call's.
+    pub fn changed<'a>(&mut self, l: &'a pb::Lesson) -> Vec<&'a pb::Seat> {
+        l.seats
+            .iter()
+            .filter(|s| {
+                let now = (s.state.clone(), s.endpoint.clone());
+                self.0.insert(s.id.clone(), now.clone()) != Some(now)
+            })
+            .collect()
+    }
 }
 
 pub fn explanation(o: Output, e: &pb::Explanation) {
@@ -452,6 +489,7 @@ pub fn jobs(o: Output, js: &[pb::Job]) {
 /// the count in each state; one line per update when not on a terminal.
 pub struct WatchView {
     bar: indicatif::ProgressBar,
+    seen: std::cell::RefCell<SeenSeats>,
 }
 
 impl WatchView {
@@ -463,12 +501,15 @@ impl WatchView {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        Self { bar }
+        Self {
+            bar,
+            seen: Default::default(),
+        }
     }
 
     pub fn update(&self, l: &pb::Lesson) {
         if self.bar.is_hidden() {
-            return watch_update(Output::Table, l);
+            return watch_update(Output::Table, l, &mut self.seen.borrow_mut());
         }
         let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
         for s in &l.seats {
@@ -493,5 +534,29 @@ impl WatchView {
         if !self.bar.is_hidden() {
             seats(&l.seats);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_prints_a_seat_again_only_when_its_state_or_link_changed() {
+        let seat = |state: &str, endpoint: &str| pb::Seat {
+            id: "s0".into(),
+            state: state.into(),
+            endpoint: endpoint.into(),
+            ..Default::default()
+        };
+        let lesson = |s: pb::Seat| pb::Lesson {
+            seats: vec![s],
+            ..Default::default()
+        };
+        let mut seen = SeenSeats::default();
+        assert_eq!(seen.changed(&lesson(seat("starting", ""))).len(), 1);
+        assert_eq!(seen.changed(&lesson(seat("starting", ""))).len(), 0);
+        let l = lesson(seat("running", "http://127.0.0.1:9000"));
+        assert_eq!(seen.changed(&l)[0].endpoint, "http://127.0.0.1:9000");
     }
 }

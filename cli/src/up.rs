@@ -22,12 +22,22 @@ pub struct UpArgs {
     /// Serve plain text without certificates (development only).
     #[arg(long)]
     pub insecure_dev: bool,
+    /// Where the local edge serves cached content to the site's agents.
+    #[arg(
+        long,
+        env = "CLASSGRID_EDGE_CONTENT_ADDR",
+        default_value = "127.0.0.1:7480"
+    )]
+    pub edge_content_addr: SocketAddr,
     /// The demo school site that the local agent and edge join.
     #[arg(long, default_value = "demo-school")]
     pub site: String,
     #[arg(long, default_value = "demo-district")]
     pub district: String,
 }
+
+/// How long Ctrl-C may take, at most, to stop `up`.
+const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(4);
 
 pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     let home = context::home();
@@ -102,13 +112,19 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         log_format: "text".into(),
         ..classgrid_agent::config::AgentConfig::defaults(home.join("agent-local"))
     };
-    let agent = tokio::spawn(classgrid_agent::run(agent_cfg, true, stop.clone()));
+    // Seats outlive `up` (decision 086): their processes run in their own
+    // process groups, so Ctrl-C does not reach them, and the next `up`'s
+    // agent adopts them from its state folder, on the same ports, so that
+    // students' links keep working across a restart.
+    let agent = tokio::spawn(classgrid_agent::run(agent_cfg, false, stop.clone()));
     let edge_cfg = classgrid_edge::EdgeConfig {
         broker: grpc_url.clone(),
         site: a.site.clone(),
         name: "edge".into(),
         state_dir: home.join("edge"),
         log_format: "text".into(),
+        listen: a.edge_content_addr,
+        advertise_url: format!("http://{}", a.edge_content_addr),
         ..classgrid_edge::EdgeConfig::defaults(home.join("edge"))
     };
     let edge = tokio::spawn(classgrid_edge::run(edge_cfg, stop.clone()));
@@ -162,9 +178,26 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     }
     info!("shutting down");
     let _ = stop_tx.send(true);
-    let _ = agent.await;
-    let _ = edge.await;
-    broker.await??;
+    // Within STOP_WITHIN, whatever is connected: the broker's graceful stop
+    // waits for every open HTTP/2 connection, and an outside agent's stream
+    // stays open until that agent notices (70 s and more). Everything
+    // acknowledged is already committed in PostgreSQL, so what is cut off
+    // here loses nothing; the agents reconnect to the next broker.
+    let deadline = tokio::time::Instant::now() + STOP_WITHIN;
+    for (what, task) in [("agent", agent), ("edge", edge)] {
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            tracing::warn!(what, "did not stop in time; stopping it with the process");
+        }
+    }
+    match tokio::time::timeout_at(deadline, broker).await {
+        Ok(r) => r??,
+        Err(_) => tracing::warn!(
+            "the broker's connections did not close in time (outside agents or clients); closing them"
+        ),
+    }
+    println!(
+        "Seats of the local agent keep running; the next `classgrid up` adopts them on the same ports."
+    );
     println!("classgrid stopped.");
     Ok(())
 }

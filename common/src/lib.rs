@@ -3,9 +3,11 @@
 //! agents and edges join and reach the broker (directly or through a relay),
 //! and the process's memory settings.
 
+pub mod broker_list;
 pub mod config;
 pub mod context;
 pub mod dial;
+pub mod exposition;
 pub mod join;
 pub mod memory;
 pub mod telemetry;

@@ -7,8 +7,10 @@ pub struct RunArgs {
     /// TOML config file; its keys are the long flag names with `_` for `-`.
     #[arg(long, env = "CLASSGRID_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The broker's gRPC URL, e.g. http://broker.example:7443
-    #[arg(long, env = "CLASSGRID_BROKER")]
+    /// The broker's gRPC URL, e.g. http://broker.example:7443, or the URLs
+    /// of a region's replicas separated by commas, tried in turn (for a
+    /// district without a load balancer).
+    #[arg(long, env = "CLASSGRID_BROKER", value_name = "URL[,URL...]")]
     pub broker: Option<String>,
     /// The site this edge serves.
     #[arg(long, env = "CLASSGRID_SITE")]
@@ -79,6 +81,7 @@ struct FileConfig {
 
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
+    /// One broker URL, or several separated by commas (see `brokers`).
     pub broker: String,
     pub site: String,
     pub name: String,
@@ -118,6 +121,12 @@ impl EdgeConfig {
         }
     }
 
+    /// The broker URLs to try in turn: `broker` split at its commas
+    /// (decision 091); one URL for the usual single address.
+    pub fn brokers(&self) -> Vec<String> {
+        classgrid_common::broker_list::split(&self.broker)
+    }
+
     /// Precedence: flag > `CLASSGRID_*` env > TOML file > default.
     pub fn resolve(a: &RunArgs) -> anyhow::Result<Self> {
         use classgrid_common::config::{load_file, pick};
@@ -135,9 +144,7 @@ impl EdgeConfig {
             .or(f.broker)
             .or(joined.as_ref().map(|j| j.broker.clone()))
             .unwrap_or_else(|| "https://127.0.0.1:7443".into());
-        if !(broker.starts_with("http://") || broker.starts_with("https://")) {
-            anyhow::bail!("--broker: must be an http:// or https:// URL, not `{broker}`");
-        }
+        classgrid_common::broker_list::parse("--broker", &broker)?;
         let in_range = |flag: &str, v: u64, lo: u64, hi: u64| {
             if v < lo || v > hi {
                 anyhow::bail!("--{flag}: must be between {lo} and {hi}, not {v}");
@@ -277,6 +284,23 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with("--relay-listen:") && e.contains("`edge:7481`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn broker_takes_one_url_as_before_or_a_list_checked_by_entry() {
+        let one = resolve(&["--broker", "http://b1:7443"]).unwrap();
+        assert_eq!(one.brokers(), vec!["http://b1:7443"]);
+        let e = resolve(&["--broker", "b1"]).unwrap_err().to_string();
+        assert_eq!(e, "--broker: must be an http:// or https:// URL, not `b1`");
+        let list = resolve(&["--broker", "http://b1:7443,http://b2:7443"]).unwrap();
+        assert_eq!(list.brokers(), vec!["http://b1:7443", "http://b2:7443"]);
+        let e = resolve(&["--broker", "http://b1:7443,"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--broker: entry 2 of `http://b1:7443,`"),
             "{e}"
         );
     }

@@ -11,8 +11,10 @@ pub mod autonomy;
 pub mod cache;
 pub mod config;
 pub mod link;
+pub mod metrics;
 pub mod probe;
 pub mod relay;
+pub mod seatlink;
 pub mod state;
 pub mod vivaldi;
 
@@ -31,12 +33,21 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
         .await
         .map_err(|e| anyhow::anyhow!("--listen: cannot listen on {}: {e}", cfg.listen))?;
     info!(listen = %cfg.listen, advertise = %cfg.advertise_url, "content server listening");
+    let (upstream, upstream_rx) = watch::channel(None);
+    // Seat links (decision 088), bound now so a taken port fails the start.
+    let seat_links = seatlink::proxy::from_env(db.clone(), shutdown.clone())?;
+    let seats = autonomy::Seats::new(db);
+    let metrics = metrics::router(metrics::Sources {
+        stager: stager.clone(),
+        table: table.clone(),
+        link: upstream_rx.clone(),
+        seats: seats.clone(),
+    });
     let mut sd = shutdown.clone();
-    let server = axum::serve(listener, cache::serve::router(stager.clone()))
+    let server = axum::serve(listener, cache::serve::router(stager.clone()).merge(metrics))
         .with_graceful_shutdown(async move {
             let _ = sd.changed().await;
         });
-    let (upstream, upstream_rx) = watch::channel(None);
     // Bound before anything runs, so a taken port fails the start, not later.
     let relay_listener = match cfg.relay_listen {
         Some(addr) => {
@@ -62,13 +73,14 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
         )),
         tokio::spawn(stager.clone().run(shutdown.clone())),
     ];
+    tasks.extend(seat_links);
     if let Some(l) = relay_listener {
         tasks.push(tokio::spawn(relay::run(l, upstream_rx, shutdown.clone())));
     }
     let parts = link::Parts {
         table,
         stager,
-        seats: autonomy::Seats::new(db),
+        seats,
         upstream,
     };
     let r = link::run(&cfg, &parts, shutdown).await;

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use classgrid_common::broker_list::Rotation;
 use classgrid_proto::v1::{self as pb, edge_service_client::EdgeServiceClient};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -32,28 +33,42 @@ pub async fn run(
     parts: &Parts,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(250);
+    // With several brokers listed (decision 091), each failure moves on to
+    // the next; the backoff grows once all of them failed in a row.
+    let mut brokers = Rotation::new(
+        cfg.brokers(),
+        Duration::from_millis(250),
+        Duration::from_secs(5),
+    );
     loop {
-        let r = session(cfg, parts, &mut shutdown).await;
+        let url = brokers.current().to_string();
+        let started = tokio::time::Instant::now();
+        let r = session(cfg, &url, parts, &mut shutdown).await;
         parts.upstream.send_replace(None);
         match r {
             Ok(()) => return Ok(()),
-            Err(e) => warn!(error = %e, broker = %cfg.broker, "edge link to broker lost; retrying"),
+            Err(e) => warn!(error = %e, broker = %url, "edge link to broker lost; retrying"),
+        }
+        // As the agent does: a link that lasted was not failing, so a
+        // failover (the leader killed) is retried at once, not after the
+        // longest wait of some earlier outage.
+        if started.elapsed() > Duration::from_secs(10) {
+            brokers.reset();
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(brokers.failed()) => {}
             _ = shutdown.changed() => return Ok(()),
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
 async fn session(
     cfg: &EdgeConfig,
+    url: &str,
     parts: &Parts,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let channel = classgrid_common::join::channel(&cfg.broker, &cfg.state_dir, None).await?;
+    let channel = classgrid_common::join::channel(url, &cfg.state_dir, None).await?;
     let mut client = EdgeServiceClient::new(channel.clone());
     let reg = client
         .register(pb::RegisterEdgeRequest {

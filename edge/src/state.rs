@@ -24,6 +24,7 @@ const SCHEMA: &[&str] = &[
         ends_unix_ms   INTEGER NOT NULL,
         state          TEXT NOT NULL
     )",
+    crate::seatlink::SCHEMA,
 ];
 
 pub async fn open(path: &Path) -> anyhow::Result<SqlitePool> {

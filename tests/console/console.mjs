@@ -63,6 +63,31 @@ async function login(page, user, password) {
   await page.waitForURL(/\/console$/);
 }
 
+// Words of the page's own UI left in English on a zh-CN page. Data is
+// not UI: code and output (<code>, <pre>), and the names that this test's
+// fixture gives sites, nodes, users, tokens and devices, pass.
+const DATA_WORDS = new Set(["school", "gpu", "cpu", "admin", "teacher", "nvidia", "NVIDIA", "MiB", "GiB",
+  "CPU", "API", "Python", "python", "http", "https", "platform", "English", "demo", "LOCAL", "L40S", "e2e", "GPU",
+  "token"]); // the test's admin token is named admin-token
+async function untranslated(page) {
+  const words = await page.evaluate(() => {
+    const skip = new Set(["CODE", "PRE", "SCRIPT", "STYLE", "TITLE"]);
+    const out = [];
+    const walk = (n) => {
+      for (const c of n.childNodes) {
+        if (c.nodeType === 3) out.push(c.textContent);
+        else if (c.nodeType === 1 && !skip.has(c.tagName)) walk(c);
+      }
+    };
+    walk(document.querySelector("main") ?? document.body);
+    return out.join(" ").match(/[A-Za-z]{3,}/g) ?? [];
+  });
+  return [...new Set(words.filter((w) => !DATA_WORDS.has(w)))];
+}
+async function allChinese(page, what) {
+  assert.deepEqual(await untranslated(page), [], `${what}: English words on a zh-CN page`);
+}
+
 try {
 // --- district admin -------------------------------------------------------
 {
@@ -84,6 +109,12 @@ try {
   assert.match(await text(page, "main"), /节点待批准: cpu-a2/, "a node awaiting approval is an alert");
   // The live channel (Server-Sent Events) is open.
   await page.waitForFunction(() => document.getElementById("live-status")?.textContent.startsWith("●"), null, { timeout: 10000 });
+  // A district admin would rather look than read: seats over today, and
+  // accelerator memory by vendor with what is reserved of it.
+  assert.ok(await page.locator("#seats-today-chart svg.plot").isVisible(), "the seats-today chart is drawn");
+  assert.match(await text(page, "#seats-today-chart"), /课程占用座位/, "the chart's legend is in zh-CN");
+  assert.match(await page.locator("#capacity-chart svg").innerHTML(), /nvidia ×1/, "capacity by vendor is drawn");
+  await allChinese(page, "overview");
   await shot(page, "overview");
 
   await page.getByRole("navigation").getByRole("link", { name: "节点" }).click();
@@ -95,6 +126,7 @@ try {
   await page.getByRole("button", { name: "应用" }).click();
   await page.waitForURL(/site=school-b/);
   assert.doesNotMatch(await text(page, "#nodes-table"), /gpu-a1/, "the site filter hides other sites");
+  await allChinese(page, "nodes");
   await shot(page, "nodes");
 
   // A node that joined with a token requiring approval waits, visibly, and
@@ -137,10 +169,18 @@ try {
   await page.getByRole("navigation").getByRole("link", { name: "课表" }).click();
   assert.ok(await page.locator("svg.gantt").isVisible(), "the Gantt chart is drawn");
   assert.match(await text(page, "#timetable-lessons"), /Python 入门/);
+  await allChinese(page, "timetable");
   await shot(page, "timetable");
+  // The day view is the school day: its first hour line is 07:00 unless a
+  // lesson starts earlier.
+  assert.match(await page.locator("svg.gantt").innerHTML(), />0[0-7]:00</, "the day axis starts at the school day");
   await page.getByRole("link", { name: "周" }).click();
   await page.waitForURL(/view=week/);
   assert.match(await text(page, "#timetable-lessons"), /Python 入门/);
+  const days = await page.locator("svg.gantt text.day").allTextContents();
+  assert.match(days[0], /周一$/, `the week starts on Monday: ${days.join(", ")}`);
+  assert.equal(days.length, 7, "one column per day");
+  await shot(page, "timetable-week");
   await page.getByRole("link", { name: "按节点" }).click();
   await page.waitForURL(/by=node/);
 
@@ -154,14 +194,18 @@ try {
   assert.match(seats, /ms \((measured|estimated|configured)\)/, "RTT with its source");
   assert.match(seats, /http:\/\/127\.0\.0\.1:\d+/, "each seat's endpoint");
   assert.ok((await text(page, "#explanation-summary")).length > 0, "the placement explanation");
+  assert.match(await text(page, "#explanation-summary"), /个座位/, "the placement explanation in zh-CN");
+  assert.doesNotMatch(await text(page, "#explanation-summary"), /\b(seats|nodes|mean rtt)\b/, "no English in it");
   await shot(page, "lesson");
 
   await page.getByRole("navigation").getByRole("link", { name: "作业" }).click();
   assert.equal(await text(page, "h1"), "作业");
+  await allChinese(page, "jobs");
   await shot(page, "jobs");
   await page.getByRole("navigation").getByRole("link", { name: "算力券与用量" }).click();
   assert.equal(await text(page, "h1"), "算力券与用量");
   assert.ok(await page.locator("#balances").isVisible());
+  await allChinese(page, "vouchers");
   await shot(page, "vouchers");
 
   await page.getByRole("navigation").getByRole("link", { name: "令牌" }).click();
@@ -178,6 +222,7 @@ try {
   await row.getByRole("button", { name: /吊销/ }).click();
   await page.waitForURL(/\/console\/tokens$/);
   assert.match(await page.locator("#api-tokens tr", { hasText: "e2e-platform" }).innerText(), /已吊销/);
+  assert.match(await page.locator("#api-tokens tr", { hasText: "e2e-platform" }).innerText(), /用户 admin/, "the creator by name");
   // Join tokens pin the region CA, so a broker without TLS says so plainly.
   await page.locator("#join-site").selectOption("school-a");
   const [joinResp] = await Promise.all([
@@ -191,14 +236,21 @@ try {
     assert.match(await text(page, "[role=alert]"), /TLS/);
     await page.goto(new URL("/console/tokens", base).href);
   }
+  await allChinese(page, "tokens");
   await shot(page, "token-revoked");
 
   await page.getByRole("navigation").getByRole("link", { name: "审计日志" }).click();
   const audit = await text(page, "#audit-table");
   for (const a of ["node.cordon", "node.approve", "token.create", "token.revoke", "console.login"]) assert.match(audit, new RegExp(a.replace(".", "\\.")));
+  // Names, not ids: the console user, the node and the token by name.
+  assert.match(audit, /用户 admin/);
+  assert.match(audit, /节点 school-a\/gpu-a1/);
+  assert.match(audit, /API 令牌 e2e-platform/);
+  assert.doesNotMatch(audit, /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-/, "no UUID in the audit log");
   await page.getByLabel("动作").fill("node.");
   await page.getByRole("button", { name: "应用" }).click();
   assert.doesNotMatch(await text(page, "#audit-table"), /token\.create/, "the action filter applies");
+  await allChinese(page, "audit");
   await shot(page, "audit");
 
   await page.getByRole("link", { name: "English" }).click();
@@ -208,6 +260,18 @@ try {
   await page.getByRole("navigation").getByRole("link", { name: "Overview" }).click();
   assert.equal(await text(page, "h1"), "Overview");
   await shot(page, "english");
+  // Every page in English too, for docs/screenshots.
+  for (const [name, url] of [["overview", "/console"], ["nodes", "/console/nodes"], ["timetable", "/console/timetable"],
+    ["timetable-week", "/console/timetable?view=week"], ["lesson", `/console/lessons/${lessonId}`], ["jobs", "/console/jobs"],
+    ["vouchers", "/console/vouchers"], ["tokens", "/console/tokens"], ["audit", "/console/audit"]]) {
+    await page.goto(new URL(url, base).href);
+    assert.equal(await page.getAttribute("html", "lang"), "en", `${name} stays in English`);
+    await page.screenshot({ path: path.join(shots, `en-${name}.png`), fullPage: true });
+  }
+  await page.goto(new URL("/console/nodes", base).href);
+  await page.getByRole("link", { name: "gpu-a1" }).click();
+  await page.screenshot({ path: path.join(shots, "en-node.png"), fullPage: true });
+  await page.goto(new URL("/console", base).href);
 
   // Keyboard: the skip link is the first stop and lands on the content.
   await page.keyboard.press("Tab");

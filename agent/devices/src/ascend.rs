@@ -6,7 +6,7 @@
 //! device configuration (`docs/ascend910b-support.md`), which lists Huawei's
 //! official templates with their AI Core counts and memory sizes.
 
-use crate::table::{cells, finish, is_na, num, percent, skip_row, truncation, used_total};
+use crate::table::{cells, finish, is_na, is_rule, num, percent, skip_row, truncation, used_total};
 use crate::{Device, ParseError, ParseWarning, Parsed, SharingMode, Vendor};
 
 const INFO: &str = "npu-smi info";
@@ -246,13 +246,41 @@ pub fn parse_info(text: &str) -> Result<Parsed, ParseError> {
     }
     // npu-smi before 23.x prints no process table (recorded: 1.9.3 with driver
     // 21.0.rc1): there the device table's own closing border is the end.
-    let marker = if prints_process_table(text) {
+    let process_table = prints_process_table(text);
+    let marker = if process_table {
         "Process id"
     } else {
         "npu-smi"
     };
-    warnings.extend(truncation(INFO, text, marker, true, devices.len()));
+    let cut = truncation(INFO, text, marker, true, devices.len());
+    let cut = cut.or_else(|| (!process_table).then(|| ends_on_chip_rule(text, devices.len()))?);
+    warnings.extend(cut);
     finish(INFO, text, devices, warnings, first_error)
+}
+
+/// For npu-smi before 23.x, which prints no process table: the device table
+/// always closes with a `+===` rule, while chips of one card are parted by
+/// `+---` rules (recorded: 20.2.0 and 21.0.4 on Atlas 300 cards). An output
+/// that ends on a `+---` rule was cut between two chips. (Where every part is
+/// a `+===` rule, as between the NPUs of 910A servers, a cut exactly on one
+/// cannot be told from the end.)
+fn ends_on_chip_rule(text: &str, devices: usize) -> Option<ParseWarning> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (i, last) = lines
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, l)| !l.trim().is_empty())?;
+    let t = last.trim();
+    (is_rule(t) && !t.contains('=')).then(|| {
+        ParseWarning::new(
+            INFO,
+            format!(
+                "the output is truncated: it stops on a rule between two chips instead of the table's closing `+===` border, so only the {devices} device(s) above this line were read and more may be missing"
+            ),
+        )
+        .at(i + 1, last)
+    })
 }
 
 /// Whether this npu-smi prints a process table after the devices: every

@@ -1,29 +1,10 @@
 //! Outputs collected for issue 24 (sources in fixtures/SOURCES.md): each test
 //! writes down what the real output says.
 
+mod common;
+use common::{fixture, rows};
+
 use classgrid_devices::{ParseError, Parsed, ascend, cambricon, hygon, iluvatar};
-
-fn fixture(name: &str) -> String {
-    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// (index, model, used MiB, total MiB, healthy, bus id) of every device.
-fn rows(p: &Parsed) -> Vec<(u32, &str, u64, u64, bool, Option<&str>)> {
-    p.devices
-        .iter()
-        .map(|d| {
-            (
-                d.index,
-                d.model.as_str(),
-                d.memory_used_mib,
-                d.memory_total_mib,
-                d.healthy,
-                d.bus_id.as_deref(),
-            )
-        })
-        .collect()
-}
 
 fn no_warnings(name: &str, p: &Parsed) {
     assert!(p.warnings.is_empty(), "{name}: {:?}", p.warnings);

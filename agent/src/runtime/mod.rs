@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod kubernetes;
+pub mod notebook;
 pub mod process;
 pub mod slurm;
 
@@ -42,6 +43,14 @@ pub enum Handle {
         namespace: String,
         pod_name: String,
     },
+    /// A notebook seat's server: a process, with the port and base URL
+    /// that its readiness check asks.
+    Notebook {
+        pid: i32,
+        start_ticks: u64,
+        port: u16,
+        base_url: String,
+    },
 }
 
 impl Handle {
@@ -51,6 +60,7 @@ impl Handle {
             Handle::Container { .. } => "container",
             Handle::Slurm { .. } => "slurm",
             Handle::Kubernetes { .. } => "kubernetes",
+            Handle::Notebook { .. } => "notebook",
         }
     }
 }
@@ -136,6 +146,19 @@ pub trait Runtime: Send + Sync {
     /// Frees what the runtime kept after the work ended (a stopped container,
     /// a finished pod, a cgroup).
     fn cleanup<'a>(&'a self, _handle: &'a Handle, _assignment_id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// True when [`Probe::Running`]'s `ready` is the runtime's own real
+    /// check (an API that answers): the supervisor then waits for it, and
+    /// an open port or a timeout never counts as ready.
+    fn checks_readiness(&self) -> bool {
+        false
+    }
+
+    /// The work ended for good (not to be restarted in place): whatever the
+    /// runtime kept for it across restarts (a seat's folder) can go.
+    fn forget<'a>(&'a self, _assignment_id: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
 

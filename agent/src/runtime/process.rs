@@ -24,6 +24,19 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// How [`ProcessRuntime::spawn_with`] starts a command.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// The user (and group of the same number) the command runs as; the
+    /// agent's own user when `None`.
+    pub run_as: Option<u32>,
+    /// Start from an empty environment instead of the agent's.
+    pub clear_env: bool,
+    /// The folder it starts in, when not the work folder (which keeps its
+    /// output log, and stays the agent's).
+    pub cwd: Option<std::path::PathBuf>,
+}
+
 pub struct ProcessRuntime {
     /// `None` when the host does not allow limits; seats then run without.
     cgroups: Option<Cgroups>,
@@ -49,6 +62,12 @@ impl ProcessRuntime {
     }
 
     fn spawn(&self, spec: &StartSpec) -> anyhow::Result<Handle> {
+        self.spawn_with(spec, &SpawnOptions::default())
+    }
+
+    /// Starts the seat's command; `opts` lets another runtime (notebook)
+    /// run it as an unprivileged user with only the variables it was given.
+    pub fn spawn_with(&self, spec: &StartSpec, opts: &SpawnOptions) -> anyhow::Result<Handle> {
         let argv = spec.argv()?;
         let Some((program, args)) = argv.split_first() else {
             anyhow::bail!("workload.command: is required for the process runtime");
@@ -73,9 +92,14 @@ impl ProcessRuntime {
             None => None,
         };
         let mut cmd = std::process::Command::new(program);
+        if opts.clear_env {
+            // The agent's own environment may hold its join token or proxy
+            // credentials; a seat run for a student gets none of it.
+            cmd.env_clear();
+        }
         cmd.args(args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&spec.work_dir)
+            .current_dir(opts.cwd.as_ref().unwrap_or(&spec.work_dir))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -91,6 +115,24 @@ impl ProcessRuntime {
             unsafe {
                 cmd.pre_exec(move || {
                     if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        if let Some(uid) = opts.run_as {
+            // SAFETY: setgroups, setgid and setuid are async-signal-safe
+            // system calls. They run after the cgroup move above (which
+            // needs root) and drop every privilege before exec: group list
+            // first, then the group, then the user, or the later calls
+            // would be refused.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(uid) != 0
+                        || libc::setuid(uid) != 0
+                    {
                         return Err(std::io::Error::last_os_error());
                     }
                     Ok(())

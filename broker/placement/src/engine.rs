@@ -11,16 +11,16 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashSet};
 
 use crate::calendar::Calendar;
-use crate::capacity::{Amount, SeatNeed, consume};
+use crate::capacity::{Amount, SeatNeed, capacity_slots, consume};
 use crate::decision::{Admission, Decision, DeviceGrant, Explanation, SeatPlacement};
-use crate::explain::{bump, filter_counts, new_tally, nodes_line};
-use crate::filters::{Candidate, Ctx, PIPELINE, Verdict, Work};
+use crate::explain::{Tally, bump, filter_counts, new_tally, nodes_line};
+use crate::filters::{CALENDAR, Candidate, Ctx, PIPELINE, STATIC, Verdict, Work};
 use crate::ids::IdMap;
 use crate::model::{Fleet, NodeId, Owner, Request, Site, SiteKind, Tier};
 use crate::policy::Policy;
 use crate::preempt::evict_for;
 use crate::rtt::{RttTable, describe};
-use crate::scores::{score, total};
+use crate::scores::{score, total, upper_bound};
 use crate::spec::check_request;
 
 impl SeatNeed {
@@ -45,28 +45,132 @@ enum View {
     Preempt,
 }
 
-/// Candidates in rank order, produced on demand: a class usually fills
-/// from the first few dozen of thousands of nodes, so heapifying (linear)
-/// and popping what is needed beats sorting everything.
-struct RankOrder {
-    heap: BinaryHeap<RankKey>,
+/// Candidates in rank order, produced on demand, reading calendars only as
+/// far as the order needs.
+///
+/// Every node that passed the static filters waits in `pending`, keyed by
+/// the highest score it could reach (`upper_bound`: its calendar-dependent
+/// parts at their maximum). `ready` holds the nodes whose calendar was read,
+/// keyed by their exact score. The best of `ready` is the next in rank order
+/// as soon as it beats the best bound still pending: no unread node can
+/// then score as high. Ties keep reading, so the order is the full scan's,
+/// node for node. A class usually fills from its own site's nodes, so the
+/// calendars of the rest of the city are never swept.
+struct RankOrder<'a> {
+    pending: BinaryHeap<Pending>,
+    /// Static survivors, taken out as they are read.
+    waiting: Vec<Option<Candidate<'a>>>,
+    ready: BinaryHeap<RankKey>,
     order: Vec<usize>,
 }
 
-impl RankOrder {
-    fn new(keys: Vec<RankKey>) -> Self {
+/// A static survivor whose calendar is unread; greater is read first.
+struct Pending {
+    bound: f64,
+    at: usize,
+}
+
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.bound.total_cmp(&o.bound).then(o.at.cmp(&self.at))
+    }
+}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+
+impl Eq for Pending {}
+
+/// What reading a calendar updates: the candidates that fit (in read
+/// order), the flat free arrays, and the calendar filter's count.
+struct Read<'a, 'c> {
+    ctx: &'c Ctx<'a>,
+    w: &'c crate::policy::Weights,
+    cands: Vec<Candidate<'a>>,
+    work: Work<'a>,
+    tally: Tally,
+}
+
+impl<'a> RankOrder<'a> {
+    fn new(ctx: &Ctx<'a>, w: &crate::policy::Weights, survivors: Vec<Candidate<'a>>) -> Self {
+        let mut empty = Vec::new();
+        let pending = survivors
+            .iter()
+            .enumerate()
+            .map(|(at, c)| {
+                capacity_slots(c.node, &mut empty);
+                Pending {
+                    bound: upper_bound(ctx, c, &empty, w),
+                    at,
+                }
+            })
+            .collect::<Vec<_>>();
         RankOrder {
-            heap: BinaryHeap::from(keys),
+            pending: BinaryHeap::from(pending),
+            waiting: survivors.into_iter().map(Some).collect(),
+            ready: BinaryHeap::new(),
             order: Vec::new(),
         }
     }
 
-    /// The `i`-th best candidate.
-    fn get(&mut self, i: usize) -> Option<usize> {
+    /// Reads the best pending node's calendar.
+    fn read_next(&mut self, r: &mut Read<'a, '_>) -> bool {
+        let Some(p) = self.pending.pop() else {
+            return false;
+        };
+        let mut c = self.waiting[p.at].take().expect("each node is read once");
+        match CALENDAR.check(r.ctx, &mut c, &mut r.work) {
+            Verdict::Fail(tag) => bump(&mut r.tally, PIPELINE.len() - 1, tag),
+            Verdict::Pass => {
+                self.ready.push(RankKey {
+                    score: total(r.ctx, &c, &r.work.free_pre[c.slots.clone()], r.w),
+                    rtt: c.rtt.ms,
+                    id: c.node.id,
+                    idx: r.cands.len(),
+                });
+                r.cands.push(c);
+            }
+        }
+        true
+    }
+
+    /// Reads every calendar still unread (the full scan, and refusals).
+    fn read_all(&mut self, r: &mut Read<'a, '_>) {
+        while self.read_next(r) {}
+    }
+
+    /// The `i`-th best candidate, as an index into `r.cands`.
+    fn get(&mut self, i: usize, r: &mut Read<'a, '_>) -> Option<usize> {
         while self.order.len() <= i {
-            self.order.push(self.heap.pop()?.idx);
+            loop {
+                let settled = match (self.ready.peek(), self.pending.peek()) {
+                    (Some(best), Some(next)) => best.score > next.bound,
+                    (Some(_), None) => true,
+                    (None, None) => return None,
+                    (None, Some(_)) => false,
+                };
+                if settled {
+                    break;
+                }
+                self.read_next(r);
+            }
+            self.order.push(self.ready.pop()?.idx);
         }
         Some(self.order[i])
+    }
+
+    /// Static survivors whose calendar was never read.
+    fn unread(&self) -> usize {
+        self.pending.len()
     }
 }
 
@@ -114,6 +218,31 @@ pub fn place(
     req: &Request,
     policy: &Policy,
 ) -> Decision {
+    place_with(fleet, calendar, rtt, req, policy, Scan::Indexed)
+}
+
+/// How much of the fleet's calendars `place` reads.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// Only as far as the rank order needs (what `place` does).
+    Indexed,
+    /// Every node's, before ranking: the reference the property test holds
+    /// `Indexed` to.
+    Full,
+}
+
+/// `place`, choosing how far to read calendars. Public for the property
+/// test and the benchmark only.
+#[doc(hidden)]
+pub fn place_with(
+    fleet: &Fleet,
+    calendar: &Calendar,
+    rtt: &RttTable,
+    req: &Request,
+    policy: &Policy,
+    scan: Scan,
+) -> Decision {
     let considered = fleet.nodes.len();
     if let Err(e) = check_request(req, policy) {
         return Decision::Refused(Explanation {
@@ -148,43 +277,38 @@ pub fn place(
         preempt: req.may_preempt,
     };
 
-    // Filter: once per request.
-    let mut work = Work::default();
-    // About three slots per node; growing these by doubling showed up as
-    // memmove in profiles.
-    work.free_all.reserve(fleet.nodes.len() * 3);
-    work.free_pre.reserve(fleet.nodes.len() * 3);
+    // Static filters: every node, so their counts describe the whole fleet.
+    // They read the node and the request only, a few comparisons each; the
+    // calendar, which sweeps reservations, is left for `RankOrder`.
     let mut tally = new_tally();
-    let mut cands: Vec<Candidate> = Vec::new();
+    let mut survivors: Vec<Candidate> = Vec::new();
+    let mut unused = Work::default();
     'nodes: for node in &fleet.nodes {
         let mut c = Candidate::new(node);
-        for (i, f) in PIPELINE.iter().enumerate() {
-            if let Verdict::Fail(tag) = f.check(&ctx, &mut c, &mut work) {
+        for (i, f) in STATIC.iter().enumerate() {
+            if let Verdict::Fail(tag) = f.check(&ctx, &mut c, &mut unused) {
                 bump(&mut tally, i, tag);
                 continue 'nodes;
             }
         }
-        cands.push(c);
+        survivors.push(c);
     }
-    let counts = filter_counts(&ctx, &tally);
 
-    // Rank: once per request, lazily (see `RankOrder`).
     let w = &policy.weights;
-    let mut order = RankOrder::new(
-        cands
-            .iter()
-            .enumerate()
-            .map(|(i, c)| RankKey {
-                score: total(&ctx, c, &work.free_pre[c.slots.clone()], w),
-                rtt: c.rtt.ms,
-                id: c.node.id,
-                idx: i,
-            })
-            .collect(),
-    );
+    let mut order = RankOrder::new(&ctx, w, survivors);
+    let mut read = Read {
+        ctx: &ctx,
+        w,
+        cands: Vec::new(),
+        work: Work::default(),
+        tally,
+    };
+    if scan == Scan::Full {
+        order.read_all(&mut read);
+    }
     // Parts are reported from the ranking-time capacity, before seats took any.
     let free_at_rank = |c: &Candidate, work: &Work| work.free_pre[c.slots.clone()].to_vec();
-    let mut rank_free: Vec<Option<Vec<Amount>>> = vec![None; cands.len()];
+    let mut rank_free: Vec<Option<Vec<Amount>>> = vec![None; order.waiting.len()];
 
     // Assign.
     let views: &[View] = if !ctx.preempt {
@@ -196,25 +320,25 @@ pub fn place(
     };
     let want = req.seats as usize;
     let mut seats: Vec<Seat> = Vec::with_capacity(want);
-    let mut used_preempt = vec![false; cands.len()];
+    let mut used_preempt = vec![false; order.waiting.len()];
     for &view in views {
         let mut r = 0;
-        while let Some(ci) = order.get(r) {
-            r += 1;
-            if seats.len() == want {
+        while seats.len() < want {
+            let Some(ci) = order.get(r, &mut read) else {
                 break;
-            }
-            let c = &cands[ci];
+            };
+            r += 1;
+            let c = &read.cands[ci];
             loop {
                 if seats.len() == want {
                     break;
                 }
                 if rank_free[ci].is_none() {
-                    rank_free[ci] = Some(free_at_rank(c, &work));
+                    rank_free[ci] = Some(free_at_rank(c, &read.work));
                 }
                 let Work {
                     free_all, free_pre, ..
-                } = &mut work;
+                } = &mut read.work;
                 let (take_from, mirror) = match view {
                     View::Free => (free_all, free_pre),
                     View::Preempt => (free_pre, free_all),
@@ -230,6 +354,14 @@ pub fn place(
             }
         }
     }
+    let unread = order.unread();
+    let Read {
+        cands,
+        mut work,
+        tally,
+        ..
+    } = read;
+    let counts = filter_counts(&ctx, &tally);
 
     let min = req.min_seats.max(1) as usize;
     if seats.len() < min {
@@ -302,6 +434,14 @@ pub fn place(
         mean_rtt,
         nodes_line(cands.len(), considered, &counts)
     );
+    if unread > 0 {
+        // Exact, not sampled: these passed every static filter and could
+        // not outrank the nodes chosen, whatever their calendars hold.
+        summary.push_str(&format!(
+            "; {unread} other node{} not read (none could rank higher)",
+            if unread == 1 { "" } else { "s" }
+        ));
+    }
     if !preempted.is_empty() {
         summary.push_str(&format!("; preempts {} job(s)", preempted.len()));
     }

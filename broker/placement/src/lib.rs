@@ -26,7 +26,7 @@ pub use calendar::Calendar;
 pub use decision::{
     Admission, Decision, DeviceGrant, Explanation, FilterCount, ScorePart, SeatPlacement,
 };
-pub use engine::place;
+pub use engine::{Scan, place, place_with};
 pub use model::*;
 pub use policy::{Policy, Weights};
 pub use priority::{PriorityWeights, job_priority};

@@ -6,6 +6,7 @@ use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, rou
 use crate::state::App;
 
 pub fn router(app: App) -> Router {
+    crate::telemetry::gauges::spawn(app.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -43,15 +44,15 @@ async fn readyz(State(app): State<App>) -> impl IntoResponse {
 }
 
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
-    // The replica's role goes before the exposition's closing `# EOF`.
-    let text = app.metrics.render();
-    let body = text.strip_suffix("# EOF\n").unwrap_or(&text);
+    // The classic text format has no closing `# EOF`: the replica's role
+    // follows the rest.
+    let body = app.metrics.render();
     let epoch = app.leader.get().map(|l| l.epoch).unwrap_or(0);
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            classgrid_common::exposition::CONTENT_TYPE,
         )],
-        format!("{body}{}# EOF\n", crate::leader::role_metrics(true, epoch)),
+        format!("{body}{}", crate::leader::role_metrics(true, epoch)),
     )
 }

@@ -13,6 +13,10 @@ pub async fn serve_router(
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut stop = shutdown;
+    // Every request in a span that joins the caller's W3C trace context.
+    let router = router.layer(axum::middleware::from_fn(
+        crate::telemetry::trace::http_span,
+    ));
     match tls {
         None => {
             axum::serve(

@@ -34,6 +34,36 @@ impl Lang {
 
 /// (key, zh-CN, en)
 const TEXT: &[(&str, &str, &str)] = &[
+    ("mon", "周一", "Mon"),
+    ("tue", "周二", "Tue"),
+    ("wed", "周三", "Wed"),
+    ("thu", "周四", "Thu"),
+    ("fri", "周五", "Fri"),
+    ("sat", "周六", "Sat"),
+    ("sun", "周日", "Sun"),
+    ("actor_system", "系统", "system"),
+    ("actor_bootstrap", "初始化", "bootstrap"),
+    ("actor_user", "用户", "user"),
+    ("api_token", "API 令牌", "API token"),
+    ("join_token", "加入令牌", "join token"),
+    ("job", "作业", "job"),
+    ("voucher", "算力券", "voucher"),
+    ("voucher_low", "余额不足：剩余", "low balance:"),
+    ("voucher_expires", "即将过期：", "expires"),
+    ("accel_hours", "加速卡时", "accelerator-hours"),
+    ("unused", "未用", "unused"),
+    (
+        "seats_today_chart",
+        "今日课程座位",
+        "Seats in today's lessons",
+    ),
+    ("seats_in_lessons", "课程占用座位", "seats in lessons"),
+    ("seats_running_now", "当前运行座位", "seats running now"),
+    (
+        "capacity_chart",
+        "各厂商加速卡显存与已预留",
+        "Accelerator memory by vendor, and what is reserved",
+    ),
     ("app", "classgrid 区域控制台", "classgrid region console"),
     ("skip", "跳到正文", "Skip to content"),
     ("nav", "主导航", "Main navigation"),
@@ -338,6 +368,90 @@ pub fn t(lang: Lang, key: &str) -> &'static str {
     }
 }
 
+/// Phrases of placement explanations (broker/placement: `explain.rs`,
+/// `engine.rs` and each filter's `detail`) in zh-CN, longest first so that
+/// a phrase wins over the words inside it. Explanations are stored in
+/// English, the API's language, when a lesson is placed; the console
+/// translates them when it shows them. Names, numbers and units stay.
+const EXPLAIN_ZH: &[(&str, &str)] = &[
+    ("kept for owner school's classes", "留给所属学校的课程"),
+    ("capacity freed by preempting jobs", "通过抢占作业腾出容量"),
+    ("the school's own site", "本校站点"),
+    ("an unknown site", "未知站点"),
+    ("invalid request:", "请求无效："),
+    ("fewer than", "少于"),
+    ("devices with", "个设备，每个"),
+    ("calendar busy", "日程已占满"),
+    ("not approved", "未批准"),
+    ("not ready", "未就绪"),
+    ("no device", "无合适设备"),
+    ("no runtime", "无运行时"),
+    ("no gpu", "无加速卡"),
+    ("gpu memory", "显存"),
+    ("cpu/memory", "CPU/内存"),
+    ("min lead", "分钟准备时间"),
+    ("mean rtt", "平均往返时延"),
+    ("district pop", "学区接入点"),
+    ("preempts", "抢占"),
+    ("job(s)", "个作业"),
+    ("seats on", "个座位，分布于"),
+    ("seats fit", "个座位可放置"),
+    ("nodes", "个节点"),
+    ("node", "节点"),
+    ("staging", "预置"),
+    ("measured", "实测"),
+    ("estimated", "估算"),
+    ("configured", "配置"),
+    ("score", "评分"),
+    ("rtt", "往返时延"),
+    ("model", "型号"),
+    ("school", "学校"),
+    ("cloud", "云"),
+    ("edge", "边缘"),
+    ("gpu", "加速卡"),
+    (" at ", " 位于 "),
+    (" on ", " 于 "),
+];
+
+/// A placement explanation (summary, seat reason or filter detail) in the
+/// page's language. Node and site names pass through, except where a name
+/// is itself one of the phrases above.
+pub fn explanation(lang: Lang, text: &str) -> String {
+    if lang == Lang::En {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut rest = text;
+    'outer: while !rest.is_empty() {
+        // A phrase only where a word starts, so that `node` inside a name
+        // such as `gpu-node-3` is left alone.
+        let at_word = out
+            .chars()
+            .last()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        if at_word {
+            for (en, zh) in EXPLAIN_ZH {
+                if let Some(after) = rest.strip_prefix(en) {
+                    let ends_word = en.ends_with(' ')
+                        || after
+                            .chars()
+                            .next()
+                            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+                    if ends_word {
+                        out.push_str(zh);
+                        rest = after;
+                        continue 'outer;
+                    }
+                }
+            }
+        }
+        let c = rest.chars().next().unwrap_or(' ');
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,5 +500,32 @@ mod tests {
         assert_eq!(Lang::default(), Lang::Zh);
         assert_eq!(t(Lang::default(), "overview"), "总览");
         assert_eq!(t(Lang::En, "overview"), "Overview");
+    }
+    #[test]
+    fn placement_explanations_read_in_chinese_and_keep_names() {
+        let zh = explanation(
+            Lang::Zh,
+            "3/45 seats fit on 2/2 nodes: 2 cpu/memory < 500 m/512 MiB, 1 rtt > 30 ms (configured)",
+        );
+        assert!(
+            zh.contains("个座位可放置") && zh.contains("CPU/内存"),
+            "{zh}"
+        );
+        assert!(zh.contains("往返时延 > 30 ms (配置)"), "{zh}");
+        let reason = explanation(
+            Lang::Zh,
+            "node gpu-node-1 (edge) at the school's own site: gpu 0 L40S (4096 MiB, 25%); rtt 1.2 ms (measured); score 0.91 = rtt 0.95×1",
+        );
+        assert!(
+            reason.starts_with("节点 gpu-node-1 (边缘) 位于 本校站点"),
+            "{reason}"
+        );
+        // What remains in Latin letters is names, models and units only.
+        let latin: Vec<&str> = reason
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .filter(|w| !w.is_empty())
+            .collect();
+        assert_eq!(latin, ["gpu", "node", "L", "S", "MiB", "ms"], "{reason}");
+        assert_eq!(explanation(Lang::En, "1 calendar busy"), "1 calendar busy");
     }
 }

@@ -99,11 +99,7 @@ pub fn legend<'a>(labels: impl Iterator<Item = &'a str>) -> String {
 pub fn bars(alt: &str, rows: &[(String, f64)], unit: &str) -> String {
     let max = rows.iter().map(|r| r.1).fold(0.0, f64::max).max(1e-9);
     let h = 24.0 * rows.len().max(1) as f64 + 8.0;
-    let mut o = format!(
-        r#"<svg class="plot" viewBox="0 0 720 {h}" role="img" aria-label="{}"><title>{}</title>"#,
-        esc(alt),
-        esc(alt)
-    );
+    let mut o = plot_open(alt, h);
     for (i, (label, v)) in rows.iter().enumerate() {
         let y = 4.0 + 24.0 * i as f64;
         let bw = (v / max * 440.0).max(1.0);
@@ -119,4 +115,39 @@ pub fn bars(alt: &str, rows: &[(String, f64)], unit: &str) -> String {
         );
     }
     o + "</svg>"
+}
+
+/// Horizontal bars of a whole (light) with the part of it in use drawn
+/// over it (dark), one per (label, whole, part); all share one scale.
+pub fn part_bars(alt: &str, rows: &[(String, f64, f64)], unit: &str, part_label: &str) -> String {
+    let max = rows.iter().map(|r| r.1).fold(0.0, f64::max).max(1e-9);
+    let h = 24.0 * rows.len().max(1) as f64 + 8.0;
+    let mut o = plot_open(alt, h);
+    for (i, (label, whole, part)) in rows.iter().enumerate() {
+        let y = 4.0 + 24.0 * i as f64;
+        let bw = (whole / max * 400.0).max(1.0);
+        let pw = (part / max * 400.0).clamp(0.0, bw);
+        o += &format!(
+            r##"<text x="150" y="{:.1}" font-size="12" text-anchor="end" fill="#222">{}</text><rect x="158" y="{y:.1}" width="{bw:.1}" height="16" fill="{c}" fill-opacity="0.3"/><rect x="158" y="{y:.1}" width="{pw:.1}" height="16" fill="{c}"/><text x="{:.1}" y="{:.1}" font-size="12" fill="#222">{:.0} {u} · {:.0} {u} {}</text>"##,
+            y + 12.0,
+            esc(label),
+            164.0 + bw,
+            y + 12.0,
+            whole,
+            part,
+            esc(part_label),
+            c = COLOURS[0],
+            u = esc(unit),
+        );
+    }
+    o + "</svg>"
+}
+
+/// A 720-wide plot's opening tag, named for screen readers.
+fn plot_open(alt: &str, h: f64) -> String {
+    format!(
+        r#"<svg class="plot" viewBox="0 0 720 {h}" role="img" aria-label="{}"><title>{}</title>"#,
+        esc(alt),
+        esc(alt)
+    )
 }

@@ -15,6 +15,7 @@ pub mod console;
 pub mod jobs;
 pub mod lease;
 pub mod lessons;
+pub mod metrics_reads;
 pub mod nodes;
 pub(crate) mod progress_queue;
 pub mod reservations;

@@ -114,8 +114,20 @@ pub(crate) const PIPELINE: &[&dyn Filter] = &[
     &resources::NodeResources,
     &staging::Staging,
     &lending::Lending,
-    &calendar::CalendarFree,
+    CALENDAR,
 ];
+
+/// The one filter that reads reservations. It stays last: every filter
+/// before it reads only the node and the request, so `place` runs those on
+/// the whole fleet (exact counts) and reads calendars only for the nodes
+/// the rank order reaches.
+pub(crate) const CALENDAR: &dyn Filter = &calendar::CalendarFree;
+
+/// `PIPELINE` without the calendar.
+pub(crate) const STATIC: &[&dyn Filter] = match PIPELINE.split_last() {
+    Some((_, rest)) => rest,
+    None => &[],
+};
 
 /// `base (3 a, 2 b)` or `base (a)` when there is one tag; `base` when none.
 pub(crate) fn with_tags(base: String, tags: &[(&'static str, u32)]) -> String {

@@ -18,6 +18,13 @@ pub(crate) trait Score: Sync {
     fn weight(&self, w: &Weights) -> f64;
     /// `free` is the candidate's slots (devices, then node) as the calendar left them.
     fn value(&self, ctx: &Ctx<'_>, cand: &Candidate<'_>, free: &[Amount]) -> f64;
+    /// The most this score can be for a node whose calendar has not been
+    /// read yet; `None` when the value does not depend on the calendar (it
+    /// is then computed from the node alone, with no free slots). `empty`
+    /// is the node's slots with nothing reserved.
+    fn most(&self, _ctx: &Ctx<'_>, _cand: &Candidate<'_>, _empty: &[Amount]) -> Option<f64> {
+        None
+    }
 }
 
 pub(crate) const SCORES: &[&dyn Score] = &[
@@ -47,6 +54,32 @@ fn weigh(
             value,
             weight,
         });
+    }
+    if weights > 0.0 { total / weights } else { 0.0 }
+}
+
+/// The highest total `cand` can reach whatever its calendar holds: the
+/// calendar-dependent scores at their `most`, the others exact. Computed
+/// with the same operations in the same order as `total`, and IEEE rounding
+/// is monotone, so `total(c) <= upper_bound(c)` holds bit for bit, which is
+/// what lets `place` stop before reading every node's calendar.
+pub(crate) fn upper_bound(
+    ctx: &Ctx<'_>,
+    cand: &Candidate<'_>,
+    empty: &[Amount],
+    w: &Weights,
+) -> f64 {
+    let mut total = 0.0;
+    let mut weights = 0.0;
+    for s in SCORES {
+        let value = match s.most(ctx, cand, empty) {
+            Some(v) => v,
+            None => s.value(ctx, cand, &[]),
+        }
+        .clamp(0.0, 1.0);
+        let weight = sanitize(s.weight(w));
+        total += value * weight;
+        weights += weight;
     }
     if weights > 0.0 { total / weights } else { 0.0 }
 }

@@ -40,4 +40,14 @@ impl Score for Packing {
         let busy = if total > 0.0 { used / total } else { 0.0 };
         0.7 * class + 0.3 * busy
     }
+
+    fn most(&self, ctx: &Ctx<'_>, cand: &Candidate<'_>, empty: &[Amount]) -> Option<f64> {
+        // Reservations only take capacity away, so the seats that fit on
+        // the empty node bound `fits`; `busy` is a share, at most 1. Same
+        // expression as `value`, so the bound holds after rounding too.
+        let fits = ctx.need.seats_in(empty, cand.usable, ctx.req.seats);
+        let class = fits.min(ctx.req.seats) as f64 / ctx.req.seats.max(1) as f64;
+        let busy = 1.0;
+        Some(0.7 * class + 0.3 * busy)
+    }
 }

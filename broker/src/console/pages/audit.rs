@@ -68,6 +68,10 @@ pub async fn page(
         Ok(r) => r,
         Err(e) => return error(&s, z, uri.path(), &e),
     };
+    let mut names = super::names::Names::load(&app, &s).await;
+    names
+        .load_lessons(&app, &s, rows.iter().map(|r| r.target.as_str()))
+        .await;
     let field = |k: &str, label: &str, kind: &str| {
         format!(
             r#"<label for="f-{k}">{label}<input id="f-{k}" name="{k}" type="{kind}" value="{}" maxlength="200"></label>"#,
@@ -96,14 +100,24 @@ pub async fn page(
     );
     for r in &rows {
         o += &format!(
-            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             z.fmt(r.at),
-            esc(&r.actor),
+            names.reference(l, &app, &r.actor),
             esc(&crate::console::i18n::word(l, "role", &r.role)),
             esc(&r.action),
-            esc(&r.target),
+            names.reference(l, &app, &r.target),
             state_badge(l, &r.result),
-            esc(&format!("{} {}", r.source, r.detail))
+            // Where the request came from and what the service said, as
+            // recorded: data, like the action's code, not the console's words.
+            if r.detail.is_empty() {
+                format!("<code>{}</code>", esc(&r.source))
+            } else {
+                format!(
+                    "<code>{}</code> <code>{}</code>",
+                    esc(&r.source),
+                    esc(&r.detail)
+                )
+            }
         );
     }
     if rows.is_empty() {

@@ -36,8 +36,9 @@ pub async fn page(
         .iter()
         .map(|v| {
             format!(
-                r#"<option value="{v}"{}>{v}</option>"#,
-                if state == Some(*v) { " selected" } else { "" }
+                r#"<option value="{v}"{}>{}</option>"#,
+                if state == Some(*v) { " selected" } else { "" },
+                esc(&crate::console::i18n::word(l, "state", v))
             )
         })
         .collect();
@@ -61,8 +62,9 @@ pub async fn page(
         ],
     );
     for j in &jobs {
+        // An unnamed job by school and submission time, not its UUID.
         let name = if j.name.is_empty() {
-            j.id.to_string()
+            format!("{} {}", j.school_site, z.hm(j.created_at))
         } else {
             j.name.clone()
         };
@@ -80,7 +82,8 @@ pub async fn page(
                 .unwrap_or_default(),
             esc(&j.endpoint),
             z.fmt(j.created_at),
-            esc(&j.message)
+            // A queued job's message is its placement explanation.
+            esc(&crate::console::i18n::explanation(l, &j.message))
         );
     }
     if jobs.is_empty() {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::super::{
     html::{Page, error, esc, mib, render, see_other, state_badge},
-    i18n::{t, word},
+    i18n::{explanation as explanation_text, t, word},
     session::Session,
     zone,
 };
@@ -145,7 +145,10 @@ pub async fn detail(
     let common = reasons.into_iter().max_by_key(|(_, n)| *n).map(|(r, _)| r);
     o += &format!(r#"<h2>{}</h2>"#, t(l, "seat_map"));
     if let Some(r) = &common {
-        o += &format!(r#"<p class="muted" id="seat-reason">{}</p>"#, esc(r));
+        o += &format!(
+            r#"<p class="muted" id="seat-reason">{}</p>"#,
+            esc(&explanation_text(l, r))
+        );
     }
     o += r#"<div class="seatmap" id="seat-map">"#;
     for st in &v.seats {
@@ -197,7 +200,10 @@ pub async fn detail(
             },
             seat_reason(st.number)
                 .filter(|r| Some(r) != common.as_ref())
-                .map(|r| format!(r#"<div class="muted">{}</div>"#, esc(&r)))
+                .map(|r| format!(
+                    r#"<div class="muted">{}</div>"#,
+                    esc(&explanation_text(l, &r))
+                ))
                 .unwrap_or_default()
                 + &tails
                     .get(&st.id)
@@ -218,7 +224,10 @@ pub async fn detail(
         .or_else(|| explanation.get("summary"))
         .and_then(|v| v.as_str())
         .unwrap_or("");
-    o += &format!(r#"<p id="explanation-summary">{}</p>"#, esc(summary));
+    o += &format!(
+        r#"<p id="explanation-summary">{}</p>"#,
+        esc(&explanation_text(l, summary))
+    );
     if let Some(filters) = explanation
         .pointer("/admission/explanation/filters")
         .or_else(|| explanation.get("filters"))
@@ -230,7 +239,10 @@ pub async fn detail(
             o += &format!(
                 "<li>{} — {}</li>",
                 f.get("removed").and_then(|v| v.as_u64()).unwrap_or(0),
-                esc(f.get("detail").and_then(|v| v.as_str()).unwrap_or(""))
+                esc(&explanation_text(
+                    l,
+                    f.get("detail").and_then(|v| v.as_str()).unwrap_or("")
+                ))
             );
         }
         o += "</ul>";

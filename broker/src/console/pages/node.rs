@@ -14,7 +14,7 @@ use chrono::Utc;
 
 use super::super::{
     html::{Page, Th, error, esc, mib, render, see_other, state_badge, table_open},
-    i18n::t,
+    i18n::{Lang, t},
     session::Session,
     svg, zone,
 };
@@ -264,19 +264,126 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
     }
     o += "</tbody></table>";
 
-    o += &format!(r#"<h2>{}</h2>"#, t(l, "warnings"));
-    if n.warnings.is_empty() {
-        o += &format!(r#"<p class="muted">{}</p>"#, t(l, "none"));
-    } else {
-        o += &format!(
-            "<ul>{}</ul>",
-            n.warnings
-                .iter()
-                .map(|w| format!("<li>{}</li>", esc(w)))
-                .collect::<String>()
+    o += &warnings_section(l, &n.warnings);
+    Ok((format!("{} {}", t(l, "node"), n.name), o))
+}
+
+/// The agent's discovery warnings as it sent them when it last registered:
+/// how many, what they mean for the device list above, and each one with the
+/// tool's own line (when the warning quotes one) set apart as code, so that
+/// an admin can find that line in the tool's output on the node.
+fn warnings_section(l: Lang, warnings: &[String]) -> String {
+    let mut o = format!(r#"<h2 id="warnings">{}"#, t(l, "warnings"));
+    if warnings.is_empty() {
+        o += &format!(r#"</h2><p class="muted">{}</p>"#, t(l, "none"));
+        return o;
+    }
+    o += &format!(
+        r#" ({})</h2><p class="muted">{}</p><ol class="warnings">"#,
+        warnings.len(),
+        warnings_hint(l)
+    );
+    for w in warnings {
+        o += "<li>";
+        o += &warning_html(w);
+        o += "</li>";
+    }
+    o + "</ol>"
+}
+
+/// The section's own sentence, kept beside the code that shows it; i18n.rs
+/// holds the words that several pages share.
+fn warnings_hint(l: Lang) -> &'static str {
+    match l {
+        Lang::Zh => {
+            "节点代理上次连接时报告的问题：上面的设备列表可能缺少设备或信息。请在该节点上手动运行每条中提到的工具，查看其完整输出。"
+        }
+        Lang::En => {
+            "Problems the node's agent reported when it last connected: the device list above may be missing devices or details. Run the tool named in each line on the node to see its full output."
+        }
+    }
+}
+
+/// One warning. The agent's parsers end a warning about a row with
+/// ` (the line reads "…")`, the line as Rust's `{:?}` quotes it; that part is
+/// shown as code. Anything else is shown as plain text.
+fn warning_html(w: &str) -> String {
+    const QUOTE: &str = " (the line reads \"";
+    if let Some(at) = w.find(QUOTE)
+        && let Some(quoted) = w[at + QUOTE.len()..].strip_suffix("\")")
+    {
+        return format!("{} <code>{}</code>", esc(&w[..at]), esc(&unquote(quoted)));
+    }
+    esc(w)
+}
+
+/// Undoes the escapes of `{:?}` that a tool line can hold (quotes,
+/// backslashes, tabs); other escapes are kept as printed.
+fn unquote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('"') => out.push('"'),
+            Some('\\') => out.push('\\'),
+            Some('t') => out.push('\t'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_warnings_says_none() {
+        let html = warnings_section(Lang::En, &[]);
+        assert!(html.contains("Discovery warnings</h2>"), "{html}");
+        assert!(html.contains(r#"<p class="muted">"#));
+        assert!(!html.contains("<ol"));
+    }
+
+    #[test]
+    fn warnings_are_counted_escaped_and_show_the_tool_line_as_code() {
+        // Strings as the agent sends them (ParseWarning's Display and a
+        // runner warning without a line).
+        let warnings = vec![
+            "npu-smi info, line 9: the output is truncated: it stops on a rule between two chips \
+             (the line reads \"+---+<x>\\\"q\\\"\")"
+                .to_string(),
+            "mx-smi: not found on PATH <script>".to_string(),
+        ];
+        let html = warnings_section(Lang::En, &warnings);
+        assert!(html.contains("Discovery warnings (2)</h2>"), "{html}");
+        assert_eq!(html.matches("<li>").count(), 2);
+        assert!(
+            html.contains(
+                "<li>npu-smi info, line 9: the output is truncated: it stops on a rule between \
+                 two chips <code>+---+&lt;x&gt;&quot;q&quot;</code></li>"
+            ),
+            "{html}"
+        );
+        assert!(html.contains("not found on PATH &lt;script&gt;"), "{html}");
+        assert!(!html.contains("<script>"));
+    }
+
+    #[test]
+    fn a_warning_that_only_looks_quoted_is_plain_text() {
+        assert_eq!(
+            warning_html("x (the line reads \"unterminated"),
+            esc("x (the line reads \"unterminated")
         );
     }
-    Ok((format!("{} {}", t(l, "node"), n.name), o))
 }
 
 pub async fn act(

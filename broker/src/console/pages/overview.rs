@@ -123,12 +123,11 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
         ));
     }
     if let Ok(v) = scoped.voucher_view().await {
-        for a in v.alerts {
+        for a in &v.alerts {
             alerts.push(format!(
-                "{}: {} — {}",
+                "{}: {}",
                 t(l, "alert_voucher"),
-                esc(&a.school),
-                esc(&a.message)
+                super::voucher_alerts::text(l, z, &v, a)
             ));
         }
     }
@@ -144,6 +143,13 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
                 .collect::<String>()
         );
     }
+
+    // A district admin would rather look than read: seats over today.
+    o += &format!(
+        r#"<h2>{}</h2><figure id="seats-today-chart">{}</figure>"#,
+        t(l, "seats_today_chart"),
+        super::overview_charts::seats_today(l, z, &lessons, day0, now, counts.running)
+    );
 
     o += r#"<div class="grid2"><section>"#;
     o += &(format!("<h2>{}</h2>", t(l, "sites"))
@@ -238,6 +244,16 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
         );
     }
     o += "</tbody></table>";
+    if !by.is_empty() {
+        let rows: Vec<_> = by
+            .iter()
+            .map(|(vendor, v)| (vendor.clone(), v.devices, v.mem, v.held))
+            .collect();
+        o += &format!(
+            r#"<figure id="capacity-chart">{}</figure>"#,
+            super::overview_charts::capacity(l, &rows)
+        );
+    }
     // CPU is counted in cores, not memory: a line of its own, so a
     // CPU-only fleet does not show cores under the Memory column.
     o += &format!(

@@ -1,6 +1,8 @@
 //! Timetable: a day or week Gantt chart of lessons per school or per node,
 //! with each lesson's staging lead before it and grace after it drawn, as
-//! the capacity calendar reserves them.
+//! the capacity calendar reserves them. The axis shows the school day
+//! (07:00-18:00, wider only when a lesson falls outside it), on each day of
+//! a week that starts on Monday; lessons that overlap get a lane each.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,7 +11,7 @@ use axum::{
     http::Uri,
     response::Response,
 };
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc};
 
 use super::{
     super::{
@@ -23,9 +25,10 @@ use super::{
 };
 use crate::{domain::ServiceError, state::App, store::lessons::LessonRow};
 
-/// Local hours a day view shows when every lesson fits in them.
+/// The school day, in local hours, that each day of the chart shows when
+/// every lesson fits in it.
 const DAY_FROM_H: i64 = 7;
-const DAY_TO_H: i64 = 19;
+const DAY_TO_H: i64 = 18;
 
 struct Bar<'a> {
     lesson: &'a LessonRow,
@@ -72,6 +75,12 @@ async fn build(
             .map_err(|_| ServiceError::field("date", "must be a date like 2026-09-01"))?,
     };
     let days = if week { 7 } else { 1 };
+    // A week is Monday to Sunday, as Chinese school timetables are.
+    let date = if week {
+        date - Duration::days(date.weekday().num_days_from_monday().into())
+    } else {
+        date
+    };
     let from = z.midnight(date);
     let to = from + Duration::days(days);
     let scoped = app.scoped(&s.caller);
@@ -151,25 +160,29 @@ async fn build(
         t(l, "by_node"),
         tt = t(l, "timetable"),
     );
-    // A school day fills the width of a day view; a lesson outside it
-    // widens the view to the whole day.
-    let (g0, g1) = if week {
-        (from, to)
-    } else {
-        let (d0, d1) = (
-            from + Duration::hours(DAY_FROM_H),
-            from + Duration::hours(DAY_TO_H),
+    // The school day on each day shown, widened to whole hours around any
+    // lesson window outside it.
+    let (mut h0, mut h1) = (DAY_FROM_H, DAY_TO_H);
+    for x in &lessons {
+        let (a, b) = (
+            z.local(x.window_start.max(from)),
+            z.local(x.window_end.min(to)),
         );
-        if lessons
-            .iter()
-            .all(|x| x.window_start >= d0 && x.window_end <= d1)
-        {
-            (d0, d1)
+        if a.date_naive() == b.date_naive() {
+            h0 = h0.min(a.hour().into());
+            h1 = h1.max(i64::from(b.hour()) + i64::from(b.minute() > 0 || b.second() > 0));
         } else {
-            (from, to)
+            // Across midnight: the whole day.
+            (h0, h1) = (0, 24);
         }
-    };
-    o += &gantt(l, &rows, g0, g1, days);
+    }
+    let segments: Vec<(DateTime<Utc>, DateTime<Utc>)> = (0..days)
+        .map(|d| {
+            let m = z.midnight(date + Duration::days(d));
+            (m + Duration::hours(h0), m + Duration::hours(h1))
+        })
+        .collect();
+    o += &gantt(l, &rows, &segments);
     o += &format!(
         r##"<ul class="legend"><li><svg width="14" height="10" aria-hidden="true"><rect width="14" height="10" fill="{c}" fill-opacity="0.35"/></svg> {}</li><li><svg width="14" height="10" aria-hidden="true"><rect width="14" height="10" fill="{c}"/></svg> {}</li><li><svg width="14" height="10" aria-hidden="true"><rect width="14" height="10" fill="#888" fill-opacity="0.5"/></svg> {}</li></ul>"##,
         t(l, "legend_staging"),
@@ -219,63 +232,141 @@ fn cur(on: bool) -> &'static str {
     if on { r#" aria-current="true""# } else { "" }
 }
 
+/// Time to x over the segments shown (one per day), each the same width;
+/// a time between two segments (a night) maps to the next one's start.
+struct Axis<'a> {
+    segments: &'a [(DateTime<Utc>, DateTime<Utc>)],
+    left: f64,
+    width: f64,
+}
+
+impl Axis<'_> {
+    fn x(&self, t: DateTime<Utc>) -> f64 {
+        let w = self.width / self.segments.len().max(1) as f64;
+        for (i, (a, b)) in self.segments.iter().enumerate() {
+            let x0 = self.left + w * i as f64;
+            if t <= *a {
+                return x0;
+            }
+            if t <= *b {
+                let span = (*b - *a).num_seconds().max(1) as f64;
+                return x0 + (t - *a).num_seconds() as f64 / span * w;
+            }
+        }
+        self.left + self.width
+    }
+}
+
+/// Lanes for bars in start order: each bar takes the first lane whose last
+/// bar ended (window included) before it begins. Returns each bar's lane
+/// and the number of lanes.
+fn lanes(windows: &[(DateTime<Utc>, DateTime<Utc>)]) -> (Vec<usize>, usize) {
+    let mut ends: Vec<DateTime<Utc>> = Vec::new();
+    let mut out = Vec::with_capacity(windows.len());
+    for (s, e) in windows {
+        match ends.iter().position(|end| end <= s) {
+            Some(i) => {
+                ends[i] = *e;
+                out.push(i);
+            }
+            None => {
+                ends.push(*e);
+                out.push(ends.len() - 1);
+            }
+        }
+    }
+    let n = ends.len().max(1);
+    (out, n)
+}
+
 fn gantt(
     l: Lang,
     rows: &BTreeMap<String, Vec<Bar>>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    days: i64,
+    segments: &[(DateTime<Utc>, DateTime<Utc>)],
 ) -> String {
     let z = zone();
-    let (w, left, row_h, top) = (1300.0, 170.0, 28.0, 22.0);
-    let h = top + row_h * rows.len().max(1) as f64 + 6.0;
-    let span = (to - from).num_seconds().max(1) as f64;
-    let x = |t: DateTime<Utc>| {
-        left + ((t - from).num_seconds() as f64 / span).clamp(0.0, 1.0) * (w - left - 8.0)
+    let (w, left, lane_h, top, gap) = (1300.0, 170.0, 24.0, 22.0, 6.0);
+    let axis = Axis {
+        segments,
+        left,
+        width: w - left - 8.0,
     };
+    let x = |t: DateTime<Utc>| axis.x(t);
+    let placed: Vec<(Vec<usize>, usize)> = rows
+        .values()
+        .map(|bars| {
+            lanes(
+                &bars
+                    .iter()
+                    .map(|b| (b.lesson.window_start, b.lesson.window_end))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let rows_h: f64 = placed
+        .iter()
+        .map(|(_, n)| lane_h * *n as f64 + gap)
+        .sum::<f64>()
+        .max(lane_h + gap);
+    let h = top + rows_h + 4.0;
     let mut o = format!(
         r#"<svg class="gantt" viewBox="0 0 {w} {h}" role="img" aria-label="{}"><title>{}</title>"#,
         t(l, "timetable"),
         t(l, "timetable")
     );
-    let ticks = if days == 1 {
-        (span / 3600.0).round().max(1.0) as i64
-    } else {
-        days
-    };
-    for i in 0..=ticks {
-        let tt = from + Duration::seconds((span as i64) * i / ticks);
-        let label = if days == 1 {
-            z.hm(tt)
-        } else {
-            z.local(tt).format("%m-%d %a").to_string()
-        };
-        let xx = x(tt);
-        o += &format!(r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{top}" y2="{h}" stroke="#dde"/>"##);
-        if days > 1 || ticks <= 12 || i % 2 == 0 {
+    let week = segments.len() > 1;
+    for (a, b) in segments {
+        let hours = (*b - *a).num_hours().max(1);
+        for i in 0..=hours {
+            let tt = *a + Duration::hours(i);
+            let xx = x(tt);
+            // A day's first hour starts a new column: a darker line, and
+            // in a week the day's name over it.
+            let first = i == 0;
+            let stroke = if first && week { "#99a" } else { "#dde" };
             o += &format!(
-                r##"<text x="{xx:.1}" y="14" font-size="11" text-anchor="middle" fill="#333">{}</text>"##,
-                esc(&label)
+                r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{top}" y2="{h}" stroke="{stroke}"/>"##
             );
+            let label = if week {
+                first.then(|| {
+                    let d = z.local(tt);
+                    format!("{} {}", d.format("%m-%d"), weekday(l, d.weekday()))
+                })
+            } else {
+                Some(z.hm(tt))
+            };
+            if let Some(label) = label {
+                let anchor = if week { "start" } else { "middle" };
+                o += &format!(
+                    r##"<text class="{}" x="{:.1}" y="14" font-size="11" text-anchor="{anchor}" fill="#333">{}</text>"##,
+                    if week { "day" } else { "hour" },
+                    if week { xx + 3.0 } else { xx },
+                    esc(&label)
+                );
+            }
         }
     }
     let now = Utc::now();
-    if now > from && now < to {
+    if segments.iter().any(|(a, b)| now > *a && now < *b) {
         o += &format!(
             r##"<line x1="{0:.1}" x2="{0:.1}" y1="{top}" y2="{h}" stroke="#b3471d" stroke-width="2"/>"##,
             x(now)
         );
     }
-    for (i, (row, bars)) in rows.iter().enumerate() {
-        let y = top + row_h * i as f64;
+    let mut y_row = top;
+    for ((row, bars), (lane_of, n)) in rows.iter().zip(&placed) {
+        let row_h = lane_h * *n as f64;
         o += &format!(
-            r##"<text x="{}" y="{:.1}" font-size="12" text-anchor="end" fill="#222">{}</text>"##,
+            r##"<line x1="0" x2="{w}" y1="{:.1}" y2="{:.1}" stroke="#eef"/><text x="{}" y="{:.1}" font-size="12" text-anchor="end" fill="#222">{}</text>"##,
+            y_row + row_h + gap / 2.0,
+            y_row + row_h + gap / 2.0,
             left - 6.0,
-            y + 17.0,
+            y_row + 16.0,
             esc(row)
         );
         for (j, b) in bars.iter().enumerate() {
             let ls = b.lesson;
+            let y = y_row + lane_h * lane_of[j] as f64;
             let c = COLOURS[j % COLOURS.len()];
             let (ws, s0, e0, we) = (
                 x(ls.window_start),
@@ -297,21 +388,113 @@ fn gantt(
                 r##"<a href="/console/lessons/{}"><title>{}</title><rect x="{ws:.1}" y="{:.1}" width="{:.1}" height="18" fill="{c}" fill-opacity="0.35"/><rect x="{s0:.1}" y="{:.1}" width="{:.1}" height="18" fill="{c}"/><rect x="{e0:.1}" y="{:.1}" width="{:.1}" height="18" fill="#888" fill-opacity="0.5"/><text x="{:.1}" y="{:.1}" font-size="11" fill="#fff">{}</text></a>"##,
                 ls.id,
                 esc(&tip),
-                y + 4.0,
+                y + 2.0,
                 (s0 - ws).max(0.5),
-                y + 4.0,
+                y + 2.0,
                 (e0 - s0).max(1.0),
-                y + 4.0,
+                y + 2.0,
                 (we - e0).max(0.5),
                 s0 + 3.0,
-                y + 17.0,
-                esc(&b
-                    .label
-                    .chars()
-                    .take(((e0 - s0) / 6.5).max(0.0) as usize)
-                    .collect::<String>())
+                y + 15.0,
+                esc(&fit_label(&b.label, e0 - s0 - 4.0))
             );
         }
+        y_row += row_h + gap;
     }
     o + "</svg>"
+}
+
+/// As much of a label as fits in `width` pixels of 11 px text (CJK
+/// characters are about twice as wide as Latin ones), with an ellipsis
+/// when cut.
+fn fit_label(label: &str, width: f64) -> String {
+    let w = |c: char| if c.is_ascii() { 6.2 } else { 11.0 };
+    let total: f64 = label.chars().map(w).sum();
+    if total <= width {
+        return label.to_string();
+    }
+    let mut used = w('…');
+    let mut out = String::new();
+    for c in label.chars() {
+        used += w(c);
+        if used > width {
+            break;
+        }
+        out.push(c);
+    }
+    if out.is_empty() {
+        return out;
+    }
+    out + "…"
+}
+
+fn weekday(l: Lang, d: chrono::Weekday) -> &'static str {
+    use chrono::Weekday::*;
+    t(
+        l,
+        match d {
+            Mon => "mon",
+            Tue => "tue",
+            Wed => "wed",
+            Thu => "thu",
+            Fri => "fri",
+            Sat => "sat",
+            Sun => "sun",
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(h: i64, m: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(0, 0).unwrap() + Duration::hours(h) + Duration::minutes(m)
+    }
+
+    #[test]
+    fn overlapping_lessons_get_a_lane_each_and_later_ones_reuse_free_lanes() {
+        let (lane, n) = lanes(&[
+            (at(8, 0), at(9, 0)),
+            (at(8, 30), at(9, 30)),
+            (at(9, 0), at(10, 0)),
+            (at(9, 10), at(9, 40)),
+        ]);
+        assert_eq!(lane, vec![0, 1, 0, 2]);
+        assert_eq!(n, 3);
+        assert_eq!(lanes(&[]).1, 1, "an empty row still has its height");
+    }
+
+    #[test]
+    fn a_forty_minute_lesson_is_wide_on_a_school_day_axis() {
+        let seg = [(at(7, 0), at(18, 0))];
+        let a = Axis {
+            segments: &seg,
+            left: 170.0,
+            width: 1122.0,
+        };
+        let w = a.x(at(10, 40)) - a.x(at(10, 0));
+        assert!(w > 60.0, "40 minutes are {w:.1} px");
+        assert_eq!(a.x(at(6, 0)), 170.0, "before the day: its start");
+        assert_eq!(a.x(at(20, 0)), 1292.0, "after the day: its end");
+    }
+
+    #[test]
+    fn a_night_between_two_days_maps_to_the_next_days_start() {
+        let seg = [(at(7, 0), at(18, 0)), (at(31, 0), at(42, 0))];
+        let a = Axis {
+            segments: &seg,
+            left: 0.0,
+            width: 200.0,
+        };
+        assert_eq!(a.x(at(22, 0)), 100.0);
+        assert_eq!(a.x(at(31, 0)), 100.0);
+    }
+
+    #[test]
+    fn labels_are_cut_to_their_bar_with_an_ellipsis() {
+        assert_eq!(fit_label("Python", 100.0), "Python");
+        assert_eq!(fit_label("机器学习入门", 40.0), "机器…");
+        assert_eq!(fit_label("机器学习", 5.0), "");
+    }
 }

@@ -33,6 +33,20 @@ pub async fn page(State(app): State<App>, s: Session, uri: Uri) -> Response {
     }
 }
 
+/// `<option>`s whose values are the API's words and whose labels are the
+/// page's language.
+fn options(l: Lang, group: &str, values: &[&str]) -> String {
+    values
+        .iter()
+        .map(|v| {
+            format!(
+                r#"<option value="{v}">{}</option>"#,
+                esc(&crate::console::i18n::word(l, group, v))
+            )
+        })
+        .collect()
+}
+
 fn status(l: Lang, revoked: bool, expires: Option<chrono::DateTime<Utc>>) -> String {
     if revoked {
         state_badge(l, "revoked").replace(">revoked<", &format!(">{}<", t(l, "revoked")))
@@ -52,11 +66,12 @@ async fn build(
     let z = zone();
     let api = app.list_api_tokens(&s.caller).await?;
     let join = app.list_join_tokens(&s.caller).await?;
+    let names = super::names::Names::from_lists(&api, &join);
     let csrf = esc(&s.csrf);
     let mut o = String::new();
     if let Some((what, secret)) = secret {
         o += &format!(
-            r#"<div class="notice ok" role="status"><p><strong>{}</strong> — {}</p><p class="secret" id="new-secret">{}</p></div>"#,
+            r#"<div class="notice ok" role="status"><p><strong>{}</strong> — {}</p><p class="secret" id="new-secret"><code>{}</code></p></div>"#,
             esc(what),
             t(l, "secret_once"),
             esc(secret)
@@ -71,7 +86,7 @@ async fn build(
     o += &format!(
         r#"<div class="grid2"><section><h2>{}</h2><form class="filters" method="post" action="/console/tokens/api"><input type="hidden" name="_csrf" value="{csrf}">
 <label for="api-name">{}<input id="api-name" name="name" maxlength="128" required></label>
-<label for="api-role">{}<select id="api-role" name="role"><option>platform</option><option>school_admin</option><option>district_admin</option></select></label>
+<label for="api-role">{}<select id="api-role" name="role">{roles}</select></label>
 <label for="api-sites">{}<input id="api-sites" name="sites" maxlength="2000"></label>
 <label for="api-ttl">{}<input id="api-ttl" name="ttl" placeholder="24h" maxlength="16"></label>
 <button type="submit">{}</button></form></section>"#,
@@ -81,11 +96,12 @@ async fn build(
         t(l, "sites_comma"),
         t(l, "ttl_hours"),
         t(l, "create"),
+        roles = options(l, "role", &["platform", "school_admin", "district_admin"]),
     );
     o += &format!(
         r#"<section><h2>{}</h2><form class="filters" method="post" action="/console/tokens/join"><input type="hidden" name="_csrf" value="{csrf}">
 <label for="join-site">{}<select id="join-site" name="site">{sites}</select></label>
-<label for="join-kind">{}<select id="join-kind" name="kind"><option>agent</option><option>edge</option></select></label>
+<label for="join-kind">{}<select id="join-kind" name="kind">{kinds}</select></label>
 <label for="join-ttl">{}<input id="join-ttl" name="ttl" placeholder="24h" maxlength="16"></label>
 <label for="join-uses">{}<input id="join-uses" name="uses" inputmode="numeric" value="1"></label>
 <label for="join-approval"><input type="checkbox" id="join-approval" name="require_approval" value="true"{}> {}</label>
@@ -103,6 +119,7 @@ async fn build(
         t(l, "require_approval"),
         t(l, "create"),
         t(l, "approve_hint"),
+        kinds = options(l, "join_kind", &["agent", "edge"]),
     );
     let revoke = |kind: &str, id: Uuid| {
         format!(
@@ -137,7 +154,7 @@ async fn build(
             esc(&a.name),
             esc(&crate::console::i18n::word(l, "role", &a.role)),
             esc(&sites.join(", ")),
-            esc(&a.created_by),
+            names.reference(l, app, &a.created_by),
             z.fmt(a.created_at),
             a.expires_at
                 .map(|e| z.fmt(e))
@@ -177,7 +194,7 @@ async fn build(
             esc(&crate::console::i18n::word(l, "join_kind", &j.kind)),
             j.uses_left,
             if j.require_approval { "✓" } else { "—" },
-            esc(&j.created_by),
+            names.reference(l, app, &j.created_by),
             z.fmt(j.expires_at),
             status(l, j.revoked_at.is_some(), Some(j.expires_at)),
             if j.revoked_at.is_none() && j.expires_at > Utc::now() {
@@ -272,7 +289,12 @@ pub async fn create(
                     .create_api_token(&s.caller, &get("name"), &get("role"), &sites, lifetime(&f)?)
                     .await?;
                 Ok((
-                    format!("{} {} ({})", t(s.lang, "api_tokens"), row.name, row.role),
+                    format!(
+                        "{} {} ({})",
+                        t(s.lang, "api_tokens"),
+                        row.name,
+                        crate::console::i18n::word(s.lang, "role", &row.role)
+                    ),
                     secret,
                 ))
             }
@@ -296,7 +318,7 @@ pub async fn create(
                         "{} {} ({})",
                         t(s.lang, "join_tokens"),
                         get("site"),
-                        get("kind")
+                        crate::console::i18n::word(s.lang, "join_kind", &get("kind"))
                     ),
                     secret,
                 ))

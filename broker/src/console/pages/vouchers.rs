@@ -20,7 +20,7 @@ use crate::{
 /// Accelerator-hours for a page: 2 decimals, rounded from the exact integer
 /// (the CLI and API keep all 6); a use too small to show says so instead of
 /// reading as nothing.
-fn hours(uah: MicroHours) -> String {
+pub(super) fn hours(uah: MicroHours) -> String {
     let sign = if uah < 0 { "-" } else { "" };
     let a = uah.unsigned_abs();
     let cents = (a + UAH_PER_HOUR as u64 / 200) / (UAH_PER_HOUR as u64 / 100);
@@ -67,7 +67,7 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
             t(l, "alerts"),
             view.alerts
                 .iter()
-                .map(|a| format!("<li>{}: {}</li>", esc(&a.school), esc(&a.message)))
+                .map(|a| format!("<li>{}</li>", super::voucher_alerts::text(l, z, &view, a)))
                 .collect::<String>()
         );
     }

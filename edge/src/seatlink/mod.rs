@@ -1,0 +1,201 @@
+//! Seat links: `https://EDGE/seat/TOKEN/…` opens one seat of the site,
+//! through this edge (decision 088).
+//!
+//! - The broker sends, beside the site's seat intent, the sha256 of each
+//!   seat's link token, the seat's address on its node and until when the
+//!   link is open (the lesson's end plus grace). The edge keeps them in its
+//!   SQLite state next to the intent, so links keep working while the
+//!   broker is unreachable and after the edge restarts. It never holds a
+//!   token itself: a request's token is hashed and looked up.
+//! - A token opens only the seat whose hash it matches. Unknown tokens, a
+//!   link past its end, and a class whose links the teacher paused get a
+//!   clear page, never an error or a hint about other seats.
+//! - Requests and WebSockets go to the seat unchanged (notebook seats serve
+//!   under `/seat/TOKEN/` themselves), with `Authorization: token TOKEN`
+//!   for the seat's server; command seats get the path without the prefix.
+//! - TLS from a certificate of the region CA (`proxy::serve`).
+
+pub mod pages;
+pub mod proxy;
+
+use classgrid_proto::v1 as pb;
+use sha2::{Digest, Sha256};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+/// How long past its end a link is remembered, so that a student who opens
+/// it after the lesson reads "this lesson has ended", not "unknown link".
+pub const REMEMBER_ENDED_MS: i64 = 7 * 24 * 3600 * 1000;
+
+pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS seat_links (
+        link_sha256         TEXT PRIMARY KEY,
+        assignment_id       TEXT NOT NULL,
+        lesson_id           TEXT NOT NULL,
+        endpoint            TEXT NOT NULL,
+        open_until_unix_ms  INTEGER NOT NULL,
+        paused              INTEGER NOT NULL,
+        serves_link_path    INTEGER NOT NULL
+    )";
+
+/// The sha256 of a link token, hex: what the broker sends and the edge keeps.
+pub fn token_sha256(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// One seat link as the edge keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub assignment_id: String,
+    pub lesson_id: String,
+    /// `http://host:port` of the seat on its node.
+    pub endpoint: String,
+    pub open_until_unix_ms: i64,
+    pub paused: bool,
+    /// The seat serves under `/seat/TOKEN/` itself (notebook); otherwise
+    /// the prefix is taken off before the request reaches it.
+    pub serves_link_path: bool,
+}
+
+/// What a request's token opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Open(Link),
+    Unknown,
+    Ended,
+    Paused,
+    /// Known, but its seat has no address yet (still starting).
+    NotReady,
+}
+
+/// Replaces the kept links with the broker's current list, in one
+/// transaction; links it no longer sends are kept (as ended) until
+/// [`REMEMBER_ENDED_MS`] after their end.
+pub async fn replace_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    links: &[pb::SeatLink],
+    now_unix_ms: i64,
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM seat_links WHERE open_until_unix_ms < ?")
+        .bind(now_unix_ms - REMEMBER_ENDED_MS)
+        .execute(&mut **tx)
+        .await?;
+    // A seat the broker no longer intends (stopped, its lesson cancelled)
+    // closes now; those still intended are written back just below.
+    sqlx::query("UPDATE seat_links SET open_until_unix_ms = MIN(open_until_unix_ms, ?)")
+        .bind(now_unix_ms)
+        .execute(&mut **tx)
+        .await?;
+    for s in links.iter().filter(|s| !s.link_sha256.is_empty()) {
+        sqlx::query(
+            "INSERT OR REPLACE INTO seat_links
+               (link_sha256, assignment_id, lesson_id, endpoint, open_until_unix_ms, paused, serves_link_path)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.link_sha256.to_ascii_lowercase())
+        .bind(&s.assignment_id)
+        .bind(&s.lesson_id)
+        .bind(&s.endpoint)
+        .bind(s.open_until_unix_ms)
+        .bind(s.paused)
+        .bind(s.serves_link_path)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// What `token` opens at `now_unix_ms`.
+pub async fn lookup(db: &SqlitePool, token: &str, now_unix_ms: i64) -> sqlx::Result<Lookup> {
+    // Tokens are URL-safe base64 or hex; anything else is no token of ours
+    // and is not even hashed.
+    if token.len() < 32
+        || token.len() > 128
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Ok(Lookup::Unknown);
+    }
+    let row: Option<(String, String, String, i64, bool, bool)> = sqlx::query_as(
+        "SELECT assignment_id, lesson_id, endpoint, open_until_unix_ms, paused, serves_link_path
+           FROM seat_links WHERE link_sha256 = ?",
+    )
+    .bind(token_sha256(token))
+    .fetch_optional(db)
+    .await?;
+    let Some((assignment_id, lesson_id, endpoint, open_until_unix_ms, paused, serves_link_path)) =
+        row
+    else {
+        return Ok(Lookup::Unknown);
+    };
+    Ok(if now_unix_ms >= open_until_unix_ms {
+        Lookup::Ended
+    } else if paused {
+        Lookup::Paused
+    } else if endpoint.is_empty() {
+        Lookup::NotReady
+    } else {
+        Lookup::Open(Link {
+            assignment_id,
+            lesson_id,
+            endpoint,
+            open_until_unix_ms,
+            paused,
+            serves_link_path,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(token: &str, until: i64) -> pb::SeatLink {
+        pb::SeatLink {
+            link_sha256: token_sha256(token),
+            assignment_id: "a1".into(),
+            lesson_id: "l1".into(),
+            endpoint: "http://10.0.0.5:41000".into(),
+            open_until_unix_ms: until,
+            paused: false,
+            serves_link_path: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_opens_only_its_seat_until_its_end() {
+        let dir = std::env::temp_dir().join(format!("cg-edge-links-{}", rand::random::<u64>()));
+        let db = crate::state::open(&dir.join("edge.db")).await.unwrap();
+        let good = "A".repeat(43);
+        let mut tx = db.begin().await.unwrap();
+        replace_in(&mut tx, &[intent(&good, 2_000)], 1_000)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert!(
+            matches!(lookup(&db, &good, 1_000).await.unwrap(), Lookup::Open(l) if l.assignment_id == "a1")
+        );
+        assert_eq!(lookup(&db, &good, 2_000).await.unwrap(), Lookup::Ended);
+        assert_eq!(
+            lookup(&db, &"B".repeat(43), 1_000).await.unwrap(),
+            Lookup::Unknown
+        );
+        assert_eq!(lookup(&db, "../etc", 1_000).await.unwrap(), Lookup::Unknown);
+        // Gone from the broker's intent: still known as ended, not unknown.
+        let mut tx = db.begin().await.unwrap();
+        replace_in(&mut tx, &[], 3_000).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(lookup(&db, &good, 3_000).await.unwrap(), Lookup::Ended);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// [`replace_in`] in a transaction of its own.
+pub async fn replace(
+    db: &SqlitePool,
+    links: &[pb::SeatLink],
+    now_unix_ms: i64,
+) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    replace_in(&mut tx, links, now_unix_ms).await?;
+    tx.commit().await
+}

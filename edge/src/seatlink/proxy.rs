@@ -1,0 +1,255 @@
+//! The seat links' reverse proxy: https on the edge, `/seat/TOKEN/…` to the
+//! seat on its node, WebSockets included. Built on the HTTP stack the edge
+//! already has (decision 088): axum for routing, axum-server with rustls for
+//! TLS, and hyper 1's client connection for the hop to the seat, whose
+//! upgrade support carries a WebSocket as two spliced byte streams.
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+use hyper_util::rt::TokioIo;
+use sqlx::SqlitePool;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{Lookup, lookup, pages};
+
+/// The router for seat links; every other path is an unknown link.
+pub fn router(db: SqlitePool) -> Router {
+    Router::new().fallback(forward).with_state(db)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The token and what follows it, from `/seat/TOKEN` or `/seat/TOKEN/rest`.
+fn split_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/seat/")?;
+    Some(match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    })
+}
+
+async fn forward(State(db): State<SqlitePool>, mut req: Request) -> Response {
+    let Some((token, rest)) = split_path(req.uri().path()) else {
+        return pages::unknown();
+    };
+    let token = token.to_string();
+    let link = match lookup(&db, &token, now_ms()).await {
+        Ok(Lookup::Open(l)) => l,
+        Ok(Lookup::Unknown) => return pages::unknown(),
+        Ok(Lookup::Ended) => return pages::ended(),
+        Ok(Lookup::Paused) => return pages::paused(),
+        Ok(Lookup::NotReady) => return pages::not_ready(),
+        Err(e) => {
+            warn!(error = %e, "seat links unreadable");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the edge's state is unreadable",
+            )
+                .into_response();
+        }
+    };
+    if rest.is_empty() {
+        // `/seat/TOKEN` alone: the seat's pages are relative to the slash.
+        let to = format!("/seat/{token}/");
+        return (
+            StatusCode::FOUND,
+            [(
+                header::LOCATION,
+                HeaderValue::from_str(&to).expect("token is URL-safe"),
+            )],
+        )
+            .into_response();
+    }
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let path = if link.serves_link_path {
+        format!("{}{query}", req.uri().path())
+    } else {
+        format!("{rest}{query}")
+    };
+    let Some(authority) = link
+        .endpoint
+        .strip_prefix("http://")
+        .map(|a| a.trim_end_matches('/').to_string())
+    else {
+        warn!(assignment = %link.assignment_id, endpoint = %link.endpoint, "seat endpoint is not http://host:port");
+        return pages::unreachable();
+    };
+    let Ok(uri) = path.parse::<Uri>() else {
+        return pages::unknown();
+    };
+    let stream = match tokio::net::TcpStream::connect(authority.as_str()).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(assignment = %link.assignment_id, %authority, error = %e, "seat unreachable");
+            return pages::unreachable();
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(assignment = %link.assignment_id, error = %e, "seat handshake failed");
+            return pages::unreachable();
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "seat connection ended");
+        }
+    });
+    let client_upgrade = req
+        .headers()
+        .contains_key(header::UPGRADE)
+        .then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    parts.uri = uri;
+    let h = &mut parts.headers;
+    if link.serves_link_path {
+        // The edge has checked the link; the seat's server wants its token.
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("token {token}")).expect("token is URL-safe"),
+        );
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    if let Some(host) = h.get(header::HOST).cloned() {
+        h.insert("x-forwarded-host", host);
+    }
+    let mut resp = match sender.send_request(Request::from_parts(parts, body)).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(assignment = %link.assignment_id, error = %e, "seat request failed");
+            return pages::unreachable();
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let seat_upgrade = hyper::upgrade::on(&mut resp);
+        match client_upgrade {
+            Some(client_upgrade) => {
+                tokio::spawn(async move {
+                    let (Ok(client), Ok(seat)) = (client_upgrade.await, seat_upgrade.await) else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(
+                        &mut TokioIo::new(client),
+                        &mut TokioIo::new(seat),
+                    )
+                    .await;
+                });
+            }
+            None => return pages::unreachable(),
+        }
+    }
+    resp.map(Body::new)
+}
+
+/// A rustls server configuration from PEM files (the chain first, as the
+/// region CA issues it, then the key).
+pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| anyhow::anyhow!("seat link certificate {}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("seat link certificate {}: {e}", cert.display()))?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "seat link certificate {}: no certificate in the file",
+        cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("seat link key {}: {e}", key.display()))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Serves seat links over TLS on `listener` until `shutdown`.
+pub async fn serve(
+    db: SqlitePool,
+    listener: std::net::TcpListener,
+    tls: rustls::ServerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        let _ = shutdown.changed().await;
+        h.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+    });
+    info!(listen = %addr, "seat links listening (https)");
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+    axum_server::from_tcp_rustls(listener, config)?
+        .handle(handle)
+        .serve(router(db).into_make_service())
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_path;
+
+    #[test]
+    fn the_token_is_the_first_segment_after_seat() {
+        assert_eq!(split_path("/seat/abc/lab?x"), Some(("abc", "/lab?x")));
+        assert_eq!(split_path("/seat/abc"), Some(("abc", "")));
+        assert_eq!(split_path("/seat/abc/"), Some(("abc", "/")));
+        assert_eq!(split_path("/other/abc"), None);
+    }
+}
+
+/// Starts the seat links' server when `CLASSGRID_SEAT_LINKS_LISTEN`
+/// (host:port), `CLASSGRID_SEAT_LINKS_CERT` and `CLASSGRID_SEAT_LINKS_KEY`
+/// (PEM files of a certificate from the region CA) are set; none set runs
+/// none. Bound before returning, so a taken port fails the edge's start.
+pub fn from_env(
+    db: SqlitePool,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let Some(listen) = var("CLASSGRID_SEAT_LINKS_LISTEN") else {
+        return Ok(None);
+    };
+    let (Some(cert), Some(key)) = (
+        var("CLASSGRID_SEAT_LINKS_CERT"),
+        var("CLASSGRID_SEAT_LINKS_KEY"),
+    ) else {
+        anyhow::bail!(
+            "CLASSGRID_SEAT_LINKS_LISTEN is set: CLASSGRID_SEAT_LINKS_CERT and CLASSGRID_SEAT_LINKS_KEY must name the certificate and key (PEM) that seat links are served with"
+        );
+    };
+    let tls = tls_config(Path::new(&cert), Path::new(&key))?;
+    let listener = std::net::TcpListener::bind(&listen).map_err(|e| {
+        anyhow::anyhow!("CLASSGRID_SEAT_LINKS_LISTEN: cannot listen on {listen}: {e}")
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = serve(db, listener, tls, shutdown).await {
+            tracing::error!(error = %format!("{e:#}"), "seat links server stopped");
+        }
+    })))
+}
