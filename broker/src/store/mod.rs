@@ -18,6 +18,7 @@ pub mod nodes;
 pub mod reservations;
 pub mod rtt;
 pub mod scoped;
+pub mod seat_links;
 pub mod security;
 pub mod sites;
 pub mod vouchers;
