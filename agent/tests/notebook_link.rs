@@ -133,6 +133,19 @@ fn certificates(dir: &Path) {
     ]);
 }
 
+/// Kills a seat's process group when the test ends, also by a failed
+/// assertion, so that a failing run leaves no server behind.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the seat's own process group; no memory effects.
+        unsafe {
+            libc::kill(-self.0, libc::SIGKILL);
+        }
+    }
+}
+
 fn token() -> String {
     let b: [u8; 24] = rand::random();
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -177,6 +190,7 @@ async fn notebook_links_run_a_kernel_through_the_edge_and_refuse_what_they_must(
 
     let rt = NotebookRuntime::new(ProcessRuntime::new(None), dirs.clone());
     let mut seats = Vec::new();
+    let mut kills = Vec::new();
     for n in 1..=3 {
         let (id, token, port) = (format!("seat-{n}"), token(), free_port().unwrap());
         let work = root.join("work").join(&id);
@@ -199,6 +213,10 @@ async fn notebook_links_run_a_kernel_through_the_edge_and_refuse_what_they_must(
             slices: vec![],
         };
         let handle = rt.start(spec).await.expect("the seat starts");
+        let Handle::Notebook { pid, .. } = handle else {
+            panic!("not a notebook handle: {handle:?}");
+        };
+        kills.push(KillOnDrop(pid));
         seats.push(Seat {
             id,
             token,

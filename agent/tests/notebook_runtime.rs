@@ -71,6 +71,7 @@ async fn notebook_seat_runs_as_its_own_user_and_is_ready_when_jupyter_answers() 
     let Handle::Notebook { pid, .. } = handle.clone() else {
         panic!("not a notebook handle: {handle:?}");
     };
+    let _kill = KillOnDrop(pid);
 
     // Ready only when the API answers with the token; wait for that.
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -135,6 +136,19 @@ async fn notebook_seat_runs_as_its_own_user_and_is_ready_when_jupyter_answers() 
         "the seat's folder is removed when it ends for good"
     );
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Kills a seat's process group when the test ends, also by a failed
+/// assertion, so that a failing run leaves no server behind.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the seat's own process group; no memory effects.
+        unsafe {
+            libc::kill(-self.0, libc::SIGKILL);
+        }
+    }
 }
 
 /// One plain HTTP/1.1 GET on the seat's port; the status line and headers.

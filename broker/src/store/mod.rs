@@ -21,6 +21,7 @@ pub(crate) mod progress_queue;
 pub mod reservations;
 pub mod rtt;
 pub mod scoped;
+pub mod seat_links;
 pub mod security;
 pub mod sites;
 pub mod vouchers;

@@ -1,0 +1,101 @@
+//! Seat links' rows (migration 0016): each school site's edge address for
+//! links, paused classes, and the seats a site's edge proxies.
+
+use uuid::Uuid;
+
+use super::Store;
+use crate::seats::links::LinkedSeat;
+
+impl Store {
+    /// The seats whose links the edge of school site `site_id` serves: the
+    /// active seat assignments of its lessons, wherever their nodes are
+    /// (students sit at the school; their seats may be at the district).
+    /// A link opens until the lesson's window ends (its end plus grace).
+    pub async fn site_linked_seats(&self, site_id: Uuid) -> sqlx::Result<Vec<LinkedSeat>> {
+        let rows: Vec<(Uuid, Uuid, Uuid, String, i64, String, bool)> = sqlx::query_as(
+            "SELECT st.id, a.id, l.id, a.endpoint,
+                    (extract(epoch FROM l.window_end) * 1000)::bigint,
+                    coalesce(l.seat_spec->>'runtime', 'process'),
+                    p.lesson_id IS NOT NULL
+               FROM lessons l
+               JOIN seats st ON st.lesson_id = l.id
+               JOIN assignments a ON a.seat_id = st.id
+                AND a.state IN ('pending', 'starting', 'running')
+               LEFT JOIN seat_link_pauses p ON p.lesson_id = l.id
+              WHERE l.school_site_id = $1 AND l.state NOT IN ('ended', 'cancelled')",
+        )
+        .bind(site_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    seat_id,
+                    assignment_id,
+                    lesson_id,
+                    endpoint,
+                    open_until_unix_ms,
+                    runtime,
+                    paused,
+                )| {
+                    LinkedSeat {
+                        seat_id,
+                        assignment_id,
+                        lesson_id,
+                        endpoint,
+                        open_until_unix_ms,
+                        runtime,
+                        paused,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// Where site `site_id`'s edge serves seat links, if it said.
+    pub async fn seat_link_base(&self, site_id: Uuid) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar("SELECT base_url FROM seat_link_bases WHERE site_id = $1")
+            .bind(site_id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Records the address the site's edge serves seat links at.
+    pub async fn set_seat_link_base(&self, site_id: Uuid, base_url: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO seat_link_bases (site_id, base_url) VALUES ($1, $2)
+             ON CONFLICT (site_id) DO UPDATE SET base_url = EXCLUDED.base_url, updated_at = now()
+             WHERE seat_link_bases.base_url <> EXCLUDED.base_url",
+        )
+        .bind(site_id)
+        .bind(base_url)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// Pauses (or resumes) a class's links; true when it changed.
+    pub async fn set_links_paused(
+        &self,
+        lesson_id: Uuid,
+        paused: bool,
+        by: &str,
+    ) -> sqlx::Result<bool> {
+        let r = if paused {
+            sqlx::query(
+                "INSERT INTO seat_link_pauses (lesson_id, paused_by) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(lesson_id)
+            .bind(by)
+            .execute(&self.pool)
+            .await?
+        } else {
+            sqlx::query("DELETE FROM seat_link_pauses WHERE lesson_id = $1")
+                .bind(lesson_id)
+                .execute(&self.pool)
+                .await?
+        };
+        Ok(r.rows_affected() > 0)
+    }
+}
