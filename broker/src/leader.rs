@@ -256,9 +256,9 @@ async fn standby_metrics(State(s): State<Arc<Standby>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            classgrid_common::exposition::CONTENT_TYPE,
         )],
-        format!("{}# EOF\n", role_metrics(false, epoch)),
+        role_metrics(false, epoch),
     )
 }
 

@@ -38,7 +38,10 @@ impl Broker {
             .observe(t0.elapsed().as_secs_f64());
         match &result {
             Ok(_) => self.metrics.bookings_admitted.inc(),
-            Err(ServiceError::Refused(_)) => self.metrics.bookings_refused.inc(),
+            Err(ServiceError::Refused(why)) => {
+                self.metrics.refused(why);
+                self.metrics.bookings_refused.inc()
+            }
             Err(_) => 0,
         };
         result
