@@ -6,6 +6,9 @@
 //! books every class concurrently through the real `LessonService.Book`, and
 //! reports how long placement and the start took. Its last line is
 //! `storm seats=N placed_s=X running_s=Y book_p50_ms=A book_p99_ms=B`.
+//! `--ladder` runs four sizes, each on a fresh broker and database, and
+//! says how the time grew against the work. A storm that places no seat
+//! fails, naming the broker's reason on stderr.
 
 use std::{
     sync::{
@@ -18,11 +21,11 @@ use std::{
 use classgrid_broker::{
     config::{BrokerConfig, ServeArgs},
     server,
-    service::vouchers::RawVoucher,
 };
 use classgrid_proto::v1::{
     self as pb, agent_message, agent_service_client::AgentServiceClient, broker_message,
     fleet_service_client::FleetServiceClient, lesson_service_client::LessonServiceClient,
+    voucher_service_client::VoucherServiceClient,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sqlx::{Connection, Executor};
@@ -58,6 +61,26 @@ pub struct StormArgs {
     /// Seconds to wait for every seat to run before giving up.
     #[arg(long, default_value_t = 120)]
     pub timeout_s: u64,
+    /// Run 1,000/200, 10,000/2,000, 50,000/10,000 and 100,000/20,000
+    /// seats/nodes, each on a fresh in-process broker and database, and
+    /// print each line and how the time grew (ignores --seats/--nodes).
+    #[arg(long)]
+    pub ladder: bool,
+}
+
+/// `--ladder`'s steps: (seats, nodes), a district growing into a city.
+const LADDER: [(u32, u32); 4] = [
+    (1_000, 200),
+    (10_000, 2_000),
+    (50_000, 10_000),
+    (100_000, 20_000),
+];
+
+/// One storm's figures.
+struct Outcome {
+    line: String,
+    seats: u64,
+    running_s: f64,
 }
 
 pub async fn run(global: &Global, b: Bench) -> anyhow::Result<()> {
@@ -90,6 +113,53 @@ const NODES_PER_CONNECTION: u32 = 100;
 
 async fn storm(global: &Global, a: StormArgs) -> anyhow::Result<()> {
     check(&a)?;
+    if !a.ladder {
+        let o = storm_once(global, &a).await?;
+        println!("{}", o.line);
+        return Ok(());
+    }
+    if global.grpc_url.is_some() || a.keep_database {
+        // Each step needs an empty fleet: an external broker keeps the
+        // nodes of the step before, so step 2 would measure 2,200 nodes.
+        anyhow::bail!(
+            "--ladder: starts a fresh broker and database for each step; \
+             it cannot be combined with --grpc-url or --keep-database"
+        );
+    }
+    let mut done: Vec<Outcome> = Vec::new();
+    for (seats, nodes) in LADDER {
+        let step = StormArgs {
+            seats,
+            nodes,
+            ..a.clone()
+        };
+        let o = storm_once(global, &step).await?;
+        println!("{} nodes={nodes}", o.line);
+        if let Some(p) = done.last() {
+            println!("{}", growth(p, &o));
+        }
+        done.push(o);
+    }
+    if let [first, .., last] = done.as_slice() {
+        println!("ladder {}", growth(first, last));
+    }
+    Ok(())
+}
+
+/// `growth seats=1000->10000 work_x=10.0 time_x=4.40 per_seat_x=0.44`:
+/// per_seat_x above 1 means the time grew faster than the work.
+fn growth(from: &Outcome, to: &Outcome) -> String {
+    let work = to.seats as f64 / from.seats.max(1) as f64;
+    let time = to.running_s / from.running_s;
+    format!(
+        "growth seats={}->{} work_x={work:.1} time_x={time:.2} per_seat_x={:.2}",
+        from.seats,
+        to.seats,
+        time / work
+    )
+}
+
+async fn storm_once(global: &Global, a: &StormArgs) -> anyhow::Result<Outcome> {
     let (tx_stop, rx_stop) = tokio::sync::watch::channel(false);
     let mut fresh_db = None;
     let (grpc_url, db_url, in_process) = match &global.grpc_url {
@@ -121,14 +191,12 @@ async fn storm(global: &Global, a: StormArgs) -> anyhow::Result<()> {
             (format!("http://{addr}"), db_url, Some(app))
         }
     };
-    let result = storm_on(global, &a, &grpc_url, &db_url, in_process).await;
+    let result = storm_on(global, a, &grpc_url, &db_url, in_process).await;
     let _ = tx_stop.send(true);
     if let Some(name) = fresh_db {
         drop_database(&a.database_url, &name).await;
     }
-    let line = result?;
-    println!("{line}");
-    Ok(())
+    result
 }
 
 async fn storm_on(
@@ -137,7 +205,7 @@ async fn storm_on(
     grpc_url: &str,
     db_url: &str,
     app: Option<classgrid_broker::app::App>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Outcome> {
     let channel = |url: String| async move {
         Endpoint::from_shared(url.clone())?
             .connect()
@@ -170,26 +238,53 @@ async fn storm_on(
         kind: kind.into(),
         district: "storm".into(),
     };
-    fleet
-        .create_site(site("storm-pop".into(), "district_pop"))
-        .await?;
-    for s in 0..SCHOOLS {
+    // A kept database or an external broker may have the sites already.
+    let create = |r: Result<tonic::Response<pb::Site>, tonic::Status>, name: &str| match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(
+            "the broker at {grpc_url} would not create site {name}: {}",
+            e.message()
+        )),
+    };
+    create(
         fleet
-            .create_site(site(format!("storm-school-{s}"), "school"))
-            .await?;
-        if let Some(app) = &app {
-            // The storm measures placement, not budgets: every school can pay.
-            app.issue_voucher(RawVoucher {
-                school_site: format!("storm-school-{s}"),
+            .create_site(site("storm-pop".into(), "district_pop"))
+            .await,
+        "storm-pop",
+    )?;
+    // Through the API, not the broker's internals, so an external broker
+    // gets the same budgets an in-process one does.
+    let mut vouchers = VoucherServiceClient::with_interceptor(ch.clone(), auth.clone());
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let until = chrono::Utc::now() + chrono::Duration::days(1);
+    for s in 0..SCHOOLS {
+        let name = format!("storm-school-{s}");
+        create(fleet.create_site(site(name.clone(), "school")).await, &name)?;
+        // The storm measures placement, not budgets: every school can pay.
+        vouchers
+            .issue(pb::IssueVoucherRequest {
+                request_id: format!("storm-{run}-{s}"),
+                school_site: name.clone(),
                 programme: "storm".into(),
                 issued_by: "bench".into(),
                 accelerator_hours: 1_000_000.0,
-                valid_until: Some(chrono::Utc::now() + chrono::Duration::days(1)),
+                valid_until: Some(prost_types::Timestamp {
+                    seconds: until.timestamp(),
+                    nanos: 0,
+                }),
                 ..Default::default()
             })
             .await
-            .map_err(|e| anyhow::anyhow!("issuing the storm's vouchers: {e}"))?;
-        }
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the broker at {grpc_url} would not issue a voucher for {name} ({:?}: {}); \
+                     every storm class is paid from its school's voucher, so the storm needs \
+                     a --token of a district admin who may issue them",
+                    e.code(),
+                    e.message()
+                )
+            })?;
     }
 
     // Nodes: real agent streams, grouped on a few connections.
@@ -244,29 +339,44 @@ async fn storm_on(
             }
             (
                 t.elapsed(),
-                r.map(|_| seats).map_err(|e| e.message().to_string()),
+                r.map(|l| (seats, l.into_inner().id))
+                    .map_err(|e| format!("{:?}: {}", e.code(), e.message())),
             )
         }));
     }
     let mut latencies = Vec::new();
     let mut placed = 0u64;
+    let mut lessons = Vec::new();
     let mut refusals = Vec::new();
     for t in tasks {
         let (lat, r) = t.await?;
         latencies.push(lat);
         match r {
-            Ok(n) => placed += n as u64,
+            Ok((n, id)) => {
+                placed += n as u64;
+                lessons.push(
+                    uuid::Uuid::parse_str(&id).map_err(|e| {
+                        anyhow::anyhow!("the broker answered a lesson id {id:?}: {e}")
+                    })?,
+                );
+            }
             Err(e) => refusals.push(e),
         }
     }
     let placed_s = t0.elapsed().as_secs_f64();
     seats_bar.finish();
     if !refusals.is_empty() {
-        bars.println(format!(
+        // On stderr, not the progress display: that is hidden when the
+        // output is redirected, and a refusal is what a log must keep.
+        let msg = format!(
             "{} of {classes} classes were not admitted; first: {}",
             refusals.len(),
             refusals[0]
-        ))?;
+        );
+        bars.suspend(|| eprintln!("{msg}"));
+        if placed == 0 {
+            anyhow::bail!("the storm placed no seat: {msg}");
+        }
     }
 
     // Running: the broker has recorded every seat's RUNNING from its agent.
@@ -280,9 +390,13 @@ async fn storm_on(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let running_s = loop {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM seats WHERE state = 'running'")
-            .fetch_one(&mut db)
-            .await?;
+        // This storm's lessons only: a kept database has earlier storms'.
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM seats WHERE state = 'running' AND lesson_id = ANY($1)",
+        )
+        .bind(&lessons)
+        .fetch_one(&mut db)
+        .await?;
         run_bar.set_position(n as u64);
         if n as u64 >= placed {
             break t0.elapsed().as_secs_f64();
@@ -302,11 +416,15 @@ async fn storm_on(
         let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
         latencies[i].as_secs_f64() * 1000.0
     };
-    Ok(format!(
-        "storm seats={placed} placed_s={placed_s:.3} running_s={running_s:.3} book_p50_ms={:.1} book_p99_ms={:.1}",
-        pct(0.50),
-        pct(0.99)
-    ))
+    Ok(Outcome {
+        line: format!(
+            "storm seats={placed} placed_s={placed_s:.3} running_s={running_s:.3} book_p50_ms={:.1} book_p99_ms={:.1}",
+            pct(0.50),
+            pct(0.99)
+        ),
+        seats: placed,
+        running_s,
+    })
 }
 
 /// Class `c`: a quarter of a T4 (or the same share of a 910B) per student.
@@ -441,7 +559,7 @@ async fn sim_node(
     }
 }
 
-async fn create_database(server_url: &str) -> anyhow::Result<(String, String)> {
+pub(crate) async fn create_database(server_url: &str) -> anyhow::Result<(String, String)> {
     let name = format!("classgrid_storm_{}", uuid::Uuid::new_v4().simple());
     let mut c = sqlx::PgConnection::connect(server_url)
         .await
@@ -455,7 +573,7 @@ async fn create_database(server_url: &str) -> anyhow::Result<(String, String)> {
     Ok((format!("{base}/{name}"), name))
 }
 
-async fn drop_database(server_url: &str, name: &str) {
+pub(crate) async fn drop_database(server_url: &str, name: &str) {
     if let Ok(mut c) = sqlx::PgConnection::connect(server_url).await {
         let _ = c
             .execute(sqlx::AssertSqlSafe(format!(

@@ -145,6 +145,17 @@ pub async fn lookup(db: &SqlitePool, token: &str, now_unix_ms: i64) -> sqlx::Res
     })
 }
 
+/// [`replace_in`] in a transaction of its own.
+pub async fn replace(
+    db: &SqlitePool,
+    links: &[pb::SeatLink],
+    now_unix_ms: i64,
+) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    replace_in(&mut tx, links, now_unix_ms).await?;
+    tx.commit().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,15 +198,4 @@ mod tests {
         assert_eq!(lookup(&db, &good, 3_000).await.unwrap(), Lookup::Ended);
         let _ = std::fs::remove_dir_all(dir);
     }
-}
-
-/// [`replace_in`] in a transaction of its own.
-pub async fn replace(
-    db: &SqlitePool,
-    links: &[pb::SeatLink],
-    now_unix_ms: i64,
-) -> sqlx::Result<()> {
-    let mut tx = db.begin().await?;
-    replace_in(&mut tx, links, now_unix_ms).await?;
-    tx.commit().await
 }

@@ -209,19 +209,6 @@ pub async fn serve(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::split_path;
-
-    #[test]
-    fn the_token_is_the_first_segment_after_seat() {
-        assert_eq!(split_path("/seat/abc/lab?x"), Some(("abc", "/lab?x")));
-        assert_eq!(split_path("/seat/abc"), Some(("abc", "")));
-        assert_eq!(split_path("/seat/abc/"), Some(("abc", "/")));
-        assert_eq!(split_path("/other/abc"), None);
-    }
-}
-
 /// Starts the seat links' server when `CLASSGRID_SEAT_LINKS_LISTEN`
 /// (host:port), `CLASSGRID_SEAT_LINKS_CERT` and `CLASSGRID_SEAT_LINKS_KEY`
 /// (PEM files of a certificate from the region CA) are set; none set runs
@@ -252,4 +239,17 @@ pub fn from_env(
             tracing::error!(error = %format!("{e:#}"), "seat links server stopped");
         }
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_path;
+
+    #[test]
+    fn the_token_is_the_first_segment_after_seat() {
+        assert_eq!(split_path("/seat/abc/lab?x"), Some(("abc", "/lab?x")));
+        assert_eq!(split_path("/seat/abc"), Some(("abc", "")));
+        assert_eq!(split_path("/seat/abc/"), Some(("abc", "/")));
+        assert_eq!(split_path("/other/abc"), None);
+    }
 }
