@@ -38,6 +38,9 @@ use crate::client::Global;
 pub enum Bench {
     /// Book many classes at once on many simulated nodes and time it.
     Storm(StormArgs),
+    /// Kill the leader of several broker replicas behind HAProxy, round
+    /// after round, under a stream of bookings; time the failovers.
+    Failover(crate::bench_failover::FailoverArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -86,6 +89,7 @@ struct Outcome {
 pub async fn run(global: &Global, b: Bench) -> anyhow::Result<()> {
     match b {
         Bench::Storm(a) => storm(global, a).await,
+        Bench::Failover(a) => crate::bench_failover::run(a).await,
     }
 }
 

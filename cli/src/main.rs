@@ -9,6 +9,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin;
 mod bench;
+mod bench_failover;
 mod client;
 mod logs;
 mod commands;
