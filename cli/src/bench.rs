@@ -10,6 +10,7 @@
 //! says how the time grew against the work. A storm that places no seat
 //! fails, naming the broker's reason on stderr.
 
+use crate::bench_db::{create_database, drop_database};
 use std::{
     sync::{
         Arc,
@@ -28,7 +29,7 @@ use classgrid_proto::v1::{
     voucher_service_client::VoucherServiceClient,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use sqlx::{Connection, Executor};
+use sqlx::Connection;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
@@ -560,29 +561,5 @@ async fn sim_node(
                 }
             }
         }
-    }
-}
-
-pub(crate) async fn create_database(server_url: &str) -> anyhow::Result<(String, String)> {
-    let name = format!("classgrid_storm_{}", uuid::Uuid::new_v4().simple());
-    let mut c = sqlx::PgConnection::connect(server_url)
-        .await
-        .map_err(|e| anyhow::anyhow!("--database-url: cannot reach PostgreSQL: {e}"))?;
-    c.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .await?;
-    let base = server_url
-        .rsplit_once('/')
-        .map(|(b, _)| b.to_string())
-        .unwrap_or_else(|| server_url.to_string());
-    Ok((format!("{base}/{name}"), name))
-}
-
-pub(crate) async fn drop_database(server_url: &str, name: &str) {
-    if let Ok(mut c) = sqlx::PgConnection::connect(server_url).await {
-        let _ = c
-            .execute(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .await;
     }
 }

@@ -99,7 +99,7 @@ fn check(a: &FailoverArgs) -> anyhow::Result<()> {
 pub async fn run(a: FailoverArgs) -> anyhow::Result<()> {
     check(&a)?;
     let progs = Programs::find(&a)?;
-    let (db_url, db_name) = crate::bench::create_database(&a.database_url).await?;
+    let (db_url, db_name) = crate::bench_db::create_database(&a.database_url).await?;
     let dir = std::env::temp_dir().join(format!("classgrid-bench-failover-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut region = Region {
@@ -110,7 +110,7 @@ pub async fn run(a: FailoverArgs) -> anyhow::Result<()> {
     };
     let result = bench(&a, &progs, &db_url, &mut region).await;
     region.stop();
-    crate::bench::drop_database(&a.database_url, &db_name).await;
+    crate::bench_db::drop_database(&a.database_url, &db_name).await;
     match result {
         Ok(line) => {
             let _ = std::fs::remove_dir_all(&dir);

@@ -7,7 +7,10 @@ use super::super::{
     i18n::{Lang, t},
     tz::Zone,
 };
-use crate::{service::vouchers::BalanceView, vouchers::alerts::Alert};
+use crate::{
+    service::vouchers::BalanceView,
+    vouchers::{MicroHours, UAH_PER_HOUR, alerts::Alert},
+};
 
 /// One alert as HTML: `school · programme: what`.
 pub fn text(l: Lang, z: &Zone, view: &BalanceView, a: &Alert) -> String {
@@ -24,19 +27,45 @@ pub fn text(l: Lang, z: &Zone, view: &BalanceView, a: &Alert) -> String {
         "low_balance" => format!(
             "{} {} / {} {}",
             t(l, "voucher_low"),
-            super::vouchers::hours(v.balance_uah),
-            super::vouchers::hours(v.issued_uah),
+            hours(v.balance_uah),
+            hours(v.issued_uah),
             t(l, "accel_hours")
         ),
         "expiring_soon" => format!(
             "{} {} · {} {} {}",
             t(l, "voucher_expires"),
             z.fmt(v.valid_until),
-            super::vouchers::hours(v.balance_uah),
+            hours(v.balance_uah),
             t(l, "accel_hours"),
             t(l, "unused")
         ),
         _ => esc(&a.message),
     };
     format!("{} · {}: {}", esc(&a.school), esc(&v.programme), what)
+}
+
+/// Accelerator-hours for a page: 2 decimals, rounded from the exact integer
+/// (the CLI and API keep all 6); a use too small to show says so instead of
+/// reading as nothing.
+pub(super) fn hours(uah: MicroHours) -> String {
+    let sign = if uah < 0 { "-" } else { "" };
+    let a = uah.unsigned_abs();
+    let cents = (a + UAH_PER_HOUR as u64 / 200) / (UAH_PER_HOUR as u64 / 100);
+    if cents == 0 && a > 0 {
+        return format!("{sign}<0.01");
+    }
+    format!("{sign}{}.{:02}", cents / 100, cents % 100)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hours_have_two_decimals() {
+        assert_eq!(super::hours(1_250_000), "1.25");
+        assert_eq!(super::hours(1_234_567), "1.23");
+        assert_eq!(super::hours(1_995_000), "2.00");
+        assert_eq!(super::hours(-500_000), "-0.50");
+        assert_eq!(super::hours(40), "<0.01");
+        assert_eq!(super::hours(0), "0.00");
+    }
 }

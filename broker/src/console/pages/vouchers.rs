@@ -10,38 +10,9 @@ use super::super::{
     svg, zone,
 };
 use crate::{
-    domain::ServiceError,
-    service::vouchers::RawLedgerQuery,
-    state::App,
-    store::vouchers::LedgerRow,
-    vouchers::{MicroHours, UAH_PER_HOUR, hours_f64},
+    domain::ServiceError, service::vouchers::RawLedgerQuery, state::App,
+    store::vouchers::LedgerRow, vouchers::hours_f64,
 };
-
-/// Accelerator-hours for a page: 2 decimals, rounded from the exact integer
-/// (the CLI and API keep all 6); a use too small to show says so instead of
-/// reading as nothing.
-pub(super) fn hours(uah: MicroHours) -> String {
-    let sign = if uah < 0 { "-" } else { "" };
-    let a = uah.unsigned_abs();
-    let cents = (a + UAH_PER_HOUR as u64 / 200) / (UAH_PER_HOUR as u64 / 100);
-    if cents == 0 && a > 0 {
-        return format!("{sign}<0.01");
-    }
-    format!("{sign}{}.{:02}", cents / 100, cents % 100)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hours_have_two_decimals() {
-        assert_eq!(super::hours(1_250_000), "1.25");
-        assert_eq!(super::hours(1_234_567), "1.23");
-        assert_eq!(super::hours(1_995_000), "2.00");
-        assert_eq!(super::hours(-500_000), "-0.50");
-        assert_eq!(super::hours(40), "<0.01");
-        assert_eq!(super::hours(0), "0.00");
-    }
-}
 
 pub async fn page(State(app): State<App>, s: Session, uri: Uri) -> Response {
     match build(&app, &s).await {
@@ -88,11 +59,11 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
         o += &format!(
             r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num"><strong>{}</strong></td><td class="num">{}</td></tr>"#,
             esc(&b.school.name),
-            hours(b.issued_uah),
-            hours(b.held_uah),
-            hours(b.charged_uah),
-            hours(b.expired_uah),
-            hours(b.balance_uah),
+            super::voucher_alerts::hours(b.issued_uah),
+            super::voucher_alerts::hours(b.held_uah),
+            super::voucher_alerts::hours(b.charged_uah),
+            super::voucher_alerts::hours(b.expired_uah),
+            super::voucher_alerts::hours(b.balance_uah),
             b.vouchers.len()
         );
     }
@@ -157,7 +128,7 @@ async fn build(app: &App, s: &Session) -> Result<String, ServiceError> {
             z.fmt(r.at),
             esc(&r.school_site),
             esc(&crate::console::i18n::word(l, "ledger", &r.kind)),
-            hours(r.amount_uah),
+            super::voucher_alerts::hours(r.amount_uah),
             r.lesson_id
                 .map(|id| format!(
                     r#"<a href="/console/lessons/{id}">{}</a>"#,
