@@ -44,10 +44,13 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
         seats: seats.clone(),
     });
     let mut sd = shutdown.clone();
-    let server = axum::serve(listener, cache::serve::router(stager.clone()).merge(metrics))
-        .with_graceful_shutdown(async move {
-            let _ = sd.changed().await;
-        });
+    let server = axum::serve(
+        listener,
+        cache::serve::router(stager.clone()).merge(metrics),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = sd.changed().await;
+    });
     // Bound before anything runs, so a taken port fails the start, not later.
     let relay_listener = match cfg.relay_listen {
         Some(addr) => {
