@@ -320,8 +320,14 @@ async fn notebook_links_run_a_kernel_through_the_edge_and_refuse_what_they_must(
     for s in &seats {
         rt.stop(&s.handle, Duration::from_secs(2)).await.unwrap();
     }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     for s in &seats {
         while !matches!(rt.probe(&s.handle).await, Probe::Exited(_) | Probe::Gone) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} still running after stop",
+                s.id
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         rt.forget(&s.id).await;
