@@ -288,13 +288,17 @@ async fn session(
                 if session_start.elapsed() >= DELIVERED_AFTER {
                     sup.final_reports_delivered(now_ms() - DELIVERED_AFTER.as_millis() as i64);
                 }
-                let cap = capacity
+                let changed = capacity
                     .dirty
                     .swap(false, std::sync::atomic::Ordering::SeqCst)
-                    .then(|| capacity.current.lock().expect("lock").0.clone());
+                    .then(|| capacity.current.lock().expect("lock").clone());
+                let (cap, warnings) = match changed {
+                    Some((cap, lines)) => (Some(cap), Some(pb::DiscoveryWarnings { lines })),
+                    None => (None, None),
+                };
                 let sent_unix_ms = now_ms();
                 tx.send(pb::AgentMessage {
-                    msg: Some(agent_message::Msg::Heartbeat(pb::Heartbeat { seq, sent_unix_ms, capacity: cap })),
+                    msg: Some(agent_message::Msg::Heartbeat(pb::Heartbeat { seq, sent_unix_ms, capacity: cap, warnings })),
                 })
                 .await?;
             }
@@ -320,15 +324,17 @@ pub async fn rediscover(
             continue;
         };
         let cap = host::capacity(&d);
+        let mut warnings = d.warnings.clone();
+        warnings.extend(runtime_warnings.iter().cloned());
         let mut cur = capacity.current.lock().expect("lock");
-        if cur.0.devices != cap.devices {
+        // A warning that appears or clears is news for the node page even
+        // when the devices read the same.
+        if cur.0.devices != cap.devices || cur.1 != warnings {
             for (old, new) in cur.0.devices.iter().zip(&cap.devices) {
                 if old.healthy && !new.healthy {
                     warn!(device = new.index, model = %new.model, "device became unhealthy");
                 }
             }
-            let mut warnings = d.warnings.clone();
-            warnings.extend(runtime_warnings.iter().cloned());
             *cur = (cap, warnings);
             capacity
                 .dirty

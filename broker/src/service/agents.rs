@@ -173,12 +173,7 @@ impl Broker {
         let (cpu, mem, devices) = parse_capacity(&mut c, r.capacity.as_ref());
         c.finish()?;
         let site = site.ok_or_else(|| ServiceError::field("register.site", "unknown site"))?;
-        let warnings: Vec<String> = r
-            .warnings
-            .iter()
-            .take(32)
-            .map(|w| w.chars().take(512).collect())
-            .collect();
+        let warnings = bounded_warnings(&r.warnings);
         let reg = Registration {
             site_id: site.id,
             name: &r.name,
@@ -209,16 +204,24 @@ impl Broker {
         Ok(LiveNode::from_row(row, devices))
     }
 
+    /// A heartbeat's changed capacity, and the agent's warnings now when it
+    /// sent them (an older agent does not: its Register's stay).
     pub async fn update_capacity(
         &self,
         node_id: Uuid,
         cap: &pb::NodeCapacity,
+        warnings: Option<&pb::DiscoveryWarnings>,
     ) -> Result<(), ServiceError> {
         let mut c = Checks::default();
         let (_, _, devices) = parse_capacity(&mut c, Some(cap));
         c.finish()?;
         self.store.update_devices(node_id, &devices).await?;
         self.fleet.update_devices(node_id, devices);
+        if let Some(w) = warnings {
+            self.store
+                .set_node_warnings(node_id, &bounded_warnings(&w.lines))
+                .await?;
+        }
         Ok(())
     }
 
@@ -596,4 +599,14 @@ fn release_msg(id: Uuid, generation: i64, reason: &str) -> pb::BrokerMessage {
             reason: reason.into(),
         })),
     }
+}
+
+/// An agent's warnings as the broker keeps them: at most 32, each at most
+/// 512 characters, whatever a hostile agent sends.
+fn bounded_warnings(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .take(32)
+        .map(|w| w.chars().take(512).collect())
+        .collect()
 }

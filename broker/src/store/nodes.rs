@@ -51,6 +51,16 @@ pub struct Registration<'a> {
 const NODE_COLS: &str = "id, site_id, name, tier, state, cordoned, approved, cpu_millis, memory_mib, runtimes, warnings, agent_version, last_seen";
 
 impl Store {
+    /// The node's discovery and runtime warnings as its agent last sent them.
+    pub async fn set_node_warnings(&self, node: Uuid, warnings: &[String]) -> sqlx::Result<()> {
+        sqlx::query("UPDATE nodes SET warnings = $2 WHERE id = $1")
+            .bind(node)
+            .bind(warnings)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records a (re-)registration in one transaction: the node row and its
     /// full device list. Returns the node id, stable across reconnects, and
     /// whether the node is approved. A node registering for the first time

@@ -182,7 +182,10 @@ impl AgentService for Agents {
                         Some(Msg::Heartbeat(hb)) => {
                             app.fleet.caught_up(node_id, sid);
                             match hb.capacity {
-                                Some(cap) => app.update_capacity(node_id, &cap).await,
+                                Some(cap) => {
+                                    app.update_capacity(node_id, &cap, hb.warnings.as_ref())
+                                        .await
+                                }
                                 None => Ok(()),
                             }
                         }
