@@ -9,10 +9,12 @@
 //! certificate comes from a CA made with openssl, as an admin of the region
 //! CA would issue it. Needs root and the PyPI index or a built environment.
 
+mod common;
+
 use std::{path::Path, process::Command, time::Duration};
 
 use classgrid_agent::runtime::{
-    Handle, Probe, Runtime, StartSpec,
+    Handle, Probe, Runtime,
     notebook::{NotebookDirs, NotebookRuntime, unavailable},
     process::{ProcessRuntime, free_port},
 };
@@ -146,11 +148,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn token() -> String {
-    let b: [u8; 24] = rand::random();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -192,26 +189,10 @@ async fn notebook_links_run_a_kernel_through_the_edge_and_refuse_what_they_must(
     let mut seats = Vec::new();
     let mut kills = Vec::new();
     for n in 1..=3 {
-        let (id, token, port) = (format!("seat-{n}"), token(), free_port().unwrap());
+        let (id, token, port) = (format!("seat-{n}"), common::token(), free_port().unwrap());
         let work = root.join("work").join(&id);
         std::fs::create_dir_all(&work).unwrap();
-        let spec = StartSpec {
-            assign: pb::Assign {
-                assignment_id: id.clone(),
-                generation: 1,
-                kind: "seat".into(),
-                workload: Some(pb::Workload::default()),
-                grace_seconds: 2,
-                ..Default::default()
-            },
-            work_dir: work.clone(),
-            env: vec![
-                ("CLASSGRID_DATASETS".into(), staged.display().to_string()),
-                ("CLASSGRID_SEAT_LINK_TOKEN".into(), token.clone()),
-            ],
-            port,
-            slices: vec![],
-        };
+        let spec = common::notebook_spec(&id, &work, &staged, &token, port);
         let handle = rt.start(spec).await.expect("the seat starts");
         let Handle::Notebook { pid, .. } = handle else {
             panic!("not a notebook handle: {handle:?}");
@@ -297,7 +278,11 @@ async fn notebook_links_run_a_kernel_through_the_edge_and_refuse_what_they_must(
     assert_eq!(out, "('a,b', 'refused')");
 
     // A made-up token: the edge knows no such seat.
-    let out = py(GET, &[&format!("{}api/status", link(&token())), &ca, ""]).await;
+    let out = py(
+        GET,
+        &[&format!("{}api/status", link(&common::token())), &ca, ""],
+    )
+    .await;
     assert!(
         out.starts_with("404 ") && out.contains("not open here"),
         "{out}"

@@ -4,23 +4,15 @@
 //! Needs root (seat users) and the PyPI index or a built environment
 //! (CLASSGRID_NOTEBOOK_ENVS, default /var/lib/classgrid/notebook-envs).
 
+mod common;
+
 use std::{os::unix::fs::MetadataExt, time::Duration};
 
 use classgrid_agent::runtime::{
-    Handle, Probe, Runtime, StartSpec,
+    Handle, Probe, Runtime,
     notebook::{NotebookDirs, NotebookRuntime, SEAT_UID_BASE, unavailable},
     process::{ProcessRuntime, free_port},
 };
-use classgrid_proto::v1 as pb;
-
-fn token() -> String {
-    let bytes: [u8; 24] = rand::random();
-    hex_lower(&bytes)
-}
-
-fn hex_lower(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 #[tokio::test]
 async fn notebook_seat_runs_as_its_own_user_and_is_ready_when_jupyter_answers() {
@@ -49,24 +41,8 @@ async fn notebook_seat_runs_as_its_own_user_and_is_ready_when_jupyter_answers() 
     unsafe { std::env::set_var("CLASSGRID_JOIN_TOKEN", "agent-secret") };
     let rt = NotebookRuntime::new(ProcessRuntime::new(None), dirs.clone());
     let port = free_port().unwrap();
-    let token = token();
-    let spec = StartSpec {
-        assign: pb::Assign {
-            assignment_id: "nb-seat-1".into(),
-            generation: 1,
-            kind: "seat".into(),
-            workload: Some(pb::Workload::default()),
-            grace_seconds: 2,
-            ..Default::default()
-        },
-        work_dir: work.clone(),
-        env: vec![
-            ("CLASSGRID_DATASETS".into(), staged.display().to_string()),
-            ("CLASSGRID_SEAT_LINK_TOKEN".into(), token.clone()),
-        ],
-        port,
-        slices: vec![],
-    };
+    let token = common::token();
+    let spec = common::notebook_spec("nb-seat-1", &work, &staged, &token, port);
     let handle = rt.start(spec).await.expect("the seat starts");
     let Handle::Notebook { pid, .. } = handle.clone() else {
         panic!("not a notebook handle: {handle:?}");

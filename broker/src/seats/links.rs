@@ -123,7 +123,7 @@ pub fn link_url(base: &str, token: &str) -> String {
 }
 
 /// One seat as the edge needs it for its link.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LinkedSeat {
     pub seat_id: Uuid,
     pub assignment_id: Uuid,

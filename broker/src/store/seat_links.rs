@@ -12,11 +12,11 @@ impl Store {
     /// (students sit at the school; their seats may be at the district).
     /// A link opens until the lesson's window ends (its end plus grace).
     pub async fn site_linked_seats(&self, site_id: Uuid) -> sqlx::Result<Vec<LinkedSeat>> {
-        let rows: Vec<(Uuid, Uuid, Uuid, String, i64, String, bool)> = sqlx::query_as(
-            "SELECT st.id, a.id, l.id, a.endpoint,
-                    (extract(epoch FROM l.window_end) * 1000)::bigint,
-                    coalesce(l.seat_spec->>'runtime', 'process'),
-                    p.lesson_id IS NOT NULL
+        sqlx::query_as(
+            "SELECT st.id AS seat_id, a.id AS assignment_id, l.id AS lesson_id, a.endpoint,
+                    (extract(epoch FROM l.window_end) * 1000)::bigint AS open_until_unix_ms,
+                    coalesce(l.seat_spec->>'runtime', 'process') AS runtime,
+                    p.lesson_id IS NOT NULL AS paused
                FROM lessons l
                JOIN seats st ON st.lesson_id = l.id
                JOIN assignments a ON a.seat_id = st.id
@@ -26,31 +26,7 @@ impl Store {
         )
         .bind(site_id)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(
-                    seat_id,
-                    assignment_id,
-                    lesson_id,
-                    endpoint,
-                    open_until_unix_ms,
-                    runtime,
-                    paused,
-                )| {
-                    LinkedSeat {
-                        seat_id,
-                        assignment_id,
-                        lesson_id,
-                        endpoint,
-                        open_until_unix_ms,
-                        runtime,
-                        paused,
-                    }
-                },
-            )
-            .collect())
+        .await
     }
 
     /// Where site `site_id`'s edge serves seat links, if it said.
