@@ -8,7 +8,7 @@
 mod common;
 use common::{fixture, rows};
 
-use classgrid_devices::{ParseError, Parsed, ascend, iluvatar, nvidia};
+use classgrid_devices::{ParseError, Parsed, ascend, hygon, iluvatar, metax, mthreads, nvidia};
 use proptest::prelude::*;
 
 type Parser = fn(&str) -> Result<Parsed, ParseError>;
@@ -429,6 +429,21 @@ const COLLECTED: &[(&str, Parser)] = &[
         "ixsmi.bi-v100-x1.ixml-4.0.0-driver-4.2.0.txt",
         iluvatar::parse_ixsmi,
     ),
+    // The third batch (tests in vendor_outputs.rs).
+    ("mx-smi.c500-x8.mx-smi-2.2.9.txt", metax::parse_mx_smi),
+    (
+        "mx-smi.mxc500-x1.mx-smi-2.0.12.partial.txt",
+        metax::parse_mx_smi,
+    ),
+    (
+        "mthreads-gmi.mtt-s5000-x8.mthreads-gmi-2.4.1.txt",
+        mthreads::parse_mthreads_gmi,
+    ),
+    (
+        "mthreads-gmi.mtt-s5000.mthreads-gmi-2.3.3.elided.txt",
+        mthreads::parse_mthreads_gmi,
+    ),
+    ("rocm-smi.hygon-dcu-x8.dtk-23.04.txt", hygon::parse_rocm_smi),
 ];
 
 #[test]
