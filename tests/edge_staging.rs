@@ -154,29 +154,7 @@ async fn dataset_is_staged_before_the_bell_resuming_an_interrupted_download() {
     );
     let edge_port = free_port();
     let edge_url = format!("http://127.0.0.1:{edge_port}");
-    let edge = Proc::spawn(
-        &bin("classgrid-edge"),
-        &[
-            "run",
-            "--broker",
-            &broker.grpc_url,
-            "--site",
-            "school-s",
-            "--name",
-            "edge-1",
-            "--state-dir",
-            &dir.join("edge").display().to_string(),
-            "--listen",
-            &format!("127.0.0.1:{edge_port}"),
-            "--report-interval-ms",
-            "500",
-            "--log-format",
-            "text",
-        ]
-        .map(String::from),
-        dir.join("edge.log"),
-        &[],
-    );
+    let edge = start_edge(&broker, "school-s", edge_port, 500, &dir, &[]);
 
     let start_in = 45.0;
     let mut req = web_lesson("school-s", 1, start_in, 120);

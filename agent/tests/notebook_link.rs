@@ -22,49 +22,10 @@ use classgrid_edge::seatlink::{self, proxy, token_sha256};
 use classgrid_proto::v1 as pb;
 
 /// A kernel through the link: runs `code`, prints its result's text/plain.
-const KERNEL: &str = r#"
-import asyncio, json, ssl, sys, uuid
-from tornado import httpclient, websocket
-base, ca, code = sys.argv[1:4]
-ctx = ssl.create_default_context(cafile=ca)
-async def main():
-    c = httpclient.AsyncHTTPClient()
-    r = await c.fetch(base + "api/kernels", method="POST", body="{}", ssl_options=ctx)
-    kid = json.loads(r.body)["id"]
-    url = "wss" + base[len("https"):] + "api/kernels/" + kid + "/channels"
-    ws = await websocket.websocket_connect(httpclient.HTTPRequest(url, ssl_options=ctx))
-    mid = uuid.uuid4().hex
-    ws.write_message(json.dumps({"header": {"msg_id": mid, "username": "t", "session": uuid.uuid4().hex,
-        "msg_type": "execute_request", "version": "5.3"}, "parent_header": {}, "metadata": {},
-        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-        "allow_stdin": False}, "channel": "shell", "buffers": []}))
-    while True:
-        m = await ws.read_message()
-        if m is None:
-            sys.exit("the websocket closed before the result")
-        m = json.loads(m)
-        if m.get("parent_header", {}).get("msg_id") != mid:
-            continue
-        if m["msg_type"] == "execute_result":
-            print(m["content"]["data"]["text/plain"])
-            return
-        if m["msg_type"] == "error":
-            sys.exit("kernel error: " + m["content"]["ename"] + ": " + m["content"]["evalue"])
-asyncio.run(main())
-"#;
+const KERNEL: &str = include_str!("../../tests/clients/seat_kernel.py");
 
 /// One GET over https (or http with a token header): status and body.
-const GET: &str = r#"
-import ssl, sys, urllib.request, urllib.error
-url, ca, auth = sys.argv[1:4]
-req = urllib.request.Request(url, headers={"Authorization": auth} if auth else {})
-ctx = ssl.create_default_context(cafile=ca) if url.startswith("https") else None
-try:
-    r = urllib.request.urlopen(req, context=ctx, timeout=10)
-    print(r.status, r.read(300).decode(errors="replace"))
-except urllib.error.HTTPError as e:
-    print(e.code, e.read(300).decode(errors="replace"))
-"#;
+const GET: &str = include_str!("../../tests/clients/seat_get.py");
 
 fn sh(cmd: &mut Command) -> String {
     let out = cmd.output().expect("runs");

@@ -17,7 +17,10 @@ use uuid::Uuid;
 
 use crate::{
     bind::{SeatBinding, bind_in, new_seat},
-    domain::states::{lesson as ls, seat as ss},
+    domain::{
+        spec::NOTEBOOK,
+        states::{lesson as ls, seat as ss},
+    },
     fleet::liveness,
     reserve::{Plan, Reserved, only_seat},
     service::window_ms,
@@ -106,6 +109,62 @@ impl Broker {
     /// their sites' edges (`service::edge`); a lesson without datasets has
     /// nothing to stage, so its seats count as staged when the window opens.
     async fn stage_lesson(&self, l: &LessonRow) -> anyhow::Result<()> {
+        self.stage_step(l).await?;
+        if l.seat_spec.0.runtime == NOTEBOOK {
+            self.warm_seats(l).await?;
+        }
+        Ok(())
+    }
+
+    /// Notebook seats start before the bell (issue 22): a JupyterLab takes
+    /// seconds to answer, 45 at once on one server tens of seconds, so each
+    /// seat is bound as soon as it is staged on a connected node, inside the
+    /// lesson's reserved window (which opens at `start − lead`). The lesson
+    /// stays `ready`; the bell goes live with servers already answering.
+    async fn warm_seats(&self, l: &LessonRow) -> anyhow::Result<()> {
+        let staged: Vec<SeatRow> = self
+            .store
+            .seats_of(l.id)
+            .await?
+            .into_iter()
+            .filter(|s| {
+                s.state == ss::STAGED && s.node_id.is_some_and(|n| self.fleet.is_connected(n))
+            })
+            .collect();
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let rows = self.binding_rows(l, &staged);
+        let mut tx = self.store.begin().await?;
+        self.fence(&mut tx).await?;
+        let bound = bind_in(&mut tx, rows).await?;
+        tx.commit().await?;
+        if !bound.is_empty() {
+            info!(lesson = %l.id, seats = bound.len(), "notebook seats warming before the bell");
+            self.send_seat_assignments(&bound, &l.datasets.0);
+            self.lesson_changed(l.id);
+        }
+        Ok(())
+    }
+
+    /// The assignments that bind `seats` (each on its planned node).
+    fn binding_rows(&self, l: &LessonRow, seats: &[SeatRow]) -> Vec<AssignmentRow> {
+        let binding = SeatBinding::of(l, self.grace_seconds());
+        seats
+            .iter()
+            .filter_map(|s| {
+                Some(binding.assignment(
+                    s.id,
+                    s.node_id?,
+                    &s.device_indexes,
+                    s.gpu_memory_mib,
+                    s.gpu_compute_pct,
+                ))
+            })
+            .collect()
+    }
+
+    async fn stage_step(&self, l: &LessonRow) -> anyhow::Result<()> {
         if l.state == ls::READY {
             return Ok(());
         }
@@ -138,19 +197,7 @@ impl Broker {
             .into_iter()
             .filter(|s| s.state == ss::PLANNED || s.state == ss::STAGED)
             .partition(|s| s.node_id.is_some_and(|n| self.fleet.is_connected(n)));
-        let binding = SeatBinding::of(l, self.grace_seconds());
-        let rows: Vec<AssignmentRow> = bind
-            .iter()
-            .filter_map(|s| {
-                Some(binding.assignment(
-                    s.id,
-                    s.node_id?,
-                    &s.device_indexes,
-                    s.gpu_memory_mib,
-                    s.gpu_compute_pct,
-                ))
-            })
-            .collect();
+        let rows = self.binding_rows(l, &bind);
         let mut tx = self.store.begin().await?;
         self.fence(&mut tx).await?;
         lesson_store::set_seats_state(&mut tx, l.id, &[ss::PLANNED], ss::STAGED).await?;

@@ -10,15 +10,21 @@ use uuid::Uuid;
 use crate::{
     bind::assign_message,
     domain::spec::Dataset,
+    seats::links::TOKEN_ENV,
     state::Broker,
     store::assignments::{self, AssignmentRow, Payload},
 };
 
 /// Names the lesson's content in an Assign, resolved at send time so that a
-/// re-sent assignment points at where the content is now.
-fn add_datasets(msg: &mut BrokerMessage, datasets: Vec<pb::StagedContent>) {
+/// re-sent assignment points at where the content is now, and hands a seat
+/// its link's token (decision 089): derived, never stored, so it is added
+/// here rather than kept in the assignment's payload.
+fn complete(msg: &mut BrokerMessage, datasets: Vec<pb::StagedContent>, link_token: Option<String>) {
     if let Some(Msg::Assign(a)) = &mut msg.msg {
         a.datasets = datasets;
+        if let (Some(t), Some(w)) = (link_token, a.workload.as_mut()) {
+            w.env.insert(TOKEN_ENV.to_string(), t);
+        }
     }
 }
 
@@ -48,7 +54,8 @@ impl Broker {
         if a.kind == "seat"
             && let Some(l) = self.store.get_lesson(a.payload.0.owner_id).await?
         {
-            add_datasets(&mut msg, self.staged_content(a.node_id, &l.datasets.0));
+            let content = self.staged_content(a.node_id, &l.datasets.0);
+            complete(&mut msg, content, self.link_token(&a));
         }
         self.fleet.send(a.node_id, msg);
         Ok(())
@@ -59,9 +66,15 @@ impl Broker {
         for a in rows {
             self.metrics.seats_dispatched.inc();
             let mut msg = assign_message(a);
-            add_datasets(&mut msg, self.staged_content(a.node_id, datasets));
+            let content = self.staged_content(a.node_id, datasets);
+            complete(&mut msg, content, self.link_token(a));
             self.fleet.send(a.node_id, msg);
         }
+    }
+
+    /// A seat's link token, for its assignment.
+    fn link_token(&self, a: &AssignmentRow) -> Option<String> {
+        a.seat_id.map(|s| self.links.token(s))
     }
 
     /// The stop grace an assignment carries to its agent.

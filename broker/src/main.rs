@@ -37,6 +37,24 @@ enum Command {
     /// itself; the password is read from CLASSGRID_ADMIN_PASSWORD so it
     /// never appears in the process list. Audited as `bootstrap`.
     AdminUser(AdminUserArgs),
+    /// Issue the certificate a school edge serves seat links with, from the
+    /// region CA (decision 088), on the server itself: writes
+    /// OUT/seat-links.pem (certificate and CA) and OUT/seat-links.key, for
+    /// the edge's CLASSGRID_SEAT_LINKS_CERT and _KEY. Audited as `bootstrap`.
+    EdgeCert(EdgeCertArgs),
+}
+
+#[derive(clap::Args)]
+struct EdgeCertArgs {
+    /// A name students' browsers reach the edge by: a DNS name or an IP
+    /// address. Repeat for several.
+    #[arg(long = "name", required = true)]
+    names: Vec<String>,
+    /// The folder to write seat-links.pem and seat-links.key into.
+    #[arg(long)]
+    out: std::path::PathBuf,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(clap::Args)]
@@ -57,6 +75,7 @@ async fn main() -> std::process::ExitCode {
     let args = match &cli.command {
         Command::Serve(a) | Command::Migrate(a) | Command::AdminToken(a) => a,
         Command::AdminUser(u) => &u.serve,
+        Command::EdgeCert(e) => &e.serve,
     };
     let cfg = match BrokerConfig::resolve(args) {
         Ok(c) => c,
@@ -102,6 +121,21 @@ async fn main() -> std::process::ExitCode {
                 println!(
                     "console user `{}` (district_admin) is ready; sign in at /console",
                     u.name
+                );
+                Ok(())
+            }
+            .await
+        }
+        Command::EdgeCert(e) => {
+            async {
+                let (cert, key) =
+                    classgrid_broker::service::admin::issue_edge_cert(&cfg, &e.names, &e.out)
+                        .await?;
+                println!(
+                    "seat links certificate for {} from the region CA:\n  CLASSGRID_SEAT_LINKS_CERT={}\n  CLASSGRID_SEAT_LINKS_KEY={}",
+                    e.names.join(", "),
+                    cert.display(),
+                    key.display()
                 );
                 Ok(())
             }

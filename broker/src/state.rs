@@ -49,6 +49,8 @@ pub struct Broker {
     /// This replica's leadership, set once it leads (decision 078); unset
     /// for a broker built without a lease (tests, tools), which is alone.
     pub leader: std::sync::OnceLock<crate::leader::Leadership>,
+    /// The region's key for seat link tokens (decision 089).
+    pub links: crate::seats::links::LinkKey,
 }
 
 impl Broker {
@@ -61,6 +63,7 @@ impl Broker {
         let limiter = crate::auth::cache::limiter(cfg.security.rate_limit_per_s);
         let edge = EdgeState::load(&store).await?;
         let reserver = Reserver::new(store.clone(), Self::policy_of(&cfg));
+        let links = crate::seats::links::LinkKey::load_or_create(&cfg.security.data_dir)?;
         Ok(Self {
             cfg,
             store,
@@ -77,6 +80,7 @@ impl Broker {
             booking_writes: Default::default(),
             progress_writes: Default::default(),
             leader: Default::default(),
+            links,
         })
     }
 

@@ -190,6 +190,21 @@ pub enum Lessons {
         #[arg(long)]
         until_running: bool,
     },
+    /// Each seat's private link, for the teacher to hand out: seat number →
+    /// link, the same from the booking to the lesson's end.
+    Links {
+        id: String,
+        /// Comma-separated values with a header (seat,link), for a spreadsheet.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Pause the class's seat links (each shows "paused by your teacher"),
+    /// or resume them with --resume.
+    PauseLinks {
+        id: String,
+        #[arg(long)]
+        resume: bool,
+    },
     /// Why each seat is where it is.
     Explain { id: String },
     /// Cancel a lesson and release its seats.
@@ -334,6 +349,31 @@ pub async fn lessons(g: &Global, c: Lessons) -> anyhow::Result<()> {
         Lessons::Get { id } => {
             let l = client.get(pb::GetLessonRequest { id }).await?.into_inner();
             output::lesson(g.output, &l);
+        }
+        Lessons::PauseLinks { id, resume } => {
+            let l = client
+                .pause_links(pb::PauseLinksRequest {
+                    id,
+                    paused: !resume,
+                })
+                .await?
+                .into_inner();
+            println!(
+                "lesson {}: seat links {}",
+                l.id,
+                if resume { "resumed" } else { "paused" }
+            );
+        }
+        Lessons::Links { id, csv } => {
+            let l = client.get(pb::GetLessonRequest { id }).await?.into_inner();
+            if l.seats.iter().all(|s| s.link.is_empty()) {
+                anyhow::bail!(
+                    "lesson {}: school {} has no edge serving seat links yet; start its edge with CLASSGRID_SEAT_LINKS_LISTEN, _CERT and _KEY (docs/operations.md)",
+                    l.id,
+                    l.school_site
+                );
+            }
+            output::links(g.output, csv, &l);
         }
         Lessons::List { school, from, to } => {
             let from = from.map(|f| parse_time("--from", &f)).transpose()?.map(ts);

@@ -226,10 +226,20 @@ pub fn node_detail(o: Output, n: &pb::Node) {
     }
 }
 
+/// Where a student opens the seat: its private link on the school's edge,
+/// or, at a school without one, the node's own address.
+pub fn seat_address(s: &pb::Seat) -> &str {
+    if s.link.is_empty() {
+        &s.endpoint
+    } else {
+        &s.link
+    }
+}
+
 pub fn seat_json(s: &pb::Seat) -> Value {
     json!({
         "id": s.id, "number": s.number, "state": s.state, "node_id": s.node_id, "node_name": s.node_name,
-        "device_indexes": s.device_indexes, "endpoint": s.endpoint,
+        "device_indexes": s.device_indexes, "endpoint": s.endpoint, "link": s.link,
         "rtt": s.rtt.as_ref().map(rtt_json),
         "message": s.message, "assignment_id": s.assignment_id, "generation": s.generation,
         "output_tail": s.output_tail,
@@ -293,9 +303,7 @@ fn seats(seats: &[pb::Seat]) {
         return;
     }
     table(
-        &[
-            "SEAT", "STATE", "NODE", "DEVICES", "RTT", "ENDPOINT", "MESSAGE",
-        ],
+        &["SEAT", "STATE", "NODE", "DEVICES", "RTT", "LINK", "MESSAGE"],
         seats
             .iter()
             .map(|s| {
@@ -309,12 +317,41 @@ fn seats(seats: &[pb::Seat]) {
                         .collect::<Vec<_>>()
                         .join(","),
                     s.rtt.as_ref().map(rtt_text).unwrap_or_default(),
-                    s.endpoint.clone(),
+                    seat_address(s).to_string(),
                     s.message.clone(),
                 ]
             })
             .collect(),
     );
+}
+
+/// Seat number → link, for the teacher: a table, JSON, or CSV.
+pub fn links(o: Output, csv: bool, l: &pb::Lesson) {
+    let mut seats: Vec<&pb::Seat> = l.seats.iter().collect();
+    seats.sort_by_key(|s| s.number);
+    if csv {
+        // Links are URL-safe (hex token) and numbers plain: nothing to quote.
+        println!("seat,link");
+        for s in seats {
+            println!("{},{}", s.number, s.link);
+        }
+        return;
+    }
+    match o {
+        Output::Json => print_json(Value::Array(
+            seats
+                .iter()
+                .map(|s| json!({"seat": s.number, "link": s.link, "state": s.state}))
+                .collect(),
+        )),
+        Output::Table => table(
+            &["SEAT", "LINK", "STATE"],
+            seats
+                .iter()
+                .map(|s| vec![s.number.to_string(), s.link.clone(), s.state.clone()])
+                .collect(),
+        ),
+    }
 }
 
 pub fn lessons(o: Output, ls: &[pb::Lesson]) {
@@ -368,10 +405,9 @@ pub fn watch_update(o: Output, l: &pb::Lesson, seen: &mut SeenSeats) {
             } else {
                 &s.node_name
             },
-            if s.endpoint.is_empty() {
-                "—"
-            } else {
-                &s.endpoint
+            match seat_address(s) {
+                "" => "—",
+                a => a,
             },
             if s.message.is_empty() {
                 String::new()

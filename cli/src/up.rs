@@ -29,6 +29,14 @@ pub struct UpArgs {
         default_value = "127.0.0.1:7480"
     )]
     pub edge_content_addr: SocketAddr,
+    /// Where the local edge serves students' seat links (https, with a
+    /// certificate from the region CA; not without TLS).
+    #[arg(
+        long,
+        env = "CLASSGRID_EDGE_LINKS_ADDR",
+        default_value = "127.0.0.1:7482"
+    )]
+    pub edge_links_addr: SocketAddr,
     /// The demo school site that the local agent and edge join.
     #[arg(long, default_value = "demo-school")]
     pub site: String,
@@ -100,6 +108,16 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     classgrid_broker::console::bootstrap::admin_user(&app.store, "admin", &console_password, true)
         .await?;
 
+    // Notebook seats where this machine can run them (root: each seat is
+    // its own user); the agent says why not otherwise.
+    let notebooks = classgrid_agent::runtime::notebook::unavailable(
+        &classgrid_agent::runtime::notebook::NotebookDirs::from_env(),
+    );
+    let mut runtimes = vec!["process".to_string()];
+    match &notebooks {
+        None => runtimes.push("notebook".into()),
+        Some(why) => tracing::warn!("{why}"),
+    }
     let agent_cfg = classgrid_agent::config::AgentConfig {
         broker: grpc_url.clone(),
         site: a.site.clone(),
@@ -110,6 +128,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         tools: Vec::new(),
         discovery_interval_s: 60,
         log_format: "text".into(),
+        runtimes,
         ..classgrid_agent::config::AgentConfig::defaults(home.join("agent-local"))
     };
     // Seats outlive `up` (decision 086): their processes run in their own
@@ -125,6 +144,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         log_format: "text".into(),
         listen: a.edge_content_addr,
         advertise_url: format!("http://{}", a.edge_content_addr),
+        seat_links: seat_links(&app, &home, a.edge_links_addr)?,
         ..classgrid_edge::EdgeConfig::defaults(home.join("edge"))
     };
     let edge = tokio::spawn(classgrid_edge::run(edge_cfg, stop.clone()));
@@ -162,11 +182,24 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         a.site, a.district
     );
     println!();
-    println!("Book a 4-seat lesson starting in 30 s, each seat a small web server:");
-    println!(
-        "  classgrid lessons book --school {} --start +30s --duration 5m --seats 4 -- python3 -m http.server '$(PORT)'",
-        a.site
-    );
+    if notebooks.is_none() && app.tls.is_some() {
+        println!(
+            "Book a 3-seat notebook lesson starting in 1 minute (JupyterLab per student, warm before the bell):"
+        );
+        println!(
+            "  classgrid lessons book --school {} --start +60s --duration 10m --seats 3 --kind notebook",
+            a.site
+        );
+        println!(
+            "Then: classgrid lessons links ID  and open a seat's link in a browser (it trusts the region CA {ca_file} once, or asks you to)."
+        );
+    } else {
+        println!("Book a 4-seat lesson starting in 30 s, each seat a small web server:");
+        println!(
+            "  classgrid lessons book --school {} --start +30s --duration 5m --seats 4 -- python3 -m http.server '$(PORT)'",
+            a.site
+        );
+    }
     println!("Then: classgrid lessons watch ID   |   classgrid nodes list");
     println!("Press Ctrl-C to stop.");
     println!();
@@ -222,4 +255,29 @@ async fn local_admin_token(
         .await
         .map_err(|e| anyhow::anyhow!("minting the local admin token: {e}"))?;
     Ok(token)
+}
+
+/// The local edge's seat links: a certificate from the region CA for this
+/// machine's names, made afresh on every run (it is cheap, and a changed
+/// CA is followed). None without TLS: a link is https or nothing.
+fn seat_links(
+    app: &classgrid_broker::app::App,
+    home: &std::path::Path,
+    listen: SocketAddr,
+) -> anyhow::Result<Option<classgrid_edge::seatlink::proxy::SeatLinks>> {
+    if app.tls.is_none() {
+        return Ok(None);
+    }
+    let ca = classgrid_broker::auth::pki::Ca::load_or_create(&home.join("broker"))?;
+    let dir = home.join("edge");
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) = (dir.join("seat-links.pem"), dir.join("seat-links.key"));
+    let names = vec![listen.ip().to_string(), "localhost".to_string()];
+    ca.issue_server("classgrid edge seat links", &names, &cert, &key)?;
+    Ok(Some(classgrid_edge::seatlink::proxy::SeatLinks {
+        listen: listen.to_string(),
+        cert,
+        key,
+        url: None,
+    }))
 }

@@ -97,6 +97,9 @@ pub struct EdgeConfig {
     pub link_bytes_per_sec: u64,
     /// Where the site relay listens; None runs none.
     pub relay_listen: Option<SocketAddr>,
+    /// Seat links (decision 088), from `CLASSGRID_SEAT_LINKS_*`; None
+    /// serves none.
+    pub seat_links: Option<crate::seatlink::proxy::SeatLinks>,
 }
 
 impl EdgeConfig {
@@ -118,6 +121,7 @@ impl EdgeConfig {
             advertise_url: "http://127.0.0.1:7480".into(),
             link_bytes_per_sec: 12_500_000,
             relay_listen: None,
+            seat_links: None,
         }
     }
 
@@ -244,6 +248,7 @@ impl EdgeConfig {
             advertise_url: advertise_url.trim_end_matches('/').to_string(),
             link_bytes_per_sec,
             relay_listen,
+            seat_links: crate::seatlink::proxy::SeatLinks::from_env()?,
         })
     }
 }

@@ -35,8 +35,16 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
     info!(listen = %cfg.listen, advertise = %cfg.advertise_url, "content server listening");
     let (upstream, upstream_rx) = watch::channel(None);
     // Seat links (decision 088), bound now so a taken port fails the start.
-    let seat_links = seatlink::proxy::from_env(db.clone(), shutdown.clone())?;
-    let seats = autonomy::Seats::new(db);
+    let seat_links = cfg
+        .seat_links
+        .as_ref()
+        .map(|l| seatlink::proxy::start(db.clone(), l, &cfg.advertise_url, shutdown.clone()))
+        .transpose()?;
+    let seat_link_url = seat_links
+        .as_ref()
+        .map(|s| s.base_url.clone())
+        .unwrap_or_default();
+    let seats = autonomy::Seats::new(db.clone());
     let metrics = metrics::router(metrics::Sources {
         stager: stager.clone(),
         table: table.clone(),
@@ -76,7 +84,7 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
         )),
         tokio::spawn(stager.clone().run(shutdown.clone())),
     ];
-    tasks.extend(seat_links);
+    tasks.extend(seat_links.map(|s| s.task));
     if let Some(l) = relay_listener {
         tasks.push(tokio::spawn(relay::run(l, upstream_rx, shutdown.clone())));
     }
@@ -85,6 +93,8 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
         stager,
         seats,
         upstream,
+        links: db,
+        seat_link_url,
     };
     let r = link::run(&cfg, &parts, shutdown).await;
     for t in tasks {

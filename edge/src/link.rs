@@ -25,6 +25,10 @@ pub struct Parts {
     pub stager: Stager,
     pub seats: Seats,
     pub upstream: UpstreamTx,
+    /// The edge's database, where it keeps the site's seat links.
+    pub links: sqlx::SqlitePool,
+    /// Where this edge serves seat links; empty when it serves none.
+    pub seat_link_url: String,
 }
 
 /// Registers and reports until `shutdown`, re-registering after any failure.
@@ -171,6 +175,7 @@ async fn exchange(
             progress,
             bytes_per_sec: rep.bytes_per_sec,
             content_url: cfg.advertise_url.clone(),
+            seat_link_url: parts.seat_link_url.clone(),
         })
         .await?
         .into_inner();
@@ -192,5 +197,13 @@ async fn exchange(
         )
         .await;
     parts.seats.replace(&orders.seats).await?;
+    // Kept even when this edge serves no links now: they are the site's,
+    // and a restart with links on serves them before the next sync.
+    crate::seatlink::replace(
+        &parts.links,
+        &orders.seat_links,
+        crate::seatlink::proxy::now_ms(),
+    )
+    .await?;
     Ok(())
 }

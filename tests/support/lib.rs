@@ -619,6 +619,42 @@ impl Drop for Agent {
     }
 }
 
+/// An edge of `site` for `broker`, its content server on loopback port
+/// `port`, reporting every `report_ms`, its state in `dir/edge` and its
+/// log in `dir/edge.log`; `env` adds variables (its seat links, say).
+pub fn start_edge(
+    broker: &Broker,
+    site: &str,
+    port: u16,
+    report_ms: u32,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> Proc {
+    Proc::spawn(
+        &bin("classgrid-edge"),
+        &[
+            "run",
+            "--broker",
+            &broker.grpc_url,
+            "--site",
+            site,
+            "--name",
+            "edge-1",
+            "--state-dir",
+            &dir.join("edge").display().to_string(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--report-interval-ms",
+            &report_ms.to_string(),
+            "--log-format",
+            "text",
+        ]
+        .map(String::from),
+        dir.join("edge.log"),
+        env,
+    )
+}
+
 /// Polls `f` until it is true or `limit` passes.
 pub async fn wait_for<F, Fut>(limit: Duration, mut f: F) -> bool
 where

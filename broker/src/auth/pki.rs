@@ -92,19 +92,31 @@ impl Ca {
 
     /// A server certificate for the broker's names, written next to the CA.
     pub fn server_cert(&self, dir: &Path, names: &[String]) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let (cp, kp) = (dir.join("server.pem"), dir.join("server.key"));
+        self.issue_server("classgrid broker", names, &cp, &kp)?;
+        Ok((cp, kp))
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses), written
+    /// as `cert_path` (the certificate, then the CA: the chain carries the CA
+    /// so that clients can pin it by fingerprint) and `key_path` (0600).
+    pub fn issue_server(
+        &self,
+        common_name: &str,
+        names: &[String],
+        cert_path: &Path,
+        key_path: &Path,
+    ) -> anyhow::Result<()> {
         let key = KeyPair::generate()?;
         let mut p = CertificateParams::new(names.to_vec())?;
-        p.distinguished_name
-            .push(DnType::CommonName, "classgrid broker");
+        p.distinguished_name.push(DnType::CommonName, common_name);
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         p.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
         p.not_after = OffsetDateTime::now_utc() + Duration::days(825);
         let cert = p.signed_by(&key, &self.issuer)?;
-        let (cp, kp) = (dir.join("server.pem"), dir.join("server.key"));
-        // The chain carries the CA so joining clients can pin it by fingerprint.
-        std::fs::write(&cp, format!("{}{}", cert.pem(), self.cert_pem))?;
-        write_private(&kp, &key.serialize_pem())?;
-        Ok((cp, kp))
+        std::fs::write(cert_path, format!("{}{}", cert.pem(), self.cert_pem))?;
+        write_private(key_path, &key.serialize_pem())?;
+        Ok(())
     }
 
     /// Signs a joining node's CSR. The identity comes from the join token,

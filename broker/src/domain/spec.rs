@@ -15,7 +15,9 @@ pub const VENDORS: &[&str] = &[
 ];
 /// `notebook` is JupyterLab per seat (agent runtime `notebook`, issue 22); it
 /// needs no command or image.
-pub const RUNTIMES: &[&str] = &["process", "container", "kubernetes", "slurm", "notebook"];
+pub const RUNTIMES: &[&str] = &["process", "container", "kubernetes", "slurm", NOTEBOOK];
+/// Notebook seats warm before the bell and serve under their link.
+pub const NOTEBOOK: &str = "notebook";
 
 const MAX_CPU_MILLIS: i64 = 1024 * 1000;
 const MAX_MEMORY_MIB: i64 = 16 * 1024 * 1024;

@@ -147,7 +147,7 @@ pub fn seat_link(key: &LinkKey, s: &LinkedSeat) -> pb::SeatLink {
         paused: s.paused,
         // Notebook servers serve under their link (their base URL); command
         // seats serve at / and the edge takes the prefix off.
-        serves_link_path: s.runtime == "notebook",
+        serves_link_path: s.runtime == crate::domain::spec::NOTEBOOK,
     }
 }
 

@@ -586,3 +586,47 @@ pub async fn bootstrap_admin_token(
         .await?;
     Ok(tokens::format_api(id, &secret))
 }
+
+/// Issues a school edge's seat-links certificate from the region CA
+/// (`classgrid-broker edge-cert`), audited as `bootstrap` like the other
+/// commands run on the server itself.
+pub async fn issue_edge_cert(
+    cfg: &crate::config::BrokerConfig,
+    names: &[String],
+    out: &std::path::Path,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    for n in names {
+        let ok = !n.is_empty()
+            && n.len() <= 253
+            && (n.parse::<std::net::IpAddr>().is_ok()
+                || n.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                }));
+        anyhow::ensure!(
+            ok,
+            "--name `{n}`: must be a DNS name (letters, digits, hyphens, dots) or an IP address"
+        );
+    }
+    let store = crate::store::Store::connect(&cfg.database_url).await?;
+    store.migrate().await?;
+    std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
+    let ca = crate::auth::pki::Ca::load_or_create(&cfg.security.data_dir)?;
+    let (cert, key) = (out.join("seat-links.pem"), out.join("seat-links.key"));
+    ca.issue_server("classgrid edge seat links", names, &cert, &key)?;
+    store
+        .append_audit(&AuditEntry {
+            actor: "bootstrap",
+            role: "district_admin",
+            action: "edge_cert.issue",
+            target: &format!("names:{}", names.join(",")),
+            source: "local",
+            result: "ok",
+            detail: "seat links certificate issued on the server",
+        })
+        .await?;
+    Ok((cert, key))
+}

@@ -245,7 +245,22 @@ impl Broker {
             "content_url",
             "must be an http:// URL of at most 300 bytes",
         );
+        c.check(
+            r.seat_link_url.is_empty()
+                || (r.seat_link_url.starts_with("https://")
+                    && r.seat_link_url.len() <= 300
+                    && r.seat_link_url
+                        .parse::<axum::http::Uri>()
+                        .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()))),
+            "seat_link_url",
+            "must be an https:// URL with a host, of at most 300 bytes",
+        );
         c.finish()?;
+        if !r.seat_link_url.is_empty() {
+            self.store
+                .set_seat_link_base(site, r.seat_link_url.trim_end_matches('/'))
+                .await?;
+        }
         let cached: Vec<(String, i64)> = r
             .cached
             .iter()
@@ -333,10 +348,12 @@ impl Broker {
                 },
             )
             .collect();
+        let seat_links = crate::seats::links::site_links(&self.store, &self.links, site).await?;
         Ok(pb::EdgeSyncResponse {
             stage,
             pinned,
             seats,
+            seat_links,
         })
     }
 

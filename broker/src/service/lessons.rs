@@ -19,6 +19,7 @@ use crate::{
         Plan, Reserved,
         queue::{Booked, BookingInput, BookingWrite},
     },
+    seats::links::link_url,
     state::Broker,
     store::{
         self, assignments,
@@ -32,7 +33,10 @@ const BOOK_ATTEMPTS: usize = 8;
 impl Broker {
     pub async fn book_lesson(&self, raw: RawBooking) -> Result<LessonView, ServiceError> {
         let t0 = Instant::now();
-        let result = self.book_inner(raw).await;
+        let mut result = self.book_inner(raw).await;
+        if let Ok(view) = &mut result {
+            self.fill_links(view).await?;
+        }
         self.metrics
             .booking_seconds
             .observe(t0.elapsed().as_secs_f64());
@@ -161,7 +165,25 @@ impl Broker {
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("lesson {id}")))?;
         let seats = self.store.seats_of(id).await?;
-        Ok(LessonView { lesson, seats })
+        let mut view = LessonView { lesson, seats };
+        self.fill_links(&mut view).await?;
+        Ok(view)
+    }
+
+    /// Puts each seat's private link in the view (decision 089): derived
+    /// from the seat's id, so it is known from the booking on, but only
+    /// once the school's edge has said where it serves links.
+    async fn fill_links(&self, view: &mut LessonView) -> sqlx::Result<()> {
+        if let Some(base) = self
+            .store
+            .seat_link_base(view.lesson.school_site_id)
+            .await?
+        {
+            for s in &mut view.seats {
+                s.link = link_url(&base, &self.links.token(s.id));
+            }
+        }
+        Ok(())
     }
 
     pub async fn list_lessons(

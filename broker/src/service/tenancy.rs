@@ -157,6 +157,30 @@ impl Scoped<'_> {
         .await
     }
 
+    /// Pauses or resumes the class's seat links (issue 22); the school's
+    /// edge applies it at its next sync.
+    pub async fn pause_links(&self, id: Uuid, paused: bool) -> Result<LessonView, ServiceError> {
+        self.audited(
+            if paused {
+                "lesson.links.pause"
+            } else {
+                "lesson.links.resume"
+            },
+            |_| format!("lesson:{id}"),
+            &format!("lesson:{id}"),
+            async {
+                self.lesson(id).await?;
+                self.writer()?;
+                self.app
+                    .store
+                    .set_links_paused(id, paused, &self.caller.actor)
+                    .await?;
+                self.app.lesson(id).await
+            },
+        )
+        .await
+    }
+
     pub async fn submit_job(&self, raw: RawJob) -> Result<JobRow, ServiceError> {
         let school = raw.school_site.clone();
         self.audited(

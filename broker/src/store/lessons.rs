@@ -61,6 +61,10 @@ pub struct SeatRow {
     pub message: String,
     pub assignment_id: Option<Uuid>,
     pub generation: Option<i64>,
+    /// The student's link, filled by the reads that show seats
+    /// (`service::lessons`); never stored (decision 089).
+    #[sqlx(skip)]
+    pub link: String,
 }
 
 pub(crate) const LESSON_COLS: &str = "l.id, l.request_id, l.school_site_id, s.name AS school_site, l.title, l.start_at, l.duration_s,
@@ -167,6 +171,7 @@ impl NewSeat {
             message: String::new(),
             assignment_id: assignment.map(|a| a.0),
             generation: assignment.map(|a| a.1),
+            link: String::new(),
         }
     }
 }

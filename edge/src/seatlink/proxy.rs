@@ -4,7 +4,11 @@
 //! TLS, and hyper 1's client connection for the hop to the seat, whose
 //! upgrade support carries a WebSocket as two spliced byte streams.
 
-use std::{net::SocketAddr, path::Path, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use axum::{
     Router,
@@ -25,7 +29,7 @@ pub fn router(db: SqlitePool) -> Router {
     Router::new().fallback(forward).with_state(db)
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -209,41 +213,136 @@ pub async fn serve(
     Ok(())
 }
 
-/// Starts the seat links' server when `CLASSGRID_SEAT_LINKS_LISTEN`
-/// (host:port), `CLASSGRID_SEAT_LINKS_CERT` and `CLASSGRID_SEAT_LINKS_KEY`
-/// (PEM files of a certificate from the region CA) are set; none set runs
-/// none. Bound before returning, so a taken port fails the edge's start.
-pub fn from_env(
+/// The seat links' server, once started.
+pub struct Serving {
+    pub task: tokio::task::JoinHandle<()>,
+    /// What the edge tells the broker its links start with
+    /// (`https://host:port`): seat views show `BASE/seat/TOKEN/`.
+    pub base_url: String,
+}
+
+/// Where and with what certificate the edge serves seat links.
+#[derive(Debug, Clone)]
+pub struct SeatLinks {
+    /// host:port to listen on.
+    pub listen: String,
+    /// PEM files of a certificate from the region CA (`classgrid-broker
+    /// edge-cert`) and its key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The links' public address; None derives it from `listen`.
+    pub url: Option<String>,
+}
+
+impl SeatLinks {
+    /// `CLASSGRID_SEAT_LINKS_LISTEN` (host:port), `CLASSGRID_SEAT_LINKS_CERT`
+    /// and `CLASSGRID_SEAT_LINKS_KEY`, and optionally
+    /// `CLASSGRID_SEAT_LINKS_URL`; none set serves no links.
+    pub fn from_env() -> anyhow::Result<Option<Self>> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let Some(listen) = var("CLASSGRID_SEAT_LINKS_LISTEN") else {
+            return Ok(None);
+        };
+        let (Some(cert), Some(key)) = (
+            var("CLASSGRID_SEAT_LINKS_CERT"),
+            var("CLASSGRID_SEAT_LINKS_KEY"),
+        ) else {
+            anyhow::bail!(
+                "CLASSGRID_SEAT_LINKS_LISTEN is set: CLASSGRID_SEAT_LINKS_CERT and CLASSGRID_SEAT_LINKS_KEY must name the certificate and key (PEM) that seat links are served with"
+            );
+        };
+        let url = var("CLASSGRID_SEAT_LINKS_URL")
+            .map(|u| public_url(&u))
+            .transpose()?;
+        Ok(Some(Self {
+            listen,
+            cert: cert.into(),
+            key: key.into(),
+            url,
+        }))
+    }
+}
+
+/// Starts the seat links' server, bound before returning so that a taken
+/// port fails the edge's start. Without a public address set, the links'
+/// address is the listening one, with the host of `advertise_url` (the
+/// edge's content address, which the site's machines already reach) when
+/// it listens on every interface.
+pub fn start(
     db: SqlitePool,
+    links: &SeatLinks,
+    advertise_url: &str,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let Some(listen) = var("CLASSGRID_SEAT_LINKS_LISTEN") else {
-        return Ok(None);
-    };
-    let (Some(cert), Some(key)) = (
-        var("CLASSGRID_SEAT_LINKS_CERT"),
-        var("CLASSGRID_SEAT_LINKS_KEY"),
-    ) else {
-        anyhow::bail!(
-            "CLASSGRID_SEAT_LINKS_LISTEN is set: CLASSGRID_SEAT_LINKS_CERT and CLASSGRID_SEAT_LINKS_KEY must name the certificate and key (PEM) that seat links are served with"
-        );
-    };
-    let tls = tls_config(Path::new(&cert), Path::new(&key))?;
-    let listener = std::net::TcpListener::bind(&listen).map_err(|e| {
-        anyhow::anyhow!("CLASSGRID_SEAT_LINKS_LISTEN: cannot listen on {listen}: {e}")
+) -> anyhow::Result<Serving> {
+    let tls = tls_config(&links.cert, &links.key)?;
+    let listener = std::net::TcpListener::bind(&links.listen).map_err(|e| {
+        anyhow::anyhow!(
+            "CLASSGRID_SEAT_LINKS_LISTEN: cannot listen on {}: {e}",
+            links.listen
+        )
     })?;
     listener.set_nonblocking(true)?;
-    Ok(Some(tokio::spawn(async move {
+    let base_url = match &links.url {
+        Some(u) => u.clone(),
+        None => listening_url(listener.local_addr()?, advertise_url),
+    };
+    let task = tokio::spawn(async move {
         if let Err(e) = serve(db, listener, tls, shutdown).await {
             tracing::error!(error = %format!("{e:#}"), "seat links server stopped");
         }
-    })))
+    });
+    Ok(Serving { task, base_url })
+}
+
+/// `CLASSGRID_SEAT_LINKS_URL` checked as the broker will check it.
+fn public_url(u: &str) -> anyhow::Result<String> {
+    let ok = u.starts_with("https://")
+        && u.len() <= 300
+        && u.parse::<axum::http::Uri>()
+            .is_ok_and(|p| p.host().is_some_and(|h| !h.is_empty()));
+    anyhow::ensure!(
+        ok,
+        "CLASSGRID_SEAT_LINKS_URL: must be an https:// URL with a host, of at most 300 bytes, not `{u}`"
+    );
+    Ok(u.trim_end_matches('/').to_string())
+}
+
+fn listening_url(addr: SocketAddr, advertise_url: &str) -> String {
+    let host = if addr.ip().is_unspecified() {
+        advertise_url
+            .parse::<axum::http::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(str::to_string))
+            .unwrap_or_else(|| "127.0.0.1".into())
+    } else {
+        match addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        }
+    };
+    format!("https://{host}:{}", addr.port())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::split_path;
+    use super::{listening_url, public_url, split_path};
+
+    #[test]
+    fn the_public_address_follows_the_listener_or_the_setting() {
+        let any: std::net::SocketAddr = "0.0.0.0:7443".parse().unwrap();
+        assert_eq!(
+            listening_url(any, "http://edge.school.example:7480"),
+            "https://edge.school.example:7443"
+        );
+        let one: std::net::SocketAddr = "10.1.2.3:7443".parse().unwrap();
+        assert_eq!(listening_url(one, "http://x:1"), "https://10.1.2.3:7443");
+        assert_eq!(
+            public_url("https://links.example/").unwrap(),
+            "https://links.example"
+        );
+        assert!(public_url("http://links.example").is_err());
+        assert!(public_url("https://").is_err());
+    }
 
     #[test]
     fn the_token_is_the_first_segment_after_seat() {

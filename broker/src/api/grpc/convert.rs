@@ -130,6 +130,7 @@ pub fn seat(s: &SeatRow) -> pb::Seat {
         generation: s.generation.unwrap_or(0),
         // Filled by the reads that fetch tails (`with_output_tails`).
         output_tail: String::new(),
+        link: s.link.clone(),
     }
 }
 

@@ -121,6 +121,22 @@ impl LessonService for Lessons {
         Ok(Response::new(convert::lesson(&v)))
     }
 
+    async fn pause_links(
+        &self,
+        req: Request<pb::PauseLinksRequest>,
+    ) -> Result<Response<pb::Lesson>, Status> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let id = convert::parse_id("id", &r.id).map_err(status)?;
+        let v = self
+            .0
+            .scoped(&c)
+            .pause_links(id, r.paused)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::lesson(&v)))
+    }
+
     async fn explain(
         &self,
         req: Request<pb::GetLessonRequest>,

@@ -5,7 +5,7 @@ use axum::{
     Json, Router,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
-    routing::get,
+    routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -26,6 +26,8 @@ pub fn router() -> Router<App> {
         .route("/v1/lessons", get(list).post(book))
         .route("/v1/lessons/{id}", get(read).delete(cancel))
         .route("/v1/lessons/{id}/explain", get(explain))
+        .route("/v1/lessons/{id}/links/pause", post(pause_links))
+        .route("/v1/lessons/{id}/links/resume", post(resume_links))
 }
 
 /// A lesson booking. Send `Idempotency-Key` so that a retry never books twice.
@@ -106,6 +108,10 @@ pub struct Seat {
     /// reported it when the program ended; empty while it runs and in
     /// listings.
     pub output_tail: String,
+    /// The student's private link on the school's edge,
+    /// `https://EDGE/seat/TOKEN/`: the same for the seat's whole life. Empty
+    /// while the school has no edge serving seat links.
+    pub link: String,
 }
 
 /// A lesson with its seats.
@@ -163,6 +169,7 @@ pub fn seat(s: &SeatRow) -> Seat {
         }),
         message: s.message.clone(),
         output_tail: String::new(),
+        link: s.link.clone(),
     }
 }
 
@@ -323,6 +330,35 @@ pub async fn cancel(
         ));
     }
     let v = app.scoped(&caller).cancel_lesson(id, &reason).await?;
+    Ok(Json(lesson(&app, &v)))
+}
+
+/// Pause the class's seat links: each shows "paused by your teacher" until
+/// resumed. The school's edge applies it within seconds. Audited.
+#[utoipa::path(post, operation_id = "pause_lesson_links", path = "/v1/lessons/{id}/links/pause", tag = "lessons",
+    params(("id" = Uuid, Path, description = "Lesson id")),
+    responses((status = 200, description = "The lesson", body = Lesson)))]
+pub async fn pause_links(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Lesson>> {
+    let id = parse_id("id", &id)?;
+    let v = app.scoped(&caller).pause_links(id, true).await?;
+    Ok(Json(lesson(&app, &v)))
+}
+
+/// Resume the class's seat links after a pause. Audited.
+#[utoipa::path(post, operation_id = "resume_lesson_links", path = "/v1/lessons/{id}/links/resume", tag = "lessons",
+    params(("id" = Uuid, Path, description = "Lesson id")),
+    responses((status = 200, description = "The lesson", body = Lesson)))]
+pub async fn resume_links(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Lesson>> {
+    let id = parse_id("id", &id)?;
+    let v = app.scoped(&caller).pause_links(id, false).await?;
     Ok(Json(lesson(&app, &v)))
 }
 

@@ -21,7 +21,8 @@ use super::{events, fleet, jobs, lessons, model, problem, vouchers};
             answers use the region's time zone. Errors are RFC 9457 problem details. Send `Idempotency-Key` on every POST."
     ),
     paths(
-        lessons::book, lessons::list, lessons::read, lessons::cancel, lessons::explain, events::events,
+        lessons::book, lessons::list, lessons::read, lessons::cancel, lessons::explain,
+        lessons::pause_links, lessons::resume_links, events::events,
         jobs::submit, jobs::list, jobs::read, jobs::cancel,
         fleet::sites, fleet::nodes, fleet::node, fleet::approve,
         vouchers::list, vouchers::issue, vouchers::balances, vouchers::ledger, vouchers::usage, vouchers::set_quota,

@@ -1,0 +1,337 @@
+//! Notebook seats through the whole product (issue 22): a 3-seat notebook
+//! lesson with a small dataset is booked through the broker; the school's
+//! edge stages the data, the agent starts every JupyterLab *before* the
+//! bell, and at the bell each seat's link — the broker's, served by the
+//! edge over TLS with a certificate from the region CA (`classgrid-broker
+//! edge-cert`) — runs a kernel (`sum(range(10))` is 45) through the edge's
+//! WebSocket proxy. The dataset is readable under data/ and not writable; a
+//! made-up token and another seat's token are refused; the teacher's pause
+//! closes the class's links and resume opens them again; once the lesson is
+//! over its links say so.
+//!
+//! Needs root (seats run as their own users) and the PyPI index, or a
+//! notebook environment built before (the agent builds it once per node).
+
+use std::{path::Path, process::Command, time::Duration};
+
+use classgrid_e2e::*;
+use classgrid_proto::v1 as pb;
+
+const KERNEL: &str = include_str!("clients/seat_kernel.py");
+const GET: &str = include_str!("clients/seat_get.py");
+/// The agent's default environment (agent/src/runtime/notebook.rs).
+const ENVS: &str = "/var/lib/classgrid/notebook-envs";
+const VERSION: &str = "4.4.10";
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs one of the clients with the notebook environment's Python (it has
+/// tornado for the kernel's WebSocket).
+async fn py(script: &'static str, args: Vec<String>) -> String {
+    let python = Path::new(ENVS)
+        .join(format!("jupyterlab-{VERSION}"))
+        .join("bin/python");
+    tokio::task::spawn_blocking(move || sh(Command::new(python).arg("-c").arg(script).args(args)))
+        .await
+        .unwrap()
+}
+
+/// The `classgrid` CLI against `broker`, as a district admin.
+fn cli(broker: &Broker) -> Command {
+    let mut c = Command::new(bin("classgrid"));
+    c.args(["--context", "/nonexistent/classgrid-context.toml"])
+        .args(["--grpc-url", &broker.grpc_url, "--token", &broker.token]);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
+    let db = TestDb::new().await.unwrap();
+    let dir = tempdir("notebook");
+    let data_dir = dir.join("broker");
+    let data_dir_s = data_dir.display().to_string();
+    let broker = Broker::start(
+        &db,
+        &dir,
+        &[
+            "--data-dir",
+            &data_dir_s,
+            "--staging-lead-s",
+            "40",
+            "--grace-s",
+            "2",
+        ],
+    )
+    .await;
+    broker.create_site("school-n").await;
+
+    // The edge's certificate for its seat links, from the region CA.
+    let tls = dir.join("edge-tls");
+    let out = sh(Command::new(bin("classgrid-broker")).args([
+        "edge-cert",
+        "--name",
+        "127.0.0.1",
+        "--out",
+        &tls.display().to_string(),
+        "--database-url",
+        &db.url,
+        "--data-dir",
+        &data_dir_s,
+    ]));
+    assert!(out.contains("CLASSGRID_SEAT_LINKS_CERT="), "{out}");
+    let ca = data_dir.join("ca.pem").display().to_string();
+
+    let mut agent = Agent::start(
+        &broker,
+        "school-n",
+        "nb1",
+        &dir,
+        &["--runtimes", "notebook"],
+    );
+    let edge_port = free_port();
+    let links_port = free_port();
+    let (cert, key) = (tls.join("seat-links.pem"), tls.join("seat-links.key"));
+    let links_listen = format!("127.0.0.1:{links_port}");
+    let edge = start_edge(
+        &broker,
+        "school-n",
+        edge_port,
+        300,
+        &dir,
+        &[
+            ("CLASSGRID_SEAT_LINKS_LISTEN", links_listen.as_str()),
+            ("CLASSGRID_SEAT_LINKS_CERT", cert.to_str().unwrap()),
+            ("CLASSGRID_SEAT_LINKS_KEY", key.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        broker
+            .wait_connected("school-n", "nb1", Duration::from_secs(30))
+            .await
+    );
+    // The agent builds the node's notebook environment once, in the
+    // background, from PyPI; the bell below must not wait on a download.
+    let ready = Path::new(ENVS)
+        .join(format!("jupyterlab-{VERSION}"))
+        .join(".classgrid-ready");
+    assert!(
+        wait_for(Duration::from_secs(600), || {
+            let ready = ready.clone();
+            async move { ready.exists() }
+        })
+        .await,
+        "the notebook environment was not built; agent log:\n{}",
+        agent.proc.log_text()
+    );
+
+    // A small dataset from an origin on loopback.
+    let origin = dir.join("origin");
+    std::fs::create_dir_all(&origin).unwrap();
+    std::fs::write(origin.join("small.csv"), b"a,b\n1,2\n").unwrap();
+    let sha = sh(Command::new("sha256sum").arg(origin.join("small.csv")))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let origin_port = free_port();
+    let _origin = Proc::spawn(
+        Path::new("python3"),
+        &[
+            "-m".into(),
+            "http.server".into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--directory".into(),
+            origin.display().to_string(),
+            origin_port.to_string(),
+        ],
+        dir.join("origin.log"),
+        &[],
+    );
+
+    let start_in = 35.0;
+    let bell = std::time::Instant::now() + Duration::from_secs_f64(start_in);
+    let req = pb::BookLessonRequest {
+        request_id: "nb-e2e".into(),
+        school_site: "school-n".into(),
+        title: "notebooks".into(),
+        start: Some(ts_in(start_in)),
+        duration_seconds: 120,
+        seats: 3,
+        seat: Some(pb::SeatSpec {
+            cpu_millis: 100,
+            memory_mib: 256,
+            gpu: None,
+            runtime: "notebook".into(),
+        }),
+        datasets: vec![pb::Dataset {
+            name: "small.csv".into(),
+            url: format!("http://127.0.0.1:{origin_port}/small.csv"),
+            sha256: sha,
+            size_bytes: 8,
+        }],
+        ..Default::default()
+    };
+    // Booking with a dataset needs the edge's link rate: retry until the
+    // edge has reported once.
+    let booked_at = std::time::Instant::now();
+    let mut lesson = None;
+    while lesson.is_none() && booked_at.elapsed() < Duration::from_secs(20) {
+        match broker.lessons().await.book(req.clone()).await {
+            Ok(l) => lesson = Some(l.into_inner()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    let lesson = lesson.unwrap_or_else(|| panic!("never booked; edge log:\n{}", edge.log_text()));
+    let id = lesson.id.clone();
+
+    // Before the bell: every seat's server is up, the lesson not yet live.
+    let warm = wait_for(Duration::from_secs(120), || {
+        let (b, id) = (&broker, id.clone());
+        async move {
+            let l = b.lesson(&id).await;
+            l.seats.iter().all(|s| s.state == "running")
+        }
+    })
+    .await;
+    let l = broker.lesson(&id).await;
+    assert!(
+        warm,
+        "seats not running: {:#?}\nagent log:\n{}",
+        l.seats,
+        agent.proc.log_text()
+    );
+    // (A loaded machine may have taken until the bell to get here.)
+    if std::time::Instant::now() + Duration::from_secs(1) < bell {
+        assert_ne!(l.state, "live", "warm seats, and the bell has not rung");
+    }
+    // The links: the broker's, on the edge's TLS address, one per seat.
+    let base = format!("https://127.0.0.1:{links_port}/seat/");
+    for s in &l.seats {
+        assert!(
+            s.link.starts_with(&base),
+            "seat {} link {:?}",
+            s.number,
+            s.link
+        );
+    }
+    let links_cli = sh(cli(&broker).args(["lessons", "links", &id, "--csv"]));
+    assert!(
+        links_cli.starts_with("seat,link\n0,https://"),
+        "{links_cli}"
+    );
+
+    // At the bell, each link runs a kernel through the edge.
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let (b, id) = (&broker, id.clone());
+            async move { b.lesson(&id).await.state == "live" }
+        })
+        .await
+    );
+    let answer = |link: &str, code: &str| py(KERNEL, vec![link.into(), ca.clone(), code.into()]);
+    // The edge learns the links at its next sync; then the kernels answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let url = format!("{}api/status", l.seats[0].link);
+        let got = py(GET, vec![url, ca.clone(), String::new()]).await;
+        if got.starts_with("200 ") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{got}\nedge log:\n{}",
+            edge.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for s in &l.seats {
+        assert_eq!(
+            answer(&s.link, "sum(range(10))").await,
+            "45",
+            "seat {}",
+            s.number
+        );
+    }
+    let data = "r = open('data/small.csv').read()\ntry:\n    open('data/small.csv', 'a').write('x'); w = 'written'\nexcept PermissionError:\n    w = 'refused'\n(r.splitlines()[0], w)";
+    assert_eq!(answer(&l.seats[0].link, data).await, "('a,b', 'refused')");
+
+    // A made-up token opens nothing.
+    let made_up = format!("{base}{}/api/status", "0".repeat(64));
+    let out = py(GET, vec![made_up, ca.clone(), String::new()]).await;
+    assert!(out.starts_with("404 "), "{out}");
+    // Another seat's token on a seat's own address: its server refuses it.
+    let (a, b) = (&l.seats[0], &l.seats[1]);
+    let token_of = |s: &pb::Seat| {
+        s.link
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let direct = format!("{}/seat/{}/api/contents", b.endpoint, token_of(b));
+    let out = py(
+        GET,
+        vec![direct, String::new(), format!("token {}", token_of(a))],
+    )
+    .await;
+    assert!(out.starts_with("403 "), "{out}");
+
+    // The teacher pauses the class, then resumes it.
+    let teacher = |verb: &'static str| {
+        let mut args = vec!["lessons", "pause-links", &id];
+        if verb == "resume" {
+            args.push("--resume");
+        }
+        sh(cli(&broker).args(args))
+    };
+    assert!(teacher("pause").contains("paused"));
+    let status_is = |code: &'static str| {
+        let url = format!("{}api/status", a.link);
+        let ca = ca.clone();
+        move || {
+            let (url, ca) = (url.clone(), ca.clone());
+            async move {
+                py(GET, vec![url, ca, String::new()])
+                    .await
+                    .starts_with(code)
+            }
+        }
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), status_is("403 ")).await,
+        "pause never reached the edge"
+    );
+    assert!(teacher("resume").contains("resumed"));
+    assert!(
+        wait_for(Duration::from_secs(30), status_is("200 ")).await,
+        "resume never reached the edge"
+    );
+
+    // Ended (here: cancelled by the platform), the links say so.
+    broker
+        .lessons()
+        .await
+        .cancel(pb::CancelLessonRequest {
+            id: id.clone(),
+            reason: "e2e done".into(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), status_is("410 ")).await,
+        "an ended link still opens"
+    );
+    drop(edge);
+    agent.proc.kill9();
+}
