@@ -85,24 +85,7 @@ async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
     }
 
     // The first console admin, the way an operator creates it.
-    let out = Command::new(bin("classgrid-broker"))
-        .args([
-            "admin-user",
-            "admin",
-            "--database-url",
-            &db.url,
-            "--insecure-dev",
-            "--log-format",
-            "text",
-        ])
-        .env("CLASSGRID_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "admin-user: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    console_admin(&db.url, ADMIN_PASSWORD);
     AdminServiceClient::new(broker.channel().await)
         .create_user(pb::CreateUserRequest {
             username: "teacher-b".into(),

@@ -53,6 +53,35 @@ fn cli(broker: &Broker) -> Command {
     c
 }
 
+/// The console's lesson page and class sheet in Chromium
+/// (tests/console/class_sheet.mjs); its screenshots and PDF go to
+/// `dir/console`.
+async fn class_sheet_in_chromium(broker: &Broker, db: &TestDb, dir: &Path, id: &str, seats: usize) {
+    const PASSWORD: &str = "sheet-Password-1";
+    console_admin(&db.url, PASSWORD);
+    let shots = dir.join("console");
+    std::fs::create_dir_all(&shots).unwrap();
+    let node_dir = std::env::var_os("CLASSGRID_CONSOLE_NODE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/classgrid/console-node")
+        });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/console/class_sheet.mjs");
+    let mut cmd = Command::new("node");
+    cmd.arg(script)
+        .env("CONSOLE_URL", &broker.http_url)
+        .env("CONSOLE_NODE_DIR", node_dir)
+        .env("ADMIN_PASSWORD", PASSWORD)
+        .env("LESSON_ID", id)
+        .env("SEATS", seats.to_string())
+        .env("SHOT_DIR", &shots);
+    let out = tokio::task::spawn_blocking(move || sh(&mut cmd))
+        .await
+        .unwrap();
+    assert!(out.contains("ok class sheet"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
     let db = TestDb::new().await.unwrap();
@@ -264,6 +293,23 @@ async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
     }
     let data = "r = open('data/small.csv').read()\ntry:\n    open('data/small.csv', 'a').write('x'); w = 'written'\nexcept PermissionError:\n    w = 'refused'\n(r.splitlines()[0], w)";
     assert_eq!(answer(&l.seats[0].link, data).await, "('a,b', 'refused')");
+
+    // The teacher sees who is in: every link has opened its seat.
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let (b, id) = (&broker, id.clone());
+            async move {
+                b.lesson(&id)
+                    .await
+                    .seats
+                    .iter()
+                    .all(|s| s.link_opened.is_some())
+            }
+        })
+        .await,
+        "the edge never reported the links opened"
+    );
+    class_sheet_in_chromium(&broker, &db, &dir, &id, l.seats.len()).await;
 
     // A made-up token opens nothing.
     let made_up = format!("{base}{}/api/status", "0".repeat(64));

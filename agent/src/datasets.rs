@@ -41,6 +41,20 @@ pub fn assign(sup: Arc<Supervisor>, data_dir: PathBuf, mut a: pb::Assign) {
     });
 }
 
+/// One lock per digest being fetched on this node. Entries are few (the
+/// datasets of the node's lessons) and a few bytes each, so they are kept.
+fn digest_lock(sha256: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    LOCKS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(sha256.to_string())
+        .or_default()
+        .clone()
+}
+
 fn safe_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 128
@@ -62,6 +76,12 @@ async fn prepare(data_dir: &std::path::Path, a: &pb::Assign) -> anyhow::Result<P
             );
         }
         let blob = blobs.join(&d.sha256);
+        // The seats of a class on one node start together and share their
+        // datasets: one download per digest, the others wait for it and
+        // reuse the blob. Without this they wrote the same `.partial` at
+        // once, and every seat but the first started without its data.
+        let lock = digest_lock(&d.sha256);
+        let _fetching = lock.lock().await;
         if !blob.exists() {
             let partial = blobs.join(format!("{}.partial", d.sha256));
             let mut sources: Vec<&str> = Vec::new();

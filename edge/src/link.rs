@@ -176,6 +176,7 @@ async fn exchange(
             bytes_per_sec: rep.bytes_per_sec,
             content_url: cfg.advertise_url.clone(),
             seat_link_url: parts.seat_link_url.clone(),
+            opened: crate::seatlink::opens(&parts.links).await?,
         })
         .await?
         .into_inner();

@@ -25,6 +25,7 @@ const SCHEMA: &[&str] = &[
         state          TEXT NOT NULL
     )",
     crate::seatlink::SCHEMA,
+    crate::seatlink::OPENS_SCHEMA,
 ];
 
 pub async fn open(path: &Path) -> anyhow::Result<SqlitePool> {

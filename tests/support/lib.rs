@@ -655,6 +655,22 @@ pub fn start_edge(
     )
 }
 
+/// The first console admin, `admin`, made the way an operator makes it
+/// (`classgrid-broker admin-user`).
+pub fn console_admin(db_url: &str, password: &str) {
+    let out = Command::new(bin("classgrid-broker"))
+        .args(["admin-user", "admin", "--database-url", db_url])
+        .args(["--insecure-dev", "--log-format", "text"])
+        .env("CLASSGRID_ADMIN_PASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "admin-user: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Polls `f` until it is true or `limit` passes.
 pub async fn wait_for<F, Fut>(limit: Duration, mut f: F) -> bool
 where

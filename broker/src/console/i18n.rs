@@ -265,6 +265,37 @@ const TEXT: &[(&str, &str, &str)] = &[
         "Cancel this lesson? Every seat is released.",
     ),
     ("command", "命令", "Command"),
+    ("class_sheet", "班级座位单", "Class sheet"),
+    ("seat_link", "学生链接", "Student link"),
+    ("link_opened", "已打开", "Opened"),
+    ("link_not_opened", "尚未打开", "Not opened yet"),
+    ("pause_links", "暂停全班链接", "Pause the class's links"),
+    ("resume_links", "恢复全班链接", "Resume the class's links"),
+    (
+        "links_paused",
+        "全班链接已暂停，学生将看到“老师已暂停”。",
+        "The class's links are paused; students see \"paused by your teacher\".",
+    ),
+    (
+        "print",
+        "用浏览器打印（Ctrl+P）即可得到纸质座位单。",
+        "Print it from the browser (Ctrl+P) for a paper sheet.",
+    ),
+    (
+        "opened_count",
+        "已打开链接的学生",
+        "Students who opened their link",
+    ),
+    (
+        "no_seat_links",
+        "该学校的边缘网关尚未提供座位链接（见 CLASSGRID_SEAT_LINKS_LISTEN）。",
+        "This school's edge does not serve seat links yet (see CLASSGRID_SEAT_LINKS_LISTEN).",
+    ),
+    (
+        "sheet_hint",
+        "每位学生用平板扫描自己座位的二维码，或输入链接。链接只打开本人的座位，课程结束后失效。",
+        "Each student scans their seat's QR code with their tablet, or types the link. A link opens only its own seat and stops at the lesson's end.",
+    ),
     (
         "output_tail",
         "程序最后的输出",

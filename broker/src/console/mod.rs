@@ -61,6 +61,11 @@ pub fn router(app: &App) -> Router<App> {
         .route("/console/timetable", get(timetable::page))
         .route("/console/lessons/{id}", get(lesson::detail))
         .route("/console/lessons/{id}/cancel", post(lesson::cancel))
+        .route("/console/lessons/{id}/sheet", get(class_sheet::sheet))
+        .route(
+            "/console/lessons/{id}/links/{action}",
+            post(class_sheet::links),
+        )
         .route("/console/jobs", get(jobs::page))
         .route("/console/vouchers", get(vouchers::page))
         .route("/console/tokens", get(tokens::page))

@@ -154,21 +154,6 @@ pub fn seat_link(key: &LinkKey, s: &LinkedSeat) -> pb::SeatLink {
 /// The variable that hands a seat its link's token (decision 088).
 pub const TOKEN_ENV: &str = "CLASSGRID_SEAT_LINK_TOKEN";
 
-/// Every link school site `site_id`'s edge serves, as it keeps them: what
-/// the edge sync sends beside the site's seat intent.
-pub async fn site_links(
-    store: &crate::store::Store,
-    key: &LinkKey,
-    site_id: Uuid,
-) -> sqlx::Result<Vec<pb::SeatLink>> {
-    Ok(store
-        .site_linked_seats(site_id)
-        .await?
-        .iter()
-        .map(|s| seat_link(key, s))
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

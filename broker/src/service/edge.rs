@@ -12,6 +12,8 @@
 //! `start − lead`, where the lead is the uncached bytes over the measured
 //! rate with a margin; seats turn `staged` when their site has every digest.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use classgrid_proto::v1 as pb;
 use uuid::Uuid;
@@ -23,6 +25,7 @@ use crate::{
         states::{lesson as ls, seat as ss},
     },
     edge_view::{Point, SiteContent},
+    seats::links::{LinkedSeat, seat_link},
     state::Broker,
     store::{
         lessons::{self as lesson_store, LessonRow},
@@ -348,13 +351,51 @@ impl Broker {
                 },
             )
             .collect();
-        let seat_links = crate::seats::links::site_links(&self.store, &self.links, site).await?;
+        let linked = self.store.site_linked_seats(site).await?;
+        let seat_links: Vec<pb::SeatLink> =
+            linked.iter().map(|s| seat_link(&self.links, s)).collect();
+        self.record_link_opens(&r.opened, &linked, &seat_links)
+            .await?;
         Ok(pb::EdgeSyncResponse {
             stage,
             pinned,
             seats,
             seat_links,
         })
+    }
+
+    /// Stores when each of the site's links first opened its seat, as the
+    /// edge reports it, matched to seats by the link's hash: a hash of no
+    /// seat of this site's (another site's, made up, or ended) is ignored,
+    /// so an edge can mark only its own students' seats.
+    async fn record_link_opens(
+        &self,
+        opened: &[pb::SeatLinkOpened],
+        linked: &[LinkedSeat],
+        links: &[pb::SeatLink],
+    ) -> Result<(), ServiceError> {
+        if opened.is_empty() {
+            return Ok(());
+        }
+        let by_hash: HashMap<&str, &LinkedSeat> = links
+            .iter()
+            .map(|l| l.link_sha256.as_str())
+            .zip(linked)
+            .collect();
+        let latest = Utc::now() + chrono::Duration::minutes(5);
+        let opens: Vec<_> = opened
+            .iter()
+            .take(10_000)
+            .filter_map(|o| {
+                let s = by_hash.get(o.link_sha256.as_str())?;
+                let at = chrono::DateTime::from_timestamp_millis(o.opened_unix_ms)?;
+                (at <= latest).then_some((s.seat_id, s.lesson_id, at))
+            })
+            .collect();
+        for lesson in self.store.record_link_opens(&opens).await? {
+            self.lesson_changed(lesson);
+        }
+        Ok(())
     }
 
     /// The lesson clock's staging step for a lesson with datasets: seats

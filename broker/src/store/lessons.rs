@@ -61,6 +61,8 @@ pub struct SeatRow {
     pub message: String,
     pub assignment_id: Option<Uuid>,
     pub generation: Option<i64>,
+    /// When the student first opened the seat's link (migration 0019).
+    pub link_opened_at: Option<DateTime<Utc>>,
     /// The student's link, filled by the reads that show seats
     /// (`service::lessons`); never stored (decision 089).
     #[sqlx(skip)]
@@ -73,8 +75,9 @@ pub(crate) const LESSON_COLS: &str = "l.id, l.request_id, l.school_site_id, s.na
 
 const SEAT_SELECT: &str = "SELECT st.id, st.lesson_id, st.number, st.state, st.node_id, n.name AS node_name,
     st.device_indexes, st.gpu_memory_mib, st.gpu_compute_pct, st.rtt_ms, st.rtt_source, st.rtt_error_ms, st.endpoint, st.message,
-    a.id AS assignment_id, a.generation
+    a.id AS assignment_id, a.generation, o.opened_at AS link_opened_at
     FROM seats st LEFT JOIN nodes n ON n.id = st.node_id
+    LEFT JOIN seat_link_opens o ON o.seat_id = st.id
     LEFT JOIN LATERAL (SELECT id, generation FROM assignments WHERE seat_id = st.id ORDER BY created_at DESC LIMIT 1) a ON true";
 
 /// A planned seat, as written at booking or re-planning.
@@ -171,6 +174,7 @@ impl NewSeat {
             message: String::new(),
             assignment_id: assignment.map(|a| a.0),
             generation: assignment.map(|a| a.1),
+            link_opened_at: None,
             link: String::new(),
         }
     }

@@ -51,6 +51,41 @@ impl Store {
         .map(|_| ())
     }
 
+    /// Records seats' first link openings (seat id, when); returns the
+    /// lessons of the seats not recorded before, whose views changed.
+    pub async fn record_link_opens(
+        &self,
+        opens: &[(Uuid, Uuid, chrono::DateTime<chrono::Utc>)],
+    ) -> sqlx::Result<Vec<Uuid>> {
+        if opens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seats: Vec<Uuid> = opens.iter().map(|o| o.0).collect();
+        let lessons: Vec<Uuid> = opens.iter().map(|o| o.1).collect();
+        let at: Vec<chrono::DateTime<chrono::Utc>> = opens.iter().map(|o| o.2).collect();
+        sqlx::query_scalar(
+            "WITH new AS (
+               INSERT INTO seat_link_opens (seat_id, opened_at)
+               SELECT seat_id, opened_at FROM UNNEST($1::uuid[], $2::timestamptz[]) AS x(seat_id, opened_at)
+               ON CONFLICT (seat_id) DO NOTHING RETURNING seat_id)
+             SELECT DISTINCT x.lesson_id FROM new
+               JOIN UNNEST($1::uuid[], $3::uuid[]) AS x(seat_id, lesson_id) ON x.seat_id = new.seat_id",
+        )
+        .bind(&seats)
+        .bind(&at)
+        .bind(&lessons)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Whether the teacher paused the class's links.
+    pub async fn links_paused(&self, lesson_id: Uuid) -> sqlx::Result<bool> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM seat_link_pauses WHERE lesson_id = $1)")
+            .bind(lesson_id)
+            .fetch_one(&self.pool)
+            .await
+    }
+
     /// Pauses (or resumes) a class's links; true when it changed.
     pub async fn set_links_paused(
         &self,

@@ -36,6 +36,42 @@ pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS seat_links (
         serves_link_path    INTEGER NOT NULL
     )";
 
+/// When each link first opened its seat (the seat answered through it), for
+/// the teacher's view of who is in: reported to the broker at each sync. A
+/// table of its own, so the broker's list replacing `seat_links` keeps it.
+pub const OPENS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS seat_link_opens (
+        link_sha256     TEXT PRIMARY KEY,
+        opened_unix_ms  INTEGER NOT NULL
+    )";
+
+/// Records that `token`'s seat answered through its link, once.
+pub async fn record_open(db: &SqlitePool, token: &str, now_unix_ms: i64) -> sqlx::Result<()> {
+    sqlx::query("INSERT OR IGNORE INTO seat_link_opens (link_sha256, opened_unix_ms) VALUES (?, ?)")
+        .bind(token_sha256(token))
+        .bind(now_unix_ms)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// The first opening of every link the edge still keeps, for the broker.
+pub async fn opens(db: &SqlitePool) -> sqlx::Result<Vec<pb::SeatLinkOpened>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT o.link_sha256, o.opened_unix_ms FROM seat_link_opens o
+           JOIN seat_links l ON l.link_sha256 = o.link_sha256
+          ORDER BY o.opened_unix_ms LIMIT 10000",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(link_sha256, opened_unix_ms)| pb::SeatLinkOpened {
+            link_sha256,
+            opened_unix_ms,
+        })
+        .collect())
+}
+
 /// The sha256 of a link token, hex: what the broker sends and the edge keeps.
 pub fn token_sha256(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -78,6 +114,11 @@ pub async fn replace_in(
         .bind(now_unix_ms - REMEMBER_ENDED_MS)
         .execute(&mut **tx)
         .await?;
+    sqlx::query(
+        "DELETE FROM seat_link_opens WHERE link_sha256 NOT IN (SELECT link_sha256 FROM seat_links)",
+    )
+    .execute(&mut **tx)
+    .await?;
     // A seat the broker no longer intends (stopped, its lesson cancelled)
     // closes now; those still intended are written back just below.
     sqlx::query("UPDATE seat_links SET open_until_unix_ms = MIN(open_until_unix_ms, ?)")

@@ -144,6 +144,12 @@ async fn forward(State(db): State<SqlitePool>, mut req: Request) -> Response {
             return pages::unreachable();
         }
     };
+    // The seat answered its student: the teacher's view shows them in.
+    if !resp.status().is_server_error()
+        && let Err(e) = super::record_open(&db, &token, now_ms()).await
+    {
+        warn!(error = %e, "could not record a seat link's opening");
+    }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let seat_upgrade = hyper::upgrade::on(&mut resp);
         match client_upgrade {

@@ -131,6 +131,7 @@ pub fn seat(s: &SeatRow) -> pb::Seat {
         // Filled by the reads that fetch tails (`with_output_tails`).
         output_tail: String::new(),
         link: s.link.clone(),
+        link_opened: s.link_opened_at.map(ts),
     }
 }
 

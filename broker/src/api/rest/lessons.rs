@@ -112,6 +112,10 @@ pub struct Seat {
     /// `https://EDGE/seat/TOKEN/`: the same for the seat's whole life. Empty
     /// while the school has no edge serving seat links.
     pub link: String,
+    /// When the student first opened the link (the seat answered through
+    /// the school's edge); null until then.
+    #[schema(value_type = Option<String>, format = DateTime, nullable)]
+    pub link_opened: Option<String>,
 }
 
 /// A lesson with its seats.
@@ -153,7 +157,7 @@ pub struct LessonPage {
     pub next_page_token: String,
 }
 
-pub fn seat(s: &SeatRow) -> Seat {
+pub fn seat(s: &SeatRow, tz: chrono_tz::Tz) -> Seat {
     Seat {
         id: s.id,
         number: s.number,
@@ -170,6 +174,7 @@ pub fn seat(s: &SeatRow) -> Seat {
         message: s.message.clone(),
         output_tail: String::new(),
         link: s.link.clone(),
+        link_opened: s.link_opened_at.map(|t| rfc3339(t, tz)),
     }
 }
 
@@ -190,7 +195,7 @@ pub fn lesson(app: &App, v: &LessonView) -> Lesson {
         workload: Workload::of(&l.workload.0),
         datasets: l.datasets.0.iter().map(Dataset::of).collect(),
         max_rtt_ms: l.max_rtt_ms,
-        seats: v.seats.iter().map(seat).collect(),
+        seats: v.seats.iter().map(|s| seat(s, tz)).collect(),
         created: rfc3339(l.created_at, tz),
         message: l.message.clone(),
         failed_seats: v.seats.iter().filter(|s| s.state == "failed").count() as i32,

@@ -19,7 +19,51 @@ use super::super::{
     session::Session,
     zone,
 };
-use crate::{domain::ServiceError, state::App};
+use super::class_sheet;
+use crate::{domain::ServiceError, service::lessons::LessonView, state::App};
+
+/// The class sheet's link, how many students are in, and the teacher's
+/// pause/resume of the class's links, while the lesson is not over.
+async fn links_bar(app: &App, s: &Session, v: &LessonView) -> String {
+    let l = s.lang;
+    let ls = &v.lesson;
+    if v.seats.iter().all(|st| st.link.is_empty()) {
+        return String::new();
+    }
+    let opened = v
+        .seats
+        .iter()
+        .filter(|st| st.link_opened_at.is_some())
+        .count();
+    let mut o = format!(
+        r#"<p id="seat-links"><a class="button" href="/console/lessons/{}/sheet" id="class-sheet-link">{}</a> {}: <strong id="links-opened">{opened}/{}</strong></p>"#,
+        ls.id,
+        t(l, "class_sheet"),
+        t(l, "opened_count"),
+        v.seats.len()
+    );
+    if matches!(ls.state.as_str(), "ended" | "cancelled") {
+        return o;
+    }
+    let paused = app.store.links_paused(ls.id).await.unwrap_or(false);
+    if paused {
+        o += &format!(
+            r#"<div class="notice warn" id="links-paused" role="status">{}</div>"#,
+            t(l, "links_paused")
+        );
+    }
+    let (action, label) = if paused {
+        ("resume", t(l, "resume_links"))
+    } else {
+        ("pause", t(l, "pause_links"))
+    };
+    o += &format!(
+        r#"<form class="inline" method="post" action="/console/lessons/{}/links/{action}"><input type="hidden" name="_csrf" value="{}"><button type="submit" id="links-{action}">{label}</button></form>"#,
+        ls.id,
+        esc(&s.csrf)
+    );
+    o
+}
 
 pub async fn detail(
     State(app): State<App>,
@@ -87,6 +131,13 @@ pub async fn detail(
         })
         .collect::<Vec<_>>()
         .join(" ");
+    // A notebook seat has no command of its own: it runs JupyterLab.
+    let command =
+        if command.trim_matches(['\'', ' ']).is_empty() && ls.seat_spec.0.runtime == "notebook" {
+            "JupyterLab (notebook)".to_string()
+        } else {
+            command
+        };
     o += &format!(
         r#"<p>{}: <code id="lesson-command">{}</code>{}</p>"#,
         t(l, "command"),
@@ -97,6 +148,7 @@ pub async fn detail(
             format!(" · <code>{}</code>", esc(&w.image))
         }
     );
+    o += &links_bar(&app, &s, &v).await;
     // Cancelling releases every seat of a class, so it asks first; the
     // question is a page of its own, as the console runs no script.
     if !matches!(ls.state.as_str(), "ended" | "cancelled") {
@@ -165,7 +217,14 @@ pub async fn detail(
             },
             _ => "—".into(),
         };
-        let endpoint = if st.endpoint.is_empty() {
+        // Students open the link; the node's own address is for IT.
+        let endpoint = if !st.link.is_empty() {
+            format!(
+                r#"<a class="seat-link" href="{0}">{0}</a> {1}"#,
+                esc(&st.link),
+                class_sheet::opened(&s, st)
+            )
+        } else if st.endpoint.is_empty() {
             "—".to_string()
         } else {
             format!("<code>{}</code>", esc(&st.endpoint))
@@ -192,7 +251,11 @@ pub async fn detail(
                 )
             },
             t(l, "rtt"),
-            t(l, "endpoint"),
+            if st.link.is_empty() {
+                t(l, "endpoint")
+            } else {
+                t(l, "seat_link")
+            },
             if st.message.is_empty() {
                 String::new()
             } else {

@@ -1,6 +1,7 @@
 //! One module per console page.
 
 pub mod audit;
+pub mod class_sheet;
 pub mod jobs;
 pub mod lesson;
 pub mod login;
