@@ -333,6 +333,50 @@ async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
     .await;
     assert!(out.starts_with("403 "), "{out}");
 
+    // The teacher resets seat 1 keeping its work: a fresh server behind the
+    // same link, with the student's file still there.
+    let b_link = b.link.clone();
+    assert_eq!(
+        answer(&b_link, "open('mywork.txt', 'w').write('hello')").await,
+        "5"
+    );
+    let out = sh(cli(&broker).args(["lessons", "reset-seat", &id, "1"]));
+    assert!(out.contains("seat 1 reset"), "{out}");
+    let old_assignment = b.assignment_id.clone();
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let (br, id, old) = (&broker, id.clone(), old_assignment.clone());
+            async move {
+                let l = br.lesson(&id).await;
+                let s = &l.seats[1];
+                s.state == "running" && s.assignment_id != old
+            }
+        })
+        .await,
+        "seat 1 never ran again after its reset: {:#?}",
+        broker.lesson(&id).await.seats[1]
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // The edge learns the new server's address at its next sync.
+        let url = format!("{b_link}api/contents/mywork.txt");
+        if py(GET, vec![url, ca.clone(), String::new()])
+            .await
+            .starts_with("200 ")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reset seat never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        answer(&b_link, "open('mywork.txt').read()").await,
+        "'hello'"
+    );
+
     // The teacher pauses the class, then resumes it.
     let teacher = |verb: &'static str| {
         let mut args = vec!["lessons", "pause-links", &id];

@@ -148,7 +148,7 @@ impl Broker {
     }
 
     /// The assignments that bind `seats` (each on its planned node).
-    fn binding_rows(&self, l: &LessonRow, seats: &[SeatRow]) -> Vec<AssignmentRow> {
+    pub(crate) fn binding_rows(&self, l: &LessonRow, seats: &[SeatRow]) -> Vec<AssignmentRow> {
         let binding = SeatBinding::of(l, self.grace_seconds());
         seats
             .iter()

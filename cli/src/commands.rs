@@ -205,6 +205,21 @@ pub enum Lessons {
         #[arg(long)]
         resume: bool,
     },
+    /// Give one student a fresh seat server (same link), keeping their work
+    /// folder unless --wipe-work.
+    ResetSeat {
+        id: String,
+        /// The seat's number.
+        seat: i32,
+        #[arg(long)]
+        wipe_work: bool,
+    },
+    /// Stop one student's seat until a reset.
+    StopSeat {
+        id: String,
+        /// The seat's number.
+        seat: i32,
+    },
     /// Why each seat is where it is.
     Explain { id: String },
     /// Cancel a lesson and release its seats.
@@ -364,6 +379,18 @@ pub async fn lessons(g: &Global, c: Lessons) -> anyhow::Result<()> {
                 if resume { "resumed" } else { "paused" }
             );
         }
+        Lessons::ResetSeat {
+            id,
+            seat,
+            wipe_work,
+        } => {
+            let l = control_seat(&mut client, id, seat, "reset", wipe_work).await?;
+            println!("lesson {}: seat {seat} reset", l.id);
+        }
+        Lessons::StopSeat { id, seat } => {
+            let l = control_seat(&mut client, id, seat, "stop", false).await?;
+            println!("lesson {}: seat {seat} stopped", l.id);
+        }
         Lessons::Links { id, csv } => {
             let l = client.get(pb::GetLessonRequest { id }).await?.into_inner();
             if l.seats.iter().all(|s| s.link.is_empty()) {
@@ -487,4 +514,22 @@ pub async fn jobs(g: &Global, c: Jobs) -> anyhow::Result<()> {
     };
     output::job(g.output, &job.into_inner());
     Ok(())
+}
+
+async fn control_seat(
+    client: &mut LessonServiceClient<crate::client::Ch>,
+    id: String,
+    seat: i32,
+    action: &str,
+    wipe_work: bool,
+) -> anyhow::Result<pb::Lesson> {
+    Ok(client
+        .control_seat(pb::ControlSeatRequest {
+            id,
+            seat,
+            action: action.into(),
+            wipe_work,
+        })
+        .await?
+        .into_inner())
 }

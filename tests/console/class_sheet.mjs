@@ -34,6 +34,7 @@ try {
   const opened = (await page.locator("#links-opened").innerText()).trim();
   assert.equal(opened, `${seats}/${seats}`, "every student opened their link");
   assert.ok(await page.locator("#links-pause").isVisible(), "the teacher can pause the class's links");
+  assert.equal(await page.locator(".seat-actions").count(), seats, "each seat has its reset and stop buttons");
   await page.screenshot({ path: path.join(out, "console-en-lesson-links.png") });
 
   await page.locator("#class-sheet-link").click();

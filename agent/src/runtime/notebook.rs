@@ -246,6 +246,34 @@ impl NotebookRuntime {
         self.dirs.seats.join(assignment_id)
     }
 
+    /// A seat the teacher reset keeping the work (the broker names the old
+    /// assignment in `CLASSGRID_SEAT_KEEP_WORK_FROM`): the old seat's folder
+    /// becomes this one's, owned by this seat's user. Only a folder under
+    /// the seats' folder, named by a UUID, is taken: the broker cannot
+    /// point the agent anywhere else. A folder already gone (a second start
+    /// of the same assignment) keeps nothing, which is right.
+    fn keep_work(&self, spec: &StartSpec, dir: &Path, uid: u32) -> anyhow::Result<bool> {
+        let Some((_, from)) = spec.env.iter().find(|(k, _)| k == KEEP_WORK_FROM_ENV) else {
+            return Ok(false);
+        };
+        if from.parse::<uuid::Uuid>().is_err() || *from == spec.assign.assignment_id {
+            return Ok(false);
+        }
+        let old = self.seat_dir(from);
+        if dir.exists() || !old.is_dir() {
+            return Ok(false);
+        }
+        std::fs::rename(&old, dir)?;
+        // data/ holds hard links to the node's verified blobs: it stays
+        // root's (and is laid out afresh below), never the student's.
+        let data = dir.join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
+        chown_tree(dir, uid)?;
+        Ok(true)
+    }
+
     /// The seat's folder, owned by its user; `data/` root-owned with the
     /// datasets read-only; the server's config with its token and base URL.
     fn lay_out_seat(
@@ -256,8 +284,12 @@ impl NotebookRuntime {
         base_url: &str,
     ) -> anyhow::Result<PathBuf> {
         let dir = self.seat_dir(&spec.assign.assignment_id);
+        let kept = self.keep_work(&spec, &dir, uid)?;
         std::fs::create_dir_all(&dir)?;
         chown(&dir, Some(uid), Some(uid))?;
+        if kept {
+            info!(assignment = %spec.assign.assignment_id, "seat reset with the student's work kept");
+        }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         let data = dir.join("data");
         if data.exists() {
@@ -521,6 +553,26 @@ impl Runtime for NotebookRuntime {
     fn poll_interval(&self) -> Duration {
         Duration::from_millis(250)
     }
+}
+
+/// Set by the broker when a teacher resets a seat keeping the student's
+/// work: the assignment whose folder the new one takes.
+pub const KEEP_WORK_FROM_ENV: &str = "CLASSGRID_SEAT_KEEP_WORK_FROM";
+
+/// Hands a kept work folder to the new seat's user; links are changed, not
+/// followed (lchown), so a student's symlink cannot give them another file.
+fn chown_tree(dir: &Path, uid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(uid))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            chown_tree(&path, uid)?;
+        } else {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(uid))?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes a seat's folder: at the end of its lesson plus grace, or when a

@@ -66,6 +66,10 @@ pub fn router(app: &App) -> Router<App> {
             "/console/lessons/{id}/links/{action}",
             post(class_sheet::links),
         )
+        .route(
+            "/console/lessons/{id}/seats/{seat}/{action}",
+            post(class_sheet::seat),
+        )
         .route("/console/jobs", get(jobs::page))
         .route("/console/vouchers", get(vouchers::page))
         .route("/console/tokens", get(tokens::page))

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod lessons;
 pub mod progress_writes;
 pub mod replicas;
+pub mod seat_controls;
 pub mod tenancy;
 pub mod vouchers;
 

@@ -181,6 +181,27 @@ impl Scoped<'_> {
         .await
     }
 
+    /// Resets or stops one seat of the lesson (issue 22).
+    pub async fn control_seat(
+        &self,
+        id: Uuid,
+        seat: i32,
+        action: super::seat_controls::SeatAction,
+    ) -> Result<LessonView, ServiceError> {
+        self.audited(
+            action.audit_name(),
+            |_| format!("lesson:{id}/seat:{seat}"),
+            &format!("lesson:{id}/seat:{seat}"),
+            async {
+                self.lesson(id).await?;
+                self.writer()?;
+                self.app.control_seat(id, seat, action).await?;
+                self.app.lesson(id).await
+            },
+        )
+        .await
+    }
+
     pub async fn submit_job(&self, raw: RawJob) -> Result<JobRow, ServiceError> {
         let school = raw.school_site.clone();
         self.audited(

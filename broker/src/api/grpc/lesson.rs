@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, status};
 use crate::auth::gate::caller;
-use crate::{domain::lesson::RawBooking, state::App};
+use crate::{domain::lesson::RawBooking, service::seat_controls::SeatAction, state::App};
 
 pub struct Lessons(pub App);
 
@@ -132,6 +132,23 @@ impl LessonService for Lessons {
             .0
             .scoped(&c)
             .pause_links(id, r.paused)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::lesson(&v)))
+    }
+
+    async fn control_seat(
+        &self,
+        req: Request<pb::ControlSeatRequest>,
+    ) -> Result<Response<pb::Lesson>, Status> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let id = convert::parse_id("id", &r.id).map_err(status)?;
+        let action = SeatAction::parse(&r.action, r.wipe_work).map_err(status)?;
+        let v = self
+            .0
+            .scoped(&c)
+            .control_seat(id, r.seat, action)
             .await
             .map_err(status)?;
         Ok(Response::new(convert::lesson(&v)))

@@ -28,6 +28,7 @@ pub fn router() -> Router<App> {
         .route("/v1/lessons/{id}/explain", get(explain))
         .route("/v1/lessons/{id}/links/pause", post(pause_links))
         .route("/v1/lessons/{id}/links/resume", post(resume_links))
+        .route("/v1/lessons/{id}/seats/{seat}/{action}", post(control_seat))
 }
 
 /// A lesson booking. Send `Idempotency-Key` so that a retry never books twice.
@@ -364,6 +365,43 @@ pub async fn resume_links(
 ) -> ApiResult<Json<Lesson>> {
     let id = parse_id("id", &id)?;
     let v = app.scoped(&caller).pause_links(id, false).await?;
+    Ok(Json(lesson(&app, &v)))
+}
+
+/// Reset one student's seat (`reset`: a fresh server; the work folder is
+/// kept unless `wipe_work=true`) or stop it (`stop`). The seat's link stays
+/// the same. Audited.
+#[utoipa::path(post, operation_id = "control_seat", path = "/v1/lessons/{id}/seats/{seat}/{action}", tag = "lessons",
+    params(
+        ("id" = Uuid, Path, description = "Lesson id"),
+        ("seat" = i32, Path, description = "The seat's number in the lesson"),
+        ("action" = String, Path, description = "reset or stop"),
+        ("wipe_work" = Option<bool>, Query, description = "For reset: start from an empty work folder"),
+    ),
+    responses((status = 200, description = "The lesson", body = Lesson)))]
+pub async fn control_seat(
+    State(app): State<App>,
+    caller: Caller,
+    Path((id, seat, action)): Path<(String, String, String)>,
+    q: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Lesson>> {
+    let id = parse_id("id", &id)?;
+    let seat: i32 = seat.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+        super::problem::Problem::field("seat", "must be a seat number (0 or more)")
+    })?;
+    let p = Params::from_query(q, &["wipe_work"])?;
+    let wipe_work = match p.str("wipe_work").as_str() {
+        "" | "false" => false,
+        "true" => true,
+        _ => {
+            return Err(super::problem::Problem::field(
+                "wipe_work",
+                "must be true or false",
+            ));
+        }
+    };
+    let action = crate::service::seat_controls::SeatAction::parse(&action, wipe_work)?;
+    let v = app.scoped(&caller).control_seat(id, seat, action).await?;
     Ok(Json(lesson(&app, &v)))
 }
 

@@ -22,7 +22,7 @@ use super::{events, fleet, jobs, lessons, model, problem, vouchers};
     ),
     paths(
         lessons::book, lessons::list, lessons::read, lessons::cancel, lessons::explain,
-        lessons::pause_links, lessons::resume_links, events::events,
+        lessons::pause_links, lessons::resume_links, lessons::control_seat, events::events,
         jobs::submit, jobs::list, jobs::read, jobs::cancel,
         fleet::sites, fleet::nodes, fleet::node, fleet::approve,
         vouchers::list, vouchers::issue, vouchers::balances, vouchers::ledger, vouchers::usage, vouchers::set_quota,

@@ -20,7 +20,9 @@ use super::super::{
     session::Session,
     zone,
 };
-use crate::{domain::ServiceError, state::App, store::lessons::SeatRow};
+use crate::{
+    domain::ServiceError, service::seat_controls::SeatAction, state::App, store::lessons::SeatRow,
+};
 
 /// A link's QR code as inline SVG (without the XML prolog the crate writes).
 pub fn qr_svg(link: &str) -> String {
@@ -47,6 +49,20 @@ fn parse_lesson_id(s: &Session, uri: &Uri, id: &str) -> Result<Uuid, Response> {
             &ServiceError::field("id", "must be a lesson id (a UUID)"),
         )
     })
+}
+
+/// A teacher's form, its CSRF token checked, and its lesson id.
+fn checked_form(
+    s: &Session,
+    headers: &HeaderMap,
+    uri: &Uri,
+    f: &HashMap<String, String>,
+    id: &str,
+) -> Result<Uuid, Response> {
+    if let Err(why) = s.check_form(headers, f.get("_csrf").map(|v| v.as_str()).unwrap_or("")) {
+        return Err((StatusCode::FORBIDDEN, format!("{why}\n")).into_response());
+    }
+    parse_lesson_id(s, uri, id)
 }
 
 /// "Opened 10:02" or "Not opened yet", for a seat.
@@ -137,10 +153,7 @@ pub async fn links(
     Path((id, action)): Path<(String, String)>,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Err(why) = s.check_form(&headers, f.get("_csrf").map(|v| v.as_str()).unwrap_or("")) {
-        return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
-    }
-    let id = match parse_lesson_id(&s, &uri, &id) {
+    let id = match checked_form(&s, &headers, &uri, &f, &id) {
         Ok(id) => id,
         Err(r) => return r,
     };
@@ -160,4 +173,58 @@ pub async fn links(
         Ok(v) => see_other(&format!("/console/lessons/{}", v.lesson.id)),
         Err(e) => error(&s, zone(), uri.path(), &e),
     }
+}
+
+/// The teacher's reset (keeping or wiping the work) or stop of one seat.
+pub async fn seat(
+    State(app): State<App>,
+    s: Session,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((id, seat, action)): Path<(String, String, String)>,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    let id = match checked_form(&s, &headers, &uri, &f, &id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let Some(seat) = seat.parse::<i32>().ok().filter(|n| *n >= 0) else {
+        return error(
+            &s,
+            zone(),
+            uri.path(),
+            &ServiceError::field("seat", "must be a seat number (0 or more)"),
+        );
+    };
+    let wipe = f.get("wipe_work").map(String::as_str) == Some("true");
+    let action = match SeatAction::parse(&action, wipe) {
+        Ok(a) => a,
+        Err(e) => return error(&s, zone(), uri.path(), &e),
+    };
+    match app.scoped(&s.caller).control_seat(id, seat, action).await {
+        Ok(v) => see_other(&format!("/console/lessons/{}", v.lesson.id)),
+        Err(e) => error(&s, zone(), uri.path(), &e),
+    }
+}
+
+/// A seat's reset, reset-wiping and stop buttons on the lesson page.
+pub fn seat_buttons(s: &Session, lesson: Uuid, st: &SeatRow) -> String {
+    let l = s.lang;
+    let form = |action: &str, wipe: bool, label: &str, class: &str| {
+        format!(
+            r#"<form class="inline" method="post" action="/console/lessons/{lesson}/seats/{}/{action}"><input type="hidden" name="_csrf" value="{}"><input type="hidden" name="wipe_work" value="{wipe}"><button type="submit" class="small {class}">{label}</button></form>"#,
+            st.number,
+            esc(&s.csrf),
+        )
+    };
+    format!(
+        r#"<div class="seat-actions">{}{}{}</div>"#,
+        form("reset", false, t(l, "reset_seat"), ""),
+        form("reset", true, t(l, "reset_seat_wipe"), "danger"),
+        if st.state == "released" {
+            String::new()
+        } else {
+            form("stop", false, t(l, "stop_seat"), "danger")
+        },
+    )
 }

@@ -275,7 +275,12 @@ pub async fn detail(
                         t(l, "output_tail"),
                         esc(t_)
                     ))
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                + &if matches!(ls.state.as_str(), "ready" | "live") {
+                    class_sheet::seat_buttons(&s, ls.id, st)
+                } else {
+                    String::new()
+                },
             seat = t(l, "seat"),
             n = st.number,
         );
