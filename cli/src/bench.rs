@@ -42,6 +42,11 @@ pub enum Bench {
     /// Kill the leader of several broker replicas behind HAProxy, round
     /// after round, under a stream of bookings; time the failovers.
     Failover(crate::bench_failover::FailoverArgs),
+    /// A class of real seats on this machine (JupyterLab per seat by
+    /// default): time from the bell until every link answers through the
+    /// edge, warm (booked ahead) and cold (booked at the bell), and the
+    /// memory of a warm seat.
+    Bell(crate::bench_bell::BellArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -91,6 +96,7 @@ pub async fn run(global: &Global, b: Bench) -> anyhow::Result<()> {
     match b {
         Bench::Storm(a) => storm(global, a).await,
         Bench::Failover(a) => crate::bench_failover::run(a).await,
+        Bench::Bell(a) => crate::bench_bell::run(a).await,
     }
 }
 

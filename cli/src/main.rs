@@ -9,6 +9,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin;
 mod bench;
+mod bench_bell;
 mod bench_db;
 mod bench_failover;
 mod client;
