@@ -144,6 +144,9 @@ fn main() -> ExitCode {
                 eprintln!("classgrid-agent: {line}");
                 return ExitCode::from(2);
             }
+            // The OTLP exporter's channel spawns onto the runtime it is
+            // built in; `run` is driven by this one.
+            let _in_rt = rt.enter();
             let _g = telemetry::init_sampled(
                 "classgrid-agent",
                 cfg.log_format.parse().unwrap_or_default(),

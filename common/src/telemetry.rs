@@ -233,6 +233,48 @@ mod tests {
     }
 
     #[test]
+    fn the_ratio_decides_new_traces_and_a_remote_parent_decides_its_own() {
+        use opentelemetry::{
+            Context,
+            trace::{SpanContext, SpanId, SpanKind, TraceFlags, TraceId, TraceState},
+        };
+        use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
+        let decide = |ratio: f64, parent: Option<TraceFlags>| {
+            let cx = parent.map(|flags| {
+                Context::new().with_remote_span_context(SpanContext::new(
+                    TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+                    SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+                    flags,
+                    true,
+                    TraceState::default(),
+                ))
+            });
+            sampler(ratio)
+                .should_sample(
+                    cx.as_ref(),
+                    TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+                    "step",
+                    &SpanKind::Server,
+                    &[],
+                    &[],
+                )
+                .decision
+        };
+        assert_eq!(decide(0.0, None), SamplingDecision::Drop);
+        assert_eq!(decide(1.0, None), SamplingDecision::RecordAndSample);
+        // A platform's (or the broker's) sampled trace is kept whole, and an
+        // unsampled one is not started again here.
+        assert_eq!(
+            decide(0.0, Some(TraceFlags::SAMPLED)),
+            SamplingDecision::RecordAndSample
+        );
+        assert_eq!(
+            decide(1.0, Some(TraceFlags::default())),
+            SamplingDecision::Drop
+        );
+    }
+
+    #[test]
     fn without_exporting_nothing_is_carried_and_nothing_is_joined() {
         let span = traced_span!("step");
         assert!(span.is_none());
