@@ -217,4 +217,54 @@ async fn one_trace_runs_from_a_rest_booking_to_the_agents_running_report() {
             "{step} is not under tenancy: {in_trace:#?}"
         );
     }
+
+    // A lesson booked ahead is started by the clock at its bell: that start
+    // is a trace of its own, which reaches the agent's RUNNING report too.
+    let later = broker
+        .lessons()
+        .await
+        .book(web_lesson("school-a", 1, 3.0, 300))
+        .await
+        .expect("lesson booked")
+        .into_inner();
+    assert!(
+        broker
+            .wait_seats_running(&later.id, Duration::from_secs(30))
+            .await,
+        "the clock did not start the later lesson"
+    );
+    let bell_path = [
+        ("classgrid-broker", "lesson start"),
+        ("classgrid-broker", "dispatch"),
+        ("classgrid-agent", "assign received"),
+        ("classgrid-agent", "runtime start"),
+        ("classgrid-agent", "report running"),
+    ];
+    // The chain under one of the clock's `lesson start` roots (a tick that
+    // found the lesson due more than once has several), or None.
+    let chained = |got: &[serde_json::Value]| {
+        got.iter()
+            .filter(|s| s["name"] == "lesson start" && s["parent_span_id"] == "")
+            .find_map(|root| {
+                let t = root["trace_id"].as_str()?;
+                let mut parent = String::new();
+                for (svc, name) in bell_path {
+                    let s = span(got, t, svc, name)?;
+                    if s["parent_span_id"] != parent.as_str() {
+                        return None;
+                    }
+                    parent = s["span_id"].as_str()?.to_string();
+                }
+                Some(t.to_string())
+            })
+    };
+    let found = wait_for(Duration::from_secs(30), || async {
+        chained(&spans(&out)).is_some()
+    })
+    .await;
+    assert!(
+        found,
+        "no trace of the clock's lesson start reaches the agent's RUNNING report ({bell_path:?}); spans: {:#?}",
+        spans(&out)
+    );
 }
