@@ -49,17 +49,19 @@ impl Drop for TelemetryGuard {
 }
 
 /// Whether this process exports spans (an OTLP endpoint was configured).
-/// The spans of a booking's steps, the gRPC server spans and the agent's
-/// spans are only made when it does (`traced_span!`): with tracing off a
-/// bell pays one atomic load per step, not a span per class or per seat.
+/// The spans of a booking's steps, of dispatch and the clock, and the
+/// agent's per-seat spans are only made when it does (`traced_span!`): with
+/// tracing off a bell pays one atomic load per step, not a span per class
+/// or per seat. (The HTTP and gRPC request spans are made always, one per
+/// call, for the log context they give.)
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
-/// The environment variable for the sampling ratio of the binaries that
-/// take no flag for it (the agent, the edge).
+/// The environment variable for the sampling ratio, read by `init` (the
+/// edge, `classgrid up`); the broker and the agent take it as a flag too.
 pub const SAMPLE_RATIO_ENV: &str = "CLASSGRID_TRACE_SAMPLE_RATIO";
 
 /// Checks a sampling ratio: a fraction of traces from 0 (none) to 1 (all).
