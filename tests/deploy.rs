@@ -204,6 +204,51 @@ fn kustomize_base_and_overlays_render_the_expected_objects_and_validate() {
     assert!(report.contains("failureThreshhold"), "{report}");
 }
 
+#[test]
+fn the_image_recipe_holds_what_the_manifests_run_as_their_user() {
+    // deploy/container/Containerfile builds the `classgrid` image every
+    // workload of the base runs; scripts/container.sh check builds and runs
+    // it with podman. Here, without a container engine: each classgrid
+    // binary the rendered manifests start is copied into /usr/bin, and the
+    // image's user is the pods' runAsUser.
+    let recipe = std::fs::read_to_string(repo().join("deploy/container/Containerfile")).unwrap();
+    let copied: BTreeSet<&str> = recipe
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && l.trim_end().ends_with(" /usr/bin/"))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|w| w.strip_prefix("/out/"))
+        .collect();
+    let rendered = render("deploy/kubernetes/base");
+    let started: BTreeSet<String> = rendered
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| {
+            w.starts_with("classgrid-")
+                && ["broker", "edge", "agent"]
+                    .iter()
+                    .any(|b| *w == format!("classgrid-{b}"))
+        })
+        .map(str::to_string)
+        .collect();
+    assert_eq!(started.len(), 3, "the manifests start {started:?}");
+    for b in &started {
+        assert!(
+            copied.contains(b.as_str()),
+            "the image lacks {b}: it copies {copied:?}"
+        );
+    }
+    let users: BTreeSet<&str> = rendered
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runAsUser: "))
+        .collect();
+    assert!(!users.is_empty());
+    for u in users {
+        assert!(
+            recipe.contains(&format!("\nUSER {u}:{u}\n")),
+            "the pods run as {u}; the image's USER differs"
+        );
+    }
+}
+
 /// Every `expr` in the dashboard, wherever a panel keeps it.
 fn dashboard_exprs() -> Vec<String> {
     fn walk(v: &serde_json::Value, out: &mut Vec<String>) {

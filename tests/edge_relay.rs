@@ -35,7 +35,8 @@ async fn join_token(broker: &Broker, site: &str, kind: &str) -> String {
 
 /// Runs the edge with the relay on: joined with its own certificate when a
 /// join token is given (a TLS broker), else named by flags (--insecure-dev).
-fn start_edge(broker: &Broker, token: Option<&str>, dir: &Path, relay: &str) -> Proc {
+/// `listen` is its content server's address (where `/metrics` is).
+fn start_edge(broker: &Broker, token: Option<&str>, dir: &Path, relay: &str, listen: &str) -> Proc {
     let state = dir.join("edge");
     let mut args: Vec<String> = vec![
         "run".into(),
@@ -72,7 +73,7 @@ fn start_edge(broker: &Broker, token: Option<&str>, dir: &Path, relay: &str) -> 
     }
     for a in [
         "--listen",
-        &format!("127.0.0.1:{}", free_port()),
+        listen,
         "--relay-listen",
         relay,
         "--report-interval-ms",
@@ -158,7 +159,8 @@ async fn an_agent_without_a_route_to_the_region_runs_a_seat_through_its_edge_rel
 
     let relay = format!("127.0.0.1:{}", free_port());
     let edge_token = join_token(&broker, SITE, "edge").await;
-    let mut edge = start_edge(&broker, Some(&edge_token), &dir, &relay);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut edge = start_edge(&broker, Some(&edge_token), &dir, &relay, &listen);
     registered(&edge).await;
 
     // The agent's broker URL names the broker's TLS name but a dead port:
@@ -323,7 +325,7 @@ async fn an_agent_without_a_route_to_the_region_runs_a_seat_through_its_edge_rel
         "the agent says why it cannot connect: {}",
         agent.proc.log_text()
     );
-    let edge = start_edge(&broker, Some(&edge_token), &dir, &relay);
+    let edge = start_edge(&broker, Some(&edge_token), &dir, &relay, &listen);
     assert!(
         connected(&broker, "n1", true).await,
         "the agent should come back through the restarted relay: {}\nedge: {}",
@@ -346,7 +348,8 @@ async fn the_rest_view_names_the_edge_that_relays_a_node() {
     let broker = Broker::start(&db, &dir, &[]).await;
     broker.create_site(SITE).await;
     let relay = format!("127.0.0.1:{}", free_port());
-    let edge = start_edge(&broker, None, &dir, &relay);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let edge = start_edge(&broker, None, &dir, &relay, &listen);
     registered(&edge).await;
     let _relayed = Agent::start(&broker, SITE, "n2", &dir, &["--relay", &relay]);
     let _direct = Agent::start(&broker, SITE, "n3", &dir, &[]);
@@ -356,6 +359,19 @@ async fn the_rest_view_names_the_edge_that_relays_a_node() {
             "{name} should connect"
         );
     }
+    // The edge's /metrics counts the one agent it carries, not the direct one.
+    let metrics = format!("http://{listen}/metrics");
+    let one = wait_for(Duration::from_secs(10), || async {
+        http_get(&metrics)
+            .await
+            .is_ok_and(|(_, body)| body.contains("\nclassgrid_edge_relayed_agents 1\n"))
+    })
+    .await;
+    assert!(
+        one,
+        "the edge should report one relayed agent: {:?}",
+        http_get(&metrics).await
+    );
     let (code, body) = http_get_as(
         &format!("{}/v1/nodes", broker.http_url),
         Some(&broker.token),

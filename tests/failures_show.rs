@@ -42,7 +42,14 @@ async fn a_failed_lesson_shows_as_failed_with_its_output_counted_in_metrics() {
     let dir = tempdir("failures-show");
     let broker = Broker::start(&db, &dir, &[]).await;
     broker.create_site("school-f").await;
-    let mut agent = Agent::start(&broker, "school-f", "f1", &dir, &[]);
+    let agent_metrics = format!("127.0.0.1:{}", free_port());
+    let mut agent = Agent::start(
+        &broker,
+        "school-f",
+        "f1",
+        &dir,
+        &["--metrics-listen", &agent_metrics],
+    );
     assert!(
         broker
             .wait_connected("school-f", "f1", Duration::from_secs(30))
@@ -144,6 +151,23 @@ async fn a_failed_lesson_shows_as_failed_with_its_output_counted_in_metrics() {
     assert!(body.contains("boom-output-42"), "{body}");
     let (ok, out) = cli(&broker, &["lessons", "get", &noisy.id]);
     assert!(ok && out.contains("boom-output-42"), "{out}");
+
+    // The agent restarted the crash-looping seat in place five times before
+    // giving up (decision 066), and its /metrics counts each restart; the
+    // missing command never started, so it was never restarted.
+    let agent_url = format!("http://{agent_metrics}/metrics");
+    let restarts = wait_for(Duration::from_secs(120), || async {
+        broker.lesson(&noisy.id).await.failed_seats == 1
+            && http_get(&agent_url)
+                .await
+                .is_ok_and(|(_, body)| body.contains("\nclassgrid_agent_seat_restarts_total 5\n"))
+    })
+    .await;
+    assert!(
+        restarts,
+        "the agent should count 5 seat restarts: {:?}",
+        http_get(&agent_url).await
+    );
 
     // Jobs can be listed, over gRPC (the CLI) and REST.
     let job = JobServiceClient::new(broker.channel().await)

@@ -1,9 +1,13 @@
-//! Traces leave the broker over OTLP and join the caller's trace: a broker
+//! One trace from a platform's booking call to the agent's RUNNING report,
+//! across the broker and the agent processes: a broker and an agent, both
 //! started with `--otlp-endpoint` pointing at a real OTLP/gRPC receiver
-//! (opentelemetry-proto and grpcio in the test virtualenv) gets a REST
-//! booking with a W3C `traceparent`; the receiver must get the request's
-//! span in that trace, child of the caller's span, from the broker's
-//! service.
+//! (opentelemetry-proto and grpcio in the test virtualenv), get a REST
+//! booking that starts now, with a W3C `traceparent`. The receiver must
+//! get, in the caller's trace, the broker's request span and its steps
+//! (tenancy → plan, write, dispatch) and the agent's spans (assign received
+//! → runtime start → report running), each the child of the one before:
+//! the agent's first span is the child of the broker's dispatch span, whose
+//! context the Assign carried.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -35,10 +39,10 @@ fn python_with_otlp() -> Option<PathBuf> {
     Some(py)
 }
 
-/// POSTs a booking as raw HTTP/1.0 with `traceparent`; returns the status.
-async fn post_booking(base: &str, token: &str, traceparent: &str) -> u16 {
+/// POSTs `body` to /v1/lessons as raw HTTP/1.0 with `traceparent`;
+/// returns the status and the body.
+async fn post_booking(base: &str, token: &str, traceparent: &str, body: &str) -> (u16, String) {
     let host = base.trim_start_matches("http://");
-    let body = r#"{"school_site":"school-a","title":"traced","start":"2099-01-05T09:00:00+08:00","duration_seconds":2400,"seats":1,"seat":{"cpu_millis":100,"memory_mib":64},"workload":{"command":"python3","args":["-m","http.server","$(PORT)"]}}"#;
     let req = format!(
         "POST /v1/lessons HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
          traceparent: {traceparent}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -48,10 +52,35 @@ async fn post_booking(base: &str, token: &str, traceparent: &str) -> u16 {
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = String::new();
     let _ = s.read_to_string(&mut raw).await;
-    raw.split(' ')
+    let code = raw
+        .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// An RFC 3339 UTC time `secs_ago` seconds before now (`date`, so the test
+/// needs no calendar code of its own).
+fn utc_ago(secs_ago: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = std::process::Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("@{}", now - secs_ago),
+            "+%Y-%m-%dT%H:%M:%SZ",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn spans(out: &std::path::Path) -> Vec<serde_json::Value> {
@@ -62,8 +91,31 @@ fn spans(out: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The span of `trace` named `name` from `service`, if received.
+fn span<'a>(
+    spans: &'a [serde_json::Value],
+    trace: &str,
+    service: &str,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    spans
+        .iter()
+        .find(|s| s["trace_id"] == trace && s["service"] == service && s["name"] == name)
+}
+
+/// The path from the platform's call to the agent's RUNNING report, each
+/// span the parent of the next.
+const PATH: &[(&str, &str)] = &[
+    ("classgrid-broker", "POST /v1/lessons"),
+    ("classgrid-broker", "tenancy"),
+    ("classgrid-broker", "dispatch"),
+    ("classgrid-agent", "assign received"),
+    ("classgrid-agent", "runtime start"),
+    ("classgrid-agent", "report running"),
+];
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_rest_bookings_traceparent_reaches_the_spans_exported_over_otlp() {
+async fn one_trace_runs_from_a_rest_booking_to_the_agents_running_report() {
     let Some(python) = python_with_otlp() else {
         return;
     };
@@ -93,32 +145,126 @@ async fn a_rest_bookings_traceparent_reaches_the_spans_exported_over_otlp() {
     let endpoint = format!("http://127.0.0.1:{port}");
     let broker = Broker::start(&db, &dir, &["--otlp-endpoint", &endpoint]).await;
     broker.create_site("school-a").await;
+    let _agent = Agent::start(
+        &broker,
+        "school-a",
+        "n1",
+        &dir,
+        &["--otlp-endpoint", &endpoint],
+    );
+    assert!(
+        broker
+            .wait_connected("school-a", "n1", Duration::from_secs(30))
+            .await,
+        "agent did not connect"
+    );
+
+    // A start a few seconds ago is "now" (within the clocks' skew): the
+    // booking starts the lesson itself, so its seats are dispatched inside
+    // the request's trace rather than by the clock's next tick.
+    let body = format!(
+        r#"{{"school_site":"school-a","title":"traced","start":"{}","duration_seconds":300,"seats":1,"seat":{{"cpu_millis":100,"memory_mib":64}},"workload":{{"command":"python3","args":["-m","http.server","--bind","127.0.0.1","$(PORT)"]}}}}"#,
+        utc_ago(5)
+    );
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller = "00f067aa0ba902b7";
-    let code = post_booking(
+    let (code, answer) = post_booking(
         &broker.http_url,
         &broker.token,
         &format!("00-{trace}-{caller}-01"),
+        &body,
     )
     .await;
-    // Admitted (201) or refused by placement (409, no nodes here): either
-    // way the booking was decided inside the request's span.
-    assert!(code == 201 || code == 409, "booking answered {code}");
+    assert_eq!(code, 201, "booking answered {code}: {answer}");
+    let lesson: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let id = lesson["id"].as_str().unwrap();
+    assert!(
+        broker.wait_seats_running(id, Duration::from_secs(30)).await,
+        "the lesson's seat did not start"
+    );
 
-    // The batch exporter sends within its schedule (5 s by default).
+    // The batch exporters send within their schedule (5 s by default).
+    let complete = wait_for(Duration::from_secs(30), || async {
+        let got = spans(&out);
+        PATH.iter()
+            .chain(&[("classgrid-broker", "plan"), ("classgrid-broker", "write")])
+            .all(|(svc, name)| span(&got, trace, svc, name).is_some())
+    })
+    .await;
+    let got = spans(&out);
+    let in_trace: Vec<_> = got.iter().filter(|s| s["trace_id"] == trace).collect();
+    assert!(
+        complete,
+        "the trace lacks spans of the path {PATH:?}; its spans: {in_trace:#?}\nreceiver log: {}",
+        receiver.log_text()
+    );
+    // Each step is the child of the one before, from the caller's span on.
+    let mut parent = caller.to_string();
+    for (svc, name) in PATH {
+        let s = span(&got, trace, svc, name).unwrap();
+        assert_eq!(
+            s["parent_span_id"], parent,
+            "{svc} `{name}` is not the child of the step before; the trace: {in_trace:#?}"
+        );
+        parent = s["span_id"].as_str().unwrap().to_string();
+    }
+    // Planning and writing are steps of the booking, under its tenancy span.
+    let tenancy = span(&got, trace, "classgrid-broker", "tenancy").unwrap();
+    for step in ["plan", "write"] {
+        assert_eq!(
+            span(&got, trace, "classgrid-broker", step).unwrap()["parent_span_id"],
+            tenancy["span_id"],
+            "{step} is not under tenancy: {in_trace:#?}"
+        );
+    }
+
+    // A lesson booked ahead is started by the clock at its bell: that start
+    // is a trace of its own, which reaches the agent's RUNNING report too.
+    let later = broker
+        .lessons()
+        .await
+        .book(web_lesson("school-a", 1, 3.0, 300))
+        .await
+        .expect("lesson booked")
+        .into_inner();
+    assert!(
+        broker
+            .wait_seats_running(&later.id, Duration::from_secs(30))
+            .await,
+        "the clock did not start the later lesson"
+    );
+    let bell_path = [
+        ("classgrid-broker", "lesson start"),
+        ("classgrid-broker", "dispatch"),
+        ("classgrid-agent", "assign received"),
+        ("classgrid-agent", "runtime start"),
+        ("classgrid-agent", "report running"),
+    ];
+    // The chain under one of the clock's `lesson start` roots (a tick that
+    // found the lesson due more than once has several), or None.
+    let chained = |got: &[serde_json::Value]| {
+        got.iter()
+            .filter(|s| s["name"] == "lesson start" && s["parent_span_id"] == "")
+            .find_map(|root| {
+                let t = root["trace_id"].as_str()?;
+                let mut parent = String::new();
+                for (svc, name) in bell_path {
+                    let s = span(got, t, svc, name)?;
+                    if s["parent_span_id"] != parent.as_str() {
+                        return None;
+                    }
+                    parent = s["span_id"].as_str()?.to_string();
+                }
+                Some(t.to_string())
+            })
+    };
     let found = wait_for(Duration::from_secs(30), || async {
-        spans(&out).iter().any(|s| {
-            s["trace_id"] == trace
-                && s["parent_span_id"] == caller
-                && s["name"] == "POST /v1/lessons"
-                && s["service"] == "classgrid-broker"
-        })
+        chained(&spans(&out)).is_some()
     })
     .await;
     assert!(
         found,
-        "no span of trace {trace} with parent {caller} from the broker; received: {:#?}\nreceiver log: {}",
-        spans(&out),
-        receiver.log_text()
+        "no trace of the clock's lesson start reaches the agent's RUNNING report ({bell_path:?}); spans: {:#?}",
+        spans(&out)
     );
 }

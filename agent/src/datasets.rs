@@ -8,6 +8,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use classgrid_edge::cache::fetch;
 use classgrid_proto::v1 as pb;
+use tracing::Instrument;
 
 use crate::supervisor::Supervisor;
 
@@ -19,7 +20,15 @@ pub fn assign(sup: Arc<Supervisor>, data_dir: PathBuf, mut a: pb::Assign) {
         sup.assign(a);
         return;
     }
-    tokio::spawn(async move {
+    // The fetch is part of the seat's start in the broker's trace, beside
+    // the supervisor's spans: a slow LAN shows here.
+    let span = classgrid_common::traced_span!(
+        "content fetch",
+        assignment = %a.assignment_id,
+        datasets = a.datasets.len()
+    );
+    classgrid_common::telemetry::join_remote(&span, &a.traceparent);
+    let fetch = async move {
         match prepare(&data_dir, &a).await {
             Ok(dir) => {
                 let w = a.workload.get_or_insert_with(Default::default);
@@ -38,7 +47,8 @@ pub fn assign(sup: Arc<Supervisor>, data_dir: PathBuf, mut a: pb::Assign) {
                 sup.assign(a);
             }
         }
-    });
+    };
+    tokio::spawn(fetch.instrument(span));
 }
 
 /// One lock per digest being fetched on this node. Entries are few (the

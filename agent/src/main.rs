@@ -40,6 +40,17 @@ enum Command {
         /// it where only the monitoring network reaches). Default: off.
         #[arg(long, env = "CLASSGRID_METRICS_LISTEN", value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Send traces over OTLP/gRPC, e.g. http://collector:4317: the spans
+        /// of each assignment (received, runtime start, RUNNING report) join
+        /// the broker's trace that the Assign carries. Default: off (or the
+        /// standard OTEL_EXPORTER_OTLP_ENDPOINT).
+        #[arg(long, env = "CLASSGRID_OTLP_ENDPOINT", value_name = "URL")]
+        otlp_endpoint: Option<String>,
+        /// The share of traces begun on this agent that are exported, 0 to 1;
+        /// an Assign's context is followed as the broker sampled it.
+        #[arg(long, env = "CLASSGRID_TRACE_SAMPLE_RATIO", value_name = "RATIO",
+              value_parser = |s: &str| telemetry::parse_sample_ratio("--trace-sample-ratio", s))]
+        trace_sample_ratio: Option<f64>,
     },
     /// Join the region: get this node's client certificate with a join token
     /// from a district admin (`classgrid join-tokens create --site SITE`).
@@ -117,6 +128,8 @@ fn main() -> ExitCode {
             args,
             stop_work_on_exit,
             metrics_listen,
+            otlp_endpoint,
+            trace_sample_ratio,
         } => {
             let cfg = match AgentConfig::resolve(&args) {
                 Ok(c) => c,
@@ -131,10 +144,14 @@ fn main() -> ExitCode {
                 eprintln!("classgrid-agent: {line}");
                 return ExitCode::from(2);
             }
-            let _g = telemetry::init(
+            // The OTLP exporter's channel spawns onto the runtime it is
+            // built in; `run` is driven by this one.
+            let _in_rt = rt.enter();
+            let _g = telemetry::init_sampled(
                 "classgrid-agent",
                 cfg.log_format.parse().unwrap_or_default(),
-                None,
+                otlp_endpoint.as_deref(),
+                trace_sample_ratio,
             );
             if let Some(addr) = metrics_listen {
                 match rt.block_on(classgrid_agent::metrics::serve(addr)) {

@@ -1,6 +1,7 @@
 //! The agent's `/metrics` (Prometheus's classic text format): its
 //! assignments by state, the final reports not yet delivered to the
-//! broker, and each device's memory and utilisation as last discovered.
+//! broker, the seats restarted in place, and each device's memory and
+//! utilisation as last discovered.
 //!
 //! Off unless `classgrid-agent run --metrics-listen ADDR` is given. Every
 //! value is read from the supervisor and the capacity at scrape time, so
@@ -15,7 +16,7 @@ use axum::{Router, extract::State, response::IntoResponse, routing::get};
 use classgrid_proto::v1::{AssignmentState, NodeCapacity};
 use prometheus_client::{
     encoding::text::encode,
-    metrics::{family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
@@ -64,6 +65,7 @@ async fn metrics(State(()): State<()>) -> impl IntoResponse {
         .map(|st| AssignmentState::try_from(st.state).unwrap_or_default())
         .collect();
     let backlog = s.sup.final_reports().len();
+    let restarts = s.sup.seat_restarts();
     let cap = s
         .capacity
         .current
@@ -76,7 +78,7 @@ async fn metrics(State(()): State<()>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             classgrid_common::exposition::CONTENT_TYPE,
         )],
-        render(&states, backlog, &cap),
+        render(&states, backlog, restarts, &cap),
     )
 }
 
@@ -100,7 +102,12 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 /// The exposition for one scrape.
-pub fn render(states: &[AssignmentState], backlog: usize, cap: &NodeCapacity) -> String {
+pub fn render(
+    states: &[AssignmentState],
+    backlog: usize,
+    restarts: u64,
+    cap: &NodeCapacity,
+) -> String {
     let mut r = Registry::with_prefix("classgrid_agent");
     let assignments = Family::<Labels, Gauge>::default();
     for (st, name) in STATES {
@@ -120,6 +127,16 @@ pub fn render(states: &[AssignmentState], backlog: usize, cap: &NodeCapacity) ->
         "report_backlog",
         "Final assignment reports not yet delivered to the broker",
         pending,
+    );
+    // A counter rebuilt at each scrape from the supervisor's running total:
+    // it only grows while the agent runs, and restarts from 0 with it, as
+    // Prometheus's rate() expects of a counter.
+    let seat_restarts = Counter::<u64>::default();
+    seat_restarts.inc_by(restarts);
+    r.register(
+        "seat_restarts",
+        "Seats started again in place after their process ended",
+        seat_restarts,
     );
     let mem_total = Family::<Labels, Gauge>::default();
     let mem_used = Family::<Labels, Gauge>::default();
@@ -182,12 +199,14 @@ mod tests {
         let text = super::render(
             &[AssignmentState::Running, AssignmentState::Running],
             3,
+            2,
             &cap,
         );
         for want in [
             "classgrid_agent_assignments{state=\"running\"} 2\n",
             "classgrid_agent_assignments{state=\"failed\"} 0\n",
             "classgrid_agent_report_backlog 3\n",
+            "# TYPE classgrid_agent_seat_restarts_total counter\nclassgrid_agent_seat_restarts_total 2\n",
             "classgrid_agent_device_memory_used_bytes{device=\"0\",vendor=\"nvidia\"} 1073741824\n",
             "classgrid_agent_device_utilization_ratio{device=\"0\",vendor=\"nvidia\"} 0.37\n",
         ] {

@@ -6,14 +6,21 @@
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
+use classgrid_common::{
+    telemetry::{join_remote, traceparent_of},
+    traced_span,
+};
 use classgrid_devices::{ControlEnv, Device};
 use classgrid_proto::v1::{self as pb, AssignmentState};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::{
     now_ms,
@@ -45,6 +52,11 @@ struct Item {
     /// Restarts since the seat last ran steadily.
     restarts: u32,
     run_since: tokio::time::Instant,
+    /// The trace context of the start (its `runtime start` span), until the
+    /// RUNNING report's span joins it; empty when not traced. Only the first
+    /// RUNNING joins the assignment's trace: a restart hours later is not
+    /// part of the booking's story.
+    trace: String,
 }
 
 impl Item {
@@ -56,6 +68,7 @@ impl Item {
             message,
             restarts: 0,
             run_since: tokio::time::Instant::now(),
+            trace: String::new(),
         }
     }
 }
@@ -90,6 +103,9 @@ pub struct Supervisor {
     devices: Mutex<Vec<Device>>,
     control_env: ControlEnv,
     runtimes: Runtimes,
+    /// Seats started again in place after their process ended, since this
+    /// agent started (`classgrid_agent_seat_restarts_total`).
+    seat_restarts: AtomicU64,
 }
 
 /// The first port from `free` that is not `held`, trying a few times.
@@ -137,6 +153,7 @@ impl Supervisor {
             work_root: state_dir.join("work"),
             advertise_host,
             devices: Mutex::new(Vec::new()),
+            seat_restarts: AtomicU64::new(0),
             control_env,
             runtimes,
         });
@@ -274,6 +291,12 @@ impl Supervisor {
     }
 
     pub fn assign(self: &Arc<Self>, a: pb::Assign) {
+        // The agent's part of the broker's trace (decision 099): made only
+        // when this agent exports traces, so an untraced bell costs no span
+        // per seat.
+        let span = traced_span!("assign received", assignment = %a.assignment_id, generation = a.generation);
+        join_remote(&span, &a.traceparent);
+        let _in = span.enter();
         // Held until the start is in flight, so that two Assigns for one id
         // (a re-send after a reconnect) cannot both start it.
         let mut starting = self.starting.lock().expect("lock");
@@ -330,7 +353,8 @@ impl Supervisor {
             },
         );
         let sup = self.clone();
-        tokio::spawn(async move { sup.start_one(a, rt).await });
+        let start = traced_span!("runtime start", runtime = rt.kind());
+        tokio::spawn(async move { sup.start_one(a, rt).await }.instrument(start));
     }
 
     async fn start_one(self: Arc<Self>, mut a: pb::Assign, rt: Arc<dyn Runtime>) {
@@ -386,7 +410,8 @@ impl Supervisor {
             assign: prost::Message::encode_to_vec(&a),
         };
         info!(assignment = %id, runtime = rt.kind(), handle = ?rec.handle, port, "assignment started");
-        let item = Item::new(rec, AssignmentState::Starting, String::new());
+        let mut item = Item::new(rec, AssignmentState::Starting, String::new());
+        item.trace = traceparent_of(&tracing::Span::current());
         let started = self.status_of(&item, None, String::new());
         self.items.lock().expect("lock").insert(id.clone(), item);
         drop(starting);
@@ -630,6 +655,7 @@ impl Supervisor {
             };
             match started {
                 Ok(handle) => {
+                    self.seat_restarts.fetch_add(1, Ordering::Relaxed);
                     info!(assignment = %id, handle = ?handle, restarts = item.restarts, "seat restarted");
                     item.rec.handle = handle;
                     item.state = AssignmentState::Starting;
@@ -700,7 +726,7 @@ impl Supervisor {
     }
 
     fn mark_running(&self, id: &str, host: Option<String>, listening: bool) {
-        let s = {
+        let (s, trace) = {
             let mut items = self.items.lock().expect("lock");
             let Some(item) = items.get_mut(id) else {
                 return;
@@ -717,10 +743,25 @@ impl Supervisor {
             if !listening {
                 item.message = format!("not listening on PORT {}", item.rec.port);
             }
-            self.status_of(item, None, String::new())
+            (
+                self.status_of(item, None, String::new()),
+                std::mem::take(&mut item.trace),
+            )
         };
+        let span = if trace.is_empty() {
+            tracing::Span::none()
+        } else {
+            traced_span!("report running", assignment = %id)
+        };
+        join_remote(&span, &trace);
+        let _in = span.enter();
         self.persist();
         self.emit(s);
+    }
+
+    /// Seats restarted in place since this agent started.
+    pub fn seat_restarts(&self) -> u64 {
+        self.seat_restarts.load(Ordering::Relaxed)
     }
 
     fn schedule_end(self: &Arc<Self>, id: String) {

@@ -46,6 +46,8 @@ pub fn assign_message(a: &AssignmentRow) -> BrokerMessage {
             runtime: p.runtime.clone(),
             grace_seconds: p.grace_seconds as i32,
             datasets: Vec::new(),
+            // Set by dispatch, from the span that sends it.
+            traceparent: String::new(),
         })),
     }
 }

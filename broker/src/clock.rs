@@ -12,7 +12,7 @@ use chrono::Utc;
 use classgrid_placement::{Fleet, Owner, Request};
 use futures::StreamExt;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 use uuid::Uuid;
 
 use crate::{
@@ -92,7 +92,11 @@ async fn tick(app: &Broker) -> anyhow::Result<()> {
             } else if l.start_at <= now {
                 // Also a live lesson whose bell was cut short: binding
                 // claims only seats still staged, so a repeat is harmless.
-                app.start_lesson(&l).await
+                // A trace of its own per class (its seats' Assigns carry
+                // it to the agents); none when tracing is off.
+                app.start_lesson(&l)
+                    .instrument(classgrid_common::traced_span!("lesson start", lesson = %l.id))
+                    .await
             } else {
                 app.stage_lesson(&l).await
             };

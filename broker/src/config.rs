@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// OTLP/gRPC endpoint for traces, e.g. http://127.0.0.1:4317
     #[arg(long, env = "CLASSGRID_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// The share of traces begun here that are exported, from 0 to 1
+    /// (default 1); a request's sampled `traceparent` is always followed.
+    #[arg(long, env = "CLASSGRID_TRACE_SAMPLE_RATIO")]
+    pub trace_sample_ratio: Option<f64>,
     /// The region's time zone (IANA name) for times shown to people; APIs
     /// answer RFC 3339 with this zone's offset.
     #[arg(long, env = "CLASSGRID_TIME_ZONE")]
@@ -81,6 +85,7 @@ pub struct FileConfig {
     pub max_window_s: Option<u64>,
     pub log_format: Option<String>,
     pub otlp_endpoint: Option<String>,
+    pub trace_sample_ratio: Option<f64>,
     pub time_zone: Option<String>,
     pub lease_s: Option<u64>,
     pub replica_name: Option<String>,
@@ -147,6 +152,8 @@ pub struct BrokerConfig {
     pub max_window: Duration,
     pub log_format: String,
     pub otlp_endpoint: Option<String>,
+    /// Checked to lie in 0..=1; None keeps the SDK's default (every trace).
+    pub trace_sample_ratio: Option<f64>,
     pub topology: Topology,
     pub weights: Weights,
     pub security: crate::auth::config::SecurityConfig,
@@ -250,6 +257,12 @@ impl BrokerConfig {
             max_window: Duration::from_secs(pick(args.max_window_s, file.max_window_s, 12 * 3600)),
             log_format,
             otlp_endpoint: args.otlp_endpoint.clone().or(file.otlp_endpoint),
+            trace_sample_ratio: args
+                .trace_sample_ratio
+                .or(file.trace_sample_ratio)
+                .map(|r| classgrid_common::telemetry::check_sample_ratio("trace_sample_ratio", r))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!(e))?,
             topology,
             weights,
             security: crate::auth::config::SecurityConfig::resolve(
@@ -336,6 +349,7 @@ mod tests {
             max_window_s: None,
             log_format: None,
             otlp_endpoint: None,
+            trace_sample_ratio: None,
             time_zone: None,
             lease_s: None,
             replica_name: None,
@@ -429,6 +443,35 @@ mod tests {
                 "{e}"
             );
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn trace_sample_ratio_from_file_or_flag_within_zero_and_one() {
+        assert_eq!(
+            BrokerConfig::resolve(&args(None))
+                .unwrap()
+                .trace_sample_ratio,
+            None
+        );
+        let dir = std::env::temp_dir().join(format!("cg-cfg-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("trace.toml");
+        std::fs::write(&p, "trace_sample_ratio = 0.1\n").unwrap();
+        let cfg = BrokerConfig::resolve(&args(Some(p.clone()))).unwrap();
+        assert_eq!(cfg.trace_sample_ratio, Some(0.1));
+        let mut a = args(Some(p.clone()));
+        a.trace_sample_ratio = Some(1.0);
+        assert_eq!(
+            BrokerConfig::resolve(&a).unwrap().trace_sample_ratio,
+            Some(1.0)
+        );
+        a.trace_sample_ratio = Some(2.0);
+        let e = BrokerConfig::resolve(&a).unwrap_err().to_string();
+        assert!(
+            e.contains("trace_sample_ratio must be a number from 0 to 1"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -4,6 +4,7 @@
 //! reconciles.
 
 use chrono::{DateTime, Utc};
+use classgrid_common::telemetry::traceparent_of;
 use classgrid_proto::v1::{self as pb, BrokerMessage, broker_message::Msg};
 use uuid::Uuid;
 
@@ -25,6 +26,15 @@ fn complete(msg: &mut BrokerMessage, datasets: Vec<pb::StagedContent>, link_toke
         if let (Some(t), Some(w)) = (link_token, a.workload.as_mut()) {
             w.env.insert(TOKEN_ENV.to_string(), t);
         }
+    }
+}
+
+/// Puts the trace context of the step that sends an Assign on it (decision
+/// 099), so the agent's spans for the work join the booking's or the bell's
+/// trace; empty when tracing is off.
+fn carry_trace(msg: &mut BrokerMessage, traceparent: &str) {
+    if let Some(Msg::Assign(a)) = &mut msg.msg {
+        a.traceparent = traceparent.to_string();
     }
 }
 
@@ -51,6 +61,7 @@ impl Broker {
         };
         self.metrics.seats_dispatched.inc();
         let mut msg = assign_message(&a);
+        carry_trace(&mut msg, &traceparent_of(&tracing::Span::current()));
         if a.kind == "seat"
             && let Some(l) = self.store.get_lesson(a.payload.0.owner_id).await?
         {
@@ -62,12 +73,21 @@ impl Broker {
     }
 
     /// Sends committed seat assignments of one lesson to their agents.
+    /// One span for the whole class, not one per seat: a bell sends
+    /// thousands of seats, and every seat's Assign carries the same context.
     pub fn send_seat_assignments(&self, rows: &[AssignmentRow], datasets: &[Dataset]) {
+        if rows.is_empty() {
+            return;
+        }
+        let span = classgrid_common::traced_span!("dispatch", seats = rows.len());
+        let _in = span.enter();
+        let traceparent = traceparent_of(&span);
         for a in rows {
             self.metrics.seats_dispatched.inc();
             let mut msg = assign_message(a);
             let content = self.staged_content(a.node_id, datasets);
             complete(&mut msg, content, self.link_token(a));
+            carry_trace(&mut msg, &traceparent);
             self.fleet.send(a.node_id, msg);
         }
     }

@@ -84,10 +84,11 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let _guard = telemetry::init(
+    let _guard = telemetry::init_sampled(
         "classgrid-broker",
         cfg.log_format.parse().unwrap_or_default(),
         cfg.otlp_endpoint.as_deref(),
+        cfg.trace_sample_ratio,
     );
     let result = match cli.command {
         Command::Serve(_) => {

@@ -92,6 +92,8 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
         .ok_or_else(|| anyhow::anyhow!("this broker's gRPC server is already running"))?;
     let mut stop = shutdown.clone();
     let grpc_server = builder
+        // Outermost, so the gate's authentication is inside the call's span.
+        .layer(crate::telemetry::trace::GrpcSpanLayer)
         .layer(crate::auth::gate::GateLayer { app: app.clone() })
         .add_service(health_service)
         .add_service(reflection)

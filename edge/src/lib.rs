@@ -45,11 +45,13 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
         .map(|s| s.base_url.clone())
         .unwrap_or_default();
     let seats = autonomy::Seats::new(db.clone());
+    let relayed = relay::Relayed::default();
     let metrics = metrics::router(metrics::Sources {
         stager: stager.clone(),
         table: table.clone(),
         link: upstream_rx.clone(),
         seats: seats.clone(),
+        relayed: relayed.clone(),
     });
     let mut sd = shutdown.clone();
     let server = axum::serve(
@@ -86,7 +88,12 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
     ];
     tasks.extend(seat_links.map(|s| s.task));
     if let Some(l) = relay_listener {
-        tasks.push(tokio::spawn(relay::run(l, upstream_rx, shutdown.clone())));
+        tasks.push(tokio::spawn(relay::run(
+            l,
+            upstream_rx,
+            relayed,
+            shutdown.clone(),
+        )));
     }
     let parts = link::Parts {
         table,

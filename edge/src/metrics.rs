@@ -1,7 +1,8 @@
 //! The edge's `/metrics`, on its content server (Prometheus's classic text
 //! format): the link to the broker, probe RTT quantiles over the site's
-//! nodes, the cache, staging progress with the time it still needs, and the
-//! site's seats as last heard from the broker. Every value is read at scrape
+//! nodes, the cache, staging progress with the time it still needs, the
+//! agents its site relay carries, and the site's seats as last heard from
+//! the broker. Every value is read at scrape
 //! time from the parts that do the work, so none can drift from them.
 
 use std::sync::atomic::AtomicU64;
@@ -18,7 +19,7 @@ use crate::{
     autonomy::Seats,
     cache::stage::{Report, Stager},
     probe::{Measured, Table},
-    relay::Upstream,
+    relay::{Relayed, Upstream},
 };
 
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub struct Sources {
     /// The link's current session; None while the broker is unreachable.
     pub link: watch::Receiver<Option<Upstream>>,
     pub seats: Seats,
+    /// Agent connections the site relay carries now (0 without a relay).
+    pub relayed: Relayed,
 }
 
 pub fn router(s: Sources) -> Router {
@@ -52,7 +55,13 @@ async fn metrics(State(s): State<Sources>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             classgrid_common::exposition::CONTENT_TYPE,
         )],
-        render(link_up, &s.table.snapshot(), &report, seats.as_deref()),
+        render(
+            link_up,
+            &s.table.snapshot(),
+            &report,
+            seats.as_deref(),
+            s.relayed.now(),
+        ),
     )
 }
 
@@ -70,7 +79,13 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// The exposition for one scrape.
-pub fn render(link_up: bool, rtt: &[Measured], st: &Report, seats: Option<&[String]>) -> String {
+pub fn render(
+    link_up: bool,
+    rtt: &[Measured],
+    st: &Report,
+    seats: Option<&[String]>,
+    relayed: usize,
+) -> String {
     let mut r = Registry::with_prefix("classgrid_edge");
     let up = Gauge::<i64>::default();
     up.set(i64::from(link_up));
@@ -158,6 +173,14 @@ pub fn render(link_up: bool, rtt: &[Measured], st: &Report, seats: Option<&[Stri
         eta,
     );
 
+    let relayed_agents = Gauge::<i64>::default();
+    relayed_agents.set(relayed as i64);
+    r.register(
+        "relayed_agents",
+        "Agent connections the site relay carries to the broker now",
+        relayed_agents,
+    );
+
     if let Some(seats) = seats {
         let by_state = Family::<Labels, Gauge>::default();
         for s in seats {
@@ -207,7 +230,7 @@ mod tests {
             cache_limit_bytes: 8192,
         };
         let seats = vec!["running".to_string(), "running".to_string()];
-        let text = render(true, &rtt, &report, Some(&seats));
+        let text = render(true, &rtt, &report, Some(&seats), 3);
         for want in [
             "classgrid_edge_link_up 1\n",
             "classgrid_edge_probe_rtt_seconds{quantile=\"0.5\"} 0.005\n",
@@ -217,6 +240,7 @@ mod tests {
             "classgrid_edge_staging_items{state=\"downloading\"} 1\n",
             "classgrid_edge_cache_used_bytes 4096\n",
             "classgrid_edge_seats{state=\"running\"} 2\n",
+            "classgrid_edge_relayed_agents 3\n",
         ] {
             assert!(text.contains(want), "{want} in\n{text}");
         }

@@ -6,7 +6,13 @@
 //! the broker checks each agent's certificate itself and this edge can
 //! neither read nor impersonate a node.
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use classgrid_proto::v1::{self as pb, edge_service_client::EdgeServiceClient};
 use tokio::{
@@ -33,11 +39,38 @@ pub struct Upstream {
 /// None while the link is down; the link keeps it current.
 pub type UpstreamTx = watch::Sender<Option<Upstream>>;
 
+/// Agent connections being carried now, for `/metrics`
+/// (`classgrid_edge_relayed_agents`). An agent holds one connection for its
+/// session, so this counts the agents relayed (a join's short call counts
+/// while it lasts).
+#[derive(Clone, Default)]
+pub struct Relayed(Arc<AtomicUsize>);
+
+impl Relayed {
+    pub fn now(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one connection until the guard is dropped, however the
+    /// carrying ends (closed, failed, or the task aborted at shutdown).
+    fn carrying(&self) -> impl Drop + use<> {
+        struct Guard(Arc<AtomicUsize>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Guard(self.0.clone())
+    }
+}
+
 /// Accepts agents' connections until `shutdown`. A connection that arrives
 /// while the link is down is closed at once; the agent retries.
 pub async fn run(
     listener: TcpListener,
     upstream: watch::Receiver<Option<Upstream>>,
+    relayed: Relayed,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -57,7 +90,9 @@ pub async fn run(
             warn!(%from, "relay: no link to the broker yet; closing the agent's connection");
             continue;
         };
+        let counted = relayed.carrying();
         tokio::spawn(async move {
+            let _counted = counted;
             match carry(sock, from, up).await {
                 Ok(()) => info!(%from, "relay: agent connection closed"),
                 Err(e) => warn!(%from, error = %e, "relay: agent connection ended"),

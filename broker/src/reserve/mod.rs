@@ -23,6 +23,7 @@ use classgrid_placement::{
     Admission, Decision, Explanation, Fleet, Owner, Policy, Request, RttTable, SeatPlacement,
     Window,
 };
+use tracing::Instrument;
 
 pub use self::calendar::{Hold, LiveCalendar};
 use crate::{
@@ -153,6 +154,7 @@ impl Reserver {
                     Some(plan.owner),
                     plan.reload_on_refusal,
                 )
+                .instrument(classgrid_common::traced_span!("plan", attempt = attempts))
                 .await?;
             let (admission, hold) = match (decision, hold) {
                 (Decision::Admitted(a), Some(hold)) => (a, hold),
@@ -167,7 +169,11 @@ impl Reserver {
             if refresh_owner {
                 refresh.push(plan.owner);
             }
-            match write(admission).await {
+            let seats = admission.seats.len();
+            match write(admission)
+                .instrument(classgrid_common::traced_span!("write", seats))
+                .await
+            {
                 Ok(Ok(done)) => {
                     self.commit_hold(hold);
                     self.refresh_owners(&refresh).await?;

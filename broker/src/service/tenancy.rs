@@ -6,6 +6,7 @@
 //! Every mutating call is audited here, with its outcome.
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::lessons::LessonView;
@@ -99,6 +100,12 @@ impl Scoped<'_> {
                 Ok(v)
             },
         )
+        // The booking's first step inside the broker: the caller's scope
+        // and the audit, around the plan, the write and the dispatch.
+        .instrument(classgrid_common::traced_span!(
+            "tenancy",
+            action = "lesson.book"
+        ))
         .await
     }
 
