@@ -105,7 +105,7 @@ async fn a_seat_on_an_estimated_rtt_reports_its_error_bound() {
     assert_eq!(g.source, pb::RttSource::Estimated as i32);
     assert_eq!(g.error_bound_ms, Some(bound));
 
-    let r = serde_json::to_value(rest::lessons::seat(row)).unwrap();
+    let r = serde_json::to_value(rest::lessons::seat(row, chrono_tz::Asia::Shanghai)).unwrap();
     assert_eq!(r["rtt"]["source"], "estimated");
     assert_eq!(r["rtt"]["error_bound_ms"].as_f64(), Some(bound));
 
@@ -130,7 +130,7 @@ async fn a_measured_seat_has_no_error_bound() {
     let row = &v.seats[0];
     assert_eq!(row.rtt_source.as_deref(), Some("measured"));
     assert_eq!(row.rtt_error_ms, None);
-    let r = serde_json::to_value(rest::lessons::seat(row)).unwrap();
+    let r = serde_json::to_value(rest::lessons::seat(row, chrono_tz::Asia::Shanghai)).unwrap();
     assert!(r["rtt"]["error_bound_ms"].is_null(), "{r}");
     assert_eq!(grpc::convert::seat(row).rtt.unwrap().error_bound_ms, None);
 }

@@ -119,7 +119,12 @@ async fn bench(
     let ca_dir = home.join("broker");
     let ca = Ca::load_or_create(&ca_dir)?;
     let (cert, key) = (home.join("seat-links.pem"), home.join("seat-links.key"));
-    ca.issue_server("classgrid edge seat links", &["127.0.0.1".into()], &cert, &key)?;
+    ca.issue_server(
+        "classgrid edge seat links",
+        &["127.0.0.1".into()],
+        &cert,
+        &key,
+    )?;
     let content = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let edge_cfg = classgrid_edge::EdgeConfig {
         broker: grpc_url.clone(),
@@ -232,7 +237,10 @@ async fn bench(
     all_answer(&links, &tls, &a.kind).await?;
     let cold_s = booked.elapsed().as_secs_f64();
     let _ = app.cancel_lesson(cold.lesson.id, "bench: done").await;
-    let _ = until(Duration::from_secs(120), "", || seat_rss_mib(&agent_dir).is_empty()).await;
+    let _ = until(Duration::from_secs(120), "", || {
+        seat_rss_mib(&agent_dir).is_empty()
+    })
+    .await;
 
     Ok(format!(
         "bell: seats={} kind={} lead_s={} warm_answering_3s_before={early}/{} warm_all_answer_s={warm_s:.3} cold_all_answer_s={cold_s:.3} rss_per_warm_seat_mib={per_seat:.1}",
@@ -246,7 +254,13 @@ fn booking(a: &BellArgs, start: chrono::DateTime<chrono::Utc>) -> RawBooking {
     } else {
         Workload {
             command: "python3".into(),
-            args: vec!["-m".into(), "http.server".into(), "--bind".into(), "127.0.0.1".into(), "$(PORT)".into()],
+            args: vec![
+                "-m".into(),
+                "http.server".into(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "$(PORT)".into(),
+            ],
             ..Default::default()
         }
     };
@@ -281,14 +295,21 @@ async fn links_of(app: &classgrid_broker::app::App, lesson: Uuid) -> anyhow::Res
         if v.seats.iter().all(|s| !s.link.is_empty()) {
             return Ok(v.seats.into_iter().map(|s| s.link).collect());
         }
-        anyhow::ensure!(Instant::now() < deadline, "the edge never served the seat links");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the edge never served the seat links"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Polls every link until each answers 200 through the edge (Jupyter's
 /// API for notebooks, the page for web servers).
-async fn all_answer(links: &[String], tls: &Arc<rustls::ClientConfig>, kind: &str) -> anyhow::Result<()> {
+async fn all_answer(
+    links: &[String],
+    tls: &Arc<rustls::ClientConfig>,
+    kind: &str,
+) -> anyhow::Result<()> {
     let path = if kind == "notebook" { "api/status" } else { "" };
     let mut tasks = tokio::task::JoinSet::new();
     for link in links {
@@ -349,14 +370,19 @@ async fn get_status(url: &str, tls: &Arc<rustls::ClientConfig>) -> anyhow::Resul
         .strip_prefix("https://")
         .ok_or_else(|| anyhow::anyhow!("not https: {url}"))?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority);
+    let host = authority
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(authority);
     let tcp = tokio::net::TcpStream::connect(authority).await?;
     let name = rustls_pki_types::ServerName::try_from(host.to_string())?;
     let mut s = tokio_rustls::TlsConnector::from(tls.clone())
         .connect(name, tcp)
         .await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut buf = [0u8; 16];
     let mut n = 0;
     while n < 12 {
@@ -400,7 +426,11 @@ fn seat_rss_mib(agent_dir: &Path) -> Vec<f64> {
         }
         let rss = std::fs::read_to_string(p.join("statm"))
             .ok()
-            .and_then(|m| m.split_whitespace().nth(1).and_then(|r| r.parse::<f64>().ok()))
+            .and_then(|m| {
+                m.split_whitespace()
+                    .nth(1)
+                    .and_then(|r| r.parse::<f64>().ok())
+            })
             .unwrap_or(0.0);
         *by_group.entry(pgrp).or_default() += rss * page / (1 << 20) as f64;
     }

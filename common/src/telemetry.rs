@@ -164,7 +164,13 @@ pub fn init_sampled(
             )
             .try_init(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colour codes only for a terminal: `up > up.log`
+                    // and journald get plain text (issue 23).
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .try_init(),
     };
     // `classgrid up` runs several components in one process; only the first
