@@ -69,7 +69,7 @@ impl TryFrom<Vec<String>> for Weekdays {
     }
 }
 
-fn minute_of_day(s: &str) -> Option<u32> {
+pub(crate) fn minute_of_day(s: &str) -> Option<u32> {
     let (h, m) = s.trim().split_once(':')?;
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
     match (h, m) {

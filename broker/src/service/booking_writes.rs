@@ -134,6 +134,13 @@ impl Broker {
         for w in ws {
             let input = &w.input;
             let school = locks.remove(&input.site_id).unwrap_or_default();
+            if input.hosted {
+                verdicts.push(Ok(HoldPlan::nothing(
+                    Owner::Lesson(input.id),
+                    input.site_id,
+                )));
+                continue;
+            }
             let verdict = self
                 .check_lesson_hold(
                     &mut tx,

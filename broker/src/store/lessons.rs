@@ -61,6 +61,11 @@ pub struct SeatRow {
     pub message: String,
     pub assignment_id: Option<Uuid>,
     pub generation: Option<i64>,
+    /// The peer region whose node runs the seat; empty for this region's
+    /// own seats, which is all the `seats` table holds (a borrowed lesson's
+    /// seats are read from its lender, `federation::borrow`).
+    #[sqlx(default)]
+    pub region: String,
 }
 
 pub(crate) const LESSON_COLS: &str = "l.id, l.request_id, l.school_site_id, s.name AS school_site, l.title, l.start_at, l.duration_s,
@@ -167,6 +172,7 @@ impl NewSeat {
             message: String::new(),
             assignment_id: assignment.map(|a| a.0),
             generation: assignment.map(|a| a.1),
+            region: String::new(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod lease;
 pub mod lessons;
 pub mod metrics_reads;
 pub mod nodes;
+pub mod peers;
 pub(crate) mod progress_queue;
 pub mod reservations;
 pub mod rtt;

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, status};
 use crate::auth::gate::caller;
-use crate::{domain::lesson::RawBooking, state::App};
+use crate::state::App;
 
 pub struct Lessons(pub App);
 
@@ -20,19 +20,16 @@ impl LessonService for Lessons {
     ) -> Result<Response<pb::Lesson>, Status> {
         let c = caller(&req)?;
         let r = req.into_inner();
-        let raw = RawBooking {
-            request_id: r.request_id,
-            school_site: r.school_site,
-            title: r.title,
-            start: convert::from_ts("start", r.start.as_ref()).map_err(status)?,
-            duration_seconds: r.duration_seconds,
-            seats: r.seats as i64,
-            min_seats: r.min_seats as i64,
-            seat: r.seat.as_ref().map(convert::raw_seat),
-            workload: convert::workload(r.workload.as_ref()),
-            datasets: convert::raw_datasets(&r.datasets),
-            max_rtt_ms: r.max_rtt_ms as i64,
-        };
+        if !r.residency.is_empty() {
+            // Refused rather than ignored: a school that asks for its data
+            // to stay home must not be told yes by a broker that cannot
+            // keep it there (issue 21; the filter is not built yet).
+            return Err(status(crate::domain::ServiceError::field(
+                "residency",
+                "data residency is not enforced by this broker yet; leave it empty",
+            )));
+        }
+        let raw = convert::raw_booking(r).map_err(status)?;
         let v = self.0.scoped(&c).book_lesson(raw).await.map_err(status)?;
         Ok(Response::new(convert::lesson(&v)))
     }
