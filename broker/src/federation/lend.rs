@@ -62,6 +62,9 @@ impl Broker {
         if let Some(h) = self.store.hold(peer.id, home_lesson).await? {
             return self.answer_again(h).await;
         }
+        if raw.seats < 1 {
+            return Err(ServiceError::field("seats", "must be at least 1"));
+        }
         let terms = LendingTerms::from_json(&peer.lending.0);
         let start = raw
             .start

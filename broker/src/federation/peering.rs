@@ -389,7 +389,6 @@ impl Broker {
             .map_err(|e| ServiceError::field("csr_pem", e.to_string()))?;
         let (key_pem, csr_pem) = classgrid_common::tls::new_csr(&offered.local_name)
             .map_err(|e| ServiceError::Internal(anyhow::anyhow!("{e}")))?;
-        self.save_peer_key(id, &key_pem)?;
         let done = self
             .store
             .complete_handshake(&Handshake {
@@ -403,6 +402,9 @@ impl Broker {
             })
             .await?
             .ok_or_else(refused)?;
+        // Kept only once the secret proved right: a wrong or replayed offer
+        // never touches the key of a live peering.
+        self.save_peer_key(id, &key_pem)?;
         Ok(pb::HandshakeResponse {
             name: done.local_name,
             client_cert_pem: their_cert,
