@@ -98,6 +98,9 @@ CREATE TABLE settlement_entries (
     home_lesson_id  uuid NOT NULL,
     seats           integer NOT NULL CHECK (seats >= 0),
     amount_uah      bigint NOT NULL CHECK (amount_uah >= 0),
+    -- The metered slice-seconds behind the amount (CPU-only seats cost no
+    -- accelerator-hours but still ran).
+    slice_seconds   double precision NOT NULL DEFAULT 0 CHECK (slice_seconds >= 0),
     recorded_at     timestamptz NOT NULL DEFAULT now(),
     UNIQUE (peering_id, direction, home_lesson_id)
 );

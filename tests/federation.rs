@@ -25,12 +25,26 @@ struct Region {
     _agents: Vec<Agent>,
 }
 
-/// A region with `agents` nodes at its one site.
-async fn region(name: &'static str, site: &'static str, agents: usize) -> Region {
+/// A region with `agents` nodes at its one site (each with an L40S when
+/// `gpu`). Its usage is settled 5 s after a lesson's end at the latest.
+async fn region(name: &'static str, site: &'static str, agents: usize, gpu: bool) -> Region {
     let db = TestDb::new().await.unwrap();
     let dir = tempdir(&format!("fed-{name}"));
-    let broker = Broker::start_secure(&db, &dir, &["--grace-s", "2"]).await;
+    let cfg = dir.join("broker.toml");
+    std::fs::write(&cfg, "[vouchers]\nsettle_after_s = 5\n").unwrap();
+    let cfg = cfg.display().to_string();
+    let broker = Broker::start_secure(&db, &dir, &["--grace-s", "2", "--config", &cfg]).await;
     broker.create_site(site).await;
+    if agents == 0 {
+        return Region {
+            name,
+            site,
+            db,
+            dir,
+            broker,
+            _agents: Vec::new(),
+        };
+    }
     let token = AdminServiceClient::new(broker.channel().await)
         .create_join_token(pb::CreateJoinTokenRequest {
             site: site.into(),
@@ -43,9 +57,11 @@ async fn region(name: &'static str, site: &'static str, agents: usize) -> Region
         .expect("join token")
         .into_inner()
         .secret;
+    let tool = format!("nvidia-smi={}", fake_nvidia_smi(&dir).display());
+    let extra: &[&str] = if gpu { &["--tool", &tool] } else { &[] };
     let agents: Vec<Agent> = (0..agents)
         .map(|i| {
-            Agent::join_and_start(&token, &broker, &format!("{name}{i}"), &dir)
+            Agent::join_and_start_with(&token, &broker, &format!("{name}{i}"), &dir, extra)
                 .expect("agent joins")
         })
         .collect();
@@ -149,10 +165,14 @@ async fn pool(r: &Region) -> sqlx::PgPool {
 
 /// A class of `seats` seats, each half a node's CPU: two seats fill a node.
 fn class(site: &str, seats: i32) -> pb::BookLessonRequest {
+    class_for(site, seats, 300)
+}
+
+fn class_for(site: &str, seats: i32, duration_s: i64) -> pb::BookLessonRequest {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let mut r = web_lesson(site, seats, 3.0, 300);
+    let mut r = web_lesson(site, seats, 3.0, duration_s);
     if let Some(s) = r.seat.as_mut() {
         s.cpu_millis = (cores * 1000 / 2) as i32;
     }
@@ -219,9 +239,9 @@ fn ask(lesson: uuid::Uuid, seats: i32, hold_s: i32) -> pb::OfferRequest {
 async fn regions_lend_to_the_nearest_peer_that_can_take_the_class_and_holds_never_leak() {
     // Home holds one node (two seats); b is near (3 ms) with two nodes but
     // lends home two slices; c is far (10 ms) and biggest, with three.
-    let mut a = region("a", "a-school", 1).await;
-    let b = region("b", "b-pop", 2).await;
-    let c = region("c", "c-pop", 3).await;
+    let mut a = region("a", "a-school", 1, false).await;
+    let b = region("b", "b-pop", 2, false).await;
+    let c = region("c", "c-pop", 3, false).await;
     peer(&a, &b, "3", "2");
     peer(&a, &c, "10", "6");
 
@@ -416,4 +436,123 @@ async fn regions_lend_to_the_nearest_peer_that_can_take_the_class_and_holds_neve
         .unwrap()
         .into_inner();
     assert!(after.admitted, "{after:?}");
+}
+
+/// The settlement line of a lesson in a region's ledger: (direction, seats,
+/// amount, slice-seconds), every one there is.
+async fn lines(r: &Region, lesson: &str) -> Vec<(String, i32, i64, f64)> {
+    sqlx::query_as(
+        "SELECT direction, seats, amount_uah, slice_seconds FROM settlement_entries WHERE home_lesson_id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(lesson).unwrap())
+    .fetch_all(&pool(r).await)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lesson_hosted_across_a_cut_link_runs_to_its_end_and_is_settled_once_on_both_sides() {
+    // Home has no node of its own: every class is hosted by b.
+    let a = region("a", "a-school", 0, false).await;
+    let mut b = region("b", "b-pop", 1, true).await;
+    peer(&a, &b, "3", "2");
+    // Quarter-L40S seats: what they use is charged in accelerator-hours.
+    let mut req = class_for(a.site, 2, 25);
+    req.seat.as_mut().unwrap().gpu = Some(quarter_l40s());
+    let l = a
+        .broker
+        .lessons()
+        .await
+        .book(req)
+        .await
+        .expect("hosted by b")
+        .into_inner();
+    assert!(l.seats.iter().all(|s| s.region == "b"), "{l:#?}");
+    let running = wait_for(Duration::from_secs(60), || async {
+        let l = a.broker.lesson(&l.id).await;
+        l.seats.len() == 2 && l.seats.iter().all(|s| s.state == "running")
+    })
+    .await;
+    let live = a.broker.lesson(&l.id).await;
+    assert!(running, "{live:#?}");
+
+    // The link is cut mid-lesson: b's broker stops. Home says since when,
+    // refuses what would need b, and the seats keep serving on b's node.
+    b.broker.proc.kill9();
+    let away = wait_for(Duration::from_secs(20), || async {
+        a.broker
+            .lesson(&l.id)
+            .await
+            .message
+            .contains("unreachable since")
+    })
+    .await;
+    assert!(away, "{:#?}", a.broker.lesson(&l.id).await);
+    let shown = a.broker.lesson(&l.id).await;
+    assert!(
+        shown
+            .seats
+            .iter()
+            .all(|s| s.region == "b" && s.state == "running"),
+        "{shown:#?}"
+    );
+    for s in &live.seats {
+        let (code, _) = http_get(&format!("{}/", s.endpoint))
+            .await
+            .expect("seat still serves");
+        assert_eq!(code, 200);
+    }
+    let refused = a
+        .broker
+        .lessons()
+        .await
+        .book(class(a.site, 1))
+        .await
+        .expect_err("nothing can host while b is away");
+    assert!(
+        refused.message().contains("region b: unreachable"),
+        "{}",
+        refused.message()
+    );
+    let (ok, out, _) = cli(&a, &["peers", "list"]);
+    assert!(ok && out.contains("disconnected since"), "{out}");
+
+    // The link comes back: the lesson ends on b, b settles what it lent,
+    // home copies the same line, once each.
+    b.broker.restart().await;
+    let settled = wait_for(Duration::from_secs(90), || async {
+        lines(&a, &l.id).await.len() == 1 && lines(&b, &l.id).await.len() == 1
+    })
+    .await;
+    assert!(
+        settled,
+        "a: {:?} b: {:?}",
+        lines(&a, &l.id).await,
+        lines(&b, &l.id).await
+    );
+    let (on_a, on_b) = (lines(&a, &l.id).await, lines(&b, &l.id).await);
+    assert_eq!(on_a[0].0, "borrowed");
+    assert_eq!(on_b[0].0, "lent");
+    assert_eq!(
+        (on_a[0].1, on_a[0].2, on_a[0].3),
+        (on_b[0].1, on_b[0].2, on_b[0].3),
+        "both ledgers agree"
+    );
+    assert_eq!(on_b[0].1, 2);
+    assert!(on_b[0].2 > 0 && on_b[0].3 > 0.0, "the seats ran: {on_b:?}");
+    let ended = a.broker.lesson(&l.id).await;
+    assert_eq!(ended.state, "ended", "{ended:#?}");
+    // The monthly report shows the same line on both sides.
+    let (ok, csv_a, err) = cli(&a, &["peers", "settlement", "--csv"]);
+    assert!(ok, "{err}");
+    let (ok, csv_b, err) = cli(&b, &["peers", "settlement", "--csv"]);
+    assert!(ok, "{err}");
+    let amounts = |csv: &str| {
+        csv.lines()
+            .filter(|x| x.contains(&l.id))
+            .map(|x| x.split(',').skip(3).take(4).collect::<Vec<_>>().join(","))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(amounts(&csv_a).len(), 1, "{csv_a}");
+    assert_eq!(amounts(&csv_a), amounts(&csv_b), "{csv_a}\n{csv_b}");
 }

@@ -267,23 +267,24 @@ pub async fn peers(g: &Global, c: Peers) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             if csv {
-                println!("month,peer,direction,lesson_id,seats,amount_uah,recorded");
+                println!("month,peer,direction,lesson_id,seats,amount_uah,slice_seconds,recorded");
                 for l in &r.lines {
                     println!(
-                        "{},{},{},{},{},{},{}",
+                        "{},{},{},{},{},{},{:.3},{}",
                         r.month,
                         l.peer,
                         l.direction,
                         l.lesson_id,
                         l.seats,
                         l.amount_uah,
+                        l.slice_seconds,
                         time(l.recorded.as_ref())
                     );
                 }
             } else if g.output == Output::Json {
                 print_json(
                     json!({"month": r.month, "lent_uah": r.lent_uah, "borrowed_uah": r.borrowed_uah,
-                    "lines": r.lines.iter().map(|l| json!({"peer": l.peer, "direction": l.direction, "lesson_id": l.lesson_id, "seats": l.seats, "amount_uah": l.amount_uah, "recorded": time(l.recorded.as_ref())})).collect::<Vec<_>>()}),
+                    "lines": r.lines.iter().map(|l| json!({"peer": l.peer, "direction": l.direction, "lesson_id": l.lesson_id, "seats": l.seats, "amount_uah": l.amount_uah, "slice_seconds": l.slice_seconds, "recorded": time(l.recorded.as_ref())})).collect::<Vec<_>>()}),
                 );
             } else {
                 println!(

@@ -730,6 +730,17 @@ pub fn web_lesson(site: &str, seats: i32, start_in: f64, duration_s: i64) -> pb:
     }
 }
 
+/// A quarter of an L40S (the device `fake_nvidia_smi` shows) per seat.
+pub fn quarter_l40s() -> pb::GpuSpec {
+    pb::GpuSpec {
+        vendors: vec!["nvidia".into()],
+        memory_mib: 4096,
+        compute_percent: 25,
+        count: 1,
+        ..Default::default()
+    }
+}
+
 /// A stand-in `nvidia-smi` that prints a real L40S's output (the fixtures
 /// in agent/devices), for agents started with `--tool nvidia-smi=PATH`, so a
 /// node has a GPU to place slices on (and a discovery warning: `-q -x`

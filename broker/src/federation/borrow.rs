@@ -23,7 +23,7 @@ use crate::{
     state::Broker,
     store::{
         lessons::{LessonRow, LessonView, SeatRow},
-        peers::{BorrowedRow, PeeringRow},
+        peers::{BorrowedRow, PeeringRow, Settled},
     },
 };
 
@@ -435,4 +435,52 @@ fn borrowed_view(
         })
         .collect();
     LessonView { lesson, seats }
+}
+
+impl Broker {
+    /// Copies each lender's settlement line of a borrowed lesson that is
+    /// over, once: a lender that cannot be reached now is asked again on
+    /// the next pass, so a partition delays the line and never loses or
+    /// doubles it.
+    pub async fn settle_borrowed(&self) -> Result<usize, ServiceError> {
+        let mut n = 0;
+        for b in self.store.borrowed_to_settle().await? {
+            let Some(p) = self.store.peering(b.peering_id).await? else {
+                continue;
+            };
+            let Ok(mut c) = self.peer_client(&p) else {
+                continue;
+            };
+            let Ok(h) = c
+                .get_hosted(pb::HostedLessonRequest {
+                    lesson_id: b.lesson_id.to_string(),
+                })
+                .await
+                .map(|h| h.into_inner())
+            else {
+                continue;
+            };
+            let seen = Seen::of(&h);
+            self.store
+                .save_borrowed_seen(
+                    b.lesson_id,
+                    &serde_json::to_value(&seen).unwrap_or_default(),
+                )
+                .await?;
+            if !h.settled {
+                continue;
+            }
+            let line = Settled {
+                seats: h.lesson.as_ref().map(|l| l.seat_count).unwrap_or(b.seats),
+                amount_uah: h.used_uah,
+                slice_seconds: h.slice_seconds,
+            };
+            self.store
+                .record_settlement(p.id, "borrowed", b.lesson_id, line)
+                .await?;
+            tracing::info!(lesson = %b.lesson_id, region = %p.name, amount_uah = line.amount_uah, "borrowed lesson settled");
+            n += 1;
+        }
+        Ok(n)
+    }
 }

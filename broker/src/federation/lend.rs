@@ -15,7 +15,7 @@ use crate::{
     domain::{ServiceError, lesson::RawBooking, states::lesson as ls},
     service::lessons::{BookOptions, LessonView},
     state::Broker,
-    store::peers::{HoldRow, PeeringRow},
+    store::peers::{HoldRow, PeeringRow, Settled},
 };
 
 /// Hold bounds, seconds: long enough for a home region to commit over a
@@ -38,6 +38,8 @@ pub enum Lent {
 pub struct Hosted {
     pub hold: HoldRow,
     pub view: Option<LessonView>,
+    /// This region's settlement line for it, once it is over and metered.
+    pub settled: Option<Settled>,
 }
 
 /// A refusal that reads like a placement refusal, as vouchers word theirs.
@@ -249,7 +251,15 @@ impl Broker {
             Err(ServiceError::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        Ok(Hosted { hold, view })
+        let settled = self
+            .store
+            .settled(hold.peering_id, "lent", hold.home_lesson_id)
+            .await?;
+        Ok(Hosted {
+            hold,
+            view,
+            settled,
+        })
     }
 
     /// Cancels a hosted lesson unless it is over or was never booked.
@@ -365,5 +375,49 @@ impl Broker {
             free: groups.into_values().collect(),
             lendable_slices: (i64::from(terms.max_slices) - used).max(0) as i32,
         })
+    }
+}
+
+impl Broker {
+    /// Records what each lent lesson that is over used, once, as the
+    /// lender's settlement line: the agents' metered slice-seconds, priced
+    /// by this region's voucher weights as a voucher charge would be. The
+    /// home region copies the same line (`settle_borrowed`), so both
+    /// ledgers agree to the micro-hour.
+    pub async fn settle_lent(&self) -> Result<usize, ServiceError> {
+        let wait = self.cfg.vouchers.settle_after.as_secs_f64();
+        let mut n = 0;
+        for l in self.store.lent_to_settle(wait).await? {
+            let mut tx = self.store.begin().await?;
+            let used = crate::store::vouchers::metered(
+                &mut tx,
+                classgrid_placement::Owner::Lesson(l.lesson_id),
+                chrono::DateTime::UNIX_EPOCH,
+                None,
+            )
+            .await?;
+            tx.rollback().await?;
+            let weights = &self.cfg.vouchers.weights;
+            let mut s = Settled {
+                seats: l.seats,
+                amount_uah: 0,
+                slice_seconds: 0.0,
+            };
+            for m in used {
+                let weight = if m.models.is_empty() {
+                    0.0
+                } else {
+                    weights.mean_weight(&m.models)
+                };
+                s.amount_uah += crate::vouchers::metered_uah(m.slice_seconds, weight);
+                s.slice_seconds += m.slice_seconds.max(0.0);
+            }
+            self.store
+                .record_settlement(l.peering_id, "lent", l.home_lesson_id, s)
+                .await?;
+            tracing::info!(lesson = %l.lesson_id, home_lesson = %l.home_lesson_id, amount_uah = s.amount_uah, "lent lesson settled");
+            n += 1;
+        }
+        Ok(n)
     }
 }

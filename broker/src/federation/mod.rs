@@ -38,9 +38,15 @@ pub fn start(app: &Arc<Broker>, mut stop: watch::Receiver<bool>) {
             if let Err(e) = app.expire_holds().await {
                 tracing::warn!(error = %e, "expiring peer holds failed; trying again");
             }
+            if let Err(e) = app.settle_lent().await {
+                tracing::warn!(error = %e, "settling lent lessons failed; trying again");
+            }
             if last_ping.elapsed() >= PING_EVERY {
                 last_ping = tokio::time::Instant::now();
                 app.ping_peers().await;
+                if let Err(e) = app.settle_borrowed().await {
+                    tracing::warn!(error = %e, "settling borrowed lessons failed; trying again");
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(SWEEP_EVERY) => {}

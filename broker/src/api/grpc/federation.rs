@@ -67,6 +67,7 @@ fn settlement(month: String, rows: Vec<SettlementRow>) -> pb::SettlementReport {
             seats: l.seats,
             amount_uah: l.amount_uah,
             recorded: Some(convert::ts(l.recorded_at)),
+            slice_seconds: l.slice_seconds,
         });
     }
     r
@@ -142,7 +143,9 @@ fn hosted(h: Hosted, region: &str) -> pb::HostedLesson {
         hold_state: h.hold.state,
         expires: Some(convert::ts(h.hold.expires_at)),
         lesson,
-        used_uah: 0,
+        used_uah: h.settled.map(|s| s.amount_uah).unwrap_or(0),
+        settled: h.settled.is_some(),
+        slice_seconds: h.settled.map(|s| s.slice_seconds).unwrap_or(0.0),
     }
 }
 
