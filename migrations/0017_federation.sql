@@ -111,3 +111,9 @@ BEGIN
 END $$;
 CREATE TRIGGER settlement_entries_append_only BEFORE UPDATE OR DELETE ON settlement_entries
     FOR EACH ROW EXECUTE FUNCTION settlement_entries_append_only();
+
+-- Where a lesson's data must stay (the placement core's residency filter):
+-- '' anywhere, or the school, the district, the education network. Kept so
+-- a seat re-planned at the bell follows the same rule.
+ALTER TABLE lessons ADD COLUMN residency text NOT NULL DEFAULT ''
+    CHECK (residency IN ('', 'school', 'district', 'education_network'));

@@ -331,6 +331,24 @@ async fn regions_lend_to_the_nearest_peer_that_can_take_the_class_and_holds_neve
         e.message()
     );
 
+    // A class whose data must stay in its district is never asked of
+    // another region.
+    let mut resident = class(a.site, 2);
+    resident.residency = "district".into();
+    let e = a
+        .broker
+        .lessons()
+        .await
+        .book(resident)
+        .await
+        .expect_err("home is full and no peer may take district data");
+    assert!(
+        e.message()
+            .contains("region b: not asked: the lesson's data must stay in the district"),
+        "{}",
+        e.message()
+    );
+
     // Commit twice books once.
     let mut to_c = as_home_at(&a, &c).await;
     let x = uuid::Uuid::now_v7();

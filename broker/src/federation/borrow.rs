@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use classgrid_placement::{Explanation, FilterCount};
+use classgrid_placement::{Explanation, FilterCount, Residency};
 use classgrid_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -43,6 +43,8 @@ struct BookedAs {
     workload: spec::Workload,
     datasets: Vec<spec::Dataset>,
     answers: Vec<String>,
+    #[serde(default)]
+    residency: String,
 }
 
 /// The lender's last answer, kept for when it cannot be reached.
@@ -138,6 +140,15 @@ impl Broker {
                 ));
                 continue;
             }
+            if matches!(b.residency, Residency::School | Residency::District) {
+                // Another region is neither this school nor this district.
+                notes.push(format!(
+                    "region {}: not asked: the lesson's data must stay in the {}",
+                    p.name,
+                    b.residency.as_str()
+                ));
+                continue;
+            }
             let inter = p.rtt_ms.unwrap_or(0.0);
             let offset = self.school_to_region_ms() + inter;
             let budget = f64::from(b.max_rtt_ms) - offset;
@@ -192,6 +203,8 @@ impl Broker {
             datasets: convert::pb_datasets(&b.datasets),
             max_rtt_ms: budget_ms,
             hold_seconds: HOLD_S,
+            // The lender applies it to its own nodes (and its content).
+            residency: b.residency.as_str().to_string(),
         };
         let answer = match c.offer(ask).await {
             Ok(a) => a.into_inner(),
@@ -263,6 +276,7 @@ impl Broker {
             workload: b.workload.clone(),
             datasets: b.datasets.clone(),
             answers,
+            residency: b.residency.as_str().to_string(),
         };
         let seen = Seen::of(&hosted);
         let row = BorrowedRow {
@@ -406,6 +420,10 @@ fn borrowed_view(
         explanation: Json(explanation),
         message,
         created_at: row.last_seen_at.unwrap_or_else(Utc::now),
+        residency: booked
+            .as_ref()
+            .map(|b| b.residency.clone())
+            .unwrap_or_default(),
     };
     let seats = seen
         .seats

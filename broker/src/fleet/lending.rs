@@ -245,6 +245,7 @@ hours = "22:00-06:00"
             datasets: vec![],
             staging_lead_ms: 0,
             may_preempt: true,
+            residency: Default::default(),
         };
         let place = |r: &Request| {
             placement::place(

@@ -254,6 +254,7 @@ impl Broker {
             explanation: admitted_explanation(&w.admission),
             state: if starts_now { ls::LIVE } else { ls::BOOKED },
             created_at: Utc::now(),
+            residency: b.residency.as_str(),
         };
         let seats: Vec<NewSeat> = w
             .admission

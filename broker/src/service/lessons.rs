@@ -123,6 +123,7 @@ impl Broker {
                 .collect(),
             staging_lead_ms: (b.start - now.max(window_start)).num_milliseconds().max(0),
             may_preempt: true,
+            residency: b.residency,
         };
 
         let id = opts.lesson_id.unwrap_or_else(Uuid::now_v7);

@@ -77,6 +77,7 @@ pub fn raw_booking(r: pb::BookLessonRequest) -> Result<RawBooking, ServiceError>
         workload: workload(r.workload.as_ref()),
         datasets: raw_datasets(&r.datasets),
         max_rtt_ms: r.max_rtt_ms as i64,
+        residency: r.residency,
     })
 }
 
@@ -196,7 +197,7 @@ pub fn lesson(v: &LessonView) -> pb::Lesson {
         message: l.message.clone(),
         failed_seats: v.seats.iter().filter(|s| s.state == "failed").count() as i32,
         running_seats: v.seats.iter().filter(|s| s.state == "running").count() as i32,
-        residency: String::new(),
+        residency: l.residency.clone(),
     }
 }
 

@@ -254,6 +254,7 @@ impl FederationService for Federation {
             workload: r.workload.clone(),
             datasets: r.datasets.clone(),
             max_rtt_ms: r.max_rtt_ms.floor() as i32,
+            residency: r.residency.clone(),
             ..Default::default()
         })
         .map_err(status)?;

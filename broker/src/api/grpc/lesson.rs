@@ -20,15 +20,6 @@ impl LessonService for Lessons {
     ) -> Result<Response<pb::Lesson>, Status> {
         let c = caller(&req)?;
         let r = req.into_inner();
-        if !r.residency.is_empty() {
-            // Refused rather than ignored: a school that asks for its data
-            // to stay home must not be told yes by a broker that cannot
-            // keep it there (issue 21; the filter is not built yet).
-            return Err(status(crate::domain::ServiceError::field(
-                "residency",
-                "data residency is not enforced by this broker yet; leave it empty",
-            )));
-        }
         let raw = convert::raw_booking(r).map_err(status)?;
         let v = self.0.scoped(&c).book_lesson(raw).await.map_err(status)?;
         Ok(Response::new(convert::lesson(&v)))
