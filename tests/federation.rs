@@ -486,6 +486,30 @@ async fn a_lesson_hosted_across_a_cut_link_runs_to_its_end_and_is_settled_once_o
         .expect("hosted by b")
         .into_inner();
     assert!(l.seats.iter().all(|s| s.region == "b"), "{l:#?}");
+    // Watch follows the hosted seats as it follows local ones.
+    let mut watch = a
+        .broker
+        .lessons()
+        .await
+        .watch(pb::GetLessonRequest { id: l.id.clone() })
+        .await
+        .expect("watch a borrowed lesson")
+        .into_inner();
+    let watched = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(m)) = watch.message().await {
+            if m.seats.len() == 2
+                && m.seats
+                    .iter()
+                    .all(|s| s.state == "running" && s.region == "b" && !s.endpoint.is_empty())
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(watched, "Watch should show the hosted seats running");
     let running = wait_for(Duration::from_secs(60), || async {
         let l = a.broker.lesson(&l.id).await;
         l.seats.len() == 2 && l.seats.iter().all(|s| s.state == "running")

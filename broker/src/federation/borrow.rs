@@ -502,3 +502,47 @@ impl Broker {
         Ok(n)
     }
 }
+
+impl Broker {
+    /// Reads every borrowed lesson not over yet from its lender and, where
+    /// its state or seats changed, announces it like a local change, so
+    /// Watch, the event stream and the console follow hosted seats too.
+    pub async fn refresh_borrowed(&self) -> Result<(), ServiceError> {
+        for b in self.store.borrowed_live().await? {
+            let Some(p) = self.store.peering(b.peering_id).await? else {
+                continue;
+            };
+            let Ok(mut c) = self.peer_client(&p) else {
+                continue;
+            };
+            match c
+                .get_hosted(pb::HostedLessonRequest {
+                    lesson_id: b.lesson_id.to_string(),
+                })
+                .await
+            {
+                Ok(h) => {
+                    let seen = serde_json::to_value(Seen::of(&h.into_inner())).unwrap_or_default();
+                    if b.last_seen.as_ref().map(|j| &j.0) != Some(&seen)
+                        || p.disconnected_since.is_some()
+                    {
+                        self.store.save_borrowed_seen(b.lesson_id, &seen).await?;
+                        if p.disconnected_since.is_some() {
+                            self.store.set_peering_reachable(p.id, true, "").await?;
+                        }
+                        self.lesson_changed(b.lesson_id);
+                    }
+                }
+                Err(s) => {
+                    let was_away = p.disconnected_since.is_some();
+                    let _ = self.peer_failed(&p, &s).await;
+                    if !was_away {
+                        // "unreachable since …" is news too.
+                        self.lesson_changed(b.lesson_id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

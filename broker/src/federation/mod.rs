@@ -41,6 +41,9 @@ pub fn start(app: &Arc<Broker>, mut stop: watch::Receiver<bool>) {
             if let Err(e) = app.settle_lent().await {
                 tracing::warn!(error = %e, "settling lent lessons failed; trying again");
             }
+            if let Err(e) = app.refresh_borrowed().await {
+                tracing::warn!(error = %e, "reading borrowed lessons failed; trying again");
+            }
             if last_ping.elapsed() >= PING_EVERY {
                 last_ping = tokio::time::Instant::now();
                 app.ping_peers().await;

@@ -579,6 +579,19 @@ impl Store {
         .await
     }
 
+    /// Borrowed lessons not over yet, as last seen: the ones whose seats
+    /// Watch and the console follow.
+    pub async fn borrowed_live(&self) -> sqlx::Result<Vec<BorrowedRow>> {
+        sqlx::query_as(sql!(
+            "SELECT {BORROWED_COLS} FROM borrowed_lessons
+             WHERE state = 'committed' AND end_at > now() - interval '10 minutes'
+               AND COALESCE(last_seen->>'state', '') NOT IN ('ended', 'cancelled')
+             LIMIT 500"
+        ))
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Borrowed lessons past their end that this region has not settled.
     pub async fn borrowed_to_settle(&self) -> sqlx::Result<Vec<BorrowedRow>> {
         sqlx::query_as(sql!(
