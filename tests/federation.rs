@@ -317,6 +317,29 @@ async fn regions_lend_to_the_nearest_peer_that_can_take_the_class_and_holds_neve
         assert!(running, "{:#?}", a.broker.lesson(&id).await);
     }
 
+    // Cancelling at home releases the seats on the lender.
+    let cancelled = a
+        .broker
+        .lessons()
+        .await
+        .cancel(pb::CancelLessonRequest {
+            id: l1.id.clone(),
+            reason: "test".into(),
+        })
+        .await
+        .expect("a borrowed lesson can be cancelled at home")
+        .into_inner();
+    assert_eq!(cancelled.state, "cancelled", "{cancelled:#?}");
+    let b_db = pool(&b).await;
+    let on_b: String = sqlx::query_scalar(
+        "SELECT l.state FROM peer_holds h JOIN lessons l ON l.id = h.lesson_id WHERE h.home_lesson_id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(&l1.id).unwrap())
+    .fetch_one(&b_db)
+    .await
+    .unwrap();
+    assert_eq!(on_b, "cancelled");
+
     // A class no region can take is refused with every region's answer.
     let e = book(&a, 9).await.expect_err("nine seats fit nowhere");
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);

@@ -101,6 +101,21 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Marks a peer that could not be reached; the sentence says since when.
+    pub(crate) async fn peer_failed(&self, p: &PeeringRow, s: &tonic::Status) -> String {
+        if unreachable(s) {
+            let _ = self
+                .store
+                .set_peering_reachable(p.id, false, s.message())
+                .await;
+            format!("unreachable: {}", s.message())
+        } else {
+            format!("refused the ask: {}", s.message())
+        }
+    }
+}
+
 /// Whether a failed call means the peer could not be reached (as opposed to
 /// an answer it gave).
 pub fn unreachable(s: &tonic::Status) -> bool {

@@ -6,12 +6,13 @@
 //! - `client`: calling a peer over mutual TLS.
 //! - `lend`: the lender — offers through its own placement, holds with an
 //!   expiry, commit, release, the sweeper.
-//! - `borrow`: the home region — asking peers nearest first, and reading a
-//!   borrowed lesson back.
+//! - `borrow`: the home region asking peers nearest first.
+//! - `borrowed`: a borrowed lesson read back, followed, cancelled, settled.
 //!
 //! Decisions 093 (peering and trust), 094 (holds) and 095 (RTT and order).
 
 pub mod borrow;
+pub mod borrowed;
 pub mod client;
 pub mod lend;
 pub mod peering;

@@ -234,6 +234,10 @@ impl Broker {
     }
 
     pub async fn cancel_lesson(&self, id: Uuid, reason: &str) -> Result<LessonView, ServiceError> {
+        if self.store.get_lesson(id).await?.is_none() && self.store.borrowed(id).await?.is_some() {
+            // A peer region hosts it: its lender releases the seats.
+            return self.cancel_borrowed(id, reason).await;
+        }
         let view = self.lesson(id).await?;
         if ls::is_final(&view.lesson.state) {
             return Err(ServiceError::Conflict(format!(
