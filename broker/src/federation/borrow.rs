@@ -99,10 +99,10 @@ impl Broker {
                 ));
                 continue;
             }
-            match self.ask_peer(p, input, budget).await {
-                Ok(hosted) => {
+            match self.ask_peer(p, input, offset, budget).await {
+                Ok((row, hosted)) => {
                     notes.push(format!("region {}: admitted", p.name));
-                    return self.record_borrowed(p, input, offset, hosted, notes).await;
+                    return self.record_borrowed(p, row, hosted, notes).await;
                 }
                 Err(why) => notes.push(format!("region {}: {why}", p.name)),
             }
@@ -117,14 +117,17 @@ impl Broker {
         Err(ServiceError::Refused(Box::new(e)))
     }
 
-    /// Asks one peer for an offer and commits it. The error is the sentence
-    /// for the explanation.
+    /// Asks one peer for an offer; on an admission, writes the lesson as
+    /// borrowed (`held`) before committing, so a broker that dies in between
+    /// finds it again (`reconcile_held`). The error is the sentence for the
+    /// explanation.
     async fn ask_peer(
         &self,
         p: &PeeringRow,
         input: &BookingInput,
+        offset_ms: f64,
         budget_ms: f64,
-    ) -> Result<pb::HostedLesson, String> {
+    ) -> Result<(BorrowedRow, pb::HostedLesson), String> {
         let b = &input.b;
         let mut c = self.peer_client(p).map_err(|e| e.to_string())?;
         let ask = pb::OfferRequest {
@@ -154,6 +157,11 @@ impl Broker {
                 .unwrap_or_else(|| "refused".into());
             return Err(why);
         }
+        let seats = (answer.seats.len() as i32).max(1);
+        let row = self
+            .write_ahead(p, input, offset_ms, seats)
+            .await
+            .map_err(|e| e.to_string())?;
         // Commit; a commit that arrives twice books once, so a lost answer
         // is simply asked again.
         let lesson_id = input.id.to_string();
@@ -165,7 +173,7 @@ impl Broker {
                 })
                 .await
             {
-                Ok(h) => return Ok(h.into_inner()),
+                Ok(h) => return Ok((row, h.into_inner())),
                 Err(s) if client::unreachable(&s) => {
                     last = s.message().to_string();
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -178,17 +186,19 @@ impl Broker {
         }
         // Not committed: let it go now rather than at its expiry.
         let _ = c.release(pb::HostedLessonRequest { lesson_id }).await;
+        let _ = self.store.delete_held_borrowed(input.id).await;
         Err(format!("held but not committed: {last}"))
     }
 
-    async fn record_borrowed(
+    /// The borrowed lesson as the school booked it, written `held` before
+    /// the commit.
+    async fn write_ahead(
         &self,
         p: &PeeringRow,
         input: &BookingInput,
         offset_ms: f64,
-        hosted: pb::HostedLesson,
-        answers: Vec<String>,
-    ) -> Result<LessonView, ServiceError> {
+        seats: i32,
+    ) -> Result<BorrowedRow, ServiceError> {
         let b = &input.b;
         let booked = BookedAs {
             title: b.title.clone(),
@@ -199,31 +209,50 @@ impl Broker {
             seat: b.seat.clone(),
             workload: b.workload.clone(),
             datasets: b.datasets.clone(),
-            answers,
+            answers: Vec::new(),
             residency: b.residency.as_str().to_string(),
         };
-        let seen = Seen::of(&hosted);
         let row = BorrowedRow {
             lesson_id: input.id,
             request_id: b.request_id.clone(),
             peering_id: p.id,
             school_site_id: input.site_id,
-            seats: hosted
-                .lesson
-                .as_ref()
-                .map(|l| l.seat_count)
-                .filter(|n| *n > 0)
-                .unwrap_or(b.seats as i32),
+            seats,
             start_at: b.start,
             end_at: b.end(),
             rtt_offset_ms: offset_ms,
             booking: Json(serde_json::to_value(&booked).unwrap_or_default()),
-            state: "committed".into(),
-            last_seen: Some(Json(serde_json::to_value(&seen).unwrap_or_default())),
-            last_seen_at: Some(Utc::now()),
+            state: "held".into(),
+            last_seen: None,
+            last_seen_at: None,
         };
         self.store.insert_borrowed(&row).await?;
-        tracing::info!(lesson = %input.id, region = %p.name, "lesson hosted by a peer region");
+        Ok(row)
+    }
+
+    /// The commit came back: the lesson is borrowed for good.
+    async fn record_borrowed(
+        &self,
+        p: &PeeringRow,
+        mut row: BorrowedRow,
+        hosted: pb::HostedLesson,
+        answers: Vec<String>,
+    ) -> Result<LessonView, ServiceError> {
+        if let Ok(mut booked) = serde_json::from_value::<BookedAs>(row.booking.0.clone()) {
+            booked.answers = answers;
+            row.booking = Json(serde_json::to_value(&booked).unwrap_or_default());
+        }
+        let seen = Seen::of(&hosted);
+        self.store
+            .commit_borrowed(
+                row.lesson_id,
+                &row.booking.0,
+                &serde_json::to_value(&seen).unwrap_or_default(),
+            )
+            .await?;
+        row.state = "committed".into();
+        row.last_seen_at = Some(Utc::now());
+        tracing::info!(lesson = %row.lesson_id, region = %p.name, "lesson hosted by a peer region");
         Ok(borrowed_view(&row, p, &seen, None))
     }
 }

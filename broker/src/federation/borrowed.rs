@@ -381,3 +381,47 @@ impl Broker {
         Ok(borrowed_view(&row, &p, &seen, None))
     }
 }
+
+impl Broker {
+    /// Settles borrowed lessons left `held` by a booking that stopped
+    /// between hold and commit (this broker died): a lender that committed
+    /// keeps the lesson, which is then borrowed for good (a retried booking
+    /// with the same request id finds it); any other is released and
+    /// forgotten. The lender's own expiry frees it anyway; this keeps the
+    /// two sides' records the same.
+    pub async fn reconcile_held(&self, older_than: chrono::Duration) -> Result<(), ServiceError> {
+        for b in self
+            .store
+            .borrowed_held_before(Utc::now() - older_than)
+            .await?
+        {
+            let Some(p) = self.store.peering(b.peering_id).await? else {
+                continue;
+            };
+            let Ok(mut c) = self.peer_client(&p) else {
+                continue;
+            };
+            let req = || pb::HostedLessonRequest {
+                lesson_id: b.lesson_id.to_string(),
+            };
+            match c.get_hosted(req()).await {
+                Ok(h) if h.get_ref().hold_state == "committed" => {
+                    let seen = serde_json::to_value(Seen::of(h.get_ref())).unwrap_or_default();
+                    self.store
+                        .commit_borrowed(b.lesson_id, &b.booking.0, &seen)
+                        .await?;
+                }
+                Ok(_) => {
+                    if c.release(req()).await.is_ok() {
+                        self.store.delete_held_borrowed(b.lesson_id).await?;
+                    }
+                }
+                Err(s) if s.code() == tonic::Code::NotFound => {
+                    self.store.delete_held_borrowed(b.lesson_id).await?;
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+}

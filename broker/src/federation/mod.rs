@@ -48,6 +48,9 @@ pub fn start(app: &Arc<Broker>, mut stop: watch::Receiver<bool>) {
             if last_ping.elapsed() >= PING_EVERY {
                 last_ping = tokio::time::Instant::now();
                 app.ping_peers().await;
+                if let Err(e) = app.reconcile_held(chrono::Duration::seconds(60)).await {
+                    tracing::warn!(error = %e, "reconciling held borrowed lessons failed; trying again");
+                }
                 if let Err(e) = app.settle_borrowed().await {
                     tracing::warn!(error = %e, "settling borrowed lessons failed; trying again");
                 }

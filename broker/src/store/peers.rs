@@ -489,12 +489,55 @@ impl Store {
             .await
     }
 
+    /// Forgets a borrowed lesson that was held but never committed.
+    pub async fn delete_held_borrowed(&self, id: Uuid) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM borrowed_lessons WHERE lesson_id = $1 AND state = 'held'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Borrowed lessons still `held` since before `cutoff`: their booking
+    /// stopped between hold and commit (the broker died).
+    pub async fn borrowed_held_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<BorrowedRow>> {
+        sqlx::query_as(sql!(
+            "SELECT {BORROWED_COLS} FROM borrowed_lessons WHERE state = 'held' AND created_at < $1 LIMIT 100"
+        ))
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     pub async fn set_borrowed_state(&self, id: Uuid, state: &str) -> sqlx::Result<()> {
         sqlx::query("UPDATE borrowed_lessons SET state = $2 WHERE lesson_id = $1")
             .bind(id)
             .bind(state)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// A held borrowed lesson is committed, with the booking's final form
+    /// and the lender's answer.
+    pub async fn commit_borrowed(
+        &self,
+        id: Uuid,
+        booking: &serde_json::Value,
+        seen: &serde_json::Value,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE borrowed_lessons SET state = 'committed', booking = $2, last_seen = $3, last_seen_at = now()
+             WHERE lesson_id = $1",
+        )
+        .bind(id)
+        .bind(Json(booking))
+        .bind(Json(seen))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
