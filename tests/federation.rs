@@ -317,6 +317,28 @@ async fn regions_lend_to_the_nearest_peer_that_can_take_the_class_and_holds_neve
         assert!(running, "{:#?}", a.broker.lesson(&id).await);
     }
 
+    // Lists show borrowed lessons beside home's own.
+    let listed = a
+        .broker
+        .lessons()
+        .await
+        .list(pb::ListLessonsRequest {
+            school_site: a.site.into(),
+            page_size: 50,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .lessons;
+    for l in [&l0, &l1, &l2] {
+        assert!(
+            listed.iter().any(|x| x.id == l.id),
+            "{} listed: {listed:#?}",
+            l.id
+        );
+    }
+
     // Cancelling at home releases the seats on the lender.
     let cancelled = a
         .broker

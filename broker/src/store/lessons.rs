@@ -3,7 +3,7 @@ use serde_json::value::RawValue;
 use sqlx::{FromRow, Postgres, Transaction, types::Json};
 use uuid::Uuid;
 
-use super::Store;
+use super::{Store, peers::BORROWED_AS_LESSONS};
 use crate::domain::spec::{Dataset, SeatSpec, Workload};
 
 #[derive(Debug, Clone, FromRow)]
@@ -235,8 +235,10 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> sqlx::Result<Vec<LessonRow>> {
+        // With the lessons a peer region hosts for this region's schools.
         sqlx::query_as(sql!(
-            "SELECT {LESSON_COLS} FROM lessons l JOIN sites s ON s.id = l.school_site_id
+            "SELECT * FROM (SELECT {LESSON_COLS} FROM lessons l JOIN sites s ON s.id = l.school_site_id
+                UNION ALL {BORROWED_AS_LESSONS}) l
              WHERE ($1::uuid IS NULL OR l.school_site_id = $1)
                AND ($2::timestamptz IS NULL OR l.start_at >= $2)
                AND ($3::timestamptz IS NULL OR l.start_at < $3)

@@ -105,6 +105,20 @@ pub struct BorrowedRow {
     pub last_seen_at: Option<DateTime<Utc>>,
 }
 
+/// Committed borrowed lessons in the columns of `lessons::LESSON_COLS`, as
+/// last seen, so lists and timetables show them beside the region's own.
+pub(crate) const BORROWED_AS_LESSONS: &str = "SELECT b.lesson_id AS id, b.request_id, b.school_site_id,
+    bs.name AS school_site, COALESCE(b.booking->>'title', '') AS title, b.start_at,
+    EXTRACT(EPOCH FROM b.end_at - b.start_at)::int AS duration_s,
+    COALESCE(NULLIF(b.last_seen->>'state', ''), 'booked') AS state, b.seats AS seat_count,
+    COALESCE((b.booking->>'min_seats')::int, 0) AS min_seats, b.booking->'seat' AS seat_spec,
+    b.booking->'workload' AS workload, b.booking->'datasets' AS datasets,
+    COALESCE((b.booking->>'max_rtt_ms')::int, 0) AS max_rtt_ms, b.start_at AS window_start,
+    b.end_at AS window_end, '{}'::json AS explanation, 'hosted by region ' || bp.name AS message,
+    b.created_at, COALESCE(b.booking->>'residency', '') AS residency
+    FROM borrowed_lessons b JOIN sites bs ON bs.id = b.school_site_id JOIN peerings bp ON bp.id = b.peering_id
+    WHERE b.state = 'committed'";
+
 const BORROWED_COLS: &str =
     "lesson_id, request_id, peering_id, school_site_id, seats, start_at, end_at,
     rtt_offset_ms, booking, state, last_seen, last_seen_at";
