@@ -299,6 +299,20 @@ async fn regions_lend_to_the_nearest_peer_that_can_take_the_class_and_holds_neve
     assert!(rtt.ms >= 11.0, "{rtt:?}");
     assert_eq!(rtt.source, pb::RttSource::Estimated as i32);
 
+    // Explain says which regions were asked and what each answered.
+    let why = a
+        .broker
+        .lessons()
+        .await
+        .explain(pb::GetLessonRequest { id: l1.id.clone() })
+        .await
+        .expect("explain a borrowed lesson")
+        .into_inner();
+    assert!(
+        why.admitted && why.summary.contains("region b: admitted"),
+        "{why:#?}"
+    );
+
     // The third: b still has two free slices, but lends home only two.
     let l2 = book(&a, 2).await.expect("third class borrowed");
     assert!(l2.seats.iter().all(|s| s.region == "c"), "{l2:#?}");

@@ -152,11 +152,25 @@ pub(super) fn borrowed_view(
     note: Option<String>,
 ) -> LessonView {
     let booked: Option<BookedAs> = serde_json::from_value(row.booking.0.clone()).ok();
+    // In the shape of a local admission, so `lessons explain` reads it: each
+    // region's answer, nearest first, as a `federation` filter line.
+    let answers = booked
+        .as_ref()
+        .map(|b| b.answers.clone())
+        .unwrap_or_default();
     let explanation = serde_json::json!({
-        "federation": {
-            "region": p.name,
-            "answers": booked.as_ref().map(|b| b.answers.clone()).unwrap_or_default(),
-        }
+        "admitted": true,
+        "admission": {
+            "explanation": {
+                "summary": format!("hosted by region {}: {}", p.name, answers.join("; ")),
+                "filters": answers
+                    .iter()
+                    .map(|a| serde_json::json!({"filter": "federation", "removed": 0, "detail": a}))
+                    .collect::<Vec<_>>(),
+            },
+            "seats": [],
+        },
+        "federation": { "region": p.name, "answers": answers },
     });
     let explanation = RawValue::from_string(explanation.to_string())
         .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
