@@ -21,10 +21,7 @@ use crate::{
     domain::ServiceError,
     reserve::queue::BookingInput,
     state::Broker,
-    store::{
-        lessons::LessonView,
-        peers::{BorrowedRow, PeeringRow},
-    },
+    store::{borrowed::BorrowedRow, lessons::LessonView, peers::PeeringRow},
 };
 
 /// How long a peer holds what it offers before it lets it go uncommitted.

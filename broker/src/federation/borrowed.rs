@@ -14,8 +14,10 @@ use crate::{
     domain::{ServiceError, spec},
     state::Broker,
     store::{
+        borrowed::BorrowedRow,
         lessons::{LessonRow, LessonView, SeatRow},
-        peers::{BorrowedRow, PeeringRow, Settled},
+        peers::PeeringRow,
+        settlement::Settled,
     },
 };
 

@@ -15,7 +15,10 @@ use crate::{
     domain::{ServiceError, lesson::RawBooking, states::lesson as ls},
     service::lessons::{BookOptions, LessonView},
     state::Broker,
-    store::peers::{HoldRow, PeeringRow, Settled},
+    store::{
+        peers::{HoldRow, PeeringRow},
+        settlement::Settled,
+    },
 };
 
 /// Hold bounds, seconds: long enough for a home region to commit over a

@@ -3,7 +3,7 @@ use serde_json::value::RawValue;
 use sqlx::{FromRow, Postgres, Transaction, types::Json};
 use uuid::Uuid;
 
-use super::{Store, peers::BORROWED_AS_LESSONS};
+use super::{Store, borrowed::BORROWED_AS_LESSONS};
 use crate::domain::spec::{Dataset, SeatSpec, Workload};
 
 #[derive(Debug, Clone, FromRow)]

@@ -11,6 +11,7 @@ macro_rules! sql {
 
 pub mod assignments;
 pub(crate) mod batch;
+pub mod borrowed;
 pub mod console;
 pub mod jobs;
 pub mod lease;
@@ -24,6 +25,7 @@ pub mod rtt;
 pub mod scoped;
 pub mod seat_links;
 pub mod security;
+pub mod settlement;
 pub mod sites;
 pub mod vouchers;
 

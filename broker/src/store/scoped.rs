@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use super::{
     Store,
+    borrowed::BORROWED_AS_LESSONS,
     lessons::{LESSON_COLS, LessonRow},
-    peers::BORROWED_AS_LESSONS,
 };
 
 impl Store {

@@ -17,7 +17,7 @@ use crate::{
         policy::LendingTerms,
     },
     state::App,
-    store::peers::{PeeringRow, SettlementRow},
+    store::{peers::PeeringRow, settlement::SettlementRow},
 };
 
 pub struct Federation(pub App);
