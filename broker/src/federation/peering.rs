@@ -460,17 +460,6 @@ impl Broker {
                     "this certificate belongs to no peering of this region".into(),
                 )
             })?;
-        // Peer calls share the per-caller rate limit with tokens.
-        if self
-            .limiter
-            .check_key(&format!("peer:{}", row.name))
-            .is_err()
-        {
-            return Err(ServiceError::Unavailable(format!(
-                "rate limit: region {} calls too often; slow down and retry",
-                row.name
-            )));
-        }
         Ok(row)
     }
 

@@ -152,7 +152,21 @@ fn hosted(h: Hosted, region: &str) -> pb::HostedLesson {
 impl Federation {
     async fn peer<T>(&self, req: &Request<T>) -> Result<PeeringRow, Status> {
         let der = req.peer_certs().and_then(|c| c.first().map(|d| d.to_vec()));
-        self.0.peer_identity(der.as_deref()).await.map_err(status)
+        let p = self.0.peer_identity(der.as_deref()).await.map_err(status)?;
+        // Peer calls share the per-caller rate limit with tokens. Resource
+        // exhausted, not unavailable: a busy peer is not an unreachable one.
+        if self
+            .0
+            .limiter
+            .check_key(&format!("peer:{}", p.name))
+            .is_err()
+        {
+            return Err(Status::resource_exhausted(format!(
+                "rate limit: region {} calls too often; slow down and retry",
+                p.name
+            )));
+        }
+        Ok(p)
     }
 }
 
