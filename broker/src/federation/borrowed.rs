@@ -338,7 +338,7 @@ impl Broker {
                 Err(s) => {
                     let was_away = p.disconnected_since.is_some();
                     let _ = self.peer_failed(&p, &s).await;
-                    if !was_away {
+                    if !was_away && super::client::unreachable(&s) {
                         // "unreachable since …" is news too.
                         self.lesson_changed(b.lesson_id);
                     }
