@@ -49,23 +49,6 @@ async fn node(broker: &Broker, id: &str) -> pb::Node {
         .into_inner()
 }
 
-/// The `classgrid` CLI against this broker; (success, stdout, stderr).
-fn cli(broker: &Broker, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin("classgrid"))
-        .args(["--context", "/nonexistent/classgrid-context.toml"])
-        .args(["--grpc-url", &broker.grpc_url, "--token", token])
-        .arg("--ca")
-        .arg(broker.ca_file())
-        .args(args)
-        .output()
-        .expect("run classgrid");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 /// `POST /v1/nodes/{id}/approve` over the broker's TLS; (status, body).
 fn rest_approve(broker: &Broker, token: &str, id: &str) -> (u16, Value) {
     let url = format!(

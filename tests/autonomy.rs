@@ -64,13 +64,7 @@ async fn site(name: &str) -> Site {
 /// waits until they run; returns the lesson id and when it ends.
 async fn running_lesson(broker: &Broker, seats: i32, duration_s: i64) -> (String, Instant) {
     let mut req = web_lesson("school-o", seats, 2.0, duration_s);
-    req.seat.as_mut().unwrap().gpu = Some(pb::GpuSpec {
-        vendors: vec!["nvidia".into()],
-        memory_mib: 4096,
-        compute_percent: 25,
-        count: 1,
-        ..Default::default()
-    });
+    req.seat.as_mut().unwrap().gpu = Some(quarter_l40s());
     let booked = broker
         .lessons()
         .await

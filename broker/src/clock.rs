@@ -249,6 +249,9 @@ impl Broker {
             datasets: Vec::new(),
             staging_lead_ms: 0,
             may_preempt: true,
+            // The lesson's own rule: a re-planned seat goes nowhere its
+            // data may not.
+            residency: classgrid_placement::Residency::parse(&l.residency).unwrap_or_default(),
         };
         let owner = Owner::Lesson(l.id);
         let req = &req;

@@ -11,6 +11,7 @@ pub mod console;
 pub mod dispatch;
 pub mod domain;
 pub mod edge_view;
+pub mod federation;
 pub mod fleet;
 pub mod leader;
 pub mod metrics;

@@ -125,6 +125,18 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
                 .max_decoding_message_size(1 << 20),
         )
         .add_service(
+            classgrid_proto::v1::federation_service_server::FederationServiceServer::new(
+                grpc::federation::Federation(app.clone()),
+            )
+            .max_decoding_message_size(1 << 20),
+        )
+        .add_service(
+            classgrid_proto::v1::peering_service_server::PeeringServiceServer::new(
+                grpc::federation::Peerings(app.clone()),
+            )
+            .max_decoding_message_size(1 << 20),
+        )
+        .add_service(
             classgrid_proto::v1::voucher_service_server::VoucherServiceServer::new(
                 grpc::voucher::Vouchers(app.clone()),
             )
@@ -150,6 +162,7 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
         shutdown.clone(),
     );
     let clock = tokio::spawn(clock::run(app.clone(), shutdown.clone()));
+    crate::federation::start(&app, shutdown.clone());
     let (g, h) = tokio::join!(grpc_server, http_server);
     clock.abort();
     g?;

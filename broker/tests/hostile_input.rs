@@ -37,6 +37,7 @@ fn booking(r: pb::BookLessonRequest) -> RawBooking {
         workload: convert::workload(r.workload.as_ref()),
         datasets: convert::raw_datasets(&r.datasets),
         max_rtt_ms: r.max_rtt_ms as i64,
+        residency: r.residency,
     }
 }
 

@@ -357,6 +357,7 @@ pub async fn lessons(g: &Global, c: Lessons) -> anyhow::Result<()> {
                 workload: Some(spec.workload()?),
                 datasets: Vec::new(),
                 max_rtt_ms,
+                ..Default::default()
             };
             let l = client.book(req).await?.into_inner();
             output::lesson(g.output, &l);

@@ -17,6 +17,7 @@ mod commands;
 mod logs;
 mod output;
 mod parse;
+mod peers;
 mod tz;
 mod up;
 mod vouchers;
@@ -77,6 +78,9 @@ enum Command {
     Audit(admin::AuditArgs),
     /// The region's broker replicas, which one leads and since when.
     Status,
+    /// Peer regions: offer, accept, list, show, remove, settlement.
+    #[command(subcommand)]
+    Peers(peers::Peers),
     /// Compute vouchers: issue, list, balance, ledger, seat quotas.
     #[command(subcommand)]
     Vouchers(vouchers::Vouchers),
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
             Command::Users(c) => admin::users(&cli.global, c).await,
             Command::Audit(a) => admin::audit(&cli.global, a).await,
             Command::Status => admin::status(&cli.global).await,
+            Command::Peers(c) => peers::peers(&cli.global, c).await,
             Command::Vouchers(c) => vouchers::vouchers(&cli.global, c).await,
             Command::Usage(a) => vouchers::usage(&cli.global, a).await,
             Command::Completions { .. } => Ok(()),

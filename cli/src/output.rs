@@ -22,14 +22,14 @@ fn source(s: i32) -> &'static str {
 
 /// `12.0 ms (measured)`, or `14.2 ms (estimated ±3.1 ms)` with an
 /// estimate's error bound, as placement explanations write it.
-fn rtt_text(r: &pb::Rtt) -> String {
+pub(crate) fn rtt_text(r: &pb::Rtt) -> String {
     match r.error_bound_ms {
         Some(e) => format!("{:.1} ms ({} ±{e:.1} ms)", r.ms, source(r.source)),
         None => format!("{:.1} ms ({})", r.ms, source(r.source)),
     }
 }
 
-fn rtt_json(r: &pb::Rtt) -> Value {
+pub(crate) fn rtt_json(r: &pb::Rtt) -> Value {
     json!({"ms": r.ms, "source": source(r.source), "error_bound_ms": r.error_bound_ms})
 }
 
@@ -43,7 +43,7 @@ fn isolation(i: i32) -> &'static str {
 }
 
 /// Prints rows as aligned columns.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -64,7 +64,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn print_json(v: Value) {
+pub(crate) fn print_json(v: Value) {
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
 }
 
@@ -242,7 +242,7 @@ pub fn seat_json(s: &pb::Seat) -> Value {
         "device_indexes": s.device_indexes, "endpoint": s.endpoint, "link": s.link,
         "rtt": s.rtt.as_ref().map(rtt_json),
         "message": s.message, "assignment_id": s.assignment_id, "generation": s.generation,
-        "output_tail": s.output_tail,
+        "output_tail": s.output_tail, "region": s.region,
     })
 }
 
@@ -310,7 +310,12 @@ fn seats(seats: &[pb::Seat]) {
                 vec![
                     s.number.to_string(),
                     s.state.clone(),
-                    s.node_name.clone(),
+                    // A seat a peer region hosts reads region/node.
+                    if s.region.is_empty() {
+                        s.node_name.clone()
+                    } else {
+                        format!("{}/{}", s.region, s.node_name)
+                    },
                     s.device_indexes
                         .iter()
                         .map(|d| d.to_string())

@@ -436,6 +436,24 @@ impl Broker {
     }
 }
 
+/// The `classgrid` CLI against `broker` with `token` (no context file);
+/// (success, stdout, stderr).
+pub fn cli(broker: &Broker, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin("classgrid"))
+        .args(["--context", "/nonexistent/classgrid-context.toml"])
+        .args(["--grpc-url", &broker.grpc_url, "--token", token])
+        .arg("--ca")
+        .arg(broker.ca_file())
+        .args(args)
+        .output()
+        .expect("run classgrid");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// Mints a district-admin token the way an operator does on the server.
 pub fn mint_admin_token(db_url: &str) -> String {
     let out = Command::new(bin("classgrid-broker"))
@@ -760,6 +778,17 @@ pub fn web_lesson(site: &str, seats: i32, start_in: f64, duration_s: i64) -> pb:
             ],
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// A quarter of an L40S (the device `fake_nvidia_smi` shows) per seat.
+pub fn quarter_l40s() -> pb::GpuSpec {
+    pb::GpuSpec {
+        vendors: vec!["nvidia".into()],
+        memory_mib: 4096,
+        compute_percent: 25,
+        count: 1,
         ..Default::default()
     }
 }

@@ -224,6 +224,7 @@ fn run(n_nodes: usize) -> f64 {
             datasets: vec![],
             staging_lead_ms: 10 * MIN,
             may_preempt: true,
+            residency: Default::default(),
         };
         let t = Instant::now();
         let d = place(&fleet, &calendar, &rtt, &req, &policy);

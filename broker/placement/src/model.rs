@@ -211,4 +211,55 @@ pub struct Request {
     pub staging_lead_ms: i64,
     /// Lessons may preempt preemptible reservations; jobs may not.
     pub may_preempt: bool,
+    /// Where the booking's data must stay (DESIGN.md §1).
+    pub residency: Residency,
+}
+
+/// Where a school's or a lesson's data must stay: the school itself, its
+/// district, or the education private network (no node at a cloud site).
+/// Minors' data and classroom video are the usual reasons.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Residency {
+    #[default]
+    Anywhere,
+    School,
+    District,
+    EducationNetwork,
+}
+
+impl Residency {
+    /// "", "school", "district" or "education_network".
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "" | "anywhere" => Some(Self::Anywhere),
+            "school" => Some(Self::School),
+            "district" => Some(Self::District),
+            "education_network" => Some(Self::EducationNetwork),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Anywhere => "",
+            Self::School => "school",
+            Self::District => "district",
+            Self::EducationNetwork => "education_network",
+        }
+    }
+
+    /// Whether data may go to a node at `node_site`, for a school at
+    /// `school`. A node whose site is unknown satisfies no rule.
+    pub fn allows(self, school: &Site, node_site: Option<&Site>) -> bool {
+        match (self, node_site) {
+            (Self::Anywhere, _) => true,
+            (_, None) => false,
+            (Self::School, Some(s)) => s.id == school.id,
+            (Self::District, Some(s)) => {
+                s.id == school.id || (!school.district.is_empty() && s.district == school.district)
+            }
+            (Self::EducationNetwork, Some(s)) => s.kind != SiteKind::Cloud,
+        }
+    }
 }

@@ -184,7 +184,7 @@ pub fn client_identity(der: &[u8]) -> anyhow::Result<Identity> {
     anyhow::bail!("client certificate has no classgrid identity")
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

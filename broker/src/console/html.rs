@@ -49,6 +49,7 @@ const NAV: &[(&str, &str)] = &[
     ("jobs", "/console/jobs"),
     ("vouchers", "/console/vouchers"),
     ("tokens", "/console/tokens"),
+    ("regions", "/console/regions"),
     ("audit", "/console/audit"),
 ];
 

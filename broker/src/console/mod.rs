@@ -76,6 +76,7 @@ pub fn router(app: &App) -> Router<App> {
         .route("/console/tokens/{kind}", post(tokens::create))
         .route("/console/tokens/{kind}/{id}/revoke", post(tokens::revoke))
         .route("/console/audit", get(audit::page))
+        .route("/console/regions", get(regions::page))
         .route("/console/events", get(events::stream))
         .route("/console/assets/{name}", get(assets::serve))
         .layer(middleware::map_response(harden))

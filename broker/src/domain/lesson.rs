@@ -26,6 +26,8 @@ pub struct RawBooking {
     pub workload: Workload,
     pub datasets: Vec<RawDataset>,
     pub max_rtt_ms: i64,
+    /// "", "school", "district" or "education_network".
+    pub residency: String,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +43,7 @@ pub struct Booking {
     pub workload: Workload,
     pub datasets: Vec<Dataset>,
     pub max_rtt_ms: u32,
+    pub residency: classgrid_placement::Residency,
 }
 
 impl Booking {
@@ -123,6 +126,13 @@ pub fn parse_booking(
             format!("must be between 1 and 10000 ms, not {max_rtt_ms}"),
         );
     }
+    let residency = classgrid_placement::Residency::parse(&raw.residency).unwrap_or_else(|| {
+        c.fail(
+            "residency",
+            "must be school, district, education_network or empty (anywhere)",
+        );
+        Default::default()
+    });
     c.finish()?;
     Ok(Booking {
         request_id: Some(raw.request_id).filter(|r| !r.is_empty()),
@@ -136,6 +146,7 @@ pub fn parse_booking(
         workload: raw.workload,
         datasets,
         max_rtt_ms: max_rtt_ms as u32,
+        residency,
     })
 }
 
@@ -275,6 +286,21 @@ mod tests {
                     .contains(&"seats".to_string())
             );
         }
+    }
+
+    #[test]
+    fn residency_is_parsed_or_named() {
+        let now = Utc::now();
+        let mut r = good(now);
+        r.residency = "district".into();
+        let b = parse_booking(r, now, &limits()).unwrap();
+        assert_eq!(b.residency, classgrid_placement::Residency::District);
+        let mut r = good(now);
+        r.residency = "moon".into();
+        assert_eq!(
+            fields(parse_booking(r, now, &limits()).unwrap_err()),
+            vec!["residency"]
+        );
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl TryFrom<Vec<String>> for Weekdays {
     }
 }
 
-fn minute_of_day(s: &str) -> Option<u32> {
+pub(crate) fn minute_of_day(s: &str) -> Option<u32> {
     let (h, m) = s.trim().split_once(':')?;
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
     match (h, m) {
@@ -245,6 +245,7 @@ hours = "22:00-06:00"
             datasets: vec![],
             staging_lead_ms: 0,
             may_preempt: true,
+            residency: Default::default(),
         };
         let place = |r: &Request| {
             placement::place(

@@ -36,6 +36,9 @@ pub struct BookingInput {
     pub window: (DateTime<Utc>, DateTime<Utc>),
     /// The fleet the booking was planned on (it names the seats' nodes).
     pub fleet: Arc<placement::Fleet>,
+    /// Hosted for a peer region, whose vouchers pay at home: no voucher or
+    /// quota of this region is held for it.
+    pub hosted: bool,
 }
 
 /// A committed booking: the lesson as written, and the assignments to send

@@ -68,7 +68,7 @@ impl Broker {
         r
     }
 
-    fn require_admin(caller: &Caller) -> Result<(), ServiceError> {
+    pub(crate) fn require_admin(caller: &Caller) -> Result<(), ServiceError> {
         if caller.is_district_admin() {
             Ok(())
         } else {

@@ -134,6 +134,13 @@ impl Broker {
         for w in ws {
             let input = &w.input;
             let school = locks.remove(&input.site_id).unwrap_or_default();
+            if input.hosted {
+                verdicts.push(Ok(HoldPlan::nothing(
+                    Owner::Lesson(input.id),
+                    input.site_id,
+                )));
+                continue;
+            }
             let verdict = self
                 .check_lesson_hold(
                     &mut tx,
@@ -247,6 +254,7 @@ impl Broker {
             explanation: admitted_explanation(&w.admission),
             state: if starts_now { ls::LIVE } else { ls::BOOKED },
             created_at: Utc::now(),
+            residency: b.residency.as_str(),
         };
         let seats: Vec<NewSeat> = w
             .admission

@@ -136,6 +136,7 @@ impl Broker {
             datasets: Vec::new(),
             staging_lead_ms: 0,
             may_preempt: false,
+            residency: Default::default(),
         };
         let fleet = self.fleet.snapshot();
         let req = &req;

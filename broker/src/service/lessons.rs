@@ -30,6 +30,20 @@ use crate::{
 
 const BOOK_ATTEMPTS: usize = 8;
 
+/// How a booking is made: a school's own (the default), or one this region
+/// hosts for a peer region.
+#[derive(Default)]
+pub(crate) struct BookOptions {
+    /// The lesson's id, when the caller chose it before booking (a lender
+    /// writes its hold first, naming the lesson).
+    pub lesson_id: Option<Uuid>,
+    /// Hosted for a peer: its home region's vouchers pay, so none are held
+    /// here, and a refusal is final (a lender does not borrow in turn).
+    pub hosted: bool,
+    /// Only these nodes may take seats (a lending policy's tiers and vendors).
+    pub nodes: Option<Box<dyn Fn(&placement::Node) -> bool + Send + Sync>>,
+}
+
 impl Broker {
     pub async fn book_lesson(&self, raw: RawBooking) -> Result<LessonView, ServiceError> {
         let t0 = Instant::now();
@@ -52,10 +66,24 @@ impl Broker {
     }
 
     async fn book_inner(&self, raw: RawBooking) -> Result<LessonView, ServiceError> {
+        self.book_with(raw, BookOptions::default()).await
+    }
+
+    /// Books `raw` as `opts` says: a school's own booking (which may borrow
+    /// from a peer region when it does not fit here), or a lesson this
+    /// region hosts for a peer (`federation::lend`).
+    pub(crate) async fn book_with(
+        &self,
+        raw: RawBooking,
+        opts: BookOptions,
+    ) -> Result<LessonView, ServiceError> {
         let now = Utc::now();
         let b = parse_booking(raw, now, &self.limits())?;
         if let Some(rid) = &b.request_id {
             if let Some(id) = self.store.lesson_by_request_id(rid).await? {
+                return self.lesson(id).await;
+            }
+            if let Some(id) = self.store.borrowed_by_request_id(rid).await? {
                 return self.lesson(id).await;
             }
         }
@@ -63,7 +91,14 @@ impl Broker {
             ServiceError::field("school_site", format!("unknown site `{}`", b.school_site))
         })?;
         let seat = b.seat.to_placement();
-        let fleet = self.fleet.snapshot();
+        let mut fleet = self.fleet.snapshot();
+        if let Some(keep) = &opts.nodes {
+            // A lender plans on the nodes its lending policy opens to the
+            // peer, and nothing else.
+            let mut only = (*fleet).clone();
+            only.nodes.retain(|n| keep(n));
+            fleet = Arc::new(only);
+        }
         placement::check_possible(&fleet, &seat).map_err(|e| {
             ServiceError::field(
                 format!("seat.{}", e.field.trim_start_matches("seat.")),
@@ -92,9 +127,10 @@ impl Broker {
                 .collect(),
             staging_lead_ms: (b.start - now.max(window_start)).num_milliseconds().max(0),
             may_preempt: true,
+            residency: b.residency,
         };
 
-        let id = Uuid::now_v7();
+        let id = opts.lesson_id.unwrap_or_else(Uuid::now_v7);
         let owner = Owner::Lesson(id);
         let input = Arc::new(BookingInput {
             b,
@@ -103,6 +139,7 @@ impl Broker {
             site_id: site.id,
             window: (window_start, window_end),
             fleet,
+            hosted: opts.hosted,
         });
         let (b, req, fleet) = (&input.b, &input.req, &input.fleet);
         let plan = Plan {
@@ -134,7 +171,9 @@ impl Broker {
                 }
                 Ok(view)
             }
-            Reserved::Refused(e) => Err(ServiceError::Refused(e)),
+            Reserved::Refused(e) if opts.hosted => Err(ServiceError::Refused(e)),
+            // Home first: only what does not fit here is asked of peers.
+            Reserved::Refused(e) => self.borrow_or_refuse(&input, e).await,
             Reserved::Declined(refused) => Err(refused),
             Reserved::Failed(e) => {
                 // A concurrent retry with the same request_id won the race:
@@ -159,11 +198,10 @@ impl Broker {
     }
 
     pub async fn lesson(&self, id: Uuid) -> Result<LessonView, ServiceError> {
-        let lesson = self
-            .store
-            .get_lesson(id)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("lesson {id}")))?;
+        let Some(lesson) = self.store.get_lesson(id).await? else {
+            // A lesson of this region's school that a peer region hosts.
+            return self.borrowed_lesson(id).await;
+        };
         let seats = self.store.seats_of(id).await?;
         let mut view = LessonView { lesson, seats };
         self.fill_links(&mut view).await?;
@@ -179,7 +217,9 @@ impl Broker {
             .seat_link_base(view.lesson.school_site_id)
             .await?
         {
-            for s in &mut view.seats {
+            // Borrowed seats run in a peer region: this school's edge does
+            // not proxy them (not built yet), so they get no link here.
+            for s in view.seats.iter_mut().filter(|s| s.region.is_empty()) {
                 s.link = link_url(&base, &self.links.token(s.id));
             }
         }
@@ -218,6 +258,10 @@ impl Broker {
     }
 
     pub async fn cancel_lesson(&self, id: Uuid, reason: &str) -> Result<LessonView, ServiceError> {
+        if self.store.get_lesson(id).await?.is_none() && self.store.borrowed(id).await?.is_some() {
+            // A peer region hosts it: its lender releases the seats.
+            return self.cancel_borrowed(id, reason).await;
+        }
         let view = self.lesson(id).await?;
         if ls::is_final(&view.lesson.state) {
             return Err(ServiceError::Conflict(format!(

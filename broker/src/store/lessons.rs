@@ -3,7 +3,7 @@ use serde_json::value::RawValue;
 use sqlx::{FromRow, Postgres, Transaction, types::Json};
 use uuid::Uuid;
 
-use super::Store;
+use super::{Store, borrowed::BORROWED_AS_LESSONS};
 use crate::domain::spec::{Dataset, SeatSpec, Workload};
 
 #[derive(Debug, Clone, FromRow)]
@@ -29,6 +29,10 @@ pub struct LessonRow {
     pub explanation: Json<Box<RawValue>>,
     pub message: String,
     pub created_at: DateTime<Utc>,
+    /// Where its data must stay ("" anywhere; see `Residency`). Defaulted
+    /// for reads that do not select it.
+    #[sqlx(default)]
+    pub residency: String,
 }
 
 impl LessonRow {
@@ -67,11 +71,16 @@ pub struct SeatRow {
     /// (`service::lessons`); never stored (decision 089).
     #[sqlx(skip)]
     pub link: String,
+    /// The peer region whose node runs the seat; empty for this region's
+    /// own seats, which is all the `seats` table holds (a borrowed lesson's
+    /// seats are read from its lender, `federation::borrow`).
+    #[sqlx(default)]
+    pub region: String,
 }
 
 pub(crate) const LESSON_COLS: &str = "l.id, l.request_id, l.school_site_id, s.name AS school_site, l.title, l.start_at, l.duration_s,
     l.state, l.seat_count, l.min_seats, l.seat_spec, l.workload, l.datasets, l.max_rtt_ms, l.window_start,
-    l.window_end, l.explanation, l.message, l.created_at";
+    l.window_end, l.explanation, l.message, l.created_at, l.residency";
 
 const SEAT_SELECT: &str = "SELECT st.id, st.lesson_id, st.number, st.state, st.node_id, n.name AS node_name,
     st.device_indexes, st.gpu_memory_mib, st.gpu_compute_pct, st.rtt_ms, st.rtt_source, st.rtt_error_ms, st.endpoint, st.message,
@@ -112,6 +121,7 @@ pub struct NewLesson<'a> {
     /// `booked`, or `live` for a lesson started as it is booked.
     pub state: &'a str,
     pub created_at: DateTime<Utc>,
+    pub residency: &'a str,
 }
 
 /// A time as PostgreSQL keeps it: whole microseconds (sqlx truncates).
@@ -143,6 +153,7 @@ impl NewLesson<'_> {
             explanation: Json(self.explanation),
             message: String::new(),
             created_at: stored(self.created_at),
+            residency: self.residency.to_string(),
         }
     }
 }
@@ -176,6 +187,7 @@ impl NewSeat {
             generation: assignment.map(|a| a.1),
             link_opened_at: None,
             link: String::new(),
+            region: String::new(),
         }
     }
 }
@@ -232,8 +244,10 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> sqlx::Result<Vec<LessonRow>> {
+        // With the lessons a peer region hosts for this region's schools.
         sqlx::query_as(sql!(
-            "SELECT {LESSON_COLS} FROM lessons l JOIN sites s ON s.id = l.school_site_id
+            "SELECT * FROM (SELECT {LESSON_COLS} FROM lessons l JOIN sites s ON s.id = l.school_site_id
+                UNION ALL {BORROWED_AS_LESSONS}) l
              WHERE ($1::uuid IS NULL OR l.school_site_id = $1)
                AND ($2::timestamptz IS NULL OR l.start_at >= $2)
                AND ($3::timestamptz IS NULL OR l.start_at < $3)
@@ -279,10 +293,10 @@ pub async fn insert_lessons(
 ) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO lessons (id, request_id, school_site_id, title, start_at, duration_s, state, seat_count, min_seats,
-            seat_spec, workload, datasets, max_rtt_ms, window_start, window_end, explanation, created_at)
+            seat_spec, workload, datasets, max_rtt_ms, window_start, window_end, explanation, created_at, residency)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[], $6::int[], $7::text[],
             $8::int[], $9::int[], $10::jsonb[], $11::jsonb[], $12::jsonb[], $13::int[], $14::timestamptz[],
-            $15::timestamptz[], $16::text[]::json[], $17::timestamptz[])",
+            $15::timestamptz[], $16::text[]::json[], $17::timestamptz[], $18::text[])",
     )
     .bind(ls.iter().map(|l| l.id).collect::<Vec<_>>())
     .bind(ls.iter().map(|l| l.request_id).collect::<Vec<_>>())
@@ -306,6 +320,7 @@ pub async fn insert_lessons(
             .collect::<Vec<_>>(),
     )
     .bind(ls.iter().map(|l| l.created_at).collect::<Vec<_>>())
+    .bind(ls.iter().map(|l| l.residency).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -11,18 +11,21 @@ macro_rules! sql {
 
 pub mod assignments;
 pub(crate) mod batch;
+pub mod borrowed;
 pub mod console;
 pub mod jobs;
 pub mod lease;
 pub mod lessons;
 pub mod metrics_reads;
 pub mod nodes;
+pub mod peers;
 pub(crate) mod progress_queue;
 pub mod reservations;
 pub mod rtt;
 pub mod scoped;
 pub mod seat_links;
 pub mod security;
+pub mod settlement;
 pub mod sites;
 pub mod vouchers;
 

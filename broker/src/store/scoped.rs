@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::{
     Store,
+    borrowed::BORROWED_AS_LESSONS,
     lessons::{LESSON_COLS, LessonRow},
 };
 
@@ -19,7 +20,8 @@ impl Store {
         offset: i64,
     ) -> sqlx::Result<Vec<LessonRow>> {
         sqlx::query_as(sql!(
-            "SELECT {LESSON_COLS} FROM lessons l JOIN sites s ON s.id = l.school_site_id
+            "SELECT * FROM (SELECT {LESSON_COLS} FROM lessons l JOIN sites s ON s.id = l.school_site_id
+                UNION ALL {BORROWED_AS_LESSONS}) l
              WHERE ($1::uuid[] IS NULL OR l.school_site_id = ANY($1))
                AND ($2::timestamptz IS NULL OR l.start_at >= $2)
                AND ($3::timestamptz IS NULL OR l.start_at < $3)

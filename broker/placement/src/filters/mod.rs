@@ -10,6 +10,7 @@ mod device;
 mod gpu_memory;
 mod health;
 mod lending;
+mod residency;
 mod resources;
 mod rtt;
 mod runtime;
@@ -108,6 +109,7 @@ pub(crate) const PIPELINE: &[&dyn Filter] = &[
     &approval::Approval,
     &health::Health,
     &runtime::Runtime,
+    &residency::DataResidency,
     &rtt::RttLimit,
     &device::DeviceFit,
     &gpu_memory::GpuMemory,

@@ -97,12 +97,14 @@ pub fn lesson(school: &Site, seats: u32) -> Request {
         datasets: vec![],
         staging_lead_ms: 10 * MINUTE,
         may_preempt: true,
+        residency: Default::default(),
     }
 }
 
 pub fn job(school: &Site) -> Request {
     Request {
         may_preempt: false,
+        residency: Default::default(),
         ..lesson(school, 1)
     }
 }

@@ -7,6 +7,7 @@ use prost_types::Timestamp;
 use crate::{
     domain::{
         ServiceError,
+        lesson::RawBooking,
         spec::{self, RawDataset, RawGpu, RawSeat, Workload},
     },
     service::lessons::LessonView,
@@ -62,6 +63,24 @@ pub fn workload(w: Option<&pb::Workload>) -> Workload {
     .unwrap_or_default()
 }
 
+/// A booking as the lesson API (and a peer's ask) delivers it.
+pub fn raw_booking(r: pb::BookLessonRequest) -> Result<RawBooking, ServiceError> {
+    Ok(RawBooking {
+        request_id: r.request_id,
+        school_site: r.school_site,
+        title: r.title,
+        start: from_ts("start", r.start.as_ref())?,
+        duration_seconds: r.duration_seconds,
+        seats: r.seats as i64,
+        min_seats: r.min_seats as i64,
+        seat: r.seat.as_ref().map(raw_seat),
+        workload: workload(r.workload.as_ref()),
+        datasets: raw_datasets(&r.datasets),
+        max_rtt_ms: r.max_rtt_ms as i64,
+        residency: r.residency,
+    })
+}
+
 pub fn raw_datasets(d: &[pb::Dataset]) -> Vec<RawDataset> {
     d.iter()
         .map(|d| RawDataset {
@@ -69,6 +88,17 @@ pub fn raw_datasets(d: &[pb::Dataset]) -> Vec<RawDataset> {
             url: d.url.clone(),
             sha256: d.sha256.clone(),
             size_bytes: d.size_bytes,
+        })
+        .collect()
+}
+
+pub fn pb_datasets(d: &[spec::Dataset]) -> Vec<pb::Dataset> {
+    d.iter()
+        .map(|d| pb::Dataset {
+            name: d.name.clone(),
+            url: d.url.clone(),
+            sha256: d.sha256.clone(),
+            size_bytes: d.size_bytes as i64,
         })
         .collect()
 }
@@ -132,6 +162,7 @@ pub fn seat(s: &SeatRow) -> pb::Seat {
         output_tail: String::new(),
         link: s.link.clone(),
         link_opened: s.link_opened_at.map(ts),
+        region: s.region.clone(),
     }
 }
 
@@ -161,23 +192,14 @@ pub fn lesson(v: &LessonView) -> pb::Lesson {
         min_seats: l.min_seats,
         seat: Some(seat_spec(&l.seat_spec.0)),
         workload: Some(pb_workload(&l.workload.0)),
-        datasets: l
-            .datasets
-            .0
-            .iter()
-            .map(|d| pb::Dataset {
-                name: d.name.clone(),
-                url: d.url.clone(),
-                sha256: d.sha256.clone(),
-                size_bytes: d.size_bytes as i64,
-            })
-            .collect(),
+        datasets: pb_datasets(&l.datasets.0),
         max_rtt_ms: l.max_rtt_ms,
         seats: v.seats.iter().map(seat).collect(),
         created: Some(ts(l.created_at)),
         message: l.message.clone(),
         failed_seats: v.seats.iter().filter(|s| s.state == "failed").count() as i32,
         running_seats: v.seats.iter().filter(|s| s.state == "running").count() as i32,
+        residency: l.residency.clone(),
     }
 }
 

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod agent;
 pub mod convert;
 pub mod edge;
+pub mod federation;
 pub mod fleet;
 pub mod job;
 pub mod lesson;

@@ -74,6 +74,10 @@ pub struct BookLesson {
     /// Largest acceptable school→node RTT; 0 means the region's default.
     #[serde(default)]
     pub max_rtt_ms: i64,
+    /// Where the lesson's data must stay: "" (anywhere), "school",
+    /// "district" or "education_network".
+    #[serde(default)]
+    pub residency: String,
 }
 
 /// A round-trip time and where it came from: measured, estimated or configured.
@@ -231,6 +235,7 @@ pub async fn book(
         workload: b.workload.as_ref().map(Workload::raw).unwrap_or_default(),
         datasets: b.datasets.iter().map(Dataset::raw).collect(),
         max_rtt_ms: b.max_rtt_ms,
+        residency: b.residency,
     };
     let v = app.scoped(&caller).book_lesson(raw).await?;
     Ok((StatusCode::CREATED, Json(lesson(&app, &v))))

@@ -10,6 +10,7 @@ pub mod node;
 pub mod nodes;
 pub mod overview;
 pub mod overview_charts;
+pub mod regions;
 pub mod timetable;
 pub mod tokens;
 pub mod voucher_alerts;

@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// A refusal that reads like a placement refusal, with the numbers.
-fn refused(filter: &'static str, sentence: String) -> ServiceError {
+pub(crate) fn refused(filter: &'static str, sentence: String) -> ServiceError {
     ServiceError::Refused(Box::new(Explanation {
         nodes_considered: 0,
         filters: vec![FilterCount {
@@ -43,6 +43,17 @@ pub struct HoldPlan {
 }
 
 impl HoldPlan {
+    /// A hold that takes nothing (a free seat, or a lesson hosted for a
+    /// peer region, which its home region's vouchers pay for).
+    pub fn nothing(owner: Owner, school_site_id: Uuid) -> Self {
+        HoldPlan {
+            owner,
+            school_site_id,
+            takes: Vec::new(),
+            note: String::new(),
+        }
+    }
+
     /// The ledger entries that write this hold.
     pub fn entries(&self) -> impl Iterator<Item = NewEntry<'_>> {
         self.takes.iter().map(|&(voucher_id, take)| NewEntry {
@@ -191,12 +202,7 @@ impl Broker {
         charge_end: DateTime<Utc>,
         seats: &[SeatPlacement],
     ) -> sqlx::Result<Result<HoldPlan, (&'static str, String)>> {
-        let nothing = HoldPlan {
-            owner,
-            school_site_id,
-            takes: Vec::new(),
-            note: String::new(),
-        };
+        let nothing = HoldPlan::nothing(owner, school_site_id);
         let school = self
             .fleet
             .site_by_id(school_site_id)

@@ -1,0 +1,255 @@
+//! The home side (decision 094): a lesson that does not fit in this region
+//! is offered to the peers nearest first, by the RTT its students would see
+//! (decision 095): school → this region + this region → peer + the peer's
+//! site → node. The first peer that can take the whole class (or its
+//! `min_seats`) holds it; this region records the lesson as borrowed and
+//! commits. The school's vouchers stay at home.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use classgrid_placement::{Explanation, FilterCount, Residency};
+use classgrid_proto::v1 as pb;
+use sqlx::types::Json;
+
+use super::{
+    borrowed::{BookedAs, Seen, borrowed_view},
+    client,
+};
+use crate::{
+    api::grpc::convert,
+    domain::ServiceError,
+    reserve::queue::BookingInput,
+    state::Broker,
+    store::{borrowed::BorrowedRow, lessons::LessonView, peers::PeeringRow},
+};
+
+/// How long a peer holds what it offers before it lets it go uncommitted.
+const HOLD_S: i32 = 30;
+
+fn federation_note(detail: String) -> FilterCount {
+    FilterCount {
+        filter: "federation",
+        removed: 0,
+        detail,
+    }
+}
+
+impl Broker {
+    /// RTT from a school of this region to this region's border, as the
+    /// configured topology classes it (a district's point of presence).
+    fn school_to_region_ms(&self) -> f64 {
+        self.cfg.topology.same_district_ms
+    }
+
+    /// Asks the peers, nearest first, to host what did not fit here; the
+    /// refusal names every region's answer when none can.
+    pub(crate) async fn borrow_or_refuse(
+        &self,
+        input: &BookingInput,
+        home: Box<Explanation>,
+    ) -> Result<LessonView, ServiceError> {
+        let mut peers: Vec<PeeringRow> = self
+            .store
+            .list_peerings()
+            .await?
+            .into_iter()
+            .filter(|p| p.state == "connected" || p.state == "disconnected")
+            .collect();
+        if peers.is_empty() || self.tls.is_none() {
+            return Err(ServiceError::Refused(home));
+        }
+        peers.sort_by(|a, b| {
+            let (x, y) = (a.rtt_ms.unwrap_or(f64::MAX), b.rtt_ms.unwrap_or(f64::MAX));
+            x.total_cmp(&y).then_with(|| a.name.cmp(&b.name))
+        });
+        let b = &input.b;
+        let mut notes = Vec::new();
+        for p in &peers {
+            if let Some(since) = p.disconnected_since {
+                notes.push(format!(
+                    "region {}: unreachable since {}",
+                    p.name,
+                    since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ));
+                continue;
+            }
+            if matches!(b.residency, Residency::School | Residency::District) {
+                // Another region is neither this school nor this district.
+                notes.push(format!(
+                    "region {}: not asked: the lesson's data must stay in the {}",
+                    p.name,
+                    b.residency.as_str()
+                ));
+                continue;
+            }
+            let inter = p.rtt_ms.unwrap_or(0.0);
+            let offset = self.school_to_region_ms() + inter;
+            let budget = f64::from(b.max_rtt_ms) - offset;
+            if budget < 1.0 {
+                notes.push(format!(
+                    "region {}: {:.0} ms to reach it ({} inter-region) leaves nothing of max_rtt {} ms",
+                    p.name,
+                    offset,
+                    p.rtt_source.as_deref().unwrap_or("unknown"),
+                    b.max_rtt_ms
+                ));
+                continue;
+            }
+            match self.ask_peer(p, input, offset, budget).await {
+                Ok((row, hosted)) => {
+                    notes.push(format!("region {}: admitted", p.name));
+                    return self.record_borrowed(p, row, hosted, notes).await;
+                }
+                Err(why) => notes.push(format!("region {}: {why}", p.name)),
+            }
+        }
+        let mut e = *home;
+        e.summary = format!(
+            "{}; peer regions, nearest first: {}",
+            e.summary,
+            notes.join("; ")
+        );
+        e.filters.extend(notes.into_iter().map(federation_note));
+        Err(ServiceError::Refused(Box::new(e)))
+    }
+
+    /// Asks one peer for an offer; on an admission, writes the lesson as
+    /// borrowed (`held`) before committing, so a broker that dies in between
+    /// finds it again (`reconcile_held`). The error is the sentence for the
+    /// explanation.
+    async fn ask_peer(
+        &self,
+        p: &PeeringRow,
+        input: &BookingInput,
+        offset_ms: f64,
+        budget_ms: f64,
+    ) -> Result<(BorrowedRow, pb::HostedLesson), String> {
+        let b = &input.b;
+        let mut c = self.peer_client(p).map_err(|e| e.to_string())?;
+        let ask = pb::OfferRequest {
+            lesson_id: input.id.to_string(),
+            // The title may name the school; the lender does not need it.
+            title: format!("hosted for region {}", p.local_name),
+            start: Some(convert::ts(b.start)),
+            duration_seconds: b.duration.num_seconds(),
+            seats: b.seats as i32,
+            min_seats: b.min_seats as i32,
+            seat: Some(convert::seat_spec(&b.seat)),
+            workload: Some(convert::pb_workload(&b.workload)),
+            datasets: convert::pb_datasets(&b.datasets),
+            max_rtt_ms: budget_ms,
+            hold_seconds: HOLD_S,
+            // The lender applies it to its own nodes (and its content).
+            residency: b.residency.as_str().to_string(),
+        };
+        let answer = match c.offer(ask).await {
+            Ok(a) => a.into_inner(),
+            Err(s) => return Err(self.peer_failed(p, &s).await),
+        };
+        if !answer.admitted {
+            let why = answer
+                .explanation
+                .map(|e| e.summary)
+                .unwrap_or_else(|| "refused".into());
+            return Err(why);
+        }
+        let seats = (answer.seats.len() as i32).max(1);
+        let row = self
+            .write_ahead(p, input, offset_ms, seats)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Commit; a commit that arrives twice books once, so a lost answer
+        // is simply asked again.
+        let lesson_id = input.id.to_string();
+        let mut last = String::new();
+        for _ in 0..3 {
+            match c
+                .commit(pb::HostedLessonRequest {
+                    lesson_id: lesson_id.clone(),
+                })
+                .await
+            {
+                Ok(h) => return Ok((row, h.into_inner())),
+                Err(s) if client::unreachable(&s) => {
+                    last = s.message().to_string();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(s) => {
+                    last = s.message().to_string();
+                    break;
+                }
+            }
+        }
+        // Not committed: let it go now rather than at its expiry.
+        let _ = c.release(pb::HostedLessonRequest { lesson_id }).await;
+        let _ = self.store.delete_held_borrowed(input.id).await;
+        Err(format!("held but not committed: {last}"))
+    }
+
+    /// The borrowed lesson as the school booked it, written `held` before
+    /// the commit.
+    async fn write_ahead(
+        &self,
+        p: &PeeringRow,
+        input: &BookingInput,
+        offset_ms: f64,
+        seats: i32,
+    ) -> Result<BorrowedRow, ServiceError> {
+        let b = &input.b;
+        let booked = BookedAs {
+            title: b.title.clone(),
+            school_site: b.school_site.clone(),
+            duration_s: b.duration.num_seconds() as i32,
+            min_seats: b.min_seats as i32,
+            max_rtt_ms: b.max_rtt_ms as i32,
+            seat: b.seat.clone(),
+            workload: b.workload.clone(),
+            datasets: b.datasets.clone(),
+            answers: Vec::new(),
+            residency: b.residency.as_str().to_string(),
+        };
+        let row = BorrowedRow {
+            lesson_id: input.id,
+            request_id: b.request_id.clone(),
+            peering_id: p.id,
+            school_site_id: input.site_id,
+            seats,
+            start_at: b.start,
+            end_at: b.end(),
+            rtt_offset_ms: offset_ms,
+            booking: Json(serde_json::to_value(&booked).unwrap_or_default()),
+            state: "held".into(),
+            last_seen: None,
+            last_seen_at: None,
+        };
+        self.store.insert_borrowed(&row).await?;
+        Ok(row)
+    }
+
+    /// The commit came back: the lesson is borrowed for good.
+    async fn record_borrowed(
+        &self,
+        p: &PeeringRow,
+        mut row: BorrowedRow,
+        hosted: pb::HostedLesson,
+        answers: Vec<String>,
+    ) -> Result<LessonView, ServiceError> {
+        if let Ok(mut booked) = serde_json::from_value::<BookedAs>(row.booking.0.clone()) {
+            booked.answers = answers;
+            row.booking = Json(serde_json::to_value(&booked).unwrap_or_default());
+        }
+        let seen = Seen::of(&hosted);
+        self.store
+            .commit_borrowed(
+                row.lesson_id,
+                &row.booking.0,
+                &serde_json::to_value(&seen).unwrap_or_default(),
+            )
+            .await?;
+        row.state = "committed".into();
+        row.last_seen_at = Some(Utc::now());
+        tracing::info!(lesson = %row.lesson_id, region = %p.name, "lesson hosted by a peer region");
+        Ok(borrowed_view(&row, p, &seen, None))
+    }
+}
