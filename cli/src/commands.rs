@@ -169,6 +169,10 @@ pub enum Lessons {
         /// Idempotency key: a retried booking with the same key returns the first lesson.
         #[arg(long, default_value = "")]
         request_id: String,
+        /// Decide as a booking would (seats, explanation, voucher cost) and
+        /// write nothing, hold nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         spec: SpecArgs,
     },
@@ -313,6 +317,7 @@ pub async fn lessons(g: &Global, c: Lessons) -> anyhow::Result<()> {
             max_rtt_ms,
             title,
             request_id,
+            dry_run,
             spec,
         } => {
             let req = pb::BookLessonRequest {
@@ -327,6 +332,7 @@ pub async fn lessons(g: &Global, c: Lessons) -> anyhow::Result<()> {
                 workload: Some(spec.workload()?),
                 datasets: Vec::new(),
                 max_rtt_ms,
+                dry_run,
             };
             let l = client.book(req).await?.into_inner();
             output::lesson(g.output, &l);

@@ -31,6 +31,7 @@ use super::vouchers::admission::{HoldPlan, write_holds};
 use crate::{
     bind::{SeatBinding, new_seat},
     domain::{
+        ServiceError,
         lesson::Booking,
         states::{lesson as ls, seat as ss},
     },
@@ -42,6 +43,7 @@ use crate::{
         lessons::{self as lesson_store, LessonView, NewLesson, NewSeat, SeatInsert, SeatRow},
         reservations,
     },
+    vouchers::Held,
 };
 
 /// Batches written at the same time. Each writer keeps one connection of
@@ -119,21 +121,42 @@ impl Broker {
         conn: &mut PgConnection,
         ws: &[&BookingWrite],
     ) -> sqlx::Result<Vec<Written>> {
-        let schools: Vec<Uuid> = ws.iter().map(|w| w.input.site_id).collect();
         debug_assert_eq!(
-            schools.iter().collect::<HashSet<_>>().len(),
-            schools.len(),
+            ws.iter()
+                .map(|w| w.input.site_id)
+                .collect::<HashSet<_>>()
+                .len(),
+            ws.len(),
             "one booking per school in a batch"
         );
+        self.write_bookings_as(conn, ws, WriteMode::Each).await
+    }
+
+    /// `write_bookings`, or its dry run, or all of `ws` or none. Several
+    /// bookings of one school share its voucher read, each hold taken off
+    /// the balances before the next is decided (a series' occurrences);
+    /// their quota check sees only committed seats, so they must not
+    /// overlap in time (a series' rule refuses overlapping occurrences).
+    pub(crate) async fn write_bookings_as(
+        &self,
+        conn: &mut PgConnection,
+        ws: &[&BookingWrite],
+        mode: WriteMode,
+    ) -> sqlx::Result<Vec<Written>> {
+        let mut schools: Vec<Uuid> = ws.iter().map(|w| w.input.site_id).collect();
+        schools.sort();
+        schools.dedup();
         let mut tx = conn.begin().await?;
-        self.fence(&mut tx).await?;
+        if mode != WriteMode::DryRun {
+            self.fence(&mut tx).await?;
+        }
         // Schools first, in one order: bookings queue here, before they lock
         // any node.
         let mut locks = self.lock_schools(&mut tx, &schools).await?;
         let mut verdicts = Vec::with_capacity(ws.len());
         for w in ws {
             let input = &w.input;
-            let school = locks.remove(&input.site_id).unwrap_or_default();
+            let school = locks.entry(input.site_id).or_default();
             let verdict = self
                 .check_lesson_hold(
                     &mut tx,
@@ -146,10 +169,14 @@ impl Broker {
                 .await?;
             verdicts.push(verdict);
         }
+        let whole_refused = mode == WriteMode::Whole && verdicts.iter().any(Result::is_err);
         let mut admitted = Vec::new();
         let mut results: Vec<Option<Written>> = Vec::with_capacity(ws.len());
         for (w, verdict) in ws.iter().zip(verdicts) {
             match verdict {
+                Ok(_) if whole_refused => results.push(Some(Err(ServiceError::Conflict(
+                    "not booked: all or nothing, and another booking of the set was refused".into(),
+                )))),
                 Ok(hold) => {
                     admitted.push(self.prepare(w, hold));
                     results.push(None);
@@ -157,9 +184,10 @@ impl Broker {
                 Err(refused) => results.push(Some(Err(refused))),
             }
         }
-        if admitted.is_empty() {
+        if admitted.is_empty() || mode == WriteMode::DryRun {
+            // Nothing written: the locks go, and with them any hold decided.
             tx.rollback().await?;
-            return Ok(results.into_iter().flatten().collect());
+            return Ok(merge(results, admitted));
         }
 
         let lessons: Vec<&NewLesson> = admitted.iter().map(|p| &p.lesson).collect();
@@ -210,17 +238,7 @@ impl Broker {
         let (rows, row_seats): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
         reservations::insert_many(&mut tx, &rows, &row_seats).await?;
         tx.commit().await?;
-
-        let mut admitted = admitted.into_iter();
-        for (i, r) in results.iter_mut().enumerate() {
-            if r.is_some() {
-                continue;
-            }
-            let Some(p) = admitted.next() else { break };
-            debug_assert_eq!(p.w.input.id, ws[i].input.id);
-            *r = Some(Ok(p.into_booked()));
-        }
-        Ok(results.into_iter().flatten().collect())
+        Ok(merge(results, admitted))
     }
 
     /// A booking's rows, ready to write.
@@ -297,6 +315,30 @@ impl Broker {
     }
 }
 
+/// How a set of bookings is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Each on its own: a booking that vouchers or quota refuse is left
+    /// out, the others are written (a batch at the bell).
+    Each,
+    /// All or none: one refusal and nothing is written (a series booked
+    /// whole).
+    Whole,
+    /// Decided exactly as `Each` decides, in a transaction that is then
+    /// rolled back: nothing is written and nothing stays held.
+    DryRun,
+}
+
+/// The answers in booking order: the refusals already in `results`, the
+/// admitted (written, or decided in a dry run) filling the gaps in order.
+fn merge(results: Vec<Option<Written>>, admitted: Vec<Prepared<'_>>) -> Vec<Written> {
+    let mut admitted = admitted.into_iter();
+    results
+        .into_iter()
+        .filter_map(|r| r.or_else(|| admitted.next().map(|p| Ok(p.into_booked()))))
+        .collect()
+}
+
 struct Prepared<'a> {
     w: &'a BookingWrite,
     lesson: NewLesson<'a>,
@@ -322,6 +364,11 @@ impl Prepared<'_> {
                 seats,
             },
             started: self.started,
+            held: Held {
+                amount_uah: self.hold.amount(),
+                takes: self.hold.takes().to_vec(),
+                note: self.hold.note().to_string(),
+            },
         }
     }
 }

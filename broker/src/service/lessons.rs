@@ -12,7 +12,7 @@ pub use crate::store::lessons::LessonView;
 use crate::{
     domain::{
         ServiceError,
-        lesson::{RawBooking, parse_booking},
+        lesson::{Booking, RawBooking, parse_booking},
         states::{lesson as ls, seat as ss},
     },
     reserve::{
@@ -55,6 +55,72 @@ impl Broker {
                 return self.lesson(id).await;
             }
         }
+        let input = self.booking_input(b, now, Uuid::now_v7())?;
+        let (id, owner) = (input.id, Owner::Lesson(input.id));
+        let (b, req, fleet) = (&input.b, &input.req, &input.fleet);
+        let plan = Plan {
+            fleet,
+            rtt: Arc::new(self.rtt_table()),
+            req,
+            owner,
+            attempts: BOOK_ATTEMPTS,
+            reload_on_refusal: true,
+            wait_out_outages: true,
+        };
+        let reserved = self
+            .reserver
+            .reserve(plan, false, |admission| {
+                self.write_booking(Arc::new(BookingWrite {
+                    input: input.clone(),
+                    admission,
+                }))
+            })
+            .await?;
+        match reserved {
+            Reserved::Done(Booked { view, started, .. }) => {
+                if started.is_empty() {
+                    self.clock.notify_one();
+                } else {
+                    info!(lesson = %id, "lesson live as booked");
+                    self.send_seat_assignments(&started, &b.datasets);
+                    self.lesson_changed(id);
+                }
+                Ok(view)
+            }
+            Reserved::Refused(e) => Err(ServiceError::Refused(e)),
+            Reserved::Declined(refused) => Err(refused),
+            Reserved::Failed(e) => {
+                // A concurrent retry with the same request_id won the race:
+                // answer with its lesson, as for any retry.
+                if let (true, Some(rid)) = (store::is_unique_violation(&e), b.request_id.as_deref())
+                    && let Some(existing) = self.store.lesson_by_request_id(rid).await?
+                {
+                    return self.lesson(existing).await;
+                }
+                // An earlier try of this very booking committed, though its
+                // connection broke before the answer came.
+                if store::is_unique_violation(&e) && self.store.get_lesson(id).await?.is_some() {
+                    self.reserver.reload_calendar().await?;
+                    return self.lesson(id).await;
+                }
+                Err(e.into())
+            }
+            Reserved::Exhausted => Err(ServiceError::Conflict(
+                "capacity kept changing under concurrent bookings; retry the booking".into(),
+            )),
+        }
+    }
+
+    /// A validated booking made ready to plan as lesson `id`: its school,
+    /// the fleet now, and the placement request for its window (the start
+    /// less the staging lead, the end plus grace). The same for a booking,
+    /// its dry run and each occurrence of a series.
+    pub(crate) fn booking_input(
+        &self,
+        b: Booking,
+        now: DateTime<Utc>,
+        id: Uuid,
+    ) -> Result<Arc<BookingInput>, ServiceError> {
         let site = self.fleet.site(&b.school_site).ok_or_else(|| {
             ServiceError::field("school_site", format!("unknown site `{}`", b.school_site))
         })?;
@@ -89,69 +155,14 @@ impl Broker {
             staging_lead_ms: (b.start - now.max(window_start)).num_milliseconds().max(0),
             may_preempt: true,
         };
-
-        let id = Uuid::now_v7();
-        let owner = Owner::Lesson(id);
-        let input = Arc::new(BookingInput {
+        Ok(Arc::new(BookingInput {
             b,
             req,
             id,
             site_id: site.id,
             window: (window_start, window_end),
             fleet,
-        });
-        let (b, req, fleet) = (&input.b, &input.req, &input.fleet);
-        let plan = Plan {
-            fleet,
-            rtt: Arc::new(self.rtt_table()),
-            req,
-            owner,
-            attempts: BOOK_ATTEMPTS,
-            reload_on_refusal: true,
-            wait_out_outages: true,
-        };
-        let reserved = self
-            .reserver
-            .reserve(plan, false, |admission| {
-                self.write_booking(Arc::new(BookingWrite {
-                    input: input.clone(),
-                    admission,
-                }))
-            })
-            .await?;
-        match reserved {
-            Reserved::Done(Booked { view, started }) => {
-                if started.is_empty() {
-                    self.clock.notify_one();
-                } else {
-                    info!(lesson = %id, "lesson live as booked");
-                    self.send_seat_assignments(&started, &b.datasets);
-                    self.lesson_changed(id);
-                }
-                Ok(view)
-            }
-            Reserved::Refused(e) => Err(ServiceError::Refused(e)),
-            Reserved::Declined(refused) => Err(refused),
-            Reserved::Failed(e) => {
-                // A concurrent retry with the same request_id won the race:
-                // answer with its lesson, as for any retry.
-                if let (true, Some(rid)) = (store::is_unique_violation(&e), b.request_id.as_deref())
-                    && let Some(existing) = self.store.lesson_by_request_id(rid).await?
-                {
-                    return self.lesson(existing).await;
-                }
-                // An earlier try of this very booking committed, though its
-                // connection broke before the answer came.
-                if store::is_unique_violation(&e) && self.store.get_lesson(id).await?.is_some() {
-                    self.reserver.reload_calendar().await?;
-                    return self.lesson(id).await;
-                }
-                Err(e.into())
-            }
-            Reserved::Exhausted => Err(ServiceError::Conflict(
-                "capacity kept changing under concurrent bookings; retry the booking".into(),
-            )),
-        }
+        }))
     }
 
     pub async fn lesson(&self, id: Uuid) -> Result<LessonView, ServiceError> {

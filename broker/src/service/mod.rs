@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod agents;
 pub mod booking_writes;
+pub mod dry_run;
 pub mod edge;
 pub mod fleet;
 pub mod jobs;

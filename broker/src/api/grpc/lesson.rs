@@ -4,7 +4,7 @@ use classgrid_proto::v1::{self as pb, lesson_service_server::LessonService};
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::{convert, status};
+use super::{convert, dry_run, status};
 use crate::auth::gate::caller;
 use crate::{domain::lesson::RawBooking, state::App};
 
@@ -33,6 +33,15 @@ impl LessonService for Lessons {
             datasets: convert::raw_datasets(&r.datasets),
             max_rtt_ms: r.max_rtt_ms as i64,
         };
+        if r.dry_run {
+            let p = self
+                .0
+                .scoped(&c)
+                .dry_run_lesson(raw)
+                .await
+                .map_err(status)?;
+            return Ok(Response::new(dry_run::lesson(&p)));
+        }
         let v = self.0.scoped(&c).book_lesson(raw).await.map_err(status)?;
         Ok(Response::new(convert::lesson(&v)))
     }

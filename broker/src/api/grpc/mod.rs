@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod agent;
 pub mod convert;
+pub mod dry_run;
 pub mod edge;
 pub mod fleet;
 pub mod job;

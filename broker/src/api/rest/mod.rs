@@ -6,6 +6,7 @@
 // boxing it would only add an allocation to every error path.
 #![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
+pub mod cost;
 pub mod events;
 pub mod extract;
 pub mod fleet;

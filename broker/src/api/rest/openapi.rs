@@ -10,7 +10,7 @@ use utoipa::{
     },
 };
 
-use super::{events, fleet, jobs, lessons, model, problem, vouchers};
+use super::{cost, events, fleet, jobs, lessons, model, problem, vouchers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,7 @@ use super::{events, fleet, jobs, lessons, model, problem, vouchers};
         model::SeatSpec, model::GpuSpec, model::Workload, model::Dataset,
         lessons::BookLesson, lessons::Lesson, lessons::Seat, lessons::Rtt, lessons::LessonPage,
         lessons::Explanation, lessons::FilterCount, lessons::SeatChoice, lessons::ScorePart,
+        lessons::LessonPreview, cost::VoucherCost, cost::VoucherTake,
         jobs::SubmitJob, jobs::Job, jobs::JobList,
         fleet::Site, fleet::SiteList, fleet::Node, fleet::NodeList, fleet::Device, fleet::ApprovedNode,
         vouchers::Voucher, vouchers::VoucherList, vouchers::IssueVoucher, vouchers::Balances, vouchers::SchoolBalanceOut,
