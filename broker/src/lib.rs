@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod relay;
 pub mod reserve;
 pub mod seats;
+pub mod series;
 pub mod server;
 pub mod service;
 pub mod state;

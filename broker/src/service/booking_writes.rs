@@ -23,7 +23,7 @@ use chrono::Utc;
 use classgrid_placement::{self as placement, Admission, Owner};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -31,7 +31,6 @@ use super::vouchers::admission::{HoldPlan, write_holds};
 use crate::{
     bind::{SeatBinding, new_seat},
     domain::{
-        ServiceError,
         lesson::Booking,
         states::{lesson as ls, seat as ss},
     },
@@ -143,23 +142,42 @@ impl Broker {
         ws: &[&BookingWrite],
         mode: WriteMode,
     ) -> sqlx::Result<Vec<Written>> {
+        let mut tx = conn.begin().await?;
+        let (written, wrote) = self.write_bookings_in(&mut tx, ws, mode).await?;
+        if wrote {
+            tx.commit().await?;
+        } else {
+            // Nothing written: the locks go, and with them any hold decided.
+            tx.rollback().await?;
+        }
+        Ok(written)
+    }
+
+    /// `write_bookings_as` inside the caller's transaction, which the
+    /// caller commits when the second value says something was written (a
+    /// series writes its own rows beside its lessons').
+    pub(crate) async fn write_bookings_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        ws: &[&BookingWrite],
+        mode: WriteMode,
+    ) -> sqlx::Result<(Vec<Written>, bool)> {
         let mut schools: Vec<Uuid> = ws.iter().map(|w| w.input.site_id).collect();
         schools.sort();
         schools.dedup();
-        let mut tx = conn.begin().await?;
         if mode != WriteMode::DryRun {
-            self.fence(&mut tx).await?;
+            self.fence(tx).await?;
         }
         // Schools first, in one order: bookings queue here, before they lock
         // any node.
-        let mut locks = self.lock_schools(&mut tx, &schools).await?;
+        let mut locks = self.lock_schools(tx, &schools).await?;
         let mut verdicts = Vec::with_capacity(ws.len());
         for w in ws {
             let input = &w.input;
             let school = locks.entry(input.site_id).or_default();
             let verdict = self
                 .check_lesson_hold(
-                    &mut tx,
+                    tx,
                     school,
                     input.id,
                     input.site_id,
@@ -169,14 +187,13 @@ impl Broker {
                 .await?;
             verdicts.push(verdict);
         }
+        // All or none, and one is refused: the others are answered as
+        // decided, as in a dry run, and nothing is written.
         let whole_refused = mode == WriteMode::Whole && verdicts.iter().any(Result::is_err);
         let mut admitted = Vec::new();
         let mut results: Vec<Option<Written>> = Vec::with_capacity(ws.len());
         for (w, verdict) in ws.iter().zip(verdicts) {
             match verdict {
-                Ok(_) if whole_refused => results.push(Some(Err(ServiceError::Conflict(
-                    "not booked: all or nothing, and another booking of the set was refused".into(),
-                )))),
                 Ok(hold) => {
                     admitted.push(self.prepare(w, hold));
                     results.push(None);
@@ -184,23 +201,20 @@ impl Broker {
                 Err(refused) => results.push(Some(Err(refused))),
             }
         }
-        if admitted.is_empty() || mode == WriteMode::DryRun {
-            // Nothing written: the locks go, and with them any hold decided.
-            tx.rollback().await?;
-            return Ok(merge(results, admitted));
+        if admitted.is_empty() || mode == WriteMode::DryRun || whole_refused {
+            return Ok((merge(results, admitted), false));
         }
 
         let lessons: Vec<&NewLesson> = admitted.iter().map(|p| &p.lesson).collect();
-        lesson_store::insert_lessons(&mut tx, &lessons).await?;
+        lesson_store::insert_lessons(tx, &lessons).await?;
         let holds: Vec<&HoldPlan> = admitted.iter().map(|p| &p.hold).collect();
-        write_holds(&mut tx, &holds).await?;
+        write_holds(tx, &holds).await?;
         // Jobs in the way give up their capacity first, or the trigger
         // would count it against the new seats. The rows' windows are whole
         // milliseconds; cut the jobs there.
         for p in &admitted {
             let cut = reservations::to_time(p.w.input.req.window.start);
-            reservations::preempt_jobs(&mut tx, &p.w.admission.preempted, cut, p.w.input.id)
-                .await?;
+            reservations::preempt_jobs(tx, &p.w.admission.preempted, cut, p.w.input.id).await?;
         }
         let seats: Vec<SeatInsert> = admitted
             .iter()
@@ -212,13 +226,13 @@ impl Broker {
                 })
             })
             .collect();
-        lesson_store::insert_seats(&mut tx, &seats).await?;
+        lesson_store::insert_seats(tx, &seats).await?;
         let started: Vec<AssignmentRow> = admitted
             .iter()
             .flat_map(|p| p.started.iter().cloned())
             .collect();
         if !started.is_empty() {
-            assignments::insert_seats(&mut tx, &started).await?;
+            assignments::insert_seats(tx, &started).await?;
         }
         // Reservations last, node by node in one order: the capacity
         // trigger locks each node row until commit, so other batches on
@@ -236,9 +250,8 @@ impl Broker {
         }
         rows.sort_by_key(|(r, _)| r.node_id);
         let (rows, row_seats): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
-        reservations::insert_many(&mut tx, &rows, &row_seats).await?;
-        tx.commit().await?;
-        Ok(merge(results, admitted))
+        reservations::insert_many(tx, &rows, &row_seats).await?;
+        Ok((merge(results, admitted), true))
     }
 
     /// A booking's rows, ready to write.
@@ -321,8 +334,8 @@ pub enum WriteMode {
     /// Each on its own: a booking that vouchers or quota refuse is left
     /// out, the others are written (a batch at the bell).
     Each,
-    /// All or none: one refusal and nothing is written (a series booked
-    /// whole).
+    /// All or none: one refusal and nothing is written, the others
+    /// answered as decided, as in a dry run (a series booked whole).
     Whole,
     /// Decided exactly as `Each` decides, in a transaction that is then
     /// rolled back: nothing is written and nothing stays held.

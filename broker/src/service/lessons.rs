@@ -55,6 +55,16 @@ impl Broker {
                 return self.lesson(id).await;
             }
         }
+        self.book_valid(b, now).await
+    }
+
+    /// Books a validated booking (a platform's, or a series occurrence
+    /// moved to another time).
+    pub(crate) async fn book_valid(
+        &self,
+        b: Booking,
+        now: DateTime<Utc>,
+    ) -> Result<LessonView, ServiceError> {
         let input = self.booking_input(b, now, Uuid::now_v7())?;
         let (id, owner) = (input.id, Owner::Lesson(input.id));
         let (b, req, fleet) = (&input.b, &input.req, &input.fleet);

@@ -11,6 +11,8 @@ pub mod jobs;
 pub mod lessons;
 pub mod progress_writes;
 pub mod replicas;
+pub mod series;
+pub mod series_edits;
 pub mod tenancy;
 pub mod vouchers;
 

@@ -1,0 +1,96 @@
+//! Reserving several requests as one: a series' occurrences. Each is planned
+//! and held in turn, so the next one's plan sees it; the write gets every
+//! admission (or refusal) at once and says which it committed; those holds
+//! are committed, the others aborted. A capacity conflict or a deadlock
+//! aborts them all, re-reads the calendar and plans the whole set again.
+
+use std::sync::Arc;
+
+use classgrid_placement::{Admission, Decision, Explanation, Fleet, Owner, Request, RttTable};
+
+use super::{Hold, Reserver};
+use crate::{domain::ServiceError, store};
+
+/// One request of a set: what to place, on which fleet, for whom.
+pub struct Item<'a> {
+    pub fleet: &'a Arc<Fleet>,
+    pub req: &'a Request,
+    pub owner: Owner,
+}
+
+/// What the write made of a set: its answer, and for each item whether its
+/// rows were committed.
+pub struct WroteMany<T> {
+    pub answer: T,
+    pub committed: Vec<bool>,
+}
+
+impl Reserver {
+    /// Plans and holds every item, hands the admissions (or refusals) to
+    /// `write`, commits the holds of the items it committed and aborts the
+    /// rest; `attempts` plans at most after capacity conflicts or deadlocks.
+    /// None when capacity kept changing.
+    pub async fn reserve_many<T, W, F>(
+        &self,
+        items: &[Item<'_>],
+        rtt: &Arc<RttTable>,
+        attempts: usize,
+        mut write: W,
+    ) -> Result<Option<T>, ServiceError>
+    where
+        W: FnMut(Vec<Result<Admission, Explanation>>) -> F,
+        F: Future<Output = sqlx::Result<WroteMany<T>>>,
+    {
+        for _ in 0..attempts {
+            let mut holds: Vec<Option<Hold>> = Vec::with_capacity(items.len());
+            let mut decisions = Vec::with_capacity(items.len());
+            let mut preempted = Vec::new();
+            // A refusal re-reads the calendar once for the whole set, as a
+            // single booking does before refusing.
+            let mut reload = true;
+            for it in items {
+                let (decision, hold) = self
+                    .plan(it.fleet, rtt, it.req, Some(it.owner), reload)
+                    .await?;
+                holds.push(hold);
+                decisions.push(match decision {
+                    Decision::Admitted(a) => {
+                        preempted.extend(a.preempted.iter().copied());
+                        Ok(a)
+                    }
+                    Decision::Refused(e) => {
+                        reload = false;
+                        Err(e)
+                    }
+                });
+            }
+            match write(decisions).await {
+                Ok(wrote) => {
+                    for (hold, committed) in holds.into_iter().zip(&wrote.committed) {
+                        match (hold, committed) {
+                            (Some(h), true) => self.commit_hold(h),
+                            (Some(h), false) => self.abort_hold(h).await?,
+                            (None, _) => {}
+                        }
+                    }
+                    self.refresh_owners(&preempted).await?;
+                    return Ok(Some(wrote.answer));
+                }
+                Err(e) => {
+                    for h in holds.into_iter().flatten() {
+                        self.abort_hold(h).await?;
+                    }
+                    if store::is_capacity_conflict(&e) {
+                        self.reload_calendar().await?;
+                        continue;
+                    }
+                    if store::is_deadlock(&e) {
+                        continue;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,402 @@
+//! Booking a series: every occurrence to come admitted against the calendar,
+//! RTT, staging and the vouchers (each occurrence's own window, so a voucher
+//! expiring mid-term pays only for those before its expiry), in one
+//! transaction, under the caller's policy: all or nothing, or book what
+//! fits and explain the rest (decision 097). A dry run decides the same and
+//! writes nothing.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use classgrid_placement::{Admission, Explanation, FilterCount, Owner};
+use sqlx::Connection;
+use uuid::Uuid;
+
+use super::booking_writes::WriteMode;
+use crate::{
+    domain::ServiceError,
+    reserve::{
+        many::{Item, WroteMany},
+        queue::{BookingInput, BookingWrite, Written},
+    },
+    series::request::{Policy, RawSeries, SeriesRequest, parse_series},
+    state::Broker,
+    store::series::{self as store, NewOccurrence, OccurrenceRow, SeriesRow},
+    vouchers::Held,
+};
+
+const BOOK_ATTEMPTS: usize = 8;
+
+/// One occurrence's fate in a booking or its dry run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Where the rule put it.
+    pub start: DateTime<Utc>,
+    /// Booked, or (in a dry run, or when the set was not written) would be.
+    pub admitted: bool,
+    /// Its lesson, when booked.
+    pub lesson_id: Option<Uuid>,
+    /// Why not, when not admitted; why it was not written otherwise.
+    pub reason: String,
+    /// What it holds (or would hold) on the vouchers.
+    pub held: Held,
+}
+
+/// A series booking's answer.
+#[derive(Debug, Clone)]
+pub struct SeriesAnswer {
+    /// The series as written; None for a dry run.
+    pub series: Option<SeriesRow>,
+    pub dry_run: bool,
+    pub policy: Policy,
+    pub occurrences: Vec<Outcome>,
+    /// Occurrences of the term already past, not booked.
+    pub past: usize,
+    /// The term's cost: what the admitted occurrences hold, per voucher.
+    pub held: Held,
+}
+
+impl SeriesAnswer {
+    pub fn admitted(&self) -> usize {
+        self.occurrences.iter().filter(|o| o.admitted).count()
+    }
+}
+
+/// A series as kept: its rule and template, and each occurrence with its
+/// lesson's start and state.
+#[derive(Debug, Clone)]
+pub struct SeriesView {
+    pub series: SeriesRow,
+    pub occurrences: Vec<OccurrenceRow>,
+}
+
+impl Broker {
+    /// Books a series (or, with `dry_run`, decides it and writes nothing).
+    /// Under all-or-nothing, or when no occurrence fits, a refusal names
+    /// every occurrence that does not fit and why.
+    pub async fn book_series(
+        &self,
+        raw: RawSeries,
+        dry_run: bool,
+    ) -> Result<SeriesAnswer, ServiceError> {
+        let now = Utc::now();
+        let s = parse_series(raw, now, &self.limits(), self.cfg.time_zone)?;
+        if !dry_run
+            && let Some(rid) = &s.request_id
+            && let Some(id) = self.store.series_by_request_id(rid).await?
+        {
+            return self.answer_of(id).await;
+        }
+        let inputs: Vec<Arc<BookingInput>> = s
+            .bookings()
+            .into_iter()
+            .map(|b| self.booking_input(b, now, Uuid::now_v7()))
+            .collect::<Result<_, _>>()?;
+        let answer = if dry_run {
+            let previews = self.preview_bookings(&inputs).await?;
+            let occurrences = s
+                .occurrences
+                .iter()
+                .zip(previews)
+                .map(|(start, p)| match p {
+                    Ok(p) => admitted(*start, None, p.held),
+                    Err(e) => refused(*start, &e),
+                })
+                .collect();
+            self.answer(&s, None, true, occurrences)
+        } else {
+            self.book_occurrences(&s, &inputs).await?
+        };
+        if !dry_run && answer.series.is_none() {
+            return Err(ServiceError::Refused(Box::new(self.refusal(&answer))));
+        }
+        Ok(answer)
+    }
+
+    async fn book_occurrences(
+        &self,
+        s: &SeriesRequest,
+        inputs: &[Arc<BookingInput>],
+    ) -> Result<SeriesAnswer, ServiceError> {
+        let items: Vec<Item> = inputs
+            .iter()
+            .map(|i| Item {
+                fleet: &i.fleet,
+                req: &i.req,
+                owner: Owner::Lesson(i.id),
+            })
+            .collect();
+        let rtt = Arc::new(self.rtt_table());
+        let series_id = Uuid::now_v7();
+        let w = self
+            .reserver
+            .reserve_many(&items, &rtt, BOOK_ATTEMPTS, |decisions| {
+                self.write_series(s, series_id, inputs, decisions)
+            })
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Conflict(
+                    "capacity kept changing under concurrent bookings; retry the series".into(),
+                )
+            })?;
+        if !w.started.is_empty() {
+            self.send_seat_assignments(&w.started, &s.lesson.datasets);
+        }
+        for o in w.outcomes.iter().filter_map(|o| o.lesson_id) {
+            self.lesson_changed(o);
+        }
+        if w.series.is_some() {
+            self.clock.notify_one();
+        }
+        Ok(self.answer(s, w.series, false, w.outcomes))
+    }
+
+    /// The write of `reserve_many`: the occurrences' lessons and holds by
+    /// the policy, and the series with every occurrence, in one
+    /// transaction. Under all-or-nothing with a placement refusal, nothing
+    /// is written, but the vouchers are still decided (and rolled back) so
+    /// that the answer names every occurrence that would not fit.
+    async fn write_series(
+        &self,
+        s: &SeriesRequest,
+        series_id: Uuid,
+        inputs: &[Arc<BookingInput>],
+        decisions: Vec<Result<Admission, Explanation>>,
+    ) -> sqlx::Result<WroteMany<SeriesWrite>> {
+        let placement_refused = decisions.iter().any(Result::is_err);
+        let mode = match (s.policy, placement_refused) {
+            (Policy::AllOrNothing, true) => WriteMode::DryRun,
+            (Policy::AllOrNothing, false) => WriteMode::Whole,
+            (Policy::BookWhatFits, _) => WriteMode::Each,
+        };
+        let mut writes = Vec::new();
+        let mut placed: Vec<Result<(), ServiceError>> = Vec::with_capacity(decisions.len());
+        for (input, d) in inputs.iter().zip(decisions) {
+            match d {
+                Ok(admission) => {
+                    writes.push(BookingWrite {
+                        input: input.clone(),
+                        admission,
+                    });
+                    placed.push(Ok(()));
+                }
+                Err(e) => placed.push(Err(ServiceError::Refused(Box::new(e)))),
+            }
+        }
+        let refs: Vec<&BookingWrite> = writes.iter().collect();
+        let mut conn = self.store.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let (written, wrote) = if refs.is_empty() {
+            (Vec::new(), false)
+        } else {
+            self.write_bookings_in(&mut tx, &refs, mode).await?
+        };
+        let mut written = written.into_iter();
+        let mut outcomes = Vec::with_capacity(placed.len());
+        let mut started = Vec::new();
+        for (start, p) in s.occurrences.iter().zip(placed) {
+            let w: Written = match p {
+                Err(e) => Err(e),
+                Ok(()) => written
+                    .next()
+                    .unwrap_or_else(|| Err(ServiceError::Conflict("nothing was decided".into()))),
+            };
+            outcomes.push(match w {
+                Ok(b) => {
+                    started.extend(b.started);
+                    let lesson = wrote.then_some(b.view.lesson.id);
+                    admitted(*start, lesson, b.held)
+                }
+                Err(e) => refused(*start, &e),
+            });
+        }
+        if !wrote {
+            tx.rollback().await?;
+            let committed = vec![false; outcomes.len()];
+            return Ok(WroteMany {
+                answer: SeriesWrite {
+                    series: None,
+                    outcomes,
+                    started: Vec::new(),
+                },
+                committed,
+            });
+        }
+        let row = self.series_row(s, series_id);
+        store::insert_series(&mut tx, &row).await?;
+        let occurrences: Vec<NewOccurrence> = outcomes
+            .iter()
+            .map(|o| NewOccurrence {
+                rule_start: o.start,
+                lesson_id: o.lesson_id,
+                reason: &o.reason,
+            })
+            .collect();
+        store::insert_occurrences(&mut tx, series_id, &occurrences).await?;
+        tx.commit().await?;
+        let committed = outcomes.iter().map(|o| o.lesson_id.is_some()).collect();
+        Ok(WroteMany {
+            answer: SeriesWrite {
+                series: Some(row),
+                outcomes,
+                started,
+            },
+            committed,
+        })
+    }
+
+    fn series_row(&self, s: &SeriesRequest, id: Uuid) -> SeriesRow {
+        let site = self.fleet.site(&s.lesson.school_site);
+        SeriesRow {
+            id,
+            request_id: s.request_id.clone(),
+            school_site_id: site.as_ref().map(|x| x.id).unwrap_or_default(),
+            school_site: site.map(|x| x.name).unwrap_or_default(),
+            title: s.lesson.title.clone(),
+            rrule: s.rule.rrule.clone(),
+            time_zone: self.cfg.time_zone.name().to_string(),
+            start_time: s.rule.start_time,
+            duration_s: s.rule.duration.num_seconds() as i32,
+            term_start: s.rule.term_start,
+            term_end: s.rule.term_end,
+            exception_dates: s.rule.exceptions.clone(),
+            template: sqlx::types::Json(s.template()),
+            policy: s.policy.as_str().to_string(),
+            ended_at: None,
+            created_at: crate::store::lessons::stored(Utc::now()),
+        }
+    }
+
+    fn answer(
+        &self,
+        s: &SeriesRequest,
+        series: Option<SeriesRow>,
+        dry_run: bool,
+        occurrences: Vec<Outcome>,
+    ) -> SeriesAnswer {
+        let held = Held::sum(occurrences.iter().filter(|o| o.admitted).map(|o| &o.held));
+        SeriesAnswer {
+            series,
+            dry_run,
+            policy: s.policy,
+            occurrences,
+            past: s.past,
+            held,
+        }
+    }
+
+    /// A series booked earlier with the same request id, answered as booked.
+    async fn answer_of(&self, id: Uuid) -> Result<SeriesAnswer, ServiceError> {
+        let v = self.series(id).await?;
+        let occurrences = v
+            .occurrences
+            .iter()
+            .map(|o| Outcome {
+                start: o.rule_start,
+                admitted: o.lesson_id.is_some(),
+                lesson_id: o.lesson_id,
+                reason: o.reason.clone(),
+                held: Held::default(),
+            })
+            .collect();
+        Ok(SeriesAnswer {
+            policy: Policy::parse(&v.series.policy).unwrap_or(Policy::AllOrNothing),
+            series: Some(v.series),
+            dry_run: false,
+            occurrences,
+            past: 0,
+            held: Held::default(),
+        })
+    }
+
+    /// Why a series was not booked: one line per occurrence that does not
+    /// fit, in the region's time.
+    fn refusal(&self, a: &SeriesAnswer) -> Explanation {
+        let tz = self.cfg.time_zone;
+        let refused: Vec<&Outcome> = a.occurrences.iter().filter(|o| !o.admitted).collect();
+        let filters = refused
+            .iter()
+            .map(|o| FilterCount {
+                filter: "series",
+                removed: 0,
+                detail: format!(
+                    "{}: {}",
+                    o.start.with_timezone(&tz).format("%F %R"),
+                    o.reason
+                ),
+            })
+            .collect();
+        let rule = match a.policy {
+            Policy::AllOrNothing => "all or nothing, so none was booked",
+            Policy::BookWhatFits => "none was booked",
+        };
+        Explanation {
+            nodes_considered: 0,
+            filters,
+            summary: format!(
+                "{} of {} occurrences cannot be booked; {rule}",
+                refused.len(),
+                a.occurrences.len()
+            ),
+        }
+    }
+
+    pub async fn series(&self, id: Uuid) -> Result<SeriesView, ServiceError> {
+        let series = self
+            .store
+            .get_series(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("series {id}")))?;
+        let occurrences = self.store.occurrences_of(id).await?;
+        Ok(SeriesView {
+            series,
+            occurrences,
+        })
+    }
+}
+
+/// What `write_series` made: the series (None when nothing was written),
+/// every occurrence's outcome, and the assignments of any occurrence that
+/// started as it was booked.
+pub struct SeriesWrite {
+    series: Option<SeriesRow>,
+    outcomes: Vec<Outcome>,
+    started: Vec<crate::store::assignments::AssignmentRow>,
+}
+
+fn admitted(start: DateTime<Utc>, lesson_id: Option<Uuid>, held: Held) -> Outcome {
+    Outcome {
+        start,
+        admitted: true,
+        lesson_id,
+        reason: String::new(),
+        held,
+    }
+}
+
+fn refused(start: DateTime<Utc>, e: &ServiceError) -> Outcome {
+    let reason = match e {
+        ServiceError::Refused(x) if !x.filters.is_empty() => {
+            let details: Vec<&str> = x
+                .filters
+                .iter()
+                .filter(|f| !f.detail.is_empty())
+                .map(|f| f.detail.as_str())
+                .collect();
+            if details.is_empty() || details.iter().all(|d| *d == x.summary) {
+                x.summary.clone()
+            } else {
+                format!("{} ({})", x.summary, details.join("; "))
+            }
+        }
+        ServiceError::Refused(x) => x.summary.clone(),
+        other => other.to_string(),
+    };
+    Outcome {
+        start,
+        admitted: false,
+        lesson_id: None,
+        reason,
+        held: Held::default(),
+    }
+}
