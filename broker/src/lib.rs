@@ -23,4 +23,5 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod timetable;
 pub mod vouchers;

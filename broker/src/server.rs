@@ -123,6 +123,12 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
                 .max_decoding_message_size(1 << 20),
         )
         .add_service(
+            classgrid_proto::v1::series_service_server::SeriesServiceServer::new(
+                grpc::series::SeriesApi(app.clone()),
+            )
+            .max_decoding_message_size(1 << 20),
+        )
+        .add_service(
             classgrid_proto::v1::voucher_service_server::VoucherServiceServer::new(
                 grpc::voucher::Vouchers(app.clone()),
             )

@@ -13,7 +13,9 @@ pub mod progress_writes;
 pub mod replicas;
 pub mod series;
 pub mod series_edits;
+pub mod series_scoped;
 pub mod tenancy;
+pub mod timetable;
 pub mod vouchers;
 
 use classgrid_placement::{Owner, Reservation};

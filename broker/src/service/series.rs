@@ -42,9 +42,22 @@ pub struct Outcome {
     pub held: Held,
 }
 
+impl Outcome {
+    /// Its lesson's state as the booking left it: `booked`, or none.
+    pub fn lesson_state(&self) -> &'static str {
+        if self.lesson_id.is_some() {
+            "booked"
+        } else {
+            ""
+        }
+    }
+}
+
 /// A series booking's answer.
 #[derive(Debug, Clone)]
 pub struct SeriesAnswer {
+    /// The lesson's title (for a timetable: the class).
+    pub title: String,
     /// The series as written; None for a dry run.
     pub series: Option<SeriesRow>,
     pub dry_run: bool,
@@ -87,37 +100,55 @@ impl Broker {
         {
             return self.answer_of(id).await;
         }
-        let inputs: Vec<Arc<BookingInput>> = s
-            .bookings()
-            .into_iter()
-            .map(|b| self.booking_input(b, now, Uuid::now_v7()))
-            .collect::<Result<_, _>>()?;
-        let answer = if dry_run {
-            let previews = self.preview_bookings(&inputs).await?;
-            let occurrences = s
-                .occurrences
-                .iter()
-                .zip(previews)
-                .map(|(start, p)| match p {
-                    Ok(p) => admitted(*start, None, p.held),
-                    Err(e) => refused(*start, &e),
-                })
-                .collect();
-            self.answer(&s, None, true, occurrences)
-        } else {
-            self.book_occurrences(&s, &inputs).await?
-        };
+        let policy = s.policy;
+        let answer = self
+            .book_set(std::slice::from_ref(&s), policy, dry_run, now)
+            .await?
+            .pop()
+            .ok_or_else(|| ServiceError::Conflict("nothing was decided".into()))?;
         if !dry_run && answer.series.is_none() {
-            return Err(ServiceError::Refused(Box::new(self.refusal(&answer))));
+            return Err(ServiceError::Refused(Box::new(
+                self.refusal(std::slice::from_ref(&answer), policy),
+            )));
         }
         Ok(answer)
     }
 
-    async fn book_occurrences(
+    /// Books several series as one (a timetable), or decides them in a
+    /// dry run: every occurrence of every series in one transaction, under
+    /// one policy for the whole set. One answer per series, in order; a
+    /// series with no occurrence booked has no row.
+    pub(crate) async fn book_set(
         &self,
-        s: &SeriesRequest,
-        inputs: &[Arc<BookingInput>],
-    ) -> Result<SeriesAnswer, ServiceError> {
+        set: &[SeriesRequest],
+        policy: Policy,
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SeriesAnswer>, ServiceError> {
+        let mut inputs: Vec<Arc<BookingInput>> = Vec::new();
+        for s in set {
+            for b in s.bookings() {
+                inputs.push(self.booking_input(b, now, Uuid::now_v7())?);
+            }
+        }
+        if dry_run {
+            let previews = self.preview_bookings(&inputs).await?;
+            let mut outcomes =
+                set.iter()
+                    .flat_map(|s| &s.occurrences)
+                    .zip(previews)
+                    .map(|(start, p)| match p {
+                        Ok(p) => admitted(*start, None, p.held),
+                        Err(e) => refused(*start, &e),
+                    });
+            return Ok(set
+                .iter()
+                .map(|s| {
+                    let mine = outcomes.by_ref().take(s.occurrences.len()).collect();
+                    self.answer(s, None, true, mine)
+                })
+                .collect());
+        }
         let items: Vec<Item> = inputs
             .iter()
             .map(|i| Item {
@@ -127,44 +158,52 @@ impl Broker {
             })
             .collect();
         let rtt = Arc::new(self.rtt_table());
-        let series_id = Uuid::now_v7();
         let w = self
             .reserver
             .reserve_many(&items, &rtt, BOOK_ATTEMPTS, |decisions| {
-                self.write_series(s, series_id, inputs, decisions)
+                self.write_set(set, policy, &inputs, decisions)
             })
             .await?
             .ok_or_else(|| {
                 ServiceError::Conflict(
-                    "capacity kept changing under concurrent bookings; retry the series".into(),
+                    "capacity kept changing under concurrent bookings; retry".into(),
                 )
             })?;
         if !w.started.is_empty() {
-            self.send_seat_assignments(&w.started, &s.lesson.datasets);
+            // Datasets are the template's, one set per series; an occurrence
+            // that starts as it is booked has nothing to stage (it would not
+            // have started), so none are needed here.
+            self.send_seat_assignments(&w.started, &[]);
         }
-        for o in w.outcomes.iter().filter_map(|o| o.lesson_id) {
-            self.lesson_changed(o);
+        for id in w.outcomes.iter().flatten().filter_map(|o| o.lesson_id) {
+            self.lesson_changed(id);
         }
-        if w.series.is_some() {
+        if w.series.iter().any(Option::is_some) {
             self.clock.notify_one();
         }
-        Ok(self.answer(s, w.series, false, w.outcomes))
+        Ok(set
+            .iter()
+            .zip(w.series)
+            .zip(w.outcomes)
+            .map(|((s, row), outcomes)| self.answer(s, row, false, outcomes))
+            .collect())
     }
 
     /// The write of `reserve_many`: the occurrences' lessons and holds by
-    /// the policy, and the series with every occurrence, in one
-    /// transaction. Under all-or-nothing with a placement refusal, nothing
-    /// is written, but the vouchers are still decided (and rolled back) so
-    /// that the answer names every occurrence that would not fit.
-    async fn write_series(
+    /// the policy, and each series with a booked occurrence, with all its
+    /// occurrences, in one transaction. Under all-or-nothing with a
+    /// placement refusal nothing is written, but the vouchers are still
+    /// decided (and rolled back) so that the answer names every occurrence
+    /// that would not fit.
+    async fn write_set(
         &self,
-        s: &SeriesRequest,
-        series_id: Uuid,
+        set: &[SeriesRequest],
+        policy: Policy,
         inputs: &[Arc<BookingInput>],
         decisions: Vec<Result<Admission, Explanation>>,
-    ) -> sqlx::Result<WroteMany<SeriesWrite>> {
+    ) -> sqlx::Result<WroteMany<SetWrite>> {
         let placement_refused = decisions.iter().any(Result::is_err);
-        let mode = match (s.policy, placement_refused) {
+        let mode = match (policy, placement_refused) {
             (Policy::AllOrNothing, true) => WriteMode::DryRun,
             (Policy::AllOrNothing, false) => WriteMode::Whole,
             (Policy::BookWhatFits, _) => WriteMode::Each,
@@ -192,52 +231,58 @@ impl Broker {
             self.write_bookings_in(&mut tx, &refs, mode).await?
         };
         let mut written = written.into_iter();
-        let mut outcomes = Vec::with_capacity(placed.len());
         let mut started = Vec::new();
-        for (start, p) in s.occurrences.iter().zip(placed) {
+        let mut flat = Vec::with_capacity(placed.len());
+        let starts = set.iter().flat_map(|s| &s.occurrences);
+        for (start, p) in starts.zip(placed) {
             let w: Written = match p {
                 Err(e) => Err(e),
                 Ok(()) => written
                     .next()
                     .unwrap_or_else(|| Err(ServiceError::Conflict("nothing was decided".into()))),
             };
-            outcomes.push(match w {
+            flat.push(match w {
                 Ok(b) => {
                     started.extend(b.started);
-                    let lesson = wrote.then_some(b.view.lesson.id);
-                    admitted(*start, lesson, b.held)
+                    admitted(*start, wrote.then_some(b.view.lesson.id), b.held)
                 }
                 Err(e) => refused(*start, &e),
             });
         }
-        if !wrote {
-            tx.rollback().await?;
-            let committed = vec![false; outcomes.len()];
-            return Ok(WroteMany {
-                answer: SeriesWrite {
-                    series: None,
-                    outcomes,
-                    started: Vec::new(),
-                },
-                committed,
-            });
-        }
-        let row = self.series_row(s, series_id);
-        store::insert_series(&mut tx, &row).await?;
-        let occurrences: Vec<NewOccurrence> = outcomes
+        let committed: Vec<bool> = flat.iter().map(|o| o.lesson_id.is_some()).collect();
+        let mut flat = flat.into_iter();
+        let outcomes: Vec<Vec<Outcome>> = set
             .iter()
-            .map(|o| NewOccurrence {
-                rule_start: o.start,
-                lesson_id: o.lesson_id,
-                reason: &o.reason,
-            })
+            .map(|s| flat.by_ref().take(s.occurrences.len()).collect())
             .collect();
-        store::insert_occurrences(&mut tx, series_id, &occurrences).await?;
-        tx.commit().await?;
-        let committed = outcomes.iter().map(|o| o.lesson_id.is_some()).collect();
+        let mut rows = Vec::with_capacity(set.len());
+        for (s, outcomes) in set.iter().zip(&outcomes) {
+            if !outcomes.iter().any(|o| o.lesson_id.is_some()) {
+                rows.push(None);
+                continue;
+            }
+            let row = self.series_row(s, Uuid::now_v7());
+            store::insert_series(&mut tx, &row).await?;
+            let occurrences: Vec<NewOccurrence> = outcomes
+                .iter()
+                .map(|o| NewOccurrence {
+                    rule_start: o.start,
+                    lesson_id: o.lesson_id,
+                    reason: &o.reason,
+                })
+                .collect();
+            store::insert_occurrences(&mut tx, row.id, &occurrences).await?;
+            rows.push(Some(row));
+        }
+        if wrote {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+            started.clear();
+        }
         Ok(WroteMany {
-            answer: SeriesWrite {
-                series: Some(row),
+            answer: SetWrite {
+                series: rows,
                 outcomes,
                 started,
             },
@@ -276,6 +321,7 @@ impl Broker {
     ) -> SeriesAnswer {
         let held = Held::sum(occurrences.iter().filter(|o| o.admitted).map(|o| &o.held));
         SeriesAnswer {
+            title: s.lesson.title.clone(),
             series,
             dry_run,
             policy: s.policy,
@@ -300,6 +346,7 @@ impl Broker {
             })
             .collect();
         Ok(SeriesAnswer {
+            title: v.series.title.clone(),
             policy: Policy::parse(&v.series.policy).unwrap_or(Policy::AllOrNothing),
             series: Some(v.series),
             dry_run: false,
@@ -309,35 +356,43 @@ impl Broker {
         })
     }
 
-    /// Why a series was not booked: one line per occurrence that does not
-    /// fit, in the region's time.
-    fn refusal(&self, a: &SeriesAnswer) -> Explanation {
+    /// Why a series (or a timetable) was not booked: one line per
+    /// occurrence that does not fit, in the region's time, with its series'
+    /// title when there are several.
+    pub(crate) fn refusal(&self, answers: &[SeriesAnswer], policy: Policy) -> Explanation {
         let tz = self.cfg.time_zone;
-        let refused: Vec<&Outcome> = a.occurrences.iter().filter(|o| !o.admitted).collect();
-        let filters = refused
-            .iter()
-            .map(|o| FilterCount {
-                filter: "series",
-                removed: 0,
-                detail: format!(
-                    "{}: {}",
-                    o.start.with_timezone(&tz).format("%F %R"),
-                    o.reason
-                ),
-            })
-            .collect();
-        let rule = match a.policy {
+        let mut filters = Vec::new();
+        let mut total = 0;
+        for a in answers {
+            total += a.occurrences.len();
+            for o in a.occurrences.iter().filter(|o| !o.admitted) {
+                let title = if answers.len() > 1 {
+                    format!("{} ", a.title)
+                } else {
+                    String::new()
+                };
+                filters.push(FilterCount {
+                    filter: "series",
+                    removed: 0,
+                    detail: format!(
+                        "{title}{}: {}",
+                        o.start.with_timezone(&tz).format("%F %R"),
+                        o.reason
+                    ),
+                });
+            }
+        }
+        let rule = match policy {
             Policy::AllOrNothing => "all or nothing, so none was booked",
             Policy::BookWhatFits => "none was booked",
         };
         Explanation {
             nodes_considered: 0,
-            filters,
             summary: format!(
-                "{} of {} occurrences cannot be booked; {rule}",
-                refused.len(),
-                a.occurrences.len()
+                "{} of {total} occurrences cannot be booked; {rule}",
+                filters.len()
             ),
+            filters,
         }
     }
 
@@ -355,12 +410,12 @@ impl Broker {
     }
 }
 
-/// What `write_series` made: the series (None when nothing was written),
-/// every occurrence's outcome, and the assignments of any occurrence that
-/// started as it was booked.
-pub struct SeriesWrite {
-    series: Option<SeriesRow>,
-    outcomes: Vec<Outcome>,
+/// What `write_set` made: per series, its row (None when none of it was
+/// written) and every occurrence's outcome; and the assignments of any
+/// occurrence that started as it was booked.
+pub struct SetWrite {
+    series: Vec<Option<SeriesRow>>,
+    outcomes: Vec<Vec<Outcome>>,
     started: Vec<crate::store::assignments::AssignmentRow>,
 }
 

@@ -52,6 +52,31 @@ pub fn raw_seat(s: &pb::SeatSpec) -> RawSeat {
     }
 }
 
+/// A lesson booking as the domain takes it; its start only if `with_start`
+/// (a series' template has none of its own).
+pub fn raw_booking(
+    r: &pb::BookLessonRequest,
+    with_start: bool,
+) -> Result<crate::domain::lesson::RawBooking, ServiceError> {
+    Ok(crate::domain::lesson::RawBooking {
+        request_id: r.request_id.clone(),
+        school_site: r.school_site.clone(),
+        title: r.title.clone(),
+        start: if with_start {
+            from_ts("start", r.start.as_ref())?
+        } else {
+            None
+        },
+        duration_seconds: r.duration_seconds,
+        seats: r.seats as i64,
+        min_seats: r.min_seats as i64,
+        seat: r.seat.as_ref().map(raw_seat),
+        workload: workload(r.workload.as_ref()),
+        datasets: raw_datasets(&r.datasets),
+        max_rtt_ms: r.max_rtt_ms as i64,
+    })
+}
+
 pub fn workload(w: Option<&pb::Workload>) -> Workload {
     w.map(|w| Workload {
         command: w.command.clone(),
@@ -176,6 +201,7 @@ pub fn lesson(v: &LessonView) -> pb::Lesson {
         message: l.message.clone(),
         failed_seats: v.seats.iter().filter(|s| s.state == "failed").count() as i32,
         running_seats: v.seats.iter().filter(|s| s.state == "running").count() as i32,
+        series_id: l.series_id.map(|s| s.to_string()).unwrap_or_default(),
     }
 }
 

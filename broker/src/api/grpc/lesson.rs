@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, dry_run, status};
 use crate::auth::gate::caller;
-use crate::{domain::lesson::RawBooking, state::App};
+use crate::state::App;
 
 pub struct Lessons(pub App);
 
@@ -20,19 +20,7 @@ impl LessonService for Lessons {
     ) -> Result<Response<pb::Lesson>, Status> {
         let c = caller(&req)?;
         let r = req.into_inner();
-        let raw = RawBooking {
-            request_id: r.request_id,
-            school_site: r.school_site,
-            title: r.title,
-            start: convert::from_ts("start", r.start.as_ref()).map_err(status)?,
-            duration_seconds: r.duration_seconds,
-            seats: r.seats as i64,
-            min_seats: r.min_seats as i64,
-            seat: r.seat.as_ref().map(convert::raw_seat),
-            workload: convert::workload(r.workload.as_ref()),
-            datasets: convert::raw_datasets(&r.datasets),
-            max_rtt_ms: r.max_rtt_ms as i64,
-        };
+        let raw = convert::raw_booking(&r, true).map_err(status)?;
         if r.dry_run {
             let p = self
                 .0

@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod job;
 pub mod lesson;
 pub mod relay;
+pub mod series;
 pub mod voucher;
 
 use tonic::Status;

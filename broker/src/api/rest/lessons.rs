@@ -81,6 +81,33 @@ pub struct BookLesson {
     pub max_rtt_ms: i64,
 }
 
+impl BookLesson {
+    /// The booking as the domain takes it, under `request_id`.
+    pub fn raw(self, request_id: String) -> Result<RawBooking, super::problem::Problem> {
+        Ok(RawBooking {
+            request_id,
+            school_site: self.school_site,
+            title: self.title,
+            start: if self.start.is_empty() {
+                None
+            } else {
+                Some(parse_time("start", &self.start)?)
+            },
+            duration_seconds: self.duration_seconds,
+            seats: self.seats,
+            min_seats: self.min_seats,
+            seat: self.seat.as_ref().map(SeatSpec::raw),
+            workload: self
+                .workload
+                .as_ref()
+                .map(Workload::raw)
+                .unwrap_or_default(),
+            datasets: self.datasets.iter().map(Dataset::raw).collect(),
+            max_rtt_ms: self.max_rtt_ms,
+        })
+    }
+}
+
 /// A round-trip time and where it came from: measured, estimated or configured.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Rtt {
@@ -146,6 +173,9 @@ pub struct Lesson {
     pub failed_seats: i32,
     /// Seats now running.
     pub running_seats: i32,
+    /// The series this lesson is an occurrence of (`/v1/series/{id}`).
+    #[schema(nullable)]
+    pub series_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -196,6 +226,7 @@ pub fn lesson(app: &App, v: &LessonView) -> Lesson {
         message: l.message.clone(),
         failed_seats: v.seats.iter().filter(|s| s.state == "failed").count() as i32,
         running_seats: v.seats.iter().filter(|s| s.state == "running").count() as i32,
+        series_id: l.series_id,
     }
 }
 
@@ -236,23 +267,7 @@ pub async fn book(
     JsonBody(b): JsonBody<BookLesson>,
 ) -> ApiResult<Response> {
     let dry_run = Params::from_query(q, &["dry_run"])?.bool("dry_run")?;
-    let raw = RawBooking {
-        request_id: idempotency_key(&headers)?,
-        school_site: b.school_site,
-        title: b.title,
-        start: if b.start.is_empty() {
-            None
-        } else {
-            Some(parse_time("start", &b.start)?)
-        },
-        duration_seconds: b.duration_seconds,
-        seats: b.seats,
-        min_seats: b.min_seats,
-        seat: b.seat.as_ref().map(SeatSpec::raw),
-        workload: b.workload.as_ref().map(Workload::raw).unwrap_or_default(),
-        datasets: b.datasets.iter().map(Dataset::raw).collect(),
-        max_rtt_ms: b.max_rtt_ms,
-    };
+    let raw = b.raw(idempotency_key(&headers)?)?;
     if dry_run {
         let p = app.scoped(&caller).dry_run_lesson(raw).await?;
         return Ok(Json(preview(&app, &p)).into_response());

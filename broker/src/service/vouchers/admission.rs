@@ -93,11 +93,15 @@ pub async fn write_holds(
 pub struct SchoolLock {
     quota: Option<i32>,
     vouchers: Vec<EligibleVoucher>,
+    /// Seats of bookings decided from this lock and not yet committed,
+    /// which the quota check of the next one counts as busy.
+    decided: Vec<quota::Busy>,
 }
 
 impl SchoolLock {
-    fn take(&mut self, plan: &HoldPlan) {
+    fn take(&mut self, plan: &HoldPlan, busy: quota::Busy) {
         crate::vouchers::allocate::spend(&mut self.vouchers, &plan.takes);
+        self.decided.push(busy);
     }
 }
 
@@ -130,6 +134,7 @@ impl Broker {
                 let lock = SchoolLock {
                     quota: quotas.remove(s),
                     vouchers: vouchers.remove(s).unwrap_or_default(),
+                    decided: Vec::new(),
                 };
                 (*s, lock)
             })
@@ -229,7 +234,8 @@ impl Broker {
             .map(|s| s.name)
             .unwrap_or_else(|| school_site_id.to_string());
         if let Some(max) = lock.quota {
-            let busy = store::busy_seats(tx, school_site_id, start, end, owner).await?;
+            let mut busy = store::busy_seats(tx, school_site_id, start, end, owner).await?;
+            busy.extend(lock.decided.iter().cloned());
             let peak = quota::peak(&busy, start, end);
             if let Some(s) = quota::check(i64::from(max), peak, seats.len() as i64, &school) {
                 return Ok(Err(("quota", s)));
@@ -240,7 +246,13 @@ impl Broker {
             seats.iter().map(|p| (self.seat_cost(p), p)).collect();
         let priced: Vec<SeatCost> = costs.iter().map(|(c, _)| *c).collect();
         let amount = worst_case_uah(&priced, (charge_end - start).num_seconds());
+        let busy = quota::Busy {
+            start,
+            end,
+            seats: seats.len() as i64,
+        };
         if amount == 0 {
+            lock.take(&nothing, busy);
             return Ok(Ok(nothing));
         }
         let nodes = costs
@@ -271,7 +283,7 @@ impl Broker {
             note,
             ..nothing
         };
-        lock.take(&plan);
+        lock.take(&plan, busy);
         Ok(Ok(plan))
     }
 
