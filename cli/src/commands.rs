@@ -88,7 +88,7 @@ pub struct SpecArgs {
 }
 
 impl SpecArgs {
-    fn spec(&self) -> anyhow::Result<pb::SeatSpec> {
+    pub(crate) fn spec(&self) -> anyhow::Result<pb::SeatSpec> {
         let wants_gpu = !self.gpu_vendors.is_empty()
             || self.gpu_model.is_some()
             || self.gpu_memory_mib.is_some()
@@ -119,7 +119,7 @@ impl SpecArgs {
         })
     }
 
-    fn workload(&self) -> anyhow::Result<pb::Workload> {
+    pub(crate) fn workload(&self) -> anyhow::Result<pb::Workload> {
         let mut env = std::collections::HashMap::new();
         for e in &self.env {
             let (k, v) = e

@@ -10,6 +10,7 @@ pub mod job;
 pub mod lesson;
 pub mod relay;
 pub mod series;
+pub mod timetable;
 pub mod voucher;
 
 use tonic::Status;

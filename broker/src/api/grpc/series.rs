@@ -18,7 +18,7 @@ use crate::{
 
 pub struct SeriesApi(pub App);
 
-fn cost(h: &Held) -> pb::VoucherCost {
+pub fn cost(h: &Held) -> pb::VoucherCost {
     pb::VoucherCost {
         accelerator_hours: hours(h.amount_uah),
         amount_uah: h.amount_uah,
