@@ -3,7 +3,8 @@
 //! filled with 40 classes (one lesson a week each, 18 weeks); a file with a
 //! bad row is refused naming the line and column, and books nothing; the
 //! dry run previews all 720 occurrences and writes nothing; the import then
-//! books them, each lesson an occurrence of its class's series.
+//! books them, each lesson an occurrence of its class's series. A single
+//! lesson's `--dry-run` is shown and not written.
 
 use std::{path::Path, process::Output, time::Duration};
 
