@@ -42,6 +42,8 @@ pub enum Bench {
     /// Kill the leader of several broker replicas behind HAProxy, round
     /// after round, under a stream of bookings; time the failovers.
     Failover(crate::bench_failover::FailoverArgs),
+    /// A district's term imported as one timetable: the dry run, then the commit.
+    Term(crate::bench_term::TermArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -91,6 +93,7 @@ pub async fn run(global: &Global, b: Bench) -> anyhow::Result<()> {
     match b {
         Bench::Storm(a) => storm(global, a).await,
         Bench::Failover(a) => crate::bench_failover::run(a).await,
+        Bench::Term(a) => crate::bench_term::run(a).await,
     }
 }
 

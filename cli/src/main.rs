@@ -11,6 +11,7 @@ mod admin;
 mod bench;
 mod bench_db;
 mod bench_failover;
+mod bench_term;
 mod client;
 mod commands;
 mod logs;
