@@ -9,6 +9,7 @@ pub mod node;
 pub mod nodes;
 pub mod overview;
 pub mod overview_charts;
+pub mod term;
 pub mod timetable;
 pub mod tokens;
 pub mod voucher_alerts;
