@@ -280,17 +280,12 @@ pub async fn series(
     uri: Uri,
     Path(id): Path<String>,
 ) -> Response {
-    let l = s.lang;
-    let z = zone();
-    let Ok(id) = id.parse::<Uuid>() else {
-        return error(
-            &s,
-            z,
-            uri.path(),
-            &ServiceError::field("id", "must be a series id (a UUID)"),
-        );
+    let (l, z) = (s.lang, zone());
+    let found = match id.parse::<Uuid>() {
+        Ok(id) => app.scoped(&s.caller).series(id).await,
+        Err(_) => Err(ServiceError::field("id", "must be a series id (a UUID)")),
     };
-    let v = match app.scoped(&s.caller).series(id).await {
+    let v = match found {
         Ok(v) => v,
         Err(e) => return error(&s, z, uri.path(), &e),
     };
