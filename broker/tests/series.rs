@@ -1,7 +1,8 @@
 //! Series against a real PostgreSQL: a term of weekly lessons where some
 //! occurrences collide with lessons already booked, under both policies;
 //! a dry run of a term that crosses a voucher's expiry; and the edits
-//! (cancel one occurrence and its refund, move one, end early).
+//! (cancel one occurrence and its refund, move one, change all future
+//! ones, end early).
 
 mod common;
 mod term_support;
@@ -228,4 +229,57 @@ async fn an_occurrence_moves_and_a_series_ends_early() {
             "cancelled"
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_every_future_occurrence_replaces_them_whole_or_not_at_all() {
+    let t = term("cg_series", SCHOOL, 1).await;
+    let tz = t.app.cfg.time_zone;
+    voucher(&t.app, SCHOOL, 1000.0, Utc::now() + Duration::days(365)).await;
+    let mut raw = weekly("all_or_nothing", tz);
+    raw.rrule = "FREQ=WEEKLY;COUNT=6".into();
+    let a = t.app.book_series(raw, false).await.unwrap();
+    let id = a.series.as_ref().unwrap().id;
+    let old: Vec<Uuid> = a.occurrences.iter().filter_map(|o| o.lesson_id).collect();
+    let change = |seats| classgrid_broker::service::series_edits::RawChange {
+        from: Some(a.occurrences[2].start),
+        seats,
+        ..Default::default()
+    };
+
+    // Five seats do not fit the node's four: refused, each named, nothing changed.
+    let Err(ServiceError::Refused(e)) = t.app.change_future(id, change(5)).await else {
+        panic!("five seats cannot fit")
+    };
+    assert_eq!(e.filters.len(), 4, "{e:?}");
+    let v = t.app.series(id).await.unwrap();
+    let now: Vec<Uuid> = v.occurrences.iter().filter_map(|o| o.lesson_id).collect();
+    assert_eq!(now, old, "nothing changed");
+
+    // Three seats fit only once the four-seat lessons they replace are gone:
+    // they are planned as if they were, and replace them in one go.
+    let v = t.app.change_future(id, change(3)).await.unwrap();
+    let now: Vec<Uuid> = v.occurrences.iter().filter_map(|o| o.lesson_id).collect();
+    assert_eq!(now[..2], old[..2], "the first two stay");
+    for (i, o) in v.occurrences.iter().enumerate().skip(2) {
+        assert_ne!(o.lesson_id, Some(old[i]));
+        assert_eq!(o.lesson_state.as_deref(), Some("booked"));
+        assert_eq!(o.lesson_start, Some(a.occurrences[i].start));
+        let l = t.app.lesson(o.lesson_id.unwrap()).await.unwrap();
+        assert_eq!((l.lesson.seat_count, l.seats.len()), (3, 3));
+        assert_eq!(l.lesson.series_id, Some(id));
+        let was = t.app.lesson(old[i]).await.unwrap();
+        assert_eq!(was.lesson.state, "cancelled");
+        // The old hold refunded in full, the new one smaller.
+        let net: i64 = ledger(&t.pool)
+            .await
+            .iter()
+            .filter(|r| r.3 == Some(old[i]))
+            .map(|r| r.2)
+            .sum();
+        assert_eq!(net, 0, "the replaced lesson's hold is released");
+        let new = held_for(&t.pool, o.lesson_id.unwrap()).await;
+        assert!(new > 0 && new < a.occurrences[i].held.amount_uah);
+    }
+    assert_eq!(v.series.template.0.seats, 3);
 }

@@ -81,6 +81,22 @@ pub enum Series {
         #[arg(long)]
         start: String,
     },
+    /// Change every future occurrence (all or none): time, duration, seats, RTT limit.
+    Change {
+        id: String,
+        /// Occurrences from then on change (default now).
+        #[arg(long)]
+        from: Option<String>,
+        /// New local start time, HH:MM.
+        #[arg(long, default_value = "")]
+        start_time: String,
+        #[arg(long)]
+        duration: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        seats: i32,
+        #[arg(long, default_value_t = 0)]
+        max_rtt_ms: i32,
+    },
     /// End a series early: occurrences from --from (default now) on are cancelled.
     End {
         id: String,
@@ -218,6 +234,32 @@ pub async fn series(g: &Global, c: Series) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             output::lesson(g.output, &l);
+        }
+        Series::Change {
+            id,
+            from,
+            start_time,
+            duration,
+            seats,
+            max_rtt_ms,
+        } => {
+            let from = from.map(|f| parse_time("--from", &f)).transpose()?.map(ts);
+            let duration_seconds = match duration {
+                Some(d) => parse_duration("--duration", &d)?,
+                None => 0,
+            };
+            let s = client
+                .change_future(pb::ChangeFutureRequest {
+                    id,
+                    from,
+                    start_time,
+                    duration_seconds,
+                    seats,
+                    max_rtt_ms,
+                })
+                .await?
+                .into_inner();
+            one(g.output, &s);
         }
         Series::End { id, from } => {
             let from = from.map(|f| parse_time("--from", &f)).transpose()?.map(ts);

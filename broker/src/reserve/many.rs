@@ -18,6 +18,17 @@ pub struct Item<'a> {
     pub owner: Owner,
 }
 
+impl<'a> Item<'a> {
+    /// A booking's request, for its lesson.
+    pub fn of(i: &'a super::queue::BookingInput) -> Self {
+        Item {
+            fleet: &i.fleet,
+            req: &i.req,
+            owner: Owner::Lesson(i.id),
+        }
+    }
+}
+
 /// What the write made of a set: its answer, and for each item whether its
 /// rows were committed.
 pub struct WroteMany<T> {
@@ -33,6 +44,7 @@ impl Reserver {
     pub async fn reserve_many<T, W, F>(
         &self,
         items: &[Item<'_>],
+        replacing: &[Owner],
         rtt: &Arc<RttTable>,
         attempts: usize,
         mut write: W,
@@ -42,28 +54,11 @@ impl Reserver {
         F: Future<Output = sqlx::Result<WroteMany<T>>>,
     {
         for _ in 0..attempts {
-            let mut holds: Vec<Option<Hold>> = Vec::with_capacity(items.len());
-            let mut decisions = Vec::with_capacity(items.len());
-            let mut preempted = Vec::new();
-            // A refusal re-reads the calendar once for the whole set, as a
-            // single booking does before refusing.
-            let mut reload = true;
-            for it in items {
-                let (decision, hold) = self
-                    .plan(it.fleet, rtt, it.req, Some(it.owner), reload)
-                    .await?;
-                holds.push(hold);
-                decisions.push(match decision {
-                    Decision::Admitted(a) => {
-                        preempted.extend(a.preempted.iter().copied());
-                        Ok(a)
-                    }
-                    Decision::Refused(e) => {
-                        reload = false;
-                        Err(e)
-                    }
-                });
-            }
+            let (decisions, holds, preempted) = if replacing.is_empty() {
+                self.plan_each(items, rtt).await?
+            } else {
+                self.plan_replacing(items, replacing, rtt).await?
+            };
             match write(decisions).await {
                 Ok(wrote) => {
                     for (hold, committed) in holds.into_iter().zip(&wrote.committed) {
@@ -73,7 +68,9 @@ impl Reserver {
                             (None, _) => {}
                         }
                     }
-                    self.refresh_owners(&preempted).await?;
+                    let mut refresh = preempted;
+                    refresh.extend_from_slice(replacing);
+                    self.refresh_owners(&refresh).await?;
                     return Ok(Some(wrote.answer));
                 }
                 Err(e) => {
@@ -93,4 +90,88 @@ impl Reserver {
         }
         Ok(None)
     }
+
+    /// Each item planned and held in turn, as a booking is.
+    async fn plan_each(
+        &self,
+        items: &[Item<'_>],
+        rtt: &Arc<RttTable>,
+    ) -> Result<Planned, ServiceError> {
+        let mut holds: Vec<Option<Hold>> = Vec::with_capacity(items.len());
+        let mut decisions = Vec::with_capacity(items.len());
+        let mut preempted = Vec::new();
+        // A refusal re-reads the calendar once for the whole set, as a
+        // single booking does before refusing.
+        let mut reload = true;
+        for it in items {
+            let (decision, hold) = self
+                .plan(it.fleet, rtt, it.req, Some(it.owner), reload)
+                .await?;
+            holds.push(hold);
+            decisions.push(match decision {
+                Decision::Admitted(a) => {
+                    preempted.extend(a.preempted.iter().copied());
+                    Ok(a)
+                }
+                Decision::Refused(e) => {
+                    reload = false;
+                    Err(e)
+                }
+            });
+        }
+        Ok((decisions, holds, preempted))
+    }
+
+    /// Each item planned against a copy of the calendar without the
+    /// `replacing` owners, each admission added to the copy before the next
+    /// is planned, and held in the live calendar as any plan is (beside the
+    /// rows it replaces until the write commits: other plans meanwhile see
+    /// both, which errs on the side of refusing them). The copy is made on
+    /// this thread: a series' edit replans tens of occurrences, not a bell's
+    /// thousands of classes.
+    async fn plan_replacing(
+        &self,
+        items: &[Item<'_>],
+        replacing: &[Owner],
+        rtt: &Arc<RttTable>,
+    ) -> Result<Planned, ServiceError> {
+        if !self.calendar.lock().loaded {
+            self.reload_calendar().await?;
+        }
+        let _turn = self.calendar.plan_turn.lock().await;
+        let mut g = self.calendar.lock();
+        let mut without = g.cal.clone();
+        for o in replacing {
+            without.remove_owner(*o);
+        }
+        let mut holds = Vec::with_capacity(items.len());
+        let mut decisions = Vec::with_capacity(items.len());
+        let mut preempted = Vec::new();
+        for it in items {
+            match classgrid_placement::place(it.fleet, &without, rtt, it.req, &self.policy) {
+                Decision::Admitted(a) => {
+                    let rows = a.reservations(it.req, it.owner);
+                    for r in &rows {
+                        without.insert(r.clone());
+                    }
+                    holds.push(Some(self.calendar.hold(&mut g, rows, it.owner)));
+                    preempted.extend(a.preempted.iter().copied());
+                    decisions.push(Ok(a));
+                }
+                Decision::Refused(e) => {
+                    holds.push(None);
+                    decisions.push(Err(e));
+                }
+            }
+        }
+        Ok((decisions, holds, preempted))
+    }
 }
+
+/// Each item's decision, its hold when admitted, and the jobs the
+/// admissions preempt.
+type Planned = (
+    Vec<Result<Admission, Explanation>>,
+    Vec<Option<Hold>>,
+    Vec<Owner>,
+);

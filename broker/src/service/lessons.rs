@@ -216,6 +216,41 @@ impl Broker {
             .await?)
     }
 
+    /// Cancels lesson `id` in `tx`: its state, its seats and assignments
+    /// released, its reservations gone, its voucher holds released (the
+    /// refund). The assignments released come back, to send after commit.
+    pub(crate) async fn cancel_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        id: Uuid,
+        msg: &str,
+    ) -> Result<Vec<assignments::AssignmentRow>, ServiceError> {
+        let changed = lesson_store::set_lesson_state(
+            tx,
+            id,
+            &[ls::BOOKED, ls::STAGING, ls::READY, ls::LIVE],
+            ls::CANCELLED,
+            Some(msg),
+        )
+        .await?;
+        if !changed {
+            return Err(ServiceError::Conflict(format!(
+                "lesson {id} changed state; read it again"
+            )));
+        }
+        let released = assignments::release_lesson(tx, id).await?;
+        lesson_store::set_seats_state(
+            tx,
+            id,
+            &[ss::PLANNED, ss::STAGED, ss::STARTING, ss::RUNNING],
+            ss::RELEASED,
+        )
+        .await?;
+        reservations::delete_owner(tx, Owner::Lesson(id)).await?;
+        self.settle_vouchers(tx, Owner::Lesson(id), false).await?;
+        Ok(released)
+    }
+
     pub async fn cancel_lesson(&self, id: Uuid, reason: &str) -> Result<LessonView, ServiceError> {
         let view = self.lesson(id).await?;
         if ls::is_final(&view.lesson.state) {
@@ -231,30 +266,7 @@ impl Broker {
         } else {
             format!("cancelled: {reason}")
         };
-        let changed = lesson_store::set_lesson_state(
-            &mut tx,
-            id,
-            &[ls::BOOKED, ls::STAGING, ls::READY, ls::LIVE],
-            ls::CANCELLED,
-            Some(&msg),
-        )
-        .await?;
-        if !changed {
-            return Err(ServiceError::Conflict(format!(
-                "lesson {id} changed state; read it again"
-            )));
-        }
-        let released = assignments::release_lesson(&mut tx, id).await?;
-        lesson_store::set_seats_state(
-            &mut tx,
-            id,
-            &[ss::PLANNED, ss::STAGED, ss::STARTING, ss::RUNNING],
-            ss::RELEASED,
-        )
-        .await?;
-        reservations::delete_owner(&mut tx, Owner::Lesson(id)).await?;
-        self.settle_vouchers(&mut tx, Owner::Lesson(id), false)
-            .await?;
+        let released = self.cancel_in(&mut tx, id, &msg).await?;
         tx.commit().await?;
         self.reserver.refresh_owners(&[Owner::Lesson(id)]).await?;
         self.send_releases(&released, "lesson cancelled");

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use classgrid_placement::{Admission, Explanation, FilterCount, Owner};
+use classgrid_placement::{Admission, Explanation, FilterCount};
 use sqlx::Connection;
 use uuid::Uuid;
 
@@ -149,18 +149,11 @@ impl Broker {
                 })
                 .collect());
         }
-        let items: Vec<Item> = inputs
-            .iter()
-            .map(|i| Item {
-                fleet: &i.fleet,
-                req: &i.req,
-                owner: Owner::Lesson(i.id),
-            })
-            .collect();
+        let items: Vec<Item> = inputs.iter().map(|i| Item::of(i)).collect();
         let rtt = Arc::new(self.rtt_table());
         let w = self
             .reserver
-            .reserve_many(&items, &rtt, BOOK_ATTEMPTS, |decisions| {
+            .reserve_many(&items, &[], &rtt, BOOK_ATTEMPTS, |decisions| {
                 self.write_set(set, policy, &inputs, decisions)
             })
             .await?
@@ -419,7 +412,7 @@ pub struct SetWrite {
     started: Vec<crate::store::assignments::AssignmentRow>,
 }
 
-fn admitted(start: DateTime<Utc>, lesson_id: Option<Uuid>, held: Held) -> Outcome {
+pub(super) fn admitted(start: DateTime<Utc>, lesson_id: Option<Uuid>, held: Held) -> Outcome {
     Outcome {
         start,
         admitted: true,
@@ -429,7 +422,7 @@ fn admitted(start: DateTime<Utc>, lesson_id: Option<Uuid>, held: Held) -> Outcom
     }
 }
 
-fn refused(start: DateTime<Utc>, e: &ServiceError) -> Outcome {
+pub(super) fn refused(start: DateTime<Utc>, e: &ServiceError) -> Outcome {
     let reason = match e {
         ServiceError::Refused(x) if !x.filters.is_empty() => {
             let details: Vec<&str> = x

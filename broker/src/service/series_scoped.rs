@@ -125,6 +125,15 @@ impl Scoped<'_> {
         self.edit("series.move_occurrence", id, op).await
     }
 
+    pub async fn change_future(
+        &self,
+        id: Uuid,
+        change: super::series_edits::RawChange,
+    ) -> Result<SeriesView, ServiceError> {
+        let op = self.app.change_future(id, change);
+        self.edit("series.change_future", id, op).await
+    }
+
     pub async fn end_series(
         &self,
         id: Uuid,

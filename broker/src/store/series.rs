@@ -98,6 +98,34 @@ pub async fn insert_occurrences(
     Ok(())
 }
 
+/// Points occurrences at the lessons that replaced theirs, and sets the
+/// series' template, start time and duration to what they were booked
+/// with (a change of all future occurrences), in the caller's transaction.
+pub async fn replace_future(
+    tx: &mut Tx<'_>,
+    r: &SeriesRow,
+    replaced: &[(uuid::Uuid, uuid::Uuid)],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE series_occurrences o SET lesson_id = n.new
+           FROM UNNEST($2::uuid[], $3::uuid[]) AS n(old, new)
+          WHERE o.series_id = $1 AND o.lesson_id = n.old",
+    )
+    .bind(r.id)
+    .bind(replaced.iter().map(|p| p.0).collect::<Vec<_>>())
+    .bind(replaced.iter().map(|p| p.1).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE series SET template = $2, start_time = $3, duration_s = $4 WHERE id = $1")
+        .bind(r.id)
+        .bind(&r.template)
+        .bind(r.start_time)
+        .bind(r.duration_s)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 impl Store {
     pub async fn get_series(&self, id: Uuid) -> sqlx::Result<Option<SeriesRow>> {
         sqlx::query_as(sql!("{SERIES_SELECT} WHERE r.id = $1"))

@@ -203,6 +203,29 @@ impl SeriesService for SeriesApi {
         Ok(Response::new(convert::lesson(&v)))
     }
 
+    async fn change_future(
+        &self,
+        req: Request<pb::ChangeFutureRequest>,
+    ) -> Result<Response<pb::Series>, Status> {
+        let c = caller(&req)?;
+        let r = req.into_inner();
+        let id = convert::parse_id("id", &r.id).map_err(status)?;
+        let change = crate::service::series_edits::RawChange {
+            from: convert::from_ts("from", r.from.as_ref()).map_err(status)?,
+            start_time: r.start_time,
+            duration_seconds: r.duration_seconds,
+            seats: i64::from(r.seats),
+            max_rtt_ms: i64::from(r.max_rtt_ms),
+        };
+        let v = self
+            .0
+            .scoped(&c)
+            .change_future(id, change)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(view(&v)))
+    }
+
     async fn end(
         &self,
         req: Request<pb::EndSeriesRequest>,

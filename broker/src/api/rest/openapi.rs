@@ -25,7 +25,7 @@ use super::{cost, events, fleet, jobs, lessons, model, problem, series, timetabl
         jobs::submit, jobs::list, jobs::read, jobs::cancel,
         fleet::sites, fleet::nodes, fleet::node, fleet::approve,
         vouchers::list, vouchers::issue, vouchers::balances, vouchers::ledger, vouchers::usage, vouchers::set_quota,
-        series::book, series::list, series::read, series::cancel_occurrence, series::move_occurrence, series::end,
+        series::book, series::list, series::read, series::cancel_occurrence, series::move_occurrence, series::end, series::change,
         timetable::template, timetable::import,
     ),
     components(schemas(
@@ -35,7 +35,7 @@ use super::{cost, events, fleet, jobs, lessons, model, problem, series, timetabl
         lessons::Explanation, lessons::FilterCount, lessons::SeatChoice, lessons::ScorePart,
         lessons::LessonPreview, cost::VoucherCost, cost::VoucherTake,
         series::BookSeries, series::Series, series::SeriesBooking, series::SeriesList, series::Occurrence,
-        series::MoveOccurrence, series::EndSeries,
+        series::MoveOccurrence, series::EndSeries, series::ChangeFuture,
         timetable::TimetableImport, timetable::TimetableRow,
         jobs::SubmitJob, jobs::Job, jobs::JobList,
         fleet::Site, fleet::SiteList, fleet::Node, fleet::NodeList, fleet::Device, fleet::ApprovedNode,

@@ -34,6 +34,7 @@ pub fn router() -> Router<App> {
         .route("/v1/series", post(book).get(list))
         .route("/v1/series/{id}", get(read))
         .route("/v1/series/{id}/end", post(end))
+        .route("/v1/series/{id}/change", post(change))
         .route(
             "/v1/series/{id}/occurrences/{lesson_id}",
             delete(cancel_occurrence),
@@ -157,6 +158,26 @@ pub struct MoveOccurrence {
     #[schema(value_type = String, format = DateTime)]
     #[serde(default)]
     pub start: String,
+}
+
+/// A change of every future occurrence; zero or empty keeps the value.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"from": "2031-04-01T00:00:00+08:00", "start_time": "14:00", "seats": 40}))]
+pub struct ChangeFuture {
+    /// Occurrences from this time on change; empty means now.
+    #[schema(value_type = String, format = DateTime)]
+    #[serde(default)]
+    pub from: String,
+    /// New local start time, HH:MM.
+    #[serde(default)]
+    pub start_time: String,
+    #[serde(default)]
+    pub duration_seconds: i64,
+    #[serde(default)]
+    pub seats: i64,
+    #[serde(default)]
+    pub max_rtt_ms: i64,
 }
 
 /// When to end a series.
@@ -291,6 +312,15 @@ pub async fn read(
     Ok(Json(view(&app, &v)))
 }
 
+/// An RFC 3339 time, or None when empty.
+fn optional_time(field: &str, s: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, Problem> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        parse_time(field, s).map(Some)
+    }
+}
+
 fn date(p: &Params, name: &str) -> Result<Option<NaiveDate>, Problem> {
     p.get(name)
         .map(|d| {
@@ -377,6 +407,31 @@ pub async fn move_occurrence(
     Ok(Json(lesson(&app, &v)))
 }
 
+/// Change every future occurrence: all replaced by lessons of the changed
+/// template in one transaction (their holds refunded, the new ones held),
+/// or, when one would not fit, none (409, one `filters` line each).
+#[utoipa::path(post, operation_id = "change_future", path = "/v1/series/{id}/change", tag = "series",
+    request_body = ChangeFuture,
+    params(("id" = Uuid, Path, description = "Series id")),
+    responses((status = 200, description = "The series", body = Series)))]
+pub async fn change(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<ChangeFuture>,
+) -> ApiResult<Json<Series>> {
+    let id = parse_id("id", &id)?;
+    let change = crate::service::series_edits::RawChange {
+        from: optional_time("from", &b.from)?,
+        start_time: b.start_time,
+        duration_seconds: b.duration_seconds,
+        seats: b.seats,
+        max_rtt_ms: b.max_rtt_ms,
+    };
+    let v = app.scoped(&caller).change_future(id, change).await?;
+    Ok(Json(view(&app, &v)))
+}
+
 /// End a series early: every occurrence from `from` (default now) on is
 /// cancelled and its hold refunded.
 #[utoipa::path(post, operation_id = "end_series", path = "/v1/series/{id}/end", tag = "series",
@@ -390,11 +445,7 @@ pub async fn end(
     JsonBody(b): JsonBody<EndSeries>,
 ) -> ApiResult<Json<Series>> {
     let id = parse_id("id", &id)?;
-    let from = if b.from.is_empty() {
-        None
-    } else {
-        Some(parse_time("from", &b.from)?)
-    };
+    let from = optional_time("from", &b.from)?;
     let v = app.scoped(&caller).end_series(id, from).await?;
     Ok(Json(view(&app, &v)))
 }
