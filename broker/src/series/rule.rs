@@ -262,6 +262,41 @@ mod tests {
         assert_eq!(days, ["2027-09-01", "2027-09-03"]);
     }
 
+    /// Odd rules a platform may send end in occurrences or a named error,
+    /// never a panic (a panic would be a 500).
+    #[test]
+    fn odd_rules_never_panic() {
+        for rrule in [
+            "FREQ=DAILY;UNTIL=19000101T000000Z",
+            "FREQ=MONTHLY;BYMONTHDAY=31;BYSETPOS=-1",
+            "FREQ=WEEKLY;INTERVAL=0",
+            "FREQ=YEARLY;BYWEEKNO=53;BYDAY=MO",
+            "FREQ=DAILY;COUNT=0",
+            "FREQ=WEEKLY;UNTIL=20270301",
+            "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30",
+            "FREQ=WEEKLY;BYDAY=XX",
+            "FREQ=WEEKLY;WKST=SU;BYDAY=-1MO",
+            "FREQ=MONTHLY;BYDAY=5FR",
+            ";;;",
+            "FREQ=",
+        ] {
+            let r = Rule {
+                rrule: rrule.into(),
+                ..tuesdays()
+            };
+            match r.expand(chrono_tz::Asia::Shanghai) {
+                Ok(starts) => assert!(!starts.is_empty(), "{rrule}"),
+                Err(e) => assert!(e.iter().all(|f| !f.rule.is_empty()), "{rrule}: {e:?}"),
+            }
+        }
+        let never = Rule {
+            rrule: "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30".into(),
+            ..tuesdays()
+        };
+        let e = never.expand(chrono_tz::Asia::Shanghai).unwrap_err();
+        assert!(e[0].rule.contains("yields no occurrence"), "{e:?}");
+    }
+
     fn fields(r: Rule) -> Vec<String> {
         r.expand(chrono_tz::Asia::Shanghai)
             .unwrap_err()
