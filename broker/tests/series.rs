@@ -283,3 +283,65 @@ async fn changing_every_future_occurrence_replaces_them_whole_or_not_at_all() {
     }
     assert_eq!(v.series.template.0.seats, 3);
 }
+
+/// Two classes of a timetable in the same period on a node that holds one:
+/// the preview, like the import, admits one and explains the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timetables_preview_lets_its_classes_compete_as_the_import_does() {
+    let t = term("cg_series", SCHOOL, 1).await;
+    let tz = t.app.cfg.time_zone;
+    voucher(&t.app, SCHOOL, 1000.0, Utc::now() + Duration::days(365)).await;
+    let first = (Utc::now().with_timezone(&tz) + Duration::days(1)).date_naive();
+    let last = first + Duration::days(13);
+    let day = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"]
+        [chrono::Datelike::weekday(&first).num_days_from_monday() as usize];
+    let header = classgrid_broker::timetable::sheet::template();
+    let header = header.lines().next().unwrap();
+    let row = |class: &str| {
+        format!(
+            "{class},{SCHOOL},{day},10:00,40,4,cpu=500 mem=1024 gpu=nvidia/T4:2048:25,,,{first},{last},\n"
+        )
+    };
+    let csv = format!("{header}\n{}{}", row("7-1"), row("7-2"));
+    let run = classgrid_broker::domain::spec::Workload {
+        command: "sleep".into(),
+        ..Default::default()
+    };
+    let all = |_| true;
+    let before = row_counts(&t.pool).await;
+
+    let p = t
+        .app
+        .import_timetable(&csv, &run, "book_what_fits", true, &all)
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.occurrences(), p.admitted()),
+        (4, 2),
+        "one class per period fits"
+    );
+    assert_eq!(p.rows[0].1.admitted(), 2);
+    for o in &p.rows[1].1.occurrences {
+        assert!(!o.admitted && o.reason.contains("calendar busy"), "{o:?}");
+    }
+    assert_eq!(row_counts(&t.pool).await, before);
+
+    let whole = t
+        .app
+        .import_timetable(&csv, &run, "all_or_nothing", false, &all)
+        .await;
+    assert!(matches!(whole, Err(ServiceError::Refused(_))));
+    assert_eq!(row_counts(&t.pool).await, before, "all or nothing: nothing");
+
+    let i = t
+        .app
+        .import_timetable(&csv, &run, "book_what_fits", false, &all)
+        .await
+        .unwrap();
+    assert_eq!(
+        i.admitted(),
+        p.admitted(),
+        "the import does what the preview said"
+    );
+    assert_eq!(count(&t.pool, "lessons").await, 2);
+}

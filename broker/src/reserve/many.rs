@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use classgrid_placement::{Admission, Decision, Explanation, Fleet, Owner, Request, RttTable};
 
-use super::{Hold, Reserver};
+use super::{Hold, Reserver, queue::BookingInput};
 use crate::{domain::ServiceError, store};
 
 /// One request of a set: what to place, on which fleet, for whom.
@@ -20,7 +20,7 @@ pub struct Item<'a> {
 
 impl<'a> Item<'a> {
     /// A booking's request, for its lesson.
-    pub fn of(i: &'a super::queue::BookingInput) -> Self {
+    pub fn of(i: &'a BookingInput) -> Self {
         Item {
             fleet: &i.fleet,
             req: &i.req,
@@ -165,6 +165,56 @@ impl Reserver {
             }
         }
         Ok((decisions, holds, preempted))
+    }
+}
+
+impl Reserver {
+    /// Decisions for a dry run of several bookings: each planned against a
+    /// scratch copy of the live calendar to which every earlier admission
+    /// was added, so that bookings of the set that overlap in time (two
+    /// classes of a timetable in one period) compete as they would when
+    /// booked; nothing is held. The live calendar is re-read once if any is
+    /// refused, as a booking's refusal is only final after a re-read. The
+    /// whole set is planned on one blocking thread, in one turn.
+    pub async fn plan_scratch(
+        &self,
+        inputs: &[Arc<BookingInput>],
+        rtt: &Arc<RttTable>,
+    ) -> Result<Vec<Decision>, ServiceError> {
+        if !self.calendar.lock().loaded {
+            self.reload_calendar().await?;
+        }
+        let mut reloaded = false;
+        loop {
+            let decisions = {
+                let _turn = self.calendar.plan_turn.lock().await;
+                let mut cal = self.calendar.lock().cal.clone();
+                let (inputs, rtt, policy) = (inputs.to_vec(), rtt.clone(), self.policy.clone());
+                tokio::task::spawn_blocking(move || {
+                    inputs
+                        .iter()
+                        .map(|i| {
+                            let d =
+                                classgrid_placement::place(&i.fleet, &cal, &rtt, &i.req, &policy);
+                            if let Decision::Admitted(a) = &d {
+                                for r in a.reservations(&i.req, Owner::Lesson(i.id)) {
+                                    cal.insert(r);
+                                }
+                            }
+                            d
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .map_err(|e| ServiceError::Internal(anyhow::anyhow!("planning stopped: {e}")))?
+            };
+            let refused = decisions.iter().any(|d| matches!(d, Decision::Refused(_)));
+            if !refused || reloaded {
+                return Ok(decisions);
+            }
+            self.reload_calendar().await?;
+            reloaded = true;
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //! staging, then quota and vouchers in the database — with nothing written
 //! and nothing held (decision 096).
 //!
-//! Placement runs without a hold, so no other plan sees its seats; the
+//! Placement runs on a scratch copy of the calendar, so no other plan sees
+//! its seats (and the bookings of one dry run see each other's); the
 //! voucher and quota decision runs in a transaction that is rolled back, so
 //! the ledger never sees it. The school's voucher rows are locked for the
 //! few milliseconds of that transaction, exactly as a booking locks them, so
@@ -93,34 +94,26 @@ impl Broker {
             .collect())
     }
 
-    /// Each input placed against the live calendar, nothing held: its write
-    /// (for deciding vouchers) or the placement's refusal. The calendar is
-    /// re-read from the database at the first refusal only, as a booking
-    /// would before refusing; later refusals are as final as that read.
+    /// Each input placed against the live calendar and the inputs before
+    /// it, nothing held (`Reserver::plan_scratch`): its write (for deciding
+    /// vouchers) or the placement's refusal.
     pub(crate) async fn plan_unheld(
         &self,
         inputs: &[Arc<BookingInput>],
     ) -> Result<Vec<Result<BookingWrite, ServiceError>>, ServiceError> {
         let rtt = Arc::new(self.rtt_table());
-        let mut reload = true;
-        let mut out = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            let (decision, _) = self
-                .reserver
-                .plan(&input.fleet, &rtt, &input.req, None, reload)
-                .await?;
-            out.push(match decision {
+        let decisions = self.reserver.plan_scratch(inputs, &rtt).await?;
+        Ok(inputs
+            .iter()
+            .zip(decisions)
+            .map(|(input, d)| match d {
                 Decision::Admitted(admission) => Ok(BookingWrite {
                     input: input.clone(),
                     admission,
                 }),
-                Decision::Refused(e) => {
-                    reload = false;
-                    Err(ServiceError::Refused(Box::new(e)))
-                }
-            });
-        }
-        Ok(out)
+                Decision::Refused(e) => Err(ServiceError::Refused(Box::new(e))),
+            })
+            .collect())
     }
 }
 
