@@ -159,6 +159,21 @@ async fn a_forty_class_term_is_previewed_then_imported_through_the_cli() {
     );
 }
 
+/// `curl` against the broker's REST API: (status, body).
+fn rest(b: &Broker, method: &str, path: &str, kind: &str, body: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+        .args(["-H", &format!("Authorization: Bearer {}", b.token)])
+        .args(["-H", &format!("Content-Type: {kind}")])
+        .args(["--data-binary", body])
+        .arg(format!("{}{path}", b.http_url))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
 /// Today in the region's zone (the broker's default, Asia/Shanghai).
 fn chrono_today() -> chrono::NaiveDate {
     chrono::Utc::now()
