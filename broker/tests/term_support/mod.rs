@@ -33,37 +33,24 @@ pub async fn term(prefix: &str, school: &str, nodes: usize) -> Term {
     Term { app, pool, db }
 }
 
+/// A node (edge tier, process runtime: the defaults) with one T4, attached
+/// as an agent's session is.
 async fn t4_node(app: &App, site: &str, name: &str) -> Uuid {
-    let live = app
-        .register_node(&pb::Register {
-            site: site.into(),
-            name: name.into(),
-            tier: "edge".into(),
-            runtimes: vec!["process".into()],
-            capacity: Some(pb::NodeCapacity {
-                cpu_millis: 16_000,
-                memory_mib: 64 * 1024,
-                devices: vec![pb::DeviceInfo {
-                    index: 0,
-                    vendor: "nvidia".into(),
-                    model: "Tesla T4".into(),
-                    memory_mib: 16 * 1024,
-                    healthy: true,
-                    max_slices: 64,
-                    isolation: pb::Isolation::Soft as i32,
-                    ..Default::default()
-                }],
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let id = live.id;
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    std::mem::forget(rx);
-    let sid = app.fleet.attach(live, tx);
-    app.fleet.caught_up(id, sid);
-    id
+    let t4 = pb::DeviceInfo {
+        vendor: "nvidia".into(),
+        model: "Tesla T4".into(),
+        memory_mib: 16 * 1024,
+        healthy: true,
+        max_slices: 64,
+        isolation: pb::Isolation::Soft as i32,
+        ..Default::default()
+    };
+    let cap = pb::NodeCapacity {
+        cpu_millis: 16_000,
+        memory_mib: 64 * 1024,
+        devices: vec![t4],
+    };
+    crate::common::attached_node(app, site, name, cap).await
 }
 
 /// `seats` quarter-T4 seats for 40 minutes from `start`.
