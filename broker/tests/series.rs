@@ -345,3 +345,30 @@ async fn a_timetables_preview_lets_its_classes_compete_as_the_import_does() {
     );
     assert_eq!(count(&t.pool, "lessons").await, 2);
 }
+
+/// A platform that retries a series booking before the first answer came
+/// gets the one series, never two (nor a refusal by its own first try).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_retries_with_one_request_id_book_one_series() {
+    let t = term("cg_series", SCHOOL, 1).await;
+    let tz = t.app.cfg.time_zone;
+    voucher(&t.app, SCHOOL, 1000.0, Utc::now() + Duration::days(365)).await;
+    let mut raw = weekly("all_or_nothing", tz);
+    raw.rrule = "FREQ=WEEKLY;COUNT=4".into();
+    raw.request_id = "retry-7-3".into();
+    let tries: Vec<_> = (0..3)
+        .map(|_| {
+            let (app, raw) = (t.app.clone(), raw.clone());
+            tokio::spawn(async move { app.book_series(raw, false).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tries {
+        let a = t.await.unwrap().expect("every try answers with the series");
+        ids.push(a.series.unwrap().id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one series: {ids:?}");
+    assert_eq!(count(&t.pool, "series").await, 1);
+    assert_eq!(count(&t.pool, "lessons").await, 4);
+}

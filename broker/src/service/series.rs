@@ -94,6 +94,13 @@ impl Broker {
     ) -> Result<SeriesAnswer, ServiceError> {
         let now = Utc::now();
         let s = parse_series(raw, now, &self.limits(), self.cfg.time_zone)?;
+        // Tries with one request id take turns, so that a retry sent before
+        // the first answer came waits for it, then answers with its series
+        // (planned beside the first's holds, it would only be refused).
+        let _turn = match (&s.request_id, dry_run) {
+            (Some(rid), false) => Some(RequestTurn::take(rid).await),
+            _ => None,
+        };
         if !dry_run
             && let Some(rid) = &s.request_id
             && let Some(id) = self.store.series_by_request_id(rid).await?
@@ -101,17 +108,29 @@ impl Broker {
             return self.answer_of(id).await;
         }
         let policy = s.policy;
-        let answer = self
+        let booked = self
             .book_set(std::slice::from_ref(&s), policy, dry_run, now)
-            .await?
-            .pop()
-            .ok_or_else(|| ServiceError::Conflict("nothing was decided".into()))?;
-        if !dry_run && answer.series.is_none() {
-            return Err(ServiceError::Refused(Box::new(
-                self.refusal(std::slice::from_ref(&answer), policy),
-            )));
+            .await
+            .and_then(|mut a| {
+                a.pop()
+                    .ok_or_else(|| ServiceError::Conflict("nothing was decided".into()))
+            })
+            .and_then(|a| match a.series {
+                None if !dry_run => Err(ServiceError::Refused(Box::new(
+                    self.refusal(std::slice::from_ref(&a), policy),
+                ))),
+                _ => Ok(a),
+            });
+        match (booked, s.request_id.as_deref()) {
+            // A concurrent retry with the same request id won the race (its
+            // holds refused this one, or the unique key did): answer with
+            // its series, as for any retry.
+            (Err(e), Some(rid)) if !dry_run => match self.store.series_by_request_id(rid).await? {
+                Some(id) => self.answer_of(id).await,
+                None => Err(e),
+            },
+            (booked, _) => booked,
         }
-        Ok(answer)
     }
 
     /// Books several series as one (a timetable), or decides them in a
@@ -400,6 +419,52 @@ impl Broker {
             series,
             occurrences,
         })
+    }
+}
+
+/// One request id's turn at booking a series, in this broker (only the
+/// leader books, decision 078).
+struct RequestTurn {
+    rid: String,
+    turn: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+type Turns = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+fn turns() -> &'static Turns {
+    static TURNS: std::sync::OnceLock<Turns> = std::sync::OnceLock::new();
+    TURNS.get_or_init(Default::default)
+}
+
+impl RequestTurn {
+    async fn take(rid: &str) -> Self {
+        let turn = turns()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(rid.to_string())
+            .or_default()
+            .clone();
+        let guard = turn.clone().lock_owned().await;
+        RequestTurn {
+            rid: rid.to_string(),
+            turn,
+            _guard: guard,
+        }
+    }
+}
+
+impl Drop for RequestTurn {
+    fn drop(&mut self) {
+        let mut map = turns().lock().unwrap_or_else(|p| p.into_inner());
+        // The map's and this one's: nobody else waits for this id.
+        if Arc::strong_count(&self.turn) <= 3
+            && map
+                .get(&self.rid)
+                .is_some_and(|t| Arc::ptr_eq(t, &self.turn))
+        {
+            map.remove(&self.rid);
+        }
     }
 }
 
