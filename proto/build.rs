@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "classgrid/v1/voucher.proto",
         "classgrid/v1/admin.proto",
         "classgrid/v1/federation.proto",
+        "classgrid/v1/series.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

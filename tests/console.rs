@@ -209,6 +209,8 @@ async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
         "node-awaiting-approval",
         "node-approved",
         "timetable",
+        "term-preview",
+        "series",
         "lesson",
         "jobs",
         "vouchers",

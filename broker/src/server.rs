@@ -131,10 +131,24 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
             .max_decoding_message_size(1 << 20),
         )
         .add_service(
+            classgrid_proto::v1::series_service_server::SeriesServiceServer::new(
+                grpc::series::SeriesApi(app.clone()),
+            )
+            .max_decoding_message_size(1 << 20),
+        )
+        .add_service(
             classgrid_proto::v1::peering_service_server::PeeringServiceServer::new(
                 grpc::federation::Peerings(app.clone()),
             )
             .max_decoding_message_size(1 << 20),
+        )
+        .add_service(
+            classgrid_proto::v1::timetable_service_server::TimetableServiceServer::new(
+                grpc::timetable::TimetableApi(app.clone()),
+            )
+            // A district's sheet (2,000 rows) is well under 1 MiB; its
+            // answer, every occurrence of every row, is what is large.
+            .max_decoding_message_size(4 << 20),
         )
         .add_service(
             classgrid_proto::v1::voucher_service_server::VoucherServiceServer::new(

@@ -47,6 +47,8 @@ pub enum Bench {
     /// edge, warm (booked ahead) and cold (booked at the bell), and the
     /// memory of a warm seat.
     Bell(crate::bench_bell::BellArgs),
+    /// A district's term imported as one timetable: the dry run, then the commit.
+    Term(crate::bench_term::TermArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -97,6 +99,7 @@ pub async fn run(global: &Global, b: Bench) -> anyhow::Result<()> {
         Bench::Storm(a) => storm(global, a).await,
         Bench::Failover(a) => crate::bench_failover::run(a).await,
         Bench::Bell(a) => crate::bench_bell::run(a).await,
+        Bench::Term(a) => crate::bench_term::run(a).await,
     }
 }
 

@@ -88,7 +88,7 @@ pub struct SpecArgs {
 }
 
 impl SpecArgs {
-    fn spec(&self) -> anyhow::Result<pb::SeatSpec> {
+    pub(crate) fn spec(&self) -> anyhow::Result<pb::SeatSpec> {
         let wants_gpu = !self.gpu_vendors.is_empty()
             || self.gpu_model.is_some()
             || self.gpu_memory_mib.is_some()
@@ -119,7 +119,7 @@ impl SpecArgs {
         })
     }
 
-    fn workload(&self) -> anyhow::Result<pb::Workload> {
+    pub(crate) fn workload(&self) -> anyhow::Result<pb::Workload> {
         let mut env = std::collections::HashMap::new();
         for e in &self.env {
             let (k, v) = e
@@ -169,6 +169,10 @@ pub enum Lessons {
         /// Idempotency key: a retried booking with the same key returns the first lesson.
         #[arg(long, default_value = "")]
         request_id: String,
+        /// Decide as a booking would (seats, explanation, voucher cost) and
+        /// write nothing, hold nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         spec: SpecArgs,
     },
@@ -343,6 +347,7 @@ pub async fn lessons(g: &Global, c: Lessons) -> anyhow::Result<()> {
             max_rtt_ms,
             title,
             request_id,
+            dry_run,
             spec,
         } => {
             let req = pb::BookLessonRequest {
@@ -357,6 +362,7 @@ pub async fn lessons(g: &Global, c: Lessons) -> anyhow::Result<()> {
                 workload: Some(spec.workload()?),
                 datasets: Vec::new(),
                 max_rtt_ms,
+                dry_run,
                 ..Default::default()
             };
             let l = client.book(req).await?.into_inner();

@@ -12,12 +12,14 @@ mod bench;
 mod bench_bell;
 mod bench_db;
 mod bench_failover;
+mod bench_term;
 mod client;
 mod commands;
 mod logs;
 mod output;
 mod parse;
 mod peers;
+mod series;
 mod tz;
 mod up;
 mod vouchers;
@@ -62,6 +64,12 @@ enum Command {
     /// Ad-hoc jobs.
     #[command(subcommand)]
     Jobs(commands::Jobs),
+    /// Recurring lessons over a term: book (or --dry-run), read, edit.
+    #[command(subcommand)]
+    Series(series::Series),
+    /// A school's timetable from its spreadsheet: template, import (--dry-run to preview).
+    #[command(subcommand)]
+    Timetable(series::Timetable),
     /// Benchmarks against the real broker and PostgreSQL.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -132,6 +140,8 @@ fn main() -> ExitCode {
             Command::Nodes(c) => commands::nodes(&cli.global, c).await,
             Command::Lessons(c) => commands::lessons(&cli.global, c).await,
             Command::Jobs(c) => commands::jobs(&cli.global, c).await,
+            Command::Series(c) => series::series(&cli.global, c).await,
+            Command::Timetable(c) => series::timetable(&cli.global, c).await,
             Command::Bench(b) => bench::run(&cli.global, b).await,
             Command::Tokens(c) => admin::tokens(&cli.global, c).await,
             Command::JoinTokens(c) => admin::join_tokens(&cli.global, c).await,

@@ -252,7 +252,7 @@ pub fn lesson_json(l: &pb::Lesson) -> Value {
         "duration_seconds": l.duration_seconds, "state": l.state, "seat_count": l.seat_count,
         "min_seats": l.min_seats, "max_rtt_ms": l.max_rtt_ms, "message": l.message,
         "created": time(l.created.as_ref()), "seats": l.seats.iter().map(seat_json).collect::<Vec<_>>(),
-        "failed_seats": l.failed_seats, "running_seats": l.running_seats,
+        "failed_seats": l.failed_seats, "running_seats": l.running_seats, "series_id": l.series_id,
     })
 }
 
@@ -289,6 +289,9 @@ pub fn lesson(o: Output, l: &pb::Lesson) {
     );
     if !l.message.is_empty() {
         println!("message: {}", l.message);
+    }
+    if !l.series_id.is_empty() {
+        println!("series: {}", l.series_id);
     }
     seats(&l.seats);
     // What a failed (or ended) seat's program printed last: usually why.

@@ -184,6 +184,35 @@ try {
   await page.getByRole("link", { name: "按节点" }).click();
   await page.waitForURL(/by=node/);
 
+  // A term's timetable (issue 26): the preview shows every class in a week
+  // grid, the class that cannot fit in red with the reason on hover, and
+  // the term's cost; one button commits it; a series shows as a series.
+  await page.goto(new URL("/console/timetable", base).href);
+  await page.locator("#term-import").click();
+  await page.waitForURL(/\/console\/timetable\/import$/);
+  const header = (await page.locator("#csv").inputValue()).split("\n")[0];
+  assert.match(header, /班级 class/, "the template's bilingual header");
+  const day = (n) => new Date(Date.now() + n * 86400000).toISOString().slice(0, 10);
+  const spec = "cpu=10 mem=16 runtime=process";
+  await page.locator("#csv").fill(`${header}\n7-1,school-a,MO,09:00,40,1,${spec},,,${day(2)},${day(15)},\n`
+    + `7-2,school-a,TU,09:00,40,900,${spec},,,${day(2)},${day(15)},\n`);
+  await page.locator("#policy").selectOption("book_what_fits");
+  await page.locator("#command").fill("sleep 60");
+  await page.locator("#term-preview").click();
+  await page.waitForSelector("#term-grid");
+  const red = page.locator("#term-grid td.conflict");
+  assert.equal(await red.count(), 1, "the class that cannot fit is red");
+  assert.match(await red.getAttribute("title"), /seats fit/, "with the reason on hover");
+  assert.equal(await red.evaluate((e) => getComputedStyle(e).backgroundColor), "rgb(253, 226, 226)", "drawn red");
+  assert.match(await text(page, "#term-summary"), /^2 \S+ · 2 /, "2 occurrences fit, 2 do not");
+  await shot(page, "term-preview");
+  await page.locator("#term-commit").click();
+  await page.waitForSelector("#term-series");
+  await page.locator("#term-series a").first().click();
+  await page.waitForURL(/\/console\/series\//);
+  assert.equal(await page.locator("#series-occurrences a").count(), 2, "each occurrence links to its lesson");
+  await shot(page, "series");
+
   await page.goto(new URL("/console/timetable", base).href);
   await page.locator("#timetable-lessons").getByRole("link", { name: "Python 入门" }).click();
   await page.waitForURL(new RegExp(`/console/lessons/${lessonId}$`));

@@ -329,6 +329,47 @@ const TEXT: &[(&str, &str, &str)] = &[
         "节点凭加入令牌加入。若令牌要求批准，节点在区管理员批准前不会被调度；否则签发令牌即批准。",
         "Nodes join with a join token. If the token requires approval, no work is placed on the node until a district admin approves it; otherwise issuing the token is the approval.",
     ),
+    ("term_import", "导入学期课表", "Import a term's timetable"),
+    (
+        "term_sheet",
+        "课表（CSV，可从表格软件另存为 CSV UTF-8）",
+        "Timetable (CSV; save the spreadsheet as CSV UTF-8)",
+    ),
+    ("term_template", "下载模板", "Download the template"),
+    ("term_policy", "订课规则", "Policy"),
+    ("term_policy_all", "全部或不订", "All or nothing"),
+    (
+        "term_policy_fit",
+        "能订的先订，其余说明原因",
+        "Book what fits, explain the rest",
+    ),
+    (
+        "term_command",
+        "每个座位运行的命令（notebook 运行时可留空）",
+        "What each seat runs (empty for runtime=notebook)",
+    ),
+    (
+        "term_preview",
+        "预览（不写入、不占用）",
+        "Preview (writes nothing, holds nothing)",
+    ),
+    ("term_commit", "确认导入", "Commit the timetable"),
+    (
+        "term_cost",
+        "本学期算力券花费（最坏情况）",
+        "Voucher cost of the term (worst case)",
+    ),
+    ("term_fit", "可订课次", "occurrences that fit"),
+    ("term_refused", "冲突课次", "occurrences in conflict"),
+    (
+        "term_bad",
+        "表格有错误，未订任何课程：",
+        "The sheet has errors; nothing was booked:",
+    ),
+    ("term_booked", "已导入", "Booked"),
+    ("series", "系列课程", "Series"),
+    ("occurrence", "课次", "Occurrence"),
+    ("reason", "原因", "Reason"),
 ];
 
 /// (group, value, zh-CN, en): the words that come from data (states,

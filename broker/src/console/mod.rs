@@ -59,6 +59,11 @@ pub fn router(app: &App) -> Router<App> {
         .route("/console/nodes/{id}", get(node::detail))
         .route("/console/nodes/{id}/{action}", post(node::act))
         .route("/console/timetable", get(timetable::page))
+        .route(
+            "/console/timetable/import",
+            get(term::page).post(term::submit),
+        )
+        .route("/console/series/{id}", get(term::series))
         .route("/console/lessons/{id}", get(lesson::detail))
         .route("/console/lessons/{id}/cancel", post(lesson::cancel))
         .route("/console/lessons/{id}/sheet", get(class_sheet::sheet))

@@ -226,6 +226,8 @@ pub(super) fn borrowed_view(
             .as_ref()
             .map(|b| b.residency.clone())
             .unwrap_or_default(),
+        // A series occurrence is booked at home; its borrowed copy names none.
+        series_id: None,
     };
     let seats = seen
         .seats

@@ -108,7 +108,12 @@ impl LiveCalendar {
         }
     }
 
-    fn hold(self: &Arc<Self>, g: &mut Inner, rows: Vec<Reservation>, owner: Owner) -> Hold {
+    pub(super) fn hold(
+        self: &Arc<Self>,
+        g: &mut Inner,
+        rows: Vec<Reservation>,
+        owner: Owner,
+    ) -> Hold {
         for r in &rows {
             g.cal.insert(r.clone());
         }

@@ -14,6 +14,7 @@
 //! transaction, `service::booking_writes`) → bind (`dispatch`).
 
 mod calendar;
+pub mod many;
 pub mod queue;
 
 use std::sync::Arc;

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::{
     domain::{ServiceError, lesson::Booking},
     store::{assignments::AssignmentRow, batch::BatchQueue, lessons::LessonView},
+    vouchers::Held,
 };
 
 /// Bookings in one transaction, at most.
@@ -46,6 +47,8 @@ pub struct BookingInput {
 pub struct Booked {
     pub view: LessonView,
     pub started: Vec<AssignmentRow>,
+    /// What it holds (or, in a dry run, would hold) on the vouchers.
+    pub held: Held,
 }
 
 /// Written, or refused by vouchers or quota with nothing written.

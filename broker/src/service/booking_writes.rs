@@ -23,7 +23,7 @@ use chrono::Utc;
 use classgrid_placement::{self as placement, Admission, Owner};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -42,6 +42,7 @@ use crate::{
         lessons::{self as lesson_store, LessonView, NewLesson, NewSeat, SeatInsert, SeatRow},
         reservations,
     },
+    vouchers::Held,
 };
 
 /// Batches written at the same time. Each writer keeps one connection of
@@ -119,21 +120,60 @@ impl Broker {
         conn: &mut PgConnection,
         ws: &[&BookingWrite],
     ) -> sqlx::Result<Vec<Written>> {
-        let schools: Vec<Uuid> = ws.iter().map(|w| w.input.site_id).collect();
         debug_assert_eq!(
-            schools.iter().collect::<HashSet<_>>().len(),
-            schools.len(),
+            ws.iter()
+                .map(|w| w.input.site_id)
+                .collect::<HashSet<_>>()
+                .len(),
+            ws.len(),
             "one booking per school in a batch"
         );
+        self.write_bookings_as(conn, ws, WriteMode::Each).await
+    }
+
+    /// `write_bookings`, or its dry run, or all of `ws` or none. Several
+    /// bookings of one school share its voucher read, each hold taken off
+    /// the balances before the next is decided (a series' occurrences);
+    /// their quota check sees only committed seats, so they must not
+    /// overlap in time (a series' rule refuses overlapping occurrences).
+    pub(crate) async fn write_bookings_as(
+        &self,
+        conn: &mut PgConnection,
+        ws: &[&BookingWrite],
+        mode: WriteMode,
+    ) -> sqlx::Result<Vec<Written>> {
         let mut tx = conn.begin().await?;
-        self.fence(&mut tx).await?;
+        let (written, wrote) = self.write_bookings_in(&mut tx, ws, mode).await?;
+        if wrote {
+            tx.commit().await?;
+        } else {
+            // Nothing written: the locks go, and with them any hold decided.
+            tx.rollback().await?;
+        }
+        Ok(written)
+    }
+
+    /// `write_bookings_as` inside the caller's transaction, which the
+    /// caller commits when the second value says something was written (a
+    /// series writes its own rows beside its lessons').
+    pub(crate) async fn write_bookings_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        ws: &[&BookingWrite],
+        mode: WriteMode,
+    ) -> sqlx::Result<(Vec<Written>, bool)> {
+        let mut schools: Vec<Uuid> = ws.iter().map(|w| w.input.site_id).collect();
+        schools.sort();
+        schools.dedup();
+        if mode != WriteMode::DryRun {
+            self.fence(tx).await?;
+        }
         // Schools first, in one order: bookings queue here, before they lock
         // any node.
-        let mut locks = self.lock_schools(&mut tx, &schools).await?;
+        let mut locks = self.lock_schools(tx, &schools).await?;
         let mut verdicts = Vec::with_capacity(ws.len());
         for w in ws {
             let input = &w.input;
-            let school = locks.remove(&input.site_id).unwrap_or_default();
             if input.hosted {
                 verdicts.push(Ok(HoldPlan::nothing(
                     Owner::Lesson(input.id),
@@ -141,9 +181,10 @@ impl Broker {
                 )));
                 continue;
             }
+            let school = locks.entry(input.site_id).or_default();
             let verdict = self
                 .check_lesson_hold(
-                    &mut tx,
+                    tx,
                     school,
                     input.id,
                     input.site_id,
@@ -153,6 +194,9 @@ impl Broker {
                 .await?;
             verdicts.push(verdict);
         }
+        // All or none, and one is refused: the others are answered as
+        // decided, as in a dry run, and nothing is written.
+        let whole_refused = mode == WriteMode::Whole && verdicts.iter().any(Result::is_err);
         let mut admitted = Vec::new();
         let mut results: Vec<Option<Written>> = Vec::with_capacity(ws.len());
         for (w, verdict) in ws.iter().zip(verdicts) {
@@ -164,22 +208,20 @@ impl Broker {
                 Err(refused) => results.push(Some(Err(refused))),
             }
         }
-        if admitted.is_empty() {
-            tx.rollback().await?;
-            return Ok(results.into_iter().flatten().collect());
+        if admitted.is_empty() || mode == WriteMode::DryRun || whole_refused {
+            return Ok((merge(results, admitted), false));
         }
 
         let lessons: Vec<&NewLesson> = admitted.iter().map(|p| &p.lesson).collect();
-        lesson_store::insert_lessons(&mut tx, &lessons).await?;
+        lesson_store::insert_lessons(tx, &lessons).await?;
         let holds: Vec<&HoldPlan> = admitted.iter().map(|p| &p.hold).collect();
-        write_holds(&mut tx, &holds).await?;
+        write_holds(tx, &holds).await?;
         // Jobs in the way give up their capacity first, or the trigger
         // would count it against the new seats. The rows' windows are whole
         // milliseconds; cut the jobs there.
         for p in &admitted {
             let cut = reservations::to_time(p.w.input.req.window.start);
-            reservations::preempt_jobs(&mut tx, &p.w.admission.preempted, cut, p.w.input.id)
-                .await?;
+            reservations::preempt_jobs(tx, &p.w.admission.preempted, cut, p.w.input.id).await?;
         }
         let seats: Vec<SeatInsert> = admitted
             .iter()
@@ -191,13 +233,13 @@ impl Broker {
                 })
             })
             .collect();
-        lesson_store::insert_seats(&mut tx, &seats).await?;
+        lesson_store::insert_seats(tx, &seats).await?;
         let started: Vec<AssignmentRow> = admitted
             .iter()
             .flat_map(|p| p.started.iter().cloned())
             .collect();
         if !started.is_empty() {
-            assignments::insert_seats(&mut tx, &started).await?;
+            assignments::insert_seats(tx, &started).await?;
         }
         // Reservations last, node by node in one order: the capacity
         // trigger locks each node row until commit, so other batches on
@@ -215,19 +257,8 @@ impl Broker {
         }
         rows.sort_by_key(|(r, _)| r.node_id);
         let (rows, row_seats): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
-        reservations::insert_many(&mut tx, &rows, &row_seats).await?;
-        tx.commit().await?;
-
-        let mut admitted = admitted.into_iter();
-        for (i, r) in results.iter_mut().enumerate() {
-            if r.is_some() {
-                continue;
-            }
-            let Some(p) = admitted.next() else { break };
-            debug_assert_eq!(p.w.input.id, ws[i].input.id);
-            *r = Some(Ok(p.into_booked()));
-        }
-        Ok(results.into_iter().flatten().collect())
+        reservations::insert_many(tx, &rows, &row_seats).await?;
+        Ok((merge(results, admitted), true))
     }
 
     /// A booking's rows, ready to write.
@@ -305,6 +336,30 @@ impl Broker {
     }
 }
 
+/// How a set of bookings is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Each on its own: a booking that vouchers or quota refuse is left
+    /// out, the others are written (a batch at the bell).
+    Each,
+    /// All or none: one refusal and nothing is written, the others
+    /// answered as decided, as in a dry run (a series booked whole).
+    Whole,
+    /// Decided exactly as `Each` decides, in a transaction that is then
+    /// rolled back: nothing is written and nothing stays held.
+    DryRun,
+}
+
+/// The answers in booking order: the refusals already in `results`, the
+/// admitted (written, or decided in a dry run) filling the gaps in order.
+fn merge(results: Vec<Option<Written>>, admitted: Vec<Prepared<'_>>) -> Vec<Written> {
+    let mut admitted = admitted.into_iter();
+    results
+        .into_iter()
+        .filter_map(|r| r.or_else(|| admitted.next().map(|p| Ok(p.into_booked()))))
+        .collect()
+}
+
 struct Prepared<'a> {
     w: &'a BookingWrite,
     lesson: NewLesson<'a>,
@@ -330,6 +385,11 @@ impl Prepared<'_> {
                 seats,
             },
             started: self.started,
+            held: Held {
+                amount_uah: self.hold.amount(),
+                takes: self.hold.takes().to_vec(),
+                note: self.hold.note().to_string(),
+            },
         }
     }
 }

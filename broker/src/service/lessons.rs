@@ -12,7 +12,7 @@ pub use crate::store::lessons::LessonView;
 use crate::{
     domain::{
         ServiceError,
-        lesson::{RawBooking, parse_booking},
+        lesson::{Booking, RawBooking, parse_booking},
         states::{lesson as ls, seat as ss},
     },
     reserve::{
@@ -87,6 +87,104 @@ impl Broker {
                 return self.lesson(id).await;
             }
         }
+        self.book_valid_with(b, now, opts).await
+    }
+
+    /// Books a validated booking (a platform's, or a series occurrence
+    /// moved to another time).
+    pub(crate) async fn book_valid(
+        &self,
+        b: Booking,
+        now: DateTime<Utc>,
+    ) -> Result<LessonView, ServiceError> {
+        self.book_valid_with(b, now, BookOptions::default()).await
+    }
+
+    async fn book_valid_with(
+        &self,
+        b: Booking,
+        now: DateTime<Utc>,
+        opts: BookOptions,
+    ) -> Result<LessonView, ServiceError> {
+        let id = opts.lesson_id.unwrap_or_else(Uuid::now_v7);
+        let input = self.booking_input_with(b, now, id, &opts)?;
+        let owner = Owner::Lesson(id);
+        let (b, req, fleet) = (&input.b, &input.req, &input.fleet);
+        let plan = Plan {
+            fleet,
+            rtt: Arc::new(self.rtt_table()),
+            req,
+            owner,
+            attempts: BOOK_ATTEMPTS,
+            reload_on_refusal: true,
+            wait_out_outages: true,
+        };
+        let reserved = self
+            .reserver
+            .reserve(plan, false, |admission| {
+                self.write_booking(Arc::new(BookingWrite {
+                    input: input.clone(),
+                    admission,
+                }))
+            })
+            .await?;
+        match reserved {
+            Reserved::Done(Booked { view, started, .. }) => {
+                if started.is_empty() {
+                    self.clock.notify_one();
+                } else {
+                    info!(lesson = %id, "lesson live as booked");
+                    self.send_seat_assignments(&started, &b.datasets);
+                    self.lesson_changed(id);
+                }
+                Ok(view)
+            }
+            Reserved::Refused(e) if opts.hosted => Err(ServiceError::Refused(e)),
+            // Home first: only what does not fit here is asked of peers.
+            Reserved::Refused(e) => self.borrow_or_refuse(&input, e).await,
+            Reserved::Declined(refused) => Err(refused),
+            Reserved::Failed(e) => {
+                // A concurrent retry with the same request_id won the race:
+                // answer with its lesson, as for any retry.
+                if let (true, Some(rid)) = (store::is_unique_violation(&e), b.request_id.as_deref())
+                    && let Some(existing) = self.store.lesson_by_request_id(rid).await?
+                {
+                    return self.lesson(existing).await;
+                }
+                // An earlier try of this very booking committed, though its
+                // connection broke before the answer came.
+                if store::is_unique_violation(&e) && self.store.get_lesson(id).await?.is_some() {
+                    self.reserver.reload_calendar().await?;
+                    return self.lesson(id).await;
+                }
+                Err(e.into())
+            }
+            Reserved::Exhausted => Err(ServiceError::Conflict(
+                "capacity kept changing under concurrent bookings; retry the booking".into(),
+            )),
+        }
+    }
+
+    /// A validated booking made ready to plan as lesson `id`: its school,
+    /// the fleet now, and the placement request for its window (the start
+    /// less the staging lead, the end plus grace). The same for a booking,
+    /// its dry run and each occurrence of a series.
+    pub(crate) fn booking_input(
+        &self,
+        b: Booking,
+        now: DateTime<Utc>,
+        id: Uuid,
+    ) -> Result<Arc<BookingInput>, ServiceError> {
+        self.booking_input_with(b, now, id, &BookOptions::default())
+    }
+
+    fn booking_input_with(
+        &self,
+        b: Booking,
+        now: DateTime<Utc>,
+        id: Uuid,
+        opts: &BookOptions,
+    ) -> Result<Arc<BookingInput>, ServiceError> {
         let site = self.fleet.site(&b.school_site).ok_or_else(|| {
             ServiceError::field("school_site", format!("unknown site `{}`", b.school_site))
         })?;
@@ -129,10 +227,7 @@ impl Broker {
             may_preempt: true,
             residency: b.residency,
         };
-
-        let id = opts.lesson_id.unwrap_or_else(Uuid::now_v7);
-        let owner = Owner::Lesson(id);
-        let input = Arc::new(BookingInput {
+        Ok(Arc::new(BookingInput {
             b,
             req,
             id,
@@ -140,61 +235,7 @@ impl Broker {
             window: (window_start, window_end),
             fleet,
             hosted: opts.hosted,
-        });
-        let (b, req, fleet) = (&input.b, &input.req, &input.fleet);
-        let plan = Plan {
-            fleet,
-            rtt: Arc::new(self.rtt_table()),
-            req,
-            owner,
-            attempts: BOOK_ATTEMPTS,
-            reload_on_refusal: true,
-            wait_out_outages: true,
-        };
-        let reserved = self
-            .reserver
-            .reserve(plan, false, |admission| {
-                self.write_booking(Arc::new(BookingWrite {
-                    input: input.clone(),
-                    admission,
-                }))
-            })
-            .await?;
-        match reserved {
-            Reserved::Done(Booked { view, started }) => {
-                if started.is_empty() {
-                    self.clock.notify_one();
-                } else {
-                    info!(lesson = %id, "lesson live as booked");
-                    self.send_seat_assignments(&started, &b.datasets);
-                    self.lesson_changed(id);
-                }
-                Ok(view)
-            }
-            Reserved::Refused(e) if opts.hosted => Err(ServiceError::Refused(e)),
-            // Home first: only what does not fit here is asked of peers.
-            Reserved::Refused(e) => self.borrow_or_refuse(&input, e).await,
-            Reserved::Declined(refused) => Err(refused),
-            Reserved::Failed(e) => {
-                // A concurrent retry with the same request_id won the race:
-                // answer with its lesson, as for any retry.
-                if let (true, Some(rid)) = (store::is_unique_violation(&e), b.request_id.as_deref())
-                    && let Some(existing) = self.store.lesson_by_request_id(rid).await?
-                {
-                    return self.lesson(existing).await;
-                }
-                // An earlier try of this very booking committed, though its
-                // connection broke before the answer came.
-                if store::is_unique_violation(&e) && self.store.get_lesson(id).await?.is_some() {
-                    self.reserver.reload_calendar().await?;
-                    return self.lesson(id).await;
-                }
-                Err(e.into())
-            }
-            Reserved::Exhausted => Err(ServiceError::Conflict(
-                "capacity kept changing under concurrent bookings; retry the booking".into(),
-            )),
-        }
+        }))
     }
 
     pub async fn lesson(&self, id: Uuid) -> Result<LessonView, ServiceError> {
@@ -257,6 +298,41 @@ impl Broker {
             .await?)
     }
 
+    /// Cancels lesson `id` in `tx`: its state, its seats and assignments
+    /// released, its reservations gone, its voucher holds released (the
+    /// refund). The assignments released come back, to send after commit.
+    pub(crate) async fn cancel_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        id: Uuid,
+        msg: &str,
+    ) -> Result<Vec<assignments::AssignmentRow>, ServiceError> {
+        let changed = lesson_store::set_lesson_state(
+            tx,
+            id,
+            &[ls::BOOKED, ls::STAGING, ls::READY, ls::LIVE],
+            ls::CANCELLED,
+            Some(msg),
+        )
+        .await?;
+        if !changed {
+            return Err(ServiceError::Conflict(format!(
+                "lesson {id} changed state; read it again"
+            )));
+        }
+        let released = assignments::release_lesson(tx, id).await?;
+        lesson_store::set_seats_state(
+            tx,
+            id,
+            &[ss::PLANNED, ss::STAGED, ss::STARTING, ss::RUNNING],
+            ss::RELEASED,
+        )
+        .await?;
+        reservations::delete_owner(tx, Owner::Lesson(id)).await?;
+        self.settle_vouchers(tx, Owner::Lesson(id), false).await?;
+        Ok(released)
+    }
+
     pub async fn cancel_lesson(&self, id: Uuid, reason: &str) -> Result<LessonView, ServiceError> {
         if self.store.get_lesson(id).await?.is_none() && self.store.borrowed(id).await?.is_some() {
             // A peer region hosts it: its lender releases the seats.
@@ -276,30 +352,7 @@ impl Broker {
         } else {
             format!("cancelled: {reason}")
         };
-        let changed = lesson_store::set_lesson_state(
-            &mut tx,
-            id,
-            &[ls::BOOKED, ls::STAGING, ls::READY, ls::LIVE],
-            ls::CANCELLED,
-            Some(&msg),
-        )
-        .await?;
-        if !changed {
-            return Err(ServiceError::Conflict(format!(
-                "lesson {id} changed state; read it again"
-            )));
-        }
-        let released = assignments::release_lesson(&mut tx, id).await?;
-        lesson_store::set_seats_state(
-            &mut tx,
-            id,
-            &[ss::PLANNED, ss::STAGED, ss::STARTING, ss::RUNNING],
-            ss::RELEASED,
-        )
-        .await?;
-        reservations::delete_owner(&mut tx, Owner::Lesson(id)).await?;
-        self.settle_vouchers(&mut tx, Owner::Lesson(id), false)
-            .await?;
+        let released = self.cancel_in(&mut tx, id, &msg).await?;
         tx.commit().await?;
         self.reserver.refresh_owners(&[Owner::Lesson(id)]).await?;
         self.send_releases(&released, "lesson cancelled");

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod agents;
 pub mod booking_writes;
+pub mod dry_run;
 pub mod edge;
 pub mod fleet;
 pub mod jobs;
@@ -11,7 +12,11 @@ pub mod lessons;
 pub mod progress_writes;
 pub mod replicas;
 pub mod seat_controls;
+pub mod series;
+pub mod series_edits;
+pub mod series_scoped;
 pub mod tenancy;
+pub mod timetable;
 pub mod vouchers;
 
 use classgrid_placement::{Owner, Reservation};

@@ -38,7 +38,7 @@ impl Broker {
 }
 
 impl Scoped<'_> {
-    fn writer(&self) -> Result<(), ServiceError> {
+    pub(super) fn writer(&self) -> Result<(), ServiceError> {
         if self.caller.may_write() {
             Ok(())
         } else {

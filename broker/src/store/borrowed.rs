@@ -33,7 +33,8 @@ pub(crate) const BORROWED_AS_LESSONS: &str = "SELECT b.lesson_id AS id, b.reques
     b.booking->'workload' AS workload, b.booking->'datasets' AS datasets,
     COALESCE((b.booking->>'max_rtt_ms')::int, 0) AS max_rtt_ms, b.start_at AS window_start,
     b.end_at AS window_end, '{}'::json AS explanation, 'hosted by region ' || bp.name AS message,
-    b.created_at, COALESCE(b.booking->>'residency', '') AS residency
+    b.created_at, COALESCE(b.booking->>'residency', '') AS residency,
+    NULL::uuid AS series_id
     FROM borrowed_lessons b JOIN sites bs ON bs.id = b.school_site_id JOIN peerings bp ON bp.id = b.peering_id
     WHERE b.state = 'committed'";
 

@@ -33,6 +33,8 @@ pub struct LessonRow {
     /// for reads that do not select it.
     #[sqlx(default)]
     pub residency: String,
+    /// The series it is an occurrence of (migration 0018), if any.
+    pub series_id: Option<Uuid>,
 }
 
 impl LessonRow {
@@ -80,7 +82,8 @@ pub struct SeatRow {
 
 pub(crate) const LESSON_COLS: &str = "l.id, l.request_id, l.school_site_id, s.name AS school_site, l.title, l.start_at, l.duration_s,
     l.state, l.seat_count, l.min_seats, l.seat_spec, l.workload, l.datasets, l.max_rtt_ms, l.window_start,
-    l.window_end, l.explanation, l.message, l.created_at, l.residency";
+    l.window_end, l.explanation, l.message, l.created_at, l.residency,
+    (SELECT o.series_id FROM series_occurrences o WHERE o.lesson_id = l.id) AS series_id";
 
 const SEAT_SELECT: &str = "SELECT st.id, st.lesson_id, st.number, st.state, st.node_id, n.name AS node_name,
     st.device_indexes, st.gpu_memory_mib, st.gpu_compute_pct, st.rtt_ms, st.rtt_source, st.rtt_error_ms, st.endpoint, st.message,
@@ -154,6 +157,7 @@ impl NewLesson<'_> {
             message: String::new(),
             created_at: stored(self.created_at),
             residency: self.residency.to_string(),
+            series_id: None,
         }
     }
 }

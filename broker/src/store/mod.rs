@@ -25,6 +25,7 @@ pub mod rtt;
 pub mod scoped;
 pub mod seat_links;
 pub mod security;
+pub mod series;
 pub mod settlement;
 pub mod sites;
 pub mod vouchers;

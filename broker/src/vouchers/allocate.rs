@@ -105,6 +105,17 @@ pub fn allocate(
     Ok(holds)
 }
 
+/// Takes holds decided by `allocate` off the balances they were decided
+/// from, so that the next booking decided from the same read (the next
+/// occurrence of a series, in the same transaction) sees what is left.
+pub fn spend(vouchers: &mut [EligibleVoucher], takes: &[(Uuid, MicroHours)]) {
+    for (id, take) in takes {
+        if let Some(v) = vouchers.iter_mut().find(|v| v.id == *id) {
+            v.balance -= take;
+        }
+    }
+}
+
 /// An open hold being settled; `amount` is positive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenHold {
@@ -206,6 +217,61 @@ mod tests {
         let s = e.sentence("north-school");
         assert!(s.contains("2.000000 accelerator-hours needed"), "{s}");
         assert!(s.contains("0.250000 available"), "{s}");
+    }
+
+    /// A term of weekly lessons paid from a voucher that expires mid-term
+    /// and one that lasts: occurrences before the expiry draw on the
+    /// expiring one first, those after it only on the other, and once that
+    /// is spent the rest are refused with the expired hours named as
+    /// "elsewhere".
+    #[test]
+    fn a_term_crossing_a_vouchers_expiry_spends_each_in_turn() {
+        let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let week = Duration::weeks(1);
+        let expiring = EligibleVoucher {
+            id: Uuid::from_u128(1),
+            valid_from: t0 - Duration::days(1),
+            valid_until: t0 + week * 3,
+            tiers: Vec::new(),
+            site_ids: Vec::new(),
+            balance: 250,
+        };
+        let lasting = EligibleVoucher {
+            id: Uuid::from_u128(2),
+            valid_until: t0 + week * 52,
+            balance: 300,
+            ..expiring.clone()
+        };
+        let mut vs = vec![expiring, lasting];
+        let results: Vec<_> = (0..6)
+            .map(|w| {
+                let start = t0 + week * w;
+                let n = Need {
+                    amount: 100,
+                    start,
+                    end: start + Duration::minutes(40),
+                    nodes: Vec::new(),
+                };
+                let r = allocate(&vs, &n);
+                if let Ok(takes) = &r {
+                    spend(&mut vs, takes);
+                }
+                r
+            })
+            .collect();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert_eq!(results[0], Ok(vec![(a, 100)]));
+        assert_eq!(results[1], Ok(vec![(a, 100)]));
+        assert_eq!(results[2], Ok(vec![(a, 50), (b, 50)]));
+        // Week 3 starts on the expiry day: the expiring voucher no longer
+        // covers the lesson's end.
+        assert_eq!(results[3], Ok(vec![(b, 100)]));
+        assert_eq!(results[4], Ok(vec![(b, 100)]));
+        let short = results[5].clone().unwrap_err();
+        assert_eq!(short.available, 50);
+        assert_eq!(short.elsewhere, 0, "the expiring voucher is spent");
+        assert_eq!(vs[0].balance, 0);
+        assert_eq!(vs[1].balance, 50);
     }
 
     #[test]

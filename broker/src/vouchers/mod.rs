@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod allocate;
 pub mod config;
 pub mod cost;
+pub mod held;
 pub mod quota;
 pub mod report;
 pub mod weights;
@@ -14,6 +15,7 @@ pub mod weights;
 pub use allocate::{EligibleVoucher, Need, Shortfall, allocate};
 pub use config::VoucherConfig;
 pub use cost::{SeatCost, metered_uah, worst_case_uah};
+pub use held::Held;
 pub use weights::WeightTable;
 
 /// Amounts are integers in micro accelerator-hours (µAh): one hour of one

@@ -7,7 +7,6 @@ use prost_types::Timestamp;
 use crate::{
     domain::{
         ServiceError,
-        lesson::RawBooking,
         spec::{self, RawDataset, RawGpu, RawSeat, Workload},
     },
     service::lessons::LessonView,
@@ -53,6 +52,32 @@ pub fn raw_seat(s: &pb::SeatSpec) -> RawSeat {
     }
 }
 
+/// A lesson booking as the domain takes it; its start only if `with_start`
+/// (a series' template has none of its own).
+pub fn raw_booking(
+    r: &pb::BookLessonRequest,
+    with_start: bool,
+) -> Result<crate::domain::lesson::RawBooking, ServiceError> {
+    Ok(crate::domain::lesson::RawBooking {
+        request_id: r.request_id.clone(),
+        school_site: r.school_site.clone(),
+        title: r.title.clone(),
+        start: if with_start {
+            from_ts("start", r.start.as_ref())?
+        } else {
+            None
+        },
+        duration_seconds: r.duration_seconds,
+        seats: r.seats as i64,
+        min_seats: r.min_seats as i64,
+        seat: r.seat.as_ref().map(raw_seat),
+        workload: workload(r.workload.as_ref()),
+        datasets: raw_datasets(&r.datasets),
+        max_rtt_ms: r.max_rtt_ms as i64,
+        residency: r.residency.clone(),
+    })
+}
+
 pub fn workload(w: Option<&pb::Workload>) -> Workload {
     w.map(|w| Workload {
         command: w.command.clone(),
@@ -61,24 +86,6 @@ pub fn workload(w: Option<&pb::Workload>) -> Workload {
         image: w.image.clone(),
     })
     .unwrap_or_default()
-}
-
-/// A booking as the lesson API (and a peer's ask) delivers it.
-pub fn raw_booking(r: pb::BookLessonRequest) -> Result<RawBooking, ServiceError> {
-    Ok(RawBooking {
-        request_id: r.request_id,
-        school_site: r.school_site,
-        title: r.title,
-        start: from_ts("start", r.start.as_ref())?,
-        duration_seconds: r.duration_seconds,
-        seats: r.seats as i64,
-        min_seats: r.min_seats as i64,
-        seat: r.seat.as_ref().map(raw_seat),
-        workload: workload(r.workload.as_ref()),
-        datasets: raw_datasets(&r.datasets),
-        max_rtt_ms: r.max_rtt_ms as i64,
-        residency: r.residency,
-    })
 }
 
 pub fn raw_datasets(d: &[pb::Dataset]) -> Vec<RawDataset> {
@@ -200,6 +207,7 @@ pub fn lesson(v: &LessonView) -> pb::Lesson {
         failed_seats: v.seats.iter().filter(|s| s.state == "failed").count() as i32,
         running_seats: v.seats.iter().filter(|s| s.state == "running").count() as i32,
         residency: l.residency.clone(),
+        series_id: l.series_id.map(|s| s.to_string()).unwrap_or_default(),
     }
 }
 

@@ -258,19 +258,22 @@ impl FederationService for Federation {
                 "must be at least 1",
             )));
         }
-        let raw = convert::raw_booking(pb::BookLessonRequest {
-            title: r.title.chars().take(200).collect(),
-            start: r.start,
-            duration_seconds: r.duration_seconds,
-            seats: r.seats,
-            min_seats: r.min_seats,
-            seat: r.seat.clone(),
-            workload: r.workload.clone(),
-            datasets: r.datasets.clone(),
-            max_rtt_ms: r.max_rtt_ms.floor() as i32,
-            residency: r.residency.clone(),
-            ..Default::default()
-        })
+        let raw = convert::raw_booking(
+            &pb::BookLessonRequest {
+                title: r.title.chars().take(200).collect(),
+                start: r.start,
+                duration_seconds: r.duration_seconds,
+                seats: r.seats,
+                min_seats: r.min_seats,
+                seat: r.seat.clone(),
+                workload: r.workload.clone(),
+                datasets: r.datasets.clone(),
+                max_rtt_ms: r.max_rtt_ms.floor() as i32,
+                residency: r.residency.clone(),
+                ..Default::default()
+            },
+            true,
+        )
         .map_err(status)?;
         let answer = self
             .0

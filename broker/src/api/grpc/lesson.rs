@@ -4,7 +4,7 @@ use classgrid_proto::v1::{self as pb, lesson_service_server::LessonService};
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::{convert, status};
+use super::{convert, dry_run, status};
 use crate::auth::gate::caller;
 use crate::{service::seat_controls::SeatAction, state::App};
 
@@ -20,7 +20,16 @@ impl LessonService for Lessons {
     ) -> Result<Response<pb::Lesson>, Status> {
         let c = caller(&req)?;
         let r = req.into_inner();
-        let raw = convert::raw_booking(r).map_err(status)?;
+        let raw = convert::raw_booking(&r, true).map_err(status)?;
+        if r.dry_run {
+            let p = self
+                .0
+                .scoped(&c)
+                .dry_run_lesson(raw)
+                .await
+                .map_err(status)?;
+            return Ok(Response::new(dry_run::lesson(&p)));
+        }
         let v = self.0.scoped(&c).book_lesson(raw).await.map_err(status)?;
         Ok(Response::new(convert::lesson(&v)))
     }

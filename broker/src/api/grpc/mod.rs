@@ -3,12 +3,15 @@
 pub mod admin;
 pub mod agent;
 pub mod convert;
+pub mod dry_run;
 pub mod edge;
 pub mod federation;
 pub mod fleet;
 pub mod job;
 pub mod lesson;
 pub mod relay;
+pub mod series;
+pub mod timetable;
 pub mod voucher;
 
 use tonic::Status;

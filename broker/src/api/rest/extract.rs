@@ -169,6 +169,15 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
+    /// Every value given for `name`, in order (a repeated parameter).
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     pub fn str(&self, name: &str) -> String {
         self.get(name).unwrap_or_default().to_string()
     }

@@ -5,6 +5,7 @@ use axum::{
     Json, Router,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
@@ -12,12 +13,19 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
+    cost::VoucherCost,
     extract::{JsonBody, Params, idempotency_key, parse_id, parse_time},
     model::{Dataset, SeatSpec, Workload, rfc3339},
     problem::ApiResult,
 };
 use crate::{
-    auth::Caller, domain::lesson::RawBooking, service::lessons::LessonView, state::App,
+    auth::Caller,
+    domain::lesson::RawBooking,
+    service::{
+        dry_run::{DRY_RUN_MESSAGE, Preview},
+        lessons::LessonView,
+    },
+    state::App,
     store::lessons::SeatRow,
 };
 
@@ -78,6 +86,34 @@ pub struct BookLesson {
     /// "district" or "education_network".
     #[serde(default)]
     pub residency: String,
+}
+
+impl BookLesson {
+    /// The booking as the domain takes it, under `request_id`.
+    pub fn raw(self, request_id: String) -> Result<RawBooking, super::problem::Problem> {
+        Ok(RawBooking {
+            request_id,
+            school_site: self.school_site,
+            title: self.title,
+            start: if self.start.is_empty() {
+                None
+            } else {
+                Some(parse_time("start", &self.start)?)
+            },
+            duration_seconds: self.duration_seconds,
+            seats: self.seats,
+            min_seats: self.min_seats,
+            seat: self.seat.as_ref().map(SeatSpec::raw),
+            workload: self
+                .workload
+                .as_ref()
+                .map(Workload::raw)
+                .unwrap_or_default(),
+            datasets: self.datasets.iter().map(Dataset::raw).collect(),
+            max_rtt_ms: self.max_rtt_ms,
+            residency: self.residency,
+        })
+    }
 }
 
 /// A round-trip time and where it came from: measured, estimated or configured.
@@ -153,6 +189,9 @@ pub struct Lesson {
     pub failed_seats: i32,
     /// Seats now running.
     pub running_seats: i32,
+    /// The series this lesson is an occurrence of (`/v1/series/{id}`).
+    #[schema(nullable)]
+    pub series_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -205,40 +244,69 @@ pub fn lesson(app: &App, v: &LessonView) -> Lesson {
         message: l.message.clone(),
         failed_seats: v.seats.iter().filter(|s| s.state == "failed").count() as i32,
         running_seats: v.seats.iter().filter(|s| s.state == "running").count() as i32,
+        series_id: l.series_id,
     }
 }
 
+/// What a booking would do, from `POST /v1/lessons?dry_run=true`: nothing
+/// was written and nothing held.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LessonPreview {
+    /// Always true: this is a dry run.
+    pub dry_run: bool,
+    /// The lesson as it would be booked: its seats' nodes, devices and
+    /// RTTs. Its `id` is all zeros and its `state` is `dry_run`, unless the
+    /// Idempotency-Key already booked a lesson, which is then shown as it is.
+    pub lesson: Lesson,
+    /// The admission, as `/v1/lessons/{id}/explain` would show it.
+    pub explanation: Explanation,
+    /// What it would hold on the school's vouchers.
+    pub voucher_cost: VoucherCost,
+}
+
 /// Book a lesson: admitted whole (or by `min_seats`), or refused with the
-/// reason per placement filter.
+/// reason per placement filter. With `dry_run=true`, the same decision
+/// (admission, explanation, voucher cost, or the same refusal) with nothing
+/// written and nothing held.
 #[utoipa::path(post, operation_id = "book_lesson", path = "/v1/lessons", tag = "lessons", request_body = BookLesson,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first result")),
-    responses((status = 201, description = "Booked", body = Lesson)))]
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first result"),
+        ("dry_run" = Option<bool>, Query, description = "Decide, write nothing, hold nothing"),
+    ),
+    responses(
+        (status = 201, description = "Booked", body = Lesson),
+        (status = 200, description = "Dry run: what a booking would do", body = LessonPreview),
+    ))]
 pub async fn book(
     State(app): State<App>,
     caller: Caller,
     headers: HeaderMap,
+    q: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
     JsonBody(b): JsonBody<BookLesson>,
-) -> ApiResult<(StatusCode, Json<Lesson>)> {
-    let raw = RawBooking {
-        request_id: idempotency_key(&headers)?,
-        school_site: b.school_site,
-        title: b.title,
-        start: if b.start.is_empty() {
-            None
-        } else {
-            Some(parse_time("start", &b.start)?)
-        },
-        duration_seconds: b.duration_seconds,
-        seats: b.seats,
-        min_seats: b.min_seats,
-        seat: b.seat.as_ref().map(SeatSpec::raw),
-        workload: b.workload.as_ref().map(Workload::raw).unwrap_or_default(),
-        datasets: b.datasets.iter().map(Dataset::raw).collect(),
-        max_rtt_ms: b.max_rtt_ms,
-        residency: b.residency,
-    };
+) -> ApiResult<Response> {
+    let dry_run = Params::from_query(q, &["dry_run"])?.bool("dry_run")?;
+    let raw = b.raw(idempotency_key(&headers)?)?;
+    if dry_run {
+        let p = app.scoped(&caller).dry_run_lesson(raw).await?;
+        return Ok(Json(preview(&app, &p)).into_response());
+    }
     let v = app.scoped(&caller).book_lesson(raw).await?;
-    Ok((StatusCode::CREATED, Json(lesson(&app, &v))))
+    Ok((StatusCode::CREATED, Json(lesson(&app, &v))).into_response())
+}
+
+/// A dry run as REST shows it.
+pub fn preview(app: &App, p: &Preview) -> LessonPreview {
+    let mut l = lesson(app, &p.view);
+    if l.message == DRY_RUN_MESSAGE {
+        l.id = Uuid::nil();
+        l.state = "dry_run".into();
+    }
+    LessonPreview {
+        dry_run: true,
+        lesson: l,
+        explanation: explanation_of(&p.view),
+        voucher_cost: VoucherCost::of(&p.held),
+    }
 }
 
 /// Read one lesson with its seats and their endpoints.
@@ -464,9 +532,13 @@ pub async fn explain(
 ) -> ApiResult<Json<Explanation>> {
     let id = parse_id("id", &id)?;
     let v = app.scoped(&caller).lesson(id).await?;
-    // One reading of the stored explanation, shared with gRPC.
-    let e = crate::api::grpc::lesson::explanation(&v);
-    Ok(Json(Explanation {
+    Ok(Json(explanation_of(&v)))
+}
+
+/// The lesson's stored explanation, read as gRPC reads it.
+pub fn explanation_of(v: &LessonView) -> Explanation {
+    let e = crate::api::grpc::lesson::explanation(v);
+    Explanation {
         lesson_id: e.lesson_id,
         admitted: e.admitted,
         summary: e.summary,
@@ -515,5 +587,5 @@ pub async fn explain(
                 }
             })
             .collect(),
-    }))
+    }
 }

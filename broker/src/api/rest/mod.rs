@@ -6,6 +6,7 @@
 // boxing it would only add an allocation to every error path.
 #![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
+pub mod cost;
 pub mod events;
 pub mod extract;
 pub mod fleet;
@@ -14,6 +15,8 @@ pub mod lessons;
 pub mod model;
 pub mod openapi;
 pub mod problem;
+pub mod series;
+pub mod timetable;
 pub mod vouchers;
 
 use axum::{Router, extract::DefaultBodyLimit, http::StatusCode, routing::get};
@@ -30,6 +33,8 @@ pub fn router() -> Router<App> {
         .merge(jobs::router())
         .merge(fleet::router())
         .merge(vouchers::router())
+        .merge(series::router())
+        .merge(timetable::router())
         .route(
             "/v1/{*rest}",
             get(unknown)

@@ -10,7 +10,7 @@ use utoipa::{
     },
 };
 
-use super::{events, fleet, jobs, lessons, model, problem, vouchers};
+use super::{cost, events, fleet, jobs, lessons, model, problem, series, timetable, vouchers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,12 +26,18 @@ use super::{events, fleet, jobs, lessons, model, problem, vouchers};
         jobs::submit, jobs::list, jobs::read, jobs::cancel,
         fleet::sites, fleet::nodes, fleet::node, fleet::approve,
         vouchers::list, vouchers::issue, vouchers::balances, vouchers::ledger, vouchers::usage, vouchers::set_quota,
+        series::book, series::list, series::read, series::cancel_occurrence, series::move_occurrence, series::end, series::change,
+        timetable::template, timetable::import,
     ),
     components(schemas(
         problem::Problem, problem::Violation, problem::FilterRemoval,
         model::SeatSpec, model::GpuSpec, model::Workload, model::Dataset,
         lessons::BookLesson, lessons::Lesson, lessons::Seat, lessons::Rtt, lessons::LessonPage,
         lessons::Explanation, lessons::FilterCount, lessons::SeatChoice, lessons::ScorePart,
+        lessons::LessonPreview, cost::VoucherCost, cost::VoucherTake,
+        series::BookSeries, series::Series, series::SeriesBooking, series::SeriesList, series::Occurrence,
+        series::MoveOccurrence, series::EndSeries, series::ChangeFuture,
+        timetable::TimetableImport, timetable::TimetableRow,
         jobs::SubmitJob, jobs::Job, jobs::JobList,
         fleet::Site, fleet::SiteList, fleet::Node, fleet::NodeList, fleet::Device, fleet::ApprovedNode,
         vouchers::Voucher, vouchers::VoucherList, vouchers::IssueVoucher, vouchers::Balances, vouchers::SchoolBalanceOut,
@@ -42,6 +48,8 @@ use super::{events, fleet, jobs, lessons, model, problem, vouchers};
         (name = "jobs", description = "Ad-hoc and batch work outside the timetable"),
         (name = "fleet", description = "Sites and nodes"),
         (name = "vouchers", description = "Compute vouchers, the ledger and usage"),
+        (name = "series", description = "Recurring lessons over a term: book (or dry run), read, edit"),
+        (name = "timetable", description = "A school's timetable from its spreadsheet: template, preview, import"),
     ),
     modifiers(&Common)
 )]

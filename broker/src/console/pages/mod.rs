@@ -11,6 +11,7 @@ pub mod nodes;
 pub mod overview;
 pub mod overview_charts;
 pub mod regions;
+pub mod term;
 pub mod timetable;
 pub mod tokens;
 pub mod voucher_alerts;

@@ -182,6 +182,10 @@ async fn build(
             (m + Duration::hours(h0), m + Duration::hours(h1))
         })
         .collect();
+    o += &format!(
+        r#"<p><a href="/console/timetable/import" id="term-import">{}</a></p>"#,
+        t(l, "term_import")
+    );
     o += &gantt(l, &rows, &segments);
     o += &format!(
         r##"<ul class="legend"><li><svg width="14" height="10" aria-hidden="true"><rect width="14" height="10" fill="{c}" fill-opacity="0.35"/></svg> {}</li><li><svg width="14" height="10" aria-hidden="true"><rect width="14" height="10" fill="{c}"/></svg> {}</li><li><svg width="14" height="10" aria-hidden="true"><rect width="14" height="10" fill="#888" fill-opacity="0.5"/></svg> {}</li></ul>"##,
@@ -208,8 +212,15 @@ async fn build(
     for ls in &lessons {
         let (failed, _) = rollups.get(&ls.id).copied().unwrap_or_default();
         o += &format!(
-            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td></tr>"#,
+            r#"<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td></tr>"#,
             super::lesson_link(ls),
+            // An occurrence of a series links to the series as a whole.
+            ls.series_id
+                .map(|id| format!(
+                    r#" · <a href="/console/series/{id}" class="series">{}</a>"#,
+                    t(l, "series")
+                ))
+                .unwrap_or_default(),
             esc(&ls.school_site),
             z.fmt(ls.window_start),
             z.fmt(ls.start_at),

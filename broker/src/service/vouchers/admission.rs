@@ -35,6 +35,7 @@ pub(crate) fn refused(filter: &'static str, sentence: String) -> ServiceError {
 }
 
 /// What a hold takes from which voucher, decided but not yet written.
+#[derive(Debug, Clone)]
 pub struct HoldPlan {
     owner: Owner,
     school_site_id: Uuid,
@@ -52,6 +53,21 @@ impl HoldPlan {
             takes: Vec::new(),
             note: String::new(),
         }
+    }
+
+    /// The worst-case cost held, in µAh (0 for a booking that costs nothing).
+    pub fn amount(&self) -> MicroHours {
+        self.takes.iter().map(|(_, t)| t).sum()
+    }
+
+    /// (voucher, µAh) per voucher the hold draws on, soonest-expiring first.
+    pub fn takes(&self) -> &[(Uuid, MicroHours)] {
+        &self.takes
+    }
+
+    /// How the cost was reckoned, as the ledger's note says it.
+    pub fn note(&self) -> &str {
+        &self.note
     }
 
     /// The ledger entries that write this hold.
@@ -80,11 +96,24 @@ pub async fn write_holds(
 }
 
 /// A school's quota row and live vouchers (with their balances), locked in
-/// a transaction: what its holds are decided from, read once.
+/// a transaction: what its holds are decided from, read once. Each hold
+/// decided from it is taken off its balances at once, so several bookings of
+/// one school decided in one transaction (a series) never spend a voucher
+/// twice.
 #[derive(Default)]
 pub struct SchoolLock {
     quota: Option<i32>,
     vouchers: Vec<EligibleVoucher>,
+    /// Seats of bookings decided from this lock and not yet committed,
+    /// which the quota check of the next one counts as busy.
+    decided: Vec<quota::Busy>,
+}
+
+impl SchoolLock {
+    fn take(&mut self, plan: &HoldPlan, busy: quota::Busy) {
+        crate::vouchers::allocate::spend(&mut self.vouchers, &plan.takes);
+        self.decided.push(busy);
+    }
 }
 
 impl Broker {
@@ -116,6 +145,7 @@ impl Broker {
                 let lock = SchoolLock {
                     quota: quotas.remove(s),
                     vouchers: vouchers.remove(s).unwrap_or_default(),
+                    decided: Vec::new(),
                 };
                 (*s, lock)
             })
@@ -130,7 +160,7 @@ impl Broker {
     pub async fn check_lesson_hold(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        lock: SchoolLock,
+        lock: &mut SchoolLock,
         lesson_id: Uuid,
         school_site_id: Uuid,
         (start, end): (DateTime<Utc>, DateTime<Utc>),
@@ -141,7 +171,7 @@ impl Broker {
         let verdict = self
             .admit_check(
                 tx,
-                Some(lock),
+                lock,
                 owner,
                 school_site_id,
                 (start, end),
@@ -165,10 +195,11 @@ impl Broker {
         let stop = end + chrono::Duration::seconds(i64::from(job.grace_s.max(0)));
         let seats = std::slice::from_ref(seat);
         let owner = Owner::Job(job.id);
+        let mut lock = self.lock_school_vouchers(tx, job.school_site_id).await?;
         match self
             .admit_check(
                 tx,
-                None,
+                &mut lock,
                 owner,
                 job.school_site_id,
                 (start, end),
@@ -195,7 +226,7 @@ impl Broker {
     async fn admit_check(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        lock: Option<SchoolLock>,
+        lock: &mut SchoolLock,
         owner: Owner,
         school_site_id: Uuid,
         (start, end): (DateTime<Utc>, DateTime<Utc>),
@@ -208,12 +239,9 @@ impl Broker {
             .site_by_id(school_site_id)
             .map(|s| s.name)
             .unwrap_or_else(|| school_site_id.to_string());
-        let lock = match lock {
-            Some(l) => l,
-            None => self.lock_school_vouchers(tx, school_site_id).await?,
-        };
         if let Some(max) = lock.quota {
-            let busy = store::busy_seats(tx, school_site_id, start, end, owner).await?;
+            let mut busy = store::busy_seats(tx, school_site_id, start, end, owner).await?;
+            busy.extend(lock.decided.iter().cloned());
             let peak = quota::peak(&busy, start, end);
             if let Some(s) = quota::check(i64::from(max), peak, seats.len() as i64, &school) {
                 return Ok(Err(("quota", s)));
@@ -224,7 +252,13 @@ impl Broker {
             seats.iter().map(|p| (self.seat_cost(p), p)).collect();
         let priced: Vec<SeatCost> = costs.iter().map(|(c, _)| *c).collect();
         let amount = worst_case_uah(&priced, (charge_end - start).num_seconds());
+        let busy = quota::Busy {
+            start,
+            end,
+            seats: seats.len() as i64,
+        };
         if amount == 0 {
+            lock.take(&nothing, busy);
             return Ok(Ok(nothing));
         }
         let nodes = costs
@@ -250,11 +284,13 @@ impl Broker {
             start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             charge_end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
-        Ok(Ok(HoldPlan {
+        let plan = HoldPlan {
             takes: holds,
             note,
             ..nothing
-        }))
+        };
+        lock.take(&plan, busy);
+        Ok(Ok(plan))
     }
 
     /// A seat's fraction and model weight, from the live view of its node.
