@@ -191,7 +191,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             a.site
         );
         println!(
-            "Then: classgrid lessons links ID  and open a seat's link in a browser (it trusts the region CA {ca_file} once, or asks you to)."
+            "Then: classgrid lessons links ID, and open a seat's link in a browser (import the region CA {ca_file} into it once, or accept its warning)."
         );
     } else {
         println!("Book a 4-seat lesson starting in 30 s, each seat a small web server:");
