@@ -275,4 +275,10 @@ async fn dataset_is_staged_before_the_bell_resuming_an_interrupted_download() {
     })
     .await;
     assert!(kept, "classgrid-edge seats lists the lesson's seat");
+    // The origin's file, the edge's cache and the agent's copy are 200 MB
+    // each: a passing run leaves nothing behind (a failing one keeps them
+    // for reading). The processes go first so nothing writes meanwhile.
+    drop(edge);
+    drop(_agent);
+    let _ = std::fs::remove_dir_all(&dir);
 }
