@@ -171,14 +171,9 @@ async fn dataset_is_staged_before_the_bell_resuming_an_interrupted_download() {
     }];
     // Booking needs the edge's link rate for the staging filter: retry
     // until the edge has reported once.
-    let mut booked = None;
-    let t0 = std::time::Instant::now();
-    while booked.is_none() && t0.elapsed() < Duration::from_secs(20) {
-        match broker.lessons().await.book(req.clone()).await {
-            Ok(l) => booked = Some(l.into_inner()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
+    let booked = broker
+        .book_once_admitted(&req, Duration::from_secs(20))
+        .await;
     let lesson = booked.unwrap_or_else(|| {
         panic!(
             "booking with a dataset was never admitted; edge log:\n{}",

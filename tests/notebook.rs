@@ -45,6 +45,20 @@ async fn py(script: &'static str, args: Vec<String>) -> String {
         .unwrap()
 }
 
+/// Whether `url` answers with `status` (e.g. "200 ") within `limit`,
+/// through the edge's TLS with the region CA `ca`.
+async fn answers(url: String, ca: &str, status: &'static str, limit: Duration) -> bool {
+    wait_for(limit, || {
+        let (url, ca) = (url.clone(), ca.to_string());
+        async move {
+            py(GET, vec![url, ca, String::new()])
+                .await
+                .starts_with(status)
+        }
+    })
+    .await
+}
+
 /// The `classgrid` CLI against `broker`, as a district admin.
 fn cli(broker: &Broker) -> Command {
     let mut c = Command::new(bin("classgrid"));
@@ -212,14 +226,9 @@ async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
     };
     // Booking with a dataset needs the edge's link rate: retry until the
     // edge has reported once.
-    let booked_at = std::time::Instant::now();
-    let mut lesson = None;
-    while lesson.is_none() && booked_at.elapsed() < Duration::from_secs(20) {
-        match broker.lessons().await.book(req.clone()).await {
-            Ok(l) => lesson = Some(l.into_inner()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
+    let lesson = broker
+        .book_once_admitted(&req, Duration::from_secs(20))
+        .await;
     let lesson = lesson.unwrap_or_else(|| panic!("never booked; edge log:\n{}", edge.log_text()));
     let id = lesson.id.clone();
 
@@ -269,20 +278,17 @@ async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
     );
     let answer = |link: &str, code: &str| py(KERNEL, vec![link.into(), ca.clone(), code.into()]);
     // The edge learns the links at its next sync; then the kernels answer.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let url = format!("{}api/status", l.seats[0].link);
-        let got = py(GET, vec![url, ca.clone(), String::new()]).await;
-        if got.starts_with("200 ") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{got}\nedge log:\n{}",
-            edge.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    assert!(
+        answers(
+            format!("{}api/status", l.seats[0].link),
+            &ca,
+            "200 ",
+            Duration::from_secs(30)
+        )
+        .await,
+        "the first link never answered; edge log:\n{}",
+        edge.log_text()
+    );
     for s in &l.seats {
         assert_eq!(
             answer(&s.link, "sum(range(10))").await,
@@ -356,22 +362,17 @@ async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
         "seat 1 never ran again after its reset: {:#?}",
         broker.lesson(&id).await.seats[1]
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        // The edge learns the new server's address at its next sync.
-        let url = format!("{b_link}api/contents/mywork.txt");
-        if py(GET, vec![url, ca.clone(), String::new()])
-            .await
-            .starts_with("200 ")
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the reset seat never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    // The edge learns the new server's address at its next sync.
+    assert!(
+        answers(
+            format!("{b_link}api/contents/mywork.txt"),
+            &ca,
+            "200 ",
+            Duration::from_secs(30)
+        )
+        .await,
+        "the reset seat never answered"
+    );
     assert_eq!(
         answer(&b_link, "open('mywork.txt').read()").await,
         "'hello'"
@@ -386,25 +387,14 @@ async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
         sh(cli(&broker).args(args))
     };
     assert!(teacher("pause").contains("paused"));
-    let status_is = |code: &'static str| {
-        let url = format!("{}api/status", a.link);
-        let ca = ca.clone();
-        move || {
-            let (url, ca) = (url.clone(), ca.clone());
-            async move {
-                py(GET, vec![url, ca, String::new()])
-                    .await
-                    .starts_with(code)
-            }
-        }
-    };
+    let status = format!("{}api/status", a.link);
     assert!(
-        wait_for(Duration::from_secs(30), status_is("403 ")).await,
+        answers(status.clone(), &ca, "403 ", Duration::from_secs(30)).await,
         "pause never reached the edge"
     );
     assert!(teacher("resume").contains("resumed"));
     assert!(
-        wait_for(Duration::from_secs(30), status_is("200 ")).await,
+        answers(status.clone(), &ca, "200 ", Duration::from_secs(30)).await,
         "resume never reached the edge"
     );
 
@@ -419,7 +409,7 @@ async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
         .await
         .unwrap();
     assert!(
-        wait_for(Duration::from_secs(30), status_is("410 ")).await,
+        answers(status.clone(), &ca, "410 ", Duration::from_secs(30)).await,
         "an ended link still opens"
     );
     drop(edge);

@@ -426,6 +426,29 @@ impl Broker {
         .await
     }
 
+    /// Books `req`, trying again until it is admitted or `limit` passes: a
+    /// booking with a dataset needs the site's edge to have reported its
+    /// link rate once, which it does on its own schedule.
+    pub async fn book_once_admitted(
+        &self,
+        req: &pb::BookLessonRequest,
+        limit: Duration,
+    ) -> Option<pb::Lesson> {
+        let booked = std::sync::Mutex::new(None);
+        let booked_ref = &booked;
+        wait_for(limit, || async move {
+            match self.lessons().await.book(req.clone()).await {
+                Ok(l) => {
+                    *booked_ref.lock().unwrap() = Some(l.into_inner());
+                    true
+                }
+                Err(_) => false,
+            }
+        })
+        .await;
+        booked.into_inner().unwrap()
+    }
+
     pub async fn lesson(&self, id: &str) -> pb::Lesson {
         self.lessons()
             .await
