@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// and the HTTP port).
     #[arg(long, env = "CLASSGRID_REPLICA_NAME")]
     pub replica_name: Option<String>,
+    /// The host (name or IP) other replicas reach this one at, when it
+    /// binds every address (default: the host name). A standby forwards
+    /// calls to the leader there (decision 100).
+    #[arg(long, env = "CLASSGRID_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
     #[command(flatten)]
     pub security: crate::auth::config::SecurityArgs,
 }
@@ -89,6 +94,7 @@ pub struct FileConfig {
     pub time_zone: Option<String>,
     pub lease_s: Option<u64>,
     pub replica_name: Option<String>,
+    pub advertise_host: Option<String>,
     pub topology: Option<TopologyConfig>,
     pub weights: Option<WeightsConfig>,
     pub security: Option<crate::auth::config::SecurityFile>,
@@ -165,6 +171,8 @@ pub struct BrokerConfig {
     pub lease: Duration,
     /// This replica's name, if configured.
     pub replica_name: Option<String>,
+    /// The host other replicas reach this one at, if configured.
+    pub advertise_host: Option<String>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/classgrid";
@@ -278,7 +286,11 @@ impl BrokerConfig {
             job_priority,
             lease: Duration::from_secs(pick(args.lease_s, file.lease_s, 5)),
             replica_name: args.replica_name.clone().or(file.replica_name),
+            advertise_host: args.advertise_host.clone().or(file.advertise_host),
         };
+        if let Some(h) = &cfg.advertise_host {
+            check_advertise_host(h)?;
+        }
         if !(1..=60).contains(&cfg.lease.as_secs()) {
             anyhow::bail!(
                 "lease_s: must be between 1 and 60 seconds, not {}",
@@ -298,6 +310,27 @@ impl BrokerConfig {
             anyhow::bail!("default_max_rtt_ms: must be at least 1");
         }
         Ok(cfg)
+    }
+}
+
+/// An advertised host is a bare DNS name or IP address: what the other
+/// replicas connect to, with this replica's own ports.
+fn check_advertise_host(h: &str) -> anyhow::Result<()> {
+    let ok_name = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok_name || h.parse::<std::net::IpAddr>().is_ok() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "advertise_host: must be a host name or IP address without scheme or port (e.g. broker-2.district.edu or 10.0.0.12), not {h:?}"
+        )
     }
 }
 
@@ -353,7 +386,25 @@ mod tests {
             time_zone: None,
             lease_s: None,
             replica_name: None,
+            advertise_host: None,
             security: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_advertised_host_with_a_scheme_or_port_is_refused_by_name() {
+        let mut a = args(None);
+        for bad in ["https://b2", "b2:7443", "", "b 2", "-b2"] {
+            a.advertise_host = Some(bad.into());
+            let e = BrokerConfig::resolve(&a).unwrap_err().to_string();
+            assert!(e.contains("advertise_host"), "{bad:?}: {e}");
+        }
+        for good in ["broker-2.district.edu", "10.0.0.12", "::1"] {
+            a.advertise_host = Some(good.into());
+            assert_eq!(
+                BrokerConfig::resolve(&a).unwrap().advertise_host.as_deref(),
+                Some(good)
+            );
         }
     }
 

@@ -2,8 +2,9 @@
 //! PostgreSQL; the one holding the lease (`store::lease`) serves everything
 //! and runs the lesson clock and the plan writers, under an epoch that every
 //! plan-committing transaction is fenced by. The others are standbys: they
-//! answer `/healthz` (alive) and `/readyz` (503, not the leader), say who
-//! leads, and take the lease once it expires.
+//! answer `/healthz` (alive), `/readyz` (503, not the leader) and
+//! `/metrics` as themselves, forward every other call to the leader
+//! (`forward`, decision 100), and take the lease once it expires.
 //!
 //! Safety comes from the fence in the database, not from timing: a leader
 //! paused past its lease wakes to a new epoch, and its commits are refused.
@@ -44,26 +45,41 @@ pub struct Leadership {
 }
 
 /// This process as a replica: a fresh id per process, so a restarted one
-/// waits for its old lease like any standby.
+/// waits for its old lease like any standby. Its addresses are where the
+/// other replicas forward to: the bound address, or `advertise_host` (else
+/// the host name) with the bound port when it binds every address.
 pub fn replica(
     cfg: &BrokerConfig,
     grpc: &TcpListener,
     http: &TcpListener,
 ) -> anyhow::Result<Replica> {
-    let http_addr = http.local_addr()?.to_string();
-    let name = cfg.replica_name.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let host_name = || {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "broker".into());
+            .unwrap_or_else(|_| "broker".into())
+    };
+    let reach = |bound: std::net::SocketAddr| -> String {
+        match (&cfg.advertise_host, bound.ip().is_unspecified()) {
+            (Some(h), _) => match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => std::net::SocketAddr::new(ip, bound.port()).to_string(),
+                Err(_) => format!("{h}:{}", bound.port()),
+            },
+            (None, true) => format!("{}:{}", host_name(), bound.port()),
+            (None, false) => bound.to_string(),
+        }
+    };
+    let http_addr = reach(http.local_addr()?);
+    let name = cfg.replica_name.clone().unwrap_or_else(|| {
         format!(
-            "{host}:{}",
+            "{}:{}",
+            host_name(),
             http.local_addr().map(|a| a.port()).unwrap_or(0)
         )
     });
     Ok(Replica {
         id: Uuid::new_v4(),
         name,
-        grpc_addr: grpc.local_addr()?.to_string(),
+        grpc_addr: reach(grpc.local_addr()?),
         http_addr,
     })
 }
@@ -79,17 +95,26 @@ pub struct Listeners {
     pub http: TcpListener,
 }
 
+/// The TLS a replica serves with: the server certificate and key, and the
+/// region CA a standby verifies the leader against.
+pub struct ServeTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+}
+
 /// Waits until this replica leads. Meanwhile the HTTP listener serves the
-/// standby's answers (it is closed and bound again for the leader's full
-/// router), and gRPC connections are closed as they come, so a client
-/// pointed at a standby fails at once and tries elsewhere. Returns the
-/// leadership and the listeners, or None when `shutdown` came first.
+/// standby's own answers and forwards the rest to the leader (it is closed
+/// and bound again for the leader's full router), and gRPC connections are
+/// spliced to the leader, or closed while none leads so that the caller
+/// tries elsewhere. Returns the leadership and the listeners, or None when
+/// `shutdown` came first.
 pub async fn campaign(
     store: &Store,
     cfg: &BrokerConfig,
     me: Replica,
     listeners: Listeners,
-    tls: Option<(String, String)>,
+    tls: Option<ServeTls>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<(Leadership, Listeners)>> {
     lease::seen(&store, &me).await?;
@@ -106,17 +131,25 @@ pub async fn campaign(
         "standby: another replica leads; waiting for its lease"
     );
     let (promoted_tx, promoted) = watch::channel(false);
+    let (target_tx, target) = watch::channel(target_of(lease::live_leader(&store).await?, &me));
+    let forwarder = crate::forward::Forwarder::new(
+        tls.as_ref()
+            .map(|t| (t.ca_pem.as_str(), t.cert_pem.as_str())),
+        me.name.clone(),
+        target.clone(),
+    )?;
     let standby = Arc::new(Standby {
         store: store.clone(),
         me: me.clone(),
+        forwarder,
     });
     let server = tokio::spawn(crate::api::serve::serve_router(
         standby_router(standby),
-        tls,
+        tls.map(|t| (t.cert_pem, t.key_pem)),
         http,
         promoted.clone(),
     ));
-    let refusing = tokio::spawn(refuse_until(grpc, promoted));
+    let splicing = tokio::spawn(crate::forward::splice_until(grpc, target, promoted));
     let epoch = loop {
         let stopping = tokio::select! {
             _ = tokio::time::sleep(poll(cfg.lease)) => false,
@@ -125,12 +158,22 @@ pub async fn campaign(
         if stopping {
             let _ = promoted_tx.send(true);
             let _ = server.await;
-            let _ = refusing.await;
+            let _ = splicing.await;
             return Ok(None);
         }
         let step = async {
             lease::seen(&store, &me).await?;
-            lease::try_acquire(&store, &me, cfg.lease).await
+            if let Some(epoch) = lease::try_acquire(&store, &me, cfg.lease).await? {
+                return Ok(Some(epoch));
+            }
+            let live = lease::live_leader(&store).await?;
+            target_tx.send_if_modified(|t| {
+                let now = target_of(live, &me);
+                let changed = *t != now;
+                *t = now;
+                changed
+            });
+            Ok::<_, sqlx::Error>(None)
         };
         match step.await {
             Ok(Some(epoch)) => break epoch,
@@ -138,25 +181,28 @@ pub async fn campaign(
             Err(e) => warn!(error = %e, "standby: cannot read the lease; retrying"),
         }
     };
-    // The standby's server lets go of the port, and the leader's takes it.
+    // The standby's server lets go of the port, and the leader's takes it;
+    // connections spliced to the old leader are closed (it is gone).
+    let _ = target_tx.send(None);
     let _ = promoted_tx.send(true);
     let _ = server.await;
-    let grpc = refusing.await?;
+    let grpc = splicing.await?;
     let http = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("http_addr {addr}: cannot bind it again as leader: {e}"))?;
     Ok(Some((led(me, epoch), Listeners { grpc, http })))
 }
 
-/// Accepts and closes gRPC connections until `promoted`, then hands the
-/// listener back for the leader's server.
-async fn refuse_until(grpc: TcpListener, mut promoted: watch::Receiver<bool>) -> TcpListener {
-    loop {
-        tokio::select! {
-            r = grpc.accept() => drop(r),
-            _ = promoted.wait_for(|v| *v) => return grpc,
-        }
-    }
+/// The leader to forward to: the lease's live holder, unless it is this
+/// replica (a lease of ours that a restart left behind is waited out).
+fn target_of(live: Option<lease::LeaseRow>, me: &Replica) -> Option<crate::forward::Target> {
+    live.filter(|l| l.holder.is_some() && l.holder != Some(me.id))
+        .map(|l| crate::forward::Target {
+            epoch: l.epoch,
+            name: l.holder_name,
+            grpc_addr: l.grpc_addr,
+            http_addr: l.http_addr,
+        })
 }
 
 fn led(me: Replica, epoch: i64) -> Leadership {
@@ -224,6 +270,7 @@ pub fn depose(epoch: i64, why: &str) -> ! {
 struct Standby {
     store: Store,
     me: Replica,
+    forwarder: crate::forward::Forwarder,
 }
 
 fn standby_router(s: Arc<Standby>) -> Router {
@@ -234,7 +281,7 @@ fn standby_router(s: Arc<Standby>) -> Router {
         )
         .route("/readyz", get(standby_ready))
         .route("/metrics", get(standby_metrics))
-        .fallback(standby_elsewhere)
+        .fallback(forwarded)
         .with_state(s)
 }
 
@@ -242,6 +289,7 @@ async fn standby_ready(State(s): State<Arc<Standby>>) -> impl IntoResponse {
     let body = match lease::current(&s.store).await {
         Ok(l) => serde_json::json!({
             "ready": false, "role": "standby", "replica": s.me.name,
+            "serving": "forwards every API call to the leader (decision 100)",
             "leader": {"name": l.holder_name, "http_addr": l.http_addr, "grpc_addr": l.grpc_addr,
                         "epoch": l.epoch, "since": l.since},
         }),
@@ -273,23 +321,10 @@ pub fn role_metrics(leader: bool, epoch: i64) -> String {
     )
 }
 
-/// Any other request: not here, with where.
-async fn standby_elsewhere(State(s): State<Arc<Standby>>) -> impl IntoResponse {
-    let leader = lease::current(&s.store)
-        .await
-        .map(|l| format!("{} at {}", l.holder_name, l.http_addr))
-        .unwrap_or_else(|_| "unknown (the database is unreachable)".into());
-    let body = serde_json::json!({
-        "type": "about:blank", "status": 503, "code": "standby", "title": "Try again shortly",
-        "detail": format!("this broker replica is a standby; the leader is {leader}; \
-                           send requests through the region's load balancer or retry"),
-    });
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [
-            (header::CONTENT_TYPE, "application/problem+json"),
-            (header::RETRY_AFTER, "1"),
-        ],
-        body.to_string(),
-    )
+/// Any other request: the leader's answer, through this replica.
+async fn forwarded(
+    State(s): State<Arc<Standby>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    s.forwarder.forward(req).await
 }

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod edge_view;
 pub mod federation;
 pub mod fleet;
+pub mod forward;
 pub mod leader;
 pub mod metrics;
 pub mod relay;

@@ -38,7 +38,11 @@ pub async fn start(cfg: BrokerConfig) -> anyhow::Result<Started> {
         .await
         .map_err(|e| anyhow::anyhow!("http_addr {}: {e}", cfg.http_addr))?;
     let me = leader::replica(&cfg, &grpc, &http)?;
-    let tls = Broker::server_tls(&cfg)?.map(|t| (t.cert_pem, t.key_pem));
+    let tls = Broker::server_tls(&cfg)?.map(|t| leader::ServeTls {
+        cert_pem: t.cert_pem,
+        key_pem: t.key_pem,
+        ca_pem: t.ca.cert_pem,
+    });
     // A standby is stopped by the signal's default action: it holds nothing.
     let (_never, no_stop) = watch::channel(false);
     let listeners = leader::Listeners { grpc, http };

@@ -205,6 +205,26 @@ impl Broker {
         Self::start_as(db, dir, extra, false, false).await
     }
 
+    /// One more TLS replica of the region `leader` leads: it gets the
+    /// leader's data folder (region CA, server certificate, seat-link key),
+    /// as every replica must (decision 078), and serves as a standby.
+    pub async fn start_replica_secure(
+        db: &TestDb,
+        dir: &Path,
+        extra: &[&str],
+        leader: &Broker,
+    ) -> Self {
+        std::fs::create_dir_all(dir.join("broker")).unwrap();
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(leader.dir.join("broker").join("."))
+            .arg(dir.join("broker"))
+            .status()
+            .expect("cp the leader's data folder");
+        assert!(copied.success(), "copy the leader's data folder");
+        Self::start_as(db, dir, extra, true, false).await
+    }
+
     async fn start_with(db: &TestDb, dir: &Path, extra: &[&str], secure: bool) -> Self {
         Self::start_as(db, dir, extra, secure, true).await
     }
@@ -735,6 +755,14 @@ pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
 
 /// `http_get` with a bearer token.
 pub async fn http_get_as(url: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    http_get_with(url, &auth).await
+}
+
+/// `http_get` with extra header lines (each ending in CRLF).
+pub async fn http_get_with(url: &str, headers: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url
         .strip_prefix("http://")
@@ -745,10 +773,7 @@ pub async fn http_get_as(url: &str, token: Option<&str>) -> anyhow::Result<(u16,
         .unwrap_or((rest, "/".into()));
     let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(host))
         .await??;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n{headers}\r\n").as_bytes())
         .await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await??;

@@ -125,6 +125,17 @@ pub async fn current(store: &Store) -> sqlx::Result<LeaseRow> {
     .await
 }
 
+/// The leader a standby forwards to: the lease's holder while its lease
+/// runs, in the database's own time (no clock of ours is compared).
+pub async fn live_leader(store: &Store) -> sqlx::Result<Option<LeaseRow>> {
+    sqlx::query_as(
+        "SELECT holder, holder_name, grpc_addr, http_addr, epoch, since, expires_at FROM broker_lease
+          WHERE holder IS NOT NULL AND expires_at > now()",
+    )
+    .fetch_optional(&store.pool)
+    .await
+}
+
 /// Says that `me` is alive (once at start, then with every lease step), and
 /// forgets replicas silent for an hour: a write path, so that listing the
 /// replicas stays a plain read.
