@@ -122,14 +122,23 @@ pub async fn run(a: FailoverArgs) -> anyhow::Result<()> {
 }
 
 /// The programs the bench runs.
-struct Programs {
-    broker: PathBuf,
+pub(crate) struct Programs {
+    pub(crate) broker: PathBuf,
     agent: PathBuf,
-    haproxy: PathBuf,
+    pub(crate) haproxy: PathBuf,
 }
 
 impl Programs {
     fn find(a: &FailoverArgs) -> anyhow::Result<Self> {
+        Self::find_given(&a.broker_bin, &a.agent_bin, &a.haproxy)
+    }
+
+    /// The programs named, or found beside this one and in Debian's places.
+    pub(crate) fn find_given(
+        broker_bin: &Option<PathBuf>,
+        agent_bin: &Option<PathBuf>,
+        haproxy: &Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let here = std::env::current_exe()?
             .parent()
             .map(Path::to_path_buf)
@@ -144,7 +153,7 @@ impl Programs {
             }
             Ok(p)
         };
-        let haproxy = match &a.haproxy {
+        let haproxy = match haproxy {
             Some(p) if p.is_file() => p.clone(),
             Some(p) => anyhow::bail!("--haproxy: {} is not a program", p.display()),
             None => ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
@@ -158,20 +167,20 @@ impl Programs {
                 })?,
         };
         Ok(Self {
-            broker: beside(&a.broker_bin, "broker-bin", "classgrid-broker")?,
-            agent: beside(&a.agent_bin, "agent-bin", "classgrid-agent")?,
+            broker: beside(broker_bin, "broker-bin", "classgrid-broker")?,
+            agent: beside(agent_bin, "agent-bin", "classgrid-agent")?,
             haproxy,
         })
     }
 }
 
 /// One broker replica: its process, ports and log.
-struct Replica {
-    name: String,
-    child: Option<Child>,
-    grpc_port: u16,
-    http_port: u16,
-    starts: u32,
+pub(crate) struct Replica {
+    pub(crate) name: String,
+    pub(crate) child: Option<Child>,
+    pub(crate) grpc_port: u16,
+    pub(crate) http_port: u16,
+    pub(crate) starts: u32,
 }
 
 struct Region {
@@ -204,7 +213,7 @@ impl Region {
     }
 }
 
-fn kill(c: &mut Child) {
+pub(crate) fn kill(c: &mut Child) {
     let _ = c.kill();
     let _ = c.wait();
 }
@@ -226,7 +235,7 @@ fn seat_pids(state_dir: &Path) -> Vec<i32> {
 /// A port free now, below Linux's ephemeral range (32768 and up), where the
 /// kernel could hand it to an outgoing connection before a restarted
 /// replica binds it again.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -235,7 +244,7 @@ fn free_port() -> u16 {
     }
 }
 
-fn spawn(program: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
+pub(crate) fn spawn(program: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
     let out = std::fs::File::create(log)?;
     Command::new(program)
         .args(args)
@@ -249,7 +258,7 @@ fn spawn(program: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
 
 /// The status code of `GET path` on 127.0.0.1:`port` (HTTP/1.0), or None
 /// when nothing answers.
-async fn http_status(port: u16, path: &str) -> Option<u16> {
+pub(crate) async fn http_status(port: u16, path: &str) -> Option<u16> {
     let get = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
@@ -266,7 +275,7 @@ async fn http_status(port: u16, path: &str) -> Option<u16> {
 }
 
 /// Polls `f` every `every` until it is true; false after `limit`.
-async fn until<F, Fut>(limit: Duration, every: Duration, mut f: F) -> bool
+pub(crate) async fn until<F, Fut>(limit: Duration, every: Duration, mut f: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -284,14 +293,26 @@ where
 }
 
 impl Replica {
-    fn start(
+    /// A replica not started yet, on two free ports.
+    pub(crate) fn new(name: String) -> Self {
+        Self {
+            name,
+            child: None,
+            grpc_port: free_port(),
+            http_port: free_port(),
+            starts: 0,
+        }
+    }
+
+    pub(crate) fn start(
         &mut self,
         progs: &Programs,
         db_url: &str,
         lease_s: u64,
         dir: &Path,
+        extra: &[&str],
     ) -> anyhow::Result<()> {
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "serve",
             "--database-url",
             db_url,
@@ -310,6 +331,7 @@ impl Replica {
         ]
         .map(String::from)
         .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
         self.starts += 1;
         let log = dir.join(format!("{}-{}.log", self.name, self.starts));
         self.child = Some(spawn(&progs.broker, &args, &log)?);
@@ -318,7 +340,7 @@ impl Replica {
 
     /// Waits until this replica answers `path` with 200 (`/readyz`: it
     /// leads; `/healthz`: it serves, as a standby or leader).
-    async fn wait(&mut self, path: &str, dir: &Path) -> anyhow::Result<()> {
+    pub(crate) async fn wait(&mut self, path: &str, dir: &Path) -> anyhow::Result<()> {
         let port = self.http_port;
         if until(
             Duration::from_secs(60),
@@ -356,7 +378,7 @@ async fn leader(replicas: &[Replica], limit: Duration) -> Option<usize> {
 /// HAProxy's configuration: TCP mode and `/readyz` checks, as
 /// deploy/haproxy/haproxy.cfg, with checks every 250 ms so the bench's
 /// failover is the lease's, not the checks'.
-fn haproxy_config(replicas: &[Replica], grpc: u16, http: u16) -> String {
+pub(crate) fn haproxy_config(replicas: &[Replica], grpc: u16, http: u16) -> String {
     let servers = |port: fn(&Replica) -> u16| -> String {
         replicas
             .iter()
@@ -530,14 +552,8 @@ async fn bench(
     // The first replica leads (it migrates the fresh database); the others
     // wait as standbys.
     for i in 0..a.replicas {
-        let mut r = Replica {
-            name: format!("r{i}"),
-            child: None,
-            grpc_port: free_port(),
-            http_port: free_port(),
-            starts: 0,
-        };
-        r.start(progs, db_url, a.lease_s, &dir)?;
+        let mut r = Replica::new(format!("r{i}"));
+        r.start(progs, db_url, a.lease_s, &dir, &[])?;
         r.wait(if i == 0 { "/readyz" } else { "/healthz" }, &dir)
             .await?;
         region.replicas.push(r);
@@ -676,7 +692,7 @@ async fn bench(
         stream.wait_acks(ACKS_BETWEEN).await?;
         // The dead one comes back on its ports, as a standby.
         let r = &mut region.replicas[old];
-        r.start(progs, db_url, a.lease_s, &dir)?;
+        r.start(progs, db_url, a.lease_s, &dir, &[])?;
         r.wait("/healthz", &dir).await?;
     }
     let acked = stream.finish().await?;

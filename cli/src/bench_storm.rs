@@ -35,22 +35,6 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::client::Global;
 
-#[derive(Debug, clap::Subcommand)]
-pub enum Bench {
-    /// Book many classes at once on many simulated nodes and time it.
-    Storm(StormArgs),
-    /// Kill the leader of several broker replicas behind HAProxy, round
-    /// after round, under a stream of bookings; time the failovers.
-    Failover(crate::bench_failover::FailoverArgs),
-    /// A class of real seats on this machine (JupyterLab per seat by
-    /// default): time from the bell until every link answers through the
-    /// edge, warm (booked ahead) and cold (booked at the bell), and the
-    /// memory of a warm seat.
-    Bell(crate::bench_bell::BellArgs),
-    /// A district's term imported as one timetable: the dry run, then the commit.
-    Term(crate::bench_term::TermArgs),
-}
-
 #[derive(Debug, Clone, clap::Args)]
 pub struct StormArgs {
     /// Simulated nodes, each with 1–4 T4-class or 910B-class devices.
@@ -77,6 +61,21 @@ pub struct StormArgs {
     /// print each line and how the time grew (ignores --seats/--nodes).
     #[arg(long)]
     pub ladder: bool,
+    /// Compare the storm through this many real broker replicas behind
+    /// HAProxy (2–9) with the storm on one real broker process, in
+    /// alternating runs on fresh databases; prints each run and the
+    /// medians.
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// Pairs of runs for --replicas (1–50).
+    #[arg(long, default_value_t = 5)]
+    pub pairs: u32,
+    /// The `classgrid-broker` program for --replicas. Default: beside this one.
+    #[arg(long)]
+    pub broker_bin: Option<std::path::PathBuf>,
+    /// The `haproxy` program for --replicas. Default: /usr/sbin/haproxy.
+    #[arg(long)]
+    pub haproxy: Option<std::path::PathBuf>,
 }
 
 /// `--ladder`'s steps: (seats, nodes), a district growing into a city.
@@ -88,22 +87,13 @@ const LADDER: [(u32, u32); 4] = [
 ];
 
 /// One storm's figures.
-struct Outcome {
-    line: String,
+pub(crate) struct Outcome {
+    pub(crate) line: String,
     seats: u64,
-    running_s: f64,
+    pub(crate) running_s: f64,
 }
 
-pub async fn run(global: &Global, b: Bench) -> anyhow::Result<()> {
-    match b {
-        Bench::Storm(a) => storm(global, a).await,
-        Bench::Failover(a) => crate::bench_failover::run(a).await,
-        Bench::Bell(a) => crate::bench_bell::run(a).await,
-        Bench::Term(a) => crate::bench_term::run(a).await,
-    }
-}
-
-fn check(a: &StormArgs) -> anyhow::Result<()> {
+pub(crate) fn check(a: &StormArgs) -> anyhow::Result<()> {
     if !(1..=100_000).contains(&a.nodes) {
         anyhow::bail!("--nodes: must be between 1 and 100000, not {}", a.nodes);
     }
@@ -125,7 +115,7 @@ const SCHOOLS: u32 = 50;
 /// Simulated agents per HTTP/2 connection: servers cap concurrent streams.
 const NODES_PER_CONNECTION: u32 = 100;
 
-async fn storm(global: &Global, a: StormArgs) -> anyhow::Result<()> {
+pub async fn storm(global: &Global, a: StormArgs) -> anyhow::Result<()> {
     check(&a)?;
     if !a.ladder {
         let o = storm_once(global, &a).await?;
@@ -213,7 +203,7 @@ async fn storm_once(global: &Global, a: &StormArgs) -> anyhow::Result<Outcome> {
     result
 }
 
-async fn storm_on(
+pub(crate) async fn storm_on(
     global: &Global,
     a: &StormArgs,
     grpc_url: &str,

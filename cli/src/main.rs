@@ -12,6 +12,8 @@ mod bench;
 mod bench_bell;
 mod bench_db;
 mod bench_failover;
+mod bench_storm;
+mod bench_storm_ha;
 mod bench_term;
 mod client;
 mod commands;
