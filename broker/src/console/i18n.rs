@@ -139,6 +139,7 @@ const TEXT: &[(&str, &str, &str)] = &[
     ("alert_failed_seat", "座位失败", "Seat failed"),
     ("alert_voucher", "算力券", "Voucher"),
     ("none", "无", "None"),
+    ("samples", "个样本", "samples"),
     ("filter", "筛选", "Filter"),
     ("all", "全部", "All"),
     ("search", "名称包含", "Name contains"),
@@ -423,6 +424,18 @@ const WORDS: &[(&str, &str, &str, &str)] = &[
     ),
     ("site_kind", "cloud", "云", "cloud"),
     ("tier", "edge", "边缘", "edge"),
+    // Where an RTT comes from (placement's RttSource).
+    ("rtt_source", "measured", "实测", "measured"),
+    ("rtt_source", "estimated", "估算", "estimated"),
+    ("rtt_source", "configured", "配置", "configured"),
+    // Seat runtimes a node offers (the kinds `agent/src/runtime` has).
+    ("runtime", "process", "进程", "process"),
+    ("runtime", "container", "容器", "container"),
+    ("runtime", "notebook", "笔记本", "notebook"),
+    // How strongly a slice is isolated on its device.
+    ("isolation", "hard", "硬隔离", "hard"),
+    ("isolation", "soft", "软隔离", "soft"),
+    ("isolation", "none", "不隔离", "none"),
     ("tier", "cloud", "云", "cloud"),
     ("join_kind", "agent", "节点代理", "agent"),
     ("join_kind", "edge", "站点边缘", "edge"),
@@ -464,6 +477,14 @@ pub fn t(lang: Lang, key: &str) -> &'static str {
 /// English, the API's language, when a lesson is placed; the console
 /// translates them when it shows them. Names, numbers and units stay.
 const EXPLAIN_ZH: &[(&str, &str)] = &[
+    (
+        "other nodes not read (none could rank higher)",
+        "个其他节点未读取日程（均不可能排名更高）",
+    ),
+    (
+        "other node not read (none could rank higher)",
+        "个其他节点未读取日程（均不可能排名更高）",
+    ),
     ("kept for owner school's classes", "留给所属学校的课程"),
     ("capacity freed by preempting jobs", "通过抢占作业腾出容量"),
     ("the school's own site", "本校站点"),
@@ -493,6 +514,9 @@ const EXPLAIN_ZH: &[(&str, &str)] = &[
     ("estimated", "估算"),
     ("configured", "配置"),
     ("score", "评分"),
+    ("cached", "缓存"),
+    ("packing", "紧凑度"),
+    ("tier", "层级"),
     ("rtt", "往返时延"),
     ("model", "型号"),
     ("school", "学校"),
@@ -591,6 +615,21 @@ mod tests {
         assert_eq!(t(Lang::default(), "overview"), "总览");
         assert_eq!(t(Lang::En, "overview"), "Overview");
     }
+    #[test]
+    fn unread_nodes_and_score_terms_read_in_chinese() {
+        let zh = explanation(
+            Lang::Zh,
+            "2/2 seats on 1 node, mean rtt 2.0 ms; 1 other node not read (none could rank higher); \
+             score 0.95 = rtt 0.96×0.5 + cached 1.00×0.2 + tier 1.00×0.2 + packing 0.70×0.1",
+        );
+        let latin: Vec<&str> = zh
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .filter(|w| w.len() >= 3)
+            .collect();
+        assert!(latin.is_empty(), "{zh}: {latin:?}");
+        assert!(zh.contains("1 个其他节点未读取日程"), "{zh}");
+    }
+
     #[test]
     fn placement_explanations_read_in_chinese_and_keep_names() {
         let zh = explanation(

@@ -212,8 +212,14 @@ pub async fn detail(
         };
         let rtt = match (st.rtt_ms, &st.rtt_source) {
             (Some(ms), Some(src)) => match st.rtt_error_ms {
-                Some(e) => format!("{ms:.1} ms ({} ±{e:.1} ms)", esc(src)),
-                None => format!("{ms:.1} ms ({})", esc(src)),
+                Some(e) => format!(
+                    "{ms:.1} ms ({} ±{e:.1} ms)",
+                    esc(&crate::console::i18n::word(l, "rtt_source", src))
+                ),
+                None => format!(
+                    "{ms:.1} ms ({})",
+                    esc(&crate::console::i18n::word(l, "rtt_source", src))
+                ),
             },
             _ => "—".into(),
         };

@@ -74,7 +74,12 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
             String::new()
         },
         t(l, "runtimes"),
-        esc(&n.runtimes.join(", ")),
+        esc(&n
+            .runtimes
+            .iter()
+            .map(|r| crate::console::i18n::word(l, "runtime", r))
+            .collect::<Vec<_>>()
+            .join(", ")),
         t(l, "last_seen"),
         z.fmt(n.last_seen_wall)
     );
@@ -143,7 +148,7 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
             } else {
                 state_badge(l, "failed")
             },
-            esc(&d.isolation),
+            esc(&crate::console::i18n::word(l, "isolation", &d.isolation)),
             d.max_slices,
             mib(hm)
         );
@@ -249,10 +254,12 @@ async fn build(app: &App, s: &Session, id: &str) -> Result<(String, String), Ser
         .filter(|r| s.caller.is_district_admin() || scoped.site("site", &r.site).is_ok())
     {
         o += &format!(
-            r#"<tr><td>{}</td><td class="num">{:.1} ms</td><td>measured ({} samples)</td><td>{}</td></tr>"#,
+            r#"<tr><td>{}</td><td class="num">{:.1} ms</td><td>{} ({} {})</td><td>{}</td></tr>"#,
             esc(&r.site),
             r.median_ms,
+            crate::console::i18n::word(l, "rtt_source", "measured"),
             r.samples,
+            t(l, "samples"),
             z.fmt(r.measured_at)
         );
     }
@@ -283,8 +290,10 @@ fn warnings_section(l: Lang, warnings: &[String]) -> String {
         warnings.len(),
         warnings_hint(l)
     );
+    // The agent words its warnings in English (they quote vendor tools);
+    // `lang` says so, for screen readers and for the words check.
     for w in warnings {
-        o += "<li>";
+        o += r#"<li lang="en">"#;
         o += &warning_html(w);
         o += "</li>";
     }
