@@ -11,11 +11,18 @@
 //!
 //! Needs root (seats run as their own users) and the PyPI index, or a
 //! notebook environment built before (the agent builds it once per node).
+//!
+//! Command seats go through the same links (decision 103): a seat running
+//! `python3 -m http.server` answers through its link, with the prefix taken
+//! off and its redirects kept under the link; a course platform's view of
+//! it (gRPC, REST, `classgrid lessons get`) carries the link and no node
+//! address; a seat the teacher stopped reads "stopped by your teacher", and
+//! "ended" once the lesson is over.
 
 use std::{path::Path, process::Command, time::Duration};
 
 use classgrid_e2e::*;
-use classgrid_proto::v1 as pb;
+use classgrid_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
 
 const KERNEL: &str = include_str!("clients/seat_kernel.py");
 const GET: &str = include_str!("clients/seat_get.py");
@@ -61,10 +68,158 @@ async fn answers(url: String, ca: &str, status: &'static str, limit: Duration) -
 
 /// The `classgrid` CLI against `broker`, as a district admin.
 fn cli(broker: &Broker) -> Command {
+    cli_as(broker, &broker.token)
+}
+
+/// The `classgrid` CLI against `broker` with `token`.
+fn cli_as(broker: &Broker, token: &str) -> Command {
     let mut c = Command::new(bin("classgrid"));
     c.args(["--context", "/nonexistent/classgrid-context.toml"])
-        .args(["--grpc-url", &broker.grpc_url, "--token", &broker.token]);
+        .args(["--grpc-url", &broker.grpc_url, "--token", token]);
     c
+}
+
+/// One GET through a seat link with the system's Python (the client needs
+/// only its standard library): "STATUS BODY…". Redirects are followed.
+async fn get(url: String, ca: &str) -> String {
+    let ca = ca.to_string();
+    tokio::task::spawn_blocking(
+        move || sh(Command::new("python3").args(["-c", GET, &url, &ca, ""])),
+    )
+    .await
+    .unwrap()
+}
+
+/// Whether `url` answers "`status` …`body`…" within `limit`.
+async fn answers_with(url: &str, ca: &str, status: &str, body: &str, limit: Duration) -> bool {
+    wait_for(limit, || async move {
+        let out = get(url.to_string(), ca).await;
+        out.starts_with(status) && out.contains(body)
+    })
+    .await
+}
+
+/// Checks that every seat's link is on the edge's TLS address for links
+/// (`links_port`), one per seat; returns that address's `…/seat/`.
+fn links_on(links_port: u16, seats: &[pb::Seat]) -> String {
+    let base = format!("https://127.0.0.1:{links_port}/seat/");
+    for s in seats {
+        assert!(
+            s.link.starts_with(&base),
+            "seat {} link {:?}",
+            s.number,
+            s.link
+        );
+    }
+    let mut links: Vec<&str> = seats.iter().map(|s| s.link.as_str()).collect();
+    links.sort();
+    links.dedup();
+    assert_eq!(links.len(), seats.len(), "one link per seat");
+    base
+}
+
+/// Whether, within `limit`, every seat of lesson `id` is `ok`.
+async fn all_seats(
+    broker: &Broker,
+    id: &str,
+    limit: Duration,
+    ok: impl Fn(&pb::Seat) -> bool,
+) -> bool {
+    let ok = &ok;
+    wait_for(limit, || async move {
+        broker.lesson(id).await.seats.iter().all(ok)
+    })
+    .await
+}
+
+/// Ends lesson `id` the platform's way: cancelled.
+async fn cancel(broker: &Broker, id: &str) {
+    broker
+        .lessons()
+        .await
+        .cancel(pb::CancelLessonRequest {
+            id: id.into(),
+            reason: "e2e done".into(),
+        })
+        .await
+        .expect("the lesson is cancelled");
+}
+
+/// One school with seat links: a broker with a data folder (for the region
+/// CA), the school's site, one agent, and the school's edge serving seat
+/// links over TLS with the certificate `classgrid-broker edge-cert` issues.
+struct School {
+    db: TestDb,
+    dir: std::path::PathBuf,
+    broker: Broker,
+    agent: Agent,
+    edge: Proc,
+    /// The region CA, which the students' browsers trust.
+    ca: String,
+    links_port: u16,
+}
+
+impl School {
+    async fn start(
+        name: &str,
+        site: &str,
+        node: &str,
+        broker_args: &[&str],
+        agent_args: &[&str],
+    ) -> Self {
+        let db = TestDb::new().await.unwrap();
+        let dir = tempdir(name);
+        let data_dir = dir.join("broker");
+        let data_dir_s = data_dir.display().to_string();
+        let mut args = vec!["--data-dir", data_dir_s.as_str()];
+        args.extend_from_slice(broker_args);
+        let broker = Broker::start(&db, &dir, &args).await;
+        broker.create_site(site).await;
+        let tls = dir.join("edge-tls");
+        let out = sh(Command::new(bin("classgrid-broker")).args([
+            "edge-cert",
+            "--name",
+            "127.0.0.1",
+            "--out",
+            &tls.display().to_string(),
+            "--database-url",
+            &db.url,
+            "--data-dir",
+            &data_dir_s,
+        ]));
+        assert!(out.contains("CLASSGRID_SEAT_LINKS_CERT="), "{out}");
+        let ca = data_dir.join("ca.pem").display().to_string();
+        let agent = Agent::start(&broker, site, node, &dir, agent_args);
+        let links_port = free_port();
+        let links_listen = format!("127.0.0.1:{links_port}");
+        let (cert, key) = (tls.join("seat-links.pem"), tls.join("seat-links.key"));
+        let edge = start_edge(
+            &broker,
+            site,
+            free_port(),
+            300,
+            &dir,
+            &[
+                ("CLASSGRID_SEAT_LINKS_LISTEN", links_listen.as_str()),
+                ("CLASSGRID_SEAT_LINKS_CERT", cert.to_str().unwrap()),
+                ("CLASSGRID_SEAT_LINKS_KEY", key.to_str().unwrap()),
+            ],
+        );
+        assert!(
+            broker
+                .wait_connected(site, node, Duration::from_secs(30))
+                .await
+        );
+        Self {
+            db,
+            dir,
+            broker,
+            agent,
+            edge,
+            ca,
+            links_port,
+        }
+    }
 }
 
 /// The console's lesson page and class sheet in Chromium
@@ -98,69 +253,22 @@ async fn class_sheet_in_chromium(broker: &Broker, db: &TestDb, dir: &Path, id: &
 
 #[tokio::test(flavor = "multi_thread")]
 async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
-    let db = TestDb::new().await.unwrap();
-    let dir = tempdir("notebook");
-    let data_dir = dir.join("broker");
-    let data_dir_s = data_dir.display().to_string();
-    let broker = Broker::start(
-        &db,
-        &dir,
-        &[
-            "--data-dir",
-            &data_dir_s,
-            "--staging-lead-s",
-            "40",
-            "--grace-s",
-            "2",
-        ],
-    )
-    .await;
-    broker.create_site("school-n").await;
-
-    // The edge's certificate for its seat links, from the region CA.
-    let tls = dir.join("edge-tls");
-    let out = sh(Command::new(bin("classgrid-broker")).args([
-        "edge-cert",
-        "--name",
-        "127.0.0.1",
-        "--out",
-        &tls.display().to_string(),
-        "--database-url",
-        &db.url,
-        "--data-dir",
-        &data_dir_s,
-    ]));
-    assert!(out.contains("CLASSGRID_SEAT_LINKS_CERT="), "{out}");
-    let ca = data_dir.join("ca.pem").display().to_string();
-
-    let mut agent = Agent::start(
-        &broker,
+    let School {
+        db,
+        dir,
+        broker,
+        mut agent,
+        edge,
+        ca,
+        links_port,
+    } = School::start(
+        "notebook",
         "school-n",
         "nb1",
-        &dir,
+        &["--staging-lead-s", "40", "--grace-s", "2"],
         &["--runtimes", "notebook"],
-    );
-    let edge_port = free_port();
-    let links_port = free_port();
-    let (cert, key) = (tls.join("seat-links.pem"), tls.join("seat-links.key"));
-    let links_listen = format!("127.0.0.1:{links_port}");
-    let edge = start_edge(
-        &broker,
-        "school-n",
-        edge_port,
-        300,
-        &dir,
-        &[
-            ("CLASSGRID_SEAT_LINKS_LISTEN", links_listen.as_str()),
-            ("CLASSGRID_SEAT_LINKS_CERT", cert.to_str().unwrap()),
-            ("CLASSGRID_SEAT_LINKS_KEY", key.to_str().unwrap()),
-        ],
-    );
-    assert!(
-        broker
-            .wait_connected("school-n", "nb1", Duration::from_secs(30))
-            .await
-    );
+    )
+    .await;
     // The agent builds the node's notebook environment once, in the
     // background, from PyPI; the bell below must not wait on a download.
     let ready = Path::new(ENVS)
@@ -233,12 +341,8 @@ async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
     let id = lesson.id.clone();
 
     // Before the bell: every seat's server is up, the lesson not yet live.
-    let warm = wait_for(Duration::from_secs(120), || {
-        let (b, id) = (&broker, id.clone());
-        async move {
-            let l = b.lesson(&id).await;
-            l.seats.iter().all(|s| s.state == "running")
-        }
+    let warm = all_seats(&broker, &id, Duration::from_secs(120), |s| {
+        s.state == "running"
     })
     .await;
     let l = broker.lesson(&id).await;
@@ -253,15 +357,7 @@ async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
         assert_ne!(l.state, "live", "warm seats, and the bell has not rung");
     }
     // The links: the broker's, on the edge's TLS address, one per seat.
-    let base = format!("https://127.0.0.1:{links_port}/seat/");
-    for s in &l.seats {
-        assert!(
-            s.link.starts_with(&base),
-            "seat {} link {:?}",
-            s.number,
-            s.link
-        );
-    }
+    let base = links_on(links_port, &l.seats);
     let links_cli = sh(cli(&broker).args(["lessons", "links", &id, "--csv"]));
     assert!(
         links_cli.starts_with("seat,link\n0,https://"),
@@ -302,15 +398,8 @@ async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
 
     // The teacher sees who is in: every link has opened its seat.
     assert!(
-        wait_for(Duration::from_secs(30), || {
-            let (b, id) = (&broker, id.clone());
-            async move {
-                b.lesson(&id)
-                    .await
-                    .seats
-                    .iter()
-                    .all(|s| s.link_opened.is_some())
-            }
+        all_seats(&broker, &id, Duration::from_secs(30), |s| {
+            s.link_opened.is_some()
         })
         .await,
         "the edge never reported the links opened"
@@ -399,19 +488,167 @@ async fn notebook_seats_warm_before_the_bell_and_open_through_the_edge() {
     );
 
     // Ended (here: cancelled by the platform), the links say so.
-    broker
-        .lessons()
-        .await
-        .cancel(pb::CancelLessonRequest {
-            id: id.clone(),
-            reason: "e2e done".into(),
-        })
-        .await
-        .unwrap();
+    cancel(&broker, &id).await;
     assert!(
         answers(status.clone(), &ca, "410 ", Duration::from_secs(30)).await,
         "an ended link still opens"
     );
+    drop(edge);
+    agent.proc.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn command_seats_open_through_the_edge_and_platforms_never_see_nodes() {
+    // Bound, not `..`: the database lives as long as the broker.
+    let School {
+        db: _db,
+        dir: _dir,
+        broker,
+        mut agent,
+        edge,
+        ca,
+        links_port,
+    } = School::start("command-links", "school-c", "c1", &["--grace-s", "2"], &[]).await;
+    let platform = AdminServiceClient::new(broker.channel().await)
+        .create_api_token(pb::CreateApiTokenRequest {
+            name: "platform-c".into(),
+            role: "platform".into(),
+            sites: vec!["school-c".into()],
+            ttl_seconds: 0,
+        })
+        .await
+        .expect("create a platform token")
+        .into_inner()
+        .secret;
+
+    // Any HTTP app serving at `/`: here python's file server, over a folder
+    // with a sub-folder (a redirect to `/sub/`) and the link path the agent
+    // hands the seat.
+    let script = "cd \"$CLASSGRID_WORK_DIR\" && mkdir -p sub && echo hello > sub/hello.txt \
+                  && printf %s \"$CLASSGRID_SEAT_LINK_PATH\" > sub/path.txt \
+                  && exec python3 -m http.server --bind 127.0.0.1 \"$PORT\"";
+    let mut req = web_lesson("school-c", 2, 3.0, 120);
+    req.request_id = "command-links".into();
+    req.workload = Some(pb::Workload {
+        command: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        ..Default::default()
+    });
+    let id = broker
+        .lessons()
+        .await
+        .book(req)
+        .await
+        .expect("booking admitted")
+        .into_inner()
+        .id;
+
+    // The district admin sees both: each seat's link, and its node address.
+    let ready = all_seats(&broker, &id, Duration::from_secs(60), |s| {
+        s.state == "running" && !s.endpoint.is_empty() && !s.link.is_empty()
+    })
+    .await;
+    let l = broker.lesson(&id).await;
+    assert!(
+        ready,
+        "seats not running with links: {:#?}\nagent log:\n{}\nedge log:\n{}",
+        l.seats,
+        agent.proc.log_text(),
+        edge.log_text()
+    );
+    let base = links_on(links_port, &l.seats);
+    // The node's address as a platform would spot it: host:port.
+    let addresses: Vec<String> = l
+        .seats
+        .iter()
+        .map(|s| s.endpoint.trim_start_matches("http://").to_string())
+        .collect();
+    let no_address = |what: &str, text: &str| {
+        for a in &addresses {
+            assert!(
+                !text.contains(a.as_str()),
+                "{what} shows node address {a}: {text}"
+            );
+        }
+    };
+
+    // A course platform sees the links and no node address: gRPC, REST, CLI.
+    let seen =
+        pb::lesson_service_client::LessonServiceClient::new(broker.channel_with(&platform).await)
+            .get(pb::GetLessonRequest { id: id.clone() })
+            .await
+            .expect("the platform reads its lesson")
+            .into_inner();
+    for (s, own) in seen.seats.iter().zip(&l.seats) {
+        assert_eq!(s.link, own.link, "seat {}", s.number);
+        assert_eq!(s.endpoint, "", "seat {} endpoint for a platform", s.number);
+    }
+    no_address("gRPC Seat", &format!("{seen:?}"));
+    let (code, body) = http_get_as(
+        &format!("{}/v1/lessons/{id}", broker.http_url),
+        Some(&platform),
+    )
+    .await
+    .expect("REST answers");
+    assert_eq!(code, 200, "{body}");
+    let rest: serde_json::Value = serde_json::from_str(&body).expect("REST lesson JSON");
+    for s in rest["seats"].as_array().expect("seats") {
+        assert_eq!(s["endpoint"], "", "{s}");
+        assert!(s["link"].as_str().unwrap().starts_with(&base), "{s}");
+    }
+    no_address("REST lesson", &body);
+    let got = sh(cli_as(&broker, &platform).args(["lessons", "get", &id]));
+    assert!(got.contains(&l.seats[0].link), "{got}");
+    no_address("classgrid lessons get", &got);
+    let got = sh(cli_as(&broker, &platform).args(["lessons", "get", &id, "-o", "json"]));
+    no_address("classgrid lessons get -o json", &got);
+
+    // Through its link, the app answers at its root, its redirect to
+    // `/sub/` stays under the link, and it was told its link path.
+    let (a, b) = (&l.seats[0], &l.seats[1]);
+    let limit = Duration::from_secs(30);
+    assert!(
+        answers_with(&a.link, &ca, "200 ", "Directory listing for /<", limit).await,
+        "the command seat never answered through its link: {}\nedge log:\n{}",
+        get(a.link.clone(), &ca).await,
+        edge.log_text()
+    );
+    let out = get(format!("{}sub", a.link), &ca).await;
+    assert!(
+        out.starts_with("200 ") && out.contains("Directory listing for /sub/<"),
+        "{out}"
+    );
+    assert_eq!(
+        get(format!("{}sub/hello.txt", a.link), &ca).await,
+        "200 hello"
+    );
+    let path = a
+        .link
+        .trim_start_matches(&format!("https://127.0.0.1:{links_port}"));
+    assert_eq!(
+        get(format!("{}sub/path.txt", a.link), &ca).await,
+        format!("200 {path}")
+    );
+
+    // The teacher stops seat 1: its link says so; seat 0 goes on.
+    let out = sh(cli(&broker).args(["lessons", "stop-seat", &id, "1"]));
+    assert!(out.contains("seat 1 stopped"), "{out}");
+    assert!(
+        answers_with(&b.link, &ca, "423 ", "stopped this seat", limit).await,
+        "a stopped seat's link never said so: {}",
+        get(b.link.clone(), &ca).await
+    );
+    assert!(get(a.link.clone(), &ca).await.starts_with("200 "));
+
+    // Over (here: cancelled), every link, the stopped one too, reads "ended".
+    cancel(&broker, &id).await;
+    for s in [a, b] {
+        assert!(
+            answers_with(&s.link, &ca, "410 ", "has ended", limit).await,
+            "seat {}'s link still opens after the end",
+            s.number
+        );
+    }
     drop(edge);
     agent.proc.kill9();
 }

@@ -24,7 +24,7 @@ use tracing::{Instrument, info, warn};
 
 use crate::{
     now_ms,
-    runtime::{GrantedSlice, Probe, Runtime, Runtimes, StartSpec, process},
+    runtime::{GrantedSlice, Probe, Runtime, Runtimes, StartSpec, notebook, process},
     state::{Record, StateFile},
 };
 
@@ -465,6 +465,9 @@ impl Supervisor {
         env.push(("PORT".into(), port.to_string()));
         env.push(("CLASSGRID_ASSIGNMENT_ID".into(), a.assignment_id.clone()));
         env.push(("CLASSGRID_WORK_DIR".into(), work_dir.display().to_string()));
+        if let Some(path) = link_path(&env) {
+            env.push((LINK_PATH_ENV.into(), path));
+        }
         Ok((
             StartSpec {
                 assign: a.clone(),
@@ -891,9 +894,36 @@ impl Supervisor {
     }
 }
 
+/// The variable that tells a seat the path under which its student
+/// reaches it on the school's edge, `/seat/TOKEN/` (decision 103). A
+/// command seat serves at `/` (the edge takes the prefix off) and may use it
+/// to build absolute URLs; a notebook serves under it itself.
+pub const LINK_PATH_ENV: &str = "CLASSGRID_SEAT_LINK_PATH";
+
+/// The seat's link path, from the link token the broker put among its
+/// variables; None without one (a job, or a broker that sends none).
+fn link_path(env: &[(String, String)]) -> Option<String> {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == notebook::LINK_TOKEN_ENV)
+        .map(|(_, t)| t.as_str())
+        .filter(|t| notebook::is_link_token(t))
+        .map(|t| format!("/seat/{t}/"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::pick_port;
+    use super::{link_path, pick_port};
+
+    #[test]
+    fn a_seat_with_a_link_token_learns_its_link_path() {
+        let env = |t: &str| vec![("CLASSGRID_SEAT_LINK_TOKEN".to_string(), t.to_string())];
+        let t = "a".repeat(64);
+        assert_eq!(link_path(&env(&t)), Some(format!("/seat/{t}/")));
+        assert_eq!(link_path(&env("short")), None);
+        assert_eq!(link_path(&env(&format!("{}/..", "a".repeat(40)))), None);
+        assert_eq!(link_path(&[]), None);
+    }
 
     #[test]
     fn a_port_a_seat_holds_is_never_picked_again() {

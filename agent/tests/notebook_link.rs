@@ -199,6 +199,7 @@ async fn notebook_links_run_a_kernel_through_the_edge_and_refuse_what_they_must(
                 open_until_unix_ms: until,
                 paused: false,
                 serves_link_path: true,
+                stopped: false,
             })
             .collect()
     };

@@ -44,5 +44,6 @@ pub async fn open(path: &Path) -> anyhow::Result<SqlitePool> {
     for s in SCHEMA {
         sqlx::query(*s).execute(&pool).await?;
     }
+    crate::seatlink::upgrade(&pool).await?;
     Ok(pool)
 }

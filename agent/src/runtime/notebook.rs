@@ -366,11 +366,7 @@ pub fn link_token(spec: &StartSpec) -> anyhow::Result<&str> {
         .find(|(k, _)| k == LINK_TOKEN_ENV)
         .map(|(_, v)| v.as_str())
         .unwrap_or_default();
-    if t.len() < 32
-        || !t
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !is_link_token(t) {
         anyhow::bail!(
             "{LINK_TOKEN_ENV}: a notebook seat needs its seat link's token (at least 32 URL-safe characters) from the broker; it got {}",
             if t.is_empty() {
@@ -381,6 +377,14 @@ pub fn link_token(spec: &StartSpec) -> anyhow::Result<&str> {
         );
     }
     Ok(t)
+}
+
+/// Whether `t` has the shape of a seat link's token: at least 32 letters,
+/// digits, `-` or `_` (at most 128, as the edge accepts).
+pub fn is_link_token(t: &str) -> bool {
+    (32..=128).contains(&t.len())
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 async fn run(cmd: &mut tokio::process::Command, what: &str) -> anyhow::Result<()> {

@@ -126,21 +126,25 @@ pub fn link_url(base: &str, token: &str) -> String {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LinkedSeat {
     pub seat_id: Uuid,
-    pub assignment_id: Uuid,
+    /// The seat's active assignment; None for a seat its teacher stopped.
+    pub assignment_id: Option<Uuid>,
     pub lesson_id: Uuid,
-    /// `http://host:port` the agent reported; empty while it starts.
+    /// `http://host:port` the agent reported; empty while it starts, and
+    /// for a stopped seat.
     pub endpoint: String,
     /// The lesson's end plus grace, Unix ms.
     pub open_until_unix_ms: i64,
     pub runtime: String,
     pub paused: bool,
+    /// The teacher stopped the seat (decision 103).
+    pub stopped: bool,
 }
 
 /// The edge's view of one seat's link: its token's hash, never the token.
 pub fn seat_link(key: &LinkKey, s: &LinkedSeat) -> pb::SeatLink {
     pb::SeatLink {
         link_sha256: token_sha256(&key.token(s.seat_id)),
-        assignment_id: s.assignment_id.to_string(),
+        assignment_id: s.assignment_id.map(|a| a.to_string()).unwrap_or_default(),
         lesson_id: s.lesson_id.to_string(),
         endpoint: s.endpoint.clone(),
         open_until_unix_ms: s.open_until_unix_ms,
@@ -148,6 +152,7 @@ pub fn seat_link(key: &LinkKey, s: &LinkedSeat) -> pb::SeatLink {
         // Notebook servers serve under their link (their base URL); command
         // seats serve at / and the edge takes the prefix off.
         serves_link_path: s.runtime == crate::domain::spec::NOTEBOOK,
+        stopped: s.stopped,
     }
 }
 

@@ -11,6 +11,11 @@
 //! agent moves the old folder to the new seat before it starts the server.
 //! The new assignment is sent before the release, so that the move happens
 //! before the old assignment's folder is removed.
+//!
+//! A stop releases the assignment and records the stop (`seat_stops`,
+//! decision 103): the school's edge keeps the seat's link and shows
+//! "stopped by your teacher" until the lesson is over. A reset of a
+//! stopped seat starts it again and forgets the stop.
 
 use uuid::Uuid;
 
@@ -24,6 +29,7 @@ use crate::{
     store::{
         assignments,
         lessons::{self as lesson_store, LessonRow, SeatRow},
+        seat_links as seat_link_store,
     },
 };
 
@@ -59,12 +65,13 @@ impl SeatAction {
 }
 
 impl Broker {
-    /// Resets or stops seat `number` of lesson `lesson_id`.
+    /// Resets or stops seat `number` of lesson `lesson_id`, as `by` asks.
     pub async fn control_seat(
         &self,
         lesson_id: Uuid,
         number: i32,
         action: SeatAction,
+        by: &str,
     ) -> Result<(), ServiceError> {
         let l = self
             .store
@@ -87,15 +94,16 @@ impl Broker {
                 ServiceError::field("seat", format!("lesson {lesson_id} has no seat {number}"))
             })?;
         match action {
-            SeatAction::Stop => self.stop_seat(&l, &seat).await,
+            SeatAction::Stop => self.stop_seat(&l, &seat, by).await,
             SeatAction::Reset { wipe_work } => self.reset_seat(&l, &seat, wipe_work).await,
         }
     }
 
-    async fn stop_seat(&self, l: &LessonRow, seat: &SeatRow) -> Result<(), ServiceError> {
+    async fn stop_seat(&self, l: &LessonRow, seat: &SeatRow, by: &str) -> Result<(), ServiceError> {
         let mut tx = self.store.begin().await?;
         self.fence(&mut tx).await?;
         let released = assignments::release_for(&mut tx, Some(seat.id), None).await?;
+        seat_link_store::record_stop(&mut *tx, seat.id, by).await?;
         lesson_store::update_seat(
             &mut *tx,
             seat.id,
@@ -140,6 +148,7 @@ impl Broker {
         let mut tx = self.store.begin().await?;
         self.fence(&mut tx).await?;
         let released = assignments::release_for(&mut tx, Some(seat.id), None).await?;
+        seat_link_store::forget_stop(&mut *tx, seat.id).await?;
         lesson_store::update_seat(&mut *tx, seat.id, ss::STAGED, Some(""), Some("")).await?;
         let bound = bind_in(&mut tx, rows).await?;
         tx.commit().await?;

@@ -112,7 +112,8 @@ impl Scoped<'_> {
         reason: &str,
     ) -> Result<LessonView, ServiceError> {
         let op = self.app.cancel_occurrence(id, lesson_id, reason);
-        self.edit("series.cancel_occurrence", id, op).await
+        let v = self.edit("series.cancel_occurrence", id, op).await?;
+        Ok(self.shown(v))
     }
 
     pub async fn move_occurrence(
@@ -122,7 +123,8 @@ impl Scoped<'_> {
         start: DateTime<Utc>,
     ) -> Result<LessonView, ServiceError> {
         let op = self.app.move_occurrence(id, lesson_id, start);
-        self.edit("series.move_occurrence", id, op).await
+        let v = self.edit("series.move_occurrence", id, op).await?;
+        Ok(self.shown(v))
     }
 
     pub async fn change_future(

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::lessons::LessonView;
 use super::vouchers::{BalanceView, RawLedgerQuery, RawVoucher};
 use crate::{
-    auth::Caller,
+    auth::{Caller, Role},
     domain::{
         ServiceError,
         lesson::{RawBooking, RawJob},
@@ -37,7 +37,28 @@ impl Broker {
     }
 }
 
+/// What `caller` sees of a lesson's seats (decision 103). A course platform
+/// (and the teachers behind it) reaches a seat through its link on the
+/// school's edge and never sees the node's address: a seat with a link
+/// shows it with `endpoint` empty. Admins keep the address for debugging
+/// (school admins already read their school's nodes). A seat with no link
+/// (one a peer region hosts, or at a school whose edge serves no links)
+/// keeps its address, the only way to it.
+pub fn shown_to(caller: &Caller, mut v: LessonView) -> LessonView {
+    if caller.role == Role::Platform {
+        for s in v.seats.iter_mut().filter(|s| !s.link.is_empty()) {
+            s.endpoint.clear();
+        }
+    }
+    v
+}
+
 impl Scoped<'_> {
+    /// [`shown_to`] this caller.
+    pub(super) fn shown(&self, v: LessonView) -> LessonView {
+        shown_to(self.caller, v)
+    }
+
     pub(super) fn writer(&self) -> Result<(), ServiceError> {
         if self.caller.may_write() {
             Ok(())
@@ -97,7 +118,7 @@ impl Scoped<'_> {
                         "this request_id (Idempotency-Key) is already used; choose another".into(),
                     ));
                 }
-                Ok(v)
+                Ok(self.shown(v))
             },
         )
         // The booking's first step inside the broker: the caller's scope
@@ -112,7 +133,7 @@ impl Scoped<'_> {
     pub async fn lesson(&self, id: Uuid) -> Result<LessonView, ServiceError> {
         let v = self.app.lesson(id).await?;
         if self.caller.sees_site(v.lesson.school_site_id) {
-            Ok(v)
+            Ok(self.shown(v))
         } else {
             Err(ServiceError::NotFound(format!("lesson {id}")))
         }
@@ -158,7 +179,10 @@ impl Scoped<'_> {
             async {
                 self.lesson(id).await?;
                 self.writer()?;
-                self.app.cancel_lesson(id, reason).await
+                self.app
+                    .cancel_lesson(id, reason)
+                    .await
+                    .map(|v| self.shown(v))
             },
         )
         .await
@@ -182,7 +206,7 @@ impl Scoped<'_> {
                     .store
                     .set_links_paused(id, paused, &self.caller.actor)
                     .await?;
-                self.app.lesson(id).await
+                self.app.lesson(id).await.map(|v| self.shown(v))
             },
         )
         .await
@@ -202,8 +226,10 @@ impl Scoped<'_> {
             async {
                 self.lesson(id).await?;
                 self.writer()?;
-                self.app.control_seat(id, seat, action).await?;
-                self.app.lesson(id).await
+                self.app
+                    .control_seat(id, seat, action, &self.caller.actor)
+                    .await?;
+                self.app.lesson(id).await.map(|v| self.shown(v))
             },
         )
         .await
@@ -587,6 +613,7 @@ impl Broker {
         let first = self.scoped(caller).lesson(id).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let app = self.clone();
+        let caller = caller.clone();
         tokio::spawn(async move {
             use tokio::sync::broadcast::error::RecvError;
             let mut done = crate::domain::states::lesson::is_final(&first.lesson.state);
@@ -604,7 +631,9 @@ impl Broker {
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
                 }
-                let Ok(v) = app.lesson(id).await else { return };
+                let Ok(v) = app.lesson(id).await.map(|v| shown_to(&caller, v)) else {
+                    return;
+                };
                 done = crate::domain::states::lesson::is_final(&v.lesson.state);
                 if tx.send(v).await.is_err() {
                     return;

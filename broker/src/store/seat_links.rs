@@ -9,20 +9,25 @@ use crate::seats::links::LinkedSeat;
 impl Store {
     /// The seats whose links the edge of school site `site_id` serves: the
     /// active seat assignments of its lessons, wherever their nodes are
-    /// (students sit at the school; their seats may be at the district).
+    /// (students sit at the school; their seats may be at the district),
+    /// and the seats a teacher stopped (decision 103), whose links say so.
     /// A link opens until the lesson's window ends (its end plus grace).
     pub async fn site_linked_seats(&self, site_id: Uuid) -> sqlx::Result<Vec<LinkedSeat>> {
         sqlx::query_as(
-            "SELECT st.id AS seat_id, a.id AS assignment_id, l.id AS lesson_id, a.endpoint,
+            "SELECT st.id AS seat_id, a.id AS assignment_id, l.id AS lesson_id,
+                    coalesce(a.endpoint, '') AS endpoint,
                     (extract(epoch FROM l.window_end) * 1000)::bigint AS open_until_unix_ms,
                     coalesce(l.seat_spec->>'runtime', 'process') AS runtime,
-                    p.lesson_id IS NOT NULL AS paused
+                    p.lesson_id IS NOT NULL AS paused,
+                    a.id IS NULL AS stopped
                FROM lessons l
                JOIN seats st ON st.lesson_id = l.id
-               JOIN assignments a ON a.seat_id = st.id
+               LEFT JOIN assignments a ON a.seat_id = st.id
                 AND a.state IN ('pending', 'starting', 'running')
+               LEFT JOIN seat_stops s ON s.seat_id = st.id
                LEFT JOIN seat_link_pauses p ON p.lesson_id = l.id
-              WHERE l.school_site_id = $1 AND l.state NOT IN ('ended', 'cancelled')",
+              WHERE l.school_site_id = $1 AND l.state NOT IN ('ended', 'cancelled')
+                AND (a.id IS NOT NULL OR s.seat_id IS NOT NULL)",
         )
         .bind(site_id)
         .fetch_all(&self.pool)
@@ -109,4 +114,31 @@ impl Store {
         };
         Ok(r.rows_affected() > 0)
     }
+}
+
+/// Records that `by` stopped seat `seat_id` (decision 103); its link says
+/// so until the lesson is over.
+pub async fn record_stop(
+    exec: impl sqlx::PgExecutor<'_>,
+    seat_id: Uuid,
+    by: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO seat_stops (seat_id, stopped_by) VALUES ($1, $2)
+         ON CONFLICT (seat_id) DO UPDATE SET stopped_at = now(), stopped_by = EXCLUDED.stopped_by",
+    )
+    .bind(seat_id)
+    .bind(by)
+    .execute(exec)
+    .await
+    .map(|_| ())
+}
+
+/// Forgets a stop: the seat runs again (a teacher's reset).
+pub async fn forget_stop(exec: impl sqlx::PgExecutor<'_>, seat_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM seat_stops WHERE seat_id = $1")
+        .bind(seat_id)
+        .execute(exec)
+        .await
+        .map(|_| ())
 }

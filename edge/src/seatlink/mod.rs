@@ -8,11 +8,13 @@
 //!   broker is unreachable and after the edge restarts. It never holds a
 //!   token itself: a request's token is hashed and looked up.
 //! - A token opens only the seat whose hash it matches. Unknown tokens, a
-//!   link past its end, and a class whose links the teacher paused get a
-//!   clear page, never an error or a hint about other seats.
+//!   link past its end, a seat the teacher stopped and a class whose links
+//!   the teacher paused get a clear page, never an error or a hint about
+//!   other seats.
 //! - Requests and WebSockets go to the seat unchanged (notebook seats serve
 //!   under `/seat/TOKEN/` themselves), with `Authorization: token TOKEN`
-//!   for the seat's server; command seats get the path without the prefix.
+//!   for the seat's server; command seats, any HTTP app serving at `/`, get
+//!   the path without the prefix (decision 103, `proxy`).
 //! - TLS from a certificate of the region CA (`proxy::serve`).
 
 pub mod pages;
@@ -33,8 +35,24 @@ pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS seat_links (
         endpoint            TEXT NOT NULL,
         open_until_unix_ms  INTEGER NOT NULL,
         paused              INTEGER NOT NULL,
-        serves_link_path    INTEGER NOT NULL
+        serves_link_path    INTEGER NOT NULL,
+        stopped             INTEGER NOT NULL DEFAULT 0
     )";
+
+/// Brings an edge state made before a column was added up to [`SCHEMA`]
+/// (SQLite has no `ADD COLUMN IF NOT EXISTS`): `stopped`, decision 103.
+pub async fn upgrade(db: &SqlitePool) -> sqlx::Result<()> {
+    let columns: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM pragma_table_info('seat_links')")
+            .fetch_all(db)
+            .await?;
+    if !columns.iter().any(|(c,)| c == "stopped") {
+        sqlx::query("ALTER TABLE seat_links ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0")
+            .execute(db)
+            .await?;
+    }
+    Ok(())
+}
 
 /// When each link first opened its seat (the seat answered through it), for
 /// the teacher's view of who is in: reported to the broker at each sync. A
@@ -97,6 +115,8 @@ pub enum Lookup {
     Open(Link),
     Unknown,
     Ended,
+    /// The teacher stopped this seat; its lesson goes on.
+    Stopped,
     Paused,
     /// Known, but its seat has no address yet (still starting).
     NotReady,
@@ -128,8 +148,9 @@ pub async fn replace_in(
     for s in links.iter().filter(|s| !s.link_sha256.is_empty()) {
         sqlx::query(
             "INSERT OR REPLACE INTO seat_links
-               (link_sha256, assignment_id, lesson_id, endpoint, open_until_unix_ms, paused, serves_link_path)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (link_sha256, assignment_id, lesson_id, endpoint, open_until_unix_ms, paused,
+                serves_link_path, stopped)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.link_sha256.to_ascii_lowercase())
         .bind(&s.assignment_id)
@@ -138,6 +159,7 @@ pub async fn replace_in(
         .bind(s.open_until_unix_ms)
         .bind(s.paused)
         .bind(s.serves_link_path)
+        .bind(s.stopped)
         .execute(&mut **tx)
         .await?;
     }
@@ -156,32 +178,44 @@ pub async fn lookup(db: &SqlitePool, token: &str, now_unix_ms: i64) -> sqlx::Res
     {
         return Ok(Lookup::Unknown);
     }
-    let row: Option<(String, String, String, i64, bool, bool)> = sqlx::query_as(
-        "SELECT assignment_id, lesson_id, endpoint, open_until_unix_ms, paused, serves_link_path
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        assignment_id: String,
+        lesson_id: String,
+        endpoint: String,
+        open_until_unix_ms: i64,
+        paused: bool,
+        serves_link_path: bool,
+        stopped: bool,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT assignment_id, lesson_id, endpoint, open_until_unix_ms, paused, serves_link_path,
+                stopped
            FROM seat_links WHERE link_sha256 = ?",
     )
     .bind(token_sha256(token))
     .fetch_optional(db)
     .await?;
-    let Some((assignment_id, lesson_id, endpoint, open_until_unix_ms, paused, serves_link_path)) =
-        row
-    else {
+    let Some(r) = row else {
         return Ok(Lookup::Unknown);
     };
-    Ok(if now_unix_ms >= open_until_unix_ms {
+    Ok(if now_unix_ms >= r.open_until_unix_ms {
         Lookup::Ended
-    } else if paused {
+    } else if r.stopped {
+        // Before paused: the seat is gone, a resume does not bring it back.
+        Lookup::Stopped
+    } else if r.paused {
         Lookup::Paused
-    } else if endpoint.is_empty() {
+    } else if r.endpoint.is_empty() {
         Lookup::NotReady
     } else {
         Lookup::Open(Link {
-            assignment_id,
-            lesson_id,
-            endpoint,
-            open_until_unix_ms,
-            paused,
-            serves_link_path,
+            assignment_id: r.assignment_id,
+            lesson_id: r.lesson_id,
+            endpoint: r.endpoint,
+            open_until_unix_ms: r.open_until_unix_ms,
+            paused: r.paused,
+            serves_link_path: r.serves_link_path,
         })
     })
 }
@@ -210,6 +244,7 @@ mod tests {
             open_until_unix_ms: until,
             paused: false,
             serves_link_path: true,
+            stopped: false,
         }
     }
 
@@ -232,6 +267,22 @@ mod tests {
             Lookup::Unknown
         );
         assert_eq!(lookup(&db, "../etc", 1_000).await.unwrap(), Lookup::Unknown);
+        // The teacher stopped the seat: its link says so until its end.
+        let stopped = pb::SeatLink {
+            stopped: true,
+            endpoint: String::new(),
+            assignment_id: String::new(),
+            ..intent(&good, 2_000)
+        };
+        replace(&db, &[stopped], 1_500).await.unwrap();
+        assert_eq!(lookup(&db, &good, 1_500).await.unwrap(), Lookup::Stopped);
+        assert_eq!(lookup(&db, &good, 2_000).await.unwrap(), Lookup::Ended);
+        // Reset by the teacher: it opens again.
+        replace(&db, &[intent(&good, 2_000)], 1_600).await.unwrap();
+        assert!(matches!(
+            lookup(&db, &good, 1_600).await.unwrap(),
+            Lookup::Open(_)
+        ));
         // Gone from the broker's intent: still known as ended, not unknown.
         let mut tx = db.begin().await.unwrap();
         replace_in(&mut tx, &[], 3_000).await.unwrap();

@@ -44,6 +44,17 @@ pub fn ended() -> Response {
     )
 }
 
+/// 423 Locked: the seat is closed by the teacher, not gone with the lesson
+/// (410) and not the class paused (403); a reset opens it again.
+pub fn stopped() -> Response {
+    page(
+        StatusCode::LOCKED,
+        "Your teacher has stopped this seat",
+        "The lesson goes on, but your teacher has stopped the seat behind this link. \
+         Ask your teacher: if they start it again, this link opens it; reload this page then.",
+    )
+}
+
 pub fn paused() -> Response {
     page(
         StatusCode::FORBIDDEN,

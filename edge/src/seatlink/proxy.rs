@@ -3,6 +3,12 @@
 //! already has (decision 088): axum for routing, axum-server with rustls for
 //! TLS, and hyper 1's client connection for the hop to the seat, whose
 //! upgrade support carries a WebSocket as two spliced byte streams.
+//!
+//! A command seat is any HTTP app serving at `/` (decision 103): it gets the
+//! path without `/seat/TOKEN`, learns the prefix from `X-Forwarded-Prefix`
+//! (and, at start, from `CLASSGRID_SEAT_LINK_PATH`), and its redirects to an
+//! absolute path (`Location: /sub/`) are put back under the link, so the
+//! student never leaves it.
 
 use std::{
     net::SocketAddr,
@@ -54,6 +60,7 @@ async fn forward(State(db): State<SqlitePool>, mut req: Request) -> Response {
         Ok(Lookup::Open(l)) => l,
         Ok(Lookup::Unknown) => return pages::unknown(),
         Ok(Lookup::Ended) => return pages::ended(),
+        Ok(Lookup::Stopped) => return pages::stopped(),
         Ok(Lookup::Paused) => return pages::paused(),
         Ok(Lookup::NotReady) => return pages::not_ready(),
         Err(e) => {
@@ -126,11 +133,18 @@ async fn forward(State(db): State<SqlitePool>, mut req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
     parts.uri = uri;
     let h = &mut parts.headers;
+    let prefix = format!("/seat/{token}");
     if link.serves_link_path {
         // The edge has checked the link; the seat's server wants its token.
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_str(&format!("token {token}")).expect("token is URL-safe"),
+        );
+    } else {
+        // The app serves at `/`; this is where the student sees its root.
+        h.insert(
+            "x-forwarded-prefix",
+            HeaderValue::from_str(&prefix).expect("token is URL-safe"),
         );
     }
     h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
@@ -144,6 +158,9 @@ async fn forward(State(db): State<SqlitePool>, mut req: Request) -> Response {
             return pages::unreachable();
         }
     };
+    if !link.serves_link_path {
+        keep_under_link(resp.headers_mut(), &prefix);
+    }
     // The seat answered its student: the teacher's view shows them in.
     if !resp.status().is_server_error()
         && let Err(e) = super::record_open(&db, &token, now_ms()).await
@@ -169,6 +186,22 @@ async fn forward(State(db): State<SqlitePool>, mut req: Request) -> Response {
         }
     }
     resp.map(Body::new)
+}
+
+/// A command seat's redirect to an absolute path of its own (`/sub/`, not
+/// `//host/…` nor `https://…`) goes under its link (`/seat/TOKEN/sub/`):
+/// the app serves at `/` and knows nothing of the prefix taken off.
+fn keep_under_link(headers: &mut axum::http::HeaderMap, prefix: &str) {
+    let Some(to) = headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with('/') && !v.starts_with("//"))
+    else {
+        return;
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!("{prefix}{to}")) {
+        headers.insert(header::LOCATION, v);
+    }
 }
 
 /// A rustls server configuration from PEM files (the chain first, as the
@@ -331,7 +364,26 @@ fn listening_url(addr: SocketAddr, advertise_url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{listening_url, public_url, split_path};
+    use super::{keep_under_link, listening_url, public_url, split_path};
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    #[test]
+    fn a_command_seats_redirects_stay_under_its_link() {
+        let moved = |to: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::LOCATION, HeaderValue::from_str(to).unwrap());
+            keep_under_link(&mut h, "/seat/abc");
+            h[header::LOCATION].to_str().unwrap().to_string()
+        };
+        assert_eq!(moved("/sub/"), "/seat/abc/sub/");
+        assert_eq!(moved("/"), "/seat/abc/");
+        assert_eq!(moved("sub/"), "sub/", "relative: already under the link");
+        assert_eq!(moved("https://elsewhere/x"), "https://elsewhere/x");
+        assert_eq!(moved("//elsewhere/x"), "//elsewhere/x");
+        let mut none = HeaderMap::new();
+        keep_under_link(&mut none, "/seat/abc");
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn the_public_address_follows_the_listener_or_the_setting() {

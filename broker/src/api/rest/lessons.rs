@@ -140,7 +140,12 @@ pub struct Seat {
     #[schema(nullable)]
     pub node_name: Option<String>,
     pub device_indexes: Vec<i32>,
-    /// Where the student connects, once the seat runs; else empty.
+    /// The seat's own address on its node (`http://host:port`) once it
+    /// runs, for district and school admins (debugging). Empty for course
+    /// platforms whenever the seat has a `link`: students open every seat,
+    /// notebook or command, through its link on the school's edge. A
+    /// platform sees it only for a seat with no link (one a peer region
+    /// hosts, or at a school whose edge serves no seat links).
     pub endpoint: String,
     #[schema(nullable)]
     pub rtt: Option<Rtt>,

@@ -16,7 +16,7 @@ use super::{cost, events, fleet, jobs, lessons, model, problem, series, timetabl
 #[openapi(
     info(
         title = "classgrid course-platform API",
-        description = "Book lessons for classes, get each seat's endpoint when the lesson starts, submit ad-hoc jobs, \
+        description = "Book lessons for classes, get each seat's private link on the school's edge, submit ad-hoc jobs, \
             watch progress and cancel. Authenticate with `Authorization: Bearer cg_…`. Times are RFC 3339 with an offset; \
             answers use the region's time zone. Errors are RFC 9457 problem details. Send `Idempotency-Key` on every POST."
     ),
@@ -44,7 +44,7 @@ use super::{cost, events, fleet, jobs, lessons, model, problem, series, timetabl
         vouchers::Alert, vouchers::LedgerEntry, vouchers::LedgerPage, vouchers::UsageReport, vouchers::UsageRow, vouchers::Quota,
     )),
     tags(
-        (name = "lessons", description = "Lessons booked for classes, their seats and endpoints"),
+        (name = "lessons", description = "Lessons booked for classes, their seats and links"),
         (name = "jobs", description = "Ad-hoc and batch work outside the timetable"),
         (name = "fleet", description = "Sites and nodes"),
         (name = "vouchers", description = "Compute vouchers, the ledger and usage"),
