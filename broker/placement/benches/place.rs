@@ -12,7 +12,8 @@
 //! nodes (about 24 nodes a site, 21 sites a district). Edge probes measure
 //! what the network gives, which follows the topology (own site a few ms,
 //! the district about 10, elsewhere 20–40, cloud 50–80), not a uniform draw
-//! over the whole city. `cargo bench -p classgrid-placement -- NODES...`
+//! over the whole city. 40 schools measured every node; one lesson in ten
+//! is at one of them. `cargo bench -p classgrid-placement -- NODES...`
 //! runs other sizes.
 
 use std::time::Instant;
@@ -220,9 +221,23 @@ fn run(n_nodes: usize) -> (f64, f64) {
     let policy = Policy::default();
     let mut per_seat_us = Vec::with_capacity(LESSONS);
     let mut indexed_us = Vec::with_capacity(LESSONS);
+    // Lessons at the schools whose RTT table pins every node, apart.
+    let pinned: std::collections::HashSet<_> = fleet
+        .sites
+        .iter()
+        .filter(|s| s.kind == SiteKind::School)
+        .take(40)
+        .map(|s| s.id)
+        .collect();
+    let (mut at_pinned, mut elsewhere) = (Vec::new(), Vec::new());
     let mut admitted = 0;
-    for _ in 0..LESSONS {
-        let school = schools[rng.random_range(0..schools.len())];
+    for i in 0..LESSONS {
+        let mut school = schools[rng.random_range(0..schools.len())];
+        if i % 10 == 9 {
+            // One lesson in ten at a school whose table measures every node
+            // (at 100,000 nodes a random draw almost never picks one).
+            school = schools[i / 10 % 40];
+        }
         let start = DAY0 + rng.random_range(0..96) * 5 * MIN;
         let req = Request {
             school_site: school.id,
@@ -256,6 +271,11 @@ fn run(n_nodes: usize) -> (f64, f64) {
         let di = place_indexed(&index, &calendar, &rtt, &req, &policy);
         let us = t.elapsed().as_secs_f64() * 1e6;
         indexed_us.push(us / SEATS as f64);
+        if pinned.contains(&school.id) {
+            at_pinned.push(us / SEATS as f64);
+        } else {
+            elsewhere.push(us / SEATS as f64);
+        }
         assert_eq!(format!("{d:?}"), format!("{di:?}"), "indexed != scan");
         if let Decision::Admitted(a) = d {
             admitted += 1;
@@ -270,6 +290,12 @@ fn run(n_nodes: usize) -> (f64, f64) {
     }
     let (p50, p99) = quantiles(&mut per_seat_us);
     let (i50, i99) = quantiles(&mut indexed_us);
+    let (e50, e99) = quantiles(&mut elsewhere);
+    let (m50, m99) = if at_pinned.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        quantiles(&mut at_pinned)
+    };
     println!(
         "lessons={LESSONS} admitted={admitted} calendar_rows_after={}",
         calendar.len()
@@ -282,6 +308,11 @@ fn run(n_nodes: usize) -> (f64, f64) {
         "place_indexed nodes={n_nodes} kinds={} groups={} index_build_ms={index_ms:.1} p50_us={i50:.1} p99_us={i99:.1} per_seat",
         index.kinds(),
         index.groups(),
+    );
+    println!(
+        "place_indexed nodes={n_nodes} lessons_at_schools_with_every_node_measured={} p50_us={m50:.1} p99_us={m99:.1}; other_lessons={} p50_us={e50:.1} p99_us={e99:.1} per_seat",
+        at_pinned.len(),
+        elsewhere.len(),
     );
     (p99, i99)
 }
