@@ -19,7 +19,7 @@ use crate::ids::IdMap;
 use crate::index::{
     Bucket, Checked, FleetIndex, Group, GroupKey, Plan as IndexPlan, run_filters, run_static,
 };
-use crate::model::{Fleet, NodeId, Owner, Request, Site, SiteKind, Tier};
+use crate::model::{Fleet, Node, NodeId, Owner, Request, Site, SiteKind, Tier};
 use crate::policy::Policy;
 use crate::preempt::evict_for;
 use crate::rtt::{RttTable, describe};
@@ -326,26 +326,29 @@ pub fn place_with(
     scan: Scan,
 ) -> Decision {
     in_context(fleet, calendar, rtt, req, policy, |ctx| {
-        // Static filters: every node, so their counts describe the whole
-        // fleet. They read the node and the request only, a few comparisons
-        // each; the calendar, which sweeps reservations, is left for
-        // `RankOrder`.
-        let mut tally = new_tally();
-        let mut order = RankOrder::new(NoGroups);
-        let mut unused = Work::default();
-        let mut empty = Vec::new();
-        for (at, node) in fleet.nodes.iter().enumerate() {
-            let mut c = Candidate::new(node);
-            match run_static(ctx, &mut c, &mut unused) {
-                Err((i, tag)) => bump(&mut tally, i, tag),
-                Ok(()) => {
-                    let b = bound_of(ctx, &c, &policy.weights, &mut empty);
-                    order.push(at, c, b);
-                }
+        scan_fleet(ctx, &fleet.nodes, policy, scan)
+    })
+}
+
+/// The static filters on every node, so their counts describe the whole
+/// fleet. They read the node and the request only, a few comparisons each;
+/// the calendar, which sweeps reservations, is left for `RankOrder`.
+fn scan_fleet<'a>(ctx: &Ctx<'a>, nodes: &'a [Node], policy: &Policy, scan: Scan) -> Decision {
+    let mut tally = new_tally();
+    let mut order = RankOrder::new(NoGroups);
+    let mut unused = Work::default();
+    let mut empty = Vec::new();
+    for (at, node) in nodes.iter().enumerate() {
+        let mut c = Candidate::new(node);
+        match run_static(ctx, &mut c, &mut unused) {
+            Err((i, tag)) => bump(&mut tally, i, tag),
+            Ok(()) => {
+                let b = bound_of(ctx, &c, &policy.weights, &mut empty);
+                order.push(at, c, b);
             }
         }
-        decide(ctx, policy, fleet.nodes.len(), order, tally, scan)
-    })
+    }
+    decide(ctx, policy, nodes.len(), order, tally, scan)
 }
 
 /// `place` on a fleet indexed once per snapshot ([`FleetIndex`]): the
@@ -362,6 +365,13 @@ pub fn place_indexed(
 ) -> Decision {
     let fleet: &Fleet = index.fleet();
     in_context(fleet, calendar, rtt, req, policy, |ctx| {
+        // A node the table pins costs a few hash lookups here, more than
+        // the scan's pass over it; where the school pins half the fleet or
+        // more (a measurement or estimate to every node), the scan is
+        // cheaper and decides the same.
+        if ctx.school_rtt.pinned_len() * 2 >= fleet.nodes.len() {
+            return scan_fleet(ctx, &fleet.nodes, policy, Scan::Indexed);
+        }
         let w = &policy.weights;
         let plan = IndexPlan::new(
             index,

@@ -70,6 +70,12 @@ impl<'a> SchoolRtt<'a> {
         m.chain(e)
     }
 
+    /// How many (school, node) entries `pinned` yields: at least as many as
+    /// the distinct nodes, in constant time.
+    pub fn pinned_len(&self) -> usize {
+        self.measured.map_or(0, |m| m.len()) + self.estimated.map_or(0, |m| m.len())
+    }
+
     /// This school's view with only the configured classes: what every node
     /// that is not `pinned` gets.
     pub fn configured(&self) -> SchoolRtt<'a> {

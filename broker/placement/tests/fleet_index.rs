@@ -130,7 +130,7 @@ fn case(rng: &mut StdRng) -> Case {
         sites.push(again);
     }
     let mut rtt = RttTable::new(Topology::default());
-    let share = [0.0, 0.0, 0.1, 0.5, 1.0][rng.random_range(0..5)];
+    let share = [0.0, 0.1, 0.3, 0.45, 1.0][rng.random_range(0..5)];
     for s in schools.iter().chain([&unlisted]) {
         for n in &nodes {
             if rng.random_bool(share) {
