@@ -2,14 +2,18 @@
 //! nodes with 1–4 T4-class or 910B-class devices, 1,000,000 existing
 //! reservations over one school day, then many 45-seat quarter-T4 lessons
 //! booked one after another (each admitted lesson is written into the
-//! calendar, as the broker does). Prints per-seat latency: the time of one
-//! `place` divided by its seats, and the 100k/10k ratio of the p99s.
+//! calendar, as the broker does). Each lesson is placed twice on the same
+//! calendar: by `place` (static filters on every node) and by
+//! `place_indexed` on a `FleetIndex` built once for the city; the two
+//! decisions must be equal. Prints per-seat latency of each: the time of one
+//! call divided by its seats, and the 100k/10k ratio of the p99s.
 //!
 //! A bigger city has more schools, not bigger ones: sites grow with the
 //! nodes (about 24 nodes a site, 21 sites a district). Edge probes measure
 //! what the network gives, which follows the topology (own site a few ms,
 //! the district about 10, elsewhere 20–40, cloud 50–80), not a uniform draw
-//! over the whole city. `cargo bench -p classgrid-placement -- NODES...`
+//! over the whole city. 40 schools measured every node; one lesson in ten
+//! is at one of them. `cargo bench -p classgrid-placement -- NODES...`
 //! runs other sizes.
 
 use std::time::Instant;
@@ -71,13 +75,28 @@ fn main() {
     for nodes in sizes {
         p99s.push((nodes, run(nodes)));
     }
-    if let [(n0, a), .., (n1, b)] = p99s.as_slice() {
-        println!("growth nodes={n0}->{n1} p99_per_seat_ratio={:.2}", b / a);
+    if let [(n0, (a, ai)), .., (n1, (b, bi))] = p99s.as_slice() {
+        println!(
+            "growth place nodes={n0}->{n1} p99_per_seat_ratio={:.2}",
+            b / a
+        );
+        println!(
+            "growth place_indexed nodes={n0}->{n1} p99_per_seat_ratio={:.2}",
+            bi / ai
+        );
     }
 }
 
-/// One city of `n_nodes` nodes; returns the per-seat p99 in µs.
-fn run(n_nodes: usize) -> f64 {
+/// p50 and p99 of `v`, sorted in place.
+fn quantiles(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (q(0.50), q(0.99))
+}
+
+/// One city of `n_nodes` nodes; returns the per-seat p99 in µs of `place`
+/// and of `place_indexed`.
+fn run(n_nodes: usize) -> (f64, f64) {
     let schools_n = (n_nodes / NODES_PER_SITE).max(1);
     let n_districts = (schools_n / SITES_PER_DISTRICT).max(1);
     let n_schools = schools_n - n_districts.min(schools_n - 1);
@@ -138,7 +157,10 @@ fn run(n_nodes: usize) -> f64 {
             lending: None,
         });
     }
-    let fleet = Fleet { sites, nodes };
+    let fleet = std::sync::Arc::new(Fleet { sites, nodes });
+    let t = Instant::now();
+    let index = FleetIndex::new(fleet.clone());
+    let index_ms = t.elapsed().as_secs_f64() * 1e3;
 
     // Existing load: lesson-length slices over an 8-hour day, a fifth of
     // them preemptible jobs.
@@ -198,9 +220,25 @@ fn run(n_nodes: usize) -> f64 {
         .collect();
     let policy = Policy::default();
     let mut per_seat_us = Vec::with_capacity(LESSONS);
+    let mut indexed_us = Vec::with_capacity(LESSONS);
+    // Lessons at the schools whose RTT table pins every node, apart.
+    let pinned: std::collections::HashSet<_> = fleet
+        .sites
+        .iter()
+        .filter(|s| s.kind == SiteKind::School)
+        .take(40)
+        .map(|s| s.id)
+        .collect();
+    let (mut at_pinned, mut elsewhere) = (Vec::new(), Vec::new());
+    let (mut scan_pinned, mut scan_elsewhere) = (Vec::new(), Vec::new());
     let mut admitted = 0;
-    for _ in 0..LESSONS {
-        let school = schools[rng.random_range(0..schools.len())];
+    for i in 0..LESSONS {
+        let mut school = schools[rng.random_range(0..schools.len())];
+        if i % 10 == 9 {
+            // One lesson in ten at a school whose table measures every node
+            // (at 100,000 nodes a random draw almost never picks one).
+            school = schools[i / 10 % 40];
+        }
         let start = DAY0 + rng.random_range(0..96) * 5 * MIN;
         let req = Request {
             school_site: school.id,
@@ -230,6 +268,21 @@ fn run(n_nodes: usize) -> f64 {
         let d = place(&fleet, &calendar, &rtt, &req, &policy);
         let us = t.elapsed().as_secs_f64() * 1e6;
         per_seat_us.push(us / SEATS as f64);
+        if pinned.contains(&school.id) {
+            scan_pinned.push(us / SEATS as f64);
+        } else {
+            scan_elsewhere.push(us / SEATS as f64);
+        }
+        let t = Instant::now();
+        let di = place_indexed(&index, &calendar, &rtt, &req, &policy);
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        indexed_us.push(us / SEATS as f64);
+        if pinned.contains(&school.id) {
+            at_pinned.push(us / SEATS as f64);
+        } else {
+            elsewhere.push(us / SEATS as f64);
+        }
+        assert_eq!(format!("{d:?}"), format!("{di:?}"), "indexed != scan");
         if let Decision::Admitted(a) = d {
             admitted += 1;
             let owner = Owner::Lesson(uid(&mut rng));
@@ -241,17 +294,34 @@ fn run(n_nodes: usize) -> f64 {
             }
         }
     }
-    per_seat_us.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let q = |p: f64| per_seat_us[((per_seat_us.len() - 1) as f64 * p).round() as usize];
+    let (p50, p99) = quantiles(&mut per_seat_us);
+    let (i50, i99) = quantiles(&mut indexed_us);
+    let (e50, e99) = quantiles(&mut elsewhere);
+    let (m50, m99) = quantiles(&mut at_pinned);
+    let (se50, se99) = quantiles(&mut scan_elsewhere);
+    let (sm50, sm99) = quantiles(&mut scan_pinned);
     println!(
         "lessons={LESSONS} admitted={admitted} calendar_rows_after={}",
         calendar.len()
     );
     println!(
-        "place nodes={n_nodes} sites={} reservations={RESERVATIONS} seats={SEATS} p50_us={:.1} p99_us={:.1} per_seat",
+        "place nodes={n_nodes} sites={} reservations={RESERVATIONS} seats={SEATS} p50_us={p50:.1} p99_us={p99:.1} per_seat",
         fleet.sites.len(),
-        q(0.50),
-        q(0.99)
     );
-    q(0.99)
+    println!(
+        "place_indexed nodes={n_nodes} kinds={} groups={} index_build_ms={index_ms:.1} p50_us={i50:.1} p99_us={i99:.1} per_seat",
+        index.kinds(),
+        index.groups(),
+    );
+    for (name, (p50m, p99m), (p50e, p99e)) in [
+        ("place", (sm50, sm99), (se50, se99)),
+        ("place_indexed", (m50, m99), (e50, e99)),
+    ] {
+        println!(
+            "{name} nodes={n_nodes} lessons_at_schools_with_every_node_measured={} p50_us={p50m:.1} p99_us={p99m:.1}; other_lessons={} p50_us={p50e:.1} p99_us={p99e:.1} per_seat",
+            at_pinned.len(),
+            elsewhere.len(),
+        );
+    }
+    (p99, i99)
 }

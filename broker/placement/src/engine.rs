@@ -13,10 +13,13 @@ use std::collections::{BinaryHeap, HashSet};
 use crate::calendar::Calendar;
 use crate::capacity::{Amount, SeatNeed, capacity_slots, consume};
 use crate::decision::{Admission, Decision, DeviceGrant, Explanation, SeatPlacement};
-use crate::explain::{Tally, bump, filter_counts, new_tally, nodes_line};
-use crate::filters::{CALENDAR, Candidate, Ctx, PIPELINE, STATIC, Verdict, Work};
+use crate::explain::{Tally, bump, bump_by, filter_counts, new_tally, nodes_line};
+use crate::filters::{CALENDAR, Candidate, Ctx, PIPELINE, RTT_AT, STATIC, Verdict, Work};
 use crate::ids::IdMap;
-use crate::model::{Fleet, NodeId, Owner, Request, Site, SiteKind, Tier};
+use crate::index::{
+    Bucket, Checked, FleetIndex, Group, GroupKey, Plan as IndexPlan, run_filters, run_static,
+};
+use crate::model::{Fleet, Node, NodeId, Owner, Request, Site, SiteKind, Tier};
 use crate::policy::Policy;
 use crate::preempt::evict_for;
 use crate::rtt::{RttTable, describe};
@@ -56,39 +59,62 @@ enum View {
 /// then score as high. Ties keep reading, so the order is the full scan's,
 /// node for node. A class usually fills from its own site's nodes, so the
 /// calendars of the rest of the city are never swept.
-struct RankOrder<'a> {
-    pending: BinaryHeap<Pending>,
-    /// Static survivors, taken out as they are read.
-    waiting: Vec<Option<Candidate<'a>>>,
+///
+/// With a [`FleetIndex`], whole groups of equal nodes wait in `groups` under
+/// their common bound and are listed into `pending` (each node under its
+/// fleet position, as the full scan would have) before any node of an equal
+/// or lower bound is read, so the reading order is still the full scan's.
+struct RankOrder<'a, G: Groups<'a>> {
+    pending: BinaryHeap<Pending<'a>>,
+    groups: BinaryHeap<Pending<'a, usize>>,
+    /// Nodes in `groups`, not yet listed.
+    in_groups: usize,
+    src: G,
     ready: BinaryHeap<RankKey>,
     order: Vec<usize>,
 }
 
-/// A static survivor whose calendar is unread; greater is read first.
-struct Pending {
-    bound: f64,
-    at: usize,
+/// Where grouped static survivors come from.
+pub(crate) trait Groups<'a> {
+    /// The nodes of group `g`: (fleet position, candidate).
+    fn list(&self, g: usize, out: &mut Vec<(usize, Candidate<'a>)>);
 }
 
-impl Ord for Pending {
+/// The full scan has no groups.
+struct NoGroups;
+
+impl<'a> Groups<'a> for NoGroups {
+    fn list(&self, _: usize, _: &mut Vec<(usize, Candidate<'a>)>) {}
+}
+
+/// A static survivor (or group of them) whose calendar is unread; greater
+/// is read first.
+struct Pending<'a, T = Candidate<'a>> {
+    bound: f64,
+    at: usize,
+    what: T,
+    _n: std::marker::PhantomData<&'a ()>,
+}
+
+impl<T> Ord for Pending<'_, T> {
     fn cmp(&self, o: &Self) -> Ordering {
         self.bound.total_cmp(&o.bound).then(o.at.cmp(&self.at))
     }
 }
 
-impl PartialOrd for Pending {
+impl<T> PartialOrd for Pending<'_, T> {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
         Some(self.cmp(o))
     }
 }
 
-impl PartialEq for Pending {
+impl<T> PartialEq for Pending<'_, T> {
     fn eq(&self, o: &Self) -> bool {
         self.cmp(o) == Ordering::Equal
     }
 }
 
-impl Eq for Pending {}
+impl<T> Eq for Pending<'_, T> {}
 
 /// What reading a calendar updates: the candidates that fit (in read
 /// order), the flat free arrays, and the calendar filter's count.
@@ -100,34 +126,90 @@ struct Read<'a, 'c> {
     tally: Tally,
 }
 
-impl<'a> RankOrder<'a> {
-    fn new(ctx: &Ctx<'a>, w: &crate::policy::Weights, survivors: Vec<Candidate<'a>>) -> Self {
-        let mut empty = Vec::new();
-        let pending = survivors
-            .iter()
-            .enumerate()
-            .map(|(at, c)| {
-                capacity_slots(c.node, &mut empty);
-                Pending {
-                    bound: upper_bound(ctx, c, &empty, w),
-                    at,
-                }
-            })
-            .collect::<Vec<_>>();
+/// The highest score `c` could reach, whatever its calendar holds.
+pub(crate) fn bound_of(
+    ctx: &Ctx<'_>,
+    c: &Candidate<'_>,
+    w: &crate::policy::Weights,
+    empty: &mut Vec<Amount>,
+) -> f64 {
+    capacity_slots(c.node, empty);
+    upper_bound(ctx, c, empty, w)
+}
+
+impl<'a, G: Groups<'a>> RankOrder<'a, G> {
+    fn new(src: G) -> Self {
         RankOrder {
-            pending: BinaryHeap::from(pending),
-            waiting: survivors.into_iter().map(Some).collect(),
+            pending: BinaryHeap::new(),
+            groups: BinaryHeap::new(),
+            in_groups: 0,
+            src,
             ready: BinaryHeap::new(),
             order: Vec::new(),
         }
     }
 
+    /// A static survivor at fleet position `at`.
+    fn push(&mut self, at: usize, cand: Candidate<'a>, bound: f64) {
+        self.pending.push(Pending {
+            bound,
+            at,
+            what: cand,
+            _n: std::marker::PhantomData,
+        });
+    }
+
+    /// `size` static survivors of group `g`, all with `bound`; `at` orders
+    /// equal groups.
+    fn push_group(&mut self, g: usize, at: usize, size: usize, bound: f64) {
+        self.in_groups += size;
+        self.groups.push(Pending {
+            bound,
+            at,
+            what: g,
+            _n: std::marker::PhantomData,
+        });
+    }
+
+    /// The best bound still unread.
+    fn next_bound(&self) -> Option<f64> {
+        match (self.pending.peek(), self.groups.peek()) {
+            (Some(p), Some(g)) => Some(if g.bound.total_cmp(&p.bound).is_ge() {
+                g.bound
+            } else {
+                p.bound
+            }),
+            (Some(p), None) => Some(p.bound),
+            (None, Some(g)) => Some(g.bound),
+            (None, None) => None,
+        }
+    }
+
     /// Reads the best pending node's calendar.
     fn read_next(&mut self, r: &mut Read<'a, '_>) -> bool {
+        // List every group that could hold a node as good as the next
+        // pending one, so equal bounds are read in fleet order.
+        let mut listed = Vec::new();
+        while let Some(g) = self.groups.peek() {
+            if self
+                .pending
+                .peek()
+                .is_some_and(|p| g.bound.total_cmp(&p.bound).is_lt())
+            {
+                break;
+            }
+            let g = self.groups.pop().expect("peeked");
+            listed.clear();
+            self.src.list(g.what, &mut listed);
+            self.in_groups -= listed.len();
+            for (at, c) in listed.drain(..) {
+                self.push(at, c, g.bound);
+            }
+        }
         let Some(p) = self.pending.pop() else {
             return false;
         };
-        let mut c = self.waiting[p.at].take().expect("each node is read once");
+        let mut c = p.what;
         match CALENDAR.check(r.ctx, &mut c, &mut r.work) {
             Verdict::Fail(tag) => bump(&mut r.tally, PIPELINE.len() - 1, tag),
             Verdict::Pass => {
@@ -152,8 +234,8 @@ impl<'a> RankOrder<'a> {
     fn get(&mut self, i: usize, r: &mut Read<'a, '_>) -> Option<usize> {
         while self.order.len() <= i {
             loop {
-                let settled = match (self.ready.peek(), self.pending.peek()) {
-                    (Some(best), Some(next)) => best.score > next.bound,
+                let settled = match (self.ready.peek(), self.next_bound()) {
+                    (Some(best), Some(next)) => best.score > next,
                     (Some(_), None) => true,
                     (None, None) => return None,
                     (None, Some(_)) => false,
@@ -170,7 +252,7 @@ impl<'a> RankOrder<'a> {
 
     /// Static survivors whose calendar was never read.
     fn unread(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.in_groups
     }
 }
 
@@ -243,15 +325,181 @@ pub fn place_with(
     policy: &Policy,
     scan: Scan,
 ) -> Decision {
-    let considered = fleet.nodes.len();
+    in_context(fleet, calendar, rtt, req, policy, |ctx| {
+        scan_fleet(ctx, &fleet.nodes, policy, scan)
+    })
+}
+
+/// The static filters on every node, so their counts describe the whole
+/// fleet. They read the node and the request only, a few comparisons each;
+/// the calendar, which sweeps reservations, is left for `RankOrder`.
+fn scan_fleet<'a>(ctx: &Ctx<'a>, nodes: &'a [Node], policy: &Policy, scan: Scan) -> Decision {
+    let mut tally = new_tally();
+    let mut order = RankOrder::new(NoGroups);
+    let mut unused = Work::default();
+    let mut empty = Vec::new();
+    for (at, node) in nodes.iter().enumerate() {
+        let mut c = Candidate::new(node);
+        match run_static(ctx, &mut c, &mut unused) {
+            Err((i, tag)) => bump(&mut tally, i, tag),
+            Ok(()) => {
+                let b = bound_of(ctx, &c, &policy.weights, &mut empty);
+                order.push(at, c, b);
+            }
+        }
+    }
+    decide(ctx, policy, nodes.len(), order, tally, scan)
+}
+
+/// `place` on a fleet indexed once per snapshot ([`FleetIndex`]): the
+/// static filters run once per group of equal nodes that stand the same way
+/// from the school, and once for each node whose RTT from the school was
+/// measured or estimated. The decision is `place`'s, seat for seat and word
+/// for word (`tests/fleet_index.rs`).
+pub fn place_indexed(
+    index: &FleetIndex,
+    calendar: &Calendar,
+    rtt: &RttTable,
+    req: &Request,
+    policy: &Policy,
+) -> Decision {
+    let fleet: &Fleet = index.fleet();
+    in_context(fleet, calendar, rtt, req, policy, |ctx| {
+        // A node the table pins costs a few hash lookups here, more than
+        // the scan's pass over it; where the school pins half the fleet or
+        // more (a measurement or estimate to every node), the scan is
+        // cheaper and decides the same.
+        if ctx.school_rtt.pinned_len() * 2 >= fleet.nodes.len() {
+            return scan_fleet(ctx, &fleet.nodes, policy, Scan::Indexed);
+        }
+        let w = &policy.weights;
+        let plan = IndexPlan::new(
+            index,
+            ctx.school.id,
+            &ctx.school.district,
+            ctx.school_rtt.pinned(),
+        );
+        let mut tally = new_tally();
+        let mut unused = Work::default();
+        let mut empty = Vec::new();
+
+        // Groups: one run of the static filters on a representative, with
+        // the configured RTT that every unpinned member has.
+        let configured = ctx.configured();
+        let mut listed = Listed {
+            plan: &plan,
+            groups: Vec::new(),
+            templates: Vec::new(),
+        };
+        let mut ready = Vec::new();
+        for g in plan.groups() {
+            let mut c = Candidate::new(&fleet.nodes[g.rep as usize]);
+            match run_static(&configured, &mut c, &mut unused) {
+                Err((i, tag)) => bump_by(&mut tally, i, tag, g.count),
+                Ok(()) => {
+                    let b = bound_of(ctx, &c, w, &mut empty);
+                    ready.push((listed.groups.len(), g.count as usize, b));
+                    listed.groups.push(g);
+                    listed.templates.push(c);
+                }
+            }
+        }
+        let mut order = RankOrder::new(listed);
+        for (g, size, b) in ready {
+            order.push_group(g, g, size, b);
+        }
+        // Pinned nodes (RTT measured or estimated from this school), and
+        // nodes on sites the fleet does not list: one by one. Only `rtt`
+        // reads a pinned node's own RTT; the filters before it give the
+        // answer its group's first pinned node got, and so do the filters
+        // after it, which read neither the RTT nor the site (`RTT_AT`).
+        let mut verdicts: IdMap<(Bucket, GroupKey), PinnedGroup> = IdMap::default();
+        for &at in &plan.singles {
+            let node = &fleet.nodes[at as usize];
+            let mut c = Candidate::new(node);
+            let Some(g) = plan.group_of(at) else {
+                match run_static(ctx, &mut c, &mut unused) {
+                    Err((i, tag)) => bump(&mut tally, i, tag),
+                    Ok(()) => {
+                        let b = bound_of(ctx, &c, w, &mut empty);
+                        order.push(at as usize, c, b);
+                    }
+                }
+                continue;
+            };
+            let v = verdicts.entry(g).or_insert_with(|| PinnedGroup {
+                before: run_filters(0..RTT_AT, ctx, &mut Candidate::new(node), &mut unused),
+                after: None,
+            });
+            let checked = v
+                .before
+                .and_then(|()| run_filters(RTT_AT..RTT_AT + 1, ctx, &mut c, &mut unused))
+                .and_then(|()| {
+                    let (after, usable) = *v.after.get_or_insert_with(|| {
+                        let mut t = c.clone();
+                        let r = run_filters(RTT_AT + 1..STATIC.len(), ctx, &mut t, &mut unused);
+                        (r, t.usable)
+                    });
+                    c.usable = usable;
+                    after
+                });
+            match checked {
+                Err((i, tag)) => bump(&mut tally, i, tag),
+                Ok(()) => {
+                    let b = bound_of(ctx, &c, w, &mut empty);
+                    order.push(at as usize, c, b);
+                }
+            }
+        }
+        decide(ctx, policy, fleet.nodes.len(), order, tally, Scan::Indexed)
+    })
+}
+
+/// What the static filters around `rtt` said about a group's pinned nodes.
+struct PinnedGroup {
+    before: Checked,
+    /// The filters after `rtt`, and the devices they left usable; run once
+    /// a node of the group has passed `rtt`.
+    after: Option<(Checked, u64)>,
+}
+
+/// The groups of an [`IndexPlan`] that passed, with the candidate their
+/// representative became.
+struct Listed<'p, 'a> {
+    plan: &'p IndexPlan<'a>,
+    groups: Vec<Group>,
+    templates: Vec<Candidate<'a>>,
+}
+
+impl<'a> Groups<'a> for Listed<'_, 'a> {
+    fn list(&self, g: usize, out: &mut Vec<(usize, Candidate<'a>)>) {
+        let t = &self.templates[g];
+        let fleet = self.plan.index.fleet();
+        self.plan.members(&self.groups[g], |at, site| {
+            let mut c = t.clone();
+            c.node = &fleet.nodes[at as usize];
+            c.site = Some(&fleet.sites[site as usize]);
+            out.push((at as usize, c));
+        });
+    }
+}
+
+/// Checks the request, builds the context every filter reads, and runs `f`.
+fn in_context(
+    fleet: &Fleet,
+    calendar: &Calendar,
+    rtt: &RttTable,
+    req: &Request,
+    policy: &Policy,
+    f: impl for<'c> FnOnce(&Ctx<'c>) -> Decision,
+) -> Decision {
     if let Err(e) = check_request(req, policy) {
         return Decision::Refused(Explanation {
-            nodes_considered: considered as u32,
+            nodes_considered: fleet.nodes.len() as u32,
             filters: Vec::new(),
             summary: format!("invalid request: {e}"),
         });
     }
-
     let sites: IdMap<_, &Site> = fleet.sites.iter().map(|s| (s.id, s)).collect();
     // A school missing from the fleet view still gets measured RTTs; its
     // configured ones fall to the cross-district class.
@@ -276,28 +524,24 @@ pub fn place_with(
         need: SeatNeed::of(req),
         preempt: req.may_preempt,
     };
+    f(&ctx)
+}
 
-    // Static filters: every node, so their counts describe the whole fleet.
-    // They read the node and the request only, a few comparisons each; the
-    // calendar, which sweeps reservations, is left for `RankOrder`.
-    let mut tally = new_tally();
-    let mut survivors: Vec<Candidate> = Vec::new();
-    let mut unused = Work::default();
-    'nodes: for node in &fleet.nodes {
-        let mut c = Candidate::new(node);
-        for (i, f) in STATIC.iter().enumerate() {
-            if let Verdict::Fail(tag) = f.check(&ctx, &mut c, &mut unused) {
-                bump(&mut tally, i, tag);
-                continue 'nodes;
-            }
-        }
-        survivors.push(c);
-    }
-
+/// Ranks the static survivors in `order`, reads calendars as far as the
+/// rank order needs (all of them for `Scan::Full`), assigns the seats and
+/// explains.
+fn decide<'a, G: Groups<'a>>(
+    ctx: &Ctx<'a>,
+    policy: &Policy,
+    considered: usize,
+    mut order: RankOrder<'a, G>,
+    tally: Tally,
+    scan: Scan,
+) -> Decision {
+    let req = ctx.req;
     let w = &policy.weights;
-    let mut order = RankOrder::new(&ctx, w, survivors);
     let mut read = Read {
-        ctx: &ctx,
+        ctx,
         w,
         cands: Vec::new(),
         work: Work::default(),
@@ -308,7 +552,7 @@ pub fn place_with(
     }
     // Parts are reported from the ranking-time capacity, before seats took any.
     let free_at_rank = |c: &Candidate, work: &Work| work.free_pre[c.slots.clone()].to_vec();
-    let mut rank_free: Vec<Option<Vec<Amount>>> = vec![None; order.waiting.len()];
+    let mut rank_free: Vec<Option<Vec<Amount>>> = Vec::new();
 
     // Assign.
     let views: &[View] = if !ctx.preempt {
@@ -320,7 +564,7 @@ pub fn place_with(
     };
     let want = req.seats as usize;
     let mut seats: Vec<Seat> = Vec::with_capacity(want);
-    let mut used_preempt = vec![false; order.waiting.len()];
+    let mut used_preempt: Vec<bool> = Vec::new();
     for &view in views {
         let mut r = 0;
         while seats.len() < want {
@@ -328,6 +572,10 @@ pub fn place_with(
                 break;
             };
             r += 1;
+            if rank_free.len() <= ci {
+                rank_free.resize(ci + 1, None);
+                used_preempt.resize(ci + 1, false);
+            }
             let c = &read.cands[ci];
             loop {
                 if seats.len() == want {
@@ -361,7 +609,7 @@ pub fn place_with(
         tally,
         ..
     } = read;
-    let counts = filter_counts(&ctx, &tally);
+    let counts = filter_counts(ctx, &tally);
 
     let min = req.min_seats.max(1) as usize;
     if seats.len() < min {
@@ -384,7 +632,7 @@ pub fn place_with(
     }
 
     let preempted = if ctx.preempt {
-        evictions(&ctx, &cands, &seats, &used_preempt, &mut work)
+        evictions(ctx, &cands, &seats, &used_preempt, &mut work)
     } else {
         Vec::new()
     };
@@ -395,7 +643,7 @@ pub fn place_with(
         .map(|(n, s)| {
             let c = &cands[s.cand];
             let free = rank_free[s.cand].as_deref().unwrap_or(&[]);
-            let (total, parts) = score(&ctx, c, free, w);
+            let (total, parts) = score(ctx, c, free, w);
             let devices: Vec<DeviceGrant> = match ctx.gpu {
                 Some(g) => s
                     .devices
@@ -408,7 +656,7 @@ pub fn place_with(
                     .collect(),
                 None => Vec::new(),
             };
-            let reason = seat_reason(&ctx, c, &devices, total, &parts, used_preempt[s.cand]);
+            let reason = seat_reason(ctx, c, &devices, total, &parts, used_preempt[s.cand]);
             SeatPlacement {
                 seat: n as u32,
                 node_id: c.node.id,
@@ -466,7 +714,7 @@ fn evictions(
     let mut evicted = HashSet::new();
     let mut out = Vec::new();
     for (ci, c) in cands.iter().enumerate() {
-        if !used_preempt[ci] {
+        if !used_preempt.get(ci).copied().unwrap_or(false) {
             continue;
         }
         // What this request takes on the node, per slot.

@@ -12,11 +12,16 @@ pub(crate) fn new_tally() -> Tally {
 }
 
 pub(crate) fn bump(tally: &mut Tally, filter: usize, tag: &'static str) {
+    bump_by(tally, filter, tag, 1);
+}
+
+/// `by` nodes removed by `filter` with `tag`: a whole group at once.
+pub(crate) fn bump_by(tally: &mut Tally, filter: usize, tag: &'static str, by: u32) {
     let (n, tags) = &mut tally[filter];
-    *n += 1;
+    *n += by;
     match tags.iter_mut().find(|(t, _)| *t == tag) {
-        Some((_, c)) => *c += 1,
-        None => tags.push((tag, 1)),
+        Some((_, c)) => *c += by,
+        None => tags.push((tag, by)),
     }
 }
 

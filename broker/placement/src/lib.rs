@@ -14,6 +14,7 @@ mod engine;
 mod explain;
 mod filters;
 mod ids;
+mod index;
 pub mod model;
 mod policy;
 mod preempt;
@@ -26,7 +27,8 @@ pub use calendar::Calendar;
 pub use decision::{
     Admission, Decision, DeviceGrant, Explanation, FilterCount, ScorePart, SeatPlacement,
 };
-pub use engine::{Scan, place, place_with};
+pub use engine::{Scan, place, place_indexed, place_with};
+pub use index::FleetIndex;
 pub use model::*;
 pub use policy::{Policy, Weights};
 pub use priority::{PriorityWeights, job_priority};

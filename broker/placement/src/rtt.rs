@@ -61,7 +61,32 @@ pub(crate) struct SchoolRtt<'a> {
     estimated: Option<&'a IdMap<NodeId, (f64, f64)>>,
 }
 
-impl SchoolRtt<'_> {
+impl<'a> SchoolRtt<'a> {
+    /// Nodes this school has a measurement or an estimate for (a node may
+    /// appear twice): the ones whose RTT is not their configured class.
+    pub fn pinned(&self) -> impl Iterator<Item = &'a NodeId> + use<'a> {
+        let m = self.measured.into_iter().flat_map(|m| m.keys());
+        let e = self.estimated.into_iter().flat_map(|m| m.keys());
+        m.chain(e)
+    }
+
+    /// How many (school, node) entries `pinned` yields: at least as many as
+    /// the distinct nodes, in constant time.
+    pub fn pinned_len(&self) -> usize {
+        self.measured.map_or(0, |m| m.len()) + self.estimated.map_or(0, |m| m.len())
+    }
+
+    /// This school's view with only the configured classes: what every node
+    /// that is not `pinned` gets.
+    pub fn configured(&self) -> SchoolRtt<'a> {
+        SchoolRtt {
+            topology: self.topology,
+            school: self.school,
+            measured: None,
+            estimated: None,
+        }
+    }
+
     pub fn lookup(&self, node: &Node, node_site: Option<&Site>) -> Rtt {
         if let Some(&ms) = self.measured.and_then(|m| m.get(&node.id)) {
             return Rtt {

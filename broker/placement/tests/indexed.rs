@@ -69,27 +69,7 @@ fn case(rng: &mut StdRng) -> Case {
         if rng.random_bool(0.1) {
             n.runtimes = vec!["container".into()];
         }
-        for d in &n.devices {
-            for _ in 0..rng.random_range(0..=3) {
-                let start = T0 + rng.random_range(-90..60) * MINUTE;
-                let job = rng.random_bool(0.3);
-                rows.push(Reservation {
-                    owner: if job {
-                        Owner::Job(id(rng.random_range(0..1_000_000)))
-                    } else {
-                        Owner::Lesson(id(rng.random_range(0..1_000_000)))
-                    },
-                    node_id: n.id,
-                    device_index: Some(d.index),
-                    window: Window::new(start, start + rng.random_range(10..120) * MINUTE),
-                    cpu_millis: 500,
-                    memory_mib: 1024,
-                    gpu_memory_mib: rng.random_range(1..=4) * 2048,
-                    gpu_compute_percent: rng.random_range(1..=4) * 10,
-                    preemptible: job,
-                });
-            }
-        }
+        random_rows(rng, &n, 0..=3, &mut rows);
         nodes.push(n);
     }
     // Fleet order is not id order (the broker's snapshot comes from a hash
@@ -134,26 +114,7 @@ fn case(rng: &mut StdRng) -> Case {
             r
         })
         .collect();
-    let policy = Policy {
-        weights: match rng.random_range(0..3) {
-            0 => Weights::default(),
-            // Packing alone: every bound is equal, nothing can be skipped.
-            1 => Weights {
-                rtt: 0.0,
-                cached: 0.0,
-                tier: 0.0,
-                packing: 1.0,
-            },
-            _ => Weights {
-                rtt: 1.0,
-                cached: 0.0,
-                tier: 0.0,
-                packing: 0.0,
-            },
-        },
-        preempt_as_last_resort: rng.random_bool(0.5),
-        ..Policy::default()
-    };
+    let policy = random_policy(rng);
     Case {
         fleet: fleet(sites, nodes),
         calendar: Calendar::new(rows),
@@ -186,9 +147,13 @@ fn indexed_placement_chooses_what_the_full_scan_chooses() {
     let mut skipped_some = 0;
     for n in 0..600 {
         let mut c = case(&mut rng);
+        let index = FleetIndex::new(std::sync::Arc::new(c.fleet.clone()));
         for req in c.reqs.clone() {
             let full = place_with(&c.fleet, &c.calendar, &c.rtt, &req, &c.policy, Scan::Full);
             let fast = place(&c.fleet, &c.calendar, &c.rtt, &req, &c.policy);
+            // The fleet index (decision 101) decides exactly what `place` does.
+            let grouped = place_indexed(&index, &c.calendar, &c.rtt, &req, &c.policy);
+            assert_eq!(format!("{fast:?}"), format!("{grouped:?}"), "case {n}");
             assert_eq!(
                 full.is_admitted(),
                 fast.is_admitted(),

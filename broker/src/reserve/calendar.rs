@@ -10,13 +10,14 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
 };
 
 use classgrid_placement::{
-    self as placement, Calendar, Decision, Owner, Policy, Request, Reservation, RttTable,
+    self as placement, Calendar, Decision, FleetIndex, Owner, Policy, Request, Reservation,
+    RttTable,
 };
 
 /// Capacity written by a plan that is not committed yet. Other plans see it
@@ -66,6 +67,41 @@ pub(super) struct Inner {
     pub(super) version: u64,
     /// Read from the database at least once; the first plan loads it.
     pub(super) loaded: bool,
+    /// The fleet snapshot plans are placed on, indexed (decision 101).
+    index: SnapshotIndex,
+}
+
+/// The index of the fleet snapshot that plans keep being handed.
+///
+/// Recognised by the snapshot's `Arc` address, which is sound here: the
+/// index holds the snapshot (a strong reference) and `seen` its allocation
+/// (a weak one), so neither address can be reused by another snapshot while
+/// it is compared against. A snapshot is indexed the second time it is
+/// handed in: the fleet view's shared snapshot is handed in by every booking
+/// until the fleet changes, while a one-off fleet (a lender's filtered view)
+/// is planned once with the plain scan and never costs an index.
+#[derive(Default)]
+struct SnapshotIndex {
+    index: Option<Arc<FleetIndex>>,
+    seen: Weak<placement::Fleet>,
+}
+
+impl SnapshotIndex {
+    fn for_fleet(&mut self, fleet: &Arc<placement::Fleet>) -> Option<Arc<FleetIndex>> {
+        if let Some(ix) = &self.index {
+            if Arc::ptr_eq(ix.fleet(), fleet) {
+                return Some(ix.clone());
+            }
+        }
+        if std::ptr::eq(self.seen.as_ptr(), Arc::as_ptr(fleet)) {
+            let ix = Arc::new(FleetIndex::new(fleet.clone()));
+            self.index = Some(ix.clone());
+            self.seen = Weak::new();
+            return Some(ix);
+        }
+        self.seen = Arc::downgrade(fleet);
+        None
+    }
 }
 
 #[derive(Default)]
@@ -88,14 +124,19 @@ impl LiveCalendar {
     /// held at once, so the next plan sees it.
     pub(super) fn place_and_hold(
         self: &Arc<Self>,
-        fleet: &placement::Fleet,
+        fleet: &Arc<placement::Fleet>,
         rtt: &RttTable,
         req: &Request,
         policy: &Policy,
         hold: Option<Owner>,
     ) -> (Decision, Option<Hold>) {
         let mut g = self.lock();
-        let decision = placement::place(fleet, &g.cal, rtt, req, policy);
+        // The same decision either way (decision 101); the index skips the
+        // static filters for whole groups of equal nodes.
+        let decision = match g.index.for_fleet(fleet) {
+            Some(ix) => placement::place_indexed(&ix, &g.cal, rtt, req, policy),
+            None => placement::place(fleet, &g.cal, rtt, req, policy),
+        };
         match (&decision, hold) {
             (Decision::Admitted(a), Some(owner)) => {
                 let rows = a.reservations(req, owner);
@@ -208,6 +249,24 @@ mod tests {
         let g = cal.lock();
         assert!(g.pending.is_empty(), "a reload would not re-apply it");
         assert!(!g.loaded, "the next plan re-reads what the database holds");
+    }
+
+    #[test]
+    fn a_snapshot_is_indexed_when_handed_in_again() {
+        let mut s = SnapshotIndex::default();
+        let a = Arc::new(placement::Fleet::default());
+        assert!(s.for_fleet(&a).is_none(), "first sighting: the plain scan");
+        let ix = s.for_fleet(&a).expect("second sighting: indexed");
+        assert!(Arc::ptr_eq(ix.fleet(), &a));
+        assert!(s.for_fleet(&a).is_some_and(|i| Arc::ptr_eq(&i, &ix)));
+        // A one-off fleet is scanned and leaves the snapshot's index alone.
+        let b = Arc::new(placement::Fleet::default());
+        assert!(s.for_fleet(&b).is_none());
+        assert!(s.for_fleet(&a).is_some_and(|i| Arc::ptr_eq(&i, &ix)));
+        // A new snapshot replaces it once handed in twice.
+        let c = Arc::new(placement::Fleet::default());
+        assert!(s.for_fleet(&c).is_none());
+        assert!(s.for_fleet(&c).is_some_and(|i| Arc::ptr_eq(i.fleet(), &c)));
     }
 
     #[test]

@@ -40,8 +40,20 @@ pub(crate) struct Ctx<'a> {
     pub preempt: bool,
 }
 
+impl<'a> Ctx<'a> {
+    /// The same context with every node's RTT at its configured class: what
+    /// a node the school has no measurement or estimate for gets.
+    pub fn configured(&self) -> Ctx<'a> {
+        Ctx {
+            school_rtt: self.school_rtt.configured(),
+            ..*self
+        }
+    }
+}
+
 /// One node on its way through the pipeline; filters fill in what later
 /// filters and the scores reuse.
+#[derive(Clone)]
 pub(crate) struct Candidate<'a> {
     pub node: &'a Node,
     pub site: Option<&'a Site>,
@@ -125,11 +137,35 @@ pub(crate) const PIPELINE: &[&dyn Filter] = &[
 /// the rank order reaches.
 pub(crate) const CALENDAR: &dyn Filter = &calendar::CalendarFree;
 
+/// Where `rtt` stands in [`STATIC`]. The filters before it read the node's
+/// kind and site but not its RTT; the filters after it read the node's kind
+/// only (`crate::index`). So a node whose RTT was measured gets the answer
+/// of the other nodes of its group from every static filter but `rtt`:
+/// `place_indexed` runs the others once per group.
+pub(crate) const RTT_AT: usize = 4;
+
 /// `PIPELINE` without the calendar.
 pub(crate) const STATIC: &[&dyn Filter] = match PIPELINE.split_last() {
     Some((_, rest)) => rest,
     None => &[],
 };
+
+#[cfg(test)]
+#[test]
+fn rtt_comes_after_the_filters_that_do_not_read_it() {
+    let names: Vec<_> = STATIC.iter().map(|f| f.name()).collect();
+    assert_eq!(names[RTT_AT], "rtt");
+    assert_eq!(
+        names[..RTT_AT],
+        ["approval", "health", "runtime", "residency"],
+        "a filter before rtt must not read the RTT (see RTT_AT)"
+    );
+    assert_eq!(
+        names[RTT_AT + 1..],
+        ["device", "gpu memory", "cpu/memory", "staging", "lending"],
+        "a filter after rtt must read neither the RTT nor the site (see RTT_AT)"
+    );
+}
 
 /// `base (3 a, 2 b)` or `base (a)` when there is one tag; `base` when none.
 pub(crate) fn with_tags(base: String, tags: &[(&'static str, u32)]) -> String {

@@ -164,3 +164,60 @@ pub fn reservation(
         preemptible: matches!(owner, Owner::Job(_)),
     }
 }
+
+/// Random weights for the property tests: the defaults, packing alone
+/// (every bound equal, nothing can be skipped) or RTT alone.
+pub fn random_policy(rng: &mut rand::rngs::StdRng) -> Policy {
+    use rand::Rng;
+    Policy {
+        weights: match rng.random_range(0..3) {
+            0 => Weights::default(),
+            1 => Weights {
+                rtt: 0.0,
+                cached: 0.0,
+                tier: 0.0,
+                packing: 1.0,
+            },
+            _ => Weights {
+                rtt: 1.0,
+                cached: 0.0,
+                tier: 0.0,
+                packing: 0.0,
+            },
+        },
+        preempt_as_last_resort: rng.random_bool(0.5),
+        ..Policy::default()
+    }
+}
+
+/// `per_device` random reservations on each of `n`'s devices around T0,
+/// about a third of them preemptible jobs.
+pub fn random_rows(
+    rng: &mut rand::rngs::StdRng,
+    n: &Node,
+    per_device: std::ops::RangeInclusive<u32>,
+    rows: &mut Vec<Reservation>,
+) {
+    use rand::Rng;
+    for d in &n.devices {
+        for _ in 0..rng.random_range(per_device.clone()) {
+            let start = T0 + rng.random_range(-90..60) * MINUTE;
+            let job = rng.random_bool(0.3);
+            rows.push(Reservation {
+                owner: if job {
+                    Owner::Job(id(rng.random_range(0..1_000_000)))
+                } else {
+                    Owner::Lesson(id(rng.random_range(0..1_000_000)))
+                },
+                node_id: n.id,
+                device_index: Some(d.index),
+                window: Window::new(start, start + rng.random_range(10..120) * MINUTE),
+                cpu_millis: 500,
+                memory_mib: 1024,
+                gpu_memory_mib: rng.random_range(1..=4) * 2048,
+                gpu_compute_percent: rng.random_range(1..=4) * 10,
+                preemptible: job,
+            });
+        }
+    }
+}
