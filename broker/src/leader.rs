@@ -42,6 +42,22 @@ pub struct Leadership {
     pub replica: Replica,
     pub epoch: i64,
     pub since: DateTime<Utc>,
+    /// When the lease was last taken or renewed: the leader's readiness.
+    /// A renewal is a write through the lease's own connections, so it
+    /// proves the database reachable without queueing behind the bell's
+    /// work on the main pool (a `SELECT 1` there waited over HAProxy's 1 s
+    /// check while 2,000 agents connected, and the leader was marked down).
+    pub renewed: Arc<std::sync::Mutex<Instant>>,
+}
+
+impl Leadership {
+    /// True while the last renewal is younger than the lease.
+    pub fn fresh(&self, lease: Duration) -> bool {
+        self.renewed
+            .lock()
+            .map(|t| t.elapsed() < lease)
+            .unwrap_or(false)
+    }
 }
 
 /// This process as a replica: a fresh id per process, so a restarted one
@@ -211,10 +227,13 @@ fn led(me: Replica, epoch: i64) -> Leadership {
         replica: me,
         epoch,
         since: Utc::now(),
+        renewed: Arc::new(std::sync::Mutex::new(Instant::now())),
     }
 }
 
-/// Renews the lease while this process runs. A renewal that finds the lease
+/// Renews the lease while this process runs, on `store`: the lease's own
+/// few connections, apart from the workload's pool, so that a busy bell
+/// cannot starve the renewal into a takeover. A renewal that finds the lease
 /// in another replica's hands ends the process at once: its in-memory plans
 /// and agent streams belong to a leader that no longer is, and a restart
 /// comes back as a standby. A database that cannot be reached is retried:
@@ -222,6 +241,7 @@ fn led(me: Replica, epoch: i64) -> Leadership {
 /// commit of this epoch once one has.
 pub fn keep(store: Store, cfg: &BrokerConfig, l: &Leadership, stop: watch::Receiver<bool>) {
     let (me, epoch, lease) = (l.replica.clone(), l.epoch, cfg.lease);
+    let renewed = l.renewed.clone();
     let every = (lease / 5).max(Duration::from_millis(200));
     tokio::spawn(async move {
         let mut last_ok = Instant::now();
@@ -241,7 +261,12 @@ pub fn keep(store: Store, cfg: &BrokerConfig, l: &Leadership, stop: watch::Recei
                 lease::renew(&store, me.id, epoch, lease).await
             };
             match tokio::time::timeout(lease, step).await {
-                Ok(Ok(true)) => last_ok = Instant::now(),
+                Ok(Ok(true)) => {
+                    last_ok = Instant::now();
+                    if let Ok(mut t) = renewed.lock() {
+                        *t = last_ok;
+                    }
+                }
                 Ok(Ok(false)) => depose(epoch, "another replica holds the lease now"),
                 Ok(Err(e)) => {
                     warn!(error = %e, since_s = last_ok.elapsed().as_secs(), "cannot renew the leader lease; retrying")

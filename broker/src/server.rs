@@ -23,6 +23,9 @@ pub struct Started {
     pub app: App,
     pub grpc: TcpListener,
     pub http: TcpListener,
+    /// The lease's own connections (decision 078): renewals never wait
+    /// behind the workload's pool.
+    pub lease_store: Store,
 }
 
 /// Connects, migrates, binds, and waits until this replica leads the
@@ -31,6 +34,7 @@ pub struct Started {
 pub async fn start(cfg: BrokerConfig) -> anyhow::Result<Started> {
     let store = Store::connect_with(&cfg.database_url, cfg.database_connections).await?;
     store.migrate().await?;
+    let lease_store = Store::connect_with(&cfg.database_url, 2).await?;
     let grpc = TcpListener::bind(cfg.grpc_addr)
         .await
         .map_err(|e| anyhow::anyhow!("grpc_addr {}: {e}", cfg.grpc_addr))?;
@@ -47,13 +51,18 @@ pub async fn start(cfg: BrokerConfig) -> anyhow::Result<Started> {
     let (_never, no_stop) = watch::channel(false);
     let listeners = leader::Listeners { grpc, http };
     let Some((leadership, leader::Listeners { grpc, http })) =
-        leader::campaign(&store, &cfg, me, listeners, tls, no_stop).await?
+        leader::campaign(&lease_store, &cfg, me, listeners, tls, no_stop).await?
     else {
         anyhow::bail!("stopped while waiting to lead");
     };
     let app = crate::app::open(cfg, store).await?;
     let _ = app.leader.set(leadership);
-    Ok(Started { app, grpc, http })
+    Ok(Started {
+        app,
+        grpc,
+        http,
+        lease_store,
+    })
 }
 
 pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -169,7 +178,7 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
             },
         );
     if let Some(l) = app.leader.get() {
-        leader::keep(app.store.clone(), &app.cfg, l, shutdown.clone());
+        leader::keep(s.lease_store.clone(), &app.cfg, l, shutdown.clone());
     }
     let http_server = crate::api::serve::serve_router(
         http::router(app.clone()),
