@@ -503,6 +503,7 @@ async fn region_metrics_pass_promtool_and_feed_every_dashboard_query() {
         return;
     };
     let port = free_port();
+    let since = unix_now();
     let config = dir.join("prometheus.yml");
     let jobs: String = targets
         .iter()
@@ -553,4 +554,87 @@ async fn region_metrics_pass_promtool_and_feed_every_dashboard_query() {
         "Prometheus returned no data for these dashboard queries: {without_data:#?}\nits log:\n{}",
         std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
     );
+    if let Some(path) = std::env::var_os("CLASSGRID_DASHBOARD_DATA") {
+        write_dashboard_data(Path::new(&path), port, &broker, since).await;
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// For scripts/dashboard-png.sh (CLASSGRID_DASHBOARD_DATA names the file):
+/// the region above gets a few minutes of lessons — a bell of three
+/// classes, a lesson booked every 15 s, a booking too large for the region
+/// every 30 s — and then every panel's queries are asked over the whole
+/// run through Prometheus's range API. The answers go to the file as
+/// Prometheus gave them, with each panel's title, place and unit; the
+/// script only draws them.
+async fn write_dashboard_data(path: &Path, port: u16, broker: &Broker, since: f64) {
+    let book = |req| async move { broker.lessons().await.book(req).await.is_ok() };
+    let mut booked = 0;
+    for _ in 0..3 {
+        booked += book(web_lesson("school-a", 2, 30.0, 60)).await as u32;
+    }
+    // Paced load, not a wait for a condition: one step every 15 s.
+    let mut every = tokio::time::interval(Duration::from_secs(15));
+    let mut refused = 0;
+    for i in 0..10 {
+        every.tick().await;
+        booked += book(web_lesson("school-a", 1, 1.0, 30)).await as u32;
+        if i % 2 == 0 {
+            refused += !book(web_lesson("school-a", 1000, 1.0, 30)).await as u32;
+        }
+    }
+    every.tick().await;
+    let (start, end) = (since, unix_now());
+    let path_of = repo().join("deploy/grafana/classgrid-region.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path_of).unwrap()).unwrap();
+    let mut panels = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        let mut targets = Vec::new();
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            let query = expr.replace("$__rate_interval", "10s");
+            let url = format!(
+                "http://127.0.0.1:{port}/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step=2",
+                percent_encode(&query)
+            );
+            let (code, body) = http_get(&url).await.unwrap();
+            assert_eq!(code, 200, "{query}: {body}");
+            let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+            targets.push(serde_json::json!({
+                "expr": expr,
+                "query": query,
+                "legend": t["legendFormat"],
+                "result": answer["data"]["result"],
+            }));
+        }
+        panels.push(serde_json::json!({
+            "title": p["title"],
+            "type": p["type"],
+            "gridPos": p["gridPos"],
+            "unit": p["fieldConfig"]["defaults"]["unit"],
+            "targets": targets,
+        }));
+    }
+    let data = serde_json::json!({
+        "dashboard": dash["title"],
+        "start": start,
+        "end": end,
+        "step_s": 2,
+        "rate_interval": "10s",
+        "setup": format!(
+            "tests/deploy.rs: one broker, one agent (a fake L40S), one edge, scraped every 1 s; \
+             {booked} lessons admitted (a bell of 3 classes, then one every 15 s), \
+             {refused} bookings of 1000 seats not admitted"
+        ),
+        "panels": panels,
+    });
+    std::fs::write(path, serde_json::to_vec_pretty(&data).unwrap()).unwrap();
+    eprintln!("dashboard data written to {}", path.display());
 }

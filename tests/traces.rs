@@ -12,6 +12,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use classgrid_e2e::*;
+use classgrid_proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The test virtualenv's python when it has the OTLP protos and grpcio;
@@ -37,6 +38,35 @@ fn python_with_otlp() -> Option<PathBuf> {
         return None;
     }
     Some(py)
+}
+
+/// A real OTLP/gRPC receiver writing the spans it gets to a file: the
+/// process, that file and the endpoint to export to.
+async fn start_receiver(
+    python: &std::path::Path,
+    dir: &std::path::Path,
+) -> (Proc, PathBuf, String) {
+    let port = free_port();
+    let out = dir.join("spans.jsonl");
+    let receiver = Proc::spawn(
+        python,
+        &[
+            concat!(env!("CARGO_MANIFEST_DIR"), "/support/otlp_receiver.py").to_string(),
+            port.to_string(),
+            out.display().to_string(),
+        ],
+        dir.join("receiver.log"),
+        &[],
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            receiver.log_text().contains("listening")
+        })
+        .await,
+        "receiver did not start: {}",
+        receiver.log_text()
+    );
+    (receiver, out, format!("http://127.0.0.1:{port}"))
 }
 
 /// POSTs `body` to /v1/lessons as raw HTTP/1.0 with `traceparent`;
@@ -120,29 +150,9 @@ async fn one_trace_runs_from_a_rest_booking_to_the_agents_running_report() {
         return;
     };
     let dir = tempdir("traces");
-    let port = free_port();
-    let out = dir.join("spans.jsonl");
-    let receiver = Proc::spawn(
-        &python,
-        &[
-            concat!(env!("CARGO_MANIFEST_DIR"), "/support/otlp_receiver.py").to_string(),
-            port.to_string(),
-            out.display().to_string(),
-        ],
-        dir.join("receiver.log"),
-        &[],
-    );
-    assert!(
-        wait_for(Duration::from_secs(20), || async {
-            receiver.log_text().contains("listening")
-        })
-        .await,
-        "receiver did not start: {}",
-        receiver.log_text()
-    );
+    let (receiver, out, endpoint) = start_receiver(&python, &dir).await;
 
     let db = TestDb::new().await.unwrap();
-    let endpoint = format!("http://127.0.0.1:{port}");
     let broker = Broker::start(&db, &dir, &["--otlp-endpoint", &endpoint]).await;
     broker.create_site("school-a").await;
     let _agent = Agent::start(
@@ -266,5 +276,157 @@ async fn one_trace_runs_from_a_rest_booking_to_the_agents_running_report() {
         found,
         "no trace of the clock's lesson start reaches the agent's RUNNING report ({bell_path:?}); spans: {:#?}",
         spans(&out)
+    );
+}
+
+/// The hex sha256 of a file (coreutils' `sha256sum`).
+fn sha256_of(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The trace of one edge staging run in which every dataset of `shas` has
+/// a `stage` span under the run's root, with a `fetch` from the origin and
+/// its `verify` under it; None while there is none.
+fn staging_trace(got: &[serde_json::Value], shas: &[String]) -> Option<String> {
+    let edge = |s: &&serde_json::Value| s["service"] == "classgrid-edge";
+    let child = |parent: &serde_json::Value, name: &str| {
+        got.iter()
+            .filter(edge)
+            .find(|s| {
+                s["name"] == name
+                    && s["trace_id"] == parent["trace_id"]
+                    && s["parent_span_id"] == parent["span_id"]
+            })
+            .cloned()
+    };
+    got.iter()
+        .filter(edge)
+        .filter(|s| s["name"] == "staging run" && s["parent_span_id"] == "")
+        .find(|root| {
+            shas.iter().all(|sha| {
+                got.iter().filter(edge).any(|s| {
+                    s["name"] == "stage"
+                        && s["trace_id"] == root["trace_id"]
+                        && s["parent_span_id"] == root["span_id"]
+                        && s["attributes"]["sha256"] == sha.as_str()
+                        && child(s, "fetch").is_some_and(|f| {
+                            f["attributes"]["source"] == "origin" && child(&f, "verify").is_some()
+                        })
+                })
+            })
+        })
+        .map(|root| root["trace_id"].as_str().unwrap_or_default().to_string())
+}
+
+/// An edge staging run is a trace of its own (the broker orders content on
+/// the edge's periodic sync, which carries no booking's context): a lesson
+/// with two datasets on a plain HTTP origin is staged by an edge exporting
+/// through the standard OTEL_EXPORTER_OTLP_ENDPOINT, and the receiver gets
+/// one trace whose root `staging run` holds a `stage` span per dataset,
+/// each with its `fetch` from the origin and the `verify` of the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_staging_run_is_one_trace_with_a_span_per_dataset_and_fetch() {
+    let Some(python) = python_with_otlp() else {
+        return;
+    };
+    let dir = tempdir("traces-staging");
+    let (receiver, out, endpoint) = start_receiver(&python, &dir).await;
+
+    // The origin: Python's http.server over a folder with two datasets.
+    let origin_dir = dir.join("origin");
+    std::fs::create_dir_all(&origin_dir).unwrap();
+    let origin_port = free_port();
+    let mut datasets = Vec::new();
+    for (salt, name) in [(7u32, "first.bin"), (11, "second.bin")] {
+        let bytes: Vec<u8> = (0..3u32 << 20)
+            .map(|j| (j.wrapping_mul(2_654_435_761).rotate_left(salt) >> 24) as u8)
+            .collect();
+        let path = origin_dir.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        datasets.push(pb::Dataset {
+            name: name.into(),
+            url: format!("http://127.0.0.1:{origin_port}/{name}"),
+            sha256: sha256_of(&path),
+            size_bytes: bytes.len() as i64,
+        });
+    }
+    let _origin = Proc::spawn(
+        &python,
+        &["-m", "http.server", "--bind", "127.0.0.1", "--directory"]
+            .map(String::from)
+            .into_iter()
+            .chain([origin_dir.display().to_string(), origin_port.to_string()])
+            .collect::<Vec<_>>(),
+        dir.join("origin.log"),
+        &[],
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || async {
+            matches!(http_get(&datasets[0].url).await, Ok((200, _)))
+        })
+        .await,
+        "the origin did not start"
+    );
+
+    let db = TestDb::new().await.unwrap();
+    let broker = Broker::start(&db, &dir, &[]).await;
+    broker.create_site("school-s").await;
+    let _agent = Agent::start(&broker, "school-s", "n1", &dir, &[]);
+    assert!(
+        broker
+            .wait_connected("school-s", "n1", Duration::from_secs(30))
+            .await,
+        "agent did not connect"
+    );
+    let edge = start_edge(
+        &broker,
+        "school-s",
+        free_port(),
+        500,
+        &dir,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
+    );
+    // Ordered a few seconds before the start (the download's time at the
+    // link rate plus a margin), on an edge sync.
+    let mut req = web_lesson("school-s", 1, 20.0, 120);
+    req.datasets = datasets.clone();
+    let booked = broker
+        .book_once_admitted(&req, Duration::from_secs(20))
+        .await;
+    assert!(
+        booked.is_some(),
+        "booking with datasets never admitted; edge log:\n{}",
+        edge.log_text()
+    );
+
+    let shas: Vec<String> = datasets.iter().map(|d| d.sha256.clone()).collect();
+    let found = wait_for(Duration::from_secs(60), || async {
+        staging_trace(&spans(&out), &shas).is_some()
+    })
+    .await;
+    let edge_spans: Vec<_> = spans(&out)
+        .into_iter()
+        .filter(|s| s["service"] == "classgrid-edge")
+        .collect();
+    assert!(
+        found,
+        "no trace of one staging run holds both datasets' stage → fetch → verify; the edge's spans: {edge_spans:#?}\nedge log:\n{}\nreceiver log: {}",
+        edge.log_text(),
+        receiver.log_text()
+    );
+    // The fetch says what it got, and names the origin's host, not its URL.
+    let fetch = edge_spans.iter().find(|s| s["name"] == "fetch").unwrap();
+    assert_eq!(fetch["attributes"]["bytes"], (3u32 << 20).to_string());
+    assert_eq!(
+        fetch["attributes"]["host"],
+        format!("127.0.0.1:{origin_port}")
     );
 }

@@ -61,6 +61,17 @@ pub struct StormArgs {
     /// print each line and how the time grew (ignores --seats/--nodes).
     #[arg(long)]
     pub ladder: bool,
+    /// Install the broker's log subscriber in this process as
+    /// `classgrid-broker serve` does (JSON lines on stderr, `RUST_LOG`,
+    /// default info). Without it or --otlp-endpoint the bench installs no
+    /// tracing at all.
+    #[arg(long)]
+    pub logs: bool,
+    /// Export the in-process broker's spans over OTLP/gRPC to this endpoint,
+    /// as `classgrid-broker --otlp-endpoint` does (implies --logs): the
+    /// storm with tracing on.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Compare the storm through this many real broker replicas behind
     /// HAProxy (2–9) with the storm on one real broker process, in
     /// alternating runs on fresh databases; prints each run and the
@@ -117,6 +128,22 @@ const NODES_PER_CONNECTION: u32 = 100;
 
 pub async fn storm(global: &Global, a: StormArgs) -> anyhow::Result<()> {
     check(&a)?;
+    let traced = a.logs || a.otlp_endpoint.is_some();
+    if traced && global.grpc_url.is_some() {
+        anyhow::bail!(
+            "--logs, --otlp-endpoint: they trace the broker in this process; \
+             with --grpc-url the broker is another process, started with its own flags"
+        );
+    }
+    // Flushes the spans when the storm ends.
+    let _telemetry = traced.then(|| {
+        classgrid_common::telemetry::init_sampled(
+            "classgrid-broker",
+            classgrid_common::telemetry::LogFormat::Json,
+            a.otlp_endpoint.as_deref(),
+            None,
+        )
+    });
     if !a.ladder {
         let o = storm_once(global, &a).await?;
         println!("{}", o.line);

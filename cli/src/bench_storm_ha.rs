@@ -22,10 +22,15 @@ enum Side {
 
 pub async fn compare(global: &Global, a: &StormArgs, replicas: u32) -> anyhow::Result<()> {
     crate::bench_storm::check(a)?;
-    if global.grpc_url.is_some() || a.keep_database || a.ladder {
+    if global.grpc_url.is_some()
+        || a.keep_database
+        || a.ladder
+        || a.logs
+        || a.otlp_endpoint.is_some()
+    {
         anyhow::bail!(
-            "--replicas: starts its own brokers and databases for each run; \
-             it cannot be combined with --grpc-url, --keep-database or --ladder"
+            "--replicas: starts its own broker processes and databases for each run; \
+             it cannot be combined with --grpc-url, --keep-database, --ladder, --logs or --otlp-endpoint"
         );
     }
     if !(2..=9).contains(&replicas) {

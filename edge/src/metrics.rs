@@ -97,13 +97,15 @@ pub fn render(
 
     // Quantiles over the nodes' median RTTs: a summary of the site's view
     // with a bounded label, where per-node series would grow with the fleet.
+    // The label is not `quantile`: Prometheus reserves that for summaries,
+    // and `promtool check metrics` flags it on a gauge.
     let mut medians: Vec<f64> = rtt.iter().map(|m| m.median_ms / 1000.0).collect();
     medians.sort_by(f64::total_cmp);
     let rtt_q = Family::<Labels, FloatGauge>::default();
     if !medians.is_empty() {
         for q in ["0.5", "0.9", "0.99"] {
             rtt_q
-                .get_or_create(&label("quantile", q))
+                .get_or_create(&label("node_quantile", q))
                 .set(quantile(&medians, q.parse().unwrap_or(0.5)));
         }
     }
@@ -233,8 +235,8 @@ mod tests {
         let text = render(true, &rtt, &report, Some(&seats), 3);
         for want in [
             "classgrid_edge_link_up 1\n",
-            "classgrid_edge_probe_rtt_seconds{quantile=\"0.5\"} 0.005\n",
-            "classgrid_edge_probe_rtt_seconds{quantile=\"0.9\"} 0.009\n",
+            "classgrid_edge_probe_rtt_seconds{node_quantile=\"0.5\"} 0.005\n",
+            "classgrid_edge_probe_rtt_seconds{node_quantile=\"0.9\"} 0.009\n",
             "classgrid_edge_staging_remaining_bytes 1000\n",
             "classgrid_edge_staging_time_left_seconds 10.0\n",
             "classgrid_edge_staging_items{state=\"downloading\"} 1\n",

@@ -1,7 +1,8 @@
 """A minimal OTLP/gRPC trace receiver for tests/traces.rs: it accepts
 TraceService.Export on 127.0.0.1:PORT and appends one JSON line per span to
-OUT (trace id, span id, parent span id in hex, name, service), so the test
-reads what a real OTLP exporter sent over the wire.
+OUT (trace id, span id, parent span id in hex, name, service, and the
+span's attributes as strings), so the test reads what a real OTLP exporter
+sent over the wire.
 
 Usage: otlp_receiver.py PORT OUT
 """
@@ -15,6 +16,15 @@ from opentelemetry.proto.collector.trace.v1 import (
     trace_service_pb2,
     trace_service_pb2_grpc,
 )
+
+
+def attributes(span):
+    """The span's attributes, each value as a string."""
+    out = {}
+    for attr in span.attributes:
+        kind = attr.value.WhichOneof("value")
+        out[attr.key] = str(getattr(attr.value, kind)) if kind else ""
+    return out
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -38,6 +48,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
                                     "parent_span_id": span.parent_span_id.hex(),
                                     "name": span.name,
                                     "service": service,
+                                    "attributes": attributes(span),
                                 }
                             )
                             + "\n"

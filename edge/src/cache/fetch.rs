@@ -17,6 +17,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tracing::Instrument;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A body that stalls this long is treated as an interruption.
@@ -139,7 +140,9 @@ pub async fn fetch(
             want: size,
         });
     }
-    let got = hash_file(partial).await?;
+    let got = hash_file(partial)
+        .instrument(classgrid_common::traced_span!("verify", bytes = len))
+        .await?;
     if !sha256.is_empty() && !got.eq_ignore_ascii_case(sha256) {
         let _ = tokio::fs::remove_file(partial).await;
         return Err(FetchError::Digest {
@@ -173,6 +176,19 @@ pub async fn hash_file(path: &Path) -> std::io::Result<String> {
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// `host:port` of a URL, without the user information, path or query a
+/// signed URL carries its secret in; empty when it is no URL.
+pub fn host_of(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(u) => match (u.host(), u.port_u16()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => String::new(),
+        },
+        Err(_) => String::new(),
+    }
 }
 
 type Response = hyper::Response<hyper::body::Incoming>;
@@ -284,4 +300,19 @@ pub async fn get_text(url: &str) -> Result<String, FetchError> {
         });
     }
     Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn a_fetch_span_names_the_host_never_the_secret_of_a_signed_url() {
+        assert_eq!(
+            host_of("https://user:pw@data.example:8443/set.bin?sig=abc"),
+            "data.example:8443"
+        );
+        assert_eq!(host_of("http://10.0.0.5/content/ab"), "10.0.0.5");
+        assert_eq!(host_of("not a url"), "");
+    }
 }

@@ -3,6 +3,12 @@
 //! at a time so that each gets the whole uplink and the measured throughput
 //! means something. A failed download keeps its partial file and is retried
 //! with backoff; the retry resumes where it stopped.
+//!
+//! Traces (decision 102): each staging run — the stager waking to work
+//! through the orders due, until none is — is one trace, a root span
+//! `staging run` with a `stage` span per dataset attempted, a `fetch` span
+//! per source tried, and the `verify` of the whole file under it. Made only
+//! when the edge exports (`traced_span!`).
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +19,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use classgrid_common::traced_span;
 use tokio::sync::{Mutex, Notify, watch};
+use tracing::{Instrument, Span, field::Empty};
 
 use super::{fetch, store::Cache};
 
@@ -144,8 +152,8 @@ impl Stager {
         }
     }
 
-    /// The next order due for an attempt.
-    async fn next(&self) -> Option<(Order, Arc<AtomicU64>)> {
+    /// The next order due for an attempt, with its attempt number.
+    async fn next(&self) -> Option<(Order, Arc<AtomicU64>, u32)> {
         let mut g = self.inner.lock().await;
         let now = Instant::now();
         let item = g.items.values_mut().find(|i| {
@@ -154,7 +162,7 @@ impl Stager {
         })?;
         item.state = "downloading";
         item.attempts += 1;
-        Some((item.order.clone(), item.done.clone()))
+        Some((item.order.clone(), item.done.clone(), item.attempts))
     }
 
     async fn finish(&self, sha: &str, r: Result<fetch::Fetched, String>) {
@@ -193,9 +201,38 @@ impl Stager {
     /// Works through orders until `shutdown`.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
-            while let Some((o, done)) = self.next().await {
-                let r = self.attempt(&o, done).await;
+            // One trace per run, begun by the first order due; a retry after
+            // its backoff falls in a later run (its `stage` span says which
+            // attempt it is).
+            let mut run: Option<(Span, u32, u32)> = None;
+            while let Some((o, done, attempt)) = self.next().await {
+                let (run_span, datasets, failed) = run.get_or_insert_with(|| {
+                    (
+                        traced_span!(parent: None, "staging run", datasets = Empty, failed = Empty),
+                        0,
+                        0,
+                    )
+                });
+                let stage = traced_span!(
+                    parent: &*run_span,
+                    "stage",
+                    sha256 = %o.sha256,
+                    name = %o.name,
+                    size_bytes = o.size_bytes,
+                    attempt,
+                    otel.status_description = Empty,
+                );
+                let r = self.attempt(&o, done).instrument(stage.clone()).await;
+                *datasets += 1;
+                if let Err(e) = &r {
+                    *failed += 1;
+                    stage.record("otel.status_description", e.as_str());
+                }
                 self.finish(&o.sha256, r).await;
+            }
+            if let Some((span, datasets, failed)) = run {
+                span.record("datasets", datasets);
+                span.record("failed", failed);
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -222,7 +259,29 @@ impl Stager {
         sources.push(o.url.as_str());
         let mut last = String::new();
         for url in sources {
-            match fetch::fetch(url, &partial, &o.sha256, o.size_bytes, done.clone()).await {
+            // The host, not the URL: a dataset's URL may be signed.
+            let span = traced_span!(
+                "fetch",
+                source = if url == o.peer_url { "peer" } else { "origin" },
+                host = %fetch::host_of(url),
+                bytes = Empty,
+                resumed_from = Empty,
+                otel.status_description = Empty,
+            );
+            let fetched = fetch::fetch(url, &partial, &o.sha256, o.size_bytes, done.clone())
+                .instrument(span.clone())
+                .await;
+            match &fetched {
+                Ok(f) => {
+                    span.record("bytes", f.bytes);
+                    span.record("resumed_from", f.resumed_from);
+                }
+                Err(e) => {
+                    span.record("otel.status_description", e.to_string());
+                }
+            }
+            drop(span);
+            match fetched {
                 Ok(f) => {
                     let size = tokio::fs::metadata(&partial)
                         .await
