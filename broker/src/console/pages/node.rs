@@ -374,10 +374,11 @@ mod tests {
         ];
         let html = warnings_section(Lang::En, &warnings);
         assert!(html.contains("Discovery warnings (2)</h2>"), "{html}");
-        assert_eq!(html.matches("<li>").count(), 2);
+        // Marked as English: the agent's words, quoting a vendor tool.
+        assert_eq!(html.matches(r#"<li lang="en">"#).count(), 2);
         assert!(
             html.contains(
-                "<li>npu-smi info, line 9: the output is truncated: it stops on a rule between \
+                "<li lang=\"en\">npu-smi info, line 9: the output is truncated: it stops on a rule between \
                  two chips <code>+---+&lt;x&gt;&quot;q&quot;</code></li>"
             ),
             "{html}"
