@@ -152,13 +152,17 @@ async fn clients_that_know_only_a_standby_book_watch_and_run_seats_through_it() 
         "the standby leads once the dead leader's lease ran out:\n{}",
         r1.proc.log_text()
     );
-    let mut after = book(&r1.grpc_url, None, &token, "school-sf", "sf-2");
-    let t0 = std::time::Instant::now();
-    while !after.status.success() && t0.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        after = book(&r1.grpc_url, None, &token, "school-sf", "sf-2");
-    }
-    let second = lesson_id(&after);
+    // The platform's rule: the same request id until answered (the new
+    // leader's gRPC port opens a moment after its /readyz).
+    let after = std::sync::Mutex::new(None);
+    wait_for(Duration::from_secs(20), || {
+        let out = book(&r1.grpc_url, None, &token, "school-sf", "sf-2");
+        let ok = out.status.success();
+        *after.lock().unwrap() = Some(out);
+        async move { ok }
+    })
+    .await;
+    let second = lesson_id(&after.into_inner().unwrap().expect("booked at least once"));
     assert!(
         r1.wait_seats_running(&second, Duration::from_secs(60))
             .await,
