@@ -33,18 +33,7 @@ async fn site(name: &str) -> Site {
     std::fs::write(&cfg, "[vouchers]\nsettle_after_s = 5\n").unwrap();
     let broker = Broker::start(&db, &dir, &["--config", cfg.to_str().unwrap()]).await;
     broker.create_site("school-o").await;
-    VoucherServiceClient::new(broker.channel().await)
-        .issue(pb::IssueVoucherRequest {
-            request_id: "outage-test".into(),
-            school_site: "school-o".into(),
-            programme: "e2e".into(),
-            issued_by: "district".into(),
-            accelerator_hours: 10.0,
-            valid_until: Some(ts_in(86_400.0)),
-            ..Default::default()
-        })
-        .await
-        .expect("voucher issued");
+    issue_voucher(&broker, "school-o", "outage-test", 10.0).await;
     let tool = format!("nvidia-smi={}", fake_nvidia_smi(&dir).display());
     let agent = Agent::start(&broker, "school-o", "n1", &dir, &["--tool", &tool]);
     assert!(

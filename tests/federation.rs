@@ -536,6 +536,28 @@ async fn a_lesson_hosted_across_a_cut_link_runs_to_its_end_and_is_settled_once_o
     // Quarter-L40S seats: what they use is charged in accelerator-hours.
     let mut req = class_for(a.site, 2, 25);
     req.seat.as_mut().unwrap().gpu = Some(quarter_l40s());
+    // The school's vouchers at home pay for a hosted lesson: without one,
+    // b's offer is let go at once and the booking refused with the reason.
+    let broke = a
+        .broker
+        .lessons()
+        .await
+        .book(req.clone())
+        .await
+        .expect_err("no voucher at home, no borrowed GPU seats");
+    assert!(
+        broke.message().contains("region b: voucher balance"),
+        "{}",
+        broke.message()
+    );
+    let still_held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM peer_holds WHERE state IN ('holding', 'held', 'committed')",
+    )
+    .fetch_one(&pool(&b).await)
+    .await
+    .unwrap();
+    assert_eq!(still_held, 0, "b's hold is released, not left to expire");
+    issue_voucher(&a.broker, a.site, "fed-school", 10.0).await;
     let l = a
         .broker
         .lessons()
@@ -544,6 +566,37 @@ async fn a_lesson_hosted_across_a_cut_link_runs_to_its_end_and_is_settled_once_o
         .await
         .expect("hosted by b")
         .into_inner();
+    let ledger = |kind: &'static str| {
+        let id = l.id.clone();
+        let a = &a;
+        async move {
+            let (ok, out, err) = cli(
+                a,
+                &[
+                    "vouchers", "ledger", "--lesson", &id, "--kind", kind, "-o", "json",
+                ],
+            );
+            assert!(ok, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).expect("ledger json");
+            v["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["micro_hours"].as_i64().unwrap(),
+                        e["note"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let holds = ledger("hold").await;
+    let held: i64 = holds.iter().map(|h| -h.0).sum();
+    assert!(
+        held > 0 && holds.iter().all(|h| h.1.contains("hosted by region b")),
+        "the lender's worst case is held at home: {holds:?}"
+    );
     assert!(l.seats.iter().all(|s| s.region == "b"), "{l:#?}");
     // Watch follows the hosted seats as it follows local ones.
     let mut watch = a
@@ -641,6 +694,20 @@ async fn a_lesson_hosted_across_a_cut_link_runs_to_its_end_and_is_settled_once_o
     );
     assert_eq!(on_b[0].1, 2);
     assert!(on_b[0].2 > 0 && on_b[0].3 > 0.0, "the seats ran: {on_b:?}");
+    // The school's vouchers paid the same line: the hold is released and
+    // the lender's amount charged in its place, within the hold.
+    let charged: i64 = ledger("charge").await.iter().map(|c| -c.0).sum();
+    let released: i64 = ledger("release").await.iter().map(|r| r.0).sum();
+    assert_eq!(released, held, "the whole hold is released");
+    assert_eq!(
+        charged,
+        on_a[0].2.min(held),
+        "the school is charged the settlement line"
+    );
+    assert!(
+        on_a[0].2 <= held,
+        "the worst case covers the use: {on_a:?} {held}"
+    );
     let ended = a.broker.lesson(&l.id).await;
     assert_eq!(ended.state, "ended", "{ended:#?}");
     // The monthly report shows the same line on both sides.

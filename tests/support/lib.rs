@@ -790,6 +790,23 @@ pub async fn http_get_with(url: &str, headers: &str) -> anyhow::Result<(u16, Str
     Ok((code, body))
 }
 
+/// Issues `hours` accelerator-hours to `school`, valid for a day, as the
+/// district admin does.
+pub async fn issue_voucher(b: &Broker, school: &str, request_id: &str, hours: f64) {
+    pb::voucher_service_client::VoucherServiceClient::new(b.channel().await)
+        .issue(pb::IssueVoucherRequest {
+            request_id: request_id.into(),
+            school_site: school.into(),
+            programme: "e2e".into(),
+            issued_by: "district".into(),
+            accelerator_hours: hours,
+            valid_until: Some(ts_in(86_400.0)),
+            ..Default::default()
+        })
+        .await
+        .expect("voucher issued");
+}
+
 pub fn ts_in(secs: f64) -> prost_types::Timestamp {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

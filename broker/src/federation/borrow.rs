@@ -20,8 +20,13 @@ use crate::{
     api::grpc::convert,
     domain::ServiceError,
     reserve::queue::BookingInput,
+    service::vouchers::borrowed::OfferPrice,
     state::Broker,
-    store::{borrowed::BorrowedRow, lessons::LessonView, peers::PeeringRow},
+    store::{
+        borrowed::{self as borrowed_store, BorrowedRow},
+        lessons::LessonView,
+        peers::PeeringRow,
+    },
 };
 
 /// How long a peer holds what it offers before it lets it go uncommitted.
@@ -155,10 +160,30 @@ impl Broker {
             return Err(why);
         }
         let seats = (answer.seats.len() as i32).max(1);
-        let row = self
-            .write_ahead(p, input, offset_ms, seats)
-            .await
-            .map_err(|e| e.to_string())?;
+        let price = match OfferPrice::from_answer(
+            answer.worst_case_uah,
+            &answer.seat_tiers,
+            answer.seats.len(),
+        ) {
+            Ok(price) => price,
+            Err(why) => {
+                let _ = c.release(self.hosted_request(input)).await;
+                return Err(why);
+            }
+        };
+        let row = match self.write_ahead(p, input, offset_ms, seats, &price).await {
+            Ok(Ok(row)) => row,
+            // The school cannot pay for (or seat) what the peer offers: the
+            // hold goes now rather than at its expiry.
+            Ok(Err(why)) => {
+                let _ = c.release(self.hosted_request(input)).await;
+                return Err(why);
+            }
+            Err(e) => {
+                let _ = c.release(self.hosted_request(input)).await;
+                return Err(e.to_string());
+            }
+        };
         // Commit; a commit that arrives twice books once, so a lost answer
         // is simply asked again.
         let lesson_id = input.id.to_string();
@@ -181,21 +206,29 @@ impl Broker {
                 }
             }
         }
-        // Not committed: let it go now rather than at its expiry.
+        // Not committed: let it go now rather than at its expiry, and give
+        // the school's vouchers back.
         let _ = c.release(pb::HostedLessonRequest { lesson_id }).await;
-        let _ = self.store.delete_held_borrowed(input.id).await;
-        Err(format!("held but not committed: {last}"))
+        let why = format!("held but not committed: {last}");
+        if let Err(e) = self.forget_held_borrowed(input.id, &why).await {
+            // `reconcile_held` finds the row again and finishes this.
+            tracing::warn!(lesson = %input.id, error = %e, "borrowed lesson not forgotten yet");
+        }
+        Err(why)
     }
 
     /// The borrowed lesson as the school booked it, written `held` before
-    /// the commit.
+    /// the commit, with the lender's worst case held on the school's
+    /// vouchers in the same transaction (decision 105). The inner `Err` is
+    /// the school's quota or voucher refusal, and nothing is written.
     async fn write_ahead(
         &self,
         p: &PeeringRow,
         input: &BookingInput,
         offset_ms: f64,
         seats: i32,
-    ) -> Result<BorrowedRow, ServiceError> {
+        price: &OfferPrice,
+    ) -> Result<Result<BorrowedRow, String>, ServiceError> {
         let b = &input.b;
         let booked = BookedAs {
             title: b.title.clone(),
@@ -208,6 +241,7 @@ impl Broker {
             datasets: b.datasets.clone(),
             answers: Vec::new(),
             residency: b.residency.as_str().to_string(),
+            seat_tiers: price.seat_tiers.clone(),
         };
         let row = BorrowedRow {
             lesson_id: input.id,
@@ -223,8 +257,22 @@ impl Broker {
             last_seen: None,
             last_seen_at: None,
         };
-        self.store.insert_borrowed(&row).await?;
-        Ok(row)
+        let mut tx = self.store.begin().await?;
+        if let Err(why) = self
+            .hold_for_borrowed(&mut tx, &row, &p.name, price)
+            .await?
+        {
+            return Ok(Err(why));
+        }
+        borrowed_store::insert(&mut tx, &row).await?;
+        tx.commit().await?;
+        Ok(Ok(row))
+    }
+
+    fn hosted_request(&self, input: &BookingInput) -> pb::HostedLessonRequest {
+        pb::HostedLessonRequest {
+            lesson_id: input.id.to_string(),
+        }
     }
 
     /// The commit came back: the lesson is borrowed for good.

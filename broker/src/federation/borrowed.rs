@@ -36,6 +36,10 @@ pub(super) struct BookedAs {
     pub(super) answers: Vec<String>,
     #[serde(default)]
     pub(super) residency: String,
+    /// The tier of each seat's node, as the lender offered them: the
+    /// school's voucher charge is split over them (decision 105).
+    #[serde(default)]
+    pub(super) seat_tiers: Vec<String>,
 }
 
 /// The lender's last answer, kept for when it cannot be reached.
@@ -296,14 +300,24 @@ impl Broker {
             if !h.settled {
                 continue;
             }
+            // A hostile or broken lender's line is not copied: it must be
+            // what the two ledgers can agree on.
             let line = Settled {
                 seats: h.lesson.as_ref().map(|l| l.seat_count).unwrap_or(b.seats),
                 amount_uah: h.used_uah,
                 slice_seconds: h.slice_seconds,
             };
-            self.store
-                .record_settlement(p.id, "borrowed", b.lesson_id, line)
-                .await?;
+            if line.seats < 0
+                || line.amount_uah < 0
+                || !(line.slice_seconds >= 0.0 && line.slice_seconds.is_finite())
+            {
+                tracing::warn!(lesson = %b.lesson_id, region = %p.name, ?line, "lender's settlement line refused: seats, used_uah and slice_seconds must be at least 0");
+                continue;
+            }
+            let tiers = serde_json::from_value::<BookedAs>(b.booking.0.clone())
+                .map(|booked| booked.seat_tiers)
+                .unwrap_or_default();
+            self.charge_borrowed(&b, line, &tiers).await?;
             tracing::info!(lesson = %b.lesson_id, region = %p.name, amount_uah = line.amount_uah, "borrowed lesson settled");
             n += 1;
         }
@@ -435,11 +449,13 @@ impl Broker {
                 }
                 Ok(_) => {
                     if c.release(req()).await.is_ok() {
-                        self.store.delete_held_borrowed(b.lesson_id).await?;
+                        self.forget_held_borrowed(b.lesson_id, "the lender did not commit it")
+                            .await?;
                     }
                 }
                 Err(s) if s.code() == tonic::Code::NotFound => {
-                    self.store.delete_held_borrowed(b.lesson_id).await?;
+                    self.forget_held_borrowed(b.lesson_id, "the lender never held it")
+                        .await?;
                 }
                 Err(_) => {}
             }

@@ -19,6 +19,7 @@ use crate::{
         peers::{HoldRow, PeeringRow},
         settlement::Settled,
     },
+    vouchers::{MicroHours, SeatCost, worst_case_uah},
 };
 
 /// Hold bounds, seconds: long enough for a home region to commit over a
@@ -35,6 +36,14 @@ pub enum Lent {
         view: Box<LessonView>,
     },
     Refused(Box<Explanation>),
+}
+
+/// What the home region holds on the school's vouchers for an offer.
+pub struct Price {
+    /// The most the seats can cost, µAh.
+    pub worst_case_uah: MicroHours,
+    /// Each seat's node tier, in seat order.
+    pub seat_tiers: Vec<String>,
 }
 
 /// A hosted lesson as its home region reads it.
@@ -167,6 +176,37 @@ impl Broker {
                     other => Err(other),
                 }
             }
+        }
+    }
+
+    /// The most an offered lesson's seats can cost, priced by this
+    /// region's voucher weights as its settlement line will be
+    /// (`settle_lent`), from the start to the end plus this region's grace,
+    /// and the tier of each seat's node. The home region holds this much of
+    /// the school's vouchers before it commits (decision 105).
+    pub fn lent_price(&self, view: &LessonView) -> Price {
+        let mut costs = Vec::with_capacity(view.seats.len());
+        let mut seat_tiers = Vec::with_capacity(view.seats.len());
+        for s in &view.seats {
+            let Some(node_id) = s.node_id else {
+                costs.push(SeatCost::of::<&str>(&[], &self.cfg.vouchers.weights));
+                seat_tiers.push("edge".to_string());
+                continue;
+            };
+            let pct = s.gpu_compute_pct.max(0) as u32;
+            let grants: Vec<(u32, u32)> = s
+                .device_indexes
+                .iter()
+                .map(|i| ((*i).max(0) as u32, pct))
+                .collect();
+            costs.push(self.grants_cost(node_id, &grants));
+            let tier = self.fleet.node(node_id).map(|n| n.tier);
+            seat_tiers.push(tier.unwrap_or_else(|| "edge".into()));
+        }
+        let grace = self.cfg.grace.as_secs() as i64;
+        Price {
+            worst_case_uah: worst_case_uah(&costs, i64::from(view.lesson.duration_s) + grace),
+            seat_tiers,
         }
     }
 

@@ -3,6 +3,7 @@
 //! settlement hooks for the booking path live in the submodules.
 
 pub(crate) mod admission;
+pub(crate) mod borrowed;
 pub(crate) mod settlement;
 
 use chrono::{DateTime, Utc};
@@ -223,6 +224,7 @@ impl Broker {
                 kind: "issue",
                 amount_uah: amount,
                 owner: None,
+                borrowed_lesson_id: None,
                 hold_id: None,
                 node_class: None,
                 metered_slice_seconds: None,

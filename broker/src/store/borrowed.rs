@@ -2,10 +2,12 @@
 //! peer region hosts (migrations/0017_federation.sql).
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, types::Json};
+use sqlx::{FromRow, Postgres, Transaction, types::Json};
 use uuid::Uuid;
 
 use super::Store;
+
+type Tx<'a> = Transaction<'a, Postgres>;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct BorrowedRow {
@@ -43,27 +45,6 @@ pub(super) const BORROWED_COLS: &str =
     rtt_offset_ms, booking, state, last_seen, last_seen_at";
 
 impl Store {
-    pub async fn insert_borrowed(&self, b: &BorrowedRow) -> sqlx::Result<()> {
-        sqlx::query(sql!(
-            "INSERT INTO borrowed_lessons ({BORROWED_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        ))
-        .bind(b.lesson_id)
-        .bind(&b.request_id)
-        .bind(b.peering_id)
-        .bind(b.school_site_id)
-        .bind(b.seats)
-        .bind(b.start_at)
-        .bind(b.end_at)
-        .bind(b.rtt_offset_ms)
-        .bind(&b.booking)
-        .bind(&b.state)
-        .bind(&b.last_seen)
-        .bind(b.last_seen_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     pub async fn borrowed(&self, id: Uuid) -> sqlx::Result<Option<BorrowedRow>> {
         sqlx::query_as(sql!(
             "SELECT {BORROWED_COLS} FROM borrowed_lessons WHERE lesson_id = $1"
@@ -78,15 +59,6 @@ impl Store {
             .bind(rid)
             .fetch_optional(&self.pool)
             .await
-    }
-
-    /// Forgets a borrowed lesson that was held but never committed.
-    pub async fn delete_held_borrowed(&self, id: Uuid) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM borrowed_lessons WHERE lesson_id = $1 AND state = 'held'")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     /// Borrowed lessons still `held` since before `cutoff`: their booking
@@ -169,4 +141,36 @@ impl Store {
         .fetch_all(&self.pool)
         .await
     }
+}
+
+/// Writes a borrowed lesson `held`, before its lender commits.
+pub async fn insert(tx: &mut Tx<'_>, b: &BorrowedRow) -> sqlx::Result<()> {
+    sqlx::query(sql!(
+        "INSERT INTO borrowed_lessons ({BORROWED_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ))
+    .bind(b.lesson_id)
+    .bind(&b.request_id)
+    .bind(b.peering_id)
+    .bind(b.school_site_id)
+    .bind(b.seats)
+    .bind(b.start_at)
+    .bind(b.end_at)
+    .bind(b.rtt_offset_ms)
+    .bind(&b.booking)
+    .bind(&b.state)
+    .bind(&b.last_seen)
+    .bind(b.last_seen_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Forgets a borrowed lesson still `held` (no lender committed it); true
+/// when there was one. A committed one is kept.
+pub async fn delete_held(tx: &mut Tx<'_>, id: Uuid) -> sqlx::Result<bool> {
+    let r = sqlx::query("DELETE FROM borrowed_lessons WHERE lesson_id = $1 AND state = 'held'")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(r.rows_affected() > 0)
 }

@@ -45,18 +45,7 @@ impl Store {
         home_lesson: Uuid,
         s: Settled,
     ) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT INTO settlement_entries (peering_id, direction, home_lesson_id, seats, amount_uah, slice_seconds)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        )
-        .bind(peering)
-        .bind(direction)
-        .bind(home_lesson)
-        .bind(s.seats)
-        .bind(s.amount_uah)
-        .bind(s.slice_seconds)
-        .execute(&self.pool)
-        .await?;
+        record(&self.pool, peering, direction, home_lesson, s).await?;
         Ok(())
     }
 
@@ -122,4 +111,29 @@ impl Store {
         .fetch_all(&self.pool)
         .await
     }
+}
+
+/// `Store::record_settlement` on any executor (the home region writes its
+/// `borrowed` line in the transaction that charges the school's vouchers);
+/// true when this call wrote the line.
+pub async fn record<'e>(
+    ex: impl sqlx::PgExecutor<'e>,
+    peering: Uuid,
+    direction: &str,
+    home_lesson: Uuid,
+    s: Settled,
+) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO settlement_entries (peering_id, direction, home_lesson_id, seats, amount_uah, slice_seconds)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(peering)
+    .bind(direction)
+    .bind(home_lesson)
+    .bind(s.seats)
+    .bind(s.amount_uah)
+    .bind(s.slice_seconds)
+    .execute(ex)
+    .await?;
+    Ok(r.rows_affected() > 0)
 }

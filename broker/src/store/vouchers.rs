@@ -75,6 +75,9 @@ pub struct NewEntry<'a> {
     pub kind: &'static str,
     pub amount_uah: MicroHours,
     pub owner: Option<Owner>,
+    /// The lesson a peer region hosts, when the row pays for one
+    /// (`owner` is then None; decision 105).
+    pub borrowed_lesson_id: Option<Uuid>,
     pub hold_id: Option<i64>,
     pub node_class: Option<&'a str>,
     pub metered_slice_seconds: Option<f64>,
@@ -91,6 +94,7 @@ pub struct HoldRow {
     pub amount_uah: i64,
     pub lesson_id: Option<Uuid>,
     pub job_id: Option<Uuid>,
+    pub borrowed_lesson_id: Option<Uuid>,
     pub valid_until: DateTime<Utc>,
     pub at: DateTime<Utc>,
 }
@@ -147,11 +151,12 @@ const VOUCHER_SELECT: &str =
     FROM vouchers v JOIN sites s ON s.id = v.school_site_id
     LEFT JOIN voucher_ledger l ON l.voucher_id = v.id";
 
-const LEDGER_COLS: &str =
-    "l.id, l.voucher_id, s.name AS school_site, l.kind, l.amount_uah, l.lesson_id, l.job_id,
+const LEDGER_COLS: &str = "l.id, l.voucher_id, s.name AS school_site, l.kind, l.amount_uah,
+    COALESCE(l.lesson_id, l.borrowed_lesson_id) AS lesson_id, l.job_id,
     l.hold_id, l.node_class, l.metered_slice_seconds, l.at, l.note";
 
-const HOLD_COLS: &str = "l.id, l.voucher_id, l.school_site_id, l.amount_uah, l.lesson_id, l.job_id, v.valid_until, l.at";
+const HOLD_COLS: &str = "l.id, l.voucher_id, l.school_site_id, l.amount_uah, l.lesson_id, l.job_id,
+    l.borrowed_lesson_id, v.valid_until, l.at";
 
 impl Store {
     pub async fn postpone_settlement(
@@ -199,7 +204,7 @@ impl Store {
              WHERE l.id > $1
                AND ($2::uuid IS NULL OR l.school_site_id = $2)
                AND ($3::uuid IS NULL OR l.voucher_id = $3)
-               AND ($4::uuid IS NULL OR l.lesson_id = $4)
+               AND ($4::uuid IS NULL OR l.lesson_id = $4 OR l.borrowed_lesson_id = $4)
                AND ($5::uuid IS NULL OR l.job_id = $5)
                AND (cardinality($6::text[]) = 0 OR l.kind = ANY($6))
                AND ($7::timestamptz IS NULL OR l.at >= $7)
@@ -236,7 +241,7 @@ impl Store {
         let rows: Vec<(String, String, i64, f64, i64, i64)> = sqlx::query_as(sql!(
             "SELECT {key} AS key, {label} AS label, (-sum(l.amount_uah))::bigint,
                     COALESCE(sum(l.metered_slice_seconds), 0)::float8,
-                    count(DISTINCT l.lesson_id), count(DISTINCT l.job_id)
+                    count(DISTINCT COALESCE(l.lesson_id, l.borrowed_lesson_id)), count(DISTINCT l.job_id)
              FROM voucher_ledger l JOIN sites s ON s.id = l.school_site_id JOIN vouchers v ON v.id = l.voucher_id
              WHERE l.kind = 'charge'
                AND ($1::uuid IS NULL OR l.school_site_id = $1)
@@ -340,8 +345,8 @@ pub async fn append(tx: &mut Tx<'_>, e: &NewEntry<'_>) -> sqlx::Result<i64> {
     let (lesson_id, job_id) = owner_ids(e.owner);
     sqlx::query_scalar(
         "INSERT INTO voucher_ledger (voucher_id, school_site_id, kind, amount_uah, lesson_id, job_id,
-            hold_id, node_class, metered_slice_seconds, note)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            hold_id, node_class, metered_slice_seconds, note, borrowed_lesson_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
     )
     .bind(e.voucher_id)
     .bind(e.school_site_id)
@@ -353,6 +358,7 @@ pub async fn append(tx: &mut Tx<'_>, e: &NewEntry<'_>) -> sqlx::Result<i64> {
     .bind(e.node_class)
     .bind(e.metered_slice_seconds)
     .bind(e.note)
+    .bind(e.borrowed_lesson_id)
     .fetch_one(&mut **tx)
     .await
 }
@@ -366,9 +372,9 @@ pub async fn append_many(tx: &mut Tx<'_>, es: &[NewEntry<'_>]) -> sqlx::Result<(
     let owners: Vec<_> = es.iter().map(|e| owner_ids(e.owner)).collect();
     sqlx::query(
         "INSERT INTO voucher_ledger (voucher_id, school_site_id, kind, amount_uah, lesson_id, job_id,
-            hold_id, node_class, metered_slice_seconds, note)
+            hold_id, node_class, metered_slice_seconds, note, borrowed_lesson_id)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::uuid[], $6::uuid[],
-            $7::int8[], $8::text[], $9::float8[], $10::text[])",
+            $7::int8[], $8::text[], $9::float8[], $10::text[], $11::uuid[])",
     )
     .bind(es.iter().map(|e| e.voucher_id).collect::<Vec<_>>())
     .bind(es.iter().map(|e| e.school_site_id).collect::<Vec<_>>())
@@ -380,6 +386,7 @@ pub async fn append_many(tx: &mut Tx<'_>, es: &[NewEntry<'_>]) -> sqlx::Result<(
     .bind(es.iter().map(|e| e.node_class).collect::<Vec<_>>())
     .bind(es.iter().map(|e| e.metered_slice_seconds).collect::<Vec<_>>())
     .bind(es.iter().map(|e| e.note).collect::<Vec<_>>())
+    .bind(es.iter().map(|e| e.borrowed_lesson_id).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -398,8 +405,9 @@ pub async fn lock_quotas(tx: &mut Tx<'_>, schools: &[Uuid]) -> sqlx::Result<Hash
     Ok(rows.into_iter().collect())
 }
 
-/// Seats of the school busy within `[start, end)`: its lessons' live seats
-/// and its running jobs, except the booking being checked.
+/// Seats of the school busy within `[start, end)`: its lessons' live seats,
+/// its lessons hosted by peer regions and its running jobs, except the
+/// booking being checked.
 pub async fn busy_seats(
     tx: &mut Tx<'_>,
     school_site_id: Uuid,
@@ -421,7 +429,14 @@ pub async fn busy_seats(
            FROM jobs j
           WHERE j.school_site_id = $1 AND j.state = 'running' AND j.started_at IS NOT NULL
             AND j.id IS DISTINCT FROM $5
-            AND j.started_at < $3 AND j.started_at + make_interval(secs => j.max_runtime_s) > $2",
+            AND j.started_at < $3 AND j.started_at + make_interval(secs => j.max_runtime_s) > $2
+         UNION ALL
+         SELECT b.start_at, b.end_at, b.seats
+           FROM borrowed_lessons b
+          WHERE b.school_site_id = $1 AND b.state IN ('held', 'committed')
+            AND COALESCE(b.last_seen->>'state', '') NOT IN ('ended', 'cancelled')
+            AND b.lesson_id IS DISTINCT FROM $4
+            AND b.start_at < $3 AND b.end_at > $2",
     )
     .bind(school_site_id)
     .bind(start)
@@ -529,6 +544,23 @@ pub async fn unsettled_holds(tx: &mut Tx<'_>, owner: Owner) -> sqlx::Result<Vec<
     ))
     .bind(lesson)
     .bind(job)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// Holds of a borrowed lesson without a release row, soonest-expiring
+/// voucher first.
+pub async fn borrowed_open_holds(
+    tx: &mut Tx<'_>,
+    borrowed_lesson_id: Uuid,
+) -> sqlx::Result<Vec<HoldRow>> {
+    sqlx::query_as(sql!(
+        "SELECT {HOLD_COLS} FROM voucher_ledger l JOIN vouchers v ON v.id = l.voucher_id
+          WHERE l.kind = 'hold' AND l.borrowed_lesson_id = $1
+            AND NOT EXISTS (SELECT 1 FROM voucher_ledger r WHERE r.hold_id = l.id AND r.kind = 'release')
+          ORDER BY v.valid_until, v.id, l.id"
+    ))
+    .bind(borrowed_lesson_id)
     .fetch_all(&mut **tx)
     .await
 }

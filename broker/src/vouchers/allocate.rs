@@ -157,6 +157,42 @@ pub fn split_charge(holds: &[OpenHold], by_class: &[(String, MicroHours)]) -> Ve
     parts
 }
 
+/// A charge of `amount` split over node classes by the seats on each
+/// (`seat_tiers`, one per seat), exactly: the shares add up to `amount`, and
+/// the µAh left by rounding down go to the classes with the largest
+/// remainders, then by name. A lender reports one total for a borrowed
+/// lesson, not one per tier.
+pub fn by_seat_tiers(amount: MicroHours, seat_tiers: &[String]) -> Vec<(String, MicroHours)> {
+    let mut seats: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for t in seat_tiers {
+        *seats.entry(t.as_str()).or_default() += 1;
+    }
+    let total: i64 = seats.values().sum();
+    let amount = amount.max(0);
+    if total == 0 {
+        return Vec::new();
+    }
+    let mut shares: Vec<(String, MicroHours, i128)> = seats
+        .iter()
+        .map(|(tier, n)| {
+            let exact = i128::from(amount) * i128::from(*n);
+            let share = (exact / i128::from(total)) as MicroHours;
+            (tier.to_string(), share, exact % i128::from(total))
+        })
+        .collect();
+    let mut left = amount - shares.iter().map(|s| s.1).sum::<MicroHours>();
+    let mut order: Vec<usize> = (0..shares.len()).collect();
+    order.sort_by(|a, b| shares[*b].2.cmp(&shares[*a].2).then(a.cmp(b)));
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        shares[i].1 += 1;
+        left -= 1;
+    }
+    shares.into_iter().map(|(t, a, _)| (t, a)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Duration;
@@ -183,6 +219,28 @@ mod tests {
             end: now + Duration::hours(1),
             nodes: vec![(tier.to_string(), Uuid::from_u128(99))],
         }
+    }
+
+    #[test]
+    fn a_borrowed_charge_splits_over_tiers_by_seats_exactly() {
+        let tiers = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            by_seat_tiers(1_000, &tiers(&["edge", "cloud", "edge"])),
+            vec![("cloud".to_string(), 333), ("edge".to_string(), 667)]
+        );
+        assert_eq!(
+            by_seat_tiers(10, &tiers(&["edge", "edge"])),
+            vec![("edge".to_string(), 10)]
+        );
+        // Three equal remainders: the first by name takes the odd µAh.
+        let split = by_seat_tiers(2, &tiers(&["edge", "cloud", "x"]));
+        assert_eq!(split.iter().map(|s| s.1).sum::<MicroHours>(), 2);
+        assert_eq!(split[0], ("cloud".to_string(), 1));
+        assert_eq!(
+            by_seat_tiers(-5, &tiers(&["edge"])),
+            vec![("edge".to_string(), 0)]
+        );
+        assert!(by_seat_tiers(7, &[]).is_empty());
     }
 
     #[test]

@@ -283,6 +283,7 @@ impl FederationService for Federation {
         let region = p.local_name.clone();
         Ok(Response::new(match answer {
             Lent::Held { hold, view } => {
+                let price = self.0.lent_price(&view);
                 let l = convert::lesson(&view);
                 pb::OfferResponse {
                     admitted: true,
@@ -305,9 +306,13 @@ impl FederationService for Federation {
                         summary: format!("{} seats held in region {}", l.seat_count, p.local_name),
                         ..Default::default()
                     }),
+                    worst_case_uah: price.worst_case_uah,
+                    seat_tiers: price.seat_tiers,
                 }
             }
             Lent::Refused(e) => pb::OfferResponse {
+                worst_case_uah: 0,
+                seat_tiers: Vec::new(),
                 admitted: false,
                 region,
                 expires: None,

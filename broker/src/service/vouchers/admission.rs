@@ -78,6 +78,7 @@ impl HoldPlan {
             kind: "hold",
             amount_uah: -take,
             owner: Some(self.owner),
+            borrowed_lesson_id: None,
             hold_id: None,
             node_class: None,
             metered_slice_seconds: None,
@@ -113,6 +114,32 @@ impl SchoolLock {
     fn take(&mut self, plan: &HoldPlan, busy: quota::Busy) {
         crate::vouchers::allocate::spend(&mut self.vouchers, &plan.takes);
         self.decided.push(busy);
+    }
+
+    /// The school's live vouchers with their balances, as locked.
+    pub(crate) fn vouchers(&self) -> &[EligibleVoucher] {
+        &self.vouchers
+    }
+
+    /// Why `requested` more seats of `owner` in `[start, end)` would exceed
+    /// the school's seat quota, if they would; None when there is no quota
+    /// or they fit.
+    pub(crate) async fn quota_refusal(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        owner: Owner,
+        school_site_id: Uuid,
+        (start, end): (DateTime<Utc>, DateTime<Utc>),
+        requested: i64,
+        school: &str,
+    ) -> sqlx::Result<Option<String>> {
+        let Some(max) = self.quota else {
+            return Ok(None);
+        };
+        let mut busy = store::busy_seats(tx, school_site_id, start, end, owner).await?;
+        busy.extend(self.decided.iter().cloned());
+        let peak = quota::peak(&busy, start, end);
+        Ok(quota::check(i64::from(max), peak, requested, school))
     }
 }
 
@@ -239,13 +266,12 @@ impl Broker {
             .site_by_id(school_site_id)
             .map(|s| s.name)
             .unwrap_or_else(|| school_site_id.to_string());
-        if let Some(max) = lock.quota {
-            let mut busy = store::busy_seats(tx, school_site_id, start, end, owner).await?;
-            busy.extend(lock.decided.iter().cloned());
-            let peak = quota::peak(&busy, start, end);
-            if let Some(s) = quota::check(i64::from(max), peak, seats.len() as i64, &school) {
-                return Ok(Err(("quota", s)));
-            }
+        let requested = seats.len() as i64;
+        if let Some(s) = lock
+            .quota_refusal(tx, owner, school_site_id, (start, end), requested, &school)
+            .await?
+        {
+            return Ok(Err(("quota", s)));
         }
 
         let costs: Vec<(SeatCost, &SeatPlacement)> =
@@ -255,7 +281,7 @@ impl Broker {
         let busy = quota::Busy {
             start,
             end,
-            seats: seats.len() as i64,
+            seats: requested,
         };
         if amount == 0 {
             lock.take(&nothing, busy);
@@ -295,19 +321,29 @@ impl Broker {
 
     /// A seat's fraction and model weight, from the live view of its node.
     fn seat_cost(&self, p: &SeatPlacement) -> SeatCost {
-        let node = self.fleet.node(p.node_id);
-        let grants: Vec<(u32, String)> = p
+        let grants: Vec<(u32, u32)> = p
             .devices
             .iter()
-            .map(|g| {
+            .map(|g| (g.index, g.compute_percent))
+            .collect();
+        self.grants_cost(p.node_id, &grants)
+    }
+
+    /// What (device index, compute percent) grants on a node cost, by the
+    /// models the live view of the node has at those indexes.
+    pub(crate) fn grants_cost(&self, node_id: Uuid, grants: &[(u32, u32)]) -> SeatCost {
+        let node = self.fleet.node(node_id);
+        let priced: Vec<(u32, String)> = grants
+            .iter()
+            .map(|&(index, pct)| {
                 let model = node
                     .as_ref()
-                    .and_then(|n| n.devices.iter().find(|d| d.idx as u32 == g.index))
+                    .and_then(|n| n.devices.iter().find(|d| d.idx as u32 == index))
                     .map(|d| d.model.clone())
                     .unwrap_or_default();
-                (g.compute_percent, model)
+                (pct, model)
             })
             .collect();
-        SeatCost::of(&grants, &self.cfg.vouchers.weights)
+        SeatCost::of(&priced, &self.cfg.vouchers.weights)
     }
 }

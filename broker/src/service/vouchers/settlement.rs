@@ -39,10 +39,9 @@ fn groups(holds: Vec<HoldRow>) -> Vec<(Owner, Vec<HoldRow>)> {
     out.into_iter().map(|(o, _, g)| (o, g)).collect()
 }
 
-/// A ledger row that settles hold `h`.
+/// A ledger row that settles hold `h`, for what the hold paid for.
 fn settling<'a>(
     h: &HoldRow,
-    owner: Owner,
     kind: &'static str,
     amount_uah: MicroHours,
     note: &'a str,
@@ -52,12 +51,85 @@ fn settling<'a>(
         school_site_id: h.school_site_id,
         kind,
         amount_uah,
-        owner: Some(owner),
+        owner: h.owner(),
+        borrowed_lesson_id: h.borrowed_lesson_id,
         hold_id: Some(h.id),
         node_class: None,
         metered_slice_seconds: None,
         note,
     }
+}
+
+/// Releases each open hold and charges `by_class` (node class → µAh,
+/// slice-seconds) in its place, split over the holds in order and never
+/// beyond them; what a hold on an expired voucher leaves unused expires at
+/// once. The one settlement writer for lessons, jobs and lessons hosted by
+/// a peer region; `why` replaces the release rows' note.
+pub(crate) async fn write_settlement(
+    tx: &mut Transaction<'_, Postgres>,
+    holds: &[&HoldRow],
+    by_class: &BTreeMap<String, (MicroHours, f64)>,
+    why: Option<&str>,
+) -> anyhow::Result<()> {
+    let classes: Vec<(String, MicroHours)> =
+        by_class.iter().map(|(k, v)| (k.clone(), v.0)).collect();
+    let open_holds: Vec<OpenHold> = holds
+        .iter()
+        .map(|h| OpenHold {
+            hold_id: h.id,
+            amount: -h.amount_uah,
+        })
+        .collect();
+    let parts = split_charge(&open_holds, &classes);
+    let held: MicroHours = open_holds.iter().map(|h| h.amount).sum();
+    let metered: MicroHours = classes.iter().map(|c| c.1).sum();
+    let release_note = if let Some(why) = why {
+        why.to_string()
+    } else if metered > held {
+        format!(
+            "settled: metered {} accelerator-hours exceeds the hold; charged the hold",
+            hours(metered)
+        )
+    } else {
+        format!("settled: metered {} accelerator-hours", hours(metered))
+    };
+    for h in holds {
+        store::append(tx, &settling(h, "release", -h.amount_uah, &release_note)).await?;
+        let mut charged = 0;
+        for p in parts.iter().filter(|p| p.hold_id == h.id) {
+            let (class_uah, class_secs) = by_class[&p.node_class];
+            let secs = if class_uah > 0 {
+                class_secs * p.amount as f64 / class_uah as f64
+            } else {
+                0.0
+            };
+            let note = format!("metered use on {} nodes", p.node_class);
+            store::append(
+                tx,
+                &NewEntry {
+                    node_class: Some(&p.node_class),
+                    metered_slice_seconds: Some(secs),
+                    ..settling(h, "charge", -p.amount, &note)
+                },
+            )
+            .await?;
+            charged += p.amount;
+        }
+        let unused = -h.amount_uah - charged;
+        if unused > 0 && store::has_expired(tx, h.voucher_id).await? {
+            store::append(
+                tx,
+                &settling(
+                    h,
+                    "expiry",
+                    -unused,
+                    "released after the voucher's date; expired at once",
+                ),
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 impl Broker {
@@ -104,6 +176,7 @@ impl Broker {
                     kind: "expiry",
                     amount_uah: -balance.max(0),
                     owner: None,
+                    borrowed_lesson_id: None,
                     hold_id: None,
                     node_class: None,
                     metered_slice_seconds: None,
@@ -193,67 +266,6 @@ impl Broker {
             e.0 += metered_uah(m.slice_seconds, weight);
             e.1 += m.slice_seconds.max(0.0);
         }
-        let classes: Vec<(String, MicroHours)> =
-            by_class.iter().map(|(k, v)| (k.clone(), v.0)).collect();
-        let open_holds: Vec<OpenHold> = holds
-            .iter()
-            .map(|h| OpenHold {
-                hold_id: h.id,
-                amount: -h.amount_uah,
-            })
-            .collect();
-        let parts = split_charge(&open_holds, &classes);
-        let held: MicroHours = open_holds.iter().map(|h| h.amount).sum();
-        let metered: MicroHours = classes.iter().map(|c| c.1).sum();
-        let release_note = if metered > held {
-            format!(
-                "settled: metered {} accelerator-hours exceeds the hold; charged the hold",
-                hours(metered)
-            )
-        } else {
-            format!("settled: metered {} accelerator-hours", hours(metered))
-        };
-        for h in holds {
-            store::append(
-                tx,
-                &settling(h, owner, "release", -h.amount_uah, &release_note),
-            )
-            .await?;
-            let mut charged = 0;
-            for p in parts.iter().filter(|p| p.hold_id == h.id) {
-                let (class_uah, class_secs) = by_class[&p.node_class];
-                let secs = if class_uah > 0 {
-                    class_secs * p.amount as f64 / class_uah as f64
-                } else {
-                    0.0
-                };
-                let note = format!("metered use on {} nodes", p.node_class);
-                store::append(
-                    tx,
-                    &NewEntry {
-                        node_class: Some(&p.node_class),
-                        metered_slice_seconds: Some(secs),
-                        ..settling(h, owner, "charge", -p.amount, &note)
-                    },
-                )
-                .await?;
-                charged += p.amount;
-            }
-            let unused = -h.amount_uah - charged;
-            if unused > 0 && store::has_expired(tx, h.voucher_id).await? {
-                store::append(
-                    tx,
-                    &settling(
-                        h,
-                        owner,
-                        "expiry",
-                        -unused,
-                        "released after the voucher's date; expired at once",
-                    ),
-                )
-                .await?;
-            }
-        }
-        Ok(())
+        write_settlement(tx, &holds, &by_class, None).await
     }
 }
