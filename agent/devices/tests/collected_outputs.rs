@@ -444,6 +444,12 @@ const COLLECTED: &[(&str, Parser)] = &[
         mthreads::parse_mthreads_gmi,
     ),
     ("rocm-smi.hygon-dcu-x8.dtk-23.04.txt", hygon::parse_rocm_smi),
+    // The fourth batch (tests in fourth_batch.rs).
+    (
+        "npu-smi-info.910a-x1.npu-smi-22.0.3.txt",
+        ascend::parse_info,
+    ),
+    ("ixsmi.bi-v150-x2.ixml-4.3.0.txt", iluvatar::parse_ixsmi),
 ];
 
 #[test]

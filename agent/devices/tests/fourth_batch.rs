@@ -1,0 +1,87 @@
+//! The fourth batch of real outputs collected for issue 24 (sources in
+//! fixtures/SOURCES.md, section "Fourth batch"). Each test writes down what
+//! the output itself says: device count, index, model, memory, health and
+//! bus, and that nothing was skipped or partly read (no warning). Both
+//! outputs are also in `collected_outputs.rs`'s list, which cuts and damages
+//! every collected output.
+
+mod common;
+use common::{fixture, rows};
+
+use classgrid_devices::{ParseError, Parsed, ascend, iluvatar};
+
+/// The fixture, parsed, with nothing skipped or partly read.
+fn clean(name: &str, parse: fn(&str) -> Result<Parsed, ParseError>) -> Parsed {
+    let p = parse(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(p.warnings.is_empty(), "{name}: {:?}", p.warnings);
+    p
+}
+
+#[test]
+fn npu_smi_22_0_3_single_910a_memory_pair_without_hbm_column() {
+    // npu-smi 22.0.3 on one 910A (NPU 4, chip 0, device 0): the header has
+    // `Memory-Usage(MB)` and no `HBM-Usage(MB)` column, so the one pair
+    // printed, `861  / 21534`, is the chip's memory as the tool reports it.
+    // The name cell (`910A     |`) is one column short, as printed. The
+    // output ends with the device table's border (no process table before
+    // npu-smi 23), which is whole for this version.
+    let p = clean(
+        "npu-smi-info.910a-x1.npu-smi-22.0.3.txt",
+        ascend::parse_info,
+    );
+    // The device ID (0), not the NPU ID (4), is the index that
+    // ASCEND_VISIBLE_DEVICES takes.
+    assert_eq!(
+        rows(&p),
+        vec![(0, "Ascend 910A", 861, 21534, true, Some("0000:81:00.0"))]
+    );
+    assert_eq!(p.devices[0].utilization_percent, Some(0));
+}
+
+#[test]
+fn npu_smi_22_0_3_cut_before_the_closing_border_is_truncated() {
+    // Not an output of its own: the same capture without its last line.
+    let text = fixture("npu-smi-info.910a-x1.npu-smi-22.0.3.txt");
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = lines[..lines.len() - 1].join("\n");
+    let p = ascend::parse_info(&cut).unwrap();
+    let truncated = p
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("truncated"));
+    assert_eq!(
+        (p.devices.len(), truncated.count()),
+        (1, 1),
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn ixsmi_4_3_0_two_bi_v150_one_without_power_reading() {
+    // IX-ML 4.3.0, no `Timestamp` line, two BI-V150 dies (64 MiB used of
+    // 32768 MiB each); GPU 0 prints `N/A / N/A` power, GPU 1 `104W / 350W`.
+    let p = clean("ixsmi.bi-v150-x2.ixml-4.3.0.txt", iluvatar::parse_ixsmi);
+    assert_eq!(
+        rows(&p),
+        vec![
+            (
+                0,
+                "Iluvatar BI-V150",
+                64,
+                32768,
+                true,
+                Some("00000000:10:00.0")
+            ),
+            (
+                1,
+                "Iluvatar BI-V150",
+                64,
+                32768,
+                true,
+                Some("00000000:13:00.0")
+            ),
+        ]
+    );
+    assert!(p.iter().all(|d| d.utilization_percent == Some(0)));
+}
