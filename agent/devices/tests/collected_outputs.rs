@@ -450,6 +450,10 @@ const COLLECTED: &[(&str, Parser)] = &[
         ascend::parse_info,
     ),
     ("ixsmi.bi-v150-x2.ixml-4.3.0.txt", iluvatar::parse_ixsmi),
+    (
+        "npu-smi-info.910b3-x8.npu-smi-24.1.rc1.partial.txt",
+        ascend::parse_info,
+    ),
 ];
 
 #[test]

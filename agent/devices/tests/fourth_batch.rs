@@ -85,3 +85,40 @@ fn ixsmi_4_3_0_two_bi_v150_one_without_power_reading() {
     );
     assert!(p.iter().all(|d| d.utilization_percent == Some(0)));
 }
+
+#[test]
+fn npu_smi_24_1_rc1_910b3_x8_device_table_only_is_read_and_reported_partial() {
+    // npu-smi 24.1.rc1.b030 on eight 910B3 (64 GB HBM, about 3.3 GB in use
+    // each). The source pasted the device table without the process table
+    // that npu-smi 23 and later print after it: all eight chips are read
+    // from the HBM pair (not the `0    / 0` DDR pair), and the missing
+    // process table is reported as a truncation at the last line.
+    let name = "npu-smi-info.910b3-x8.npu-smi-24.1.rc1.partial.txt";
+    let p = ascend::parse_info(&fixture(name)).unwrap();
+    let buses = ["C1", "C2", "81", "82", "01", "02", "41", "42"];
+    let used = [3318, 3314, 3314, 3314, 3314, 3314, 3314, 3315];
+    let expected: Vec<_> = (0..8)
+        .map(|i| {
+            let bus = format!("0000:{}:00.0", buses[i]);
+            (i as u32, used[i], 65536, true, bus)
+        })
+        .collect();
+    let got: Vec<_> = p
+        .iter()
+        .map(|d| {
+            assert_eq!(d.model, "Ascend 910B3");
+            let bus = d.bus_id.clone().unwrap_or_default();
+            (
+                d.index,
+                d.memory_used_mib,
+                d.memory_total_mib,
+                d.healthy,
+                bus,
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(p.warnings[0].message.contains("truncated"));
+    assert_eq!(p.warnings[0].line, Some(30));
+}
