@@ -454,6 +454,10 @@ const COLLECTED: &[(&str, Parser)] = &[
         "npu-smi-info.910b3-x8.npu-smi-24.1.rc1.partial.txt",
         ascend::parse_info,
     ),
+    (
+        "nvidia-smi-q-x.rtx3080-windows-536.xml",
+        nvidia::parse_query_xml,
+    ),
 ];
 
 #[test]

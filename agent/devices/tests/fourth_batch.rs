@@ -8,7 +8,7 @@
 mod common;
 use common::{fixture, rows};
 
-use classgrid_devices::{ParseError, Parsed, ascend, iluvatar};
+use classgrid_devices::{ParseError, Parsed, ascend, iluvatar, nvidia};
 
 /// The fixture, parsed, with nothing skipped or partly read.
 fn clean(name: &str, parse: fn(&str) -> Result<Parsed, ParseError>) -> Parsed {
@@ -121,4 +121,31 @@ fn npu_smi_24_1_rc1_910b3_x8_device_table_only_is_read_and_reported_partial() {
     assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
     assert!(p.warnings[0].message.contains("truncated"));
     assert_eq!(p.warnings[0].line, Some(30));
+}
+
+#[test]
+fn nvidia_xml_rtx_3080_windows_driver_536_dtd_v12() {
+    // Driver 536.40 on Windows (`<current_dm>WDDM</current_dm>`, minor
+    // number and serial `N/A`), DTD v12, one RTX 3080 with 1128 of 10240 MiB
+    // in use (the 16384 MiB BAR1 block below it is not the memory).
+    let p = clean(
+        "nvidia-smi-q-x.rtx3080-windows-536.xml",
+        nvidia::parse_query_xml,
+    );
+    assert_eq!(
+        rows(&p),
+        vec![(
+            0,
+            "NVIDIA GeForce RTX 3080",
+            1128,
+            10240,
+            true,
+            Some("00000000:04:00.0")
+        )]
+    );
+    assert_eq!(
+        p.devices[0].uuid.as_deref(),
+        Some("GPU-19d6d965-2acc-f646-00f8-4c76979aabb4")
+    );
+    assert_eq!(p.devices[0].utilization_percent, Some(0));
 }
