@@ -458,6 +458,14 @@ const COLLECTED: &[(&str, Parser)] = &[
         "nvidia-smi-q-x.rtx3080-windows-536.xml",
         nvidia::parse_query_xml,
     ),
+    (
+        "npu-smi-info.310p3-x2.npu-smi-25.5.1.partial.txt",
+        ascend::parse_info,
+    ),
+    (
+        "npu-smi-info.310p3-hami-vnpu-8g.npu-smi-25.5.1.partial.txt",
+        ascend::parse_info,
+    ),
 ];
 
 #[test]

@@ -149,3 +149,53 @@ fn nvidia_xml_rtx_3080_windows_driver_536_dtd_v12() {
     );
     assert_eq!(p.devices[0].utilization_percent, Some(0));
 }
+
+/// A device table published without the process table that npu-smi 23 and
+/// later print after it: every device shown is read, and the cut is
+/// reported once, at the table's last border.
+fn read_as_partial(name: &str, last_line: usize) -> Parsed {
+    let p = ascend::parse_info(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let cut: Vec<_> = p
+        .warnings
+        .iter()
+        .map(|w| (w.line, w.message.contains("truncated")))
+        .collect();
+    assert_eq!(
+        cut,
+        vec![(Some(last_line), true)],
+        "{name}: {:?}",
+        p.warnings
+    );
+    p
+}
+
+#[test]
+fn npu_smi_25_5_1_two_310p3_host_view() {
+    // npu-smi 25.5.1 on a host with two Atlas 310P3 cards (NPU IDs 4 and 5,
+    // device IDs 0 and 1), `Chip  Device` header and a `Memory-Usage(MB)`
+    // pair only (the 310P has no HBM): 1848 and 1849 of 21525 MB.
+    let p = read_as_partial("npu-smi-info.310p3-x2.npu-smi-25.5.1.partial.txt", 12);
+    assert_eq!(
+        rows(&p),
+        vec![
+            (0, "Ascend 310P3", 1848, 21525, true, Some("0000:81:00.0")),
+            (1, "Ascend 310P3", 1849, 21525, true, Some("0000:85:00.0")),
+        ]
+    );
+}
+
+#[test]
+fn npu_smi_25_5_1_inside_a_hami_vnpu_slice_shows_the_slice() {
+    // The same host's first card as seen from a Pod with an 8192 MB HAMi
+    // soft-sliced vNPU: `libvnpu.so` rewrites the query, so npu-smi prints
+    // NPU ID 32768 and `0    / 8192`. The slice (not the card) is what the
+    // agent must offer from inside such a container.
+    let p = read_as_partial(
+        "npu-smi-info.310p3-hami-vnpu-8g.npu-smi-25.5.1.partial.txt",
+        9,
+    );
+    assert_eq!(
+        rows(&p),
+        vec![(0, "Ascend 310P3", 0, 8192, true, Some("0000:81:00.0"))]
+    );
+}
