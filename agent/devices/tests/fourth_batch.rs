@@ -1,9 +1,11 @@
 //! The fourth batch of real outputs collected for issue 24 (sources in
 //! fixtures/SOURCES.md, section "Fourth batch"). Each test writes down what
 //! the output itself says: device count, index, model, memory, health and
-//! bus, and that nothing was skipped or partly read (no warning). Both
-//! outputs are also in `collected_outputs.rs`'s list, which cuts and damages
-//! every collected output.
+//! bus, and that nothing was skipped or partly read (no warning), or, for
+//! an output its source published only in part (`.partial`), the one
+//! truncation warning at the line where it stops. All of them are also in
+//! `collected_outputs.rs`'s list, which cuts and damages every collected
+//! output.
 
 mod common;
 use common::{fixture, rows};
