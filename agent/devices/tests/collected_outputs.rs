@@ -466,6 +466,14 @@ const COLLECTED: &[(&str, Parser)] = &[
         "npu-smi-info.310p3-hami-vnpu-8g.npu-smi-25.5.1.partial.txt",
         ascend::parse_info,
     ),
+    (
+        "npu-smi-info-t-board.910b.npu-smi-25.5.1.txt",
+        ascend::parse_board,
+    ),
+    (
+        "npu-smi-info-t-usages.910b-64g.npu-smi-25.5.1.txt",
+        ascend::parse_usages,
+    ),
 ];
 
 #[test]

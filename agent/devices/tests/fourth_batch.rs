@@ -201,3 +201,31 @@ fn npu_smi_25_5_1_inside_a_hami_vnpu_slice_shows_the_slice() {
         vec![(0, "Ascend 310P3", 0, 8192, true, Some("0000:81:00.0"))]
     );
 }
+
+#[test]
+fn npu_smi_board_and_usages_25_5_1_on_a_910b() {
+    // `npu-smi info -t board -i 0` (no `-c`) of npu-smi 25.5.1 on an A2
+    // 910B card (PCI device 0xD802): this version adds `Product Name`,
+    // `Model`, `Manufacturer` and `Serial Number` before the fields that
+    // 23.0.5 printed. No `Chip Name` without `-c`, so the model stays the
+    // generic one; board info carries no memory.
+    let board = clean(
+        "npu-smi-info-t-board.910b.npu-smi-25.5.1.txt",
+        ascend::parse_board,
+    );
+    // `npu-smi info -t usages -i 0` on the same kind of card: DDR 0 MB, HBM
+    // 65536 MB at 5 %, so 3276 MiB used (5 % of 65536, rounded down), and
+    // NPU utilisation 0 %.
+    let usages = clean(
+        "npu-smi-info-t-usages.910b-64g.npu-smi-25.5.1.txt",
+        ascend::parse_usages,
+    );
+    assert_eq!(
+        (rows(&board), rows(&usages)),
+        (
+            vec![(0, "Ascend NPU", 0, 0, true, Some("0000:C1:00.0"))],
+            vec![(0, "Ascend NPU", 3276, 65536, true, None)]
+        )
+    );
+    assert_eq!(usages.devices[0].utilization_percent, Some(0));
+}
