@@ -444,6 +444,36 @@ const COLLECTED: &[(&str, Parser)] = &[
         mthreads::parse_mthreads_gmi,
     ),
     ("rocm-smi.hygon-dcu-x8.dtk-23.04.txt", hygon::parse_rocm_smi),
+    // The fourth batch (tests in fourth_batch.rs).
+    (
+        "npu-smi-info.910a-x1.npu-smi-22.0.3.txt",
+        ascend::parse_info,
+    ),
+    ("ixsmi.bi-v150-x2.ixml-4.3.0.txt", iluvatar::parse_ixsmi),
+    (
+        "npu-smi-info.910b3-x8.npu-smi-24.1.rc1.partial.txt",
+        ascend::parse_info,
+    ),
+    (
+        "nvidia-smi-q-x.rtx3080-windows-536.xml",
+        nvidia::parse_query_xml,
+    ),
+    (
+        "npu-smi-info.310p3-x2.npu-smi-25.5.1.partial.txt",
+        ascend::parse_info,
+    ),
+    (
+        "npu-smi-info.310p3-hami-vnpu-8g.npu-smi-25.5.1.partial.txt",
+        ascend::parse_info,
+    ),
+    (
+        "npu-smi-info-t-board.910b.npu-smi-25.5.1.txt",
+        ascend::parse_board,
+    ),
+    (
+        "npu-smi-info-t-usages.910b-64g.npu-smi-25.5.1.txt",
+        ascend::parse_usages,
+    ),
 ];
 
 #[test]
