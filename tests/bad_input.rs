@@ -158,9 +158,35 @@ async fn agent_with_garbage_or_impossible_capacity_is_refused_and_broker_keeps_r
             },
         ),
     ];
-    for (field, cap) in bad_caps {
+    let mut bad: Vec<(&str, pb::AgentMessage)> = bad_caps
+        .into_iter()
+        .map(|(field, cap)| (field, register(cap, "evil")))
+        .collect();
+    // Commands a PATH cannot hold: a name with a '/', and too many names.
+    let commands = |names: Vec<String>| pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Register(pb::Register {
+            site: "school-g".into(),
+            name: "evil".into(),
+            capacity: Some(pb::NodeCapacity {
+                cpu_millis: 1000,
+                memory_mib: 1024,
+                devices: vec![],
+            }),
+            commands: Some(pb::InstalledCommands { names }),
+            ..Default::default()
+        })),
+    };
+    bad.push((
+        "register.commands.names[1]",
+        commands(vec!["python3".into(), "../../bin/sh".into()]),
+    ));
+    bad.push((
+        "register.commands.names",
+        commands((0..20_001).map(|i| format!("c{i}")).collect()),
+    ));
+    for (field, msg) in bad {
         let mut client = AgentServiceClient::new(broker.channel().await);
-        let stream = tokio_stream::iter(vec![register(cap, "evil")]);
+        let stream = tokio_stream::iter(vec![msg]);
         let err = client.connect(stream).await.expect_err(field);
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{field}: {err:?}");
         assert!(

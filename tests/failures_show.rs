@@ -56,11 +56,58 @@ async fn a_failed_lesson_shows_as_failed_with_its_output_counted_in_metrics() {
             .await
     );
 
-    // The case: the command does not exist on the node.
-    let missing = broker
+    // A command the node's agent reports is not on its PATH is refused at
+    // booking, with its name and the count of nodes that lack it.
+    let refused = broker
         .lessons()
         .await
         .book(lesson_running("school-f", "classgrid-no-such-command", &[]))
+        .await
+        .expect_err("no node has the command");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .message()
+            .contains("1 node(s) lack the command `classgrid-no-such-command`"),
+        "{}",
+        refused.message()
+    );
+    let (ok, out) = cli(
+        &broker,
+        &[
+            "lessons",
+            "book",
+            "--school",
+            "school-f",
+            "--start",
+            "+60s",
+            "--duration",
+            "10m",
+            "--seats",
+            "1",
+            "--",
+            "classgrid-no-such-command",
+        ],
+    );
+    assert!(
+        !ok && out.contains("`classgrid-no-such-command`"),
+        "the CLI names the command: {out}"
+    );
+
+    // The case at the bell: a command given by a path the node
+    // does not have (nothing the agent reports can say so in advance).
+    let missing = broker
+        .lessons()
+        .await
+        .book(lesson_running(
+            "school-f",
+            "/nonexistent/classgrid-no-such-command",
+            &[],
+        ))
         .await
         .expect("book")
         .into_inner();

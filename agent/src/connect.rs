@@ -17,6 +17,8 @@ use classgrid_common::broker_list::Rotation;
 use crate::{config::AgentConfig, host, now_ms, supervisor::Supervisor};
 
 const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How often the PATH is read again for the commands seats can start.
+const COMMANDS_RESCAN: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Between tries when the failure is one that only a person can fix (no
 /// certificate, plain text against a TLS broker): still retried, because
@@ -215,6 +217,12 @@ async fn session(
     capacity
         .dirty
         .store(false, std::sync::atomic::Ordering::SeqCst);
+    let runtimes = sup.runtime_kinds();
+    let scan = {
+        let runtimes = runtimes.clone();
+        move || crate::commands::report(&runtimes)
+    };
+    let mut commands = tokio::task::spawn_blocking(scan.clone()).await?;
     tx.send(pb::AgentMessage {
         msg: Some(agent_message::Msg::Register(pb::Register {
             site: cfg.site.clone(),
@@ -222,10 +230,13 @@ async fn session(
             agent_version: env!("CARGO_PKG_VERSION").into(),
             capacity: Some(cap),
             running: sup.statuses(),
-            runtimes: sup.runtime_kinds(),
+            runtimes,
             tier: cfg.tier.clone(),
             warnings,
             probe_addr: cfg.probe_advertise.clone(),
+            commands: commands
+                .clone()
+                .map(|names| pb::InstalledCommands { names }),
             // Fields added to Register by other issues keep their defaults
             // until the agent fills them.
             ..Default::default()
@@ -253,6 +264,12 @@ async fn session(
     }
     let session_start = tokio::time::Instant::now();
     let mut beat = tokio::time::interval(HEARTBEAT);
+    // A package installed or removed shows within a rescan.
+    let mut rescan = tokio::time::interval_at(
+        tokio::time::Instant::now() + COMMANDS_RESCAN,
+        COMMANDS_RESCAN,
+    );
+    let mut commands_changed = false;
     let mut seq = 0i64;
     // Peer probes live as long as this session; the broker names the peers.
     let (peer_tx, mut peer_rx) = mpsc::channel::<pb::PeerRtts>(4);
@@ -297,10 +314,20 @@ async fn session(
                     None => (None, None),
                 };
                 let sent_unix_ms = now_ms();
+                let installed = std::mem::take(&mut commands_changed)
+                    .then(|| commands.clone().map(|names| pb::InstalledCommands { names }))
+                    .flatten();
                 tx.send(pb::AgentMessage {
-                    msg: Some(agent_message::Msg::Heartbeat(pb::Heartbeat { seq, sent_unix_ms, capacity: cap, warnings })),
+                    msg: Some(agent_message::Msg::Heartbeat(pb::Heartbeat { seq, sent_unix_ms, capacity: cap, warnings, commands: installed })),
                 })
                 .await?;
+            }
+            _ = rescan.tick(), if commands.is_some() => {
+                let now = tokio::task::spawn_blocking(scan.clone()).await?;
+                if now != commands {
+                    commands = now;
+                    commands_changed = true;
+                }
             }
             _ = shutdown.changed() => return Ok(()),
         }

@@ -1,6 +1,7 @@
 //! The classgrid node agent: discovers the node's capacity, keeps one stream
 //! to the broker, and runs assignments through its runtimes.
 
+pub mod commands;
 pub mod config;
 pub mod connect;
 pub mod datasets;

@@ -581,7 +581,7 @@ async fn sim_node(
             }
             _ = beat.tick() => {
                 seq += 1;
-                let hb = pb::Heartbeat { seq, sent_unix_ms: chrono::Utc::now().timestamp_millis(), capacity: None, warnings: None };
+                let hb = pb::Heartbeat { seq, sent_unix_ms: chrono::Utc::now().timestamp_millis(), capacity: None, warnings: None, commands: None };
                 if tx.send(pb::AgentMessage { msg: Some(agent_message::Msg::Heartbeat(hb)) }).await.is_err() {
                     return;
                 }

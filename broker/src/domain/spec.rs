@@ -175,6 +175,20 @@ pub fn parse_seat(c: &mut Checks, prefix: &str, raw: &RawSeat) -> SeatSpec {
     }
 }
 
+impl Workload {
+    /// The program a process-runtime seat starts from its node's PATH, by
+    /// name: what the node's agent reports it has installed or not. None for
+    /// other runtimes (their image or cluster brings the command), and for a
+    /// command given as a path or through a variable the agent expands.
+    pub fn path_program(&self, runtime: &str) -> Option<&str> {
+        let command = self.command.trim();
+        let by_name = !command.is_empty()
+            && !command.contains(['/', '$'])
+            && !command.contains(char::is_whitespace);
+        (runtime == "process" && by_name).then_some(command)
+    }
+}
+
 pub fn check_workload(c: &mut Checks, prefix: &str, runtime: &str, w: &Workload) {
     if runtime == "process" && w.command.trim().is_empty() {
         c.fail(

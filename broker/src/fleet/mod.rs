@@ -6,7 +6,7 @@ pub mod lending;
 pub mod liveness;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex, RwLock, RwLockWriteGuard,
         atomic::{AtomicU64, Ordering},
@@ -45,6 +45,11 @@ pub struct LiveNode {
     pub runtimes: Vec<String>,
     pub warnings: Vec<String>,
     pub devices: Vec<DeviceRow>,
+    /// The commands its process runtime can start, as its agent reported
+    /// them this session; None when it reported none (no process runtime,
+    /// an older agent, or not registered since this broker started), and
+    /// then nothing is checked.
+    pub commands: Option<Arc<HashSet<String>>>,
     pub last_seen: Instant,
     pub last_seen_wall: DateTime<Utc>,
     /// `site/name` of the edge whose relay carries the current session;
@@ -75,6 +80,7 @@ impl LiveNode {
             runtimes: n.runtimes,
             warnings: n.warnings,
             devices,
+            commands: None,
             // A node that was connected before a broker restart gets the full
             // silence window to reconnect before it is called disconnected.
             last_seen: Instant::now(),
@@ -367,6 +373,28 @@ impl Fleet {
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// What a node's agent now says its process runtime can start.
+    /// Placement's view does not hold it, so it is kept (booking checks
+    /// it with `lacking_command`).
+    pub fn set_commands(&self, node_id: Uuid, commands: Option<Arc<HashSet<String>>>) {
+        let mut g = self.inner.write().expect("fleet lock");
+        if let Some(n) = g.nodes.get_mut(&node_id) {
+            n.commands = commands;
+        }
+    }
+
+    /// Nodes whose agent reported the commands its process runtime can
+    /// start, without `program` among them.
+    pub fn lacking_command(&self, program: &str) -> Vec<Uuid> {
+        let g = self.inner.read().expect("fleet lock");
+        g.nodes
+            .values()
+            .filter(|n| n.runtimes.iter().any(|r| r == "process"))
+            .filter(|n| n.commands.as_ref().is_some_and(|c| !c.contains(program)))
+            .map(|n| n.id)
+            .collect()
     }
 
     pub fn set_state(&self, node_id: Uuid, state: &'static str) {

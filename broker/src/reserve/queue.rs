@@ -40,6 +40,30 @@ pub struct BookingInput {
     /// Hosted for a peer region, whose vouchers pay at home: no voucher or
     /// quota of this region is held for it.
     pub hosted: bool,
+    /// The seat's command, checked against what agents report installed.
+    pub command: Option<CommandCheck>,
+}
+
+/// Nodes left out of a booking's fleet because their agent reports the
+/// seat's command is not installed (issue 23).
+#[derive(Debug, Clone)]
+pub struct CommandCheck {
+    pub program: String,
+    pub removed: u32,
+}
+
+impl CommandCheck {
+    /// The explanation's line for it, with the per-filter count.
+    pub fn count(&self) -> classgrid_placement::FilterCount {
+        classgrid_placement::FilterCount {
+            filter: "command",
+            removed: self.removed,
+            detail: format!(
+                "{} node(s) lack the command `{}`: their agents report it is not installed",
+                self.removed, self.program
+            ),
+        }
+    }
 }
 
 /// A committed booking: the lesson as written, and the assignments to send

@@ -2,7 +2,10 @@
 //! and generation, and assignment status. Agents sit on networks the broker
 //! does not control, so everything they send is checked like any other input.
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use chrono::Utc;
 use classgrid_placement::Owner;
@@ -171,6 +174,7 @@ impl Broker {
             c.fail("register.agent_version", "must be at most 64 characters");
         }
         let (cpu, mem, devices) = parse_capacity(&mut c, r.capacity.as_ref());
+        let commands = installed_commands(&mut c, "register.commands", r.commands.as_ref());
         c.finish()?;
         let site = site.ok_or_else(|| ServiceError::field("register.site", "unknown site"))?;
         let warnings = bounded_warnings(&r.warnings);
@@ -201,7 +205,23 @@ impl Broker {
             agent_version: r.agent_version.clone(),
             last_seen: Utc::now(),
         };
-        Ok(LiveNode::from_row(row, devices))
+        let mut node = LiveNode::from_row(row, devices);
+        node.commands = commands;
+        Ok(node)
+    }
+
+    /// A heartbeat's new list of the commands the node's process runtime
+    /// can start (a package installed or removed).
+    pub fn update_commands(
+        &self,
+        node_id: Uuid,
+        commands: &pb::InstalledCommands,
+    ) -> Result<(), ServiceError> {
+        let mut c = Checks::default();
+        let commands = installed_commands(&mut c, "heartbeat.commands", Some(commands));
+        c.finish()?;
+        self.fleet.set_commands(node_id, commands);
+        Ok(())
     }
 
     /// A heartbeat's changed capacity, and the agent's warnings now when it
@@ -599,6 +619,41 @@ fn release_msg(id: Uuid, generation: i64, reason: &str) -> pb::BrokerMessage {
             reason: reason.into(),
         })),
     }
+}
+
+/// The most commands an agent may report, and the longest name.
+const MAX_COMMANDS: usize = 20_000;
+const MAX_COMMAND_NAME: usize = 255;
+
+/// An agent's installed commands, refused naming the field and the rule
+/// when a hostile agent sends more or odder names than a PATH can hold.
+fn installed_commands(
+    c: &mut Checks,
+    field: &str,
+    commands: Option<&pb::InstalledCommands>,
+) -> Option<Arc<HashSet<String>>> {
+    let names = &commands?.names;
+    if names.len() > MAX_COMMANDS {
+        c.fail(
+            format!("{field}.names"),
+            format!("must list at most {MAX_COMMANDS} commands"),
+        );
+        return None;
+    }
+    let odd = names.iter().position(|n| {
+        n.is_empty()
+            || n.len() > MAX_COMMAND_NAME
+            || n.contains('/')
+            || n.chars().any(char::is_control)
+    });
+    if let Some(i) = odd {
+        c.fail(
+            format!("{field}.names[{i}]"),
+            format!("must be 1 to {MAX_COMMAND_NAME} bytes, without '/' or control characters"),
+        );
+        return None;
+    }
+    Some(Arc::new(names.iter().cloned().collect()))
 }
 
 /// An agent's warnings as the broker keeps them: at most 32, each at most

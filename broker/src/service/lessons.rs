@@ -1,6 +1,6 @@
 //! Booking, reading, listing and cancelling lessons.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::HashSet, sync::Arc, time::Instant};
 
 use chrono::{DateTime, Utc};
 use classgrid_placement::{self as placement, DatasetRef, Owner, Request};
@@ -17,7 +17,7 @@ use crate::{
     },
     reserve::{
         Plan, Reserved,
-        queue::{Booked, BookingInput, BookingWrite},
+        queue::{Booked, BookingInput, BookingWrite, CommandCheck},
     },
     seats::links::link_url,
     state::Broker,
@@ -139,9 +139,19 @@ impl Broker {
                 }
                 Ok(view)
             }
-            Reserved::Refused(e) if opts.hosted => Err(ServiceError::Refused(e)),
-            // Home first: only what does not fit here is asked of peers.
-            Reserved::Refused(e) => self.borrow_or_refuse(&input, e).await,
+            Reserved::Refused(mut e) => {
+                if let Some(c) = &input.command {
+                    e.filters.push(c.count());
+                    if c.removed > 0 {
+                        e.summary = format!("{}; {}", e.summary, c.count().detail);
+                    }
+                }
+                if opts.hosted {
+                    return Err(ServiceError::Refused(e));
+                }
+                // Home first: only what does not fit here is asked of peers.
+                self.borrow_or_refuse(&input, e).await
+            }
             Reserved::Declined(refused) => Err(refused),
             Reserved::Failed(e) => {
                 // A concurrent retry with the same request_id won the race:
@@ -197,6 +207,24 @@ impl Broker {
             only.nodes.retain(|n| keep(n));
             fleet = Arc::new(only);
         }
+        // Nodes whose agent says the command is not installed are left out,
+        // and counted for the explanation (issue 23).
+        let lacking = match b.workload.path_program(&b.seat.runtime) {
+            Some(program) => {
+                let out: HashSet<Uuid> = self.fleet.lacking_command(program).into_iter().collect();
+                let mut only = (*fleet).clone();
+                only.nodes.retain(|n| !out.contains(&n.id));
+                let removed = (fleet.nodes.len() - only.nodes.len()) as u32;
+                if removed > 0 {
+                    fleet = Arc::new(only);
+                }
+                Some(CommandCheck {
+                    program: program.to_string(),
+                    removed,
+                })
+            }
+            None => None,
+        };
         placement::check_possible(&fleet, &seat).map_err(|e| {
             ServiceError::field(
                 format!("seat.{}", e.field.trim_start_matches("seat.")),
@@ -235,6 +263,7 @@ impl Broker {
             window: (window_start, window_end),
             fleet,
             hosted: opts.hosted,
+            command: lacking,
         }))
     }
 

@@ -181,6 +181,10 @@ impl AgentService for Agents {
                     let result = match msg.msg {
                         Some(Msg::Heartbeat(hb)) => {
                             app.fleet.caught_up(node_id, sid);
+                            let commands = match &hb.commands {
+                                Some(c) => app.update_commands(node_id, c),
+                                None => Ok(()),
+                            };
                             match hb.capacity {
                                 Some(cap) => {
                                     app.update_capacity(node_id, &cap, hb.warnings.as_ref())
@@ -188,6 +192,7 @@ impl AgentService for Agents {
                                 }
                                 None => Ok(()),
                             }
+                            .and(commands)
                         }
                         Some(Msg::PeerRtts(p)) => app.peer_rtts(node_id, &p).await,
                         Some(Msg::Status(_)) | Some(Msg::Register(_)) | None => Err(
