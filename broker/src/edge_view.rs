@@ -3,10 +3,13 @@
 //! measured, and each site's cached content (see `service::edge` for how it
 //! is fed and used).
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use classgrid_edge::vivaldi::{Config, Space};
-use classgrid_placement::RttTable;
+use classgrid_placement::{RttTable, Topology};
 use uuid::Uuid;
 
 use crate::store::Store;
@@ -28,9 +31,14 @@ pub struct Estimate {
 
 #[derive(Default)]
 pub(crate) struct Book {
-    pub(crate) measured: HashMap<(Uuid, Uuid), f64>,
-    pub(crate) space: Option<Space<Point>>,
-    pub(crate) estimates: Vec<Estimate>,
+    // Changed only through `observe_site` and `reestimate`, which count
+    // the change in `version`.
+    measured: HashMap<(Uuid, Uuid), f64>,
+    space: Option<Space<Point>>,
+    estimates: Vec<Estimate>,
+    /// Bumped by every change to `measured` or `estimates`, what an RTT
+    /// table is built from.
+    version: u64,
     /// Per site: cached digests and staging bytes/s, from its edge.
     pub(crate) content: HashMap<Uuid, SiteContent>,
 }
@@ -47,6 +55,15 @@ pub struct SiteContent {
 #[derive(Default)]
 pub struct EdgeState {
     book: Mutex<Book>,
+    /// The RTT table of one book version and topology, handed to every
+    /// booking until the book changes (decision 104).
+    table: Mutex<Option<Table>>,
+}
+
+struct Table {
+    version: u64,
+    topology: Topology,
+    rtt: Arc<RttTable>,
 }
 
 impl Book {
@@ -57,6 +74,7 @@ impl Book {
 
     pub(crate) fn observe_site(&mut self, site: Uuid, node: Uuid, ms: f64) {
         self.measured.insert((site, node), ms);
+        self.version += 1;
         self.space()
             .observe(&Point::Site(site), &Point::Node(node), ms);
     }
@@ -89,6 +107,7 @@ impl Book {
             }
         }
         self.estimates = out;
+        self.version += 1;
     }
 }
 
@@ -117,16 +136,32 @@ impl EdgeState {
         Ok(s)
     }
 
-    /// Adds what is measured and estimated to a table that holds the
-    /// configured topology.
-    pub fn fill(&self, t: &mut RttTable) {
+    /// The configured `topology` overlaid with what is measured and
+    /// estimated: built once per change of the book and shared until the
+    /// next, so placement can keep what it sorted for it (decision 104).
+    pub fn rtt_table(&self, topology: Topology) -> Arc<RttTable> {
         let b = self.lock();
+        let mut held = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = held.as_ref()
+            && t.version == b.version
+            && t.topology == topology
+        {
+            return t.rtt.clone();
+        }
+        let mut t = RttTable::new(topology);
         for (&(site, node), &ms) in &b.measured {
             t.set_measured(site, node, ms);
         }
         for e in &b.estimates {
             t.set_estimated(e.site, e.node, e.ms, e.error_bound_ms);
         }
+        let rtt = Arc::new(t);
+        *held = Some(Table {
+            version: b.version,
+            topology,
+            rtt: rtt.clone(),
+        });
+        rtt
     }
 
     pub fn estimates(&self) -> Vec<Estimate> {
@@ -146,5 +181,45 @@ impl EdgeState {
                 **s != site && !c.content_url.is_empty() && c.cached.iter().any(|d| d == sha)
             })
             .map(|(_, c)| format!("{}/content/{sha}", c.content_url))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn the_rtt_table_is_built_once_per_change_of_the_book() {
+        let edge = EdgeState::default();
+        let topo = Topology::default();
+        let first = edge.rtt_table(topo);
+        assert!(Arc::ptr_eq(&first, &edge.rtt_table(topo)), "unchanged book");
+
+        edge.lock().observe_site(id(1), id(2), 4.0);
+        let measured = edge.rtt_table(topo);
+        assert!(!Arc::ptr_eq(&first, &measured), "a new measurement");
+        assert!(Arc::ptr_eq(&measured, &edge.rtt_table(topo)));
+        assert!(format!("{measured:?}").contains("4.0"));
+
+        edge.lock().reestimate();
+        let estimated = edge.rtt_table(topo);
+        assert!(!Arc::ptr_eq(&measured, &estimated), "re-estimated");
+        assert!(Arc::ptr_eq(&estimated, &edge.rtt_table(topo)));
+
+        // Content reports do not touch RTTs.
+        edge.lock().content.insert(id(1), SiteContent::default());
+        assert!(Arc::ptr_eq(&estimated, &edge.rtt_table(topo)));
+
+        let other = Topology {
+            cloud_ms: 90.0,
+            ..topo
+        };
+        let t = edge.rtt_table(other);
+        assert!(!Arc::ptr_eq(&estimated, &t), "another topology");
+        assert_eq!(t.topology(), &other);
     }
 }

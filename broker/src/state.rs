@@ -94,11 +94,10 @@ impl Broker {
     }
 
     /// Configured topology, overlaid with what edges measured and what
-    /// network coordinates estimate.
-    pub fn rtt_table(&self) -> RttTable {
-        let mut t = RttTable::new(self.cfg.topology);
-        self.edge.fill(&mut t);
-        t
+    /// network coordinates estimate: one shared table until the RTT book
+    /// changes (decision 104).
+    pub fn rtt_table(&self) -> Arc<RttTable> {
+        self.edge.rtt_table(self.cfg.topology)
     }
 
     /// The region CA and server certificate from the data folder (made on

@@ -17,12 +17,13 @@ use crate::explain::{Tally, bump, bump_by, filter_counts, new_tally, nodes_line}
 use crate::filters::{CALENDAR, Candidate, Ctx, PIPELINE, RTT_AT, STATIC, Verdict, Work};
 use crate::ids::IdMap;
 use crate::index::{
-    Bucket, Checked, FleetIndex, Group, GroupKey, Plan as IndexPlan, run_filters, run_static,
+    Bucket, Checked, FleetIndex, Group, GroupKey, Pin, Pins, Plan as IndexPlan, run_filters,
+    run_static, unknown_school,
 };
-use crate::model::{Fleet, Node, NodeId, Owner, Request, Site, SiteKind, Tier};
+use crate::model::{Fleet, Node, NodeId, Owner, Request, RttSource, Site, SiteKind, Tier};
 use crate::policy::Policy;
 use crate::preempt::evict_for;
-use crate::rtt::{RttTable, describe};
+use crate::rtt::{RttTable, describe, source_name};
 use crate::scores::{score, total, upper_bound};
 use crate::spec::check_request;
 
@@ -64,10 +65,17 @@ enum View {
 /// their common bound and are listed into `pending` (each node under its
 /// fleet position, as the full scan would have) before any node of an equal
 /// or lower bound is read, so the reading order is still the full scan's.
+///
+/// Nodes whose RTT the school measured or estimated come as `streams`: a
+/// group's nodes sorted by RTT, so by bound, highest first. A stream waits
+/// under the bound of its next node and, like a group, is listed (one node
+/// at a time) whenever that bound is at least the best pending one; the
+/// rest of the stream cannot rank higher.
 struct RankOrder<'a, G: Groups<'a>> {
     pending: BinaryHeap<Pending<'a>>,
     groups: BinaryHeap<Pending<'a, usize>>,
-    /// Nodes in `groups`, not yet listed.
+    streams: BinaryHeap<Pending<'a, Head<'a>>>,
+    /// Nodes in `groups` and `streams`, not yet listed.
     in_groups: usize,
     src: G,
     ready: BinaryHeap<RankKey>,
@@ -78,6 +86,9 @@ struct RankOrder<'a, G: Groups<'a>> {
 pub(crate) trait Groups<'a> {
     /// The nodes of group `g`: (fleet position, candidate).
     fn list(&self, g: usize, out: &mut Vec<(usize, Candidate<'a>)>);
+    /// The `i`-th node of stream `s`: (fleet position, candidate, bound),
+    /// bounds never rising with `i`; `None` past its end.
+    fn stream_at(&mut self, s: usize, i: usize) -> Option<(usize, Candidate<'a>, f64)>;
 }
 
 /// The full scan has no groups.
@@ -85,6 +96,16 @@ struct NoGroups;
 
 impl<'a> Groups<'a> for NoGroups {
     fn list(&self, _: usize, _: &mut Vec<(usize, Candidate<'a>)>) {}
+    fn stream_at(&mut self, _: usize, _: usize) -> Option<(usize, Candidate<'a>, f64)> {
+        None
+    }
+}
+
+/// The next unlisted node of stream `s`, its `i`-th.
+struct Head<'a> {
+    s: usize,
+    i: usize,
+    cand: Candidate<'a>,
 }
 
 /// A static survivor (or group of them) whose calendar is unread; greater
@@ -142,6 +163,7 @@ impl<'a, G: Groups<'a>> RankOrder<'a, G> {
         RankOrder {
             pending: BinaryHeap::new(),
             groups: BinaryHeap::new(),
+            streams: BinaryHeap::new(),
             in_groups: 0,
             src,
             ready: BinaryHeap::new(),
@@ -171,39 +193,69 @@ impl<'a, G: Groups<'a>> RankOrder<'a, G> {
         });
     }
 
+    /// Stream `s` of `len` static survivors, listed as the order reaches
+    /// them.
+    fn push_stream(&mut self, s: usize, len: usize) {
+        if let Some((at, cand, bound)) = self.src.stream_at(s, 0) {
+            self.in_groups += len;
+            self.streams.push(Pending {
+                bound,
+                at,
+                what: Head { s, i: 0, cand },
+                _n: std::marker::PhantomData,
+            });
+        }
+    }
+
     /// The best bound still unread.
     fn next_bound(&self) -> Option<f64> {
-        match (self.pending.peek(), self.groups.peek()) {
-            (Some(p), Some(g)) => Some(if g.bound.total_cmp(&p.bound).is_ge() {
-                g.bound
-            } else {
-                p.bound
-            }),
-            (Some(p), None) => Some(p.bound),
-            (None, Some(g)) => Some(g.bound),
-            (None, None) => None,
+        let p = self.pending.peek().map(|p| p.bound);
+        let g = self.groups.peek().map(|g| g.bound);
+        let s = self.streams.peek().map(|s| s.bound);
+        [p, g, s]
+            .into_iter()
+            .flatten()
+            .max_by(|a, b| a.total_cmp(b))
+    }
+
+    /// Lists stream `h`'s head; the stream waits again under its next node's
+    /// bound, no higher.
+    fn list_stream(&mut self, h: Pending<'a, Head<'a>>) {
+        let Head { s, i, cand } = h.what;
+        self.in_groups -= 1;
+        self.push(h.at, cand, h.bound);
+        if let Some((at, cand, bound)) = self.src.stream_at(s, i + 1) {
+            debug_assert!(bound.total_cmp(&h.bound).is_le(), "stream bounds rose");
+            self.streams.push(Pending {
+                bound,
+                at,
+                what: Head { s, i: i + 1, cand },
+                _n: std::marker::PhantomData,
+            });
         }
     }
 
     /// Reads the best pending node's calendar.
     fn read_next(&mut self, r: &mut Read<'a, '_>) -> bool {
-        // List every group that could hold a node as good as the next
-        // pending one, so equal bounds are read in fleet order.
+        // List every group and stream head that could hold a node as good
+        // as the next pending one, so equal bounds are read in fleet order.
         let mut listed = Vec::new();
-        while let Some(g) = self.groups.peek() {
-            if self
-                .pending
-                .peek()
-                .is_some_and(|p| g.bound.total_cmp(&p.bound).is_lt())
-            {
+        loop {
+            let top = self.pending.peek().map(|p| p.bound);
+            let reaches = |b: f64| top.is_none_or(|t| b.total_cmp(&t).is_ge());
+            if self.groups.peek().is_some_and(|g| reaches(g.bound)) {
+                let g = self.groups.pop().expect("peeked");
+                listed.clear();
+                self.src.list(g.what, &mut listed);
+                self.in_groups -= listed.len();
+                for (at, c) in listed.drain(..) {
+                    self.push(at, c, g.bound);
+                }
+            } else if self.streams.peek().is_some_and(|h| reaches(h.bound)) {
+                let h = self.streams.pop().expect("peeked");
+                self.list_stream(h);
+            } else {
                 break;
-            }
-            let g = self.groups.pop().expect("peeked");
-            listed.clear();
-            self.src.list(g.what, &mut listed);
-            self.in_groups -= listed.len();
-            for (at, c) in listed.drain(..) {
-                self.push(at, c, g.bound);
             }
         }
         let Some(p) = self.pending.pop() else {
@@ -356,6 +408,12 @@ fn scan_fleet<'a>(ctx: &Ctx<'a>, nodes: &'a [Node], policy: &Policy, scan: Scan)
 /// from the school, and once for each node whose RTT from the school was
 /// measured or estimated. The decision is `place`'s, seat for seat and word
 /// for word (`tests/fleet_index.rs`).
+///
+/// The second time a school is placed under one RTT table (or after
+/// [`FleetIndex::sort_rtts`]), its measured and estimated nodes are held
+/// sorted by RTT per group, so they too are decided a group at a time
+/// (the RTT limit by a binary search) and read in rank order, only as far as
+/// the seats need.
 pub fn place_indexed(
     index: &FleetIndex,
     calendar: &Calendar,
@@ -365,20 +423,30 @@ pub fn place_indexed(
 ) -> Decision {
     let fleet: &Fleet = index.fleet();
     in_context(fleet, calendar, rtt, req, policy, |ctx| {
-        // A node the table pins costs a few hash lookups here, more than
-        // the scan's pass over it; where the school pins half the fleet or
-        // more (a measurement or estimate to every node), the scan is
-        // cheaper and decides the same.
-        if ctx.school_rtt.pinned_len() * 2 >= fleet.nodes.len() {
-            return scan_fleet(ctx, &fleet.nodes, policy, Scan::Indexed);
-        }
+        let plan = IndexPlan::new(index, ctx.school.id, &ctx.school.district);
+        let sorted = if ctx.school_rtt.pinned_len() == 0 {
+            None
+        } else {
+            index.sorted_pins(rtt.stamp(), ctx.school.id, || {
+                plan.pins(&ctx.school_rtt, true)
+            })
+        };
+        let unsorted;
+        let pins = match &sorted {
+            Some(p) => p.as_ref(),
+            None => {
+                // Unsorted, a node the table pins costs a few hash lookups
+                // here, more than the scan's pass over it; where the
+                // school pins half the fleet or more, the scan is cheaper
+                // and decides the same.
+                if ctx.school_rtt.pinned_len() * 2 >= fleet.nodes.len() {
+                    return scan_fleet(ctx, &fleet.nodes, policy, Scan::Indexed);
+                }
+                unsorted = plan.pins(&ctx.school_rtt, false);
+                &unsorted
+            }
+        };
         let w = &policy.weights;
-        let plan = IndexPlan::new(
-            index,
-            ctx.school.id,
-            &ctx.school.district,
-            ctx.school_rtt.pinned(),
-        );
         let mut tally = new_tally();
         let mut unused = Work::default();
         let mut empty = Vec::new();
@@ -388,11 +456,16 @@ pub fn place_indexed(
         let configured = ctx.configured();
         let mut listed = Listed {
             plan: &plan,
+            pins,
+            ctx,
+            w,
             groups: Vec::new(),
             templates: Vec::new(),
+            streams: Vec::new(),
+            empty: Vec::new(),
         };
         let mut ready = Vec::new();
-        for g in plan.groups() {
+        for g in plan.groups(pins) {
             let mut c = Candidate::new(&fleet.nodes[g.rep as usize]);
             match run_static(&configured, &mut c, &mut unused) {
                 Err((i, tag)) => bump_by(&mut tally, i, tag, g.count),
@@ -404,17 +477,66 @@ pub fn place_indexed(
                 }
             }
         }
+        // Sorted pinned nodes, a group at a time: the filters before `rtt`
+        // read neither the RTT nor anything but the node's kind and where
+        // its site stands, the ones after it only the kind (`RTT_AT`), so
+        // one node answers for the group; `rtt` is a binary search.
+        for run in &pins.runs {
+            let count = |l: &[Pin]| l.len() as u32;
+            let first = |lists: [&[Pin]; 2]| lists.iter().find_map(|l| l.first()).map(|p| p.at);
+            let all = [&run.lists[0][..], &run.lists[1][..]];
+            let Some(rep) = first(all) else { continue };
+            let node = &fleet.nodes[rep as usize];
+            if let Err((i, tag)) =
+                run_filters(0..RTT_AT, ctx, &mut Candidate::new(node), &mut unused)
+            {
+                bump_by(&mut tally, i, tag, count(all[0]) + count(all[1]));
+                continue;
+            }
+            let near = all.map(|l| &l[..l.partition_point(|p| p.ms <= ctx.req.max_rtt_ms)]);
+            for (source, (l, n)) in [RttSource::Measured, RttSource::Estimated]
+                .into_iter()
+                .zip(all.into_iter().zip(near))
+            {
+                if l.len() > n.len() {
+                    bump_by(&mut tally, RTT_AT, source_name(source), count(l) - count(n));
+                }
+            }
+            let Some(at) = first(near) else { continue };
+            // `rtt` fills in the site and the RTT, and passes, as sorted.
+            let mut c = Candidate::new(&fleet.nodes[at as usize]);
+            match run_filters(RTT_AT..STATIC.len(), ctx, &mut c, &mut unused) {
+                Err((i, tag)) => bump_by(&mut tally, i, tag, count(near[0]) + count(near[1])),
+                Ok(()) => {
+                    listed.templates.push(c);
+                    for n in near.into_iter().filter(|n| !n.is_empty()) {
+                        listed.streams.push(Stream {
+                            template: listed.templates.len() - 1,
+                            pins: n,
+                        });
+                    }
+                }
+            }
+        }
+        let streams = listed
+            .streams
+            .iter()
+            .map(|s| s.pins.len())
+            .collect::<Vec<_>>();
         let mut order = RankOrder::new(listed);
         for (g, size, b) in ready {
             order.push_group(g, g, size, b);
         }
-        // Pinned nodes (RTT measured or estimated from this school), and
-        // nodes on sites the fleet does not list: one by one. Only `rtt`
-        // reads a pinned node's own RTT; the filters before it give the
-        // answer its group's first pinned node got, and so do the filters
-        // after it, which read neither the RTT nor the site (`RTT_AT`).
+        for (s, len) in streams.into_iter().enumerate() {
+            order.push_stream(s, len);
+        }
+        // Nodes on sites the fleet does not list, and pinned nodes when not
+        // sorted: one by one. Only `rtt` reads a pinned node's own RTT; the
+        // filters before it give the answer its group's first pinned node
+        // got, and so do the filters after it, which read neither the RTT
+        // nor the site (`RTT_AT`).
         let mut verdicts: IdMap<(Bucket, GroupKey), PinnedGroup> = IdMap::default();
-        for &at in &plan.singles {
+        for &at in index.loose().iter().chain(&pins.listed) {
             let node = &fleet.nodes[at as usize];
             let mut c = Candidate::new(node);
             let Some(g) = plan.group_of(at) else {
@@ -464,23 +586,48 @@ struct PinnedGroup {
 }
 
 /// The groups of an [`IndexPlan`] that passed, with the candidate their
-/// representative became.
+/// representative became, and the sorted pinned nodes that passed.
 struct Listed<'p, 'a> {
     plan: &'p IndexPlan<'a>,
+    pins: &'p Pins,
+    ctx: &'p Ctx<'a>,
+    w: &'p crate::policy::Weights,
     groups: Vec<Group>,
+    /// Per group, then per run of pinned nodes that passed: the candidate
+    /// its first node became.
     templates: Vec<Candidate<'a>>,
+    streams: Vec<Stream<'p>>,
+    empty: Vec<Amount>,
+}
+
+/// Pinned nodes of one group and source within the RTT limit, by RTT.
+struct Stream<'p> {
+    template: usize,
+    pins: &'p [Pin],
 }
 
 impl<'a> Groups<'a> for Listed<'_, 'a> {
     fn list(&self, g: usize, out: &mut Vec<(usize, Candidate<'a>)>) {
         let t = &self.templates[g];
         let fleet = self.plan.index.fleet();
-        self.plan.members(&self.groups[g], |at, site| {
+        self.plan.members(self.pins, &self.groups[g], |at, site| {
             let mut c = t.clone();
             c.node = &fleet.nodes[at as usize];
             c.site = Some(&fleet.sites[site as usize]);
             out.push((at as usize, c));
         });
+    }
+
+    fn stream_at(&mut self, s: usize, i: usize) -> Option<(usize, Candidate<'a>, f64)> {
+        let st = &self.streams[s];
+        let at = st.pins.get(i)?.at;
+        let fleet = self.plan.index.fleet();
+        let mut c = self.templates[st.template].clone();
+        c.node = &fleet.nodes[at as usize];
+        c.site = Some(&fleet.sites[self.plan.site_of(at) as usize]);
+        c.rtt = self.ctx.school_rtt.lookup(c.node, c.site);
+        let b = bound_of(self.ctx, &c, self.w, &mut self.empty);
+        Some((at as usize, c, b))
     }
 }
 
@@ -501,14 +648,7 @@ fn in_context(
         });
     }
     let sites: IdMap<_, &Site> = fleet.sites.iter().map(|s| (s.id, s)).collect();
-    // A school missing from the fleet view still gets measured RTTs; its
-    // configured ones fall to the cross-district class.
-    let unknown_school = Site {
-        id: req.school_site,
-        name: req.school_site.to_string(),
-        kind: SiteKind::School,
-        district: String::new(),
-    };
+    let unknown_school = unknown_school(req.school_site);
     let school = sites
         .get(&req.school_site)
         .copied()

@@ -30,11 +30,12 @@
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::filters::{Candidate, Ctx, STATIC, Verdict, Work};
 use crate::ids::IdMap;
-use crate::model::{Fleet, LendingPolicy, Node, NodeId, SiteId, SiteKind, Tier};
+use crate::model::{Fleet, LendingPolicy, Node, NodeId, Site, SiteId, SiteKind, Tier};
+use crate::rtt::{RttTable, SchoolRtt};
 
 const NONE: u32 = u32::MAX;
 
@@ -123,6 +124,19 @@ pub struct FleetIndex {
     districts: Vec<District>,
     district_by_name: HashMap<String, u32>,
     everywhere: Totals,
+    /// Per school, its pinned nodes sorted by RTT, for one RTT table.
+    sorted: Mutex<SortedRtts>,
+}
+
+/// The sorted pins of one RTT table (named by its stamp) on this snapshot.
+/// A table with another stamp replaces them all.
+#[derive(Default)]
+struct SortedRtts {
+    table: u64,
+    /// Schools placed once under `table` and not yet sorted: sorting costs
+    /// more than one scan, so a school is sorted the second time it is seen.
+    seen: IdMap<SiteId, ()>,
+    schools: IdMap<SiteId, Arc<Pins>>,
 }
 
 impl std::fmt::Debug for FleetIndex {
@@ -236,7 +250,85 @@ impl FleetIndex {
             district_by_name,
             everywhere,
             fleet,
+            sorted: Mutex::default(),
         }
+    }
+
+    fn sorted_rtts(&self, table: u64) -> MutexGuard<'_, SortedRtts> {
+        // The guarded maps are only ever replaced whole or added to, so a
+        // panic elsewhere cannot leave them half-written.
+        let mut g = self.sorted.lock().unwrap_or_else(|e| e.into_inner());
+        if g.table != table {
+            *g = SortedRtts {
+                table,
+                ..Default::default()
+            };
+        }
+        g
+    }
+
+    /// `school`'s pinned nodes sorted by RTT under the table stamped
+    /// `table`: cached, or sorted now (by `sort`) if the school was seen
+    /// under this table before; `None` the first time.
+    pub(crate) fn sorted_pins(
+        &self,
+        table: u64,
+        school: SiteId,
+        sort: impl FnOnce() -> Pins,
+    ) -> Option<Arc<Pins>> {
+        {
+            let mut g = self.sorted_rtts(table);
+            if let Some(p) = g.schools.get(&school) {
+                return Some(p.clone());
+            }
+            let first_time = g.seen.insert(school, ()).is_none();
+            if first_time {
+                return None;
+            }
+        }
+        let p = Arc::new(sort());
+        let mut g = self.sorted_rtts(table);
+        g.schools.insert(school, p.clone());
+        Some(p)
+    }
+
+    /// Sorts, for every school `rtt` measured or estimated nodes from, its
+    /// pinned nodes by RTT now, so that the first placement at each school
+    /// under this table finds them sorted (else it is the second). Returns
+    /// how many schools were sorted. Linear in the table's entries for this
+    /// fleet, times the log of a school's.
+    pub fn sort_rtts(&self, rtt: &RttTable) -> usize {
+        let mut n = 0;
+        for &id in rtt.schools() {
+            let placeholder;
+            let school = match self.site_by_id.get(&id) {
+                Some(&s) => &self.fleet.sites[s as usize],
+                None => {
+                    placeholder = unknown_school(id);
+                    &placeholder
+                }
+            };
+            let plan = Plan::new(self, id, &school.district);
+            let p = Arc::new(plan.pins(&rtt.for_school(school), true));
+            self.sorted_rtts(rtt.stamp()).schools.insert(id, p);
+            n += 1;
+        }
+        n
+    }
+
+    /// How many schools' pinned nodes are held sorted for `rtt`.
+    pub fn sorted_schools(&self, rtt: &RttTable) -> usize {
+        let g = self.sorted.lock().unwrap_or_else(|e| e.into_inner());
+        if g.table == rtt.stamp() {
+            g.schools.len()
+        } else {
+            0
+        }
+    }
+
+    /// Nodes on sites the fleet does not list.
+    pub(crate) fn loose(&self) -> &[u32] {
+        &self.loose
     }
 
     /// The snapshot this index was built from.
@@ -255,19 +347,49 @@ impl FleetIndex {
     }
 }
 
-/// One request's view of the index: which bucket each site is in, which
-/// nodes the RTT table pins (checked one by one), and the groups to decide.
+/// Which nodes the RTT table pins for one school (a measurement or an
+/// estimate from it): they are taken out of their groups and checked apart.
+pub(crate) struct Pins {
+    /// Bit per node position; empty when nothing is pinned.
+    bits: Vec<u64>,
+    /// Pinned nodes taken out of each (bucket, key) group.
+    taken: IdMap<(Bucket, GroupKey), u32>,
+    /// Pinned nodes on listed sites, to check one by one (not sorted).
+    pub listed: Vec<u32>,
+    /// Pinned nodes on listed sites by group, sorted (instead of `listed`).
+    pub runs: Vec<Run>,
+}
+
+/// The pinned nodes of one (bucket, key) group, sorted.
+pub(crate) struct Run {
+    group: (Bucket, GroupKey),
+    /// Measured, then estimated (a node with both is measured), each by
+    /// (RTT, fleet position): the order of their score bounds.
+    pub lists: [Vec<Pin>; 2],
+}
+
+/// A pinned node: its RTT from the school and its fleet position.
+#[derive(Clone, Copy)]
+pub(crate) struct Pin {
+    pub ms: f64,
+    pub at: u32,
+}
+
+impl Pins {
+    fn is_pinned(&self, pos: u32) -> bool {
+        let q = pos as usize;
+        self.bits
+            .get(q / 64)
+            .is_some_and(|w| w & (1 << (q % 64)) != 0)
+    }
+}
+
+/// One request's view of the index: which bucket each site is in, and the
+/// groups to decide.
 pub(crate) struct Plan<'a> {
     pub index: &'a FleetIndex,
     school_site: u32,
     district: u32,
-    /// Bit per node position: checked one by one (RTT measured or estimated
-    /// from this school).
-    pinned: Vec<u64>,
-    /// Pinned nodes taken out of each (bucket, key) group.
-    taken: IdMap<(Bucket, GroupKey), u32>,
-    /// Positions to check one by one: pinned nodes and nodes on unknown sites.
-    pub singles: Vec<u32>,
 }
 
 /// A group to decide: its bucket, key, how many unpinned nodes it holds, and
@@ -280,14 +402,8 @@ pub(crate) struct Group {
 }
 
 impl<'a> Plan<'a> {
-    pub fn new<'b>(
-        index: &'a FleetIndex,
-        school: SiteId,
-        district: &str,
-        pinned_ids: impl Iterator<Item = &'b NodeId>,
-    ) -> Self {
-        let n = index.fleet.nodes.len();
-        let mut p = Plan {
+    pub fn new(index: &'a FleetIndex, school: SiteId, district: &str) -> Self {
+        Plan {
             index,
             school_site: index.site_by_id.get(&school).copied().unwrap_or(NONE),
             district: index
@@ -295,25 +411,65 @@ impl<'a> Plan<'a> {
                 .get(district)
                 .copied()
                 .unwrap_or(NONE),
-            pinned: vec![0; n.div_ceil(64)],
+        }
+    }
+
+    /// The nodes `school` pins; with `sorted`, grouped into [`Run`]s
+    /// sorted by RTT (what [`FleetIndex`] caches), else `listed` in the
+    /// table's order.
+    pub fn pins(&self, school: &SchoolRtt<'_>, sorted: bool) -> Pins {
+        let ix = self.index;
+        let mut p = Pins {
+            bits: Vec::new(),
             taken: IdMap::default(),
-            singles: index.loose.clone(),
+            listed: Vec::new(),
+            runs: Vec::new(),
         };
-        for id in pinned_ids {
-            let mut at = index.by_id.get(id).copied().unwrap_or(NONE);
+        if school.pinned_len() == 0 {
+            return p;
+        }
+        p.bits = vec![0; ix.fleet.nodes.len().div_ceil(64)];
+        let mut runs: IdMap<(Bucket, GroupKey), usize> = IdMap::default();
+        let measured = school.measured().map(|(id, ms)| (0, id, ms));
+        let estimated = school.estimated().map(|(id, ms)| (1, id, ms));
+        for (source, id, ms) in measured.chain(estimated) {
+            let mut at = ix.by_id.get(id).copied().unwrap_or(NONE);
             while at != NONE {
                 let q = at as usize;
-                let s = index.node_site[q];
-                if s != NONE && p.pinned[q / 64] & (1 << (q % 64)) == 0 {
-                    p.pinned[q / 64] |= 1 << (q % 64);
-                    p.singles.push(at);
-                    let g = p.group_of(at).expect("on a listed site");
-                    *p.taken.entry(g).or_default() += 1;
+                if ix.node_site[q] != NONE && p.bits[q / 64] & (1 << (q % 64)) == 0 {
+                    p.bits[q / 64] |= 1 << (q % 64);
+                    let g = self.group_of(at).expect("on a listed site");
+                    if sorted {
+                        let r = *runs.entry(g).or_insert_with(|| {
+                            p.runs.push(Run {
+                                group: g,
+                                lists: [Vec::new(), Vec::new()],
+                            });
+                            p.runs.len() - 1
+                        });
+                        p.runs[r].lists[source].push(Pin { ms, at });
+                    } else {
+                        *p.taken.entry(g).or_default() += 1;
+                        p.listed.push(at);
+                    }
                 }
-                at = index.same_id[q];
+                at = ix.same_id[q];
+            }
+        }
+        for r in &mut p.runs {
+            let n = r.lists[0].len() + r.lists[1].len();
+            p.taken.insert(r.group, n as u32);
+            for l in &mut r.lists {
+                l.sort_unstable_by(|a, b| a.ms.total_cmp(&b.ms).then(a.at.cmp(&b.at)));
             }
         }
         p
+    }
+
+    /// The position in `fleet.sites` of the site node `pos` is on (the
+    /// entry a lookup by id finds); only for nodes on listed sites.
+    pub fn site_of(&self, pos: u32) -> u32 {
+        self.index.node_site[pos as usize]
     }
 
     /// The group a node on a listed site belongs to; `None` for a node on a
@@ -342,11 +498,6 @@ impl<'a> Plan<'a> {
         }
     }
 
-    fn is_pinned(&self, pos: u32) -> bool {
-        let q = pos as usize;
-        self.pinned[q / 64] & (1 << (q % 64)) != 0
-    }
-
     fn own_cells(&self) -> &'a [Cell] {
         match self.school_site {
             NONE => &[],
@@ -367,11 +518,11 @@ impl<'a> Plan<'a> {
     }
 
     /// Every non-empty group of unpinned nodes on known sites.
-    pub fn groups(&self) -> Vec<Group> {
+    pub fn groups(&self, pins: &Pins) -> Vec<Group> {
         let ix = self.index;
         let mut out = Vec::new();
         let mut push = |bucket, key, count: u32, rep| {
-            let count = count - self.taken.get(&(bucket, key)).copied().unwrap_or(0);
+            let count = count - pins.taken.get(&(bucket, key)).copied().unwrap_or(0);
             if count > 0 {
                 out.push(Group {
                     bucket,
@@ -415,7 +566,7 @@ impl<'a> Plan<'a> {
     }
 
     /// The unpinned nodes of group `g`, in any order.
-    pub fn members(&self, g: &Group, mut each: impl FnMut(u32, u32)) {
+    pub fn members(&self, pins: &Pins, g: &Group, mut each: impl FnMut(u32, u32)) {
         let ix = self.index;
         let mut cell = |site: u32| {
             if ix.fleet.sites[site as usize].kind != g.key.0 {
@@ -426,7 +577,7 @@ impl<'a> Plan<'a> {
                 .find(|c| c.tier == g.key.1 && c.kind == g.key.2)
             {
                 for &m in &c.members {
-                    if !self.is_pinned(m) {
+                    if !pins.is_pinned(m) {
                         each(m, site);
                     }
                 }
@@ -451,6 +602,18 @@ impl<'a> Plan<'a> {
                 }
             }
         }
+    }
+}
+
+/// What a request at a school the fleet does not list sees as its school:
+/// measured RTTs still count, its configured ones fall to the
+/// cross-district class.
+pub(crate) fn unknown_school(id: SiteId) -> Site {
+    Site {
+        id,
+        name: id.to_string(),
+        kind: SiteKind::School,
+        district: String::new(),
     }
 }
 

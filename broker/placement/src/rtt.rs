@@ -2,6 +2,8 @@
 //! Edge probes give measurements; Vivaldi coordinates give estimates; the
 //! configured topology classes are the fallback so every node has a value.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::ids::IdMap;
 use crate::model::{Node, NodeId, Rtt, RttSource, Site, SiteId, SiteKind, Tier};
 
@@ -43,14 +45,47 @@ impl Topology {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct RttTable {
+    /// Names this table's contents: a new table and every change take a
+    /// fresh number, a clone keeps it. So two tables with one stamp hold the
+    /// same RTTs, and a cache of sorted RTTs ([`crate::FleetIndex`]) keyed
+    /// by it can never be stale.
+    stamp: u64,
     topology: Topology,
     // Keyed by school site first: `place` asks about one school and many
     // nodes, so it fetches the school's inner maps once per request.
     measured: IdMap<SiteId, IdMap<NodeId, f64>>,
     /// (centre, error bound) per pair, both in ms.
     estimated: IdMap<SiteId, IdMap<NodeId, (f64, f64)>>,
+}
+
+/// Stamps are drawn from one counter per process, never reused.
+fn fresh_stamp() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Default for RttTable {
+    fn default() -> Self {
+        RttTable {
+            stamp: fresh_stamp(),
+            topology: Topology::default(),
+            measured: IdMap::default(),
+            estimated: IdMap::default(),
+        }
+    }
+}
+
+/// The stamp is left out: two tables with the same RTTs print the same.
+impl std::fmt::Debug for RttTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RttTable")
+            .field("topology", &self.topology)
+            .field("measured", &self.measured)
+            .field("estimated", &self.estimated)
+            .finish()
+    }
 }
 
 /// One school's view of the table, for the per-node loop in `place`.
@@ -62,22 +97,30 @@ pub(crate) struct SchoolRtt<'a> {
 }
 
 impl<'a> SchoolRtt<'a> {
-    /// Nodes this school has a measurement or an estimate for (a node may
-    /// appear twice): the ones whose RTT is not their configured class.
-    pub fn pinned(&self) -> impl Iterator<Item = &'a NodeId> + use<'a> {
-        let m = self.measured.into_iter().flat_map(|m| m.keys());
-        let e = self.estimated.into_iter().flat_map(|m| m.keys());
-        m.chain(e)
+    /// The measured nodes and their RTT, then the estimated ones (a node
+    /// may appear in both; its measurement is what `lookup` gives).
+    pub fn measured(&self) -> impl Iterator<Item = (&'a NodeId, f64)> + use<'a> {
+        self.measured
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(id, &ms)| (id, ms)))
     }
 
-    /// How many (school, node) entries `pinned` yields: at least as many as
-    /// the distinct nodes, in constant time.
+    /// The estimated nodes and the centre of their estimate.
+    pub fn estimated(&self) -> impl Iterator<Item = (&'a NodeId, f64)> + use<'a> {
+        self.estimated
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(id, &(ms, _))| (id, ms)))
+    }
+
+    /// How many (school, node) entries `measured` and `estimated` yield
+    /// together: at least as many as the distinct nodes they pin (whose
+    /// RTT is not their configured class), in constant time.
     pub fn pinned_len(&self) -> usize {
         self.measured.map_or(0, |m| m.len()) + self.estimated.map_or(0, |m| m.len())
     }
 
     /// This school's view with only the configured classes: what every node
-    /// that is not `pinned` gets.
+    /// the table does not pin gets.
     pub fn configured(&self) -> SchoolRtt<'a> {
         SchoolRtt {
             topology: self.topology,
@@ -118,6 +161,20 @@ impl RttTable {
         }
     }
 
+    /// Names these contents: equal stamps, equal tables.
+    pub(crate) fn stamp(&self) -> u64 {
+        self.stamp
+    }
+
+    /// The school sites this table measured or estimated any node from.
+    pub(crate) fn schools(&self) -> impl Iterator<Item = &SiteId> {
+        self.measured.keys().chain(
+            self.estimated
+                .keys()
+                .filter(|s| !self.measured.contains_key(s)),
+        )
+    }
+
     pub fn topology(&self) -> &Topology {
         &self.topology
     }
@@ -128,6 +185,7 @@ impl RttTable {
     pub fn set_measured(&mut self, site: SiteId, node: NodeId, ms: f64) {
         if usable_ms(ms) {
             self.measured.entry(site).or_default().insert(node, ms);
+            self.stamp = fresh_stamp();
         }
     }
 
@@ -141,6 +199,7 @@ impl RttTable {
                 .entry(site)
                 .or_default()
                 .insert(node, (ms, error_ms));
+            self.stamp = fresh_stamp();
         }
     }
 

@@ -8,12 +8,18 @@
 //! The fleets here are made of few node kinds on many sites of several
 //! districts, so groups hold many nodes; with residency rules, lending
 //! hours, datasets and caches, unhealthy and unapproved nodes, nodes on
-//! sites the fleet does not list, a school the fleet does not list, and RTT
-//! tables that measure or estimate none, some or all of the pairs. A seeded
-//! generator, as in `tests/indexed.rs`: the case number replays a failure.
+//! sites the fleet does not list, a school the fleet does not list, a node
+//! listed twice, and RTT tables that measure or estimate none, some or all of
+//! each school's pairs (whole and fractional milliseconds, so RTTs tie and
+//! do not). Half the cases sort every school's RTTs up front
+//! (`FleetIndex::sort_rtts`); in the others a school is sorted the second
+//! time it is placed; and the table sometimes changes between requests,
+//! which must drop what was sorted. A seeded generator, as in
+//! `tests/indexed.rs`: the case number replays a failure.
 
 mod common;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use classgrid_placement::*;
@@ -81,10 +87,33 @@ fn kind(rng: &mut StdRng, i: u128, site: &Site, schools: &[Site]) -> Node {
     n
 }
 
+/// Measures or estimates `node` from `school`: whole milliseconds (many
+/// ties) or not, sometimes both a measurement and an estimate.
+fn pin(rng: &mut StdRng, rtt: &mut RttTable, school: SiteId, node: NodeId, whole: bool) {
+    let mut ms = || {
+        if whole {
+            rng.random_range(1..50) as f64
+        } else {
+            rng.random_range(0.0..50.0)
+        }
+    };
+    let (m, e, err) = (ms(), ms(), [0.0, 2.0, 7.5][rng.random_range(0..3)]);
+    match rng.random_range(0..5) {
+        0 | 1 => rtt.set_measured(school, node, m),
+        2 | 3 => rtt.set_estimated(school, node, e, err),
+        _ => {
+            rtt.set_estimated(school, node, e, err);
+            rtt.set_measured(school, node, m);
+        }
+    }
+}
+
 struct Case {
     fleet: Fleet,
     calendar: Calendar,
     rtt: RttTable,
+    /// How many nodes the table pins per school.
+    pinned: HashMap<SiteId, usize>,
     reqs: Vec<Request>,
     policy: Policy,
 }
@@ -122,6 +151,12 @@ fn case(rng: &mut StdRng) -> Case {
         random_rows(rng, &n, 0..=2, &mut rows);
         nodes.push(n);
     }
+    if rng.random_bool(0.05) && !nodes.is_empty() {
+        // A node listed twice, on another site: both copies share its RTTs.
+        let mut again = nodes[rng.random_range(0..nodes.len())].clone();
+        again.site_id = sites[rng.random_range(0..sites.len())].id;
+        nodes.push(again);
+    }
     nodes.shuffle(rng);
     if rng.random_bool(0.1) {
         // A site listed twice: lookups find the last entry.
@@ -130,25 +165,24 @@ fn case(rng: &mut StdRng) -> Case {
         sites.push(again);
     }
     let mut rtt = RttTable::new(Topology::default());
-    let share = [0.0, 0.1, 0.3, 0.45, 1.0][rng.random_range(0..5)];
+    let whole = rng.random_bool(0.5);
+    let mut pinned = HashMap::new();
     for s in schools.iter().chain([&unlisted]) {
+        let share = [0.0, 0.1, 0.3, 0.45, 0.8, 1.0][rng.random_range(0..6)];
         for n in &nodes {
             if rng.random_bool(share) {
-                if rng.random_bool(0.5) {
-                    rtt.set_measured(s.id, n.id, rng.random_range(1..50) as f64);
-                } else {
-                    rtt.set_estimated(s.id, n.id, rng.random_range(1..50) as f64, 2.0);
-                }
+                pin(rng, &mut rtt, s.id, n.id, whole);
+                *pinned.entry(s.id).or_insert(0) += 1;
             }
         }
     }
-    let reqs = (0..4)
+    // Requests at a few of the schools, so that schools come back.
+    let mut at: Vec<&Site> = schools.iter().chain([&unlisted]).collect();
+    at.shuffle(rng);
+    at.truncate(rng.random_range(1..=3));
+    let reqs = (0..6)
         .map(|_| {
-            let school = if rng.random_bool(0.05) {
-                &unlisted
-            } else {
-                &schools[rng.random_range(0..schools.len())]
-            };
+            let school = at[rng.random_range(0..at.len())];
             let seats = rng.random_range(1..=40);
             let mut r = lesson(school, seats);
             r.min_seats = if rng.random_bool(0.3) {
@@ -194,6 +228,7 @@ fn case(rng: &mut StdRng) -> Case {
         fleet: fleet(sites, nodes),
         calendar: Calendar::new(rows),
         rtt,
+        pinned,
         reqs,
         policy,
     }
@@ -203,29 +238,77 @@ fn case(rng: &mut StdRng) -> Case {
 fn indexed_fleet_decides_what_place_decides() {
     let mut rng = StdRng::seed_from_u64(101);
     let (mut grouped, mut skipped) = (0, 0);
+    // Decisions that read pinned nodes sorted, and of those, the ones that
+    // admitted and left nodes unread.
+    let (mut sorted, mut sorted_skipped, mut table_changes) = (0, 0, 0);
     for n in 0..800 {
         let mut c = case(&mut rng);
         let index = FleetIndex::new(Arc::new(c.fleet.clone()));
         grouped += (index.groups() < c.fleet.nodes.len()) as u32;
-        for req in c.reqs.clone() {
+        // Which schools hold their pins sorted under the current table.
+        let mut held: HashSet<SiteId> = HashSet::new();
+        let mut seen: HashSet<SiteId> = HashSet::new();
+        if rng.random_bool(0.5) {
+            let k = index.sort_rtts(&c.rtt);
+            assert_eq!(k, c.pinned.len(), "case {n}");
+            held.extend(c.pinned.keys());
+        }
+        for (r, req) in c.reqs.clone().into_iter().enumerate() {
+            let school = req.school_site;
+            let pins = c.pinned.get(&school).copied().unwrap_or(0);
+            let reads_sorted = pins > 0 && (held.contains(&school) || seen.contains(&school));
+            if pins > 0 {
+                if seen.contains(&school) {
+                    held.insert(school);
+                }
+                seen.insert(school);
+            }
             let scan = place(&c.fleet, &c.calendar, &c.rtt, &req, &c.policy);
             let fast = place_indexed(&index, &c.calendar, &c.rtt, &req, &c.policy);
             // Debug covers every seat (node, devices, rtt, score, parts,
             // reason), the preempted jobs, and the explanation: counts, tags
             // and summary.
-            assert_eq!(format!("{scan:?}"), format!("{fast:?}"), "case {n}");
-            skipped += fast
+            assert_eq!(
+                format!("{scan:?}"),
+                format!("{fast:?}"),
+                "case {n} request {r}"
+            );
+            assert_eq!(
+                index.sorted_schools(&c.rtt),
+                held.len(),
+                "case {n} request {r}"
+            );
+            let unread = fast
                 .explanation()
                 .summary
-                .contains("not read (none could rank higher)") as u32;
+                .contains("not read (none could rank higher)");
+            skipped += unread as u32;
+            sorted += reads_sorted as u32;
+            sorted_skipped += (reads_sorted && unread) as u32;
             if let Decision::Admitted(a) = &fast {
                 book(&mut c.calendar, a, &req, Owner::Lesson(id(5_000_000 + n)));
+            }
+            if rng.random_bool(0.15) && !c.fleet.nodes.is_empty() {
+                // A new probe result: a new table, so nothing sorted for
+                // the old one may be used.
+                let node = c.fleet.nodes[rng.random_range(0..c.fleet.nodes.len())].id;
+                pin(&mut rng, &mut c.rtt, school, node, false);
+                *c.pinned.entry(school).or_insert(0) += 1;
+                held.clear();
+                seen.clear();
+                table_changes += 1;
             }
         }
     }
     // Only interesting if nodes were grouped and whole groups left unread.
     assert!(grouped > 400, "only {grouped} fleets grouped any nodes");
     assert!(skipped > 200, "only {skipped} decisions left nodes unread");
+    assert!(sorted > 1500, "only {sorted} decisions read sorted pins");
+    assert!(
+        sorted_skipped > 300,
+        "only {sorted_skipped} decisions on sorted pins left nodes unread"
+    );
+    assert!(table_changes > 300, "only {table_changes} table changes");
 }
 
 /// The index counts a whole group under the filter that rules it out, and

@@ -269,6 +269,103 @@ mod tests {
         assert!(s.for_fleet(&c).is_some_and(|i| Arc::ptr_eq(i.fleet(), &c)));
     }
 
+    /// A school with a measured RTT to every node: two nodes of one kind
+    /// on its own site, so it gets one sorted group.
+    fn measured_school() -> (Arc<placement::Fleet>, RttTable, Request) {
+        use placement::{Liveness, Node, SeatSpec, Site, SiteKind, Tier};
+        let school = Site {
+            id: Uuid::now_v7(),
+            name: "school".into(),
+            kind: SiteKind::School,
+            district: "d1".into(),
+        };
+        let node = |name: &str| Node {
+            id: Uuid::now_v7(),
+            name: name.into(),
+            site_id: school.id,
+            tier: Tier::Edge,
+            liveness: Liveness::Connected,
+            healthy: true,
+            cordoned: false,
+            approved: true,
+            runtimes: vec!["jupyter".into()],
+            cpu_millis: 8_000,
+            memory_mib: 16_384,
+            devices: vec![],
+            cached: vec![],
+            staging_bytes_per_sec: None,
+            lending: None,
+        };
+        let nodes = vec![node("a"), node("b")];
+        let mut rtt = RttTable::new(Default::default());
+        for (n, ms) in nodes.iter().zip([3.0, 1.0]) {
+            rtt.set_measured(school.id, n.id, ms);
+        }
+        let req = Request {
+            school_site: school.id,
+            window: Window {
+                start: 0,
+                end: 60_000,
+            },
+            seats: 2,
+            min_seats: 2,
+            seat: SeatSpec {
+                cpu_millis: 500,
+                memory_mib: 1024,
+                gpu: None,
+                runtime: "jupyter".into(),
+            },
+            max_rtt_ms: 30.0,
+            datasets: vec![],
+            staging_lead_ms: 0,
+            may_preempt: false,
+            residency: Default::default(),
+        };
+        let fleet = placement::Fleet {
+            sites: vec![school],
+            nodes,
+        };
+        (Arc::new(fleet), rtt, req)
+    }
+
+    /// Decision 104: the index keeps a school's RTTs sorted only while the
+    /// bookings share one table, which `EdgeState::rtt_table` now hands out
+    /// until the RTT book changes.
+    #[test]
+    fn a_school_is_sorted_when_bookings_share_the_rtt_table() {
+        let (fleet, rtt, req) = measured_school();
+        let policy = Policy::default();
+        let place = |cal: &Arc<LiveCalendar>, rtt: &RttTable| {
+            let (d, _) = cal.place_and_hold(&fleet, rtt, &req, &policy, None);
+            assert_eq!(
+                format!("{d:?}"),
+                format!(
+                    "{:?}",
+                    placement::place(&fleet, &cal.lock().cal, rtt, &req, &policy)
+                )
+            );
+            let ix = cal.lock().index.index.clone();
+            ix.map_or(0, |ix| ix.sorted_schools(rtt))
+        };
+
+        let shared = LiveCalendar::default().into();
+        // Scan (fleet first seen), index (school first seen), sorted.
+        let sorted: Vec<usize> = (0..4).map(|_| place(&shared, &rtt)).collect();
+        assert_eq!(sorted, [0, 0, 1, 1]);
+
+        // A table rebuilt for every booking (as before) is never sorted.
+        let rebuild = || {
+            let mut t = RttTable::new(Default::default());
+            for (n, ms) in fleet.nodes.iter().zip([3.0, 1.0]) {
+                t.set_measured(req.school_site, n.id, ms);
+            }
+            t
+        };
+        let rebuilt = LiveCalendar::default().into();
+        let sorted: Vec<usize> = (0..4).map(|_| place(&rebuilt, &rebuild())).collect();
+        assert_eq!(sorted, [0, 0, 0, 0]);
+    }
+
     #[test]
     fn a_settled_hold_is_left_alone_when_dropped() {
         let cal = Arc::new(LiveCalendar::default());

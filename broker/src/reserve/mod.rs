@@ -63,10 +63,15 @@ pub struct Plan<'a> {
 impl<'a> Plan<'a> {
     /// One seat or one job: a few attempts, a refusal re-read once, and an
     /// outage handed back to the caller's next pass.
-    pub fn single(fleet: &'a Arc<Fleet>, rtt: RttTable, req: &'a Request, owner: Owner) -> Self {
+    pub fn single(
+        fleet: &'a Arc<Fleet>,
+        rtt: Arc<RttTable>,
+        req: &'a Request,
+        owner: Owner,
+    ) -> Self {
         Plan {
             fleet,
-            rtt: Arc::new(rtt),
+            rtt,
             req,
             owner,
             attempts: 4,

@@ -101,7 +101,7 @@ impl Broker {
         &self,
         inputs: &[Arc<BookingInput>],
     ) -> Result<Vec<Result<BookingWrite, ServiceError>>, ServiceError> {
-        let rtt = Arc::new(self.rtt_table());
+        let rtt = self.rtt_table();
         let decisions = self.reserver.plan_scratch(inputs, &rtt).await?;
         Ok(inputs
             .iter()

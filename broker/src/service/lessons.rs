@@ -112,7 +112,7 @@ impl Broker {
         let (b, req, fleet) = (&input.b, &input.req, &input.fleet);
         let plan = Plan {
             fleet,
-            rtt: Arc::new(self.rtt_table()),
+            rtt: self.rtt_table(),
             req,
             owner,
             attempts: BOOK_ATTEMPTS,

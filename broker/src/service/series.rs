@@ -169,7 +169,7 @@ impl Broker {
                 .collect());
         }
         let items: Vec<Item> = inputs.iter().map(|i| Item::of(i)).collect();
-        let rtt = Arc::new(self.rtt_table());
+        let rtt = self.rtt_table();
         let w = self
             .reserver
             .reserve_many(&items, &[], &rtt, BOOK_ATTEMPTS, |decisions| {

@@ -190,7 +190,7 @@ impl Broker {
         row.template = sqlx::types::Json(template_of(&b));
         row.duration_s = b.duration.num_seconds() as i32;
         row.start_time = start_time.unwrap_or(row.start_time);
-        let rtt = Arc::new(self.rtt_table());
+        let rtt = self.rtt_table();
         let changed = self
             .reserver
             .reserve_many(&items, &replacing, &rtt, 8, |decisions| {
