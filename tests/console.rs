@@ -96,6 +96,56 @@ async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
         .await
         .expect("school admin created");
 
+    // A peer region, so that the Regions page has one to show (issue 21):
+    // peered by the two admins' commands, as the README says.
+    let north_db = TestDb::new().await.unwrap();
+    let north_dir = tempdir("console-north");
+    let north = Broker::start_secure(&north_db, &north_dir, &[]).await;
+    north.create_site("north-pop").await;
+    let (ok, out, err) = cli(
+        &broker,
+        &broker.token,
+        &[
+            "peers",
+            "offer",
+            "north",
+            "--as",
+            "south",
+            "--url",
+            &broker.grpc_url,
+            "--site",
+            "school-a",
+            "--rtt-ms",
+            "6",
+            "--lend-max-slices",
+            "2",
+        ],
+    );
+    assert!(ok, "peers offer: {out}{err}");
+    let offer = out
+        .lines()
+        .find(|l| l.starts_with("cgpeer_"))
+        .unwrap_or_else(|| panic!("the offer is printed: {out}"))
+        .to_string();
+    let (ok, out, err) = cli(
+        &north,
+        &north.token,
+        &[
+            "peers",
+            "accept",
+            &offer,
+            "--as",
+            "north",
+            "--url",
+            &north.grpc_url,
+            "--site",
+            "north-pop",
+            "--rtt-ms",
+            "6",
+        ],
+    );
+    assert!(ok, "peers accept: {out}{err}");
+
     let mut booking = web_lesson("school-a", 2, 1.0, 600);
     booking.title = "Python 入门".into();
     let lesson = broker
@@ -217,6 +267,8 @@ async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
         "token-created",
         "token-revoked",
         "audit",
+        "regions",
+        "class-sheet",
         "english",
         "school-admin",
     ] {

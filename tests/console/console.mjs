@@ -64,16 +64,18 @@ async function login(page, user, password) {
 }
 
 // Words of the page's own UI left in English on a zh-CN page. Data is
-// not UI: code and output (<code>, <pre>), text marked as another language
+// not UI: code, keys and output (<code>, <kbd>, <pre>), what a person types into a
+// field (<textarea>: the timetable's CSV), text marked as another language
 // (an agent's discovery warnings carry lang="en"), and the names that this
 // test's fixture gives sites, nodes, users, tokens and devices, pass.
 const DATA_WORDS = new Set(["school", "gpu", "cpu", "admin", "teacher", "nvidia", "NVIDIA", "MiB", "GiB",
   "CPU", "API", "Python", "python", "http", "https", "platform", "English", "demo", "LOCAL", "L40S", "e2e", "GPU",
-  "RTT", // a technical term kept in zh-CN, as CPU and API are
-  "token"]); // the test's admin token is named admin-token
+  "RTT", "CSV", "UTF", // technical terms kept in zh-CN, as CPU and API are
+  "token", // the test's admin token is named admin-token
+  "north", "south"]); // the peer regions
 async function untranslated(page) {
   const words = await page.evaluate(() => {
-    const skip = new Set(["CODE", "PRE", "SCRIPT", "STYLE", "TITLE"]);
+    const skip = new Set(["CODE", "KBD", "PRE", "SCRIPT", "STYLE", "TITLE", "TEXTAREA"]);
     const out = [];
     const walk = (n) => {
       for (const c of n.childNodes) {
@@ -87,7 +89,8 @@ async function untranslated(page) {
   return [...new Set(words.filter((w) => !DATA_WORDS.has(w)))];
 }
 async function allChinese(page, what) {
-  assert.deepEqual(await untranslated(page), [], `${what}: English words on a zh-CN page`);
+  const left = await untranslated(page);
+  assert.deepEqual(left, [], `${what}: English words on a zh-CN page: ${left.join(" ")}`);
 }
 
 try {
@@ -208,13 +211,16 @@ try {
   assert.match(await red.getAttribute("title"), /seats fit/, "with the reason on hover");
   assert.equal(await red.evaluate((e) => getComputedStyle(e).backgroundColor), "rgb(253, 226, 226)", "drawn red");
   assert.match(await text(page, "#term-summary"), /^2 \S+ · 2 /, "2 occurrences fit, 2 do not");
+  await allChinese(page, "term preview");
   await shot(page, "term-preview");
   await page.locator("#term-commit").click();
   await page.waitForSelector("#term-series");
   await page.locator("#term-series a").first().click();
   await page.waitForURL(/\/console\/series\//);
   assert.equal(await page.locator("#series-occurrences a").count(), 2, "each occurrence links to its lesson");
+  await allChinese(page, "series");
   await shot(page, "series");
+  const seriesUrl = page.url();
 
   await page.goto(new URL("/console/timetable", base).href);
   await page.locator("#timetable-lessons").getByRole("link", { name: "Python 入门" }).click();
@@ -286,6 +292,20 @@ try {
   await allChinese(page, "audit");
   await shot(page, "audit");
 
+  // The Regions page lists the peer region with its state, RTT and what
+  // this region lends it (issue 21).
+  await page.goto(new URL("/console/regions", base).href);
+  const regions = await text(page, "#regions-table");
+  assert.match(regions, /north/, "the peer region is listed");
+  assert.match(regions, /6\.0 ms/, "with its inter-region RTT");
+  await allChinese(page, "regions");
+  await shot(page, "regions");
+  // The class sheet a teacher prints: one row per seat, in zh-CN too.
+  await page.goto(new URL(`/console/lessons/${lessonId}/sheet`, base).href);
+  await allChinese(page, "class sheet");
+  await shot(page, "class-sheet");
+  await page.goto(new URL("/console/audit", base).href);
+
   await page.getByRole("link", { name: "English" }).click();
   await page.waitForURL(/\/console\/audit/);
   assert.equal(await page.getAttribute("html", "lang"), "en");
@@ -296,7 +316,8 @@ try {
   // Every page in English too, for docs/screenshots.
   for (const [name, url] of [["overview", "/console"], ["nodes", "/console/nodes"], ["timetable", "/console/timetable"],
     ["timetable-week", "/console/timetable?view=week"], ["lesson", `/console/lessons/${lessonId}`], ["jobs", "/console/jobs"],
-    ["vouchers", "/console/vouchers"], ["tokens", "/console/tokens"], ["audit", "/console/audit"]]) {
+    ["vouchers", "/console/vouchers"], ["tokens", "/console/tokens"], ["audit", "/console/audit"],
+    ["regions", "/console/regions"], ["term-import", "/console/timetable/import"], ["series", seriesUrl]]) {
     await page.goto(new URL(url, base).href);
     assert.equal(await page.getAttribute("html", "lang"), "en", `${name} stays in English`);
     await page.screenshot({ path: path.join(shots, `en-${name}.png`), fullPage: true });

@@ -297,8 +297,8 @@ const TEXT: &[(&str, &str, &str)] = &[
     ),
     (
         "print",
-        "用浏览器打印（Ctrl+P）即可得到纸质座位单。",
-        "Print it from the browser (Ctrl+P) for a paper sheet.",
+        "用浏览器打印（<kbd>Ctrl</kbd>+<kbd>P</kbd>）即可得到纸质座位单。",
+        "Print it from the browser (<kbd>Ctrl</kbd>+<kbd>P</kbd>) for a paper sheet.",
     ),
     (
         "opened_count",
@@ -307,8 +307,8 @@ const TEXT: &[(&str, &str, &str)] = &[
     ),
     (
         "no_seat_links",
-        "该学校的边缘网关尚未提供座位链接（见 CLASSGRID_SEAT_LINKS_LISTEN）。",
-        "This school's edge does not serve seat links yet (see CLASSGRID_SEAT_LINKS_LISTEN).",
+        "该学校的边缘网关尚未提供座位链接（见 <code>CLASSGRID_SEAT_LINKS_LISTEN</code>）。",
+        "This school's edge does not serve seat links yet (see <code>CLASSGRID_SEAT_LINKS_LISTEN</code>).",
     ),
     (
         "sheet_hint",
@@ -346,8 +346,8 @@ const TEXT: &[(&str, &str, &str)] = &[
     ),
     (
         "term_command",
-        "每个座位运行的命令（notebook 运行时可留空）",
-        "What each seat runs (empty for runtime=notebook)",
+        "每个座位运行的命令（运行时为 <code>notebook</code> 时可留空）",
+        "What each seat runs (empty for <code>runtime=notebook</code>)",
     ),
     (
         "term_preview",

@@ -16,7 +16,7 @@ use chrono::Datelike;
 use uuid::Uuid;
 
 use super::super::{
-    html::{Page, Th, error, esc, render, table_open},
+    html::{Page, Th, error, esc, render, state_badge, table_open},
     i18n::{Lang, t},
     session::Session,
     zone,
@@ -319,7 +319,10 @@ pub async fn series(
         o += &format!(
             "<tr><td>{}</td><td>{lesson}</td><td>{}</td><td>{}</td></tr>",
             z.fmt(occ.rule_start),
-            esc(occ.lesson_state.as_deref().unwrap_or("")),
+            occ.lesson_state
+                .as_deref()
+                .map(|st| state_badge(l, st))
+                .unwrap_or_default(),
             esc(&occ.reason)
         );
     }
