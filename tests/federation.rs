@@ -28,10 +28,23 @@ struct Region {
 /// A region with `agents` nodes at its one site (each with an L40S when
 /// `gpu`). Its usage is settled 5 s after a lesson's end at the latest.
 async fn region(name: &'static str, site: &'static str, agents: usize, gpu: bool) -> Region {
+    region_with(name, site, agents, if gpu { &["gpu"] } else { &[] }, "").await
+}
+
+/// `region` with more of the broker's TOML, and options for its agents:
+/// "gpu" (an L40S each) and "cloud" (cloud-tier nodes).
+async fn region_with(
+    name: &'static str,
+    site: &'static str,
+    agents: usize,
+    options: &[&str],
+    toml: &str,
+) -> Region {
+    let gpu = options.contains(&"gpu");
     let db = TestDb::new().await.unwrap();
     let dir = tempdir(&format!("fed-{name}"));
     let cfg = dir.join("broker.toml");
-    std::fs::write(&cfg, "[vouchers]\nsettle_after_s = 5\n").unwrap();
+    std::fs::write(&cfg, format!("[vouchers]\nsettle_after_s = 5\n{toml}")).unwrap();
     let cfg = cfg.display().to_string();
     let broker = Broker::start_secure(&db, &dir, &["--grace-s", "2", "--config", &cfg]).await;
     broker.create_site(site).await;
@@ -58,10 +71,13 @@ async fn region(name: &'static str, site: &'static str, agents: usize, gpu: bool
         .into_inner()
         .secret;
     let tool = format!("nvidia-smi={}", fake_nvidia_smi(&dir).display());
-    let extra: &[&str] = if gpu { &["--tool", &tool] } else { &[] };
+    let mut extra: Vec<&str> = if gpu { vec!["--tool", &tool] } else { vec![] };
+    if options.contains(&"cloud") {
+        extra.extend(["--tier", "cloud"]);
+    }
     let agents: Vec<Agent> = (0..agents)
         .map(|i| {
-            Agent::join_and_start_with(&token, &broker, &format!("{name}{i}"), &dir, extra)
+            Agent::join_and_start_with(&token, &broker, &format!("{name}{i}"), &dir, &extra)
                 .expect("agent joins")
         })
         .collect();
@@ -723,4 +739,73 @@ async fn a_lesson_hosted_across_a_cut_link_runs_to_its_end_and_is_settled_once_o
     };
     assert_eq!(amounts(&csv_a).len(), 1, "{csv_a}");
     assert_eq!(amounts(&csv_a), amounts(&csv_b), "{csv_a}\n{csv_b}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_best_rtt_a_nearer_peer_hosts_a_class_that_would_fit_at_home() {
+    // Home's only node is in the cloud (60 ms from its schools); b (3 ms
+    // away) and c (5 ms) each have edge nodes at their point of presence.
+    let a = region_with(
+        "a",
+        "a-school",
+        1,
+        &["cloud"],
+        "[federation]\nplacement = \"best_rtt\"\n",
+    )
+    .await;
+    let b = region("b", "b-pop", 1, false).await;
+    let c = region("c", "c-pop", 1, false).await;
+    peer(&a, &b, "3", "2");
+    peer(&a, &c, "5", "2");
+    let connected = wait_for(Duration::from_secs(30), || async {
+        let (ok, out, _) = cli(&a, &["peers", "list"]);
+        ok && ["b ", "c "].iter().all(|name| {
+            out.lines()
+                .any(|l| l.starts_with(name) && l.contains("connected") && !l.contains("dis"))
+        })
+    })
+    .await;
+    assert!(connected, "{:?}", cli(&a, &["peers", "list"]));
+
+    // The class fits at home, but b's seats are nearer: school → a (8 ms) +
+    // a → b (3 ms) + b's site → node (2 ms) against 60 ms in the cloud.
+    let l = book(&a, 2).await.expect("booked");
+    let why = a
+        .broker
+        .lessons()
+        .await
+        .explain(pb::GetLessonRequest { id: l.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        l.seats.iter().all(|s| s.region == "b"),
+        "{}: {l:#?}",
+        why.summary
+    );
+    let rtt = l.seats[0].rtt.unwrap();
+    assert!(rtt.ms < 20.0, "{rtt:?}");
+    for want in [
+        "this region: slowest seat 60.0 ms",
+        "region c: slowest seat",
+        "region b: admitted (best RTT)",
+    ] {
+        assert!(why.summary.contains(want), "{want}: {}", why.summary);
+    }
+    // c's offer was let go at once, not left to expire.
+    let home_lesson = uuid::Uuid::parse_str(&l.id).unwrap();
+    let c_hold: String =
+        sqlx::query_scalar("SELECT state FROM peer_holds WHERE home_lesson_id = $1")
+            .bind(home_lesson)
+            .fetch_one(&pool(&c).await)
+            .await
+            .unwrap();
+    assert_eq!(c_hold, "released");
+
+    // b lends a two slices, both in use: the next class goes to c, still
+    // nearer than home's cloud; the one after, with both peers full, home.
+    let l2 = book(&a, 2).await.expect("booked at c");
+    assert!(l2.seats.iter().all(|s| s.region == "c"), "{l2:#?}");
+    let l3 = book(&a, 2).await.expect("booked at home");
+    assert!(l3.seats.iter().all(|s| s.region.is_empty()), "{l3:#?}");
 }

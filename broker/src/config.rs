@@ -107,6 +107,38 @@ pub struct FileConfig {
     pub lending: Option<Vec<crate::fleet::lending::LendingRule>>,
     /// `[job_priority]`: weights of the named factors that order the job queue.
     pub job_priority: Option<JobPriorityConfig>,
+    /// `[federation]`: how classes are placed across peer regions.
+    pub federation: Option<FederationFile>,
+}
+
+/// `[federation]` in the broker's TOML file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationFile {
+    /// `home_first` (default): peers are asked only for what does not fit
+    /// here. `best_rtt`: a peer whose seats the students would reach
+    /// sooner than this region's hosts the class (decision 107).
+    pub placement: Option<String>,
+}
+
+/// Where a class goes when it fits both here and at a peer region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FederationPlacement {
+    #[default]
+    HomeFirst,
+    BestRtt,
+}
+
+impl FederationPlacement {
+    fn parse(s: Option<&str>) -> anyhow::Result<Self> {
+        match s {
+            None | Some("home_first") => Ok(Self::HomeFirst),
+            Some("best_rtt") => Ok(Self::BestRtt),
+            Some(other) => anyhow::bail!(
+                "config federation.placement: must be home_first or best_rtt, not {other:?}"
+            ),
+        }
+    }
 }
 
 /// Job priority = Σ weight · factor over the factors the broker computes for
@@ -173,6 +205,8 @@ pub struct BrokerConfig {
     pub replica_name: Option<String>,
     /// The host other replicas reach this one at, if configured.
     pub advertise_host: Option<String>,
+    /// `[federation] placement`.
+    pub federation_placement: FederationPlacement,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/classgrid";
@@ -287,6 +321,11 @@ impl BrokerConfig {
             lease: Duration::from_secs(pick(args.lease_s, file.lease_s, 5)),
             replica_name: args.replica_name.clone().or(file.replica_name),
             advertise_host: args.advertise_host.clone().or(file.advertise_host),
+            federation_placement: FederationPlacement::parse(
+                file.federation
+                    .as_ref()
+                    .and_then(|f| f.placement.as_deref()),
+            )?,
         };
         if let Some(h) = &cfg.advertise_host {
             check_advertise_host(h)?;
@@ -435,6 +474,28 @@ mod tests {
             Duration::from_secs(5),
             "the flag wins over the file"
         );
+    }
+
+    #[test]
+    fn federation_placement_is_home_first_unless_the_file_says_best_rtt() {
+        let dir = std::env::temp_dir().join(format!("cg-cfg-fed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("fed.toml");
+        std::fs::write(&p, "").unwrap();
+        let cfg = BrokerConfig::resolve(&args(Some(p.clone()))).unwrap();
+        assert_eq!(cfg.federation_placement, FederationPlacement::HomeFirst);
+        std::fs::write(&p, "[federation]\nplacement = \"best_rtt\"\n").unwrap();
+        let cfg = BrokerConfig::resolve(&args(Some(p.clone()))).unwrap();
+        assert_eq!(cfg.federation_placement, FederationPlacement::BestRtt);
+        std::fs::write(&p, "[federation]\nplacement = \"nearest\"\n").unwrap();
+        let e = BrokerConfig::resolve(&args(Some(p.clone())))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("federation.placement: must be home_first or best_rtt"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

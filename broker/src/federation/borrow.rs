@@ -5,7 +5,7 @@
 //! `min_seats`) holds it; this region records the lesson as borrowed and
 //! commits. The school's vouchers stay at home.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use classgrid_placement::{Explanation, FilterCount, Residency};
@@ -18,7 +18,8 @@ use super::{
 };
 use crate::{
     api::grpc::convert,
-    domain::ServiceError,
+    config::FederationPlacement,
+    domain::{ServiceError, lesson::Booking},
     reserve::queue::BookingInput,
     service::vouchers::borrowed::OfferPrice,
     state::Broker,
@@ -40,11 +41,96 @@ fn federation_note(detail: String) -> FilterCount {
     }
 }
 
+/// A gRPC client of one peer region's broker.
+type PeerClient = classgrid_proto::v1::federation_service_client::FederationServiceClient<
+    tonic::transport::Channel,
+>;
+
+/// The slowest of some seats' RTTs, ms (0 for none).
+fn slowest(ms: impl Iterator<Item = f64>) -> f64 {
+    ms.fold(0.0, f64::max)
+}
+
 impl Broker {
     /// RTT from a school of this region to this region's border, as the
     /// configured topology classes it (a district's point of presence).
     fn school_to_region_ms(&self) -> f64 {
         self.cfg.topology.same_district_ms
+    }
+
+    /// The peers that may be asked, nearest first by inter-region RTT
+    /// (unknown last); none without TLS, which federation needs.
+    async fn peers_nearest_first(&self) -> Result<Vec<PeeringRow>, ServiceError> {
+        if self.tls.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut peers: Vec<PeeringRow> = self
+            .store
+            .list_peerings()
+            .await?
+            .into_iter()
+            .filter(|p| p.state == "connected" || p.state == "disconnected")
+            .collect();
+        peers.sort_by(|a, b| {
+            let (x, y) = (a.rtt_ms.unwrap_or(f64::MAX), b.rtt_ms.unwrap_or(f64::MAX));
+            x.total_cmp(&y).then_with(|| a.name.cmp(&b.name))
+        });
+        Ok(peers)
+    }
+
+    /// Whether peer `p` may be asked for this class: the RTT its students
+    /// would have before the lender's own part (school → this region +
+    /// inter-region) and the budget left for that part; otherwise the
+    /// sentence that says why not.
+    fn reach(&self, p: &PeeringRow, b: &Booking) -> Result<(f64, f64), String> {
+        if let Some(since) = p.disconnected_since {
+            return Err(format!(
+                "region {}: unreachable since {}",
+                p.name,
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
+        if matches!(b.residency, Residency::School | Residency::District) {
+            // Another region is neither this school nor this district.
+            return Err(format!(
+                "region {}: not asked: the lesson's data must stay in the {}",
+                p.name,
+                b.residency.as_str()
+            ));
+        }
+        let inter = p.rtt_ms.unwrap_or(0.0);
+        let offset = self.school_to_region_ms() + inter;
+        let budget = f64::from(b.max_rtt_ms) - offset;
+        if budget < 1.0 {
+            return Err(format!(
+                "region {}: {:.0} ms to reach it ({} inter-region) leaves nothing of max_rtt {} ms",
+                p.name,
+                offset,
+                p.rtt_source.as_deref().unwrap_or("unknown"),
+                b.max_rtt_ms
+            ));
+        }
+        Ok((offset, budget))
+    }
+
+    /// The peers of `peers` that may be asked, with `reach`'s offset and
+    /// budget; why each other one may not goes to `notes`.
+    fn reachable<'p>(
+        &self,
+        peers: &'p [PeeringRow],
+        b: &Booking,
+        notes: &mut Vec<String>,
+    ) -> Vec<(&'p PeeringRow, f64, f64)> {
+        peers
+            .iter()
+            .filter_map(|p| match self.reach(p, b) {
+                Ok((offset, budget)) => Some((p, offset, budget)),
+                Err(note) => {
+                    notes.push(note);
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Asks the peers, nearest first, to host what did not fit here; the
@@ -54,53 +140,12 @@ impl Broker {
         input: &BookingInput,
         home: Box<Explanation>,
     ) -> Result<LessonView, ServiceError> {
-        let mut peers: Vec<PeeringRow> = self
-            .store
-            .list_peerings()
-            .await?
-            .into_iter()
-            .filter(|p| p.state == "connected" || p.state == "disconnected")
-            .collect();
-        if peers.is_empty() || self.tls.is_none() {
+        let peers = self.peers_nearest_first().await?;
+        if peers.is_empty() {
             return Err(ServiceError::Refused(home));
         }
-        peers.sort_by(|a, b| {
-            let (x, y) = (a.rtt_ms.unwrap_or(f64::MAX), b.rtt_ms.unwrap_or(f64::MAX));
-            x.total_cmp(&y).then_with(|| a.name.cmp(&b.name))
-        });
-        let b = &input.b;
         let mut notes = Vec::new();
-        for p in &peers {
-            if let Some(since) = p.disconnected_since {
-                notes.push(format!(
-                    "region {}: unreachable since {}",
-                    p.name,
-                    since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                ));
-                continue;
-            }
-            if matches!(b.residency, Residency::School | Residency::District) {
-                // Another region is neither this school nor this district.
-                notes.push(format!(
-                    "region {}: not asked: the lesson's data must stay in the {}",
-                    p.name,
-                    b.residency.as_str()
-                ));
-                continue;
-            }
-            let inter = p.rtt_ms.unwrap_or(0.0);
-            let offset = self.school_to_region_ms() + inter;
-            let budget = f64::from(b.max_rtt_ms) - offset;
-            if budget < 1.0 {
-                notes.push(format!(
-                    "region {}: {:.0} ms to reach it ({} inter-region) leaves nothing of max_rtt {} ms",
-                    p.name,
-                    offset,
-                    p.rtt_source.as_deref().unwrap_or("unknown"),
-                    b.max_rtt_ms
-                ));
-                continue;
-            }
+        for (p, offset, budget) in self.reachable(&peers, &input.b, &mut notes) {
             match self.ask_peer(p, input, offset, budget).await {
                 Ok((row, hosted)) => {
                     notes.push(format!("region {}: admitted", p.name));
@@ -119,6 +164,69 @@ impl Broker {
         Err(ServiceError::Refused(Box::new(e)))
     }
 
+    /// Under `[federation] placement = "best_rtt"` (decision 107), before a
+    /// class is booked here: plans it here with nothing held, and when a
+    /// peer could give its students a shorter round trip, asks every such
+    /// peer for an offer and lets the one whose slowest seat is fastest
+    /// host it, releasing the others. A peer is asked only if the RTT to
+    /// reach it is already below this region's slowest seat, so a region
+    /// whose own seats are near asks nobody. None: book here as usual (or,
+    /// when nothing fits here, borrow home-first).
+    pub(crate) async fn borrow_if_nearer(
+        &self,
+        input: &Arc<BookingInput>,
+    ) -> Result<Option<LessonView>, ServiceError> {
+        if self.cfg.federation_placement != FederationPlacement::BestRtt {
+            return Ok(None);
+        }
+        let peers = self.peers_nearest_first().await?;
+        if peers.is_empty() {
+            return Ok(None);
+        }
+        let home_ms = match self.plan_unheld(std::slice::from_ref(input)).await?.pop() {
+            Some(Ok(w)) => slowest(w.admission.seats.iter().map(|s| s.rtt.ms)),
+            _ => return Ok(None),
+        };
+        let mut notes = vec![format!("this region: slowest seat {home_ms:.1} ms")];
+        let mut offers = Vec::new();
+        for (p, offset, budget) in self.reachable(&peers, &input.b, &mut notes) {
+            if offset >= home_ms {
+                // Its seats cannot be reached sooner than this region's.
+                continue;
+            }
+            match self.offer_from(p, input, budget).await {
+                Ok((c, answer)) => {
+                    let ms =
+                        offset + slowest(answer.seats.iter().filter_map(|s| s.rtt.map(|r| r.ms)));
+                    notes.push(format!("region {}: slowest seat {ms:.1} ms", p.name));
+                    offers.push((p, c, answer, offset, ms));
+                }
+                Err(why) => notes.push(format!("region {}: {why}", p.name)),
+            }
+        }
+        offers.sort_by(|a, b| a.4.total_cmp(&b.4));
+        let mut chosen = None;
+        for (p, mut c, answer, offset, ms) in offers {
+            if chosen.is_none() && ms < home_ms {
+                match self.take_offer(p, &mut c, input, offset, answer).await {
+                    Ok((row, hosted)) => {
+                        notes.push(format!("region {}: admitted (best RTT)", p.name));
+                        chosen = Some((p, row, hosted));
+                        continue;
+                    }
+                    Err(why) => notes.push(format!("region {}: {why}", p.name)),
+                }
+            } else {
+                // Not the one: its hold goes now, not at its expiry.
+                let _ = c.release(self.hosted_request(input)).await;
+            }
+        }
+        match chosen {
+            Some((p, row, hosted)) => Ok(Some(self.record_borrowed(p, row, hosted, notes).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// Asks one peer for an offer; on an admission, writes the lesson as
     /// borrowed (`held`) before committing, so a broker that dies in between
     /// finds it again (`reconcile_held`). The error is the sentence for the
@@ -130,6 +238,18 @@ impl Broker {
         offset_ms: f64,
         budget_ms: f64,
     ) -> Result<(BorrowedRow, pb::HostedLesson), String> {
+        let (mut c, answer) = self.offer_from(p, input, budget_ms).await?;
+        self.take_offer(p, &mut c, input, offset_ms, answer).await
+    }
+
+    /// One peer's admitted offer (a hold there, until its expiry), or the
+    /// sentence saying why there is none.
+    async fn offer_from(
+        &self,
+        p: &PeeringRow,
+        input: &BookingInput,
+        budget_ms: f64,
+    ) -> Result<(PeerClient, pb::OfferResponse), String> {
         let b = &input.b;
         let mut c = self.peer_client(p).map_err(|e| e.to_string())?;
         let ask = pb::OfferRequest {
@@ -159,6 +279,19 @@ impl Broker {
                 .unwrap_or_else(|| "refused".into());
             return Err(why);
         }
+        Ok((c, answer))
+    }
+
+    /// Takes an admitted offer: the school's vouchers hold its price with
+    /// the lesson written `held`, then the lender commits.
+    async fn take_offer(
+        &self,
+        p: &PeeringRow,
+        c: &mut PeerClient,
+        input: &BookingInput,
+        offset_ms: f64,
+        answer: pb::OfferResponse,
+    ) -> Result<(BorrowedRow, pb::HostedLesson), String> {
         let seats = (answer.seats.len() as i32).max(1);
         let price = match OfferPrice::from_answer(
             answer.worst_case_uah,

@@ -108,6 +108,11 @@ impl Broker {
     ) -> Result<LessonView, ServiceError> {
         let id = opts.lesson_id.unwrap_or_else(Uuid::now_v7);
         let input = self.booking_input_with(b, now, id, &opts)?;
+        if !opts.hosted
+            && let Some(view) = self.borrow_if_nearer(&input).await?
+        {
+            return Ok(view);
+        }
         let owner = Owner::Lesson(id);
         let (b, req, fleet) = (&input.b, &input.req, &input.fleet);
         let plan = Plan {
