@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use classgrid_placement::{Admission, Decision, Explanation, Fleet, Owner, Request, RttTable};
+use classgrid_placement::{
+    Admission, Decision, Explanation, Fleet, FleetIndex, Owner, Request, RttTable,
+};
 
 use super::{Hold, Reserver, queue::BookingInput};
 use crate::{domain::ServiceError, store};
@@ -191,11 +193,34 @@ impl Reserver {
                 let mut cal = self.calendar.lock().cal.clone();
                 let (inputs, rtt, policy) = (inputs.to_vec(), rtt.clone(), self.policy.clone());
                 tokio::task::spawn_blocking(move || {
+                    // A term's occurrences share one fleet snapshot: one
+                    // index of it for all of them (decision 101; the same
+                    // decisions as the plain scan), not a scan per
+                    // occurrence. A fleet planned once keeps the scan.
+                    let mut index: Option<FleetIndex> = None;
                     inputs
                         .iter()
-                        .map(|i| {
-                            let d =
-                                classgrid_placement::place(&i.fleet, &cal, &rtt, &i.req, &policy);
+                        .enumerate()
+                        .map(|(k, i)| {
+                            let cached = index
+                                .as_ref()
+                                .is_some_and(|ix| Arc::ptr_eq(ix.fleet(), &i.fleet));
+                            let shared = inputs
+                                .get(k + 1)
+                                .is_some_and(|next| Arc::ptr_eq(&next.fleet, &i.fleet));
+                            if !cached && shared {
+                                index = Some(FleetIndex::new(i.fleet.clone()));
+                            }
+                            let d = match &index {
+                                Some(ix) if Arc::ptr_eq(ix.fleet(), &i.fleet) => {
+                                    classgrid_placement::place_indexed(
+                                        ix, &cal, &rtt, &i.req, &policy,
+                                    )
+                                }
+                                _ => classgrid_placement::place(
+                                    &i.fleet, &cal, &rtt, &i.req, &policy,
+                                ),
+                            };
                             if let Decision::Admitted(a) = &d {
                                 for r in a.reservations(&i.req, Owner::Lesson(i.id)) {
                                     cal.insert(r);
