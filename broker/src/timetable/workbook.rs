@@ -31,6 +31,11 @@ pub const MAX_COLUMNS: u32 = 64;
 /// Cells read at most (empty and styled ones included).
 pub const MAX_CELLS: usize = 1_000_000;
 
+/// Bytes a workbook's parts may unpack to, as its zip directory declares
+/// them: a small upload that would unpack to gigabytes is refused before
+/// any part is read.
+pub const MAX_UNPACKED_BYTES: u64 = 64 << 20;
+
 /// Whether `bytes` look like an .xlsx workbook rather than CSV text.
 pub fn is_workbook(bytes: &[u8]) -> bool {
     bytes.starts_with(ZIP_MAGIC)
@@ -62,13 +67,33 @@ pub fn column_letters(col: u32) -> String {
     String::from_utf8(s).unwrap_or_default()
 }
 
+fn not_a_workbook(e: impl std::fmt::Display) -> Vec<FieldError> {
+    unreadable(format!(
+        "is not a readable .xlsx workbook ({e}); save the sheet as .xlsx or as CSV UTF-8"
+    ))
+}
+
+/// Whether the parts of the workbook `bytes` unpack to at most `limit`
+/// bytes, as its zip directory declares them.
+fn unpacks_within(bytes: &[u8], limit: u64) -> Result<(), Vec<FieldError>> {
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(not_a_workbook)?;
+    let mut total = 0u64;
+    for i in 0..zip.len() {
+        let part = zip.by_index_raw(i).map_err(not_a_workbook)?;
+        total = total.saturating_add(part.size());
+    }
+    if total > limit {
+        return Err(unreadable(format!(
+            "would unpack to {total} bytes; a timetable workbook may unpack to at most {limit}"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads the first sheet of the .xlsx workbook `bytes`.
 pub fn first_sheet(bytes: &[u8]) -> Result<Sheet, Vec<FieldError>> {
-    let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).map_err(|e| {
-        unreadable(format!(
-            "is not a readable .xlsx workbook ({e}); save the sheet as .xlsx or as CSV UTF-8"
-        ))
-    })?;
+    unpacks_within(bytes, MAX_UNPACKED_BYTES)?;
+    let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).map_err(not_a_workbook)?;
     let Some(name) = book.sheet_names().first().cloned() else {
         return Err(unreadable(
             "the workbook has no sheet; the timetable is read from its first sheet",
@@ -422,6 +447,12 @@ mod tests {
             (e[0].field.as_str(), e[0].rule.as_str()),
             ("line 2, column row", "the file has no row below its header")
         );
+        // A workbook that would unpack past the limit is never unpacked.
+        let small = book(|ws| header(ws, 0));
+        assert_eq!(unpacks_within(&small, MAX_UNPACKED_BYTES), Ok(()));
+        let e = unpacks_within(&small, 1000).unwrap_err();
+        assert_eq!(e[0].field, "file");
+        assert!(e[0].rule.starts_with("would unpack to "), "{}", e[0].rule);
         let wide = book(|ws| {
             header(ws, 0);
             ws.write_string(0, 70, "notes").unwrap();
