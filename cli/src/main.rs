@@ -22,6 +22,7 @@ mod output;
 mod parse;
 mod peers;
 mod series;
+mod template_xlsx;
 mod tz;
 mod up;
 mod vouchers;

@@ -107,10 +107,16 @@ pub enum Series {
 
 #[derive(Subcommand)]
 pub enum Timetable {
-    /// Print the CSV template (headers in Chinese and English, one example row).
-    Template,
-    /// Import a timetable sheet (CSV): check every row, then book every
-    /// class's weekly series as one set, or preview it with --dry-run.
+    /// Print the CSV template (headers in Chinese and English, one example
+    /// row), or write it as an .xlsx workbook with --xlsx FILE.
+    Template {
+        /// Write the template as an .xlsx workbook to FILE instead.
+        #[arg(long, value_name = "FILE")]
+        xlsx: Option<std::path::PathBuf>,
+    },
+    /// Import a timetable sheet (CSV, or an .xlsx workbook: its first sheet
+    /// is read): check every row, then book every class's weekly series as
+    /// one set, or preview it with --dry-run.
     Import {
         file: std::path::PathBuf,
         /// Preview: each occurrence's outcome and the term's voucher cost; nothing written.
@@ -276,12 +282,20 @@ pub async fn series(g: &Global, c: Series) -> anyhow::Result<()> {
 pub async fn timetable(g: &Global, c: Timetable) -> anyhow::Result<()> {
     let mut client = TimetableServiceClient::new(g.channel().await?);
     match c {
-        Timetable::Template => {
+        Timetable::Template { xlsx } => {
             let t = client
                 .template(pb::TimetableTemplateRequest {})
                 .await?
                 .into_inner();
-            print!("{}", t.csv);
+            match xlsx {
+                None => print!("{}", t.csv),
+                Some(path) => {
+                    let bytes = crate::template_xlsx::workbook(&t.csv)?;
+                    std::fs::write(&path, bytes).map_err(|e| {
+                        input(format!("{}: cannot be written: {e}", path.display()))
+                    })?;
+                }
+            }
         }
         Timetable::Import {
             file,
@@ -291,6 +305,7 @@ pub async fn timetable(g: &Global, c: Timetable) -> anyhow::Result<()> {
         } => {
             let content = std::fs::read(&file)
                 .map_err(|e| input(format!("{}: cannot be read: {e}", file.display())))?;
+            sheet_file(&file, &content).map_err(input)?;
             let workload = command.split_first().map(|(c, a)| pb::Workload {
                 command: c.clone(),
                 args: a.to_vec(),
@@ -303,12 +318,46 @@ pub async fn timetable(g: &Global, c: Timetable) -> anyhow::Result<()> {
                     dry_run,
                     workload,
                 })
-                .await?
+                .await
+                .map_err(|s| named(&file, s))?
                 .into_inner();
             imported(g.output, &r);
         }
     }
     Ok(())
+}
+
+/// Whether `path` can be sent as a timetable: CSV, or an .xlsx workbook
+/// (the broker tells them apart by the workbook's first bytes, a zip
+/// archive). A file named .xlsx that is not one, and spreadsheet formats
+/// the broker does not read, are refused here, naming the file.
+fn sheet_file(path: &std::path::Path, content: &[u8]) -> Result<(), String> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let workbook = classgrid_broker::timetable::workbook::is_workbook(content);
+    match ext.as_str() {
+        "xlsx" | "xlsm" if !workbook => Err(format!(
+            "{}: is named .{ext} but is not an .xlsx workbook (it does not start as a zip archive); save it again as .xlsx, or as CSV UTF-8",
+            path.display()
+        )),
+        "xls" | "ods" | "numbers" | "et" => Err(format!(
+            "{}: .{ext} files are not read; save the sheet as .xlsx (Excel workbook) or as CSV UTF-8",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A refused sheet's answer names the file: `term.xlsx: line 4, column …`.
+fn named(path: &std::path::Path, s: tonic::Status) -> tonic::Status {
+    if s.code() != tonic::Code::InvalidArgument {
+        return s;
+    }
+    let message = format!("{}: {}", path.display(), s.message());
+    tonic::Status::with_details(s.code(), message, s.details().to_vec().into())
 }
 
 fn cost_json(c: Option<&pb::VoucherCost>) -> Value {
@@ -469,4 +518,27 @@ fn imported(o: Output, r: &pb::TimetableImport) {
             })
             .collect(),
     );
+}
+
+#[cfg(test)]
+mod sheet_file_tests {
+    use std::path::Path;
+
+    use super::sheet_file;
+
+    #[test]
+    fn workbooks_and_csv_pass_and_misnamed_files_are_named() {
+        let zip = b"PK\x03\x04rest";
+        assert_eq!(sheet_file(Path::new("term.xlsx"), zip), Ok(()));
+        assert_eq!(sheet_file(Path::new("term.csv"), b"class,school\n"), Ok(()));
+        // Told by content: a workbook saved without its extension still goes.
+        assert_eq!(sheet_file(Path::new("term"), zip), Ok(()));
+        let e = sheet_file(Path::new("term.XLSX"), b"class,school\n").unwrap_err();
+        assert!(
+            e.starts_with("term.XLSX: is named .xlsx but is not an .xlsx workbook"),
+            "{e}"
+        );
+        let e = sheet_file(Path::new("old.xls"), b"\xd0\xcf\x11\xe0").unwrap_err();
+        assert!(e.contains("old.xls: .xls files are not read"), "{e}");
+    }
 }

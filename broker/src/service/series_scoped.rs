@@ -156,11 +156,23 @@ impl Scoped<'_> {
         policy: &str,
         dry_run: bool,
     ) -> Result<super::timetable::TimetableAnswer, ServiceError> {
+        let file = crate::timetable::sheet::Upload::Csv(text);
+        self.import_sheet(file, workload, policy, dry_run).await
+    }
+
+    /// As `import_timetable`, for CSV or an .xlsx workbook.
+    pub async fn import_sheet(
+        &self,
+        file: crate::timetable::sheet::Upload<'_>,
+        workload: &crate::domain::spec::Workload,
+        policy: &str,
+        dry_run: bool,
+    ) -> Result<super::timetable::TimetableAnswer, ServiceError> {
         let sees = |site: Uuid| self.caller.sees_site(site);
         let op = async {
             self.writer()?;
             self.app
-                .import_timetable(text, workload, policy, dry_run, &sees)
+                .import_sheet(file, workload, policy, dry_run, &sees)
                 .await
         };
         if dry_run {

@@ -11,7 +11,7 @@ use crate::{
     domain::{FieldError, ServiceError, spec::Workload},
     series::request::{Policy, SeriesRequest, parse_series},
     state::Broker,
-    timetable::sheet::{self, cell_error, column_of},
+    timetable::sheet::{self, Upload, cell_error, column_of},
     vouchers::Held,
 };
 
@@ -45,10 +45,25 @@ impl Broker {
         dry_run: bool,
         sees: &(dyn Fn(Uuid) -> bool + Sync),
     ) -> Result<TimetableAnswer, ServiceError> {
+        self.import_sheet(Upload::Csv(text), workload, policy, dry_run, sees)
+            .await
+    }
+
+    /// Imports `file` (CSV, or an .xlsx workbook's first sheet; the
+    /// template's columns), every seat running `workload`; schools must be
+    /// ones `sees` admits.
+    pub async fn import_sheet(
+        &self,
+        file: Upload<'_>,
+        workload: &Workload,
+        policy: &str,
+        dry_run: bool,
+        sees: &(dyn Fn(Uuid) -> bool + Sync),
+    ) -> Result<TimetableAnswer, ServiceError> {
         let policy = Policy::parse(policy.trim()).ok_or_else(|| {
             ServiceError::field("policy", "must be all_or_nothing or book_what_fits")
         })?;
-        let rows = sheet::read(text, workload).map_err(ServiceError::Invalid)?;
+        let rows = sheet::read_upload(file, workload).map_err(ServiceError::Invalid)?;
         let now = Utc::now();
         let mut set: Vec<(usize, SeriesRequest)> = Vec::with_capacity(rows.len());
         let mut errors: Vec<FieldError> = Vec::new();

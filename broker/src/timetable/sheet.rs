@@ -50,6 +50,61 @@ pub fn cell_error(line: usize, column: &str, rule: impl Into<String>) -> FieldEr
     FieldError::new(format!("line {line}, column {column}"), rule)
 }
 
+/// A cell of the sheet: its text, or the rule it breaks (a workbook cell
+/// holding a formula's error value).
+pub type Cell = Result<String, String>;
+
+/// A timetable file as uploaded: CSV text, or an .xlsx workbook (its first
+/// sheet is read).
+#[derive(Debug, Clone, Copy)]
+pub enum Upload<'a> {
+    Csv(&'a str),
+    Xlsx(&'a [u8]),
+}
+
+impl<'a> Upload<'a> {
+    /// An .xlsx workbook when `bytes` start as one (a zip archive), CSV
+    /// otherwise; `Err` when CSV is not UTF-8.
+    pub fn detect(bytes: &'a [u8]) -> Result<Self, std::str::Utf8Error> {
+        if super::workbook::is_workbook(bytes) {
+            Ok(Upload::Xlsx(bytes))
+        } else {
+            std::str::from_utf8(bytes).map(Upload::Csv)
+        }
+    }
+}
+
+/// The rows of `file`, each a series running `workload`, or every bad cell.
+pub fn read_upload(file: Upload<'_>, workload: &Workload) -> Result<Vec<Row>, Vec<FieldError>> {
+    match file {
+        Upload::Csv(text) => read(text, workload),
+        Upload::Xlsx(bytes) => read_workbook(bytes, workload),
+    }
+}
+
+/// The rows of the .xlsx workbook's first sheet, by the same rules as CSV:
+/// the first non-empty row is the header, and each row's line is its row
+/// number in the sheet.
+pub fn read_workbook(bytes: &[u8], workload: &Workload) -> Result<Vec<Row>, Vec<FieldError>> {
+    let sheet = super::workbook::first_sheet(bytes)?;
+    let mut rows = sheet.rows.into_iter();
+    let Some((header_line, header)) = rows.next() else {
+        return Err(vec![FieldError::new(
+            "file",
+            format!(
+                "the first sheet `{}` is empty; the timetable is read from the workbook's first sheet",
+                sheet.name
+            ),
+        )]);
+    };
+    read_rows(
+        header_line,
+        &header,
+        rows.map(|(l, r)| (l, Ok(r))),
+        workload,
+    )
+}
+
 /// One row read: its line and the series it books.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -58,11 +113,17 @@ pub struct Row {
 }
 
 /// Which column each header names; an error per missing or unknown one.
-fn columns(header: &csv::StringRecord) -> Result<[usize; 12], Vec<FieldError>> {
+fn columns(line: usize, header: &[Cell]) -> Result<[usize; 12], Vec<FieldError>> {
     let mut at = [usize::MAX; 12];
     let mut errors = Vec::new();
     for (i, cell) in header.iter().enumerate() {
-        let cell = cell.trim().trim_start_matches('\u{feff}');
+        let cell = match cell {
+            Ok(c) => c.trim().trim_start_matches('\u{feff}'),
+            Err(rule) => {
+                errors.push(cell_error(line, &format!("{}", i + 1), rule.clone()));
+                continue;
+            }
+        };
         let lower = cell.to_lowercase();
         // The longest English name that the cell contains wins ("seat spec"
         // contains "seats"' prefix but not "seats").
@@ -73,10 +134,10 @@ fn columns(header: &csv::StringRecord) -> Result<[usize; 12], Vec<FieldError>> {
             .max_by_key(|(_, (en, _))| en.len());
         match found {
             Some((c, _)) if at[c] == usize::MAX => at[c] = i,
-            Some((_, (en, _))) => errors.push(cell_error(1, en, "appears twice")),
+            Some((_, (en, _))) => errors.push(cell_error(line, en, "appears twice")),
             None if cell.is_empty() => {}
             None => errors.push(cell_error(
-                1,
+                line,
                 &format!("{}", i + 1),
                 format!("`{cell}` is not a column of the template"),
             )),
@@ -85,7 +146,7 @@ fn columns(header: &csv::StringRecord) -> Result<[usize; 12], Vec<FieldError>> {
     for (c, (en, zh)) in COLUMNS.iter().enumerate() {
         if at[c] == usize::MAX {
             errors.push(cell_error(
-                1,
+                line,
                 en,
                 format!("is missing (header `{zh} {en}`)"),
             ));
@@ -188,30 +249,53 @@ fn whole(s: &str) -> Result<i64, String> {
         .map_err(|_| format!("`{}` is not a whole number", s.trim()))
 }
 
-/// The rows of `text`, each a series running `workload`, or every bad cell.
+/// The rows of `text` (CSV), each a series running `workload`, or every
+/// bad cell.
 pub fn read(text: &str, workload: &Workload) -> Result<Vec<Row>, Vec<FieldError>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
-    let header = reader
+    let header: Vec<Cell> = reader
         .headers()
         .map_err(|e| vec![cell_error(1, "header", format!("cannot be read: {e}"))])?
-        .clone();
-    let at = columns(&header)?;
+        .iter()
+        .map(|c| Ok(c.to_string()))
+        .collect();
+    let records = reader.records().enumerate().map(|(i, record)| {
+        let cells = record
+            .map(|r| r.iter().map(|c| Ok(c.to_string())).collect::<Vec<Cell>>())
+            .map_err(|e| format!("cannot be read: {e}"));
+        (i + 2, cells)
+    });
+    read_rows(1, &header, records, workload)
+}
+
+/// The rows below a header on `header_line`, each with its line and its
+/// cells (or why the row cannot be read), read into series running
+/// `workload`, or every bad cell. CSV and workbooks alike.
+pub fn read_rows(
+    header_line: usize,
+    header: &[Cell],
+    records: impl Iterator<Item = (usize, Result<Vec<Cell>, String>)>,
+    workload: &Workload,
+) -> Result<Vec<Row>, Vec<FieldError>> {
+    let at = columns(header_line, header)?;
     let mut rows = Vec::new();
     let mut errors = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let line = i + 2;
+    for (line, record) in records {
         let record = match record {
             Ok(r) => r,
-            Err(e) => {
-                errors.push(cell_error(line, "row", format!("cannot be read: {e}")));
+            Err(rule) => {
+                errors.push(cell_error(line, "row", rule));
                 continue;
             }
         };
-        if record.iter().all(|c| c.is_empty()) {
+        if record
+            .iter()
+            .all(|c| c.as_ref().is_ok_and(|c| c.is_empty()))
+        {
             continue;
         }
         if rows.len() + errors.len() >= MAX_ROWS {
@@ -228,7 +312,11 @@ pub fn read(text: &str, workload: &Workload) -> Result<Vec<Row>, Vec<FieldError>
         }
     }
     if rows.is_empty() && errors.is_empty() {
-        errors.push(cell_error(2, "row", "the file has no row below its header"));
+        errors.push(cell_error(
+            header_line + 1,
+            "row",
+            "the file has no row below its header",
+        ));
     }
     if errors.is_empty() {
         Ok(rows)
@@ -239,13 +327,29 @@ pub fn read(text: &str, workload: &Workload) -> Result<Vec<Row>, Vec<FieldError>
 
 fn row(
     line: usize,
-    r: &csv::StringRecord,
+    r: &[Cell],
     at: &[usize; 12],
     workload: &Workload,
 ) -> Result<Row, Vec<FieldError>> {
-    let cell = |c: usize| r.get(at[c]).unwrap_or("").trim();
     let mut errors = Vec::new();
-    let mut bad = |c: usize, rule: String| errors.push(cell_error(line, COLUMNS[c].0, rule));
+    // A cell that holds no value (a workbook's error value) is named once,
+    // with its own rule, and read as empty by the checks below.
+    let mut broken = [false; 12];
+    for (c, &i) in at.iter().enumerate() {
+        if let Some(Err(rule)) = r.get(i) {
+            broken[c] = true;
+            errors.push(cell_error(line, COLUMNS[c].0, rule.clone()));
+        }
+    }
+    let cell = |c: usize| match r.get(at[c]) {
+        Some(Ok(v)) => v.trim(),
+        _ => "",
+    };
+    let mut bad = |c: usize, rule: String| {
+        if !broken[c] {
+            errors.push(cell_error(line, COLUMNS[c].0, rule));
+        }
+    };
     let day = weekday(cell(2)).unwrap_or_else(|| {
         bad(
             2,

@@ -1,11 +1,17 @@
-//! TimetableService: the template and the import, through the same scoped
-//! call as REST's `/v1/timetable/import`.
+//! TimetableService: the template and the import (CSV, or an .xlsx
+//! workbook told by its first bytes), through the same scoped call as
+//! REST's `/v1/timetable/import`.
 
 use classgrid_proto::v1::{self as pb, timetable_service_server::TimetableService};
 use tonic::{Request, Response, Status};
 
 use super::{convert, series::booking, status};
-use crate::{auth::gate::caller, domain::ServiceError, state::App, timetable::sheet};
+use crate::{
+    auth::gate::caller,
+    domain::ServiceError,
+    state::App,
+    timetable::sheet::{self, Upload},
+};
 
 pub struct TimetableApi(pub App);
 
@@ -27,17 +33,18 @@ impl TimetableService for TimetableApi {
     ) -> Result<Response<pb::TimetableImport>, Status> {
         let c = caller(&req)?;
         let r = req.into_inner();
-        let text = String::from_utf8(r.content).map_err(|_| {
+        // An .xlsx workbook is told from CSV by its first bytes (a zip).
+        let file = Upload::detect(&r.content).map_err(|_| {
             status(ServiceError::field(
                 "content",
-                "must be UTF-8 text (save the sheet as CSV UTF-8)",
+                "must be UTF-8 text (save the sheet as CSV UTF-8) or an .xlsx workbook",
             ))
         })?;
         let workload = convert::workload(r.workload.as_ref());
         let a = self
             .0
             .scoped(&c)
-            .import_timetable(&text, &workload, &r.policy, r.dry_run)
+            .import_sheet(file, &workload, &r.policy, r.dry_run)
             .await
             .map_err(status)?;
         let admitted = a.admitted() as i32;

@@ -1,5 +1,6 @@
 //! `/v1/timetable`: the downloadable template, and importing a timetable
-//! sheet (CSV) as one set of series, or its dry run (the preview).
+//! sheet (CSV, or an .xlsx workbook's first sheet) as one set of series, or
+//! its dry run (the preview).
 
 use axum::{
     Json, Router,
@@ -19,8 +20,14 @@ use super::{
     series::{SeriesBooking, booking},
 };
 use crate::{
-    auth::Caller, domain::spec::Workload, service::timetable::TimetableAnswer, state::App,
-    timetable::sheet,
+    auth::Caller,
+    domain::spec::Workload,
+    service::timetable::TimetableAnswer,
+    state::App,
+    timetable::{
+        sheet::{self, Upload},
+        workbook,
+    },
 };
 
 pub fn router() -> Router<App> {
@@ -92,14 +99,19 @@ pub async fn template() -> Response {
         .into_response()
 }
 
-/// Import a timetable sheet (CSV, the template's columns): every row
+/// Import a timetable sheet (CSV, or the first sheet of an .xlsx workbook;
+/// the template's columns; at most 1 MiB): every row
 /// checked first, and a file with a bad row books nothing (400, each bad cell
 /// named `line N, column C` with its rule). Then every class's weekly series
 /// is booked as one set under `policy`, or with `dry_run=true` decided and
 /// nothing written: the preview, with each occurrence's outcome and the
 /// term's voucher cost.
 #[utoipa::path(post, operation_id = "import_timetable", path = "/v1/timetable/import", tag = "timetable",
-    request_body(content = String, content_type = "text/csv", description = "The sheet, as the template"),
+    request_body(description = "The sheet, as the template: CSV (UTF-8), or an .xlsx workbook whose first sheet is read",
+        content(
+            (String = "text/csv"),
+            ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        )),
     params(
         ("dry_run" = Option<bool>, Query, description = "Preview: decide, write nothing, hold nothing"),
         ("policy" = Option<String>, Query, description = "all_or_nothing (default) or book_what_fits"),
@@ -122,17 +134,29 @@ pub async fn import(
     let kind = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !(kind.starts_with("text/csv") || kind.starts_with("text/plain")) {
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let file = if kind == workbook::MEDIA_TYPE {
+        Upload::Xlsx(&body)
+    } else if kind == "text/csv" || kind == "text/plain" {
+        Upload::Csv(std::str::from_utf8(&body).map_err(|_| {
+            Problem::field(
+                "body",
+                "must be UTF-8 text (save the sheet as CSV UTF-8, or send the .xlsx workbook as application/vnd.openxmlformats-officedocument.spreadsheetml.sheet)",
+            )
+        })?)
+    } else {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "The body is not CSV",
-            "send the sheet as text/csv (UTF-8)",
+            "The body is not CSV or an .xlsx workbook",
+            format!(
+                "send the sheet as text/csv (UTF-8) or as an .xlsx workbook ({})",
+                workbook::MEDIA_TYPE
+            ),
         ));
-    }
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| Problem::field("body", "must be UTF-8 text (save the sheet as CSV UTF-8)"))?;
+    };
     let workload = Workload {
         command: p.str("command"),
         args: p.all("arg"),
@@ -140,7 +164,7 @@ pub async fn import(
     };
     let a = app
         .scoped(&caller)
-        .import_timetable(text, &workload, &p.str("policy"), dry_run)
+        .import_sheet(file, &workload, &p.str("policy"), dry_run)
         .await?;
     let code = if dry_run {
         StatusCode::OK
