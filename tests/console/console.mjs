@@ -317,7 +317,8 @@ try {
   for (const [name, url] of [["overview", "/console"], ["nodes", "/console/nodes"], ["timetable", "/console/timetable"],
     ["timetable-week", "/console/timetable?view=week"], ["lesson", `/console/lessons/${lessonId}`], ["jobs", "/console/jobs"],
     ["vouchers", "/console/vouchers"], ["tokens", "/console/tokens"], ["audit", "/console/audit"],
-    ["regions", "/console/regions"], ["term-import", "/console/timetable/import"], ["series", seriesUrl]]) {
+    ["regions", "/console/regions"], ["term-import", "/console/timetable/import"], ["series", seriesUrl],
+    ["login", "/console/login"]]) {
     await page.goto(new URL(url, base).href);
     assert.equal(await page.getAttribute("html", "lang"), "en", `${name} stays in English`);
     await page.screenshot({ path: path.join(shots, `en-${name}.png`), fullPage: true });
