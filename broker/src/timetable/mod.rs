@@ -5,5 +5,6 @@
 //! breaks (`sheet`), and the downloadable template. `service::timetable`
 //! books the rows as one set.
 
+pub mod cells;
 pub mod sheet;
 pub mod workbook;

@@ -41,18 +41,7 @@ pub fn template() -> String {
     )
 }
 
-/// Rows at most in one file: a district's term (200 classes × 3 a week).
-pub const MAX_ROWS: usize = 2000;
-
-/// A row's bad cell: its line in the file (1 is the header), its column and
-/// the rule it breaks.
-pub fn cell_error(line: usize, column: &str, rule: impl Into<String>) -> FieldError {
-    FieldError::new(format!("line {line}, column {column}"), rule)
-}
-
-/// A cell of the sheet: its text, or the rule it breaks (a workbook cell
-/// holding a formula's error value).
-pub type Cell = Result<String, String>;
+pub use super::cells::{Cell, MAX_ROWS, cell_error};
 
 /// A timetable file as uploaded: CSV text, or an .xlsx workbook (its first
 /// sheet is read).

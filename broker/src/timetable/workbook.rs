@@ -16,7 +16,7 @@ use std::{collections::BTreeMap, io::Cursor};
 use calamine::{Data, ExcelDateTime, Reader, Xlsx};
 use chrono::Timelike;
 
-use super::sheet::{Cell, MAX_ROWS, cell_error};
+use super::cells::{Cell, MAX_ROWS, cell_error};
 use crate::domain::FieldError;
 
 /// An .xlsx file (a zip archive) starts with a zip local file header.
