@@ -217,10 +217,13 @@ impl Broker {
         let lacking = match b.workload.path_program(&b.seat.runtime) {
             Some(program) => {
                 let out: HashSet<Uuid> = self.fleet.lacking_command(program).into_iter().collect();
-                let mut only = (*fleet).clone();
-                only.nodes.retain(|n| !out.contains(&n.id));
-                let removed = (fleet.nodes.len() - only.nodes.len()) as u32;
-                if removed > 0 {
+                let mut removed = 0;
+                // The shared snapshot is copied only when a node goes: its
+                // identity is what the fleet index is kept by (decision 101).
+                if !out.is_empty() && fleet.nodes.iter().any(|n| out.contains(&n.id)) {
+                    let mut only = (*fleet).clone();
+                    only.nodes.retain(|n| !out.contains(&n.id));
+                    removed = (fleet.nodes.len() - only.nodes.len()) as u32;
                     fleet = Arc::new(only);
                 }
                 Some(CommandCheck {
