@@ -293,28 +293,24 @@ impl Broker {
         answer: pb::OfferResponse,
     ) -> Result<(BorrowedRow, pb::HostedLesson), String> {
         let seats = (answer.seats.len() as i32).max(1);
-        let price = match OfferPrice::from_answer(
+        // A price that cannot be held, or a school that cannot pay for (or
+        // seat) what the peer offers: the hold goes now, not at its expiry.
+        let written = match OfferPrice::from_answer(
             answer.worst_case_uah,
             &answer.seat_tiers,
             answer.seats.len(),
         ) {
-            Ok(price) => price,
+            Ok(price) => match self.write_ahead(p, input, offset_ms, seats, &price).await {
+                Ok(w) => w,
+                Err(e) => Err(e.to_string()),
+            },
+            Err(why) => Err(why),
+        };
+        let row = match written {
+            Ok(row) => row,
             Err(why) => {
                 let _ = c.release(self.hosted_request(input)).await;
                 return Err(why);
-            }
-        };
-        let row = match self.write_ahead(p, input, offset_ms, seats, &price).await {
-            Ok(Ok(row)) => row,
-            // The school cannot pay for (or seat) what the peer offers: the
-            // hold goes now rather than at its expiry.
-            Ok(Err(why)) => {
-                let _ = c.release(self.hosted_request(input)).await;
-                return Err(why);
-            }
-            Err(e) => {
-                let _ = c.release(self.hosted_request(input)).await;
-                return Err(e.to_string());
             }
         };
         // Commit; a commit that arrives twice books once, so a lost answer
