@@ -108,6 +108,11 @@ fn cli(r: &Region, args: &[&str]) -> (bool, String, String) {
 
 /// `home` offers, `lender` accepts; each side states what it lends.
 fn peer(home: &Region, lender: &Region, rtt_ms: &str, lends_home: &str) {
+    peer_at(home, lender, rtt_ms, lends_home, "1")
+}
+
+/// `peer`, the lender lending home at `weight` (decision 108).
+fn peer_at(home: &Region, lender: &Region, rtt_ms: &str, lends_home: &str, weight: &str) {
     let (ok, out, err) = cli(
         home,
         &[
@@ -148,6 +153,8 @@ fn peer(home: &Region, lender: &Region, rtt_ms: &str, lends_home: &str) {
             rtt_ms,
             "--lend-max-slices",
             lends_home,
+            "--lend-weight",
+            weight,
         ],
     );
     assert!(ok, "peers accept: {out}{err}");
@@ -548,7 +555,8 @@ async fn a_lesson_hosted_across_a_cut_link_runs_to_its_end_and_is_settled_once_o
     // Home has no node of its own: every class is hosted by b.
     let a = region("a", "a-school", 0, false).await;
     let mut b = region("b", "b-pop", 1, true).await;
-    peer(&a, &b, "3", "2");
+    // b lends a at twice its voucher weights.
+    peer_at(&a, &b, "3", "2", "2");
     // Quarter-L40S seats: what they use is charged in accelerator-hours.
     let mut req = class_for(a.site, 2, 25);
     req.seat.as_mut().unwrap().gpu = Some(quarter_l40s());
@@ -710,6 +718,13 @@ async fn a_lesson_hosted_across_a_cut_link_runs_to_its_end_and_is_settled_once_o
     );
     assert_eq!(on_b[0].1, 2);
     assert!(on_b[0].2 > 0 && on_b[0].3 > 0.0, "the seats ran: {on_b:?}");
+    // The line is the metered slice-seconds at the L40S's voucher weight
+    // (5.5) times the lending weight (2), in micro accelerator-hours.
+    assert_eq!(
+        on_b[0].2,
+        (on_b[0].3 * 5.5 * 2.0 / 3600.0 * 1e6).round() as i64,
+        "priced at the lending weight: {on_b:?}"
+    );
     // The school's vouchers paid the same line: the hold is released and
     // the lender's amount charged in its place, within the hold.
     let charged: i64 = ledger("charge").await.iter().map(|c| -c.0).sum();

@@ -39,7 +39,8 @@ pub struct Terms {
     /// Lending hours in UTC, HH:MM-HH:MM; none lends all day.
     #[arg(long, default_value = "")]
     lend_hours: String,
-    /// The peer's weight against other peers.
+    /// Price multiplier on what is lent to the peer: lent seats are priced
+    /// by this region's voucher weights times this (decision 108).
     #[arg(long, default_value_t = 1.0)]
     lend_weight: f64,
 }

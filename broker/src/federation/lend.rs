@@ -134,6 +134,7 @@ impl Broker {
                 window_end: window.1,
                 state: "holding".into(),
                 expires_at: Utc::now() + chrono::Duration::seconds(hold_s),
+                weight: terms.weight,
             })
             .await?;
         if !fresh {
@@ -180,11 +181,12 @@ impl Broker {
     }
 
     /// The most an offered lesson's seats can cost, priced by this
-    /// region's voucher weights as its settlement line will be
-    /// (`settle_lent`), from the start to the end plus this region's grace,
-    /// and the tier of each seat's node. The home region holds this much of
-    /// the school's vouchers before it commits (decision 105).
-    pub fn lent_price(&self, view: &LessonView) -> Price {
+    /// region's voucher weights times the lending weight of the hold
+    /// (decision 108) as its settlement line will be (`settle_lent`), from
+    /// the start to the end plus this region's grace, and the tier of each
+    /// seat's node. The home region holds this much of the school's
+    /// vouchers before it commits (decision 105).
+    pub fn lent_price(&self, view: &LessonView, lending_weight: f64) -> Price {
         let mut costs = Vec::with_capacity(view.seats.len());
         let mut seat_tiers = Vec::with_capacity(view.seats.len());
         for s in &view.seats {
@@ -202,6 +204,9 @@ impl Broker {
             costs.push(self.grants_cost(node_id, &grants));
             let tier = self.fleet.node(node_id).map(|n| n.tier);
             seat_tiers.push(tier.unwrap_or_else(|| "edge".into()));
+        }
+        for c in &mut costs {
+            c.weight *= lending_weight;
         }
         let grace = self.cfg.grace.as_secs() as i64;
         Price {
@@ -424,7 +429,8 @@ impl Broker {
 impl Broker {
     /// Records what each lent lesson that is over used, once, as the
     /// lender's settlement line: the agents' metered slice-seconds, priced
-    /// by this region's voucher weights as a voucher charge would be. The
+    /// by this region's voucher weights as a voucher charge would be, times
+    /// the lending weight the lesson was lent at (decision 108). The
     /// home region copies the same line (`settle_borrowed`), so both
     /// ledgers agree to the micro-hour.
     pub async fn settle_lent(&self) -> Result<usize, ServiceError> {
@@ -450,7 +456,7 @@ impl Broker {
                 let weight = if m.models.is_empty() {
                     0.0
                 } else {
-                    weights.mean_weight(&m.models)
+                    weights.mean_weight(&m.models) * l.weight
                 };
                 s.amount_uah += crate::vouchers::metered_uah(m.slice_seconds, weight);
                 s.slice_seconds += m.slice_seconds.max(0.0);

@@ -84,10 +84,11 @@ pub struct HoldRow {
     pub window_end: DateTime<Utc>,
     pub state: String,
     pub expires_at: DateTime<Utc>,
+    /// The lending weight in force when the offer was made (decision 108).
+    pub weight: f64,
 }
 
-const HOLD_COLS: &str =
-    "peering_id, home_lesson_id, lesson_id, seats, window_start, window_end, state, expires_at";
+const HOLD_COLS: &str = "peering_id, home_lesson_id, lesson_id, seats, window_start, window_end, state, expires_at, weight";
 
 impl Store {
     pub async fn insert_peering_offer(&self, o: &NewOffer<'_>) -> sqlx::Result<()> {
@@ -279,7 +280,7 @@ impl Store {
     /// same home lesson comes back instead (idempotent by lesson id).
     pub async fn insert_hold(&self, h: &HoldRow) -> sqlx::Result<(HoldRow, bool)> {
         let inserted: Option<HoldRow> = sqlx::query_as(sql!(
-            "INSERT INTO peer_holds ({HOLD_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO peer_holds ({HOLD_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (peering_id, home_lesson_id) DO NOTHING RETURNING {HOLD_COLS}"
         ))
         .bind(h.peering_id)
@@ -290,6 +291,7 @@ impl Store {
         .bind(h.window_end)
         .bind(&h.state)
         .bind(h.expires_at)
+        .bind(h.weight)
         .fetch_optional(&self.pool)
         .await?;
         match inserted {
@@ -357,13 +359,14 @@ impl Store {
         .await?;
         if let Some(r) = &row {
             sqlx::query(
-                "INSERT INTO lent_lessons (peering_id, home_lesson_id, lesson_id, seats)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                "INSERT INTO lent_lessons (peering_id, home_lesson_id, lesson_id, seats, weight)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             )
             .bind(r.peering_id)
             .bind(r.home_lesson_id)
             .bind(r.lesson_id)
             .bind(r.seats)
+            .bind(r.weight)
             .execute(&mut *tx)
             .await?;
         }

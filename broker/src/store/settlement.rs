@@ -33,6 +33,8 @@ pub struct ToSettle {
     pub home_lesson_id: Uuid,
     pub lesson_id: Uuid,
     pub seats: i32,
+    /// The lending weight the lesson was lent at (decision 108).
+    pub weight: f64,
 }
 
 impl Store {
@@ -77,7 +79,7 @@ impl Store {
     /// the lesson's end (as voucher settlement waits).
     pub async fn lent_to_settle(&self, usage_wait_s: f64) -> sqlx::Result<Vec<ToSettle>> {
         sqlx::query_as(
-            "SELECT ll.peering_id, ll.home_lesson_id, ll.lesson_id, ll.seats
+            "SELECT ll.peering_id, ll.home_lesson_id, ll.lesson_id, ll.seats, ll.weight
              FROM lent_lessons ll JOIN lessons l ON l.id = ll.lesson_id
              WHERE l.state IN ('ended', 'cancelled')
                AND NOT EXISTS (SELECT 1 FROM settlement_entries e WHERE e.peering_id = ll.peering_id

@@ -283,7 +283,7 @@ impl FederationService for Federation {
         let region = p.local_name.clone();
         Ok(Response::new(match answer {
             Lent::Held { hold, view } => {
-                let price = self.0.lent_price(&view);
+                let price = self.0.lent_price(&view, hold.weight);
                 let l = convert::lesson(&view);
                 pb::OfferResponse {
                     admitted: true,
