@@ -19,6 +19,10 @@ pub enum Bench {
     Bell(crate::bench_bell::BellArgs),
     /// A district's term imported as one timetable: the dry run, then the commit.
     Term(crate::bench_term::TermArgs),
+    /// The storm across three peered regions, each its own broker and
+    /// database: home holds part of the seats, the rest is borrowed from
+    /// the nearest peer that can take each class.
+    Federation(crate::bench_federation::FederationArgs),
 }
 
 pub async fn run(global: &Global, b: Bench) -> anyhow::Result<()> {
@@ -30,5 +34,6 @@ pub async fn run(global: &Global, b: Bench) -> anyhow::Result<()> {
         Bench::Failover(a) => crate::bench_failover::run(a).await,
         Bench::Bell(a) => crate::bench_bell::run(a).await,
         Bench::Term(a) => crate::bench_term::run(a).await,
+        Bench::Federation(a) => crate::bench_federation::run(a).await,
     }
 }

@@ -245,78 +245,15 @@ pub(crate) async fn storm_on(
     };
     let ch = channel(grpc_url.to_string()).await?;
     // In process, the bench is the district admin of its own broker.
-    let token = match (&global.token, &app) {
+    let bearer = Bearer(match (&global.token, &app) {
         (Some(t), _) => Some(t.clone()),
         (None, Some(app)) => Some(
             classgrid_broker::service::admin::bootstrap_admin_token(&app.store, "storm-bench")
                 .await?,
         ),
         (None, None) => None,
-    };
-    let auth = move |mut r: tonic::Request<()>| {
-        if let Some(t) = &token {
-            if let Ok(v) = format!("Bearer {t}").parse() {
-                r.metadata_mut().insert("authorization", v);
-            }
-        }
-        Ok(r)
-    };
-
-    // Sites: one district point of presence and the schools.
-    let mut fleet = FleetServiceClient::with_interceptor(ch.clone(), auth.clone());
-    let site = |name: String, kind: &str| pb::CreateSiteRequest {
-        name,
-        kind: kind.into(),
-        district: "storm".into(),
-    };
-    // A kept database or an external broker may have the sites already.
-    let create = |r: Result<tonic::Response<pb::Site>, tonic::Status>, name: &str| match r {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == tonic::Code::AlreadyExists => Ok(()),
-        Err(e) => Err(anyhow::anyhow!(
-            "the broker at {grpc_url} would not create site {name}: {}",
-            e.message()
-        )),
-    };
-    create(
-        fleet
-            .create_site(site("storm-pop".into(), "district_pop"))
-            .await,
-        "storm-pop",
-    )?;
-    // Through the API, not the broker's internals, so an external broker
-    // gets the same budgets an in-process one does.
-    let mut vouchers = VoucherServiceClient::with_interceptor(ch.clone(), auth.clone());
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let until = chrono::Utc::now() + chrono::Duration::days(1);
-    for s in 0..SCHOOLS {
-        let name = format!("storm-school-{s}");
-        create(fleet.create_site(site(name.clone(), "school")).await, &name)?;
-        // The storm measures placement, not budgets: every school can pay.
-        vouchers
-            .issue(pb::IssueVoucherRequest {
-                request_id: format!("storm-{run}-{s}"),
-                school_site: name.clone(),
-                programme: "storm".into(),
-                issued_by: "bench".into(),
-                accelerator_hours: 1_000_000.0,
-                valid_until: Some(prost_types::Timestamp {
-                    seconds: until.timestamp(),
-                    nanos: 0,
-                }),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "the broker at {grpc_url} would not issue a voucher for {name} ({:?}: {}); \
-                     every storm class is paid from its school's voucher, so the storm needs \
-                     a --token of a district admin who may issue them",
-                    e.code(),
-                    e.message()
-                )
-            })?;
-    }
+    });
+    district(&ch, &bearer, grpc_url).await?;
 
     // Nodes: real agent streams, grouped on a few connections.
     let bars = MultiProgress::new();
@@ -334,7 +271,17 @@ pub(crate) async fn storm_on(
             agent_ch = channel(grpc_url.to_string()).await?;
         }
         let (tx_reg, rx_reg) = tokio::sync::oneshot::channel();
-        tokio::spawn(sim_node(agent_ch.clone(), i, acked.clone(), tx_reg));
+        let site = if i % 5 == 0 {
+            "storm-pop".to_string()
+        } else {
+            format!("storm-school-{}", i % SCHOOLS)
+        };
+        let node = SimNode {
+            i,
+            site,
+            name: format!("sim-{i}"),
+        };
+        tokio::spawn(sim_node(agent_ch.clone(), node, acked.clone(), tx_reg));
         registered.push(rx_reg);
     }
     for r in registered {
@@ -351,45 +298,18 @@ pub(crate) async fn storm_on(
     let run_bar = bars.add(ProgressBar::new(a.seats as u64).with_style(style));
     run_bar.set_prefix("running");
     let t0 = Instant::now();
-    let now = chrono::Utc::now();
-    let start = prost_types::Timestamp {
-        seconds: now.timestamp(),
-        nanos: now.timestamp_subsec_nanos() as i32,
-    };
-    let mut tasks = Vec::new();
-    for c in 0..classes {
-        let seats = a.class_size.min(a.seats - c * a.class_size);
-        let mut client = LessonServiceClient::with_interceptor(ch.clone(), auth.clone());
-        let req = class(c, seats, start.clone());
-        let bar = seats_bar.clone();
-        tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let r = client.book(req).await;
-            if r.is_ok() {
-                bar.inc(seats as u64);
-            }
-            (
-                t.elapsed(),
-                r.map(|l| (seats, l.into_inner().id))
-                    .map_err(|e| format!("{:?}: {}", e.code(), e.message())),
-            )
-        }));
-    }
+    let bar = seats_bar.clone();
+    let answers = book_all(&ch, &bearer, a.seats, a.class_size, move |n| bar.inc(n)).await?;
     let mut latencies = Vec::new();
     let mut placed = 0u64;
     let mut lessons = Vec::new();
     let mut refusals = Vec::new();
-    for t in tasks {
-        let (lat, r) = t.await?;
+    for (lat, r) in answers {
         latencies.push(lat);
         match r {
-            Ok((n, id)) => {
-                placed += n as u64;
-                lessons.push(
-                    uuid::Uuid::parse_str(&id).map_err(|e| {
-                        anyhow::anyhow!("the broker answered a lesson id {id:?}: {e}")
-                    })?,
-                );
+            Ok(l) => {
+                placed += l.seats.len() as u64;
+                lessons.push(lesson_id(&l)?);
             }
             Err(e) => refusals.push(e),
         }
@@ -442,20 +362,150 @@ pub(crate) async fn storm_on(
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     run_bar.finish();
-    latencies.sort();
-    let pct = |p: f64| {
-        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i].as_secs_f64() * 1000.0
-    };
     Ok(Outcome {
         line: format!(
             "storm seats={placed} placed_s={placed_s:.3} running_s={running_s:.3} book_p50_ms={:.1} book_p99_ms={:.1}",
-            pct(0.50),
-            pct(0.99)
+            percentile_ms(&mut latencies, 0.50),
+            percentile_ms(&mut latencies, 0.99)
         ),
         seats: placed,
         running_s,
     })
+}
+
+/// The bench's platform credential: a bearer token on every call (none
+/// for an insecure-dev broker given without --token).
+#[derive(Clone)]
+pub(crate) struct Bearer(pub(crate) Option<String>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            if let Ok(v) = format!("Bearer {t}").parse() {
+                r.metadata_mut().insert("authorization", v);
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// The storm's district on the broker at `ch`: its point of presence and
+/// schools, each school with a voucher that pays for every storm class.
+pub(crate) async fn district(ch: &Channel, bearer: &Bearer, grpc_url: &str) -> anyhow::Result<()> {
+    // Sites: one district point of presence and the schools.
+    let mut fleet = FleetServiceClient::with_interceptor(ch.clone(), bearer.clone());
+    let site = |name: String, kind: &str| pb::CreateSiteRequest {
+        name,
+        kind: kind.into(),
+        district: "storm".into(),
+    };
+    // A kept database or an external broker may have the sites already.
+    let create = |r: Result<tonic::Response<pb::Site>, tonic::Status>, name: &str| match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(
+            "the broker at {grpc_url} would not create site {name}: {}",
+            e.message()
+        )),
+    };
+    create(
+        fleet
+            .create_site(site("storm-pop".into(), "district_pop"))
+            .await,
+        "storm-pop",
+    )?;
+    // Through the API, not the broker's internals, so an external broker
+    // gets the same budgets an in-process one does.
+    let mut vouchers = VoucherServiceClient::with_interceptor(ch.clone(), bearer.clone());
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let until = chrono::Utc::now() + chrono::Duration::days(1);
+    for s in 0..SCHOOLS {
+        let name = format!("storm-school-{s}");
+        create(fleet.create_site(site(name.clone(), "school")).await, &name)?;
+        // The storm measures placement, not budgets: every school can pay.
+        vouchers
+            .issue(pb::IssueVoucherRequest {
+                request_id: format!("storm-{run}-{s}"),
+                school_site: name.clone(),
+                programme: "storm".into(),
+                issued_by: "bench".into(),
+                accelerator_hours: 1_000_000.0,
+                valid_until: Some(prost_types::Timestamp {
+                    seconds: until.timestamp(),
+                    nanos: 0,
+                }),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the broker at {grpc_url} would not issue a voucher for {name} ({:?}: {}); \
+                     every storm class is paid from its school's voucher, so the storm needs \
+                     a --token of a district admin who may issue them",
+                    e.code(),
+                    e.message()
+                )
+            })?;
+    }
+    Ok(())
+}
+
+/// Books `seats` seats in classes of `class_size`, every class at once and
+/// starting now, through `LessonService.Book`; each answer with its
+/// latency. `placed(n)` is told each admitted class's seats as it lands.
+pub(crate) async fn book_all(
+    ch: &Channel,
+    bearer: &Bearer,
+    seats: u32,
+    class_size: u32,
+    placed: impl Fn(u64) + Clone + Send + 'static,
+) -> anyhow::Result<Vec<(Duration, Result<pb::Lesson, String>)>> {
+    let classes = seats.div_ceil(class_size);
+    let now = chrono::Utc::now();
+    let start = prost_types::Timestamp {
+        seconds: now.timestamp(),
+        nanos: now.timestamp_subsec_nanos() as i32,
+    };
+    let mut tasks = Vec::new();
+    for c in 0..classes {
+        let n = class_size.min(seats - c * class_size);
+        let mut client = LessonServiceClient::with_interceptor(ch.clone(), bearer.clone());
+        let req = class(c, n, start.clone());
+        let placed = placed.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = client.book(req).await;
+            if r.is_ok() {
+                placed(n as u64);
+            }
+            (
+                t.elapsed(),
+                r.map(|l| l.into_inner())
+                    .map_err(|e| format!("{:?}: {}", e.code(), e.message())),
+            )
+        }));
+    }
+    let mut answers = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        answers.push(t.await?);
+    }
+    Ok(answers)
+}
+
+/// An admitted lesson's id.
+pub(crate) fn lesson_id(l: &pb::Lesson) -> anyhow::Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(&l.id)
+        .map_err(|e| anyhow::anyhow!("the broker answered a lesson id {:?}: {e}", l.id))
+}
+
+/// The `p` quantile of `latencies` in ms (sorts them; 0 for none).
+pub(crate) fn percentile_ms(latencies: &mut [Duration], p: f64) -> f64 {
+    if latencies.is_empty() {
+        return 0.0;
+    }
+    latencies.sort();
+    let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+    latencies[i].as_secs_f64() * 1000.0
 }
 
 /// Class `c`: a quarter of a T4 (or the same share of a 910B) per student.
@@ -487,7 +537,7 @@ fn class(c: u32, seats: u32, start: prost_types::Timestamp) -> pb::BookLessonReq
 }
 
 /// Node `i`'s devices: 1–4 of one kind, alternating T4 and 910B.
-fn devices(i: u32) -> Vec<pb::DeviceInfo> {
+pub(crate) fn devices(i: u32) -> Vec<pb::DeviceInfo> {
     let (vendor, model, mib) = if i % 2 == 0 {
         ("nvidia", "Tesla T4", 16_384)
     } else {
@@ -508,24 +558,35 @@ fn devices(i: u32) -> Vec<pb::DeviceInfo> {
         .collect()
 }
 
+/// Seats of the storm's class spec that node `i`'s devices hold: four
+/// quarter slices per device.
+pub(crate) fn seats_of(i: u32) -> u32 {
+    4 * (i % 4 + 1)
+}
+
+/// Who a simulated node is: its number (which picks its devices) and the
+/// site and name it registers as (a joined node's must match its
+/// certificate).
+pub(crate) struct SimNode {
+    pub(crate) i: u32,
+    pub(crate) site: String,
+    pub(crate) name: String,
+}
+
 /// One simulated node: registers, heartbeats, and answers every Assign with
 /// RUNNING and an endpoint, as a real agent does once the seat is up.
-async fn sim_node(
+pub(crate) async fn sim_node(
     ch: Channel,
-    i: u32,
+    node: SimNode,
     acked: Arc<AtomicU64>,
     registered: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
 ) {
     let (tx, rx) = mpsc::channel(256);
-    let site = if i % 5 == 0 {
-        "storm-pop".to_string()
-    } else {
-        format!("storm-school-{}", i % SCHOOLS)
-    };
+    let SimNode { i, site, name } = node;
     let reg = pb::AgentMessage {
         msg: Some(agent_message::Msg::Register(pb::Register {
             site,
-            name: format!("sim-{i}"),
+            name: name.clone(),
             agent_version: "storm".into(),
             capacity: Some(pb::NodeCapacity {
                 cpu_millis: 64_000,
@@ -545,7 +606,7 @@ async fn sim_node(
     {
         Ok(r) => r.into_inner(),
         Err(e) => {
-            let _ = registered.send(Err(anyhow::anyhow!("node sim-{i}: {}", e.message())));
+            let _ = registered.send(Err(anyhow::anyhow!("node {name}: {}", e.message())));
             return;
         }
     };

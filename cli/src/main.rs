@@ -12,6 +12,7 @@ mod bench;
 mod bench_bell;
 mod bench_db;
 mod bench_failover;
+mod bench_federation;
 mod bench_storm;
 mod bench_storm_ha;
 mod bench_term;
