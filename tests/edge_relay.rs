@@ -44,19 +44,7 @@ fn start_edge(broker: &Broker, token: Option<&str>, dir: &Path, relay: &str, lis
         state.display().to_string(),
     ];
     match token {
-        Some(token) if !state.join("join.json").exists() => {
-            let out = std::process::Command::new(bin("classgrid-edge"))
-                .args(["join", "--broker", &broker.grpc_url, "--token", token])
-                .args(["--name", "edge-1", "--state-dir"])
-                .arg(&state)
-                .output()
-                .expect("run classgrid-edge join");
-            assert!(
-                out.status.success(),
-                "edge join: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        Some(token) if !state.join("join.json").exists() => edge_join(broker, token, &state),
         Some(_) => {}
         None => {
             for a in [

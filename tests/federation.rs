@@ -32,7 +32,8 @@ async fn region(name: &'static str, site: &'static str, agents: usize, gpu: bool
 }
 
 /// `region` with more of the broker's TOML, and options for its agents:
-/// "gpu" (an L40S each) and "cloud" (cloud-tier nodes).
+/// "gpu" (an L40S each), "cloud" (cloud-tier nodes), and any `--flag=value`
+/// of `classgrid-agent run` as given.
 async fn region_with(
     name: &'static str,
     site: &'static str,
@@ -75,6 +76,7 @@ async fn region_with(
     if options.contains(&"cloud") {
         extra.extend(["--tier", "cloud"]);
     }
+    extra.extend(options.iter().filter(|o| o.starts_with("--")));
     let agents: Vec<Agent> = (0..agents)
         .map(|i| {
             Agent::join_and_start_with(&token, &broker, &format!("{name}{i}"), &dir, &extra)
@@ -823,4 +825,91 @@ async fn under_best_rtt_a_nearer_peer_hosts_a_class_that_would_fit_at_home() {
     assert!(l2.seats.iter().all(|s| s.region == "c"), "{l2:#?}");
     let l3 = book(&a, 2).await.expect("booked at home");
     assert!(l3.seats.iter().all(|s| s.region.is_empty()), "{l3:#?}");
+}
+
+/// A school edge of `r`'s site, joined with its own certificate, probing
+/// every 300 ms and reporting every 500 ms.
+async fn school_edge(r: &Region) -> Proc {
+    let secret = AdminServiceClient::new(r.broker.channel().await)
+        .create_join_token(pb::CreateJoinTokenRequest {
+            site: r.site.into(),
+            kind: "edge".into(),
+            ttl_seconds: 600,
+            uses: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("edge join token")
+        .into_inner()
+        .secret;
+    let state = r.dir.join("edge");
+    edge_join(&r.broker, &secret, &state);
+    let listen = format!("127.0.0.1:{}", free_port());
+    Proc::spawn(
+        &bin("classgrid-edge"),
+        &[
+            "run",
+            "--state-dir",
+            &state.display().to_string(),
+            "--listen",
+            &listen,
+            "--probe-interval-ms",
+            "300",
+            "--report-interval-ms",
+            "500",
+            "--log-format",
+            "text",
+        ]
+        .map(String::from),
+        r.dir.join("edge.log"),
+        &[],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_school_edge_measures_the_peer_nodes_it_may_borrow_and_the_measurement_decides() {
+    // Home has no node; b's one node answers its probes 60 ms late
+    // (injected in its probe responder), which b's own estimate of a few
+    // ms cannot know. b publishes it as a probe target; a's school edge
+    // times it.
+    let a = region("a", "a-school", 0, false).await;
+    let b = region_with("b", "b-pop", 1, &["--probe-delay-ms=60"], "").await;
+    peer(&a, &b, "3", "2");
+    let edge = school_edge(&a).await;
+    let l = book(&a, 1).await.expect("hosted by b");
+    // The seat's RTT becomes the edge's measurement, and says so.
+    let measured = wait_for(Duration::from_secs(60), || async {
+        let seat = a.broker.lesson(&l.id).await.seats.into_iter().next();
+        seat.and_then(|s| s.rtt)
+            .is_some_and(|r| r.source == pb::RttSource::Measured as i32 && r.ms >= 55.0)
+    })
+    .await;
+    assert!(
+        measured,
+        "{:#?}\nedge log:\n{}",
+        a.broker.lesson(&l.id).await,
+        edge.log_text()
+    );
+    // A class whose limit the estimate meets but the measurement does not
+    // is refused, naming the measurement; b's hold is let go at once.
+    let mut req = class(a.site, 1);
+    req.max_rtt_ms = 40;
+    let refused = a
+        .broker
+        .lessons()
+        .await
+        .book(req)
+        .await
+        .expect_err("the measured 60 ms is above max_rtt 40");
+    assert!(
+        refused.message().contains("measured") && refused.message().contains("region b"),
+        "{}",
+        refused.message()
+    );
+    let held: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM peer_holds WHERE state IN ('holding', 'held')")
+            .fetch_one(&pool(&b).await)
+            .await
+            .unwrap();
+    assert_eq!(held, 0, "the refused offer's hold is released");
 }

@@ -42,6 +42,8 @@ pub struct Broker {
     pub edge: EdgeState,
     /// Agent connections carried by site edges' relays.
     pub relays: Relays,
+    /// Peer regions' probe targets and the school edges' RTTs to them.
+    pub peer_probes: crate::federation::probes::PeerProbes,
     /// Planned bookings waiting to be written, several per transaction.
     pub booking_writes: Arc<BookingWriters>,
     /// Agents' progress reports waiting to be written, many nodes' at once.
@@ -77,6 +79,7 @@ impl Broker {
             limiter,
             edge,
             relays: Default::default(),
+            peer_probes: Default::default(),
             booking_writes: Default::default(),
             progress_writes: Default::default(),
             leader: Default::default(),

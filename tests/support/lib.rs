@@ -716,6 +716,22 @@ pub fn start_edge(
     )
 }
 
+/// `classgrid-edge join` as school IT runs it: edge `edge-1` of the token's
+/// site gets its certificate into `state`.
+pub fn edge_join(broker: &Broker, token: &str, state: &Path) {
+    let out = Command::new(bin("classgrid-edge"))
+        .args(["join", "--broker", &broker.grpc_url, "--token", token])
+        .args(["--name", "edge-1", "--state-dir"])
+        .arg(state)
+        .output()
+        .expect("run classgrid-edge join");
+    assert!(
+        out.status.success(),
+        "edge join: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The first console admin, `admin`, made the way an operator makes it
 /// (`classgrid-broker admin-user`).
 pub fn console_admin(db_url: &str, password: &str) {

@@ -13,7 +13,7 @@ use classgrid_proto::v1 as pb;
 use sqlx::types::Json;
 
 use super::{
-    borrowed::{BookedAs, Seen, borrowed_view},
+    borrowed::{BookedAs, Seen},
     client,
 };
 use crate::{
@@ -196,8 +196,11 @@ impl Broker {
             }
             match self.offer_from(p, input, budget).await {
                 Ok((c, answer)) => {
-                    let ms =
-                        offset + slowest(answer.seats.iter().filter_map(|s| s.rtt.map(|r| r.ms)));
+                    let ms = slowest(
+                        self.offered_rtts(p, input, &answer, offset)
+                            .into_iter()
+                            .map(|(_, ms, _)| ms),
+                    );
                     notes.push(format!("region {}: slowest seat {ms:.1} ms", p.name));
                     offers.push((p, c, answer, offset, ms));
                 }
@@ -279,7 +282,47 @@ impl Broker {
                 .unwrap_or_else(|| "refused".into());
             return Err(why);
         }
+        // The lender placed by its estimate; where the school's edge has
+        // measured a seat's node, the measurement decides (decision 109).
+        let offset = self.school_to_region_ms() + p.rtt_ms.unwrap_or(0.0);
+        let max = f64::from(b.max_rtt_ms);
+        if let Some((node, ms, _)) = self
+            .offered_rtts(p, input, &answer, offset)
+            .into_iter()
+            .find(|(_, ms, measured)| *measured && *ms > max)
+        {
+            let _ = c.release(self.hosted_request(input)).await;
+            return Err(format!(
+                "node {node} measured {ms:.1} ms from the school by its edge, above max_rtt {} ms",
+                b.max_rtt_ms
+            ));
+        }
         Ok((c, answer))
+    }
+
+    /// Each offered seat's node, the RTT its students would see and
+    /// whether it was measured: the school edge's measurement to the node
+    /// where there is one, else `offset` plus the lender's site → node RTT.
+    fn offered_rtts(
+        &self,
+        p: &PeeringRow,
+        input: &BookingInput,
+        answer: &pb::OfferResponse,
+        offset: f64,
+    ) -> Vec<(String, f64, bool)> {
+        let measured = self.peer_probes.measured_from(input.site_id, p.id);
+        answer
+            .seats
+            .iter()
+            .map(|s| match measured.get(&s.node_name) {
+                Some(ms) => (s.node_name.clone(), *ms, true),
+                None => (
+                    s.node_name.clone(),
+                    offset + s.rtt.map(|r| r.ms).unwrap_or(0.0),
+                    false,
+                ),
+            })
+            .collect()
     }
 
     /// Takes an admitted offer: the school's vouchers hold its price with
@@ -427,6 +470,6 @@ impl Broker {
         row.state = "committed".into();
         row.last_seen_at = Some(Utc::now());
         tracing::info!(lesson = %row.lesson_id, region = %p.name, "lesson hosted by a peer region");
-        Ok(borrowed_view(&row, p, &seen, None))
+        Ok(self.view_of(&row, p, &seen, None))
     }
 }

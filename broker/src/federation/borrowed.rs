@@ -3,6 +3,8 @@
 //! followed live for Watch and the console; cancelled through its lender;
 //! and its lender's settlement line copied once.
 
+use std::collections::HashMap;
+
 use chrono::Utc;
 use classgrid_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
@@ -126,7 +128,7 @@ impl Broker {
                 if p.disconnected_since.is_some() {
                     self.store.set_peering_reachable(p.id, true, "").await?;
                 }
-                Ok(borrowed_view(&row, &p, &seen, None))
+                Ok(self.view_of(&row, &p, &seen, None))
             }
             Err(s) => {
                 let _ = self.peer_failed(&p, &s).await;
@@ -142,7 +144,7 @@ impl Broker {
                     p.name,
                     since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 );
-                Ok(borrowed_view(&row, &p, &seen, Some(note)))
+                Ok(self.view_of(&row, &p, &seen, Some(note)))
             }
         }
     }
@@ -150,12 +152,14 @@ impl Broker {
 
 /// The lesson as this region shows it: its own school, title and spec; the
 /// lender's state and seats, each with its region and the RTT the
-/// students see.
-pub(super) fn borrowed_view(
+/// students see: `measured` by the school's edge where it probes the seat's
+/// node (by node name, decision 109), else estimated.
+fn borrowed_view(
     row: &BorrowedRow,
     p: &PeeringRow,
     seen: &Seen,
     note: Option<String>,
+    measured: &HashMap<String, f64>,
 ) -> LessonView {
     let booked: Option<BookedAs> = serde_json::from_value(row.booking.0.clone()).ok();
     // In the shape of a local admission, so `lessons explain` reads it: each
@@ -248,10 +252,18 @@ pub(super) fn borrowed_view(
             device_indexes: s.device_indexes.clone(),
             gpu_memory_mib: 0,
             gpu_compute_pct: 0,
-            // What the students see: their way to this region and on to
-            // the peer, plus the peer's site → node part.
-            rtt_ms: s.rtt_ms.map(|ms| ms + row.rtt_offset_ms),
-            rtt_source: s.rtt_ms.map(|_| "estimated".to_string()),
+            // What the students see: measured from their school, or their
+            // way to this region and on to the peer plus the peer's site →
+            // node part.
+            rtt_ms: measured
+                .get(&s.node_name)
+                .copied()
+                .or(s.rtt_ms.map(|ms| ms + row.rtt_offset_ms)),
+            rtt_source: if measured.contains_key(&s.node_name) {
+                Some("measured".to_string())
+            } else {
+                s.rtt_ms.map(|_| "estimated".to_string())
+            },
             rtt_error_ms: None,
             endpoint: s.endpoint.clone(),
             message: s.message.clone(),
@@ -268,6 +280,19 @@ pub(super) fn borrowed_view(
 }
 
 impl Broker {
+    /// `borrowed_view` with what the school's edge measured to the
+    /// lender's probed nodes.
+    pub(super) fn view_of(
+        &self,
+        row: &BorrowedRow,
+        p: &PeeringRow,
+        seen: &Seen,
+        note: Option<String>,
+    ) -> LessonView {
+        let measured = self.peer_probes.measured_from(row.school_site_id, p.id);
+        borrowed_view(row, p, seen, note, &measured)
+    }
+
     /// Copies each lender's settlement line of a borrowed lesson that is
     /// over, once: a lender that cannot be reached now is asked again on
     /// the next pass, so a partition delays the line and never loses or
@@ -414,7 +439,7 @@ impl Broker {
             .await?;
         tracing::info!(lesson = %id, region = %p.name, reason, "borrowed lesson cancelled");
         self.lesson_changed(id);
-        Ok(borrowed_view(&row, &p, &seen, None))
+        Ok(self.view_of(&row, &p, &seen, None))
     }
 }
 

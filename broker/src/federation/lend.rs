@@ -427,6 +427,37 @@ impl Broker {
 }
 
 impl Broker {
+    /// The probe responders of the nodes this region would lend `peer`
+    /// (its lending policy's tiers and vendors), as (node name, host:port),
+    /// for the peer's school edges to time (decision 109).
+    pub async fn lendable_probe_targets(
+        &self,
+        peer: &PeeringRow,
+    ) -> Result<Vec<(String, String)>, ServiceError> {
+        let terms = LendingTerms::from_json(&peer.lending.0);
+        if terms.max_slices == 0 {
+            return Ok(Vec::new());
+        }
+        let fleet = self.fleet.snapshot();
+        let lent: std::collections::HashSet<Uuid> = fleet
+            .nodes
+            .iter()
+            .filter(|n| terms.node_allowed(n))
+            .map(|n| n.id)
+            .collect();
+        Ok(self
+            .store
+            .probe_targets()
+            .await?
+            .into_iter()
+            .filter(|t| lent.contains(&t.node_id))
+            .take(super::probes::MAX_TARGETS_PER_PEER)
+            .map(|t| (t.name, t.addr))
+            .collect())
+    }
+}
+
+impl Broker {
     /// Records what each lent lesson that is over used, once, as the
     /// lender's settlement line: the agents' metered slice-seconds, priced
     /// by this region's voucher weights as a voucher charge would be, times

@@ -8,8 +8,10 @@
 //!   expiry, commit, release, the sweeper.
 //! - `borrow`: the home region asking peers nearest first.
 //! - `borrowed`: a borrowed lesson read back, followed, cancelled, settled.
+//! - `probes`: peers' probe targets and the edges' RTTs to them.
 //!
-//! Decisions 093 (peering and trust), 094 (holds) and 095 (RTT and order).
+//! Decisions 093 (peering and trust), 094 (holds), 095 (RTT and order) and
+//! 109 (probe targets).
 
 pub mod borrow;
 pub mod borrowed;
@@ -17,6 +19,7 @@ pub mod client;
 pub mod lend;
 pub mod peering;
 pub mod policy;
+pub mod probes;
 pub mod token;
 
 use std::{sync::Arc, time::Duration};
@@ -70,10 +73,13 @@ impl Broker {
         let Ok(peers) = self.store.list_peerings().await else {
             return;
         };
-        for p in peers
+        let peers: Vec<_> = peers
             .into_iter()
             .filter(|p| p.state == "connected" || p.state == "disconnected")
-        {
+            .collect();
+        self.peer_probes
+            .retain(&peers.iter().map(|p| p.id).collect::<Vec<_>>());
+        for p in peers {
             let Ok(mut c) = self.peer_client(&p) else {
                 continue;
             };
@@ -83,6 +89,18 @@ impl Broker {
             let _ = match r {
                 Ok(_) => {
                     let _ = self.store.set_measured_rtt(p.id, ms).await;
+                    // Its probe targets, for this region's school edges; a
+                    // peer that publishes none (or fails to) has none.
+                    let published = match c.probe_targets(pb::PeerProbeTargetsRequest {}).await {
+                        Ok(t) => t
+                            .into_inner()
+                            .targets
+                            .into_iter()
+                            .map(|t| (t.node_name, t.addr))
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    };
+                    self.peer_probes.set_targets(p.id, &p.name, published);
                     self.store.set_peering_reachable(p.id, true, "").await
                 }
                 Err(s) => {

@@ -97,6 +97,13 @@ impl Broker {
                 name: format!("{}/{}", t.site, t.name),
                 addr: t.addr,
             })
+            // Peer regions' lendable nodes, under ids this region gave
+            // them (decision 109).
+            .chain(self.peer_probes.all().into_iter().map(|t| pb::ProbeTarget {
+                node_id: t.id.to_string(),
+                name: format!("region {}/{}", t.peer, t.node_name),
+                addr: t.addr,
+            }))
             .collect();
         Ok(pb::ProbeTargetsResponse { targets })
     }
@@ -158,7 +165,11 @@ impl Broker {
             }
         }
         c.finish()?;
-        let n = self.store.save_site_rtts(site, &rows).await?;
+        // A peer region's node is kept apart; the rest are this region's.
+        let all = rows.len() as u64;
+        rows.retain(|r| !self.peer_probes.observe(site, r.node_id, r.median_ms));
+        let peers = all - rows.len() as u64;
+        let n = self.store.save_site_rtts(site, &rows).await? + peers;
         let mut b = self.edge.lock();
         for row in rows.iter().filter(|r| self.fleet.node(r.node_id).is_some()) {
             b.observe_site(site, row.node_id, row.median_ms);

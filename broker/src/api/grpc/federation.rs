@@ -381,6 +381,22 @@ impl FederationService for Federation {
             .map_err(|e| status(e.into()))?;
         Ok(Response::new(settlement(month, rows)))
     }
+
+    async fn probe_targets(
+        &self,
+        req: Request<pb::PeerProbeTargetsRequest>,
+    ) -> Result<Response<pb::PeerProbeTargets>, Status> {
+        let p = self.peer(&req).await?;
+        let targets = self
+            .0
+            .lendable_probe_targets(&p)
+            .await
+            .map_err(status)?
+            .into_iter()
+            .map(|(node_name, addr)| pb::PeerProbeTarget { node_name, addr })
+            .collect();
+        Ok(Response::new(pb::PeerProbeTargets { targets }))
+    }
 }
 
 #[tonic::async_trait]
