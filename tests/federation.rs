@@ -16,6 +16,9 @@ use classgrid_proto::v1::{
 use sqlx::Row;
 use tonic::transport::Channel;
 
+/// One GET over https with the system's Python: "STATUS BODY…".
+const SEAT_GET: &str = include_str!("clients/seat_get.py");
+
 struct Region {
     name: &'static str,
     site: &'static str,
@@ -828,8 +831,10 @@ async fn under_best_rtt_a_nearer_peer_hosts_a_class_that_would_fit_at_home() {
 }
 
 /// A school edge of `r`'s site, joined with its own certificate, probing
-/// every 300 ms and reporting every 500 ms.
-async fn school_edge(r: &Region) -> Proc {
+/// every 300 ms and reporting every 500 ms. With `links`, it also serves
+/// seat links over TLS with the certificate `classgrid-broker edge-cert`
+/// issues; then the port they are on and the region CA's file come back.
+async fn school_edge(r: &Region, links: bool) -> (Proc, u16, String) {
     let secret = AdminServiceClient::new(r.broker.channel().await)
         .create_join_token(pb::CreateJoinTokenRequest {
             site: r.site.into(),
@@ -844,15 +849,40 @@ async fn school_edge(r: &Region) -> Proc {
         .secret;
     let state = r.dir.join("edge");
     edge_join(&r.broker, &secret, &state);
-    let listen = format!("127.0.0.1:{}", free_port());
-    Proc::spawn(
+    let data_dir = r.dir.join("broker");
+    let tls = r.dir.join("edge-tls");
+    let links_port = free_port();
+    let listen = format!("127.0.0.1:{links_port}");
+    let (cert, key) = (tls.join("seat-links.pem"), tls.join("seat-links.key"));
+    let mut env: Vec<(&str, &str)> = Vec::new();
+    if links {
+        let out = std::process::Command::new(bin("classgrid-broker"))
+            .args(["edge-cert", "--name", "127.0.0.1", "--out"])
+            .arg(&tls)
+            .args(["--database-url", &r.db.url, "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .expect("run classgrid-broker edge-cert");
+        assert!(
+            out.status.success(),
+            "edge-cert: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env = vec![
+            ("CLASSGRID_SEAT_LINKS_LISTEN", listen.as_str()),
+            ("CLASSGRID_SEAT_LINKS_CERT", cert.to_str().unwrap()),
+            ("CLASSGRID_SEAT_LINKS_KEY", key.to_str().unwrap()),
+        ];
+    }
+    let content = format!("127.0.0.1:{}", free_port());
+    let edge = Proc::spawn(
         &bin("classgrid-edge"),
         &[
             "run",
             "--state-dir",
             &state.display().to_string(),
             "--listen",
-            &listen,
+            &content,
             "--probe-interval-ms",
             "300",
             "--report-interval-ms",
@@ -862,8 +892,64 @@ async fn school_edge(r: &Region) -> Proc {
         ]
         .map(String::from),
         r.dir.join("edge.log"),
-        &[],
+        &env,
+    );
+    (
+        edge,
+        links_port,
+        data_dir.join("ca.pem").display().to_string(),
     )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_borrowed_seat_opens_through_the_link_on_its_school_edge() {
+    // Home has no node: the class runs on b's. The student's link is on
+    // the school's own edge, as for a seat at home, and reaches the seat.
+    let a = region("a", "a-school", 0, false).await;
+    let b = region("b", "b-pop", 1, false).await;
+    peer(&a, &b, "3", "2");
+    let (edge, links_port, ca) = school_edge(&a, true).await;
+    let l = book(&a, 1).await.expect("hosted by b");
+    let base = format!("https://127.0.0.1:{links_port}/seat/");
+    let linked = wait_for(Duration::from_secs(60), || async {
+        let seats = a.broker.lesson(&l.id).await.seats;
+        seats.len() == 1
+            && seats[0].region == "b"
+            && seats[0].state == "running"
+            && seats[0].link.starts_with(&base)
+    })
+    .await;
+    let shown = a.broker.lesson(&l.id).await;
+    assert!(linked, "{shown:#?}\nedge log:\n{}", edge.log_text());
+    let link = shown.seats[0].link.clone();
+    // The seat (python3 -m http.server on b's node) answers through it.
+    let opened = wait_for(Duration::from_secs(60), || async {
+        let (url, ca) = (link.clone(), ca.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("python3")
+                .args(["-c", SEAT_GET, &url, &ca, ""])
+                .output()
+        })
+        .await
+        .unwrap()
+        .expect("python3");
+        let out = String::from_utf8_lossy(&out.stdout).to_string();
+        out.starts_with("200") && out.contains("Directory listing")
+    })
+    .await;
+    assert!(
+        opened,
+        "{link} should open the seat; edge log:\n{}",
+        edge.log_text()
+    );
+    // A made-up token under the same edge opens nothing.
+    let bad = format!("{base}{}/", "0".repeat(64));
+    let out = std::process::Command::new("python3")
+        .args(["-c", SEAT_GET, &bad, &ca, ""])
+        .output()
+        .expect("python3");
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.starts_with("404"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -875,7 +961,7 @@ async fn a_school_edge_measures_the_peer_nodes_it_may_borrow_and_the_measurement
     let a = region("a", "a-school", 0, false).await;
     let b = region_with("b", "b-pop", 1, &["--probe-delay-ms=60"], "").await;
     peer(&a, &b, "3", "2");
-    let edge = school_edge(&a).await;
+    let (edge, ..) = school_edge(&a, false).await;
     let l = book(&a, 1).await.expect("hosted by b");
     // The seat's RTT becomes the edge's measurement, and says so.
     let measured = wait_for(Duration::from_secs(60), || async {

@@ -470,6 +470,6 @@ impl Broker {
         row.state = "committed".into();
         row.last_seen_at = Some(Utc::now());
         tracing::info!(lesson = %row.lesson_id, region = %p.name, "lesson hosted by a peer region");
-        Ok(self.view_of(&row, p, &seen, None))
+        self.view_of(&row, p, &seen, None, Some(&hosted)).await
     }
 }

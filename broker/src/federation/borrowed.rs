@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::{ServiceError, spec},
+    seats::links::{link_url, token_sha256},
     state::Broker,
     store::{
         borrowed::BorrowedRow,
@@ -63,6 +64,26 @@ struct SeenSeat {
     endpoint: String,
     rtt_ms: Option<f64>,
     message: String,
+    /// sha256 of the seat's link token as its lender sent it (decision
+    /// 110); the token itself is never kept.
+    #[serde(default)]
+    link_sha256: String,
+}
+
+/// A link token as a lender may send it: what `LinkKey::token` makes (64
+/// lower-case hex), so a hostile lender cannot put anything else in a URL.
+fn valid_token(t: &str) -> bool {
+    t.len() == 64
+        && t.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The link token the lender sent for seat `id`, if a valid one.
+fn token_of<'h>(h: &'h pb::HostedLesson, id: &str) -> Option<&'h str> {
+    h.seat_links
+        .iter()
+        .find(|l| l.seat_id == id && valid_token(&l.token))
+        .map(|l| l.token.as_str())
 }
 
 impl Seen {
@@ -76,6 +97,7 @@ impl Seen {
                 .seats
                 .into_iter()
                 .map(|s| SeenSeat {
+                    link_sha256: token_of(h, &s.id).map(token_sha256).unwrap_or_default(),
                     id: s.id,
                     number: s.number,
                     state: s.state,
@@ -128,7 +150,7 @@ impl Broker {
                 if p.disconnected_since.is_some() {
                     self.store.set_peering_reachable(p.id, true, "").await?;
                 }
-                Ok(self.view_of(&row, &p, &seen, None))
+                self.view_of(&row, &p, &seen, None, Some(&h)).await
             }
             Err(s) => {
                 let _ = self.peer_failed(&p, &s).await;
@@ -144,7 +166,7 @@ impl Broker {
                     p.name,
                     since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 );
-                Ok(self.view_of(&row, &p, &seen, Some(note)))
+                self.view_of(&row, &p, &seen, Some(note), None).await
             }
         }
     }
@@ -281,16 +303,72 @@ fn borrowed_view(
 
 impl Broker {
     /// `borrowed_view` with what the school's edge measured to the
-    /// lender's probed nodes.
-    pub(super) fn view_of(
+    /// lender's probed nodes, and each seat's link on the school's edge
+    /// when the lender's fresh answer `fresh` gave its token (decision
+    /// 110): without one (the lender unreachable), the view has no links,
+    /// though the edge keeps serving the links it was given.
+    pub(super) async fn view_of(
         &self,
         row: &BorrowedRow,
         p: &PeeringRow,
         seen: &Seen,
         note: Option<String>,
-    ) -> LessonView {
+        fresh: Option<&pb::HostedLesson>,
+    ) -> Result<LessonView, ServiceError> {
         let measured = self.peer_probes.measured_from(row.school_site_id, p.id);
-        borrowed_view(row, p, seen, note, &measured)
+        let mut view = borrowed_view(row, p, seen, note, &measured);
+        if let (Some(h), Some(base)) = (fresh, self.store.seat_link_base(row.school_site_id).await?)
+        {
+            for s in &mut view.seats {
+                if let Some(t) = token_of(h, &s.id.to_string()) {
+                    s.link = link_url(&base, t);
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// The school site's edge's links to its borrowed seats (decision
+    /// 110): each seat the lender gave a token for, to the endpoint it
+    /// reported, open until the lesson's end plus grace. The edge proxies
+    /// them as it proxies this region's seats.
+    pub(crate) async fn borrowed_seat_links(
+        &self,
+        site: Uuid,
+    ) -> Result<Vec<pb::SeatLink>, ServiceError> {
+        let grace = self.cfg.grace.as_secs_f64();
+        let mut links = Vec::new();
+        for row in self.store.site_borrowed_open(site, grace).await? {
+            let Some(seen) = row
+                .last_seen
+                .as_ref()
+                .and_then(|j| serde_json::from_value::<Seen>(j.0.clone()).ok())
+            else {
+                continue;
+            };
+            let notebook = serde_json::from_value::<BookedAs>(row.booking.0.clone())
+                .is_ok_and(|b| b.seat.runtime == spec::NOTEBOOK);
+            let until = row.end_at + chrono::Duration::milliseconds((grace * 1000.0) as i64);
+            for s in seen.seats.iter().filter(|s| !s.link_sha256.is_empty()) {
+                let live = matches!(s.state.as_str(), "starting" | "running");
+                links.push(pb::SeatLink {
+                    link_sha256: s.link_sha256.clone(),
+                    // The lender's assignment ids are its own business.
+                    assignment_id: String::new(),
+                    lesson_id: row.lesson_id.to_string(),
+                    endpoint: if live {
+                        s.endpoint.clone()
+                    } else {
+                        String::new()
+                    },
+                    open_until_unix_ms: until.timestamp_millis(),
+                    paused: false,
+                    serves_link_path: notebook,
+                    stopped: false,
+                });
+            }
+        }
+        Ok(links)
     }
 
     /// Copies each lender's settlement line of a borrowed lesson that is
@@ -439,7 +517,7 @@ impl Broker {
             .await?;
         tracing::info!(lesson = %id, region = %p.name, reason, "borrowed lesson cancelled");
         self.lesson_changed(id);
-        Ok(self.view_of(&row, &p, &seen, None))
+        self.view_of(&row, &p, &seen, None, Some(&h)).await
     }
 }
 

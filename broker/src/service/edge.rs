@@ -363,10 +363,12 @@ impl Broker {
             )
             .collect();
         let linked = self.store.site_linked_seats(site).await?;
-        let seat_links: Vec<pb::SeatLink> =
+        let mut seat_links: Vec<pb::SeatLink> =
             linked.iter().map(|s| seat_link(&self.links, s)).collect();
         self.record_link_opens(&r.opened, &linked, &seat_links)
             .await?;
+        // Seats a peer region hosts for this site's school (decision 110).
+        seat_links.extend(self.borrowed_seat_links(site).await?);
         Ok(pb::EdgeSyncResponse {
             stage,
             pinned,

@@ -295,8 +295,8 @@ impl Broker {
             .seat_link_base(view.lesson.school_site_id)
             .await?
         {
-            // Borrowed seats run in a peer region: this school's edge does
-            // not proxy them (not built yet), so they get no link here.
+            // A borrowed lesson's links come with its lender's answer
+            // (federation/borrowed.rs, decision 110).
             for s in view.seats.iter_mut().filter(|s| s.region.is_empty()) {
                 s.link = link_url(&base, &self.links.token(s.id));
             }

@@ -129,6 +129,26 @@ impl Store {
         .await
     }
 
+    /// A school site's borrowed lessons whose seat links are open: committed,
+    /// and not past their end plus `grace_s` (decision 110).
+    pub async fn site_borrowed_open(
+        &self,
+        site_id: Uuid,
+        grace_s: f64,
+    ) -> sqlx::Result<Vec<BorrowedRow>> {
+        sqlx::query_as(sql!(
+            "SELECT {BORROWED_COLS} FROM borrowed_lessons
+             WHERE school_site_id = $1 AND state = 'committed'
+               AND end_at + make_interval(secs => $2) > now()
+               AND COALESCE(last_seen->>'state', '') <> 'cancelled'
+             LIMIT 500"
+        ))
+        .bind(site_id)
+        .bind(grace_s)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Borrowed lessons past their end that this region has not settled.
     pub async fn borrowed_to_settle(&self) -> sqlx::Result<Vec<BorrowedRow>> {
         sqlx::query_as(sql!(

@@ -16,6 +16,7 @@ use crate::{
         peering::PeeringTerms,
         policy::LendingTerms,
     },
+    seats::links::LinkKey,
     state::App,
     store::{peers::PeeringRow, settlement::SettlementRow},
 };
@@ -125,7 +126,18 @@ fn terms(
     })
 }
 
-fn hosted(h: Hosted, region: &str) -> pb::HostedLesson {
+fn hosted(h: Hosted, region: &str, links: &LinkKey) -> pb::HostedLesson {
+    // The seats' link tokens go to the home region, whose school edge
+    // serves the students' links (decision 110).
+    let seat_links = h
+        .view
+        .iter()
+        .flat_map(|v| &v.seats)
+        .map(|s| pb::HostedSeatLink {
+            seat_id: s.id.to_string(),
+            token: links.token(s.id),
+        })
+        .collect();
     let lesson = h.view.as_ref().map(|v| {
         let mut l = convert::lesson(v);
         // The home region knows the lesson by its own id.
@@ -146,6 +158,7 @@ fn hosted(h: Hosted, region: &str) -> pb::HostedLesson {
         used_uah: h.settled.map(|s| s.amount_uah).unwrap_or(0),
         settled: h.settled.is_some(),
         slice_seconds: h.settled.map(|s| s.slice_seconds).unwrap_or(0.0),
+        seat_links,
     }
 }
 
@@ -344,7 +357,7 @@ impl FederationService for Federation {
         let p = self.peer(&req).await?;
         let id = lesson_id(&req.get_ref().lesson_id)?;
         let h = self.0.lend_commit(&p, id).await.map_err(status)?;
-        Ok(Response::new(hosted(h, &p.local_name)))
+        Ok(Response::new(hosted(h, &p.local_name, &self.0.links)))
     }
 
     async fn release(
@@ -354,7 +367,7 @@ impl FederationService for Federation {
         let p = self.peer(&req).await?;
         let id = lesson_id(&req.get_ref().lesson_id)?;
         let h = self.0.lend_release(&p, id).await.map_err(status)?;
-        Ok(Response::new(hosted(h, &p.local_name)))
+        Ok(Response::new(hosted(h, &p.local_name, &self.0.links)))
     }
 
     async fn get_hosted(
@@ -364,7 +377,7 @@ impl FederationService for Federation {
         let p = self.peer(&req).await?;
         let id = lesson_id(&req.get_ref().lesson_id)?;
         let h = self.0.lend_get(&p, id).await.map_err(status)?;
-        Ok(Response::new(hosted(h, &p.local_name)))
+        Ok(Response::new(hosted(h, &p.local_name, &self.0.links)))
     }
 
     async fn settlement(
