@@ -46,6 +46,10 @@ pub struct Broker {
     pub peer_probes: crate::federation::probes::PeerProbes,
     /// Planned bookings waiting to be written, several per transaction.
     pub booking_writes: Arc<BookingWriters>,
+    /// The last "could any node hold this seat" answer, for the next
+    /// booking of the same spec on the same fleet snapshot (a term's
+    /// thousands of occurrences ask it once).
+    pub possible: std::sync::Mutex<Option<crate::service::lessons::Possible>>,
     /// Agents' progress reports waiting to be written, many nodes' at once.
     pub progress_writes: Arc<ProgressWriters>,
     /// This replica's leadership, set once it leads (decision 078); unset
@@ -81,6 +85,7 @@ impl Broker {
             relays: Default::default(),
             peer_probes: Default::default(),
             booking_writes: Default::default(),
+            possible: Default::default(),
             progress_writes: Default::default(),
             leader: Default::default(),
             links,

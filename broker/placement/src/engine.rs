@@ -777,37 +777,48 @@ fn decide<'a, G: Groups<'a>>(
         Vec::new()
     };
 
-    let placements: Vec<SeatPlacement> = seats
-        .iter()
-        .enumerate()
-        .map(|(n, s)| {
-            let c = &cands[s.cand];
-            let free = rank_free[s.cand].as_deref().unwrap_or(&[]);
-            let (total, parts) = score(ctx, c, free, w);
-            let devices: Vec<DeviceGrant> = match ctx.gpu {
-                Some(g) => s
-                    .devices
-                    .iter()
-                    .map(|&p| DeviceGrant {
-                        index: c.node.devices[p].index,
-                        memory_mib: g.memory_mib,
-                        compute_percent: g.compute_percent,
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
-            let reason = seat_reason(ctx, c, &devices, total, &parts, used_preempt[s.cand]);
-            SeatPlacement {
+    // Seats taken in a row from one candidate on the same devices (four
+    // quarter seats of one T4) share their score and reason: computed once
+    // and copied, since formatting the reason was most of a term's dry run.
+    let mut placements: Vec<SeatPlacement> = Vec::with_capacity(seats.len());
+    for (n, s) in seats.iter().enumerate() {
+        if let Some(prev) = placements.last()
+            && seats[n - 1].cand == s.cand
+            && seats[n - 1].devices == s.devices
+        {
+            let same = SeatPlacement {
                 seat: n as u32,
-                node_id: c.node.id,
-                devices,
-                rtt: c.rtt,
-                score: total,
-                parts,
-                reason,
-            }
-        })
-        .collect();
+                ..prev.clone()
+            };
+            placements.push(same);
+            continue;
+        }
+        let c = &cands[s.cand];
+        let free = rank_free[s.cand].as_deref().unwrap_or(&[]);
+        let (total, parts) = score(ctx, c, free, w);
+        let devices: Vec<DeviceGrant> = match ctx.gpu {
+            Some(g) => s
+                .devices
+                .iter()
+                .map(|&p| DeviceGrant {
+                    index: c.node.devices[p].index,
+                    memory_mib: g.memory_mib,
+                    compute_percent: g.compute_percent,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let reason = seat_reason(ctx, c, &devices, total, &parts, used_preempt[s.cand]);
+        placements.push(SeatPlacement {
+            seat: n as u32,
+            node_id: c.node.id,
+            devices,
+            rtt: c.rtt,
+            score: total,
+            parts,
+            reason,
+        });
+    }
 
     let mut nodes_used: Vec<_> = placements.iter().map(|p| p.node_id).collect();
     nodes_used.sort();

@@ -7,6 +7,7 @@
 //! arrays, admit whole class or `min_seats`) → `preempt` (jobs to evict) →
 //! `explain` (the sentence a teacher reads).
 
+mod again;
 mod calendar;
 mod capacity;
 mod decision;
@@ -23,6 +24,7 @@ mod rtt;
 mod scores;
 mod spec;
 
+pub use again::{place_again, same_shape};
 pub use calendar::Calendar;
 pub use decision::{
     Admission, Decision, DeviceGrant, Explanation, FilterCount, ScorePart, SeatPlacement,

@@ -189,7 +189,7 @@ pub struct SeatSpec {
     pub runtime: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DatasetRef {
     pub sha256: String,
     pub size_bytes: u64,

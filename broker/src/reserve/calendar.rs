@@ -129,13 +129,18 @@ impl LiveCalendar {
         req: &Request,
         policy: &Policy,
         hold: Option<Owner>,
+        again: Option<&placement::Admission>,
     ) -> (Decision, Option<Hold>) {
         let mut g = self.lock();
-        // The same decision either way (decision 101); the index skips the
-        // static filters for whole groups of equal nodes.
-        let decision = match g.index.for_fleet(fleet) {
-            Some(ix) => placement::place_indexed(&ix, &g.cal, rtt, req, policy),
-            None => placement::place(fleet, &g.cal, rtt, req, policy),
+        // A series' next occurrence on its previous one's nodes first
+        // (decision 111); else the whole fleet, the same decision either way
+        // (decision 101): the index skips the static filters for whole
+        // groups of equal nodes.
+        let again = again.and_then(|p| placement::place_again(p, fleet, &g.cal, rtt, req, policy));
+        let decision = match (again, g.index.for_fleet(fleet)) {
+            (Some(d), _) => d,
+            (None, Some(ix)) => placement::place_indexed(&ix, &g.cal, rtt, req, policy),
+            (None, None) => placement::place(fleet, &g.cal, rtt, req, policy),
         };
         match (&decision, hold) {
             (Decision::Admitted(a), Some(owner)) => {
@@ -336,7 +341,7 @@ mod tests {
         let (fleet, rtt, req) = measured_school();
         let policy = Policy::default();
         let place = |cal: &Arc<LiveCalendar>, rtt: &RttTable| {
-            let (d, _) = cal.place_and_hold(&fleet, rtt, &req, &policy, None);
+            let (d, _) = cal.place_and_hold(&fleet, rtt, &req, &policy, None, None);
             assert_eq!(
                 format!("{d:?}"),
                 format!(

@@ -105,14 +105,23 @@ impl Reserver {
         // A refusal re-reads the calendar once for the whole set, as a
         // single booking does before refusing.
         let mut reload = true;
+        // The previous item's admission, for a series' next occurrence
+        // (decision 111), as the dry run plans it (`plan_scratch`).
+        let mut last: Option<(&Item, Arc<Admission>)> = None;
         for it in items {
+            let again = last.as_ref().and_then(|(p, a)| {
+                (Arc::ptr_eq(p.fleet, it.fleet) && classgrid_placement::same_shape(p.req, it.req))
+                    .then(|| a.clone())
+            });
             let (decision, hold) = self
-                .plan(it.fleet, rtt, it.req, Some(it.owner), reload)
+                .plan(it.fleet, rtt, it.req, Some(it.owner), reload, again)
                 .await?;
             holds.push(hold);
+            last = None;
             decisions.push(match decision {
                 Decision::Admitted(a) => {
                     preempted.extend(a.preempted.iter().copied());
+                    last = Some((it, Arc::new(a.clone())));
                     Ok(a)
                 }
                 Decision::Refused(e) => {
@@ -198,37 +207,44 @@ impl Reserver {
                     // decisions as the plain scan), not a scan per
                     // occurrence. A fleet planned once keeps the scan.
                     let mut index: Option<FleetIndex> = None;
-                    inputs
-                        .iter()
-                        .enumerate()
-                        .map(|(k, i)| {
-                            let cached = index
-                                .as_ref()
-                                .is_some_and(|ix| Arc::ptr_eq(ix.fleet(), &i.fleet));
-                            let shared = inputs
-                                .get(k + 1)
-                                .is_some_and(|next| Arc::ptr_eq(&next.fleet, &i.fleet));
-                            if !cached && shared {
-                                index = Some(FleetIndex::new(i.fleet.clone()));
+                    let mut decisions: Vec<Decision> = Vec::with_capacity(inputs.len());
+                    for (k, i) in inputs.iter().enumerate() {
+                        let cached = index
+                            .as_ref()
+                            .is_some_and(|ix| Arc::ptr_eq(ix.fleet(), &i.fleet));
+                        let shared = inputs
+                            .get(k + 1)
+                            .is_some_and(|next| Arc::ptr_eq(&next.fleet, &i.fleet));
+                        if !cached && shared {
+                            index = Some(FleetIndex::new(i.fleet.clone()));
+                        }
+                        // A series' next occurrence tries its previous
+                        // one's nodes first (decision 111).
+                        let again = k
+                            .checked_sub(1)
+                            .and_then(|p| again_of(&inputs[p], i, decisions.get(p)))
+                            .and_then(|prev| {
+                                classgrid_placement::place_again(
+                                    prev, &i.fleet, &cal, &rtt, &i.req, &policy,
+                                )
+                            });
+                        let d = match (again, &index) {
+                            (Some(d), _) => d,
+                            (None, Some(ix)) if Arc::ptr_eq(ix.fleet(), &i.fleet) => {
+                                classgrid_placement::place_indexed(ix, &cal, &rtt, &i.req, &policy)
                             }
-                            let d = match &index {
-                                Some(ix) if Arc::ptr_eq(ix.fleet(), &i.fleet) => {
-                                    classgrid_placement::place_indexed(
-                                        ix, &cal, &rtt, &i.req, &policy,
-                                    )
-                                }
-                                _ => classgrid_placement::place(
-                                    &i.fleet, &cal, &rtt, &i.req, &policy,
-                                ),
-                            };
-                            if let Decision::Admitted(a) = &d {
-                                for r in a.reservations(&i.req, Owner::Lesson(i.id)) {
-                                    cal.insert(r);
-                                }
+                            (None, _) => {
+                                classgrid_placement::place(&i.fleet, &cal, &rtt, &i.req, &policy)
                             }
-                            d
-                        })
-                        .collect::<Vec<_>>()
+                        };
+                        if let Decision::Admitted(a) = &d {
+                            for r in a.reservations(&i.req, Owner::Lesson(i.id)) {
+                                cal.insert(r);
+                            }
+                        }
+                        decisions.push(d);
+                    }
+                    decisions
                 })
                 .await
                 .map_err(|e| ServiceError::Internal(anyhow::anyhow!("planning stopped: {e}")))?
@@ -240,6 +256,25 @@ impl Reserver {
             self.reload_calendar().await?;
             reloaded = true;
         }
+    }
+}
+
+/// The admission of `prev`, the input just before `next`, when `next` is
+/// the same request at another time on the same fleet (a series' next
+/// occurrence): its nodes are tried first (decision 111).
+fn again_of<'d>(
+    prev: &BookingInput,
+    next: &BookingInput,
+    decided: Option<&'d Decision>,
+) -> Option<&'d Admission> {
+    match decided {
+        Some(Decision::Admitted(a))
+            if Arc::ptr_eq(&prev.fleet, &next.fleet)
+                && classgrid_placement::same_shape(&prev.req, &next.req) =>
+        {
+            Some(a)
+        }
+        _ => None,
     }
 }
 

@@ -159,6 +159,7 @@ impl Reserver {
                     plan.req,
                     Some(plan.owner),
                     plan.reload_on_refusal,
+                    None,
                 )
                 .instrument(classgrid_common::traced_span!("plan", attempt = attempts))
                 .await?;
@@ -239,6 +240,7 @@ impl Reserver {
         req: &Request,
         hold: Option<Owner>,
         reload_on_refusal: bool,
+        again: Option<Arc<Admission>>,
     ) -> Result<(Decision, Option<Hold>), ServiceError> {
         let policy = Arc::new(self.policy.clone());
         let req = Arc::new(req.clone());
@@ -255,15 +257,16 @@ impl Reserver {
                 // each writer statement waited tens of milliseconds to be
                 // polled and PostgreSQL sat idle.
                 let _turn = self.calendar.plan_turn.lock().await;
-                let (cal, fleet, req, rtt, policy) = (
+                let (cal, fleet, req, rtt, policy, again) = (
                     self.calendar.clone(),
                     fleet.clone(),
                     req.clone(),
                     rtt.clone(),
                     policy.clone(),
+                    again.clone(),
                 );
                 let placed = tokio::task::spawn_blocking(move || {
-                    cal.place_and_hold(&fleet, &rtt, &req, &policy, hold)
+                    cal.place_and_hold(&fleet, &rtt, &req, &policy, hold, again.as_deref())
                 })
                 .await
                 .map_err(|e| ServiceError::Internal(anyhow::anyhow!("planning stopped: {e}")))?;
