@@ -49,7 +49,7 @@ pub struct Broker {
     /// The last "could any node hold this seat" answer, for the next
     /// booking of the same spec on the same fleet snapshot (a term's
     /// thousands of occurrences ask it once).
-    pub possible: std::sync::Mutex<Option<crate::service::lessons::Possible>>,
+    pub possible: crate::fleet::possible::PossibleMemo,
     /// Agents' progress reports waiting to be written, many nodes' at once.
     pub progress_writes: Arc<ProgressWriters>,
     /// This replica's leadership, set once it leads (decision 078); unset

@@ -4,6 +4,7 @@
 
 pub mod lending;
 pub mod liveness;
+pub mod possible;
 
 use std::{
     collections::{HashMap, HashSet},

@@ -44,38 +44,7 @@ pub(crate) struct BookOptions {
     pub nodes: Option<Box<dyn Fn(&placement::Node) -> bool + Send + Sync>>,
 }
 
-/// A fleet snapshot (weakly: a memo must not keep an old fleet alive), a
-/// seat spec, and whether any node of it could hold the seat.
-pub struct Possible {
-    fleet: std::sync::Weak<placement::Fleet>,
-    seat: placement::SeatSpec,
-    answer: Result<(), placement::SpecError>,
-}
-
 impl Broker {
-    /// `placement::check_possible`, answered again without a scan for the
-    /// same spec on the same snapshot: O(nodes) per booking added up to a
-    /// fifth of a term's dry run.
-    fn check_possible(
-        &self,
-        fleet: &Arc<placement::Fleet>,
-        seat: &placement::SeatSpec,
-    ) -> Result<(), placement::SpecError> {
-        let mut memo = self.possible.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = memo.as_ref()
-            && m.fleet.upgrade().is_some_and(|f| Arc::ptr_eq(&f, fleet))
-            && m.seat == *seat
-        {
-            return m.answer.clone();
-        }
-        let answer = placement::check_possible(fleet, seat);
-        *memo = Some(Possible {
-            fleet: Arc::downgrade(fleet),
-            seat: seat.clone(),
-            answer: answer.clone(),
-        });
-        answer
-    }
     pub async fn book_lesson(&self, raw: RawBooking) -> Result<LessonView, ServiceError> {
         let t0 = Instant::now();
         let mut result = self.book_inner(raw).await;
@@ -264,7 +233,7 @@ impl Broker {
             }
             None => None,
         };
-        self.check_possible(&fleet, &seat).map_err(|e| {
+        self.possible.check(&fleet, &seat).map_err(|e| {
             ServiceError::field(
                 format!("seat.{}", e.field.trim_start_matches("seat.")),
                 e.rule,
