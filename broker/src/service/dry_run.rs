@@ -56,7 +56,7 @@ impl Broker {
             });
         }
         let input = self.booking_input(b, now, Uuid::now_v7())?;
-        let mut previews = self.preview_bookings(&[input]).await?;
+        let mut previews = self.preview_bookings(&[input], WriteMode::DryRun).await?;
         previews
             .pop()
             .unwrap_or_else(|| Err(ServiceError::Conflict("nothing was planned".into())))
@@ -70,6 +70,7 @@ impl Broker {
     pub(crate) async fn preview_bookings(
         &self,
         inputs: &[Arc<BookingInput>],
+        mode: WriteMode,
     ) -> Result<Vec<Result<Preview, ServiceError>>, ServiceError> {
         let writes = self.plan_unheld(inputs).await?;
         let admitted: Vec<&BookingWrite> = writes.iter().filter_map(|w| w.as_ref().ok()).collect();
@@ -77,8 +78,7 @@ impl Broker {
             Vec::new()
         } else {
             let mut conn = self.store.acquire().await?;
-            self.write_bookings_as(&mut conn, &admitted, WriteMode::DryRun)
-                .await?
+            self.write_bookings_as(&mut conn, &admitted, mode).await?
         }
         .into_iter();
         Ok(writes

@@ -151,7 +151,9 @@ impl Broker {
             }
         }
         if dry_run {
-            let previews = self.preview_bookings(&inputs).await?;
+            // Each occurrence is answered admitted or refused with what it
+            // would hold; its seats and explanation are not built.
+            let previews = self.preview_bookings(&inputs, WriteMode::Preview).await?;
             let mut outcomes =
                 set.iter()
                     .flat_map(|s| &s.occurrences)
