@@ -337,7 +337,11 @@ async fn regions_lend_to_the_nearest_peer_that_can_take_the_class_and_holds_neve
         .expect("explain a borrowed lesson")
         .into_inner();
     assert!(
-        why.admitted && why.summary.contains("region b: admitted"),
+        why.admitted
+            && why
+                .summary
+                .contains("this region: 0/1 nodes: 1 calendar busy")
+            && why.summary.contains("region b: admitted"),
         "{why:#?}"
     );
 

@@ -144,7 +144,8 @@ impl Broker {
         if peers.is_empty() {
             return Err(ServiceError::Refused(home));
         }
-        let mut notes = Vec::new();
+        // Every region's answer, this one's first: why it did not fit here.
+        let mut notes = vec![format!("this region: {}", home.summary)];
         for (p, offset, budget) in self.reachable(&peers, &input.b, &mut notes) {
             match self.ask_peer(p, input, offset, budget).await {
                 Ok((row, hosted)) => {
@@ -155,6 +156,8 @@ impl Broker {
             }
         }
         let mut e = *home;
+        // The refusal already leads with this region's answer.
+        notes.remove(0);
         e.summary = format!(
             "{}; peer regions, nearest first: {}",
             e.summary,
