@@ -18,21 +18,6 @@ use classgrid_proto::v1::{
 
 const SITE: &str = "school-r";
 
-async fn join_token(broker: &Broker, site: &str, kind: &str) -> String {
-    AdminServiceClient::new(broker.channel().await)
-        .create_join_token(pb::CreateJoinTokenRequest {
-            site: site.into(),
-            kind: kind.into(),
-            ttl_seconds: 600,
-            uses: 1,
-            ..Default::default()
-        })
-        .await
-        .expect("join token")
-        .into_inner()
-        .secret
-}
-
 /// Runs the edge with the relay on: joined with its own certificate when a
 /// join token is given (a TLS broker), else named by flags (--insecure-dev).
 /// `listen` is its content server's address (where `/metrics` is).

@@ -839,18 +839,7 @@ async fn under_best_rtt_a_nearer_peer_hosts_a_class_that_would_fit_at_home() {
 /// seat links over TLS with the certificate `classgrid-broker edge-cert`
 /// issues; then the port they are on and the region CA's file come back.
 async fn school_edge(r: &Region, links: bool) -> (Proc, u16, String) {
-    let secret = AdminServiceClient::new(r.broker.channel().await)
-        .create_join_token(pb::CreateJoinTokenRequest {
-            site: r.site.into(),
-            kind: "edge".into(),
-            ttl_seconds: 600,
-            uses: 1,
-            ..Default::default()
-        })
-        .await
-        .expect("edge join token")
-        .into_inner()
-        .secret;
+    let secret = join_token(&r.broker, r.site, "edge").await;
     let state = r.dir.join("edge");
     edge_join(&r.broker, &secret, &state);
     let data_dir = r.dir.join("broker");

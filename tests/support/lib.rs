@@ -716,6 +716,23 @@ pub fn start_edge(
     )
 }
 
+/// A one-use join token of `kind` (agent or edge) for `site`, made by the
+/// region's district admin.
+pub async fn join_token(broker: &Broker, site: &str, kind: &str) -> String {
+    classgrid_proto::v1::admin_service_client::AdminServiceClient::new(broker.channel().await)
+        .create_join_token(classgrid_proto::v1::CreateJoinTokenRequest {
+            site: site.into(),
+            kind: kind.into(),
+            ttl_seconds: 600,
+            uses: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("join token")
+        .into_inner()
+        .secret
+}
+
 /// `classgrid-edge join` as school IT runs it: edge `edge-1` of the token's
 /// site gets its certificate into `state`.
 pub fn edge_join(broker: &Broker, token: &str, state: &Path) {

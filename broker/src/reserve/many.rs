@@ -105,23 +105,24 @@ impl Reserver {
         // A refusal re-reads the calendar once for the whole set, as a
         // single booking does before refusing.
         let mut reload = true;
-        // The previous item's admission, for a series' next occurrence
-        // (decision 111), as the dry run plans it (`plan_scratch`).
-        let mut last: Option<(&Item, Arc<Admission>)> = None;
-        for it in items {
-            let again = last.as_ref().and_then(|(p, a)| {
-                (Arc::ptr_eq(p.fleet, it.fleet) && classgrid_placement::same_shape(p.req, it.req))
-                    .then(|| a.clone())
-            });
+        // An admission kept for the next item when that is a series' next
+        // occurrence (decision 111), as the dry run plans it
+        // (`plan_scratch`); copied only then.
+        let mut again: Option<Arc<Admission>> = None;
+        for (k, it) in items.iter().enumerate() {
             let (decision, hold) = self
-                .plan(it.fleet, rtt, it.req, Some(it.owner), reload, again)
+                .plan(it.fleet, rtt, it.req, Some(it.owner), reload, again.take())
                 .await?;
             holds.push(hold);
-            last = None;
+            let next_follows = items
+                .get(k + 1)
+                .is_some_and(|next| follows((it.fleet, it.req), (next.fleet, next.req)));
             decisions.push(match decision {
                 Decision::Admitted(a) => {
                     preempted.extend(a.preempted.iter().copied());
-                    last = Some((it, Arc::new(a.clone())));
+                    if next_follows {
+                        again = Some(Arc::new(a.clone()));
+                    }
                     Ok(a)
                 }
                 Decision::Refused(e) => {
@@ -269,13 +270,18 @@ fn again_of<'d>(
 ) -> Option<&'d Admission> {
     match decided {
         Some(Decision::Admitted(a))
-            if Arc::ptr_eq(&prev.fleet, &next.fleet)
-                && classgrid_placement::same_shape(&prev.req, &next.req) =>
+            if follows((&prev.fleet, &prev.req), (&next.fleet, &next.req)) =>
         {
             Some(a)
         }
         _ => None,
     }
+}
+
+/// Whether `next` is `prev` asked again at another time on the same fleet
+/// snapshot (a series' next occurrence), whose nodes it tries first.
+fn follows(prev: (&Arc<Fleet>, &Request), next: (&Arc<Fleet>, &Request)) -> bool {
+    Arc::ptr_eq(prev.0, next.0) && classgrid_placement::same_shape(prev.1, next.1)
 }
 
 /// Each item's decision, its hold when admitted, and the jobs the
