@@ -181,6 +181,8 @@ async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
     let shots = bin_dir().parent().unwrap().join("console-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).unwrap();
+    let xlsx = shots.join("term.xlsx");
+    std::fs::write(&xlsx, term_workbook()).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/console/console.mjs");
     let out = tokio::task::spawn_blocking({
         let (url, shots, id) = (broker.http_url.clone(), shots.clone(), id.clone());
@@ -193,6 +195,7 @@ async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
                 .env("SCHOOL_PASSWORD", SCHOOL_PASSWORD)
                 .env("LESSON_ID", id)
                 .env("SHOT_DIR", shots)
+                .env("TERM_XLSX", xlsx)
                 .output()
                 .expect("run node")
         }
@@ -261,6 +264,7 @@ async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
         "timetable",
         "term-preview",
         "series",
+        "term-bad-file",
         "lesson",
         "jobs",
         "vouchers",
@@ -277,4 +281,38 @@ async fn console_pages_work_in_a_real_browser_and_stay_on_the_broker() {
             "screenshot {name}.png missing"
         );
     }
+}
+
+/// A school's sheet as a spreadsheet keeps it (issue 26): the template's
+/// header, and class 8-1 at school-a on Wednesdays at 11:00 for two weeks,
+/// the time and dates as date cells and the numbers as numbers.
+fn term_workbook() -> Vec<u8> {
+    use chrono::Datelike;
+    use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
+    let day = |n: u64| {
+        let d = chrono::Utc::now().date_naive() + chrono::Days::new(n);
+        ExcelDateTime::from_ymd(d.year() as u16, d.month() as u8, d.day() as u8).unwrap()
+    };
+    let date = Format::new().set_num_format("yyyy-mm-dd");
+    let time = Format::new().set_num_format("hh:mm");
+    let mut book = Workbook::new();
+    let ws = book.add_worksheet();
+    let header = [
+        "class", "school", "weekday", "start time", "duration (min)", "seats", "seat spec",
+        "dataset", "max RTT (ms)", "first date", "last date", "exception dates",
+    ];
+    for (c, h) in header.iter().enumerate() {
+        ws.write_string(0, c as u16, *h).unwrap();
+    }
+    ws.write_string(1, 0, "8-1").unwrap();
+    ws.write_string(1, 1, "school-a").unwrap();
+    ws.write_string(1, 2, "周三").unwrap();
+    ws.write_datetime_with_format(1, 3, ExcelDateTime::from_hms(11, 0, 0).unwrap(), &time)
+        .unwrap();
+    ws.write_number(1, 4, 40).unwrap();
+    ws.write_number(1, 5, 1).unwrap();
+    ws.write_string(1, 6, "cpu=10 mem=16 runtime=process").unwrap();
+    ws.write_datetime_with_format(1, 9, day(2), &date).unwrap();
+    ws.write_datetime_with_format(1, 10, day(15), &date).unwrap();
+    book.save_to_buffer().unwrap()
 }

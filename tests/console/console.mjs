@@ -222,6 +222,29 @@ try {
   await shot(page, "series");
   const seriesUrl = page.url();
 
+  // The school's own .xlsx workbook, uploaded: previewed first, its rows
+  // shown as CSV in the text, then committed with the one button.
+  await page.goto(new URL("/console/timetable/import", base).href);
+  await page.locator("#file").setInputFiles(process.env.TERM_XLSX);
+  await page.locator("#command").fill("sleep 60");
+  await page.locator("#term-preview").click();
+  await page.waitForSelector("#term-grid");
+  assert.match(await text(page, "#term-grid"), /8-1/, "the workbook's class in the grid");
+  assert.equal(await page.locator("#term-grid td.conflict").count(), 0, "it fits");
+  assert.match(await page.locator("#csv").inputValue(), /^class,school,weekday,start time.*\n8-1,school-a,周三,11:00,40,1,/s,
+    "the workbook's rows as CSV, for the commit");
+  await page.locator("#term-commit").click();
+  await page.waitForSelector("#term-series");
+  assert.match(await text(page, "#term-series"), /8-1/, "the workbook's class booked as a series");
+  // A file that is neither a workbook nor UTF-8 text is named, nothing booked.
+  await page.goto(new URL("/console/timetable/import", base).href);
+  await page.locator("#file").setInputFiles({ name: "term.xls", mimeType: "application/vnd.ms-excel",
+    buffer: Buffer.from([0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1, 0xff]) });
+  await page.locator("#term-preview").click();
+  await page.waitForSelector("#term-errors");
+  assert.match(await text(page, "#term-errors"), /file .*xlsx/, "the bad file is named with the rule");
+  await shot(page, "term-bad-file");
+
   await page.goto(new URL("/console/timetable", base).href);
   await page.locator("#timetable-lessons").getByRole("link", { name: "Python 入门" }).click();
   await page.waitForURL(new RegExp(`/console/lessons/${lessonId}$`));

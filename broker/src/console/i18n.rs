@@ -337,6 +337,11 @@ const TEXT: &[(&str, &str, &str)] = &[
         "Timetable (CSV; save the spreadsheet as CSV UTF-8)",
     ),
     ("term_template", "下载模板", "Download the template"),
+    (
+        "term_file",
+        "上传表格（<code>.xlsx</code> 或 <code>CSV</code>；选了文件时以文件为准，先预览）",
+        "Upload the sheet (<code>.xlsx</code> or <code>CSV</code>; a chosen file is used instead of the text, and previewed first)",
+    ),
     ("term_policy", "订课规则", "Policy"),
     ("term_policy_all", "全部或不订", "All or nothing"),
     (

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use axum::{
     Form,
-    extract::{Path, State},
-    http::{HeaderMap, StatusCode, Uri},
+    extract::{FromRequest, Multipart, Path, Request, State},
+    http::{HeaderMap, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 use chrono::Datelike;
@@ -25,7 +25,10 @@ use crate::{
     domain::{ServiceError, spec::Workload},
     service::{series::SeriesAnswer, timetable::TimetableAnswer},
     state::App,
-    timetable::sheet,
+    timetable::{
+        sheet::{self, Upload},
+        workbook,
+    },
     vouchers::hours,
 };
 
@@ -71,19 +74,23 @@ impl Sheet {
 fn form(l: Lang, csrf: &str, s: &Sheet) -> String {
     let selected = |p: &str| if s.policy == p { " selected" } else { "" };
     format!(
-        r#"<form method="post" action="/console/timetable/import" class="stack">
+        r#"<form method="post" action="/console/timetable/import" class="stack" enctype="multipart/form-data">
 <input type="hidden" name="_csrf" value="{csrf}">
 <p><a href="/v1/timetable/template" download>{template}</a></p>
+<label for="file"><span>{file}</span></label>
+<input type="file" id="file" name="file" accept=".xlsx,.csv,text/csv,{xlsx}">
 <label for="csv">{sheet}</label>
 <textarea id="csv" name="csv" rows="12" cols="120" spellcheck="false">{csv}</textarea>
 <label for="policy">{policy}</label>
 <select id="policy" name="policy"><option value="all_or_nothing"{s_all}>{all}</option><option value="book_what_fits"{s_fit}>{fit}</option></select>
-<label for="command">{command}</label>
+<label for="command"><span>{command}</span></label>
 <input id="command" name="command" value="{cmd}" size="60">
 <p><button type="submit" name="action" value="preview" id="term-preview">{preview}</button></p>
 </form>"#,
         csrf = esc(csrf),
         template = t(l, "term_template"),
+        file = t(l, "term_file"),
+        xlsx = workbook::MEDIA_TYPE,
         sheet = t(l, "term_sheet"),
         csv = esc(&s.csv),
         policy = t(l, "term_policy"),
@@ -113,24 +120,103 @@ pub async fn page(State(_app): State<App>, s: Session, uri: Uri) -> Response {
     )
 }
 
-/// POST: the preview (a dry run), or the commit.
+/// What the import form sent: its fields, and the file chosen, if any.
+struct Sent {
+    fields: HashMap<String, String>,
+    file: Option<Vec<u8>>,
+}
+
+/// The import form is multipart (it may carry a file); the preview's commit
+/// button sends a plain form.
+async fn read_form(req: Request) -> Result<Sent, String> {
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !multipart {
+        let Form(fields) = Form::<HashMap<String, String>>::from_request(req, &())
+            .await
+            .map_err(|e| e.body_text())?;
+        return Ok(Sent { fields, file: None });
+    }
+    let mut m = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| e.body_text())?;
+    let mut sent = Sent {
+        fields: HashMap::new(),
+        file: None,
+    };
+    // The body is bounded by the router's limit on request bodies.
+    let unreadable = |e: axum::extract::multipart::MultipartError| {
+        format!("the form could not be read: {}", e.body_text())
+    };
+    while let Some(field) = m.next_field().await.map_err(unreadable)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            let bytes = field.bytes().await.map_err(unreadable)?;
+            // A form with no file chosen still sends an empty part.
+            if !bytes.is_empty() {
+                sent.file = Some(bytes.to_vec());
+            }
+        } else {
+            let text = field.text().await.map_err(unreadable)?;
+            sent.fields.insert(name, text);
+        }
+    }
+    Ok(sent)
+}
+
+/// POST: the preview (a dry run), or the commit. A chosen file (an .xlsx
+/// workbook or CSV) is previewed, never committed at once; its rows, as
+/// CSV, replace the text so that the commit books what was previewed.
 pub async fn submit(
     State(app): State<App>,
     s: Session,
     headers: HeaderMap,
     uri: Uri,
-    Form(f): Form<HashMap<String, String>>,
+    req: Request,
 ) -> Response {
+    let sent = match read_form(req).await {
+        Ok(f) => f,
+        Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+    };
+    let f = &sent.fields;
     if let Err(why) = s.check_form(&headers, f.get("_csrf").map(|v| v.as_str()).unwrap_or("")) {
         return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
     }
     let l = s.lang;
-    let sheet = Sheet::of(&f);
-    let commit = f.get("action").map(|a| a.as_str()) == Some("commit");
-    let answer = app
-        .scoped(&s.caller)
-        .import_timetable(&sheet.csv, &sheet.workload(), &sheet.policy, !commit)
-        .await;
+    let mut sheet = Sheet::of(f);
+    let commit = f.get("action").map(|a| a.as_str()) == Some("commit") && sent.file.is_none();
+    let scoped = app.scoped(&s.caller);
+    let answer = match sent.file.as_deref().map(Upload::detect) {
+        Some(Ok(Upload::Xlsx(bytes))) => {
+            let a = scoped
+                .import_sheet(Upload::Xlsx(bytes), &sheet.workload(), &sheet.policy, true)
+                .await;
+            if a.is_ok() {
+                if let Ok(read) = workbook::first_sheet(bytes) {
+                    sheet.csv = workbook::to_csv(&read);
+                }
+            }
+            a
+        }
+        Some(Ok(Upload::Csv(text))) => {
+            sheet.csv = text.to_string();
+            scoped
+                .import_timetable(&sheet.csv, &sheet.workload(), &sheet.policy, true)
+                .await
+        }
+        Some(Err(_)) => Err(ServiceError::field(
+            "file",
+            "must be an .xlsx workbook or CSV text in UTF-8 (save the sheet as .xlsx or as CSV UTF-8)",
+        )),
+        None => {
+            scoped
+                .import_timetable(&sheet.csv, &sheet.workload(), &sheet.policy, !commit)
+                .await
+        }
+    };
     let body = match answer {
         Ok(a) if commit => booked(l, &a),
         Ok(a) => preview(l, &s.csrf, &sheet, &a),
