@@ -20,8 +20,7 @@ use std::{
 };
 
 use chrono::Utc;
-use classgrid_placement::{self as placement, Admission, Owner};
-use serde::Serialize;
+use classgrid_placement::{self as placement, Owner};
 use serde_json::value::RawValue;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::oneshot;
@@ -39,6 +38,7 @@ use crate::{
     store::{
         assignments::{self, AssignmentRow},
         batch::{self, Conn},
+        explanations,
         lessons::{self as lesson_store, LessonView, NewLesson, NewSeat, SeatInsert, SeatRow},
         reservations,
     },
@@ -286,7 +286,7 @@ impl Broker {
             explanation: if brief {
                 RawValue::from_string("null".into()).unwrap_or_default()
             } else {
-                admitted_explanation(&w.admission)
+                explanations::write(&w.admission)
             },
             state: if starts_now { ls::LIVE } else { ls::BOOKED },
             created_at: Utc::now(),
@@ -412,25 +412,6 @@ impl Prepared<'_> {
             },
         }
     }
-}
-
-/// An admission's explanation as stored, written straight to text: as a
-/// `serde_json::Value` tree first, building and printing it took ~9 % of
-/// the broker's CPU at a bell (~28 KB for a class of 45).
-fn admitted_explanation(admission: &Admission) -> Box<RawValue> {
-    #[derive(Serialize)]
-    struct Admitted<'a> {
-        admitted: bool,
-        admission: &'a Admission,
-    }
-    serde_json::value::to_raw_value(&Admitted {
-        admitted: true,
-        admission,
-    })
-    .unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "could not write an admission's explanation");
-        RawValue::from_string(r#"{"admitted":true}"#.into()).unwrap_or_default()
-    })
 }
 
 /// The seats as written, in seat order, named by node.

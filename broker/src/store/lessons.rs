@@ -38,9 +38,10 @@ pub struct LessonRow {
 }
 
 impl LessonRow {
-    /// The placement explanation, parsed; null if it cannot be.
+    /// The placement explanation, parsed, every seat whole (see
+    /// `explanations`); null if it cannot be.
     pub fn explanation(&self) -> serde_json::Value {
-        serde_json::from_str(self.explanation.0.get()).unwrap_or_default()
+        super::explanations::read(self.explanation.0.get())
     }
 
     pub fn end_at(&self) -> DateTime<Utc> {
