@@ -302,5 +302,126 @@ async fn direct_over_committing_insert_is_refused_with_cg001() {
     .execute(pool)
     .await;
     refused(r, "cpu over-committed");
+    // A device or a node that does not exist holds nothing.
+    refused(insert(Some(7), 0, 0, 1, 1, 200, 210).await, "does not exist");
+    let r = sqlx::query(
+        "INSERT INTO reservations (owner_kind, owner_id, node_id, during)
+         VALUES ('job', $1, $1, tstzrange(now(), now() + interval '1 hour'))",
+    )
+    .bind(Uuid::now_v7())
+    .execute(pool)
+    .await;
+    refused(r, "does not exist");
+    assert_within_capacity(&peaks(pool, node).await);
+}
+
+/// One row of `statements_are_refused_exactly_when_some_instant_would_be_over`:
+/// a window in whole minutes and what it holds.
+#[derive(Clone, Copy, Debug)]
+struct Row {
+    dev: Option<i32>,
+    from: i64,
+    to: i64,
+    cpu: i32,
+    mem: i64,
+    gmem: i64,
+    pct: i32,
+}
+
+/// Whether `rows` fit the small node at every minute (windows are whole
+/// minutes, so checking each minute checks every instant).
+fn fits(rows: &[Row]) -> bool {
+    (0..180).all(|t| {
+        let on: Vec<&Row> = rows.iter().filter(|r| r.from <= t && t < r.to).collect();
+        let node_ok = on.iter().map(|r| r.cpu as i64).sum::<i64>() <= NODE_CPU as i64
+            && on.iter().map(|r| r.mem).sum::<i64>() <= NODE_MEM;
+        node_ok
+            && (0..2).all(|d| {
+                let dev: Vec<&&Row> = on.iter().filter(|r| r.dev == Some(d)).collect();
+                dev.iter().map(|r| r.gmem).sum::<i64>() <= T4_MIB
+                    && dev.iter().map(|r| r.pct as i64).sum::<i64>() <= 100
+                    && dev.len() as i64 <= SLICES as i64
+            })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_are_refused_exactly_when_some_instant_would_be_over() {
+    // Random multi-row statements against the small node: the trigger
+    // admits a statement exactly when, with it, no minute of any window is
+    // over the node's or a device's capacity (checked here by brute force).
+    let db = TestDb::new("cg_cap").await;
+    let app = broker(&db).await;
+    app.create_site("school-sweep", "school", "d1")
+        .await
+        .unwrap();
+    let node = small_node(&app, "school-sweep", "small").await;
+    let pool = &db.pool().await;
+    let t0 = Utc::now() + Duration::hours(1);
+    // A fixed-seed generator: the same statements every run.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut held: Vec<Row> = Vec::new();
+    let (mut admitted, mut refused) = (0, 0);
+    for _ in 0..300 {
+        let rows: Vec<Row> = (0..1 + next(5))
+            .map(|_| {
+                let from = next(170) as i64;
+                let dev = match next(3) {
+                    2 => None,
+                    d => Some(d as i32),
+                };
+                Row {
+                    dev,
+                    from,
+                    to: from + 1 + next(40) as i64,
+                    cpu: next(1200) as i32,
+                    mem: next(2500) as i64,
+                    gmem: if dev.is_some() { next(6000) as i64 } else { 0 },
+                    pct: if dev.is_some() { next(40) as i32 } else { 0 },
+                }
+            })
+            .collect();
+        let col = |f: &dyn Fn(&Row) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+        let r = sqlx::query(
+            "INSERT INTO reservations (owner_kind, owner_id, node_id, device_idx, during,
+                cpu_millis, memory_mib, gpu_memory_mib, gpu_compute_pct)
+             SELECT 'job', gen_random_uuid(), $1, d, tstzrange($2 + make_interval(mins => a::int), $2 + make_interval(mins => b::int)),
+                    c::int, m, g, p::int
+             FROM UNNEST($3::int[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[]) AS t(d, a, b, c, m, g, p)",
+        )
+        .bind(node)
+        .bind(t0)
+        .bind(rows.iter().map(|r| r.dev).collect::<Vec<_>>())
+        .bind(col(&|r| r.from))
+        .bind(col(&|r| r.to))
+        .bind(col(&|r| r.cpu as i64))
+        .bind(col(&|r| r.mem))
+        .bind(col(&|r| r.gmem))
+        .bind(col(&|r| r.pct as i64))
+        .execute(pool)
+        .await;
+        let mut with = held.clone();
+        with.extend(rows.iter().copied());
+        let expect = fits(&with);
+        match r {
+            Ok(_) => {
+                assert!(expect, "admitted but over capacity: {rows:?} on {held:?}");
+                held = with;
+                admitted += 1;
+            }
+            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("CG001") => {
+                assert!(!expect, "refused but fits ({}): {rows:?} on {held:?}", d.message());
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(admitted > 20 && refused > 20, "{admitted} admitted, {refused} refused");
     assert_within_capacity(&peaks(pool, node).await);
 }

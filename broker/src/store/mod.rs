@@ -13,6 +13,7 @@ pub mod assignments;
 pub(crate) mod batch;
 pub mod borrowed;
 pub mod console;
+pub mod explanations;
 pub mod jobs;
 pub mod lease;
 pub mod lessons;
@@ -145,8 +146,7 @@ fn unreachable_db(url: &str, e: sqlx::Error) -> anyhow::Error {
 /// reservation naming a node removed since the plan was made: either way the
 /// plan was made on a stale calendar and is retried on a fresh one.
 pub fn is_capacity_conflict(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("CG001")
-        || d.constraint() == Some("reservations_node_id_fkey"))
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("CG001"))
 }
 
 /// True when PostgreSQL broke a lock cycle by aborting the transaction:
