@@ -111,7 +111,7 @@ pub async fn run(s: Started, shutdown: watch::Receiver<bool>) -> anyhow::Result<
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            AgentServiceServer::new(grpc::agent::Agents(app.clone()))
+            AgentServiceServer::new(grpc::agent::Agents::new(app.clone()))
                 .max_decoding_message_size(4 << 20),
         )
         .add_service(

@@ -37,7 +37,7 @@ async fn assigns(rx: &mut AgentInbox, want: usize, wait: Duration) -> HashSet<St
     let mut got = HashSet::new();
     let deadline = tokio::time::Instant::now() + wait;
     while got.len() < want {
-        let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+        let Ok(Some(m)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
             break;
         };
         if let Some(Msg::Assign(a)) = m.msg {

@@ -94,10 +94,7 @@ async fn agent(
     site: &str,
     name: &str,
     devices: &[(&str, &str)],
-) -> (
-    Uuid,
-    mpsc::Receiver<Result<pb::BrokerMessage, tonic::Status>>,
-) {
+) -> (Uuid, mpsc::Receiver<Box<pb::BrokerMessage>>) {
     let reg = pb::Register {
         site: site.into(),
         name: name.into(),
@@ -505,7 +502,6 @@ async fn a_refused_lesson_after_its_bell_writes_and_sends_nothing() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     while let Ok(m) = rx.try_recv() {
-        let m = m.unwrap();
         assert!(!matches!(m.msg, Some(Msg::Assign(_))), "sent {m:?}");
     }
 }
@@ -641,7 +637,7 @@ async fn bookings_written_together_keep_each_schools_own_verdict() {
         let mut assigned = 0;
         tokio::time::sleep(Duration::from_millis(50)).await;
         while let Ok(m) = rx.try_recv() {
-            if matches!(m.unwrap().msg, Some(Msg::Assign(_))) {
+            if matches!(m.msg, Some(Msg::Assign(_))) {
                 assigned += 1;
             }
         }
@@ -660,7 +656,7 @@ async fn half_910b_lesson(
     school_name: &str,
 ) -> (
     Uuid,
-    mpsc::Receiver<Result<pb::BrokerMessage, tonic::Status>>,
+    mpsc::Receiver<Box<pb::BrokerMessage>>,
     Uuid,
     classgrid_broker::service::lessons::LessonView,
 ) {
@@ -688,15 +684,12 @@ async fn half_910b_lesson(
 }
 
 /// The next Assign the "agent" receives, within 30 s.
-async fn next_assign(
-    rx: &mut mpsc::Receiver<Result<pb::BrokerMessage, tonic::Status>>,
-) -> pb::Assign {
+async fn next_assign(rx: &mut mpsc::Receiver<Box<pb::BrokerMessage>>) -> pb::Assign {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(30), rx.recv())
             .await
             .expect("an assign within 30 s")
-            .expect("session open")
-            .unwrap();
+            .expect("session open");
         if let Some(Msg::Assign(a)) = msg.msg {
             return a;
         }
@@ -709,7 +702,7 @@ async fn next_assign(
 async fn run_seat(
     app: &App,
     node: Uuid,
-    rx: &mut mpsc::Receiver<Result<pb::BrokerMessage, tonic::Status>>,
+    rx: &mut mpsc::Receiver<Box<pb::BrokerMessage>>,
     slice_seconds: f64,
     exit: Option<i32>,
 ) {
@@ -718,8 +711,7 @@ async fn run_seat(
         let msg = tokio::time::timeout(Duration::from_secs(30), rx.recv())
             .await
             .expect("the broker sent nothing for 30 s")
-            .expect("session closed")
-            .unwrap();
+            .expect("session closed");
         match msg.msg {
             Some(Msg::Assign(a)) => {
                 current.insert(a.assignment_id.clone(), a.generation);
@@ -1342,8 +1334,7 @@ async fn settlement_waits_for_the_final_report_past_settle_after() {
         let msg = tokio::time::timeout(Duration::from_secs(30), rx.recv())
             .await
             .expect("a release within 30 s")
-            .expect("session open")
-            .unwrap();
+            .expect("session open");
         if matches!(msg.msg, Some(Msg::Release(_))) {
             break;
         }

@@ -99,7 +99,7 @@ pub async fn attached_node(app: &App, site: &str, name: &str, cap: pb::NodeCapac
 }
 
 /// What the broker sends a node's agent.
-pub type AgentInbox = tokio::sync::mpsc::Receiver<Result<pb::BrokerMessage, tonic::Status>>;
+pub type AgentInbox = tokio::sync::mpsc::Receiver<Box<pb::BrokerMessage>>;
 
 /// Registers a node on `app` with an open session; returns its id and what
 /// the broker sends its agent.
