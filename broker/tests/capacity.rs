@@ -303,7 +303,10 @@ async fn direct_over_committing_insert_is_refused_with_cg001() {
     .await;
     refused(r, "cpu over-committed");
     // A device or a node that does not exist holds nothing.
-    refused(insert(Some(7), 0, 0, 1, 1, 200, 210).await, "does not exist");
+    refused(
+        insert(Some(7), 0, 0, 1, 1, 200, 210).await,
+        "does not exist",
+    );
     let r = sqlx::query(
         "INSERT INTO reservations (owner_kind, owner_id, node_id, during)
          VALUES ('job', $1, $1, tstzrange(now(), now() + interval '1 hour'))",
@@ -416,12 +419,19 @@ async fn statements_are_refused_exactly_when_some_instant_would_be_over() {
                 admitted += 1;
             }
             Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("CG001") => {
-                assert!(!expect, "refused but fits ({}): {rows:?} on {held:?}", d.message());
+                assert!(
+                    !expect,
+                    "refused but fits ({}): {rows:?} on {held:?}",
+                    d.message()
+                );
                 refused += 1;
             }
             Err(e) => panic!("{e}"),
         }
     }
-    assert!(admitted > 20 && refused > 20, "{admitted} admitted, {refused} refused");
+    assert!(
+        admitted > 20 && refused > 20,
+        "{admitted} admitted, {refused} refused"
+    );
     assert_within_capacity(&peaks(pool, node).await);
 }

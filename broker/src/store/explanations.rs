@@ -177,7 +177,8 @@ mod tests {
     #[test]
     fn a_stored_explanation_reads_back_as_the_whole_admission() {
         let a = admission();
-        let whole = serde_json::json!({"admitted": true, "admission": serde_json::to_value(&a).unwrap()});
+        let whole =
+            serde_json::json!({"admitted": true, "admission": serde_json::to_value(&a).unwrap()});
         let stored = write(&a);
         assert_eq!(read(stored.get()), whole);
         // Seats scored like the seat before them are stored without it.
@@ -195,9 +196,11 @@ mod tests {
     #[test]
     fn rows_written_whole_and_rows_without_seats_read_as_they_are() {
         let a = admission();
-        let whole = serde_json::json!({"admitted": true, "admission": serde_json::to_value(&a).unwrap()});
+        let whole =
+            serde_json::json!({"admitted": true, "admission": serde_json::to_value(&a).unwrap()});
         assert_eq!(read(&whole.to_string()), whole);
-        let hosted = r#"{"admitted":true,"admission":{"seats":[],"explanation":{"summary":"hosted"}}}"#;
+        let hosted =
+            r#"{"admitted":true,"admission":{"seats":[],"explanation":{"summary":"hosted"}}}"#;
         assert_eq!(read(hosted), serde_json::from_str::<Value>(hosted).unwrap());
         assert_eq!(read("not json"), Value::Null);
     }
