@@ -298,8 +298,18 @@ fn term_workbook() -> Vec<u8> {
     let mut book = Workbook::new();
     let ws = book.add_worksheet();
     let header = [
-        "class", "school", "weekday", "start time", "duration (min)", "seats", "seat spec",
-        "dataset", "max RTT (ms)", "first date", "last date", "exception dates",
+        "class",
+        "school",
+        "weekday",
+        "start time",
+        "duration (min)",
+        "seats",
+        "seat spec",
+        "dataset",
+        "max RTT (ms)",
+        "first date",
+        "last date",
+        "exception dates",
     ];
     for (c, h) in header.iter().enumerate() {
         ws.write_string(0, c as u16, *h).unwrap();
@@ -311,8 +321,10 @@ fn term_workbook() -> Vec<u8> {
         .unwrap();
     ws.write_number(1, 4, 40).unwrap();
     ws.write_number(1, 5, 1).unwrap();
-    ws.write_string(1, 6, "cpu=10 mem=16 runtime=process").unwrap();
+    ws.write_string(1, 6, "cpu=10 mem=16 runtime=process")
+        .unwrap();
     ws.write_datetime_with_format(1, 9, day(2), &date).unwrap();
-    ws.write_datetime_with_format(1, 10, day(15), &date).unwrap();
+    ws.write_datetime_with_format(1, 10, day(15), &date)
+        .unwrap();
     book.save_to_buffer().unwrap()
 }
