@@ -232,3 +232,77 @@ async fn agent_with_garbage_or_impossible_capacity_is_refused_and_broker_keeps_r
         .await
     );
 }
+
+/// Streams that open and never say register must not hold up a node that
+/// does: registrations take turns (about the database pool's size), and a
+/// turn is only taken once the register message is in.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_connections_do_not_hold_up_registering_agents() {
+    use futures::StreamExt;
+    let db = TestDb::new().await.unwrap();
+    let dir = tempdir("silent");
+    // The smallest pool the broker accepts: two turns.
+    let broker = Broker::start(&db, &dir, &["--database-connections", "2"]).await;
+    broker.create_site("school-s").await;
+
+    // More silent streams than there are turns. Each waits up to 10 s for a
+    // register that never comes.
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        let ch = broker.channel().await;
+        silent.push(tokio::spawn(async move {
+            AgentServiceClient::new(ch)
+                .connect(futures::stream::pending::<pb::AgentMessage>())
+                .await
+                .map(|_| ())
+        }));
+    }
+    // All four are open at the broker, waiting for their register.
+    let waiting = || async {
+        let (code, body) = http_get(&format!("{}/metrics", broker.http_url))
+            .await
+            .unwrap_or_default();
+        code == 200
+            && body
+                .lines()
+                .any(|l| l.trim() == "classgrid_agent_handshakes 4")
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), waiting).await,
+        "the broker never saw the four silent streams"
+    );
+    let register = pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Register(pb::Register {
+            site: "school-s".into(),
+            name: "prompt".into(),
+            capacity: Some(pb::NodeCapacity {
+                cpu_millis: 1000,
+                memory_mib: 1024,
+                devices: vec![],
+            }),
+            ..Default::default()
+        })),
+    };
+    let outbound = futures::stream::iter(vec![register]).chain(futures::stream::pending());
+    let mut answer = AgentServiceClient::new(broker.channel().await)
+        .connect(outbound)
+        .await
+        .expect("a node that says register is let in")
+        .into_inner();
+    let first = answer.message().await.unwrap().unwrap();
+    assert!(matches!(
+        first.msg,
+        Some(pb::broker_message::Msg::Registered(_))
+    ));
+    // Registered while every silent stream is still waiting for its 10 s:
+    // none of them held a turn.
+    for s in &silent {
+        assert!(
+            !s.is_finished(),
+            "a silent stream ended before the real agent got in"
+        );
+    }
+    for s in silent {
+        s.abort();
+    }
+}

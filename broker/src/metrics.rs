@@ -18,6 +18,7 @@ pub struct Metrics {
     pub progress_batch_size: Histogram,
     pub seats_dispatched: Counter,
     pub agent_sessions: Gauge,
+    pub agent_handshakes: Gauge,
     pub agent_refused: Counter,
     /// Seats of lessons not yet ended or cancelled, by seat state; set from
     /// the database every few seconds (see `refresh_seat_states`).
@@ -60,6 +61,7 @@ impl Default for Metrics {
             progress_batch_size: Histogram::new([1.0, 4.0, 16.0, 64.0, 256.0]),
             seats_dispatched: Counter::default(),
             agent_sessions: Gauge::default(),
+            agent_handshakes: Gauge::default(),
             agent_refused: Counter::default(),
             open_seats: Family::default(),
             seats_failed: Gauge::default(),
@@ -101,6 +103,11 @@ impl Default for Metrics {
             "agent_sessions",
             "Connected agent streams",
             m.agent_sessions.clone(),
+        );
+        r.register(
+            "agent_handshakes",
+            "Agent streams open whose register message has not arrived yet",
+            m.agent_handshakes.clone(),
         );
         r.register(
             "agent_refused",

@@ -52,39 +52,88 @@ impl AgentService for Agents {
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Outbound>, Status> {
+        // The register message is read before taking a turn: an agent
+        // (or anyone) slow to send it would otherwise hold one of the few
+        // turns for up to 10 s while registered-ready agents wait.
+        let hello = Box::pin(Hello::read(&self.app, req)).await?;
         // Closed never: the semaphore lives as long as the service.
         let Ok(_turn) = self.registering.acquire().await else {
             return Err(Status::unavailable("the broker is shutting down"));
         };
         // Boxed, so that a connection waiting above is a small future.
-        Box::pin(register(self.app.clone(), req)).await
+        Box::pin(register(self.app.clone(), hello)).await
+    }
+}
+
+/// A connection whose first message has arrived and is a register.
+struct Hello {
+    peer: Option<Vec<u8>>,
+    source: String,
+    relayed: Option<std::net::SocketAddr>,
+    inbound: Streaming<pb::AgentMessage>,
+    reg: pb::Register,
+}
+
+impl Hello {
+    async fn read(app: &App, req: Request<Streaming<pb::AgentMessage>>) -> Result<Hello, Status> {
+        let peer = req.peer_certs().and_then(|c| c.first().map(|d| d.to_vec()));
+        let source = crate::auth::gate::source_of_request(&req);
+        let relayed = crate::relay::relayed_from(&req);
+        let mut inbound = req.into_inner();
+        // Counted while waiting, dropped however the wait ends (a client
+        // that goes cancels this future).
+        let _waiting = Handshake::start(&app.metrics.agent_handshakes);
+        let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("register must arrive within 10 s"))??
+            .ok_or_else(|| Status::invalid_argument("stream ended before register"))?;
+        let Some(Msg::Register(reg)) = first.msg else {
+            app.metrics.agent_refused.inc();
+            return Err(Status::invalid_argument(
+                "register: the first message must be a register",
+            ));
+        };
+        Ok(Hello {
+            peer,
+            source,
+            relayed,
+            inbound,
+            reg,
+        })
+    }
+}
+
+/// One connection waiting for its register message, in the
+/// `classgrid_agent_handshakes` gauge.
+struct Handshake<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> Handshake<'a> {
+    fn start(g: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        g.inc();
+        Handshake(g)
+    }
+}
+
+impl Drop for Handshake<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
 /// An agent's session: its register message checked and recorded, then
 /// its messages handled until it goes; the answer is what the broker sends
 /// it.
-async fn register(
-    app: App,
-    req: Request<Streaming<pb::AgentMessage>>,
-) -> Result<Response<Outbound>, Status> {
+async fn register(app: App, hello: Hello) -> Result<Response<Outbound>, Status> {
+    let Hello {
+        peer,
+        source,
+        relayed,
+        inbound,
+        reg,
+    } = hello;
     // With TLS, only a node certificate from this region gets in, and it
     // may only register as the node it names.
-    let peer = req.peer_certs().and_then(|c| c.first().map(|d| d.to_vec()));
-    let source = crate::auth::gate::source_of_request(&req);
-    let relayed = crate::relay::relayed_from(&req);
     let identity = app.node_identity(peer.as_deref(), "agent").await?;
-    let mut inbound = req.into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-        .await
-        .map_err(|_| Status::deadline_exceeded("register must arrive within 10 s"))??
-        .ok_or_else(|| Status::invalid_argument("stream ended before register"))?;
-    let Some(Msg::Register(reg)) = first.msg else {
-        app.metrics.agent_refused.inc();
-        return Err(Status::invalid_argument(
-            "register: the first message must be a register",
-        ));
-    };
     if let Some(id) = &identity {
         let claimed = app.fleet.site(&reg.site).map(|s| s.name);
         if claimed.as_deref() != Some(id.site.as_str()) || reg.name != id.name {
