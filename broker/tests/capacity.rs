@@ -318,6 +318,80 @@ async fn direct_over_committing_insert_is_refused_with_cg001() {
     assert_within_capacity(&peaks(pool, node).await);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_with_the_same_window_add_up() {
+    // The trigger sums rows with the same node, device and window before it
+    // sweeps (migration 0025): each such row fits alone, together they do
+    // not, in one statement or across two.
+    let db = TestDb::new("cg_cap").await;
+    let app = broker(&db).await;
+    app.create_site("school-same", "school", "d1")
+        .await
+        .unwrap();
+    let node = small_node(&app, "school-same", "small").await;
+    let pool = &db.pool().await;
+    let t0 = Utc::now() + Duration::hours(1);
+    // `n` identical rows, ten minutes from minute `from`.
+    let same = |n: i32, dev: Option<i32>, cpu: i32, mem: i64, gmem: i64, pct: i32, from: i64| {
+        sqlx::query(
+            "INSERT INTO reservations (owner_kind, owner_id, node_id, device_idx, during,
+                cpu_millis, memory_mib, gpu_memory_mib, gpu_compute_pct)
+             SELECT 'job', gen_random_uuid(), $1, $2, tstzrange($3, $4), $5, $6, $7, $8
+             FROM generate_series(1, $9)",
+        )
+        .bind(node)
+        .bind(dev)
+        .bind(t0 + Duration::minutes(from))
+        .bind(t0 + Duration::minutes(from + 10))
+        .bind(cpu)
+        .bind(mem)
+        .bind(gmem)
+        .bind(pct)
+        .bind(n)
+        .execute(pool)
+    };
+    let refused = |r: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, what: &str| match r {
+        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("CG001") => {
+            assert!(d.message().contains(what), "{what}: {}", d.message())
+        }
+        other => panic!("{what}: expected CG001, got {other:?}"),
+    };
+    refused(
+        same(2, None, NODE_CPU / 2 + 1, 0, 0, 0, 0).await,
+        "cpu over-committed",
+    );
+    refused(
+        same(2, Some(0), 0, NODE_MEM / 2 + 1, 0, 0, 20).await,
+        "memory over-committed",
+    );
+    refused(
+        same(2, Some(0), 0, 0, T4_MIB / 2 + 1, 0, 40).await,
+        "/0 memory over-committed",
+    );
+    refused(
+        same(4, Some(1), 0, 0, 0, 26, 60).await,
+        "compute over-committed",
+    );
+    refused(
+        same(SLICES + 1, Some(1), 0, 0, 0, 0, 80).await,
+        "slice count",
+    );
+    // Exactly full is admitted; one more row of the same window, in a
+    // statement of its own, is not.
+    same(SLICES, Some(1), NODE_CPU / SLICES, 0, T4_MIB / 4, 25, 100)
+        .await
+        .unwrap();
+    refused(
+        same(1, Some(1), 0, 0, 0, 0, 100).await,
+        "slice count",
+    );
+    refused(
+        same(1, None, 1, 0, 0, 0, 100).await,
+        "cpu over-committed",
+    );
+    assert_within_capacity(&peaks(pool, node).await);
+}
+
 /// One row of `statements_are_refused_exactly_when_some_instant_would_be_over`:
 /// a window in whole minutes and what it holds.
 #[derive(Clone, Copy, Debug)]
@@ -372,24 +446,43 @@ async fn statements_are_refused_exactly_when_some_instant_would_be_over() {
     let mut held: Vec<Row> = Vec::new();
     let (mut admitted, mut refused) = (0, 0);
     for _ in 0..300 {
-        let rows: Vec<Row> = (0..1 + next(5))
-            .map(|_| {
-                let from = next(170) as i64;
-                let dev = match next(3) {
-                    2 => None,
-                    d => Some(d as i32),
+        let mut rows: Vec<Row> = Vec::new();
+        for _ in 0..1 + next(5) {
+            let from = next(170) as i64;
+            let dev = match next(3) {
+                2 => None,
+                d => Some(d as i32),
+            };
+            let mut row = Row {
+                dev,
+                from,
+                to: from + 1 + next(40) as i64,
+                cpu: next(1200) as i32,
+                mem: next(2500) as i64,
+                gmem: if dev.is_some() { next(6000) as i64 } else { 0 },
+                pct: if dev.is_some() { next(40) as i32 } else { 0 },
+            };
+            // A third of the rows share the device and window of a row
+            // already held or already in this statement, as a class's seats
+            // on one device do: the trigger sums such rows as one group.
+            let earlier = held.len() + rows.len();
+            if earlier > 0 && next(3) == 0 {
+                let i = next(earlier as u64) as usize;
+                let same = if i < held.len() {
+                    held[i]
+                } else {
+                    rows[i - held.len()]
                 };
-                Row {
-                    dev,
-                    from,
-                    to: from + 1 + next(40) as i64,
-                    cpu: next(1200) as i32,
-                    mem: next(2500) as i64,
-                    gmem: if dev.is_some() { next(6000) as i64 } else { 0 },
-                    pct: if dev.is_some() { next(40) as i32 } else { 0 },
+                row.from = same.from;
+                row.to = same.to;
+                if row.dev.is_some() != same.dev.is_some() {
+                    row.gmem = if same.dev.is_some() { next(6000) as i64 } else { 0 };
+                    row.pct = if same.dev.is_some() { next(40) as i32 } else { 0 };
                 }
-            })
-            .collect();
+                row.dev = same.dev;
+            }
+            rows.push(row);
+        }
         let col = |f: &dyn Fn(&Row) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
         let r = sqlx::query(
             "INSERT INTO reservations (owner_kind, owner_id, node_id, device_idx, during,

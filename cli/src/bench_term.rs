@@ -43,6 +43,10 @@ pub struct TermArgs {
     /// run's): for profiling the preview alone.
     #[arg(long)]
     pub dry_run_only: bool,
+    /// Leave the benchmark's database in place (its name is printed), to
+    /// look at what the commit wrote or to replay its statements.
+    #[arg(long)]
+    pub keep_database: bool,
 }
 
 /// Classes per school.
@@ -56,7 +60,11 @@ pub async fn run(a: TermArgs) -> anyhow::Result<()> {
     }
     let (url, name) = create_database(&a.database_url).await?;
     let result = run_on(&a, &url).await;
-    drop_database(&a.database_url, &name).await;
+    if a.keep_database {
+        eprintln!("database kept: {name}");
+    } else {
+        drop_database(&a.database_url, &name).await;
+    }
     println!("{}", result?);
     Ok(())
 }
