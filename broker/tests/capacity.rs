@@ -381,14 +381,8 @@ async fn rows_with_the_same_window_add_up() {
     same(SLICES, Some(1), NODE_CPU / SLICES, 0, T4_MIB / 4, 25, 100)
         .await
         .unwrap();
-    refused(
-        same(1, Some(1), 0, 0, 0, 0, 100).await,
-        "slice count",
-    );
-    refused(
-        same(1, None, 1, 0, 0, 0, 100).await,
-        "cpu over-committed",
-    );
+    refused(same(1, Some(1), 0, 0, 0, 0, 100).await, "slice count");
+    refused(same(1, None, 1, 0, 0, 0, 100).await, "cpu over-committed");
     assert_within_capacity(&peaks(pool, node).await);
 }
 
@@ -476,8 +470,16 @@ async fn statements_are_refused_exactly_when_some_instant_would_be_over() {
                 row.from = same.from;
                 row.to = same.to;
                 if row.dev.is_some() != same.dev.is_some() {
-                    row.gmem = if same.dev.is_some() { next(6000) as i64 } else { 0 };
-                    row.pct = if same.dev.is_some() { next(40) as i32 } else { 0 };
+                    row.gmem = if same.dev.is_some() {
+                        next(6000) as i64
+                    } else {
+                        0
+                    };
+                    row.pct = if same.dev.is_some() {
+                        next(40) as i32
+                    } else {
+                        0
+                    };
                 }
                 row.dev = same.dev;
             }
