@@ -244,6 +244,13 @@ try {
   await page.waitForSelector("#term-errors");
   assert.match(await text(page, "#term-errors"), /file .*xlsx/, "the bad file is named with the rule");
   await shot(page, "term-bad-file");
+  // A file past the form's limit is named with the limit, not a bare 400.
+  await page.goto(new URL("/console/timetable/import", base).href);
+  await page.locator("#file").setInputFiles({ name: "huge.csv", mimeType: "text/csv",
+    buffer: Buffer.alloc(3 << 20, "a") });
+  await page.locator("#term-preview").click();
+  await page.waitForSelector("#term-errors");
+  assert.match(await text(page, "#term-errors"), /file .*2 MB/, "the file's size limit is named");
 
   await page.goto(new URL("/console/timetable", base).href);
   await page.locator("#timetable-lessons").getByRole("link", { name: "Python 入门" }).click();

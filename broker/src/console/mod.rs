@@ -84,6 +84,9 @@ pub fn router(app: &App) -> Router<App> {
         .route("/console/regions", get(regions::page))
         .route("/console/events", get(events::stream))
         .route("/console/assets/{name}", get(assets::serve))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            pages::term::MAX_FORM_BYTES,
+        ))
         .layer(middleware::map_response(harden))
 }
 

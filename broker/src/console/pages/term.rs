@@ -124,7 +124,14 @@ pub async fn page(State(_app): State<App>, s: Session, uri: Uri) -> Response {
 struct Sent {
     fields: HashMap<String, String>,
     file: Option<Vec<u8>>,
+    /// The file went past the console's limit on a form's size: the form's
+    /// later fields are not read.
+    too_large: bool,
 }
+
+/// The most a console form may send, file included. A term's timetable
+/// is a few hundred KB even as a workbook.
+pub const MAX_FORM_BYTES: usize = 2 << 20;
 
 /// The import form is multipart (it may carry a file); the preview's commit
 /// button sends a plain form.
@@ -138,7 +145,11 @@ async fn read_form(req: Request) -> Result<Sent, String> {
         let Form(fields) = Form::<HashMap<String, String>>::from_request(req, &())
             .await
             .map_err(|e| e.body_text())?;
-        return Ok(Sent { fields, file: None });
+        return Ok(Sent {
+            fields,
+            file: None,
+            too_large: false,
+        });
     }
     let mut m = Multipart::from_request(req, &())
         .await
@@ -146,15 +157,33 @@ async fn read_form(req: Request) -> Result<Sent, String> {
     let mut sent = Sent {
         fields: HashMap::new(),
         file: None,
+        too_large: false,
     };
     // The body is bounded by the router's limit on request bodies.
     let unreadable = |e: axum::extract::multipart::MultipartError| {
         format!("the form could not be read: {}", e.body_text())
     };
-    while let Some(field) = m.next_field().await.map_err(unreadable)? {
+    loop {
+        let field = match m.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                sent.too_large = true;
+                break;
+            }
+            Err(e) => return Err(unreadable(e)),
+        };
         let name = field.name().unwrap_or_default().to_string();
         if name == "file" {
-            let bytes = field.bytes().await.map_err(unreadable)?;
+            let bytes = match field.bytes().await {
+                Ok(b) => b,
+                // Named on the form like any other bad file, not a bare 400.
+                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    sent.too_large = true;
+                    break;
+                }
+                Err(e) => return Err(unreadable(e)),
+            };
             // A form with no file chosen still sends an empty part.
             if !bytes.is_empty() {
                 sent.file = Some(bytes.to_vec());
@@ -182,7 +211,15 @@ pub async fn submit(
         Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
     };
     let f = &sent.fields;
-    if let Err(why) = s.check_form(&headers, f.get("_csrf").map(|v| v.as_str()).unwrap_or("")) {
+    // A form cut short at the size limit may not have reached its token;
+    // it only gets the form back with the error, nothing is done.
+    let token = f.get("_csrf").map(|v| v.as_str()).unwrap_or("");
+    let checked = if sent.too_large && token.is_empty() {
+        s.check_origin(&headers)
+    } else {
+        s.check_form(&headers, token)
+    };
+    if let Err(why) = checked {
         return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
     }
     let l = s.lang;
@@ -190,6 +227,13 @@ pub async fn submit(
     let commit = f.get("action").map(|a| a.as_str()) == Some("commit") && sent.file.is_none();
     let scoped = app.scoped(&s.caller);
     let answer = match sent.file.as_deref().map(Upload::detect) {
+        _ if sent.too_large => Err(ServiceError::field(
+            "file",
+            format!(
+                "must be at most {} MB (save only the timetable's sheet, or save it as CSV UTF-8)",
+                MAX_FORM_BYTES >> 20
+            ),
+        )),
         Some(Ok(Upload::Xlsx(bytes))) => {
             let a = scoped
                 .import_sheet(Upload::Xlsx(bytes), &sheet.workload(), &sheet.policy, true)
