@@ -304,6 +304,13 @@ impl Fleet {
             .cloned()
     }
 
+    /// `f` of the node, read in place: for what is asked per seat, where a
+    /// copy of the node (its devices, runtimes, warnings) was most of the
+    /// cost (a term's 486,000 seats priced one by one).
+    pub fn with_node<R>(&self, id: Uuid, f: impl FnOnce(&LiveNode) -> R) -> Option<R> {
+        self.inner.read().expect("fleet lock").nodes.get(&id).map(f)
+    }
+
     /// Whether the node has a live session here; no copy of the node is made
     /// (asked once per seat at a start and per assignment at settlement).
     pub fn is_connected(&self, id: Uuid) -> bool {

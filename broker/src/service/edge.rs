@@ -171,7 +171,10 @@ impl Broker {
         let peers = all - rows.len() as u64;
         let n = self.store.save_site_rtts(site, &rows).await? + peers;
         let mut b = self.edge.lock();
-        for row in rows.iter().filter(|r| self.fleet.node(r.node_id).is_some()) {
+        for row in rows
+            .iter()
+            .filter(|r| self.fleet.with_node(r.node_id, |_| ()).is_some())
+        {
             b.observe_site(site, row.node_id, row.median_ms);
         }
         b.reestimate();
@@ -198,7 +201,7 @@ impl Broker {
         let mut b = self.edge.lock();
         for (peer, ms) in rows
             .iter()
-            .filter(|(peer, _)| *peer != node && self.fleet.node(*peer).is_some())
+            .filter(|(peer, _)| *peer != node && self.fleet.with_node(*peer, |_| ()).is_some())
         {
             b.space()
                 .observe(&Point::Node(node), &Point::Node(*peer), *ms);

@@ -287,11 +287,18 @@ impl Broker {
             lock.take(&nothing, busy);
             return Ok(Ok(nothing));
         }
-        let nodes = costs
+        // Each node once: a voucher's rule holds for every node or not
+        // (`allocate`), and a class puts several seats on one node.
+        let mut used: Vec<Uuid> = costs
             .iter()
             .filter(|(c, _)| !c.is_free())
-            .filter_map(|(_, p)| self.fleet.node(p.node_id))
-            .map(|n| (n.tier, n.site_id))
+            .map(|(_, p)| p.node_id)
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        let nodes = used
+            .into_iter()
+            .filter_map(|id| self.fleet.with_node(id, |n| (n.tier.clone(), n.site_id)))
             .collect();
         let need = Need {
             amount,
@@ -332,18 +339,21 @@ impl Broker {
     /// What (device index, compute percent) grants on a node cost, by the
     /// models the live view of the node has at those indexes.
     pub(crate) fn grants_cost(&self, node_id: Uuid, grants: &[(u32, u32)]) -> SeatCost {
-        let node = self.fleet.node(node_id);
-        let priced: Vec<(u32, String)> = grants
-            .iter()
-            .map(|&(index, pct)| {
-                let model = node
-                    .as_ref()
-                    .and_then(|n| n.devices.iter().find(|d| d.idx as u32 == index))
-                    .map(|d| d.model.clone())
-                    .unwrap_or_default();
-                (pct, model)
-            })
-            .collect();
-        SeatCost::of(&priced, &self.cfg.vouchers.weights)
+        let weights = &self.cfg.vouchers.weights;
+        let priced = |n: Option<&crate::fleet::LiveNode>| {
+            let priced: Vec<(u32, &str)> = grants
+                .iter()
+                .map(|&(index, pct)| {
+                    let model = n
+                        .and_then(|n| n.devices.iter().find(|d| d.idx as u32 == index))
+                        .map_or("", |d| d.model.as_str());
+                    (pct, model)
+                })
+                .collect();
+            SeatCost::of(&priced, weights)
+        };
+        self.fleet
+            .with_node(node_id, |n| priced(Some(n)))
+            .unwrap_or_else(|| priced(None))
     }
 }
