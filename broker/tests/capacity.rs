@@ -236,6 +236,16 @@ async fn forty_concurrent_sql_writers_cannot_over_commit_one_node() {
     assert_within_capacity(&peaks(&db.pool().await, node).await);
 }
 
+/// A statement the capacity trigger refused, with `what` in its message.
+fn refused(r: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, what: &str) {
+    match r {
+        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("CG001") => {
+            assert!(d.message().contains(what), "{what}: {}", d.message())
+        }
+        other => panic!("{what}: expected CG001, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn direct_over_committing_insert_is_refused_with_cg001() {
     let db = TestDb::new("cg_cap").await;
@@ -263,13 +273,6 @@ async fn direct_over_committing_insert_is_refused_with_cg001() {
         .bind(pct)
         .execute(pool)
     };
-    let refused = |r: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, what: &str| match r {
-        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("CG001") => {
-            assert!(d.message().contains(what), "{what}: {}", d.message())
-        }
-        other => panic!("{what}: expected CG001, got {other:?}"),
-    };
-
     insert(Some(0), 3000, 6000, 12000, 70, 0, 60).await.unwrap();
     // Each dimension alone, overlapping only partly.
     refused(
@@ -349,12 +352,6 @@ async fn rows_with_the_same_window_add_up() {
         .bind(pct)
         .bind(n)
         .execute(pool)
-    };
-    let refused = |r: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, what: &str| match r {
-        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("CG001") => {
-            assert!(d.message().contains(what), "{what}: {}", d.message())
-        }
-        other => panic!("{what}: expected CG001, got {other:?}"),
     };
     refused(
         same(2, None, NODE_CPU / 2 + 1, 0, 0, 0, 0).await,
