@@ -280,7 +280,7 @@ impl Broker {
                 let rows = p.reservations(req, owner);
                 let mut tx = self.store.begin().await?;
                 self.fence(&mut tx).await?;
-                reservations::delete_seat(&mut tx, seat.id).await?;
+                reservations::delete_seat(&mut tx, l.id, seat.id).await?;
                 reservations::preempt_jobs(&mut tx, &a.preempted, cut, l.id).await?;
                 reservations::insert(&mut tx, &rows, Some(seat.id)).await?;
                 lesson_store::move_seat(&mut tx, &placed).await?;

@@ -346,6 +346,84 @@ async fn a_timetables_preview_lets_its_classes_compete_as_the_import_does() {
     assert_eq!(count(&t.pool, "lessons").await, 2);
 }
 
+/// A timetable one occurrence longer than a chunk of its write (decision
+/// 117), whose last occurrences in time do not fit: all or nothing writes
+/// none of it, though the chunk before them was written in its
+/// transaction; book what fits keeps that chunk and explains the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_longer_than_a_chunk_refused_at_its_end_is_refused_whole() {
+    use classgrid_broker::service::series::SET_CHUNK;
+    // 30 one-seat classes every Monday (or whichever day tomorrow is) for
+    // 17 weeks on 8 nodes of 4 seats: 510 occurrences, written in time
+    // order, so the last 10 (week 17's classes 21-30) come after the
+    // first chunk of 500.
+    const CLASSES: usize = 30;
+    const WEEKS: i64 = 17;
+    assert_eq!(CLASSES * WEEKS as usize, SET_CHUNK + 10);
+    let t = term("cg_series", SCHOOL, 8).await;
+    let tz = t.app.cfg.time_zone;
+    voucher(&t.app, SCHOOL, 10_000.0, Utc::now() + Duration::days(365)).await;
+    let first = (Utc::now().with_timezone(&tz) + Duration::days(1)).date_naive();
+    let last = first + Duration::weeks(WEEKS - 1);
+    let day = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"]
+        [chrono::Datelike::weekday(&first).num_days_from_monday() as usize];
+    let header = classgrid_broker::timetable::sheet::template();
+    let header = header.lines().next().unwrap();
+    let mut csv = format!("{header}\n");
+    for c in 0..CLASSES {
+        csv += &format!(
+            "7-{c},{SCHOOL},{day},10:00,40,1,cpu=500 mem=1024 gpu=nvidia/T4:2048:25,,,{first},{last},\n"
+        );
+    }
+    // Week 17 at 10:00 already has 12 of the 32 seats: 20 classes fit.
+    let week17 = last
+        .and_hms_opt(10, 0, 0)
+        .unwrap()
+        .and_local_timezone(tz)
+        .unwrap()
+        .with_timezone(&Utc);
+    t.app.book_lesson(class(SCHOOL, week17, 12)).await.unwrap();
+    let run = classgrid_broker::domain::spec::Workload {
+        command: "sleep".into(),
+        ..Default::default()
+    };
+    let all = |_| true;
+    let before = row_counts(&t.pool).await;
+    let ledger_before = ledger(&t.pool).await;
+
+    let whole = t
+        .app
+        .import_timetable(&csv, &run, "all_or_nothing", false, &all)
+        .await;
+    let Err(ServiceError::Refused(e)) = whole else {
+        panic!("all or nothing with 10 occurrences that do not fit is refused whole")
+    };
+    assert!(
+        e.summary
+            .starts_with("10 of 510 occurrences cannot be booked"),
+        "{}",
+        e.summary
+    );
+    assert_eq!(row_counts(&t.pool).await, before, "nothing was written");
+    assert_eq!(ledger(&t.pool).await, ledger_before);
+
+    let fits = t
+        .app
+        .import_timetable(&csv, &run, "book_what_fits", false, &all)
+        .await
+        .unwrap();
+    assert_eq!((fits.occurrences(), fits.admitted()), (510, 500));
+    for (c, (_, a)) in fits.rows.iter().enumerate() {
+        let refused: Vec<usize> = (0..WEEKS as usize)
+            .filter(|w| !a.occurrences[*w].admitted)
+            .collect();
+        let expected: &[usize] = if c < 20 { &[] } else { &[16] };
+        assert_eq!(refused, expected, "class 7-{c}");
+    }
+    assert_eq!(count(&t.pool, "lessons").await, 1 + 500);
+    assert_eq!(count(&t.pool, "series_occurrences").await, 510);
+}
+
 /// A platform that retries a series booking before the first answer came
 /// gets the one series, never two (nor a refusal by its own first try).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

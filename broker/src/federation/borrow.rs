@@ -186,7 +186,11 @@ impl Broker {
         if peers.is_empty() {
             return Ok(None);
         }
-        let home_ms = match self.plan_unheld(std::slice::from_ref(input)).await?.pop() {
+        let home_ms = match self
+            .plan_unheld(std::slice::from_ref(input), &[None])
+            .await?
+            .pop()
+        {
             Some(Ok(w)) => slowest(w.admission.seats.iter().map(|s| s.rtt.ms)),
             _ => return Ok(None),
         };

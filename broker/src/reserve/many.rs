@@ -1,14 +1,25 @@
-//! Reserving several requests as one: a series' occurrences. Each is planned
-//! and held in turn, so the next one's plan sees it; the write gets every
-//! admission (or refusal) at once and says which it committed; those holds
-//! are committed, the others aborted. A capacity conflict or a deadlock
-//! aborts them all, re-reads the calendar and plans the whole set again.
+//! Reserving several requests as one.
+//!
+//! A series' edit (`reserve_many`) replans its occurrences against a copy of
+//! the calendar without their old rows; the write gets every admission at
+//! once. A set of series booked together (`reserve_streamed`: a series, a
+//! school's timetable, a district's term) is planned one occurrence after
+//! another and handed to the write as it goes, so that the database writes
+//! the first weeks while the broker plans the next (decision 117): a term's
+//! 10,800 occurrences took seconds to plan and then seconds more to write,
+//! each side idle while the other worked.
+//!
+//! Either way each admission is held in the live calendar until the write
+//! says which it committed; those holds are committed, the others aborted.
+//! A capacity conflict or a deadlock aborts them all, re-reads the calendar
+//! and plans the whole set again.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use classgrid_placement::{
     Admission, Decision, Explanation, Fleet, FleetIndex, Owner, Request, RttTable,
 };
+use tokio::sync::mpsc;
 
 use super::{Hold, Reserver, queue::BookingInput};
 use crate::{domain::ServiceError, store};
@@ -38,11 +49,19 @@ pub struct WroteMany<T> {
     pub committed: Vec<bool>,
 }
 
+/// The decisions of `reserve_streamed`, in item order, as they are made. It
+/// ends early when planning failed: the write must then write nothing.
+pub type Decisions = mpsc::UnboundedReceiver<Result<Admission, Explanation>>;
+
+/// For each item of a set, the earlier item that is the same series'
+/// previous occurrence, whose nodes it tries first (decision 111).
+pub type Previous = [Option<usize>];
+
 impl Reserver {
-    /// Plans and holds every item, hands the admissions (or refusals) to
-    /// `write`, commits the holds of the items it committed and aborts the
-    /// rest; `attempts` plans at most after capacity conflicts or deadlocks.
-    /// None when capacity kept changing.
+    /// Plans and holds every item in place of `replacing`'s rows, hands the
+    /// admissions (or refusals) to `write`, commits the holds of the items
+    /// it committed and aborts the rest; `attempts` plans at most after
+    /// capacity conflicts or deadlocks. None when capacity kept changing.
     pub async fn reserve_many<T, W, F>(
         &self,
         items: &[Item<'_>],
@@ -56,72 +75,159 @@ impl Reserver {
         F: Future<Output = sqlx::Result<WroteMany<T>>>,
     {
         for _ in 0..attempts {
-            let (decisions, holds, preempted) = if replacing.is_empty() {
-                self.plan_each(items, rtt).await?
-            } else {
-                self.plan_replacing(items, replacing, rtt).await?
-            };
+            let (decisions, holds, preempted) = self.plan_replacing(items, replacing, rtt).await?;
             match write(decisions).await {
                 Ok(wrote) => {
-                    for (hold, committed) in holds.into_iter().zip(&wrote.committed) {
-                        match (hold, committed) {
-                            (Some(h), true) => self.commit_hold(h),
-                            (Some(h), false) => self.abort_hold(h).await?,
-                            (None, _) => {}
-                        }
-                    }
+                    self.settle(holds, &wrote.committed).await?;
                     let mut refresh = preempted;
                     refresh.extend_from_slice(replacing);
                     self.refresh_owners(&refresh).await?;
                     return Ok(Some(wrote.answer));
                 }
-                Err(e) => {
-                    for h in holds.into_iter().flatten() {
-                        self.abort_hold(h).await?;
-                    }
-                    if store::is_capacity_conflict(&e) {
-                        self.reload_calendar().await?;
-                        continue;
-                    }
-                    if store::is_deadlock(&e) {
-                        continue;
-                    }
-                    return Err(e.into());
-                }
+                Err(e) => self.again_after(holds, e).await?,
             }
         }
         Ok(None)
     }
 
-    /// Each item planned and held in turn, as a booking is.
-    async fn plan_each(
+    /// Plans and holds every item in turn, as a booking is, and sends each
+    /// decision to `write` as it is made; commits the holds of the items the
+    /// write committed and aborts the rest. `prev` names each item's series'
+    /// previous occurrence (decision 111). `write` answers None when the
+    /// decisions ended early (planning failed), having written nothing.
+    /// `attempts` plans at most after capacity conflicts or deadlocks; None
+    /// when capacity kept changing.
+    pub async fn reserve_streamed<T, W, F>(
         &self,
         items: &[Item<'_>],
+        prev: &Previous,
         rtt: &Arc<RttTable>,
-    ) -> Result<Planned, ServiceError> {
-        let mut holds: Vec<Option<Hold>> = Vec::with_capacity(items.len());
-        let mut decisions = Vec::with_capacity(items.len());
-        let mut preempted = Vec::new();
+        attempts: usize,
+        mut write: W,
+    ) -> Result<Option<T>, ServiceError>
+    where
+        W: FnMut(Decisions) -> F,
+        F: Future<Output = sqlx::Result<Option<WroteMany<T>>>>,
+    {
+        for _ in 0..attempts {
+            let (send, decisions) = mpsc::unbounded_channel();
+            // One task: the planning awaits a blocking thread per item and
+            // the write awaits PostgreSQL, so each runs while the other
+            // waits.
+            let (planned, wrote) =
+                tokio::join!(self.plan_streamed(items, prev, rtt, send), write(decisions));
+            let Streamed {
+                failed,
+                holds,
+                preempted,
+            } = planned;
+            match (failed, wrote) {
+                (None, Ok(Some(wrote))) => {
+                    self.settle(holds, &wrote.committed).await?;
+                    self.refresh_owners(&preempted).await?;
+                    return Ok(Some(wrote.answer));
+                }
+                (Some(e), _) => {
+                    self.settle(holds, &[]).await?;
+                    return Err(e);
+                }
+                (None, Ok(None)) => {
+                    self.settle(holds, &[]).await?;
+                    return Err(ServiceError::Internal(anyhow::anyhow!(
+                        "the write of a set stopped before its last decision"
+                    )));
+                }
+                (None, Err(e)) => self.again_after(holds, e).await?,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Commits the holds of the items the write committed (`committed[i]`
+    /// for item `i`) and aborts the others.
+    async fn settle(
+        &self,
+        holds: Vec<Option<Hold>>,
+        committed: &[bool],
+    ) -> Result<(), ServiceError> {
+        for (i, hold) in holds.into_iter().enumerate() {
+            match (hold, committed.get(i).copied().unwrap_or(false)) {
+                (Some(h), true) => self.commit_hold(h),
+                (Some(h), false) => self.abort_hold(h).await?,
+                (None, _) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failed write: aborts every hold, and answers Ok when the set
+    /// is to be planned again (a capacity conflict, once the calendar is
+    /// re-read, or a deadlock), or the error.
+    async fn again_after(
+        &self,
+        holds: Vec<Option<Hold>>,
+        e: sqlx::Error,
+    ) -> Result<(), ServiceError> {
+        self.settle(holds, &[]).await?;
+        if store::is_capacity_conflict(&e) {
+            self.reload_calendar().await?;
+            return Ok(());
+        }
+        if store::is_deadlock(&e) {
+            return Ok(());
+        }
+        Err(e.into())
+    }
+
+    /// Each item planned and held in turn, each decision sent as it is
+    /// made. Stops at the first error, or when the write stopped listening
+    /// (it failed); either way with the holds taken so far.
+    async fn plan_streamed(
+        &self,
+        items: &[Item<'_>],
+        prev: &Previous,
+        rtt: &Arc<RttTable>,
+        send: mpsc::UnboundedSender<Result<Admission, Explanation>>,
+    ) -> Streamed {
+        let mut out = Streamed {
+            failed: None,
+            holds: Vec::with_capacity(items.len()),
+            preempted: Vec::new(),
+        };
         // A refusal re-reads the calendar once for the whole set, as a
         // single booking does before refusing.
         let mut reload = true;
-        // An admission kept for the next item when that is a series' next
-        // occurrence (decision 111), as the dry run plans it
-        // (`plan_scratch`); copied only then.
-        let mut again: Option<Arc<Admission>> = None;
+        // The admissions a later item tries first (decision 111), kept
+        // until it does; copied only for those.
+        let wanted = wanted_later(prev, items.len());
+        let mut kept: HashMap<usize, Arc<Admission>> = HashMap::new();
         for (k, it) in items.iter().enumerate() {
-            let (decision, hold) = self
-                .plan(it.fleet, rtt, it.req, Some(it.owner), reload, again.take())
-                .await?;
-            holds.push(hold);
-            let next_follows = items
-                .get(k + 1)
-                .is_some_and(|next| follows((it.fleet, it.req), (next.fleet, next.req)));
-            decisions.push(match decision {
+            let again = prev
+                .get(k)
+                .copied()
+                .flatten()
+                .filter(|&p| {
+                    items
+                        .get(p)
+                        .is_some_and(|p| follows((p.fleet, p.req), (it.fleet, it.req)))
+                })
+                .and_then(|p| kept.remove(&p));
+            let (decision, hold) = match self
+                .plan(it.fleet, rtt, it.req, Some(it.owner), reload, again)
+                .await
+            {
+                Ok(planned) => planned,
+                Err(e) => {
+                    out.failed = Some(e);
+                    return out;
+                }
+            };
+            out.holds.push(hold);
+            let decision = match decision {
                 Decision::Admitted(a) => {
-                    preempted.extend(a.preempted.iter().copied());
-                    if next_follows {
-                        again = Some(Arc::new(a.clone()));
+                    out.preempted.extend(a.preempted.iter().copied());
+                    if wanted[k] {
+                        kept.insert(k, Arc::new(a.clone()));
                     }
                     Ok(a)
                 }
@@ -129,9 +235,13 @@ impl Reserver {
                     reload = false;
                     Err(e)
                 }
-            });
+            };
+            if send.send(decision).is_err() {
+                // The write failed and went: its error is the answer.
+                return out;
+            }
         }
-        Ok((decisions, holds, preempted))
+        out
     }
 
     /// Each item planned against a copy of the calendar without the
@@ -187,10 +297,13 @@ impl Reserver {
     /// classes of a timetable in one period) compete as they would when
     /// booked; nothing is held. The live calendar is re-read once if any is
     /// refused, as a booking's refusal is only final after a re-read. The
-    /// whole set is planned on one blocking thread, in one turn.
+    /// whole set is planned on one blocking thread, in one turn, in the
+    /// order `reserve_streamed` plans it, trying each series' previous
+    /// occurrence's nodes first (`prev`), so that it predicts the booking.
     pub async fn plan_scratch(
         &self,
         inputs: &[Arc<BookingInput>],
+        prev: &Previous,
         rtt: &Arc<RttTable>,
     ) -> Result<Vec<Decision>, ServiceError> {
         if !self.calendar.lock().loaded {
@@ -201,7 +314,12 @@ impl Reserver {
             let decisions = {
                 let _turn = self.calendar.plan_turn.lock().await;
                 let mut cal = self.calendar.lock().cal.clone();
-                let (inputs, rtt, policy) = (inputs.to_vec(), rtt.clone(), self.policy.clone());
+                let (inputs, prev, rtt, policy) = (
+                    inputs.to_vec(),
+                    prev.to_vec(),
+                    rtt.clone(),
+                    self.policy.clone(),
+                );
                 tokio::task::spawn_blocking(move || {
                     // A term's occurrences share one fleet snapshot: one
                     // index of it for all of them (decision 101; the same
@@ -221,9 +339,11 @@ impl Reserver {
                         }
                         // A series' next occurrence tries its previous
                         // one's nodes first (decision 111).
-                        let again = k
-                            .checked_sub(1)
-                            .and_then(|p| again_of(&inputs[p], i, decisions.get(p)))
+                        let again = prev
+                            .get(k)
+                            .copied()
+                            .flatten()
+                            .and_then(|p| again_of(inputs.get(p)?, i, decisions.get(p)))
                             .and_then(|prev| {
                                 classgrid_placement::place_again(
                                     prev, &i.fleet, &cal, &rtt, &i.req, &policy,
@@ -260,9 +380,9 @@ impl Reserver {
     }
 }
 
-/// The admission of `prev`, the input just before `next`, when `next` is
-/// the same request at another time on the same fleet (a series' next
-/// occurrence): its nodes are tried first (decision 111).
+/// The admission of `prev`, an earlier input, when `next` is the same
+/// request at another time on the same fleet (a series' next occurrence):
+/// its nodes are tried first (decision 111).
 fn again_of<'d>(
     prev: &BookingInput,
     next: &BookingInput,
@@ -282,6 +402,26 @@ fn again_of<'d>(
 /// snapshot (a series' next occurrence), whose nodes it tries first.
 fn follows(prev: (&Arc<Fleet>, &Request), next: (&Arc<Fleet>, &Request)) -> bool {
     Arc::ptr_eq(prev.0, next.0) && classgrid_placement::same_shape(prev.1, next.1)
+}
+
+/// Which items some later item names as its previous occurrence.
+fn wanted_later(prev: &Previous, n: usize) -> Vec<bool> {
+    let mut wanted = vec![false; n];
+    for &p in prev.iter().flatten() {
+        if let Some(w) = wanted.get_mut(p) {
+            *w = true;
+        }
+    }
+    wanted
+}
+
+/// What `plan_streamed` did: the error that stopped it, if any; the hold
+/// of each item planned (None when refused); the jobs the admissions
+/// preempt.
+struct Streamed {
+    failed: Option<ServiceError>,
+    holds: Vec<Option<Hold>>,
+    preempted: Vec<Owner>,
 }
 
 /// Each item's decision, its hold when admitted, and the jobs the

@@ -22,7 +22,10 @@ use crate::{
         ServiceError,
         lesson::{RawBooking, parse_booking},
     },
-    reserve::queue::{Booked, BookingInput, BookingWrite},
+    reserve::{
+        many::Previous,
+        queue::{Booked, BookingInput, BookingWrite},
+    },
     state::Broker,
     store::lessons::LessonView,
     vouchers::Held,
@@ -56,7 +59,9 @@ impl Broker {
             });
         }
         let input = self.booking_input(b, now, Uuid::now_v7())?;
-        let mut previews = self.preview_bookings(&[input], WriteMode::DryRun).await?;
+        let mut previews = self
+            .preview_bookings(&[input], &[None], WriteMode::DryRun)
+            .await?;
         previews
             .pop()
             .unwrap_or_else(|| Err(ServiceError::Conflict("nothing was planned".into())))
@@ -66,13 +71,15 @@ impl Broker {
     /// decides quota and vouchers for the admitted ones in one transaction
     /// that is rolled back; one answer per input, in order. Inputs of one
     /// school share its voucher balances, each taking its hold off them
-    /// before the next is decided, as a series' booking does.
+    /// before the next is decided, as a series' booking does. `prev` names
+    /// each input's series' previous occurrence (`Reserver::plan_scratch`).
     pub(crate) async fn preview_bookings(
         &self,
         inputs: &[Arc<BookingInput>],
+        prev: &Previous,
         mode: WriteMode,
     ) -> Result<Vec<Result<Preview, ServiceError>>, ServiceError> {
-        let writes = self.plan_unheld(inputs).await?;
+        let writes = self.plan_unheld(inputs, prev).await?;
         let admitted: Vec<&BookingWrite> = writes.iter().filter_map(|w| w.as_ref().ok()).collect();
         let mut decided = if admitted.is_empty() {
             Vec::new()
@@ -100,9 +107,10 @@ impl Broker {
     pub(crate) async fn plan_unheld(
         &self,
         inputs: &[Arc<BookingInput>],
+        prev: &Previous,
     ) -> Result<Vec<Result<BookingWrite, ServiceError>>, ServiceError> {
         let rtt = self.rtt_table();
-        let decisions = self.reserver.plan_scratch(inputs, &rtt).await?;
+        let decisions = self.reserver.plan_scratch(inputs, prev, &rtt).await?;
         Ok(inputs
             .iter()
             .zip(decisions)

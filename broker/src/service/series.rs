@@ -8,15 +8,16 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use classgrid_placement::{Admission, Explanation, FilterCount};
+use classgrid_placement::{Explanation, FilterCount};
 use sqlx::Connection;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::booking_writes::WriteMode;
+use super::booking_writes::{Rows, WriteMode};
 use crate::{
     domain::ServiceError,
     reserve::{
-        many::{Item, WroteMany},
+        many::{Decisions, Item, WroteMany},
         queue::{BookingInput, BookingWrite, Written},
     },
     series::request::{Policy, RawSeries, SeriesRequest, parse_series},
@@ -144,24 +145,33 @@ impl Broker {
         dry_run: bool,
         now: DateTime<Utc>,
     ) -> Result<Vec<SeriesAnswer>, ServiceError> {
-        let mut inputs: Vec<Arc<BookingInput>> = Vec::new();
-        for s in set {
-            for b in s.bookings() {
-                inputs.push(self.booking_input(b, now, Uuid::now_v7())?);
-            }
-        }
+        let starts: Vec<DateTime<Utc>> = set
+            .iter()
+            .flat_map(|s| s.occurrences.iter().copied())
+            .collect();
+        let order = Order::of(set.iter().map(|s| s.occurrences.len()), &starts);
+        // Lessons are named in the order they are written: their ids (time
+        // ordered) then go to the end of each index on lesson id.
+        let bookings = set.iter().flat_map(|s| s.bookings()).collect();
+        let planned: Vec<Arc<BookingInput>> = order
+            .planned(bookings)
+            .into_iter()
+            .map(|b| self.booking_input(b, now, Uuid::now_v7()))
+            .collect::<Result<_, _>>()?;
         if dry_run {
             // Each occurrence is answered admitted or refused with what it
             // would hold; its seats and explanation are not built.
-            let previews = self.preview_bookings(&inputs, WriteMode::Preview).await?;
-            let mut outcomes =
-                set.iter()
-                    .flat_map(|s| &s.occurrences)
-                    .zip(previews)
-                    .map(|(start, p)| match p {
-                        Ok(p) => admitted(*start, None, p.held),
-                        Err(e) => refused(*start, &e),
-                    });
+            let previews = self
+                .preview_bookings(&planned, &order.prev, WriteMode::Preview)
+                .await?;
+            let mut outcomes = set
+                .iter()
+                .flat_map(|s| &s.occurrences)
+                .zip(order.unplanned(previews))
+                .map(|(start, p)| match p {
+                    Ok(p) => admitted(*start, None, p.held),
+                    Err(e) => refused(*start, &e),
+                });
             return Ok(set
                 .iter()
                 .map(|s| {
@@ -170,12 +180,12 @@ impl Broker {
                 })
                 .collect());
         }
-        let items: Vec<Item> = inputs.iter().map(|i| Item::of(i)).collect();
+        let items: Vec<Item> = planned.iter().map(|i| Item::of(i)).collect();
         let rtt = self.rtt_table();
         let w = self
             .reserver
-            .reserve_many(&items, &[], &rtt, BOOK_ATTEMPTS, |decisions| {
-                self.write_set(set, policy, &inputs, decisions)
+            .reserve_streamed(&items, &order.prev, &rtt, BOOK_ATTEMPTS, |decisions| {
+                self.write_set(set, policy, &planned, &order, decisions)
             })
             .await?
             .ok_or_else(|| {
@@ -203,52 +213,126 @@ impl Broker {
             .collect())
     }
 
-    /// The write of `reserve_many`: the occurrences' lessons and holds by
-    /// the policy, and each series with a booked occurrence, with all its
-    /// occurrences, in one transaction. Under all-or-nothing with a
-    /// placement refusal nothing is written, but the vouchers are still
-    /// decided (and rolled back) so that the answer names every occurrence
-    /// that would not fit.
+    /// The write of `reserve_streamed`: the occurrences' lessons and holds
+    /// by the policy, a chunk at a time as they are planned (`planned` is
+    /// the set's inputs in that order), then each series with a booked
+    /// occurrence, with all its occurrences, all in one transaction. Under
+    /// all-or-nothing, once one occurrence is refused (placement, quota or
+    /// vouchers) nothing is committed, but the rest is still decided (and
+    /// rolled back) so that the answer names every occurrence that would
+    /// not fit. None, with nothing written, when the decisions stopped
+    /// before the last occurrence (planning failed).
     async fn write_set(
         &self,
         set: &[SeriesRequest],
         policy: Policy,
-        inputs: &[Arc<BookingInput>],
-        decisions: Vec<Result<Admission, Explanation>>,
-    ) -> sqlx::Result<WroteMany<SetWrite>> {
-        let placement_refused = decisions.iter().any(Result::is_err);
-        let mode = match (policy, placement_refused) {
-            (Policy::AllOrNothing, true) => WriteMode::DryRun,
-            (Policy::AllOrNothing, false) => WriteMode::Whole,
-            (Policy::BookWhatFits, _) => WriteMode::Each,
-        };
-        let mut writes = Vec::new();
-        let mut placed: Vec<Result<(), ServiceError>> = Vec::with_capacity(decisions.len());
-        for (input, d) in inputs.iter().zip(decisions) {
-            match d {
-                Ok(admission) => {
-                    writes.push(BookingWrite {
-                        input: input.clone(),
-                        admission,
-                    });
-                    placed.push(Ok(()));
-                }
-                Err(e) => placed.push(Err(ServiceError::Refused(Box::new(e)))),
-            }
-        }
-        let refs: Vec<&BookingWrite> = writes.iter().collect();
+        planned: &[Arc<BookingInput>],
+        order: &Order,
+        mut decisions: Decisions,
+    ) -> sqlx::Result<Option<WroteMany<SetWrite>>> {
         let mut conn = self.store.acquire().await?;
         let mut tx = conn.begin().await?;
-        let (written, wrote) = if refs.is_empty() {
-            (Vec::new(), false)
+        let all = policy == Policy::AllOrNothing;
+        let first = if all {
+            WriteMode::Whole
         } else {
-            self.write_bookings_in(&mut tx, &refs, mode).await?
+            WriteMode::Each
         };
+        let schools: Vec<Uuid> = planned.iter().map(|i| i.site_id).collect();
+        let mut locks = self.begin_bookings(&mut tx, &schools, first).await?;
+        // Two stages in this task: the first takes the decisions as they
+        // come and builds each chunk's rows on a blocking thread, the second
+        // writes the chunks in order. PostgreSQL writes one chunk while the
+        // next one's rows are built and the one after is planned.
+        let (ready, mut chunks) = mpsc::channel::<Chunk>(2);
+        let collect = async {
+            let mut placed: Vec<Result<(), ServiceError>> = Vec::with_capacity(planned.len());
+            // Under all or nothing, once a placement is refused nothing
+            // will be committed: the rest is decided as a dry run.
+            let mut refused = false;
+            let mut chunk: Vec<BookingWrite> = Vec::with_capacity(CHUNK);
+            loop {
+                let next = decisions.recv().await;
+                let ended = next.is_none();
+                if let Some(d) = next {
+                    let Some(input) = planned.get(placed.len()) else {
+                        break;
+                    };
+                    match d {
+                        Ok(admission) => {
+                            chunk.push(BookingWrite {
+                                input: input.clone(),
+                                admission,
+                            });
+                            placed.push(Ok(()));
+                        }
+                        Err(e) => {
+                            refused |= all;
+                            placed.push(Err(ServiceError::Refused(Box::new(e))));
+                        }
+                    }
+                    if chunk.len() < CHUNK {
+                        continue;
+                    }
+                }
+                if !chunk.is_empty() {
+                    let ws = std::mem::take(&mut chunk);
+                    let build = tokio::task::spawn_blocking(move || {
+                        let rows = ws.iter().map(Rows::of).collect();
+                        (ws, rows)
+                    });
+                    if ready.send(Chunk { build, refused }).await.is_err() {
+                        // The write failed: its error is the answer.
+                        break;
+                    }
+                }
+                if ended {
+                    break;
+                }
+            }
+            drop(ready);
+            placed
+        };
+        let write = async {
+            let mut refused_whole = false;
+            let mut wrote = false;
+            let mut written: Vec<Written> = Vec::with_capacity(planned.len());
+            while let Some(c) = chunks.recv().await {
+                let (ws, rows) = c.build.await.map_err(|e| {
+                    sqlx::Error::Protocol(format!("building a chunk's rows stopped: {e}"))
+                })?;
+                refused_whole |= c.refused;
+                let mode = match (all, refused_whole) {
+                    (false, _) => WriteMode::Each,
+                    (true, false) => WriteMode::Whole,
+                    (true, true) => WriteMode::DryRun,
+                };
+                let refs: Vec<&BookingWrite> = ws.iter().collect();
+                let (w, chunk_wrote) = self
+                    .write_chunk(&mut tx, &mut locks, &refs, rows, mode)
+                    .await?;
+                // Under all or nothing, a quota or voucher refusal.
+                refused_whole |= mode == WriteMode::Whole && !chunk_wrote;
+                wrote |= chunk_wrote;
+                written.extend(w);
+            }
+            Ok::<_, sqlx::Error>((written, wrote, refused_whole))
+        };
+        let (placed, wrote) = tokio::join!(collect, write);
+        let (written, wrote, refused_whole) = wrote?;
+        if placed.len() < planned.len() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        // A placement refused after the last chunk was sent reached no
+        // chunk: all or nothing still commits nothing.
+        let placement_refused = all && placed.iter().any(Result::is_err);
+        let commit = wrote && !refused_whole && !placement_refused;
         let mut written = written.into_iter();
         let mut started = Vec::new();
         let mut flat = Vec::with_capacity(placed.len());
-        let starts = set.iter().flat_map(|s| &s.occurrences);
-        for (start, p) in starts.zip(placed) {
+        for (input, p) in planned.iter().zip(placed) {
+            let start = input.b.start;
             let w: Written = match p {
                 Err(e) => Err(e),
                 Ok(()) => written
@@ -257,14 +341,16 @@ impl Broker {
             };
             flat.push(match w {
                 Ok(b) => {
-                    started.extend(b.started);
-                    admitted(*start, wrote.then_some(b.view.lesson.id), b.held)
+                    if commit {
+                        started.extend(b.started);
+                    }
+                    admitted(start, commit.then_some(b.view.lesson.id), b.held)
                 }
-                Err(e) => refused(*start, &e),
+                Err(e) => refused(start, &e),
             });
         }
         let committed: Vec<bool> = flat.iter().map(|o| o.lesson_id.is_some()).collect();
-        let mut flat = flat.into_iter();
+        let mut flat = order.unplanned(flat).into_iter();
         let outcomes: Vec<Vec<Outcome>> = set
             .iter()
             .map(|s| flat.by_ref().take(s.occurrences.len()).collect())
@@ -288,20 +374,19 @@ impl Broker {
             store::insert_occurrences(&mut tx, row.id, &occurrences).await?;
             rows.push(Some(row));
         }
-        if wrote {
+        if commit {
             tx.commit().await?;
         } else {
             tx.rollback().await?;
-            started.clear();
         }
-        Ok(WroteMany {
+        Ok(Some(WroteMany {
             answer: SetWrite {
                 series: rows,
                 outcomes,
                 started,
             },
             committed,
-        })
+        }))
     }
 
     fn series_row(&self, s: &SeriesRequest, id: Uuid) -> SeriesRow {
@@ -470,6 +555,78 @@ impl Drop for RequestTurn {
     }
 }
 
+/// A chunk of a set's bookings whose rows are being built, and whether a
+/// placement of the set was refused up to its end (under all or nothing:
+/// nothing will be committed).
+struct Chunk {
+    build: tokio::task::JoinHandle<(Vec<BookingWrite>, Vec<Rows>)>,
+    refused: bool,
+}
+
+/// Occurrences written per chunk of a set: enough that a chunk's few
+/// statements cost little beside its rows, few enough that the database
+/// starts soon after planning does and finishes soon after it ends.
+pub const SET_CHUNK: usize = 500;
+const CHUNK: usize = SET_CHUNK;
+
+/// The order a set's occurrences are planned and written in: by start
+/// (series by series at the same start), so that each chunk of them spans a
+/// few days and the capacity check of its reservations reads only those
+/// days (decision 117). Answers come back in the set's order, series by
+/// series.
+struct Order {
+    /// The set-order index of each occurrence, in planning order.
+    flat: Vec<usize>,
+    /// For each occurrence in planning order, where its series' previous
+    /// occurrence is in that order.
+    prev: Vec<Option<usize>>,
+}
+
+impl Order {
+    /// `lengths`: each series' number of occurrences; `starts`: every
+    /// occurrence's start, series by series.
+    fn of(lengths: impl Iterator<Item = usize>, starts: &[DateTime<Utc>]) -> Self {
+        let mut prev_flat: Vec<Option<usize>> = Vec::with_capacity(starts.len());
+        for n in lengths {
+            for k in 0..n {
+                let i = prev_flat.len();
+                prev_flat.push(k.checked_sub(1).map(|_| i - 1));
+            }
+        }
+        let mut flat: Vec<usize> = (0..starts.len()).collect();
+        flat.sort_by_key(|&i| (starts[i], i));
+        let mut at = vec![0; starts.len()];
+        for (p, &i) in flat.iter().enumerate() {
+            at[i] = p;
+        }
+        let prev = flat
+            .iter()
+            .map(|&i| prev_flat.get(i).copied().flatten().map(|j| at[j]))
+            .collect();
+        Order { flat, prev }
+    }
+
+    /// `xs` (in the set's order) in planning order.
+    fn planned<T>(&self, xs: Vec<T>) -> Vec<T> {
+        let mut xs: Vec<Option<T>> = xs.into_iter().map(Some).collect();
+        self.flat
+            .iter()
+            .filter_map(|&i| xs.get_mut(i).and_then(Option::take))
+            .collect()
+    }
+
+    /// `xs` (in planning order) back in the set's order.
+    fn unplanned<T>(&self, xs: Vec<T>) -> Vec<T> {
+        let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(xs.len()).collect();
+        for (&i, x) in self.flat.iter().zip(xs) {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(x);
+            }
+        }
+        out.into_iter().flatten().collect()
+    }
+}
+
 /// What `write_set` made: per series, its row (None when none of it was
 /// written) and every occurrence's outcome; and the assignments of any
 /// occurrence that started as it was booked.
@@ -513,5 +670,43 @@ pub(super) fn refused(start: DateTime<Utc>, e: &ServiceError) -> Outcome {
         lesson_id: None,
         reason,
         held: Held::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn a_set_is_planned_by_start_and_answered_in_its_own_order() {
+        let day = |d: u32, h: u32| Utc.with_ymd_and_hms(2027, 3, d, h, 0, 0).unwrap();
+        // Series A: the 1st, 8th, 15th at 10:00; series B: the 1st at
+        // 09:00 and at 10:00 (the same start as A's first), the 9th.
+        let starts = [
+            day(1, 10),
+            day(8, 10),
+            day(15, 10),
+            day(1, 9),
+            day(1, 10),
+            day(9, 10),
+        ];
+        let order = Order::of([3, 3].into_iter(), &starts);
+        // B1, then A1 and B2 at one start in the set's order, B3, A2, A3.
+        assert_eq!(order.flat, vec![3, 0, 4, 1, 5, 2]);
+        // Each points at its own series' previous occurrence, planned
+        // before it: A2 at A1, B2 at B1, never across series.
+        assert_eq!(
+            order.prev,
+            vec![None, None, Some(0), Some(1), Some(2), Some(3)]
+        );
+        for (p, prev) in order.prev.iter().enumerate() {
+            assert!(prev.is_none_or(|q| q < p));
+        }
+        let names = ["A1", "A2", "A3", "B1", "B2", "B3"];
+        let planned = order.planned(names.to_vec());
+        assert_eq!(planned, vec!["B1", "A1", "B2", "A2", "B3", "A3"]);
+        assert_eq!(order.unplanned(planned), names.to_vec());
     }
 }

@@ -191,11 +191,21 @@ pub async fn delete_owner(tx: &mut Transaction<'_, Postgres>, owner: Owner) -> s
     Ok(())
 }
 
-pub async fn delete_seat(tx: &mut Transaction<'_, Postgres>, seat_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM reservations WHERE seat_id = $1")
-        .bind(seat_id)
-        .execute(&mut **tx)
-        .await?;
+/// Deletes the rows of one seat of `lesson_id`: found through the owner's
+/// index (a lesson has a few dozen rows), which spares every reservation an
+/// index entry of its seat (migration 0026).
+pub async fn delete_seat(
+    tx: &mut Transaction<'_, Postgres>,
+    lesson_id: Uuid,
+    seat_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM reservations WHERE owner_kind = 'lesson' AND owner_id = $1 AND seat_id = $2",
+    )
+    .bind(lesson_id)
+    .bind(seat_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -116,6 +116,18 @@ impl SchoolLock {
         self.decided.push(busy);
     }
 
+    /// How many bookings' seats `decided` holds (a mark for `written_since`).
+    pub(crate) fn decided_len(&self) -> usize {
+        self.decided.len()
+    }
+
+    /// The bookings decided since `mark` were written in this transaction,
+    /// where the quota check reads their seats from now on: counting them
+    /// here too would count them twice.
+    pub(crate) fn written_since(&mut self, mark: usize) {
+        self.decided.truncate(mark);
+    }
+
     /// The school's live vouchers with their balances, as locked.
     pub(crate) fn vouchers(&self) -> &[EligibleVoucher] {
         &self.vouchers
