@@ -2,7 +2,10 @@
 //! database every few seconds. `/metrics` only renders what was sampled, so
 //! a scrape (and the liveness probe on it) never waits on PostgreSQL.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use uuid::Uuid;
 
@@ -26,8 +29,8 @@ pub fn spawn(app: App) {
 /// One sample of the slice and voucher gauges.
 pub async fn sample(app: &App) -> sqlx::Result<()> {
     let reserved = app.store.slices_reserved_now().await?;
-    app.metrics
-        .set_slices(&slice_counts(&app.fleet.nodes(), &reserved));
+    let slices = app.fleet.with_nodes(|nodes| slice_counts(nodes, &reserved));
+    app.metrics.set_slices(&slices);
     let balances = app.store.voucher_balances_by_school().await?;
     app.metrics.set_voucher_balances(&balances);
     Ok(())
@@ -37,31 +40,35 @@ pub async fn sample(app: &App) -> sqlx::Result<()> {
 /// reservations count as reserved; its free slices count only where
 /// placement could use them now: the node connected, approved and not
 /// cordoned, the device healthy.
-pub fn slice_counts(
-    nodes: &[LiveNode],
+///
+/// The reserved rows are summed per device first: looking each device up
+/// in the whole list was devices × reserved devices, seconds of a runtime
+/// thread every sample at 20,000 nodes with a city's bell booked.
+pub fn slice_counts<'a>(
+    nodes: impl IntoIterator<Item = &'a LiveNode>,
     reserved: &[(Uuid, i32, i64)],
 ) -> Vec<(String, String, i64, i64)> {
-    let mut sums: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    let mut by_device: HashMap<(Uuid, i32), i64> = HashMap::with_capacity(reserved.len());
+    for &(node, idx, k) in reserved {
+        *by_device.entry((node, idx)).or_default() += k;
+    }
+    let mut sums: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
     for n in nodes {
         let usable = n.is_connected() && n.approved && !n.cordoned;
         for d in &n.devices {
-            let taken = reserved
-                .iter()
-                .filter(|(node, idx, _)| *node == n.id && *idx == d.idx)
-                .map(|(_, _, k)| *k)
-                .sum::<i64>();
+            let taken = by_device.get(&(n.id, d.idx)).copied().unwrap_or(0);
             let free = if usable && d.healthy {
                 (i64::from(d.max_slices) - taken).max(0)
             } else {
                 0
             };
-            let e = sums.entry((n.tier.clone(), d.vendor.clone())).or_default();
+            let e = sums.entry((&n.tier, &d.vendor)).or_default();
             e.0 += free;
             e.1 += taken;
         }
     }
     sums.into_iter()
-        .map(|((tier, vendor), (free, taken))| (tier, vendor, free, taken))
+        .map(|((tier, vendor), (free, taken))| (tier.into(), vendor.into(), free, taken))
         .collect()
 }
 
