@@ -343,7 +343,6 @@ impl Broker {
             created_at: Utc::now(),
             residency: b.residency.as_str(),
         };
-
         let started = if starts_now && !brief {
             self.seat_assignments(input.id, b, &seats)
         } else {

@@ -244,7 +244,7 @@ impl Broker {
         // come and builds each chunk's rows on a blocking thread, the second
         // writes the chunks in order. PostgreSQL writes one chunk while the
         // next one's rows are built and the one after is planned.
-        let (ready, mut chunks) = mpsc::channel::<Chunk>(2);
+        let (ready, chunks) = mpsc::channel::<Chunk>(2);
         let collect = async {
             let mut placed: Vec<Result<(), ServiceError>> = Vec::with_capacity(planned.len());
             // Under all or nothing, once a placement is refused nothing
@@ -294,6 +294,9 @@ impl Broker {
             placed
         };
         let write = async {
+            // Owned here, so that a failed write drops it and the first
+            // stage's next send fails instead of waiting on a full channel.
+            let mut chunks = chunks;
             let mut refused_whole = false;
             let mut wrote = false;
             let mut written: Vec<Written> = Vec::with_capacity(planned.len());
