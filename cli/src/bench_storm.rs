@@ -50,7 +50,9 @@ pub struct StormArgs {
     /// after) unless --keep-database names one to use as is.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     pub database_url: String,
-    /// Use the database in --database-url as given, and keep it.
+    /// Use the database in --database-url as given, and keep it. In
+    /// process, the URL must name a database of the storm's own, not the
+    /// server's `postgres`.
     #[arg(long)]
     pub keep_database: bool,
     /// Seconds to wait for every seat to run before giving up.
@@ -120,6 +122,28 @@ pub(crate) fn check(a: &StormArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// In process, --keep-database fills the database the URL names with the
+/// storm's tables and leaves them there. The default URL names the server's
+/// maintenance database, `postgres`, which other tools expect to be empty.
+fn check_kept(a: &StormArgs, in_process: bool) -> anyhow::Result<()> {
+    if !(a.keep_database && in_process) {
+        return Ok(());
+    }
+    let opts: sqlx::postgres::PgConnectOptions = a
+        .database_url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--database-url: not a PostgreSQL URL: {e}"))?;
+    match opts.get_database() {
+        Some(db) if !["postgres", "template0", "template1"].contains(&db) => Ok(()),
+        named => anyhow::bail!(
+            "--keep-database: --database-url must name a database of the storm's own \
+             (…/classgrid_storm), not {}: the storm's tables would stay in the server's \
+             maintenance database",
+            named.unwrap_or("none (the user's default)")
+        ),
+    }
+}
+
 /// Schools in the storm; every class belongs to one, and nodes sit at the
 /// schools and at the district point of presence.
 const SCHOOLS: u32 = 50;
@@ -135,6 +159,7 @@ pub async fn storm(global: &Global, a: StormArgs) -> anyhow::Result<()> {
              with --grpc-url the broker is another process, started with its own flags"
         );
     }
+    check_kept(&a, global.grpc_url.is_none())?;
     // Flushes the spans when the storm ends.
     let _telemetry = traced.then(|| {
         classgrid_common::telemetry::init_sampled(
@@ -648,5 +673,52 @@ pub(crate) async fn sim_node(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        storm: StormArgs,
+    }
+
+    fn args(flags: &[&str]) -> StormArgs {
+        Cli::try_parse_from(std::iter::once("storm").chain(flags.iter().copied()))
+            .expect("valid flags")
+            .storm
+    }
+
+    #[test]
+    fn a_kept_database_must_be_the_storms_own() {
+        let err = check_kept(&args(&["--keep-database"]), true).unwrap_err();
+        assert!(err.to_string().starts_with("--keep-database:"), "{err}");
+        assert!(err.to_string().contains("not postgres"), "{err}");
+        let own = args(&[
+            "--keep-database",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:5432/classgrid_storm",
+        ]);
+        check_kept(&own, true).unwrap();
+        let bare = args(&[
+            "--keep-database",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:5432",
+        ]);
+        assert!(
+            check_kept(&bare, true)
+                .unwrap_err()
+                .to_string()
+                .contains("none")
+        );
+        // Against an external broker the URL is that broker's database.
+        check_kept(&args(&["--keep-database"]), false).unwrap();
+        // Without --keep-database a fresh database is made and dropped.
+        check_kept(&args(&[]), true).unwrap();
     }
 }
