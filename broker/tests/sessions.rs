@@ -15,10 +15,11 @@ async fn jit(store: &Store) -> String {
 }
 
 /// The broker's sessions run without PostgreSQL's JIT (decision 118),
-/// unless the database URL sets it.
+/// unless the URL's `options` set it.
 #[tokio::test]
 async fn sessions_run_without_jit_unless_the_url_sets_it() {
-    let db = TestDb::new("cg_sessions").await;
+    // A database whose name says jit is still run without it.
+    let db = TestDb::new("cg_jit").await;
     let store = Store::connect(&db.url).await.unwrap();
     assert_eq!(jit(&store).await, "off");
     let sep = if db.url.contains('?') { '&' } else { '?' };

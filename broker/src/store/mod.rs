@@ -66,7 +66,7 @@ impl Store {
             .parse()
             .map_err(|e| anyhow::anyhow!("database_url: not a PostgreSQL URL: {e}"))?;
         let opts = plain_when_local(url, opts, std::env::var_os("PGSSLMODE").is_some());
-        let opts = without_jit(url, opts);
+        let opts = without_jit(opts);
         if !sqlx::Postgres::database_exists(url)
             .await
             .map_err(|e| unreachable_db(url, e))?
@@ -131,15 +131,15 @@ fn plain_when_local(url: &str, opts: PgConnectOptions, env_mode: bool) -> PgConn
     }
 }
 
-/// The broker's sessions run without PostgreSQL's JIT unless the URL names
-/// `jit` (decision 118). Every statement here is short, yet the planner's
+/// The broker's sessions run without PostgreSQL's JIT unless the URL's
+/// `options` set `jit` (decision 118). Every statement here is short, yet the planner's
 /// estimates for a table that is young or still empty inside a bell's
 /// transaction can pass `jit_above_cost`; each such statement then spent
 /// 0.5-0.9 s compiling LLVM code for a scan that returned nothing (the
 /// lending settlement's poll, at 50,000 seats: 8 % of the machine's samples
 /// in libLLVM during a 100,000-seat storm).
-fn without_jit(url: &str, opts: PgConnectOptions) -> PgConnectOptions {
-    if url.contains("jit") {
+fn without_jit(opts: PgConnectOptions) -> PgConnectOptions {
+    if opts.get_options().is_some_and(|o| o.contains("jit")) {
         opts
     } else {
         opts.options([("jit", "off")])
