@@ -8,7 +8,7 @@
 //! is final, and on a periodic resync for writers this broker does not see.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
@@ -53,10 +53,17 @@ impl Drop for Hold {
         if g.pending.remove(&self.id).is_some() {
             g.cal.remove_owner(self.owner);
             g.loaded = false;
-            g.version += 1;
+            // Neither memory nor a read already under way knows this
+            // owner's rows: a reload that raced the drop must read again.
+            g.lost_track();
         }
     }
 }
+
+/// Changes remembered for reloads at most; past it a racing reload reads
+/// again, as every one did before decision 119. A bell of 100,000 seats
+/// makes about 7,000 between two resyncs.
+const TOUCHED_KEPT: usize = 200_000;
 
 #[derive(Default)]
 pub(super) struct Inner {
@@ -65,10 +72,37 @@ pub(super) struct Inner {
     pub(super) pending: HashMap<u64, Vec<Reservation>>,
     /// Bumped by every local change, so a reload that raced one can tell.
     pub(super) version: u64,
+    /// The owners each local change touched, by the version it made, for
+    /// every change after `log_from`. A reload that raced changes keeps
+    /// memory's rows for the owners they touched and takes the database's
+    /// for the rest (decision 119): under a bell, some booking always
+    /// committed during the 100,000-row read, and each reload read the whole
+    /// calendar three times and kept none of it.
+    touched: Vec<(u64, Owner)>,
+    log_from: u64,
     /// Read from the database at least once; the first plan loads it.
     pub(super) loaded: bool,
     /// The fleet snapshot plans are placed on, indexed (decision 101).
     index: SnapshotIndex,
+}
+
+impl Inner {
+    /// A local change to `owners`' rows.
+    pub(super) fn changed(&mut self, owners: impl IntoIterator<Item = Owner>) {
+        self.version += 1;
+        let v = self.version;
+        self.touched.extend(owners.into_iter().map(|o| (v, o)));
+        if self.touched.len() > TOUCHED_KEPT {
+            self.lost_track();
+        }
+    }
+
+    /// A local change no reload under way can merge.
+    fn lost_track(&mut self) {
+        self.version += 1;
+        self.touched.clear();
+        self.log_from = self.version;
+    }
 }
 
 /// The index of the fleet snapshot that plans keep being handed.
@@ -165,7 +199,7 @@ impl LiveCalendar {
         }
         let id = self.next_hold.fetch_add(1, Ordering::Relaxed);
         g.pending.insert(id, rows);
-        g.version += 1;
+        g.changed([owner]);
         Hold {
             id,
             owner,
@@ -186,21 +220,43 @@ impl LiveCalendar {
         self.lock().version
     }
 
-    /// Replaces the calendar with `rows` read from the database when no local
-    /// change happened since `seen`; false when one did (read again).
+    /// Replaces the calendar with `rows`, read from the database after
+    /// version `seen`. Owners changed here since then keep the rows memory
+    /// has for them, which the read may predate; every other owner gets the
+    /// database's. False when that cannot be told (a hold was dropped, or
+    /// too many changes): read again.
     pub(super) fn replace(&self, rows: Vec<Reservation>, seen: u64) -> bool {
+        // Built before the lock: 100,000 rows take tens of milliseconds,
+        // and every plan waits for this lock.
+        let mut cal = Calendar::new(rows);
         let mut g = self.lock();
-        if g.version != seen {
+        if g.log_from > seen {
             return false;
         }
-        let mut cal = Calendar::new(rows);
+        let touched: HashSet<Owner> = g
+            .touched
+            .iter()
+            .filter(|(v, _)| *v > seen)
+            .map(|(_, o)| *o)
+            .collect();
+        for &o in &touched {
+            cal.remove_owner(o);
+            for r in g.cal.of_owner(o) {
+                cal.insert(r.clone());
+            }
+        }
+        // Held rows of an owner untouched since the read: not committed
+        // then, so not in it.
         for rows in g.pending.values() {
-            for r in rows {
+            for r in rows.iter().filter(|r| !touched.contains(&r.owner)) {
                 cal.insert(r.clone());
             }
         }
         g.cal = cal;
         g.loaded = true;
+        // A reload that read before `seen` now reads again.
+        g.touched.retain(|(v, _)| *v > seen);
+        g.log_from = g.log_from.max(seen);
         true
     }
 
@@ -213,7 +269,7 @@ impl LiveCalendar {
         for r in rows {
             g.cal.insert(r);
         }
-        g.version += 1;
+        g.changed(owners.iter().copied());
     }
 }
 
@@ -225,23 +281,9 @@ mod tests {
     use super::*;
 
     fn held(cal: &Arc<LiveCalendar>, owner: Owner) -> Hold {
-        let row = Reservation {
-            owner,
-            node_id: Uuid::now_v7(),
-            device_index: Some(0),
-            window: Window {
-                start: 0,
-                end: 60_000,
-            },
-            cpu_millis: 500,
-            memory_mib: 1024,
-            gpu_memory_mib: 4096,
-            gpu_compute_percent: 25,
-            preemptible: false,
-        };
         let mut g = cal.lock();
         g.loaded = true;
-        cal.hold(&mut g, vec![row], owner)
+        cal.hold(&mut g, vec![row(owner)], owner)
     }
 
     #[test]
@@ -369,6 +411,98 @@ mod tests {
         let rebuilt = LiveCalendar::default().into();
         let sorted: Vec<usize> = (0..4).map(|_| place(&rebuilt, &rebuild())).collect();
         assert_eq!(sorted, [0, 0, 0, 0]);
+    }
+
+    fn row(owner: Owner) -> Reservation {
+        Reservation {
+            owner,
+            node_id: Uuid::now_v7(),
+            device_index: Some(0),
+            window: Window {
+                start: 0,
+                end: 60_000,
+            },
+            cpu_millis: 500,
+            memory_mib: 1024,
+            gpu_memory_mib: 4096,
+            gpu_compute_percent: 25,
+            preemptible: false,
+        }
+    }
+
+    fn owners(cal: &LiveCalendar) -> Vec<Owner> {
+        let mut v: Vec<Owner> = cal.lock().cal.iter().map(|r| r.owner).collect();
+        v.sort_by_key(|o| format!("{o:?}"));
+        v
+    }
+
+    fn sorted(mut v: Vec<Owner>) -> Vec<Owner> {
+        v.sort_by_key(|o| format!("{o:?}"));
+        v
+    }
+
+    /// Decision 119: a resync whose read raced a booking keeps the read.
+    #[test]
+    fn a_reload_that_raced_a_commit_merges_instead_of_reading_again() {
+        let cal = Arc::new(LiveCalendar::default());
+        let (gone, kept, booked, external) = (
+            Owner::Lesson(Uuid::now_v7()),
+            Owner::Lesson(Uuid::now_v7()),
+            Owner::Lesson(Uuid::now_v7()),
+            Owner::Lesson(Uuid::now_v7()),
+        );
+        let older = cal.version();
+        cal.set_owners(&[gone, kept], vec![row(gone), row(kept)]);
+        let seen = cal.version();
+        // A booking is held and committed while the read is under way; the
+        // read predates its commit and lacks its row.
+        let hold = held(&cal, booked);
+        let (id, owner) = hold.settle();
+        {
+            let mut g = cal.lock();
+            g.pending.remove(&id);
+            g.changed([owner]);
+        }
+        // Meanwhile another writer ended `gone` and booked `external`.
+        assert!(
+            cal.replace(vec![row(kept), row(external)], seen),
+            "merged, not read again"
+        );
+        assert_eq!(owners(&cal), sorted(vec![kept, booked, external]));
+        // A reload that read before this one's read reads again.
+        assert!(!cal.replace(vec![], older));
+        // One that read after the commit takes the database's rows alone.
+        let now = cal.version();
+        assert!(cal.replace(vec![row(booked)], now));
+        assert_eq!(owners(&cal), vec![booked]);
+    }
+
+    #[test]
+    fn a_reload_keeps_rows_held_and_not_yet_committed() {
+        let cal = Arc::new(LiveCalendar::default());
+        let (before, during) = (Owner::Lesson(Uuid::now_v7()), Owner::Lesson(Uuid::now_v7()));
+        let early = held(&cal, before);
+        let seen = cal.version();
+        let late = held(&cal, during);
+        // Neither is committed, so the read has neither: both are kept,
+        // each once.
+        assert!(cal.replace(vec![], seen));
+        assert_eq!(owners(&cal), sorted(vec![before, during]));
+        for h in [early, late] {
+            let (id, _) = h.settle();
+            cal.lock().pending.remove(&id);
+        }
+    }
+
+    #[test]
+    fn a_reload_that_raced_a_dropped_hold_reads_again() {
+        let cal = Arc::new(LiveCalendar::default());
+        let seen = cal.version();
+        drop(held(&cal, Owner::Lesson(Uuid::now_v7())));
+        assert!(!cal.replace(vec![], seen), "the drop's owner is unknown");
+        let seen = cal.version();
+        assert!(cal.replace(vec![], seen));
+        assert!(cal.lock().loaded);
     }
 
     #[test]

@@ -282,10 +282,10 @@ impl Reserver {
 
     /// The held rows are now committed in the database.
     pub fn commit_hold(&self, hold: Hold) {
-        let (id, _) = hold.settle();
+        let (id, owner) = hold.settle();
         let mut g = self.calendar.lock();
         g.pending.remove(&id);
-        g.version += 1;
+        g.changed([owner]);
     }
 
     /// The held rows were not written: drop them, and re-read what the
@@ -297,7 +297,7 @@ impl Reserver {
             let mut g = self.calendar.lock();
             g.pending.remove(&id);
             g.cal.remove_owner(owner);
-            g.version += 1;
+            g.changed([owner]);
         }
         self.refresh_owners(&[owner]).await
     }
