@@ -16,6 +16,8 @@ use classgrid_common::broker_list::Rotation;
 
 use crate::{config::AgentConfig, host, now_ms, supervisor::Supervisor};
 
+/// Until the broker says otherwise in `Registered` (it spaces a large
+/// fleet's heartbeats out, decision 120).
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How often the PATH is read again for the commands seats can start.
 const COMMANDS_RESCAN: Duration = Duration::from_secs(30);
@@ -34,6 +36,10 @@ const DELIVERED_AFTER: Duration = Duration::from_secs(30);
 pub struct Capacity {
     pub current: std::sync::Mutex<(pb::NodeCapacity, Vec<String>)>,
     pub dirty: std::sync::atomic::AtomicBool,
+    /// Wakes the stream to send a change at once: a large fleet's
+    /// heartbeats are up to 30 s apart (decision 120), and placement should
+    /// not pick a device that went unhealthy for that long.
+    pub changed: tokio::sync::Notify,
 }
 
 impl Capacity {
@@ -48,7 +54,15 @@ impl Capacity {
         Arc::new(Self {
             current: std::sync::Mutex::new((cap, warnings)),
             dirty: std::sync::atomic::AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// `cur` (held locked) is replaced and the broker must hear of it.
+    fn set(&self, cur: &mut (pb::NodeCapacity, Vec<String>), new: (pb::NodeCapacity, Vec<String>)) {
+        *cur = new;
+        self.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_one();
     }
 }
 
@@ -280,7 +294,12 @@ async fn session(
                 let Some(msg) = msg? else { anyhow::bail!("the broker closed the stream") };
                 match msg.msg {
                     Some(broker_message::Msg::Registered(r)) => {
-                        info!(node = %r.node_id, peers = r.probe_peers.len(), "registered with the broker");
+                        let every = heartbeat_every(r.heartbeat_interval_ms);
+                        info!(node = %r.node_id, peers = r.probe_peers.len(), heartbeat_ms = every.as_millis() as u64, "registered with the broker");
+                        // The first beat (it tells the broker this session
+                        // has caught up) is not put off.
+                        let first = if seq == 0 { tokio::time::Instant::now() } else { tokio::time::Instant::now() + every };
+                        beat = tokio::time::interval_at(first, every);
                         if let Some(out) = peer_tx.take() {
                             tokio::spawn(crate::probe::probe_peers(r.probe_peers, out));
                         }
@@ -322,6 +341,8 @@ async fn session(
                 })
                 .await?;
             }
+            // The next beat carries the change; it is sent now.
+            _ = capacity.changed.notified() => beat.reset_immediately(),
             _ = rescan.tick(), if commands.is_some() => {
                 let now = tokio::task::spawn_blocking(scan.clone()).await?;
                 if now != commands {
@@ -332,6 +353,17 @@ async fn session(
             _ = shutdown.changed() => return Ok(()),
         }
     }
+}
+
+/// The broker's heartbeat interval, within what an agent accepts: a
+/// broker that sends none (an older one) or nonsense gets the default, and
+/// no broker makes an agent beat more than twice a second or less than once
+/// a minute.
+pub fn heartbeat_every(ms: i32) -> Duration {
+    if ms <= 0 {
+        return HEARTBEAT;
+    }
+    Duration::from_millis(ms.clamp(500, 60_000) as u64)
 }
 
 /// Re-discovers devices periodically and marks capacity for the next heartbeat
@@ -362,10 +394,7 @@ pub async fn rediscover(
                     warn!(device = new.index, model = %new.model, "device became unhealthy");
                 }
             }
-            *cur = (cap, warnings);
-            capacity
-                .dirty
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+            capacity.set(&mut cur, (cap, warnings));
         }
         drop(cur);
         sup.set_devices(host::schedulable(&d).into_iter().cloned().collect());
@@ -391,10 +420,7 @@ pub async fn refresh_cluster(
             for w in warnings.iter().filter(|w| !cur.1.contains(w)) {
                 warn!(warning = %w, "cluster capacity");
             }
-            *cur = (cap, warnings);
-            capacity
-                .dirty
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+            capacity.set(&mut cur, (cap, warnings));
         }
     }
 }
@@ -418,6 +444,15 @@ fn coalesce(queued: Vec<pb::AssignmentStatus>) -> Vec<pb::AssignmentStatus> {
 mod tests {
     use super::*;
     use pb::AssignmentState::*;
+
+    #[test]
+    fn the_brokers_heartbeat_interval_is_kept_within_bounds() {
+        assert_eq!(heartbeat_every(20_000), Duration::from_secs(20));
+        assert_eq!(heartbeat_every(0), HEARTBEAT, "an older broker sends none");
+        assert_eq!(heartbeat_every(-5), HEARTBEAT);
+        assert_eq!(heartbeat_every(1), Duration::from_millis(500));
+        assert_eq!(heartbeat_every(i32::MAX), Duration::from_secs(60));
+    }
 
     fn st(
         id: &str,

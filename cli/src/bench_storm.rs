@@ -598,8 +598,9 @@ pub(crate) struct SimNode {
     pub(crate) name: String,
 }
 
-/// One simulated node: registers, heartbeats, and answers every Assign with
-/// RUNNING and an endpoint, as a real agent does once the seat is up.
+/// One simulated node: registers, heartbeats at the interval the broker
+/// gives it, and answers every Assign with RUNNING and an endpoint, as a
+/// real agent does once the seat is up.
 pub(crate) async fn sim_node(
     ch: Channel,
     node: SimNode,
@@ -643,7 +644,10 @@ pub(crate) async fn sim_node(
             m = inbound.message() => {
                 let Ok(Some(m)) = m else { return };
                 match m.msg {
-                    Some(broker_message::Msg::Registered(_)) => {
+                    Some(broker_message::Msg::Registered(r)) => {
+                        let every = classgrid_agent::connect::heartbeat_every(r.heartbeat_interval_ms);
+                        let now = tokio::time::Instant::now();
+                        beat = tokio::time::interval_at(if seq == 0 { now } else { now + every }, every);
                         if let Some(r) = registered.take() {
                             let _ = r.send(Ok(()));
                         }

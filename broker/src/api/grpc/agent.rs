@@ -33,8 +33,8 @@ impl Agents {
     }
 }
 
-const HEARTBEAT_MS: i32 = 2000;
 /// An agent that says nothing for this long is cut off; it will reconnect.
+/// Three heartbeats if those are further apart (a large fleet's).
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
 /// More messages than this per second, sustained over a 5 s window, is a
 /// flood: the session is cut off without harm to other agents.
@@ -165,6 +165,7 @@ async fn register(app: App, hello: Hello) -> Result<Response<Outbound>, Status> 
     };
     let node_id = live.id;
     live.relay = via.map(|v| v.edge);
+    live.heartbeat = crate::fleet::liveness::heartbeat_every(app.fleet.len());
     let how = if identity.is_some() {
         "mTLS"
     } else {
@@ -202,11 +203,12 @@ async fn register(app: App, hello: Hello) -> Result<Response<Outbound>, Status> 
         .send(Box::new(pb::BrokerMessage {
             msg: Some(broker_message::Msg::Registered(pb::Registered {
                 node_id: node_id.to_string(),
-                heartbeat_interval_ms: HEARTBEAT_MS,
+                heartbeat_interval_ms: live.heartbeat.as_millis() as i32,
                 probe_peers,
             })),
         }))
         .await;
+    let idle_limit = IDLE_LIMIT.max(live.heartbeat * 3);
     let sid = app.fleet.attach(live, tx);
     app.metrics.agent_sessions.inc();
     info!(node = %node_id, name = %reg.name, "agent connected");
@@ -222,7 +224,7 @@ async fn register(app: App, hello: Hello) -> Result<Response<Outbound>, Status> 
         let mut window_start = Instant::now();
         let mut in_window = 0usize;
         loop {
-            let burst = match tokio::time::timeout(IDLE_LIMIT, inbound.next()).await {
+            let burst = match tokio::time::timeout(idle_limit, inbound.next()).await {
                 Err(_) => {
                     warn!(node = %node_id, "agent silent too long; closing its stream");
                     break;
