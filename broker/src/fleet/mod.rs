@@ -311,6 +311,18 @@ impl Fleet {
     /// `f` of the node, read in place: for what is asked per seat, where a
     /// copy of the node (its devices, runtimes, warnings) was most of the
     /// cost (a term's 486,000 seats priced one by one).
+    /// The names of `ids` that are in the fleet, under one read of it.
+    pub fn names_of(&self, ids: impl Iterator<Item = Uuid>) -> HashMap<Uuid, String> {
+        let g = self.inner.read().expect("fleet lock");
+        let mut names = HashMap::new();
+        for id in ids {
+            if let Some(n) = g.nodes.get(&id) {
+                names.entry(id).or_insert_with(|| n.name.clone());
+            }
+        }
+        names
+    }
+
     pub fn with_node<R>(&self, id: Uuid, f: impl FnOnce(&LiveNode) -> R) -> Option<R> {
         self.inner.read().expect("fleet lock").nodes.get(&id).map(f)
     }

@@ -1,0 +1,21 @@
+-- An assignment's seat and node keys were checked once per inserted row,
+-- each check a lookup and a KEY SHARE row lock. At a bell, batches of
+-- bookings that started at once locked the same node rows this way, so
+-- PostgreSQL made a MultiXact for most of them, and each seat row written
+-- in the same statement batch was locked again right after its insert. In
+-- a 100,000-seat storm the assignment insert cost 57 µs a row (decision
+-- 121). Neither key is needed:
+--
+-- * assignments.seat_id: the broker writes a seat's assignment from a seat
+--   it wrote in the same transaction (a lesson started in its booking) or
+--   read in the bell's or the re-plan's transaction; no code deletes seats,
+--   so the ON DELETE CASCADE never ran.
+-- * assignments.node_id: a seat's assignment names its seat's node, and a
+--   job's the node its reservation holds; the capacity trigger (migration
+--   0023) refused any node that did not exist when those were written, and
+--   no code deletes nodes.
+--
+-- The job key stays: a seat's assignment has no job, so its check stops at
+-- the null, and jobs are few.
+ALTER TABLE assignments DROP CONSTRAINT IF EXISTS assignments_seat_id_fkey;
+ALTER TABLE assignments DROP CONSTRAINT IF EXISTS assignments_node_id_fkey;
