@@ -308,9 +308,6 @@ impl Fleet {
             .cloned()
     }
 
-    /// `f` of the node, read in place: for what is asked per seat, where a
-    /// copy of the node (its devices, runtimes, warnings) was most of the
-    /// cost (a term's 486,000 seats priced one by one).
     /// The names of `ids` that are in the fleet, under one read of it.
     pub fn names_of(&self, ids: impl Iterator<Item = Uuid>) -> HashMap<Uuid, String> {
         let g = self.inner.read().expect("fleet lock");
@@ -323,6 +320,9 @@ impl Fleet {
         names
     }
 
+    /// `f` of the node, read in place: for what is asked per seat, where a
+    /// copy of the node (its devices, runtimes, warnings) was most of the
+    /// cost (a term's 486,000 seats priced one by one).
     pub fn with_node<R>(&self, id: Uuid, f: impl FnOnce(&LiveNode) -> R) -> Option<R> {
         self.inner.read().expect("fleet lock").nodes.get(&id).map(f)
     }
