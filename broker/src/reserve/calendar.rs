@@ -260,6 +260,28 @@ impl LiveCalendar {
         true
     }
 
+    /// Hold `id` of `owner` was not written: its rows give way to `rows`,
+    /// what the database holds for the owner (a re-planned seat's lesson
+    /// keeps its other seats). Without them (the read failed), the owner's
+    /// rows are unknown: the next plan and any reload under way read again.
+    pub(super) fn abort(&self, id: u64, owner: Owner, rows: Option<Vec<Reservation>>) {
+        let mut g = self.lock();
+        g.pending.remove(&id);
+        g.cal.remove_owner(owner);
+        match rows {
+            Some(rows) => {
+                for r in rows {
+                    g.cal.insert(r);
+                }
+                g.changed([owner]);
+            }
+            None => {
+                g.loaded = false;
+                g.lost_track();
+            }
+        }
+    }
+
     /// Drops `owners` and puts back the rows the database holds for them.
     pub(super) fn set_owners(&self, owners: &[Owner], rows: Vec<Reservation>) {
         let mut g = self.lock();
@@ -492,6 +514,30 @@ mod tests {
             let (id, _) = h.settle();
             cal.lock().pending.remove(&id);
         }
+    }
+
+    #[test]
+    fn an_aborted_hold_gives_way_to_the_databases_rows_in_one_step() {
+        let cal = Arc::new(LiveCalendar::default());
+        let lesson = Owner::Lesson(Uuid::now_v7());
+        cal.set_owners(&[lesson], vec![row(lesson)]);
+        let seen = cal.version();
+        // A re-plan of one seat is held, then its write fails.
+        let (id, owner) = held(&cal, lesson).settle();
+        assert_eq!(cal.len(), 2);
+        cal.abort(id, owner, Some(vec![row(lesson)]));
+        assert_eq!(cal.len(), 1, "the lesson's committed seat stays");
+        // A resync that read before the abort keeps it too.
+        assert!(cal.replace(vec![row(lesson)], seen));
+        assert_eq!(owners(&cal), vec![lesson]);
+
+        // Unread, the owner is unknown: everything is read again.
+        let seen = cal.version();
+        let (id, owner) = held(&cal, lesson).settle();
+        cal.abort(id, owner, None);
+        assert_eq!(cal.len(), 0);
+        assert!(!cal.lock().loaded, "the next plan reloads");
+        assert!(!cal.replace(vec![row(lesson)], seen));
     }
 
     #[test]

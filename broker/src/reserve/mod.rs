@@ -293,13 +293,19 @@ impl Reserver {
     /// other seats).
     pub async fn abort_hold(&self, hold: Hold) -> Result<(), ServiceError> {
         let (id, owner) = hold.settle();
-        {
-            let mut g = self.calendar.lock();
-            g.pending.remove(&id);
-            g.cal.remove_owner(owner);
-            g.changed([owner]);
+        // Read first, then swapped for the held rows in one step: a resync
+        // merged in between (decision 119) would keep the owner with no
+        // rows at all.
+        match self.store.reservations_of(&[owner]).await {
+            Ok(rows) => {
+                self.calendar.abort(id, owner, Some(rows));
+                Ok(())
+            }
+            Err(e) => {
+                self.calendar.abort(id, owner, None);
+                Err(e.into())
+            }
         }
-        self.refresh_owners(&[owner]).await
     }
 
     /// Makes the memory copy of `owners` equal to the database's, after a
