@@ -294,12 +294,8 @@ async fn session(
                 let Some(msg) = msg? else { anyhow::bail!("the broker closed the stream") };
                 match msg.msg {
                     Some(broker_message::Msg::Registered(r)) => {
-                        let every = heartbeat_every(r.heartbeat_interval_ms);
-                        info!(node = %r.node_id, peers = r.probe_peers.len(), heartbeat_ms = every.as_millis() as u64, "registered with the broker");
-                        // The first beat (it tells the broker this session
-                        // has caught up) is not put off.
-                        let first = if seq == 0 { tokio::time::Instant::now() } else { tokio::time::Instant::now() + every };
-                        beat = tokio::time::interval_at(first, every);
+                        beat = heartbeat_timer(r.heartbeat_interval_ms, seq > 0);
+                        info!(node = %r.node_id, peers = r.probe_peers.len(), heartbeat_ms = beat.period().as_millis() as u64, "registered with the broker");
                         if let Some(out) = peer_tx.take() {
                             tokio::spawn(crate::probe::probe_peers(r.probe_peers, out));
                         }
@@ -364,6 +360,15 @@ pub fn heartbeat_every(ms: i32) -> Duration {
         return HEARTBEAT;
     }
     Duration::from_millis(ms.clamp(500, 60_000) as u64)
+}
+
+/// The heartbeat timer for the broker's interval `ms`. The first beat (it
+/// tells the broker the session has caught up) is not put off: it fires at
+/// once unless one was already `sent`.
+pub fn heartbeat_timer(ms: i32, sent: bool) -> tokio::time::Interval {
+    let every = heartbeat_every(ms);
+    let now = tokio::time::Instant::now();
+    tokio::time::interval_at(if sent { now + every } else { now }, every)
 }
 
 /// Re-discovers devices periodically and marks capacity for the next heartbeat
@@ -452,6 +457,17 @@ mod tests {
         assert_eq!(heartbeat_every(-5), HEARTBEAT);
         assert_eq!(heartbeat_every(1), Duration::from_millis(500));
         assert_eq!(heartbeat_every(i32::MAX), Duration::from_secs(60));
+    }
+
+    #[tokio::test]
+    async fn the_first_beat_is_not_put_off_by_a_long_interval() {
+        let mut t = heartbeat_timer(20_000, false);
+        assert_eq!(t.period(), Duration::from_secs(20));
+        let first = tokio::time::timeout(Duration::from_secs(5), t.tick()).await;
+        assert!(first.is_ok(), "no beat sent yet: the first fires at once");
+        let mut t = heartbeat_timer(20_000, true);
+        let next = tokio::time::timeout(Duration::from_millis(200), t.tick()).await;
+        assert!(next.is_err(), "one was sent: the next waits its interval");
     }
 
     fn st(

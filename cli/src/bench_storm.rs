@@ -645,9 +645,7 @@ pub(crate) async fn sim_node(
                 let Ok(Some(m)) = m else { return };
                 match m.msg {
                     Some(broker_message::Msg::Registered(r)) => {
-                        let every = classgrid_agent::connect::heartbeat_every(r.heartbeat_interval_ms);
-                        let now = tokio::time::Instant::now();
-                        beat = tokio::time::interval_at(if seq == 0 { now } else { now + every }, every);
+                        beat = classgrid_agent::connect::heartbeat_timer(r.heartbeat_interval_ms, seq > 0);
                         if let Some(r) = registered.take() {
                             let _ = r.send(Ok(()));
                         }
