@@ -144,3 +144,69 @@ async fn a_lesson_booked_before_its_bell_waits_for_it() {
     let read = app.lesson(booked.lesson.id).await.unwrap();
     assert_same(&booked, &read);
 }
+
+/// An agent's RUNNING report changes its assignment's and its seat's
+/// state, but no column an index names, so PostgreSQL updates both rows
+/// in place without new index entries (HOT; migration 0028, decision
+/// 122). An index or predicate on `state` would turn every report of a
+/// bell back into an insert into every index of both tables.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_report_updates_the_seat_and_its_assignment_on_the_page() {
+    use classgrid_broker::store::assignments::{Progress, record_progress};
+    use sqlx::{Connection, PgConnection};
+
+    let (db, app, _rx) = school_with_node().await;
+    let mut b = one_seat("bell-school", "hot class", Utc::now(), None);
+    b.seats = 2;
+    let booked = app.book_lesson(b).await.unwrap();
+    assert_eq!(booked.lesson.state, "live");
+    let mut c = PgConnection::connect(&db.url).await.unwrap();
+    let (node_id,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM nodes WHERE name = 'n1'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let reports: Vec<Progress> = booked
+        .seats
+        .iter()
+        .map(|s| Progress {
+            node_id,
+            id: s.assignment_id.unwrap(),
+            generation: 1,
+            state: "running",
+            endpoint: format!("http://10.0.0.1:{}", 8000 + s.number),
+            output_tail: String::new(),
+            slice_seconds: 0.0,
+        })
+        .collect();
+
+    let mut tx = c.begin().await.unwrap();
+    let rows = record_progress(&mut tx, &reports.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "both reports apply");
+    // This transaction's own counts: exact, not the collector's sampled ones.
+    let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables
+          WHERE relname IN ('assignments', 'seats') ORDER BY relname",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(
+        counts,
+        vec![("assignments".into(), 2, 2), ("seats".into(), 2, 2)],
+        "(table, updated, updated on the page)"
+    );
+    let states: Vec<(String, bool)> =
+        sqlx::query_as("SELECT state, staged FROM seats ORDER BY number")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(states, vec![("running".into(), false); 2]);
+    let live: Vec<(String, bool, bool)> =
+        sqlx::query_as("SELECT state, live, unreported FROM assignments")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(live, vec![("running".into(), true, false); 2]);
+}

@@ -60,21 +60,17 @@ impl Store {
 
     /// Assignments pending, starting or running, per node.
     pub async fn live_assignments_per_node(&self) -> sqlx::Result<Vec<(Uuid, i64)>> {
-        sqlx::query_as(
-            "SELECT node_id, count(*) FROM assignments WHERE state IN ('pending', 'starting', 'running') GROUP BY node_id",
-        )
-        .fetch_all(&self.pool)
-        .await
+        sqlx::query_as("SELECT node_id, count(*) FROM assignments WHERE live GROUP BY node_id")
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// Assignments pending, starting or running on one node.
     pub async fn live_assignments_on(&self, node: Uuid) -> sqlx::Result<i64> {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM assignments WHERE node_id = $1 AND state IN ('pending', 'starting', 'running')",
-        )
-        .bind(node)
-        .fetch_one(&self.pool)
-        .await
+        sqlx::query_scalar("SELECT count(*) FROM assignments WHERE node_id = $1 AND live")
+            .bind(node)
+            .fetch_one(&self.pool)
+            .await
     }
 
     pub async fn get_assignment(&self, id: Uuid) -> sqlx::Result<Option<AssignmentRow>> {
@@ -95,7 +91,7 @@ impl Store {
     ) -> sqlx::Result<Vec<(Uuid, i64)>> {
         sqlx::query_as(
             "SELECT id, generation FROM assignments
-              WHERE node_id = $1 AND state = 'released' AND final_report_at IS NULL AND ends_at >= $2",
+              WHERE node_id = $1 AND unreported AND ends_at >= $2",
         )
         .bind(node_id)
         .bind(since)
@@ -106,7 +102,7 @@ impl Store {
     /// Work the broker believes should be running on `node_id`.
     pub async fn active_assignments(&self, node_id: Uuid) -> sqlx::Result<Vec<AssignmentRow>> {
         sqlx::query_as(sql!(
-            "SELECT {COLS} FROM assignments WHERE node_id = $1 AND state IN ('pending', 'starting', 'running')"
+            "SELECT {COLS} FROM assignments WHERE node_id = $1 AND live"
         ))
         .bind(node_id)
         .fetch_all(&self.pool)
@@ -296,7 +292,7 @@ pub async fn release_for(
 ) -> sqlx::Result<Vec<AssignmentRow>> {
     sqlx::query_as(sql!(
         "UPDATE assignments SET state = 'released', updated_at = now()
-         WHERE (seat_id = $1 OR job_id = $2) AND state IN ('pending', 'starting', 'running')
+         WHERE (seat_id = $1 OR job_id = $2) AND live
          RETURNING {COLS}"
     ))
     .bind(seat_id)
@@ -312,7 +308,7 @@ pub async fn release_lesson(
 ) -> sqlx::Result<Vec<AssignmentRow>> {
     sqlx::query_as(sql!(
         "UPDATE assignments SET state = 'released', updated_at = now()
-         WHERE seat_id IN (SELECT id FROM seats WHERE lesson_id = $1) AND state IN ('pending', 'starting', 'running')
+         WHERE seat_id IN (SELECT id FROM seats WHERE lesson_id = $1) AND live
          RETURNING {COLS}"
     ))
     .bind(lesson_id)

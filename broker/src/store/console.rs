@@ -175,7 +175,7 @@ impl Store {
                     COALESCE(st.gpu_compute_pct, j.gpu_compute_pct, 0) AS gpu_compute_pct,
                     a.endpoint, a.ends_at
              FROM assignments a LEFT JOIN seats st ON st.id = a.seat_id LEFT JOIN jobs j ON j.id = a.job_id
-             WHERE a.node_id = $1 AND a.state NOT IN ('released', 'exited', 'failed', 'stopped')
+             WHERE a.node_id = $1 AND a.live
              ORDER BY a.created_at",
         )
         .bind(node)

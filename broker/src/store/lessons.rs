@@ -276,7 +276,7 @@ impl Store {
             "SELECT {LESSON_COLS} FROM lessons l JOIN sites s ON s.id = l.school_site_id
              WHERE (l.state IN ('booked', 'staging', 'ready') AND l.window_start <= $1)
                 OR (l.state = 'live' AND l.start_at + make_interval(secs => l.duration_s) <= $1)
-                OR (l.state = 'live' AND EXISTS (SELECT 1 FROM seats st WHERE st.lesson_id = l.id AND st.state = 'staged'))
+                OR (l.state = 'live' AND EXISTS (SELECT 1 FROM seats st WHERE st.lesson_id = l.id AND st.staged))
              ORDER BY l.start_at"
         ))
         .bind(now)

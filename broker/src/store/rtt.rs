@@ -226,7 +226,7 @@ impl Store {
         sqlx::query_as(
             "SELECT a.id, a.generation, a.node_id, st.lesson_id, a.ends_at, a.state
                FROM assignments a JOIN seats st ON st.id = a.seat_id JOIN nodes n ON n.id = a.node_id
-              WHERE n.site_id = $1 AND a.kind = 'seat' AND a.state IN ('pending', 'starting', 'running')",
+              WHERE n.site_id = $1 AND a.kind = 'seat' AND a.live",
         )
         .bind(site_id)
         .fetch_all(&self.pool)

@@ -23,7 +23,7 @@ impl Store {
                FROM lessons l
                JOIN seats st ON st.lesson_id = l.id
                LEFT JOIN assignments a ON a.seat_id = st.id
-                AND a.state IN ('pending', 'starting', 'running')
+                AND a.live
                LEFT JOIN seat_stops s ON s.seat_id = st.id
                LEFT JOIN seat_link_pauses p ON p.lesson_id = l.id
               WHERE l.school_site_id = $1 AND l.state NOT IN ('ended', 'cancelled')
