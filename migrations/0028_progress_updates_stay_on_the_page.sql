@@ -4,8 +4,8 @@
 -- and a partial index's predicate names its columns too. `state` was in the
 -- predicates of seats_staged (migration 0013) and of assignments_node_active,
 -- assignments_one_live_per_seat and assignments_unreported, so every report
--- wrote a new entry into every index of both tables: 38 buffer hits and
--- about 90 µs a seat in a 100,000-seat storm (decision 122).
+-- wrote a new entry into every index of both tables: 38 buffer hits a
+-- seat in a 100,000-seat storm, the most of any statement (decision 122).
 --
 -- The predicates now name stored generated columns that say what the
 -- indexes ask: `staged`, `live` and `unreported`. They change only when a
