@@ -924,6 +924,76 @@ async fn the_seat_quota_refuses_overlapping_seats_beyond_it() {
         .expect("back-to-back lessons do not add up");
 }
 
+/// Classes of one school that queue for the writers together are written
+/// together (decision 123), and each one's quota check counts the seats of
+/// those decided before it in the same transaction, not only the committed
+/// ones: with room for four seats, two of four two-seat classes get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn classes_of_one_school_written_together_share_its_seat_quota() {
+    let h = broker(false).await;
+    school(&h.app, "north-school").await;
+    agent(&h.app, "north-school", "cpu-1", &[]).await;
+    h.app.set_quota("north-school", 4).await.unwrap();
+    let cpu = RawSeat {
+        cpu_millis: 100,
+        memory_mib: 64,
+        gpu: None,
+        runtime: "process".into(),
+    };
+    let t = Utc::now() + chrono::Duration::hours(1);
+
+    // The school's quota row locked: the first batch waits on it, and the
+    // other classes queue behind it, their school busy.
+    let mut blocker = h.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM school_quotas FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (app, b) = (
+            h.app.clone(),
+            booking("north-school", t, 2400, 2, cpu.clone()),
+        );
+        tasks.push(tokio::spawn(async move { app.book_lesson(b).await }));
+    }
+    assert!(
+        wait_for(30, || async { h.app.booking_writes.held() == 4 }).await,
+        "all four classes planned and waiting for the writers"
+    );
+    blocker.rollback().await.unwrap();
+
+    let mut admitted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(v) => {
+                assert_eq!(v.lesson.state, "booked");
+                admitted += 1;
+            }
+            Err(ServiceError::Refused(x)) => {
+                assert_eq!(x.filters[0].filter, "quota", "{}", x.summary);
+                assert!(
+                    x.summary.contains("at most 4 concurrent seats"),
+                    "{}",
+                    x.summary
+                );
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(admitted, 2, "four seats of quota, two seats a class");
+    let (batches, written) = batches(&h.app, "booking_batch_size");
+    assert!(
+        written == 4.0 && batches < written,
+        "{batches} batches for {written} bookings: one school's classes went together"
+    );
+    let seats: i64 = sqlx::query_scalar("SELECT count(*) FROM seats")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(seats, 4, "only the admitted classes' seats are written");
+}
+
 #[tokio::test]
 async fn bad_voucher_input_names_every_field_and_rule() {
     let h = broker(false).await;

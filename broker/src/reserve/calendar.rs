@@ -142,8 +142,9 @@ impl SnapshotIndex {
 pub struct LiveCalendar {
     inner: Mutex<Inner>,
     next_hold: AtomicU64,
-    /// Plans take their turn here first, then run on a blocking thread (see
-    /// `plan_with`), one at a time.
+    /// Plans take their turn here, then run on a blocking thread one at a
+    /// time: a booking's in the batch of whoever holds the turn (see
+    /// `turn::place`), a dry run or a series' re-plan by itself.
     pub(super) plan_turn: tokio::sync::Mutex<()>,
 }
 

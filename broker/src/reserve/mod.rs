@@ -16,6 +16,7 @@
 mod calendar;
 pub mod many;
 pub mod queue;
+mod turn;
 
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ pub fn window_ms(start: DateTime<Utc>, end: DateTime<Utc>) -> Window {
 
 pub struct Reserver {
     calendar: Arc<LiveCalendar>,
+    /// Bookings' plans waiting for the calendar's planning turn.
+    waiting: turn::Waiting,
     store: Store,
     policy: Policy,
 }
@@ -111,6 +114,7 @@ impl Reserver {
     pub fn new(store: Store, policy: Policy) -> Self {
         Self {
             calendar: Default::default(),
+            waiting: Default::default(),
             store,
             policy,
         }
@@ -250,30 +254,19 @@ impl Reserver {
             reloaded = true;
         }
         loop {
-            {
-                // Planning is the one long stretch of CPU in a booking. On a
-                // runtime thread it starved the tasks driving the database:
-                // at a bell, while the classes were planned one after another,
-                // each writer statement waited tens of milliseconds to be
-                // polled and PostgreSQL sat idle.
-                let _turn = self.calendar.plan_turn.lock().await;
-                let (cal, fleet, req, rtt, policy, again) = (
-                    self.calendar.clone(),
-                    fleet.clone(),
-                    req.clone(),
-                    rtt.clone(),
-                    policy.clone(),
-                    again.clone(),
-                );
-                let placed = tokio::task::spawn_blocking(move || {
-                    cal.place_and_hold(&fleet, &rtt, &req, &policy, hold, again.as_deref())
-                })
-                .await
-                .map_err(|e| ServiceError::Internal(anyhow::anyhow!("planning stopped: {e}")))?;
-                match placed {
-                    (Decision::Refused(_), _) if !reloaded => {}
-                    done => return Ok(done),
-                }
+            let placed = turn::place(&self.calendar, &self.waiting, |answer| turn::Job {
+                fleet: fleet.clone(),
+                rtt: rtt.clone(),
+                req: req.clone(),
+                policy: policy.clone(),
+                hold,
+                again: again.clone(),
+                answer,
+            })
+            .await?;
+            match placed {
+                (Decision::Refused(_), _) if !reloaded => {}
+                done => return Ok(done),
             }
             self.reload_calendar().await?;
             reloaded = true;

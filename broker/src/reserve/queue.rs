@@ -103,6 +103,8 @@ pub struct BookingWriters {
 struct Waiting {
     queue: VecDeque<Queued>,
     busy: HashSet<Uuid>,
+    /// Bookings in the batches being written.
+    writing: usize,
 }
 
 impl BatchQueue for BookingWriters {
@@ -112,30 +114,68 @@ impl BatchQueue for BookingWriters {
         &self.wake
     }
 
-    /// The oldest waiting bookings whose schools are free, one per school
-    /// (a school's quota check reads its committed seats, so its second
-    /// booking must see the first written); their schools are now busy.
+    /// The oldest waiting bookings whose schools are free, every waiting
+    /// booking of such a school included (decision 123); their schools are
+    /// now busy.
     fn take_batch(&self) -> Vec<Queued> {
         let mut g = self.lock();
-        let Waiting { queue, busy } = &mut *g;
-        let mut batch = Vec::new();
-        let mut rest = VecDeque::with_capacity(queue.len());
-        for q in queue.drain(..) {
-            if batch.len() < MAX_BATCH && busy.insert(q.write.input.site_id) {
+        let Waiting {
+            queue,
+            busy,
+            writing,
+        } = &mut *g;
+        let schools: Vec<Uuid> = queue.iter().map(|q| q.write.input.site_id).collect();
+        let taken = pick(&schools, busy, MAX_BATCH);
+        let mut batch = Vec::with_capacity(taken.len());
+        let mut rest = VecDeque::with_capacity(queue.len() - taken.len());
+        let mut next = taken.iter().peekable();
+        for (i, q) in queue.drain(..).enumerate() {
+            if next.next_if_eq(&&i).is_some() {
                 batch.push(q);
             } else {
                 rest.push_back(q);
             }
         }
         *queue = rest;
+        *writing += batch.len();
         batch
     }
+}
+
+/// Which of the waiting bookings (by school, oldest first) go into the
+/// next batch: in order, at most `max`, each of a school no other batch
+/// holds. Several bookings of one school may go together: the batch
+/// decides them one after another from its lock on the school, each
+/// booking's quota check counting the seats of those decided before it
+/// (`SchoolLock`). At a bell of 44 classes a school, one booking a school
+/// a batch made each school's classes wait for 44 batches in a row.
+/// Marks the schools taken as busy; the positions come back in order.
+fn pick(schools: &[Uuid], busy: &mut HashSet<Uuid>, max: usize) -> Vec<usize> {
+    let mut mine = HashSet::new();
+    let mut taken = Vec::new();
+    for (i, s) in schools.iter().enumerate() {
+        if taken.len() == max {
+            break;
+        }
+        if mine.contains(s) || busy.insert(*s) {
+            mine.insert(*s);
+            taken.push(i);
+        }
+    }
+    taken
 }
 
 impl BookingWriters {
     pub(crate) fn push(&self, q: Queued) {
         self.lock().queue.push_back(q);
         self.wake.notify_waiters();
+    }
+
+    /// Bookings planned and not yet written: waiting, or in a batch being
+    /// written.
+    pub fn held(&self) -> usize {
+        let g = self.lock();
+        g.queue.len() + g.writing
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
@@ -147,7 +187,37 @@ impl BookingWriters {
         for q in batch {
             g.busy.remove(&q.write.input.site_id);
         }
+        g.writing -= batch.len().min(g.writing);
         drop(g);
         self.wake.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn school(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn a_batch_takes_every_waiting_booking_of_its_free_schools_in_order() {
+        let (a, b, c) = (school(1), school(2), school(3));
+        let mut busy = HashSet::from([b]);
+        // b is being written by another batch: its bookings wait.
+        let taken = pick(&[a, b, a, c, b, a], &mut busy, 16);
+        assert_eq!(taken, vec![0, 2, 3, 5]);
+        assert_eq!(busy, HashSet::from([a, b, c]));
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_size_and_leaves_the_rest_waiting() {
+        let (a, b) = (school(1), school(2));
+        let mut busy = HashSet::new();
+        assert_eq!(pick(&[a, a, b, a], &mut busy, 2), vec![0, 1]);
+        assert_eq!(busy, HashSet::from([a]), "b was not taken");
+        // The next batch: a is busy until the first one is written.
+        assert_eq!(pick(&[b, a], &mut busy, 2), vec![0]);
     }
 }

@@ -4,8 +4,8 @@
 //! booking's own transaction cost a few milliseconds beyond its seats: its
 //! statements planned and run, the capacity trigger started, a commit. So a
 //! planned booking queues for one of a few writers, and a writer takes every
-//! booking waiting (one per school, at most `MAX_BATCH`) into one transaction
-//! with one statement per table. Under light load a batch is one booking,
+//! booking waiting (of schools no other batch holds, at most `MAX_BATCH`)
+//! into one transaction with one statement per table. Under light load a batch is one booking,
 //! written at once.
 //!
 //! A batch is atomic in the database but not for its bookings: a voucher or
@@ -14,10 +14,7 @@
 //! then written alone, where the booking's own retry rules (re-plan after a
 //! capacity conflict, answer an earlier request_id) apply.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::Utc;
 use classgrid_placement::Owner;
@@ -108,7 +105,8 @@ impl Broker {
 
     /// Writes the bookings' lessons, seats, reservations, voucher holds and
     /// any preemption in one transaction of a few statements, whatever the
-    /// classes' sizes. At most one booking per school.
+    /// classes' sizes. Several bookings of one school are decided one after
+    /// another, each counting the seats of those before it (decision 123).
     ///
     /// A lesson whose bell has already rung and that has nothing to stage is
     /// started in the same transaction: it is written live, with its seats'
@@ -120,22 +118,13 @@ impl Broker {
         conn: &mut PgConnection,
         ws: &[&BookingWrite],
     ) -> sqlx::Result<Vec<Written>> {
-        debug_assert_eq!(
-            ws.iter()
-                .map(|w| w.input.site_id)
-                .collect::<HashSet<_>>()
-                .len(),
-            ws.len(),
-            "one booking per school in a batch"
-        );
         self.write_bookings_as(conn, ws, WriteMode::Each).await
     }
 
     /// `write_bookings`, or its dry run, or all of `ws` or none. Several
     /// bookings of one school share its voucher read, each hold taken off
-    /// the balances before the next is decided (a series' occurrences);
-    /// their quota check sees only committed seats, so they must not
-    /// overlap in time (a series' rule refuses overlapping occurrences).
+    /// the balances before the next is decided, and each quota check counts
+    /// the seats of those decided before it (`SchoolLock`).
     pub(crate) async fn write_bookings_as(
         &self,
         conn: &mut PgConnection,
