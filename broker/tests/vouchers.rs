@@ -872,18 +872,24 @@ async fn charges_equal_metered_slice_seconds_times_weight_and_csv_totals_equal_t
     );
 }
 
-#[tokio::test]
-async fn the_seat_quota_refuses_overlapping_seats_beyond_it() {
-    let h = broker(false).await;
+/// "north-school" with one CPU node and a quota of `max` concurrent
+/// seats; the seat its classes ask for.
+async fn cpu_school_with_quota(h: &Harness, max: i64) -> RawSeat {
     school(&h.app, "north-school").await;
     agent(&h.app, "north-school", "cpu-1", &[]).await;
-    h.app.set_quota("north-school", 3).await.unwrap();
-    let cpu = RawSeat {
+    h.app.set_quota("north-school", max).await.unwrap();
+    RawSeat {
         cpu_millis: 100,
         memory_mib: 64,
         gpu: None,
         runtime: "process".into(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn the_seat_quota_refuses_overlapping_seats_beyond_it() {
+    let h = broker(false).await;
+    let cpu = cpu_school_with_quota(&h, 3).await;
     let t = Utc::now() + chrono::Duration::hours(1);
     // CPU seats cost nothing, so no voucher is needed; the quota still counts them.
     h.app
@@ -931,15 +937,7 @@ async fn the_seat_quota_refuses_overlapping_seats_beyond_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn classes_of_one_school_written_together_share_its_seat_quota() {
     let h = broker(false).await;
-    school(&h.app, "north-school").await;
-    agent(&h.app, "north-school", "cpu-1", &[]).await;
-    h.app.set_quota("north-school", 4).await.unwrap();
-    let cpu = RawSeat {
-        cpu_millis: 100,
-        memory_mib: 64,
-        gpu: None,
-        runtime: "process".into(),
-    };
+    let cpu = cpu_school_with_quota(&h, 4).await;
     let t = Utc::now() + chrono::Duration::hours(1);
 
     // The school's quota row locked: the first batch waits on it, and the
