@@ -297,7 +297,7 @@ impl LiveCalendar {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use classgrid_placement::Window;
     use uuid::Uuid;
 
@@ -341,7 +341,7 @@ mod tests {
 
     /// A school with a measured RTT to every node: two nodes of one kind
     /// on its own site, so it gets one sorted group.
-    fn measured_school() -> (Arc<placement::Fleet>, RttTable, Request) {
+    pub(in crate::reserve) fn measured_school() -> (Arc<placement::Fleet>, RttTable, Request) {
         use placement::{Liveness, Node, SeatSpec, Site, SiteKind, Tier};
         let school = Site {
             id: Uuid::now_v7(),

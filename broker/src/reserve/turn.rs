@@ -4,13 +4,14 @@
 //! A plan is the one long stretch of CPU in a booking, so it runs off the
 //! runtime's threads: on one it starved the tasks driving the database
 //! (each writer statement waited tens of milliseconds to be polled while
-//! the classes of a bell were planned). With one blocking task per plan the turn stayed held
-//! across each hop there and back: at a bell of 100,000 seats the turn was
-//! held for 94 % of the storm, half of it in those hops (waiting for the
-//! blocking thread to be scheduled, then for the task to be polled again,
-//! on a machine busy with PostgreSQL), and every other class waited behind
-//! it (decision 123). Taken together, a batch costs one hop; each plan's
-//! answer is sent as soon as it is decided, in the order the plans came.
+//! the classes of a bell were planned). With one blocking task per plan,
+//! the turn stayed held across each hop there and back: at a bell of
+//! 100,000 seats it was held for 94 % of the storm, half of it in those
+//! hops (the blocking thread waiting to be scheduled, then the task waiting
+//! to be polled again, on a machine busy with PostgreSQL), and every other
+//! class waited behind it (decision 123). Taken together, a batch costs
+//! one hop; each plan's answer is sent as soon as it is decided, in the
+//! order the plans came.
 
 use std::sync::{Arc, Mutex};
 
@@ -78,10 +79,15 @@ fn answered_or_stopped(
     a.map_err(|_| ServiceError::Internal(anyhow::anyhow!("planning stopped")))
 }
 
-/// Runs a batch in order. An answer nobody waits for any more (the
-/// booking was given up) drops its hold, which lets its rows go.
+/// Runs a batch in order. A plan whose booking was given up while it
+/// waited (its caller went away) is not run: its hold would only be
+/// dropped again, and a dropped hold makes the next plan re-read the whole
+/// calendar. One given up while it runs drops its hold, as before.
 fn run(cal: &Arc<LiveCalendar>, jobs: Vec<Job>) {
     for j in jobs {
+        if j.answer.is_closed() {
+            continue;
+        }
         let placed = cal.place_and_hold(
             &j.fleet,
             &j.rtt,
@@ -91,5 +97,46 @@ fn run(cal: &Arc<LiveCalendar>, jobs: Vec<Job>) {
             j.again.as_deref(),
         );
         let _ = j.answer.send(placed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    /// A booking given up while its plan waited (a client that went away
+    /// at a busy bell) costs nothing: its plan is skipped, where a plan run
+    /// and then dropped would have made the next one re-read the calendar.
+    #[test]
+    fn a_plan_given_up_while_it_waited_is_not_run() {
+        let (fleet, rtt, req) = super::super::calendar::tests::measured_school();
+        let (rtt, req) = (Arc::new(rtt), Arc::new(req));
+        let cal = Arc::new(LiveCalendar::default());
+        cal.lock().loaded = true;
+        let job = |owner, answer| Job {
+            fleet: fleet.clone(),
+            rtt: rtt.clone(),
+            req: req.clone(),
+            policy: Arc::new(Policy::default()),
+            hold: Some(owner),
+            again: None,
+            answer,
+        };
+        let (gone, kept) = (Owner::Lesson(Uuid::now_v7()), Owner::Lesson(Uuid::now_v7()));
+        let (to_gone, given_up) = oneshot::channel();
+        drop(given_up);
+        let (to_kept, mut answer) = oneshot::channel();
+
+        run(&cal, vec![job(gone, to_gone), job(kept, to_kept)]);
+
+        let (decision, hold) = answer.try_recv().expect("the plan still waited for is run");
+        assert!(matches!(decision, Decision::Admitted(_)), "{decision:?}");
+        assert!(hold.is_some());
+        let g = cal.lock();
+        assert!(g.loaded, "no dropped hold sent the next plan to re-read");
+        assert_eq!(g.cal.of_owner(gone).count(), 0);
+        assert_eq!(g.cal.of_owner(kept).count(), 2, "its two seats are held");
     }
 }
