@@ -5,8 +5,8 @@
 //! statements planned and run, the capacity trigger started, a commit. So a
 //! planned booking queues for one of a few writers, and a writer takes every
 //! booking waiting (of schools no other batch holds, at most `MAX_BATCH`)
-//! into one transaction with one statement per table. Under light load a batch is one booking,
-//! written at once.
+//! into one transaction with one statement per table. Under light load a
+//! batch is one booking, written at once.
 //!
 //! A batch is atomic in the database but not for its bookings: a voucher or
 //! quota refusal drops that booking before anything of it is written. Any
