@@ -549,7 +549,11 @@ async fn bookings_written_together_keep_each_schools_own_verdict() {
             app.book_lesson(b).await
         }));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every class planned, waiting for its school's lock or for a writer.
+    assert!(
+        wait_for(30, || async { h.app.booking_writes.held() == 8 }).await,
+        "all eight bookings planned"
+    );
     // School 3's only device, taken whole by a writer the broker does not see.
     sqlx::query(
         "INSERT INTO reservations (owner_kind, owner_id, node_id, device_idx, during, gpu_memory_mib, gpu_compute_pct)
